@@ -1,0 +1,337 @@
+//! Configuration from environment variables.
+//!
+//! Every service reads its variables through an [`EnvReader`], which collects *all* missing or
+//! malformed variables and reports them together, each by name, so a misconfigured deployment
+//! is fixed in one pass rather than one restart per variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// One variable that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariableError {
+    pub name: String,
+    pub problem: String,
+}
+
+/// All the variables that could not be read, by name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<VariableError>,
+}
+
+impl ConfigError {
+    /// Whether a variable of this name is among the errors.
+    pub fn names(&self, name: &str) -> bool {
+        self.errors.iter().any(|error| error.name == name)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: ")?;
+        for (index, error) in self.errors.iter().enumerate() {
+            if index > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{}: {}", error.name, error.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub enum EnvSource {
+    Process,
+    Map(HashMap<String, String>),
+}
+
+/// Reads typed variables and collects every failure.
+pub struct EnvReader {
+    source: EnvSource,
+    errors: Vec<VariableError>,
+}
+
+impl EnvReader {
+    pub fn from_process() -> Self {
+        Self {
+            source: EnvSource::Process,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn from_map<I, K, V>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self {
+            source: EnvSource::Map(map),
+            errors: Vec::new(),
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        let value = match &self.source {
+            EnvSource::Process => std::env::var(name).ok(),
+            EnvSource::Map(map) => map.get(name).cloned(),
+        };
+        // An empty variable means "not set": `FOO= cmd` is a common way to unset in shells.
+        value.filter(|value| !value.trim().is_empty())
+    }
+
+    fn fail(&mut self, name: &str, problem: impl Into<String>) {
+        self.errors.push(VariableError {
+            name: name.to_owned(),
+            problem: problem.into(),
+        });
+    }
+
+    /// A variable that must be set.
+    pub fn required<T>(&mut self, name: &str) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => {
+                self.fail(name, "is required but not set");
+                None
+            }
+            Some(raw) => self.parse(name, &raw),
+        }
+    }
+
+    /// A variable with a default used when it is unset.
+    pub fn with_default<T>(&mut self, name: &str, default: T) -> T
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => default,
+            Some(raw) => self.parse(name, &raw).unwrap_or(default),
+        }
+    }
+
+    /// A variable that may be absent.
+    pub fn optional<T>(&mut self, name: &str) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let raw = self.raw(name)?;
+        self.parse(name, &raw)
+    }
+
+    /// A secret with a development default; the value never appears in Debug output.
+    pub fn secret_with_default(&mut self, name: &str, default: &str) -> SecretString {
+        SecretString::from(self.raw(name).unwrap_or_else(|| default.to_owned()))
+    }
+
+    /// A required secret.
+    pub fn required_secret(&mut self, name: &str) -> Option<SecretString> {
+        match self.raw(name) {
+            None => {
+                self.fail(name, "is required but not set");
+                None
+            }
+            Some(raw) => Some(SecretString::from(raw)),
+        }
+    }
+
+    /// A duration in whole seconds, e.g. `SHUTDOWN_GRACE_SECONDS=10`.
+    pub fn seconds_with_default(&mut self, name: &str, default: Duration) -> Duration {
+        self.optional::<u64>(name)
+            .map(Duration::from_secs)
+            .unwrap_or(default)
+    }
+
+    /// A boolean accepting true/false/1/0/yes/no.
+    pub fn flag(&mut self, name: &str, default: bool) -> bool {
+        match self.raw(name) {
+            None => default,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                other => {
+                    self.fail(
+                        name,
+                        format!("`{other}` is not a boolean (use true or false)"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn parse<T>(&mut self, name: &str, raw: &str) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match raw.trim().parse::<T>() {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.fail(
+                    name,
+                    format!("`{}` is invalid: {error}", redact_for_error(name, raw)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Record an error found by a service-level check (e.g. two variables that conflict).
+    pub fn reject(&mut self, name: &str, problem: impl Into<String>) {
+        self.fail(name, problem);
+    }
+
+    /// Ok when every read succeeded, otherwise all the errors.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                errors: self.errors,
+            })
+        }
+    }
+}
+
+/// Values of variables whose names suggest a secret are not echoed in errors.
+fn redact_for_error(name: &str, raw: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    let secret = ["SECRET", "PASSWORD", "KEY", "TOKEN", "DATABASE_URL"]
+        .iter()
+        .any(|s| upper.contains(s));
+    if secret {
+        "<redacted>".to_owned()
+    } else {
+        raw.to_owned()
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected `pretty` or `json`, got `{other}`")),
+        }
+    }
+}
+
+/// Variables every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// `DATABASE_URL`. Kept secret: it usually carries a password.
+    pub database_url: SecretString,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `LOG_FORMAT`: pretty (default) or json.
+    pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: traces are exported over OTLP/HTTP when set.
+    pub otel_endpoint: Option<String>,
+    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight work may take after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+    /// `HOST`: the address to listen on.
+    pub host: std::net::IpAddr,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/journal";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl CommonConfig {
+    /// Read the shared variables. Defaults suit local development.
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            database_url: env.secret_with_default("DATABASE_URL", DEFAULT_DATABASE_URL),
+            nats_url: env.with_default("NATS_URL", DEFAULT_NATS_URL.to_owned()),
+            log_format: env.with_default("LOG_FORMAT", LogFormat::Pretty),
+            otel_endpoint: env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            shutdown_grace: env
+                .seconds_with_default("SHUTDOWN_GRACE_SECONDS", Duration::from_secs(10)),
+            database_max_connections: env.with_default("DATABASE_MAX_CONNECTIONS", 16),
+            host: env.with_default("HOST", std::net::IpAddr::from([0, 0, 0, 0])),
+        }
+    }
+
+    /// A config for tests and tools, pointing at the given database and NATS server.
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            database_url: SecretString::from(database_url.to_owned()),
+            nats_url: nats_url.to_owned(),
+            log_format: LogFormat::Pretty,
+            otel_endpoint: None,
+            shutdown_grace: Duration::from_secs(5),
+            database_max_connections: 8,
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
+/// `PORT` with the service's default port.
+pub fn read_port(env: &mut EnvReader, default: u16) -> u16 {
+    env.with_default("PORT", default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_variable_is_named() {
+        let mut env = EnvReader::from_map([("PORT", "eighty"), ("LOG_FORMAT", "xml")]);
+        let _ = CommonConfig::read(&mut env);
+        let _ = read_port(&mut env, 8080);
+        let _: Option<String> = env.required("SOMETHING_REQUIRED");
+        let error = env.finish().unwrap_err();
+        assert!(error.names("PORT"));
+        assert!(error.names("LOG_FORMAT"));
+        assert!(error.names("SOMETHING_REQUIRED"));
+        assert!(!error.names("NATS_URL"));
+        let message = error.to_string();
+        assert!(message.contains("PORT: `eighty` is invalid"), "{message}");
+    }
+
+    #[test]
+    fn secret_values_are_not_echoed() {
+        let mut env = EnvReader::from_map([
+            ("DATABASE_MAX_CONNECTIONS", "x"),
+            ("API_KEY_COUNT", "hunter2"),
+        ]);
+        let _: Option<u32> = env.optional("API_KEY_COUNT");
+        let message = env.finish().unwrap_err().to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("<redacted>"), "{message}");
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_or_empty() {
+        let mut env = EnvReader::from_map([("NATS_URL", "  ")]);
+        let common = CommonConfig::read(&mut env);
+        env.finish().unwrap();
+        assert_eq!(common.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(common.log_format, LogFormat::Pretty);
+    }
+}
