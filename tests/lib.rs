@@ -1,1 +1,82 @@
-//! End-to-end tests live in `tests/e2e/`.
+//! Helpers for the end-to-end tests in `e2e/`: start the five real services in-process on
+//! port 0 against real Postgres and NATS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One service running inside the test process.
+pub struct RunningService {
+    pub name: &'static str,
+    pub schema: &'static str,
+    pub base_url: String,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), String>>,
+}
+
+impl RunningService {
+    /// Cancel its shutdown token and wait for `run` to return.
+    pub async fn stop(self) -> Result<(), String> {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(15), self.handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(format!("{} panicked: {join_error}", self.name)),
+            Err(_) => Err(format!("{} did not stop within 15 s", self.name)),
+        }
+    }
+}
+
+macro_rules! start_service {
+    ($krate:ident, $database_url:expr, $nats_url:expr) => {{
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let config = $krate::Config::for_tests($database_url, $nats_url);
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            $krate::run(config, listener, token)
+                .await
+                .map_err(|error| error.to_string())
+        });
+        RunningService {
+            name: $krate::SERVICE,
+            schema: $krate::SCHEMA,
+            base_url,
+            shutdown,
+            handle,
+        }
+    }};
+}
+
+/// Start all five services against one database and NATS server.
+pub async fn start_all(database_url: &str, nats_url: &str) -> Vec<RunningService> {
+    vec![
+        start_service!(api, database_url, nats_url),
+        start_service!(sync_streamer, database_url, nats_url),
+        start_service!(worker, database_url, nats_url),
+        start_service!(cron, database_url, nats_url),
+        start_service!(notifier, database_url, nats_url),
+    ]
+}
+
+/// Wait until every service answers `/readyz` with `want_status`.
+pub async fn wait_ready_status(services: &[RunningService], want_status: u16, timeout: Duration) {
+    for service in services {
+        let url = format!("{}/readyz", service.base_url);
+        let reached = test_support::eventually(timeout, || {
+            let url = url.clone();
+            async move { test_support::get(&url).await.0 == want_status }
+        })
+        .await;
+        let (status, body) = test_support::get(&url).await;
+        assert!(
+            reached,
+            "{}: /readyz stayed {status} ({body}), wanted {want_status}",
+            service.name
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The real binaries as processes: configuration errors name the variable and exit non-zero;
+//! SIGTERM stops a running service with exit code 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use test_support::{TestDb, binary, free_port, get, nats_url};
+
+const BINARIES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
+
+#[test]
+fn invalid_configuration_names_each_variable_and_exits_2() {
+    for name in BINARIES {
+        let output = Command::new(binary(name))
+            .env("PORT", "eighty")
+            .env("LOG_FORMAT", "xml")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("PORT: `eighty` is invalid"),
+            "{name}: {stderr}"
+        );
+        assert!(stderr.contains("LOG_FORMAT"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn unreachable_database_fails_start_with_exit_1() {
+    let output = Command::new(binary("worker"))
+        .env("PORT", free_port().to_string())
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/nothing", free_port()),
+        )
+        .env("LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("postgres"),
+        "the failure names postgres: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_service_with_exit_0() {
+    let db = TestDb::new().await;
+    for name in BINARIES {
+        let port = free_port();
+        let mut child = Command::new(binary(name))
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", db.url())
+            .env("NATS_URL", nats_url())
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let ready_url = format!("http://127.0.0.1:{port}/readyz");
+        let ready = test_support::eventually(Duration::from_secs(30), || {
+            let url = ready_url.clone();
+            async move { get(&url).await.0 == 200 }
+        })
+        .await;
+        assert!(ready, "{name} never became ready");
+
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not exit within 15 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0), "{name} exit status after SIGTERM");
+        assert_eq!(
+            get(&ready_url).await.0,
+            0,
+            "{name} still answers after exit"
+        );
+    }
+}
