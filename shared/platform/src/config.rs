@@ -258,7 +258,7 @@ pub struct CommonConfig {
     pub host: std::net::IpAddr,
 }
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/journal";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/journal";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 impl CommonConfig {

@@ -1,0 +1,309 @@
+//! Make sure the local Postgres and NATS (with JetStream) are up: use them if they answer,
+//! start them if installed and stopped, install them with apt-get if absent and possible,
+//! and otherwise say exactly what to install.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::repo_root;
+
+/// The URLs the dev stack and tests use.
+pub struct Endpoints {
+    pub database_url: String,
+    pub nats_url: String,
+}
+
+pub fn endpoints() -> Endpoints {
+    Endpoints {
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| platform::config::DEFAULT_DATABASE_URL.to_owned()),
+        nats_url: std::env::var("NATS_URL")
+            .unwrap_or_else(|_| platform::config::DEFAULT_NATS_URL.to_owned()),
+    }
+}
+
+pub async fn ensure() -> Result<Endpoints> {
+    let endpoints = endpoints();
+    ensure_postgres(&endpoints.database_url).await?;
+    ensure_nats(&endpoints.nats_url).await?;
+    Ok(endpoints)
+}
+
+fn host_port_of_database(url: &str) -> Result<(String, u16, String)> {
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    Ok((options.get_host().to_owned(), options.get_port(), database))
+}
+
+fn port_open(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
+}
+
+fn is_local(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "localhost" | "::1") || host.starts_with('/')
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+fn run(description: &str, command: &mut Command) -> Result<()> {
+    eprintln!("xtask: {description}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not run: {description}"))?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+fn apt_install(packages: &[&str]) -> Result<bool> {
+    if !have("apt-get") {
+        return Ok(false);
+    }
+    let sudo = if is_root() {
+        None
+    } else if have("sudo") {
+        Some("sudo")
+    } else {
+        return Ok(false);
+    };
+    let command = |args: &[&str]| {
+        let mut command = match sudo {
+            Some(sudo) => {
+                let mut command = Command::new(sudo);
+                command.arg("apt-get");
+                command
+            }
+            None => Command::new("apt-get"),
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run("apt-get update", &mut command(&["update", "-qq"]))?;
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend_from_slice(packages);
+    run(
+        &format!("apt-get install {}", packages.join(" ")),
+        &mut command(&install),
+    )?;
+    Ok(true)
+}
+
+fn wait_port(host: &str, port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if port_open(host, port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+async fn ensure_postgres(database_url: &str) -> Result<()> {
+    let (host, port, database) = host_port_of_database(database_url)?;
+    if !port_open(&host, port) {
+        if !is_local(&host) {
+            bail!("Postgres at {host}:{port} does not answer (DATABASE_URL points there)");
+        }
+        let mut installed_now = false;
+        if !have("pg_ctlcluster") && !Path::new("/usr/lib/postgresql").exists() {
+            eprintln!("xtask: PostgreSQL is not installed; installing Debian's `postgresql`");
+            if !apt_install(&["postgresql"])? {
+                bail!(
+                    "PostgreSQL is not installed and cannot be installed automatically.\n  \
+                     Install PostgreSQL 15 or newer (Debian: `sudo apt-get install postgresql`) and start it,\n  \
+                     or run `docker compose up postgres nats` and set DATABASE_URL."
+                );
+            }
+            installed_now = true;
+        }
+        start_postgres_cluster()?;
+        if !wait_port(&host, port, Duration::from_secs(30)) {
+            bail!("Postgres did not start listening on {host}:{port}");
+        }
+        if installed_now {
+            // A fresh Debian cluster asks for a password over TCP; give the superuser the
+            // development password the default DATABASE_URL carries.
+            set_dev_password()?;
+        }
+    }
+    create_database_if_missing(database_url, &database).await
+}
+
+fn start_postgres_cluster() -> Result<()> {
+    if have("pg_ctlcluster") {
+        let versions = std::fs::read_dir("/etc/postgresql")
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for version in versions {
+            let mut command = if is_root() {
+                Command::new("pg_ctlcluster")
+            } else {
+                sudo_command("pg_ctlcluster")
+            };
+            command.args(["--skip-systemctl-redirect", &version, "main", "start"]);
+            // "already running" is an error for pg_ctlcluster but fine for us.
+            let _ = run(&format!("starting PostgreSQL {version}"), &mut command);
+        }
+        return Ok(());
+    }
+    bail!(
+        "PostgreSQL is installed but not running, and pg_ctlcluster is missing: start it yourself"
+    )
+}
+
+fn sudo_command(program: &str) -> Command {
+    let mut command = Command::new("sudo");
+    command.arg(program);
+    command
+}
+
+fn set_dev_password() -> Result<()> {
+    let sql = "ALTER USER postgres PASSWORD 'postgres'";
+    let mut command = if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", "psql", "-qc", sql]);
+        command
+    } else {
+        let mut command = Command::new("sudo");
+        command.args(["-u", "postgres", "psql", "-qc", sql]);
+        command
+    };
+    run(
+        "setting the development password of the postgres user",
+        &mut command,
+    )
+}
+
+async fn create_database_if_missing(database_url: &str, database: &str) -> Result<()> {
+    let admin_options = PgConnectOptions::from_str(database_url)?.database("postgres");
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(admin_options)
+        .await
+        .context("cannot connect to Postgres (check DATABASE_URL's user and password)")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        eprintln!("xtask: creating database {database}");
+        sqlx::query(&format!(
+            "CREATE DATABASE {}",
+            platform::db::quote_identifier(database)
+        ))
+        .execute(&admin)
+        .await?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
+async fn ensure_nats(nats_url: &str) -> Result<()> {
+    let address = nats_url.trim_start_matches("nats://");
+    let address = address.rsplit('@').next().unwrap_or(address);
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_owned(),
+            port.parse::<u16>().context("NATS_URL port")?,
+        ),
+        None => (address.to_owned(), 4222),
+    };
+    if !port_open(&host, port) {
+        if !is_local(&host) {
+            bail!("NATS at {host}:{port} does not answer (NATS_URL points there)");
+        }
+        if !have("nats-server") && !Path::new("/usr/sbin/nats-server").exists() {
+            eprintln!("xtask: nats-server is not installed; installing Debian's `nats-server`");
+            if !apt_install(&["nats-server"])? {
+                bail!(
+                    "nats-server is not installed and cannot be installed automatically.\n  \
+                     Install NATS 2.9 or newer (Debian: `sudo apt-get install nats-server`),\n  \
+                     or run `docker compose up postgres nats`."
+                );
+            }
+        }
+        start_nats(&host, port)?;
+    }
+    let client = platform::nats::connect(nats_url, "xtask").await?;
+    let jetstream = async_nats::jetstream::new(client);
+    platform::nats::ping(&jetstream, Duration::from_secs(5)).await.map_err(|error| {
+        anyhow::anyhow!("NATS at {nats_url} answers but JetStream does not ({error}); start nats-server with -js")
+    })?;
+    Ok(())
+}
+
+fn start_nats(host: &str, port: u16) -> Result<()> {
+    let program = if have("nats-server") {
+        "nats-server".to_owned()
+    } else {
+        "/usr/sbin/nats-server".to_owned()
+    };
+    let dev_dir = repo_root().join(".dev");
+    let store = dev_dir.join("nats");
+    std::fs::create_dir_all(&store)?;
+    let log = dev_dir.join("nats.log");
+    eprintln!(
+        "xtask: starting nats-server -js on {host}:{port} (store {}, log {})",
+        store.display(),
+        log.display()
+    );
+    // `setsid` detaches it from our terminal so Ctrl-C on the dev stack leaves it running,
+    // like the Postgres cluster.
+    let mut command = Command::new("setsid");
+    command
+        .arg(program)
+        .args(["-a", host, "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
+        .arg("-l")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command.spawn().context("could not start nats-server")?;
+    if !wait_port(host, port, Duration::from_secs(15)) {
+        bail!(
+            "nats-server did not start listening on {host}:{port}; see {}",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+/// The database URL as a secret, for platform helpers.
+pub fn secret(url: &str) -> SecretString {
+    SecretString::from(url.to_owned())
+}
