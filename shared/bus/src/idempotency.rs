@@ -1,0 +1,22 @@
+//! At-least-once delivery means a handler can see a message twice. A handler whose effect
+//! must not repeat records the message id in the same transaction as the effect.
+
+use sqlx::PgConnection;
+
+/// Record that `handler` processed `message_id`. Returns false when it already had — the
+/// caller then skips the effect (and commits nothing new).
+pub async fn first_time(
+    conn: &mut PgConnection,
+    handler: &str,
+    message_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_messages (handler, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(handler)
+    .bind(message_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}

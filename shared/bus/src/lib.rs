@@ -1,0 +1,26 @@
+//! The bus (replaces pg-tbus): typed events, tasks and sync changes on NATS JetStream.
+//!
+//! - [`streams`]: the EVENTS, TASKS and CHANGES streams, provisioned idempotently, under an
+//!   optional namespace (tests use one each, so they can share a NATS server).
+//! - [`outbox`]: write messages in the caller's transaction; [`relay`] publishes committed
+//!   rows with `Nats-Msg-Id` = outbox id, woken by LISTEN/NOTIFY.
+//! - [`router`]: `BusRouter::new(bus, state).on::<E>(handler).task::<T>(handler)` — plain
+//!   async fns with extractors ([`State`], [`Msg`], [`Meta`]), run through tower layers that
+//!   trace, ack, retry with backoff and dead-letter.
+//! - [`dead_letter`]: the dead-letter store, in-service re-drive, and the operator command.
+//! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
+
+pub mod dead_letter;
+pub mod headers;
+pub mod idempotency;
+pub mod outbox;
+pub mod relay;
+pub mod router;
+pub mod streams;
+
+mod error;
+mod pipeline;
+
+pub use error::{BusError, HandlerError};
+pub use router::{BusRouter, Meta, Msg, State};
+pub use streams::Bus;

@@ -1,0 +1,402 @@
+//! Handler registration that reads like axum:
+//!
+//! ```ignore
+//! BusRouter::new(bus, pool, state)
+//!     .on::<JournalEntryCreated, _, _>(record_entry)      // async fn(State<AppState>, Msg<JournalEntryCreated>) -> Result<(), HandlerError>
+//!     .task::<VerifyAttachment, _, _>(verify_attachment)
+//!     .run(shutdown)
+//!     .await;
+//! ```
+//! Each registration gets one durable consumer (`<service>--<event>` for events, shared by
+//! the service's replicas; `<queue>--<task>` for tasks), a bounded number of concurrent
+//! deliveries, and the tower pipeline in [`crate::pipeline`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull};
+use futures::StreamExt;
+use messages::definition::{BusMessage, DeliveryConfig, Destination, Event, Task};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{self, DeadLetterStore};
+use crate::pipeline::{Delivery, HandlerFn, Pipeline};
+use crate::streams::Bus;
+use crate::{BusError, HandlerError};
+
+/// The application state, cloned into each handler call.
+#[derive(Debug, Clone)]
+pub struct State<S>(pub S);
+
+/// The decoded message.
+#[derive(Debug, Clone)]
+pub struct Msg<M>(pub M);
+
+/// What the bus knows about a delivery.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The outbox id (or the publisher's `Nats-Msg-Id`): stable across redeliveries.
+    pub message_id: String,
+    /// Subject relative to the namespace, e.g. `events.journal_entry.created`.
+    pub subject: String,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    /// JetStream stream sequence (none when re-driven from the dead letters).
+    pub stream_sequence: Option<u64>,
+    /// When the message was emitted (epoch microseconds), if the publisher said.
+    pub emitted_at_micros: Option<i64>,
+    /// The consumer/handler name.
+    pub handler: String,
+}
+
+/// Builds one of a handler's arguments from a delivery.
+pub trait FromDelivery<M, S>: Sized {
+    fn from_delivery(message: &M, meta: &Meta, state: &S) -> Self;
+}
+
+impl<M, S: Clone> FromDelivery<M, S> for State<S> {
+    fn from_delivery(_: &M, _: &Meta, state: &S) -> Self {
+        State(state.clone())
+    }
+}
+
+impl<M: Clone, S> FromDelivery<M, S> for Msg<M> {
+    fn from_delivery(message: &M, _: &Meta, _: &S) -> Self {
+        Msg(message.clone())
+    }
+}
+
+impl<M, S> FromDelivery<M, S> for Meta {
+    fn from_delivery(_: &M, meta: &Meta, _: &S) -> Self {
+        meta.clone()
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// A plain async fn whose arguments are all [`FromDelivery`] extractors.
+pub trait Handler<M, S, Args>: Clone + Send + Sync + 'static {
+    fn call(&self, message: M, meta: Meta, state: S) -> HandlerFuture;
+}
+
+macro_rules! impl_handler {
+    ($($arg:ident),*) => {
+        impl<F, Fut, M, S, $($arg,)*> Handler<M, S, ($($arg,)*)> for F
+        where
+            F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+            M: Send + 'static,
+            S: Send + 'static,
+            $($arg: FromDelivery<M, S> + Send,)*
+        {
+            #[allow(non_snake_case, unused_variables)]
+            fn call(&self, message: M, meta: Meta, state: S) -> HandlerFuture {
+                $(let $arg = $arg::from_delivery(&message, &meta, &state);)*
+                Box::pin((self)($($arg),*))
+            }
+        }
+    };
+}
+
+impl_handler!();
+impl_handler!(A1);
+impl_handler!(A1, A2);
+impl_handler!(A1, A2, A3);
+
+/// One registered handler, ready to consume.
+pub(crate) struct Registration {
+    pub(crate) consumer_name: String,
+    pub(crate) stream_base: &'static str,
+    pub(crate) relative_subject: String,
+    pub(crate) config: DeliveryConfig,
+    pub(crate) handler: HandlerFn,
+}
+
+/// Registers handlers and runs their consumers.
+pub struct BusRouter<S> {
+    bus: Bus,
+    pool: PgPool,
+    state: S,
+    concurrency: usize,
+    registrations: Vec<Registration>,
+}
+
+impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
+    /// `pool` is the service's own pool: its schema holds the dead letters.
+    pub fn new(bus: Bus, pool: PgPool, state: S) -> Self {
+        Self {
+            bus,
+            pool,
+            state,
+            concurrency: 32,
+            registrations: Vec::new(),
+        }
+    }
+
+    /// Deliveries handled at once per handler in this process (default 32).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Handle an event. Every service that registers one gets every event.
+    pub fn on<E, H, Args>(self, handler: H) -> Self
+    where
+        E: Event + Clone,
+        H: Handler<E, S, Args>,
+        Args: 'static,
+    {
+        let consumer_name = format!("{}--{}", self.bus.service(), E::NAME.replace('.', "_"));
+        self.register::<E, H, Args>(consumer_name, "EVENTS", handler)
+    }
+
+    /// Handle a task. One consumer per task; replicas compete.
+    pub fn task<T, H, Args>(self, handler: H) -> Self
+    where
+        T: Task + Clone,
+        H: Handler<T, S, Args>,
+        Args: 'static,
+    {
+        let queue = match T::DESTINATION {
+            Destination::Task { queue } => queue,
+            Destination::Event => "events",
+        };
+        let consumer_name = format!("{queue}--{}", T::NAME.replace('.', "_"));
+        self.register::<T, H, Args>(consumer_name, "TASKS", handler)
+    }
+
+    fn register<M, H, Args>(
+        mut self,
+        consumer_name: String,
+        stream_base: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        M: BusMessage + Clone,
+        H: Handler<M, S, Args>,
+        Args: 'static,
+    {
+        let state = self.state.clone();
+        let handler_fn: HandlerFn = Arc::new(move |payload: bytes::Bytes, meta: Meta| {
+            let decoded = <M as prost::Message>::decode(payload);
+            let handler = handler.clone();
+            let state = state.clone();
+            Box::pin(async move {
+                let message = decoded.map_err(|error| {
+                    HandlerError::permanent(format!("undecodable payload: {error}"))
+                })?;
+                handler.call(message, meta, state).await
+            })
+        });
+        self.registrations.push(Registration {
+            consumer_name,
+            stream_base,
+            relative_subject: M::subject(),
+            config: M::CONFIG,
+            handler: handler_fn,
+        });
+        self
+    }
+
+    /// Consume until `shutdown`; then stop pulling and let in-flight deliveries finish.
+    /// Also serves re-drive requests for this router's dead letters.
+    pub fn spawn(self, shutdown: CancellationToken) -> RunningRouter {
+        let store = DeadLetterStore::new(self.pool.clone());
+        let mut tasks = Vec::new();
+        let mut attached = Vec::new();
+        let mut handlers = Vec::new();
+        for registration in self.registrations {
+            let pipeline = Pipeline::new(
+                registration.consumer_name.clone(),
+                registration.config,
+                registration.handler.clone(),
+                store.clone(),
+            );
+            handlers.push((registration.consumer_name.clone(), pipeline.clone()));
+            let flag = Arc::new(AtomicBool::new(false));
+            attached.push((registration.consumer_name.clone(), flag.clone()));
+            tasks.push(tokio::spawn(consume(
+                self.bus.clone(),
+                registration,
+                pipeline,
+                self.concurrency,
+                flag,
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(dead_letter::serve_redrives(
+            self.pool.clone(),
+            handlers,
+            shutdown.clone(),
+        )));
+        RunningRouter { tasks, attached }
+    }
+}
+
+/// Handle on the running consumers.
+pub struct RunningRouter {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    attached: Vec<(String, Arc<AtomicBool>)>,
+}
+
+impl RunningRouter {
+    /// Consumers not currently attached to JetStream (readiness).
+    pub fn detached(&self) -> Vec<String> {
+        self.attached
+            .iter()
+            .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// A readiness check: every consumer is attached.
+    pub fn readiness_check(&self) -> ConsumersAttached {
+        ConsumersAttached {
+            attached: self.attached.clone(),
+        }
+    }
+
+    /// Wait for every consumer to finish (after shutdown was cancelled).
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Readiness: the bus consumers are attached.
+pub struct ConsumersAttached {
+    attached: Vec<(String, Arc<AtomicBool>)>,
+}
+
+impl platform::health::ReadinessCheck for ConsumersAttached {
+    fn name(&self) -> &str {
+        "bus_consumers"
+    }
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let detached: Vec<&str> = self
+                .attached
+                .iter()
+                .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if detached.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not attached: {}", detached.join(", ")))
+            }
+        })
+    }
+}
+
+async fn ensure_consumer(
+    bus: &Bus,
+    registration: &Registration,
+    concurrency: usize,
+) -> Result<consumer::Consumer<pull::Config>, BusError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.stream_name(registration.stream_base))
+        .await
+        .map_err(|error| BusError::jetstream("getting stream", error))?;
+    let config = pull::Config {
+        durable_name: Some(registration.consumer_name.clone()),
+        filter_subject: bus.subject(&registration.relative_subject),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: registration.config.expire_in,
+        // Unlimited at the server: the pipeline counts attempts and dead-letters, so a message
+        // whose last attempt crashed the process is still seen (and dead-lettered) again.
+        max_deliver: -1,
+        max_ack_pending: (concurrency as i64).saturating_mul(16).max(256),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(&registration.consumer_name, config)
+        .await
+        .map_err(|error| BusError::jetstream("creating consumer", error))
+}
+
+async fn consume(
+    bus: Bus,
+    registration: Registration,
+    pipeline: Pipeline,
+    concurrency: usize,
+    attached: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut failures = 0u32;
+    'reconnect: while !shutdown.is_cancelled() {
+        let messages = match ensure_consumer(&bus, &registration, concurrency).await {
+            Ok(consumer) => consumer
+                .stream()
+                .max_messages_per_batch(concurrency)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|error| BusError::jetstream("pulling", error)),
+            Err(error) => Err(error),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                attached.store(false, Ordering::Relaxed);
+                failures = failures.saturating_add(1);
+                tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
+                let delay = Duration::from_millis(200u64 << failures.min(5));
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'reconnect,
+                    () = tokio::time::sleep(delay) => continue 'reconnect,
+                }
+            }
+        };
+        attached.store(true, Ordering::Relaxed);
+        failures = 0;
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break 'reconnect,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break 'reconnect,
+                },
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break 'reconnect,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let delivery =
+                        Delivery::from_jetstream(&bus, &registration.consumer_name, message);
+                    let pipeline = pipeline.clone();
+                    tokio::spawn(async move {
+                        pipeline.process(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    // Missed heartbeats or a dropped connection: re-attach.
+                    tracing::warn!(consumer = %registration.consumer_name, %error, "pull stream error; re-attaching");
+                    attached.store(false, Ordering::Relaxed);
+                    continue 'reconnect;
+                }
+                None => {
+                    attached.store(false, Ordering::Relaxed);
+                    continue 'reconnect;
+                }
+            }
+        }
+    }
+    attached.store(false, Ordering::Relaxed);
+    // Drain: wait until every in-flight delivery has released its permit.
+    let _ = permits.acquire_many(concurrency as u32).await;
+    tracing::info!(consumer = %registration.consumer_name, "consumer stopped");
+}

@@ -1,0 +1,181 @@
+//! The three streams and the handle services use to reach them.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use messages::definition::BusMessage;
+
+use crate::BusError;
+use crate::headers;
+
+/// The bus as one service sees it: JetStream, the namespace, and the service's name (which
+/// names its durable consumers).
+#[derive(Clone)]
+pub struct Bus {
+    jetstream: jetstream::Context,
+    namespace: String,
+    service: &'static str,
+}
+
+/// The three streams: (base name, subject root, retention, max age).
+const STREAMS: [(&str, &str, stream::RetentionPolicy, Duration); 3] = [
+    (
+        "EVENTS",
+        "events",
+        stream::RetentionPolicy::Limits,
+        Duration::from_secs(7 * 24 * 3600),
+    ),
+    (
+        "TASKS",
+        "tasks",
+        stream::RetentionPolicy::WorkQueue,
+        Duration::from_secs(14 * 24 * 3600),
+    ),
+    (
+        "CHANGES",
+        "changes",
+        stream::RetentionPolicy::Limits,
+        Duration::from_secs(30 * 24 * 3600),
+    ),
+];
+
+/// Longer than the relay's longest retry delay, so a re-published outbox row is dropped.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+impl Bus {
+    /// Connect the bus and make sure the streams exist (idempotent; existing streams are left
+    /// as they are, so production settings made by ops — replicas, storage — survive).
+    pub async fn start(
+        jetstream: jetstream::Context,
+        namespace: &str,
+        service: &'static str,
+    ) -> Result<Self, BusError> {
+        let bus = Self {
+            jetstream,
+            namespace: namespace.to_owned(),
+            service,
+        };
+        bus.provision_streams().await?;
+        Ok(bus)
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The full subject for a subject relative to the namespace.
+    pub fn subject(&self, relative: &str) -> String {
+        if self.namespace.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}.{relative}", self.namespace)
+        }
+    }
+
+    /// The subject relative to the namespace, for a full subject.
+    pub fn relative_subject<'a>(&self, full: &'a str) -> &'a str {
+        if self.namespace.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.namespace)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or(full)
+        }
+    }
+
+    /// A stream's name: `EVENTS`, or `<NAMESPACE>_EVENTS`.
+    pub fn stream_name(&self, base: &str) -> String {
+        if self.namespace.is_empty() {
+            base.to_owned()
+        } else {
+            format!(
+                "{}_{base}",
+                self.namespace.to_ascii_uppercase().replace(['.', '-'], "_")
+            )
+        }
+    }
+
+    async fn provision_streams(&self) -> Result<(), BusError> {
+        for (base, root, retention, max_age) in STREAMS {
+            let config = stream::Config {
+                name: self.stream_name(base),
+                subjects: vec![self.subject(&format!("{root}.>"))],
+                retention,
+                max_age,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            };
+            self.jetstream
+                .get_or_create_stream(config)
+                .await
+                .map_err(|error| BusError::jetstream("creating stream", error))?;
+        }
+        Ok(())
+    }
+
+    /// Publish straight to JetStream (not transactional — use the outbox for messages that
+    /// must commit with a state change) and wait for the ack. `message_id` de-duplicates.
+    pub async fn publish<M: BusMessage>(
+        &self,
+        message: &M,
+        message_id: &str,
+    ) -> Result<u64, BusError> {
+        self.publish_raw(
+            &M::subject(),
+            M::NAME,
+            message.encode_to_vec().into(),
+            message_id,
+            &[],
+        )
+        .await
+    }
+
+    /// Publish bytes to a subject relative to the namespace; returns the stream sequence.
+    pub async fn publish_raw(
+        &self,
+        relative_subject: &str,
+        name: &str,
+        payload: bytes::Bytes,
+        message_id: &str,
+        extra_headers: &[(String, String)],
+    ) -> Result<u64, BusError> {
+        let mut header_map = async_nats::HeaderMap::new();
+        header_map.insert(headers::MESSAGE_ID, message_id);
+        header_map.insert(headers::MESSAGE_NAME, name);
+        header_map.insert(
+            headers::EMITTED_AT_MICROS,
+            headers::now_micros().to_string().as_str(),
+        );
+        for (key, value) in extra_headers {
+            header_map.insert(key.as_str(), value.as_str());
+        }
+        for (key, value) in platform::telemetry::current_trace_headers() {
+            header_map.insert(key.as_str(), value.as_str());
+        }
+        let ack = self
+            .jetstream
+            .publish_with_headers(self.subject(relative_subject), header_map, payload)
+            .await
+            .map_err(|error| BusError::jetstream("publishing", error))?
+            .await
+            .map_err(|error| BusError::jetstream("awaiting publish ack", error))?;
+        Ok(ack.sequence)
+    }
+
+    /// Delete this namespace's streams (tests clean up after themselves).
+    pub async fn delete_streams(&self) -> Result<(), BusError> {
+        for (base, ..) in STREAMS {
+            let _ = self.jetstream.delete_stream(self.stream_name(base)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! The bus against real Postgres and NATS JetStream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bus::BusRouter;
+use bus::dead_letter::DeadLetterStore;
+use bus::relay::{self, RelayConfig};
+use common::{Fixture, Recorder, probe, record};
+use messages::journal::v1::BusProbe;
+use test_support::{PrivateNats, eventually, nats_url};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn failing_handler_retries_to_its_limit_with_growing_delays_then_dead_letters_and_redrives() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let recorder = Arc::new(Recorder::default());
+    recorder.failing.store(true, Ordering::SeqCst);
+    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    fixture
+        .bus
+        .publish(&probe(1, ""), "retry-me")
+        .await
+        .unwrap();
+
+    // retry_limit 3 → 4 attempts, then the dead letter.
+    let store = DeadLetterStore::new(fixture.pool.clone());
+    assert!(
+        eventually(WAIT, || async {
+            !store.list(false).await.unwrap().is_empty()
+        })
+        .await,
+        "never dead-lettered"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let times: Vec<_> = recorder
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(at, meta, _)| (*at, meta.attempt))
+        .collect();
+    assert_eq!(times.len(), 4, "exactly retry_limit + 1 attempts, no more");
+    assert_eq!(
+        times
+            .iter()
+            .map(|(_, attempt)| *attempt)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let gaps: Vec<Duration> = times.windows(2).map(|pair| pair[1].0 - pair[0].0).collect();
+    // 200 ms base doubling with ±20 % jitter: ~200, ~400, ~800 ms.
+    assert!(
+        gaps[0] >= Duration::from_millis(150),
+        "first retry too early: {gaps:?}"
+    );
+    assert!(
+        gaps[1] > gaps[0] && gaps[2] > gaps[1],
+        "delays must grow: {gaps:?}"
+    );
+
+    let letters = store.list(false).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 4);
+    assert_eq!(letters[0].message_id, "retry-me");
+    assert_eq!(letters[0].handler, "bus_probe--probe");
+    assert!(
+        letters[0].last_error.contains("told to fail"),
+        "{}",
+        letters[0].last_error
+    );
+
+    // Fix the cause, re-drive: the handler runs once more and succeeds.
+    recorder.failing.store(false, Ordering::SeqCst);
+    assert_eq!(store.request_redrive(None).await.unwrap(), 1);
+    assert!(
+        eventually(WAIT, || async {
+            store.list(false).await.unwrap().is_empty()
+        })
+        .await,
+        "re-drive did not succeed"
+    );
+    assert_eq!(recorder.count(), 5);
+    let all = store.list(true).await.unwrap();
+    assert!(all[0].redriven_at.is_some());
+
+    shutdown.cancel();
+    router.join().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_on_the_first_attempt_and_failed_redrive_keeps_it() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let recorder = Arc::new(Recorder::default());
+    recorder.permanent.store(true, Ordering::SeqCst);
+    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    fixture.bus.publish(&probe(1, ""), "doomed").await.unwrap();
+    let store = DeadLetterStore::new(fixture.pool.clone());
+    assert!(
+        eventually(WAIT, || async {
+            !store.list(false).await.unwrap().is_empty()
+        })
+        .await
+    );
+    assert_eq!(recorder.count(), 1, "a permanent error is not retried");
+
+    // Re-drive while still broken: the letter stays, with one more attempt counted.
+    store.request_redrive(None).await.unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            let letters = store.list(false).await.unwrap();
+            letters.len() == 1
+                && letters[0].attempts == 2
+                && letters[0].redrive_requested_at.is_none()
+        })
+        .await
+    );
+    shutdown.cancel();
+    router.join().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let recorder = Arc::new(Recorder::default());
+    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+
+    // One outbox row relayed, then "the relay crashed before marking it sent": relayed again.
+    fixture.emit([probe(1, "")]).await;
+    let config = RelayConfig::new("worker");
+    assert_eq!(
+        relay::drain(&fixture.bus, &fixture.pool, &config)
+            .await
+            .unwrap(),
+        1
+    );
+    sqlx::query("UPDATE outbox SET sent_at = NULL")
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        relay::drain(&fixture.bus, &fixture.pool, &config)
+            .await
+            .unwrap(),
+        1
+    );
+    // And a direct publish twice with one id.
+    fixture.bus.publish(&probe(2, ""), "same-id").await.unwrap();
+    fixture.bus.publish(&probe(2, ""), "same-id").await.unwrap();
+
+    assert!(eventually(WAIT, || async { recorder.count() >= 2 }).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(recorder.count(), 2, "each message id is handled once");
+    shutdown.cancel();
+    router.join().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn rows_committed_while_nats_is_down_are_published_after_it_returns_in_order_per_key() {
+    let mut nats = PrivateNats::start();
+    let fixture = Fixture::new(&nats.url()).await;
+    let shutdown = CancellationToken::new();
+    let recorder = Arc::new(Recorder::default());
+    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
+        .concurrency(1)
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    let relay = relay::spawn(
+        fixture.bus.clone(),
+        fixture.pool.clone(),
+        RelayConfig::new("worker"),
+        shutdown.clone(),
+    );
+
+    nats.stop();
+    let keys = ["a", "b", "c", "d", "e"];
+    fixture
+        .emit((0..10).flat_map(|sequence| keys.iter().map(move |key| probe(sequence, key))))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fixture.unsent().await,
+        50,
+        "nothing can be sent while NATS is down"
+    );
+
+    nats.resume();
+    assert!(
+        eventually(Duration::from_secs(40), || async {
+            fixture.unsent().await == 0
+        })
+        .await,
+        "rows never flowed"
+    );
+    assert!(
+        eventually(WAIT, || async { recorder.count() >= 50 }).await,
+        "only {} handled",
+        recorder.count()
+    );
+    let deliveries = recorder.deliveries.lock().unwrap().clone();
+    let distinct: HashSet<String> = deliveries
+        .iter()
+        .map(|(_, meta, _)| meta.message_id.clone())
+        .collect();
+    assert_eq!(distinct.len(), 50, "none lost");
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, _, probe) in &deliveries {
+        per_key
+            .entry(probe.aggregate_key.clone())
+            .or_default()
+            .push(probe.sequence);
+    }
+    for (key, sequences) in per_key {
+        assert_eq!(
+            sequences,
+            (0..10).collect::<Vec<_>>(),
+            "order kept for key {key}"
+        );
+    }
+    shutdown.cancel();
+    relay.await.unwrap();
+    router.join().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_work_and_each_message_is_handled_once() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let first = Arc::new(Recorder::default());
+    let second = Arc::new(Recorder::default());
+    let replica_one = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), first.clone())
+        .concurrency(4)
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    let replica_two = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), second.clone())
+        .concurrency(4)
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    // Three relays at once on one outbox: rows are claimed, never published twice.
+    let relays: Vec<_> = (0..3)
+        .map(|_| {
+            relay::spawn(
+                fixture.bus.clone(),
+                fixture.pool.clone(),
+                RelayConfig::new("worker"),
+                shutdown.clone(),
+            )
+        })
+        .collect();
+    fixture
+        .emit((0..200).map(|sequence| probe(sequence, "")))
+        .await;
+
+    assert!(eventually(WAIT, || async { first.count() + second.count() >= 200 }).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ids: Vec<String> = first
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(second.deliveries.lock().unwrap().iter())
+        .map(|(_, meta, _)| meta.message_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 200, "handled exactly once each");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 200);
+    assert!(
+        first.count() > 0 && second.count() > 0,
+        "both replicas got work: {} / {}",
+        first.count(),
+        second.count()
+    );
+    let redelivered = ids.len() - ids.iter().collect::<HashSet<_>>().len();
+    assert_eq!(redelivered, 0);
+
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    replica_one.join().await;
+    replica_two.join().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn sent_rows_are_pruned_after_retention() {
+    let fixture = Fixture::new(&nats_url()).await;
+    fixture
+        .emit((0..3).map(|sequence| probe(sequence, "")))
+        .await;
+    relay::drain(&fixture.bus, &fixture.pool, &RelayConfig::new("worker"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET sent_at = now() - interval '2 days' WHERE position = (SELECT min(position) FROM outbox)")
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    fixture.emit([probe(9, "")]).await;
+    let pruned = relay::prune(&fixture.pool, Duration::from_secs(24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&fixture.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 3, "recent sent rows and unsent rows stay");
+    fixture.cleanup().await;
+}

@@ -1,0 +1,109 @@
+//! Shared set-up for the bus tests: a fresh database with the bus tables, a unique namespace.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bus::{Bus, HandlerError, Meta, Msg, State};
+use messages::journal::v1::BusProbe;
+use sqlx::PgPool;
+use test_support::TestDb;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/worker");
+
+pub struct Fixture {
+    pub db: TestDb,
+    pub pool: PgPool,
+    pub bus: Bus,
+}
+
+impl Fixture {
+    pub async fn new(nats_url: &str) -> Self {
+        let db = TestDb::new().await;
+        let pool = platform::db::connect(
+            &secrecy::SecretString::from(db.url().to_owned()),
+            "worker",
+            16,
+        )
+        .await
+        .unwrap();
+        platform::db::migrate(&pool, "worker", &MIGRATOR)
+            .await
+            .unwrap();
+        let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let client = platform::nats::connect(nats_url, "bus-test").await.unwrap();
+        let bus = Bus::start(async_nats::jetstream::new(client), &namespace, "bustest")
+            .await
+            .unwrap();
+        Self { db, pool, bus }
+    }
+
+    /// Emit probes through the outbox, one transaction each.
+    pub async fn emit(&self, probes: impl IntoIterator<Item = BusProbe>) {
+        for probe in probes {
+            let mut tx = self.pool.begin().await.unwrap();
+            let key = probe.aggregate_key.clone();
+            if key.is_empty() {
+                bus::outbox::emit(&mut tx, &probe).await.unwrap();
+            } else {
+                bus::outbox::emit_ordered(&mut tx, &probe, &key)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    }
+
+    pub async fn unsent(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn cleanup(self) {
+        self.bus.delete_streams().await.unwrap();
+    }
+}
+
+pub fn probe(sequence: i64, key: &str) -> BusProbe {
+    BusProbe {
+        run_id: String::new(),
+        sequence,
+        aggregate_key: key.to_owned(),
+    }
+}
+
+/// Records every delivery; fails while `failing` is set.
+#[derive(Default)]
+pub struct Recorder {
+    pub deliveries: Mutex<Vec<(Instant, Meta, BusProbe)>>,
+    pub failing: std::sync::atomic::AtomicBool,
+    pub permanent: std::sync::atomic::AtomicBool,
+}
+
+impl Recorder {
+    pub fn count(&self) -> usize {
+        self.deliveries.lock().unwrap().len()
+    }
+}
+
+pub async fn record(
+    State(recorder): State<Arc<Recorder>>,
+    Msg(probe): Msg<BusProbe>,
+    meta: Meta,
+) -> Result<(), HandlerError> {
+    recorder
+        .deliveries
+        .lock()
+        .unwrap()
+        .push((Instant::now(), meta, probe));
+    if recorder.permanent.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(HandlerError::permanent("this probe can never succeed"));
+    }
+    if recorder.failing.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(HandlerError::retry("probe handler told to fail"));
+    }
+    Ok(())
+}
