@@ -30,12 +30,32 @@ impl RunningService {
     }
 }
 
+/// A bus namespace of its own for one test, so tests sharing a NATS server never share streams.
+pub fn unique_namespace() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Delete the streams of a test's namespace.
+pub async fn delete_namespace(nats_url: &str, namespace: &str) {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    for base in ["EVENTS", "TASKS", "CHANGES"] {
+        let _ = jetstream
+            .delete_stream(format!(
+                "{}_{base}",
+                namespace.to_ascii_uppercase().replace('-', "_")
+            ))
+            .await;
+    }
+}
+
 macro_rules! start_service {
-    ($krate:ident, $database_url:expr, $nats_url:expr) => {{
+    ($krate:ident, $database_url:expr, $nats_url:expr, $namespace:expr) => {{
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let config = $krate::Config::for_tests($database_url, $nats_url);
+        let mut config = $krate::Config::for_tests($database_url, $nats_url);
+        config.common.bus_namespace = $namespace.to_owned();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             $krate::run(config, listener, token)
@@ -52,14 +72,14 @@ macro_rules! start_service {
     }};
 }
 
-/// Start all five services against one database and NATS server.
-pub async fn start_all(database_url: &str, nats_url: &str) -> Vec<RunningService> {
+/// Start all five services against one database and NATS server, in bus namespace `namespace`.
+pub async fn start_all(database_url: &str, nats_url: &str, namespace: &str) -> Vec<RunningService> {
     vec![
-        start_service!(api, database_url, nats_url),
-        start_service!(sync_streamer, database_url, nats_url),
-        start_service!(worker, database_url, nats_url),
-        start_service!(cron, database_url, nats_url),
-        start_service!(notifier, database_url, nats_url),
+        start_service!(api, database_url, nats_url, namespace),
+        start_service!(sync_streamer, database_url, nats_url, namespace),
+        start_service!(worker, database_url, nats_url, namespace),
+        start_service!(cron, database_url, nats_url, namespace),
+        start_service!(notifier, database_url, nats_url, namespace),
     ]
 }
 

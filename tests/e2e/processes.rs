@@ -52,6 +52,7 @@ fn unreachable_database_fails_start_with_exit_1() {
 #[tokio::test]
 async fn sigterm_stops_every_service_with_exit_0() {
     let db = TestDb::new().await;
+    let namespace = e2e_tests::unique_namespace();
     for name in BINARIES {
         let port = free_port();
         let mut child = Command::new(binary(name))
@@ -59,6 +60,7 @@ async fn sigterm_stops_every_service_with_exit_0() {
             .env("HOST", "127.0.0.1")
             .env("DATABASE_URL", db.url())
             .env("NATS_URL", nats_url())
+            .env("BUS_NAMESPACE", &namespace)
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

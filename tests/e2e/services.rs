@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use e2e_tests::{start_all, wait_ready_status};
+use e2e_tests::{delete_namespace, start_all, unique_namespace, wait_ready_status};
 use test_support::{PrivateNats, PrivatePostgres, TestDb, get, nats_url};
 
 #[tokio::test]
 async fn every_service_serves_health_readiness_and_metrics() {
     let db = TestDb::new().await;
-    let services = start_all(db.url(), &nats_url()).await;
+    let namespace = unique_namespace();
+    let services = start_all(db.url(), &nats_url(), &namespace).await;
     wait_ready_status(&services, 200, Duration::from_secs(30)).await;
 
     let pool = db.pool().await;
@@ -91,7 +92,8 @@ async fn every_service_serves_health_readiness_and_metrics() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_counted_without_raw_paths() {
     let db = TestDb::new().await;
-    let services = start_all(db.url(), &nats_url()).await;
+    let namespace = unique_namespace();
+    let services = start_all(db.url(), &nats_url(), &namespace).await;
     wait_ready_status(&services, 200, Duration::from_secs(30)).await;
     let api = &services[0];
     let (status, _) = get(&format!("{}/no/such/path/12345", api.base_url)).await;
@@ -112,7 +114,7 @@ async fn readiness_recovers_after_postgres_and_nats_restart() {
     let mut postgres = PrivatePostgres::start();
     let mut nats = PrivateNats::start();
     let db = TestDb::on_server(&postgres.admin_url()).await;
-    let services = start_all(db.url(), &nats.url()).await;
+    let services = start_all(db.url(), &nats.url(), &unique_namespace()).await;
     wait_ready_status(&services, 200, Duration::from_secs(30)).await;
 
     // Postgres goes away: every service reports it, then recovers with no restart.

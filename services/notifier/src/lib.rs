@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use bus::Bus;
+use bus::relay::{self, RelayConfig};
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
@@ -60,12 +62,15 @@ impl ServiceConfig for Config {
 pub enum Error {
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::BusError),
 }
 
 impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Platform(_) => "PLATFORM",
+            Self::Bus(_) => "BUS",
         }
     }
 }
@@ -77,7 +82,27 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
+    let bus = Bus::start(
+        infra.jetstream.clone(),
+        &config.common.bus_namespace,
+        SERVICE,
+    )
+    .await?;
+    let relay = relay::spawn(
+        bus,
+        infra.db.clone(),
+        RelayConfig::new(SCHEMA),
+        shutdown.clone(),
+    );
     let app = platform::http::service_router(SERVICE, Router::new(), infra.readiness());
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace).await?;
+    platform::http::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        config.common.shutdown_grace,
+    )
+    .await?;
+    shutdown.cancel();
+    let _ = relay.await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use bus::Bus;
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
@@ -60,12 +61,15 @@ impl ServiceConfig for Config {
 pub enum Error {
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::BusError),
 }
 
 impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Platform(_) => "PLATFORM",
+            Self::Bus(_) => "BUS",
         }
     }
 }
@@ -77,6 +81,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
+    // The streamer tails CHANGES; make sure the streams exist.
+    Bus::start(
+        infra.jetstream.clone(),
+        &config.common.bus_namespace,
+        SERVICE,
+    )
+    .await?;
     let app = platform::http::service_router(SERVICE, Router::new(), infra.readiness());
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace).await?;
     Ok(())

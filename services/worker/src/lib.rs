@@ -1,8 +1,14 @@
-//! The `worker` service. See docs/architecture.md for what it owns.
+//! The `worker` service: the heavy asynchronous handlers, scaled horizontally. See
+//! docs/architecture.md for what it owns.
+
+pub mod entry_activity;
 
 use std::net::SocketAddr;
 
 use axum::Router;
+use bus::relay::{self, RelayConfig};
+use bus::{Bus, BusRouter};
+use messages::journal::v1::JournalEntryCreated;
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
@@ -55,17 +61,26 @@ impl ServiceConfig for Config {
     }
 }
 
+/// What the worker's handlers can reach.
+#[derive(Clone)]
+pub struct WorkerState {
+    pub db: sqlx::PgPool,
+}
+
 /// Everything that can stop the service, each with a stable code for logs and alerts.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::BusError),
 }
 
 impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Platform(_) => "PLATFORM",
+            Self::Bus(_) => "BUS",
         }
     }
 }
@@ -77,7 +92,36 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    let app = platform::http::service_router(SERVICE, Router::new(), infra.readiness());
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace).await?;
+    let bus = Bus::start(
+        infra.jetstream.clone(),
+        &config.common.bus_namespace,
+        SERVICE,
+    )
+    .await?;
+    let relay = relay::spawn(
+        bus.clone(),
+        infra.db.clone(),
+        RelayConfig::new(SCHEMA),
+        shutdown.clone(),
+    );
+    let state = WorkerState {
+        db: infra.db.clone(),
+    };
+    let consumers = BusRouter::new(bus, infra.db.clone(), state)
+        .on::<JournalEntryCreated, _, _>(entry_activity::record_entry_created)
+        .spawn(shutdown.clone());
+    let readiness = infra.readiness().with_check(consumers.readiness_check());
+    let app = platform::http::service_router(SERVICE, Router::new(), readiness);
+    platform::http::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        config.common.shutdown_grace,
+    )
+    .await?;
+    // Stop pulling, let in-flight handlers finish, then stop the relay.
+    shutdown.cancel();
+    consumers.join().await;
+    let _ = relay.await;
     Ok(())
 }

@@ -339,3 +339,19 @@ pub async fn admin_command(
     };
     Some(code)
 }
+
+/// For `main`: when the process was started as `<binary> dead-letters ...`, run the operator
+/// command against `schema` (reading `DATABASE_URL`) and return its exit code.
+pub async fn admin_main(schema: &str) -> Option<std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("dead-letters") {
+        return None;
+    }
+    let mut env = platform::config::EnvReader::from_process();
+    let common = platform::config::CommonConfig::read(&mut env);
+    if let Err(error) = env.finish() {
+        eprintln!("{error}");
+        return Some(std::process::ExitCode::from(2));
+    }
+    admin_command(&args, &common.database_url, schema).await
+}

@@ -256,6 +256,9 @@ pub struct CommonConfig {
     pub database_max_connections: u32,
     /// `HOST`: the address to listen on.
     pub host: std::net::IpAddr,
+    /// `BUS_NAMESPACE`: prefixes stream names and subjects so several deployments (or
+    /// parallel tests) can share one NATS server. Empty in production.
+    pub bus_namespace: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/journal";
@@ -273,6 +276,7 @@ impl CommonConfig {
                 .seconds_with_default("SHUTDOWN_GRACE_SECONDS", Duration::from_secs(10)),
             database_max_connections: env.with_default("DATABASE_MAX_CONNECTIONS", 16),
             host: env.with_default("HOST", std::net::IpAddr::from([0, 0, 0, 0])),
+            bus_namespace: read_bus_namespace(env),
         }
     }
 
@@ -286,8 +290,24 @@ impl CommonConfig {
             shutdown_grace: Duration::from_secs(5),
             database_max_connections: 8,
             host: std::net::IpAddr::from([127, 0, 0, 1]),
+            bus_namespace: String::new(),
         }
     }
+}
+
+fn read_bus_namespace(env: &mut EnvReader) -> String {
+    let namespace: String = env.with_default("BUS_NAMESPACE", String::new());
+    let valid = namespace
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        env.reject(
+            "BUS_NAMESPACE",
+            format!("`{namespace}` may contain only letters, digits, `_` and `-`"),
+        );
+        return String::new();
+    }
+    namespace
 }
 
 /// `PORT` with the service's default port.

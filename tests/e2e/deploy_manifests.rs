@@ -1,0 +1,1228 @@
+//! The deployment files agree with the services: docker-compose.yml, deploy/Dockerfile,
+//! deploy/k8s/*.yaml and deploy/otel/collector.yaml are parsed with a real YAML parser into
+//! typed structs (only the fields checked here) and checked against the five binaries' names
+//! and ports. When `docker-compose` is installed, the compose file is also validated by it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// The five binaries and the ports they listen on.
+const APP_SERVICES: [(&str, u16); 5] = [
+    ("api", 8080),
+    ("sync-streamer", 8081),
+    ("worker", 8082),
+    ("cron", 8083),
+    ("notifier", 8084),
+];
+const INFRA_SERVICES: [&str; 5] = ["postgres", "nats", "minio", "otel-collector", "jaeger"];
+
+/// Variables every service reads.
+const COMMON_VARS: [&str; 8] = [
+    "DATABASE_URL",
+    "NATS_URL",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "SHUTDOWN_GRACE_SECONDS",
+    "DATABASE_MAX_CONNECTIONS",
+    "HOST",
+];
+/// Variables only the api reads.
+const API_VARS: [&str; 11] = [
+    "S3_ENDPOINT",
+    "S3_BUCKET",
+    "S3_REGION",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "GOOGLE_CLIENT_ID",
+    "GOOGLE_CLIENT_SECRET",
+    "SESSION_SECRET",
+    "SYNC_TOKEN_SECRET",
+    "CRON_SECRET",
+    "AUTH_DEV_LOGIN",
+];
+/// Variables only the notifier reads.
+const NOTIFIER_VARS: [&str; 2] = ["SUPRSEND_BASE_URL", "SUPRSEND_API_KEY"];
+/// Variables that belong in the Kubernetes Secret, never in the ConfigMap.
+const SECRET_VARS: [&str; 8] = [
+    "DATABASE_URL",
+    "SESSION_SECRET",
+    "SYNC_TOKEN_SECRET",
+    "CRON_SECRET",
+    "GOOGLE_CLIENT_SECRET",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "SUPRSEND_API_KEY",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path)
+        .map_err(|error| format!("reading {}: {error}", path.display()))
+        .unwrap()
+}
+
+/// Parse YAML into `T`, resolving aliases and `<<` merge keys first, as compose does.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> T {
+    let mut value: Value = serde_yaml::from_str(text)
+        .map_err(|error| format!("{what} is not valid YAML: {error}"))
+        .unwrap();
+    value
+        .apply_merge()
+        .map_err(|error| format!("{what}: bad merge key: {error}"))
+        .unwrap();
+    serde_yaml::from_value(value)
+        .map_err(|error| format!("{what} does not have the expected shape: {error}"))
+        .unwrap()
+}
+
+/// A YAML scalar as compose and Kubernetes read it (`8080`, `"8080"` and `true` are all text).
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docker-compose.yml
+
+#[derive(Debug, Deserialize)]
+struct Compose {
+    services: BTreeMap<String, ComposeService>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ComposeService {
+    image: Option<String>,
+    build: Option<Build>,
+    command: Option<StringOrList>,
+    environment: Option<KeyValues>,
+    healthcheck: Option<Healthcheck>,
+    depends_on: Option<DependsOn>,
+    restart: Option<String>,
+    #[serde(default)]
+    volumes: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+impl StringOrList {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Self::String(text) => text.split_whitespace().map(str::to_owned).collect(),
+            Self::List(items) => items.clone(),
+        }
+    }
+    fn joined(&self) -> String {
+        self.words().join(" ")
+    }
+}
+
+/// `environment` / `args`: a mapping or a list of `KEY=value`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeyValues {
+    Map(BTreeMap<String, Value>),
+    List(Vec<String>),
+}
+
+impl KeyValues {
+    fn to_map(&self) -> BTreeMap<String, String> {
+        match self {
+            Self::Map(map) => map
+                .iter()
+                .map(|(key, value)| (key.clone(), scalar_text(value).unwrap_or_default()))
+                .collect(),
+            Self::List(items) => items
+                .iter()
+                .map(|item| match item.split_once('=') {
+                    Some((key, value)) => (key.to_owned(), value.to_owned()),
+                    None => (item.clone(), String::new()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Build {
+    Context(String),
+    Full {
+        context: Option<String>,
+        dockerfile: Option<String>,
+        args: Option<KeyValues>,
+    },
+}
+
+/// A `build` in its long form.
+struct BuildSpec<'a> {
+    context: Option<&'a str>,
+    dockerfile: Option<&'a str>,
+    args: BTreeMap<String, String>,
+}
+
+impl Build {
+    /// The short form (a bare context) has no args, so it is refused.
+    fn spec(&self) -> Result<BuildSpec<'_>, String> {
+        match self {
+            Self::Context(context) => Err(format!(
+                "`build: {context}` has no args: use the long form with dockerfile and args"
+            )),
+            Self::Full {
+                context,
+                dockerfile,
+                args,
+            } => Ok(BuildSpec {
+                context: context.as_deref(),
+                dockerfile: dockerfile.as_deref(),
+                args: args.as_ref().map(KeyValues::to_map).unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Healthcheck {
+    test: Option<StringOrList>,
+    #[serde(default)]
+    disable: bool,
+}
+
+impl Healthcheck {
+    /// The command, unless the healthcheck is switched off.
+    fn command(&self) -> Option<String> {
+        let test = self.test.as_ref()?;
+        let words = test.words();
+        if self.disable || words.first().map(String::as_str) == Some("NONE") {
+            return None;
+        }
+        Some(test.joined())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Dependency>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Dependency {
+    condition: Option<String>,
+}
+
+impl DependsOn {
+    /// Each dependency with its condition (`service_started` when none is given).
+    fn conditions(&self) -> BTreeMap<String, String> {
+        match self {
+            Self::List(names) => names
+                .iter()
+                .map(|name| (name.clone(), "service_started".to_owned()))
+                .collect(),
+            Self::Map(map) => map
+                .iter()
+                .map(|(name, dependency)| {
+                    let condition = dependency
+                        .condition
+                        .clone()
+                        .unwrap_or_else(|| "service_started".to_owned());
+                    (name.clone(), condition)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn compose() -> Compose {
+    parse_yaml(&read("docker-compose.yml"), "docker-compose.yml")
+}
+
+fn compose_service<'a>(compose: &'a Compose, name: &str) -> &'a ComposeService {
+    compose
+        .services
+        .get(name)
+        .ok_or_else(|| format!("docker-compose.yml has no service `{name}`"))
+        .unwrap()
+}
+
+#[test]
+fn compose_has_every_service() {
+    let compose = compose();
+    for name in APP_SERVICES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(INFRA_SERVICES)
+    {
+        compose_service(&compose, name);
+    }
+}
+
+#[test]
+fn compose_builds_each_app_service_from_the_dockerfile() {
+    let compose = compose();
+    for (name, port) in APP_SERVICES {
+        let service = compose_service(&compose, name);
+        let BuildSpec {
+            context,
+            dockerfile,
+            args,
+        } = service
+            .build
+            .as_ref()
+            .ok_or_else(|| format!("{name}: no `build`"))
+            .and_then(|build| build.spec().map_err(|error| format!("{name}: {error}")))
+            .unwrap();
+        let context = repo_root().join(context.unwrap_or("."));
+        let dockerfile = context.join(dockerfile.unwrap_or("Dockerfile"));
+        assert_eq!(
+            dockerfile.canonicalize().ok(),
+            repo_root().join("deploy/Dockerfile").canonicalize().ok(),
+            "{name}: build must use deploy/Dockerfile"
+        );
+        assert_eq!(
+            args.get("SERVICE").map(String::as_str),
+            Some(name),
+            "{name}: build arg SERVICE"
+        );
+        if let Some(image_port) = args.get("PORT") {
+            assert_eq!(image_port, &port.to_string(), "{name}: build arg PORT");
+        }
+        assert_eq!(
+            service.image.as_deref(),
+            Some(format!("journal/{name}:latest").as_str()),
+            "{name}: image name"
+        );
+        assert_eq!(
+            service.restart.as_deref(),
+            Some("unless-stopped"),
+            "{name}: restart policy"
+        );
+    }
+}
+
+#[test]
+fn compose_app_services_have_port_env_healthcheck_and_healthy_dependencies() {
+    let compose = compose();
+    for (name, port) in APP_SERVICES {
+        let service = compose_service(&compose, name);
+
+        let env = service
+            .environment
+            .as_ref()
+            .map(KeyValues::to_map)
+            .unwrap_or_default();
+        assert_eq!(
+            env.get("PORT"),
+            Some(&port.to_string()),
+            "{name}: PORT in environment"
+        );
+        for var in COMMON_VARS {
+            assert!(env.contains_key(var), "{name}: environment lacks {var}");
+        }
+
+        let check = service
+            .healthcheck
+            .as_ref()
+            .and_then(Healthcheck::command)
+            .ok_or_else(|| format!("{name}: no healthcheck"))
+            .unwrap();
+        assert!(check.contains("/readyz"), "{name}: healthcheck `{check}`");
+
+        let depends = service
+            .depends_on
+            .as_ref()
+            .map(DependsOn::conditions)
+            .unwrap_or_default();
+        for infra in ["postgres", "nats"] {
+            assert_eq!(
+                depends.get(infra).map(String::as_str),
+                Some("service_healthy"),
+                "{name}: depends_on {infra} with condition service_healthy"
+            );
+        }
+    }
+
+    let api = compose_service(&compose, "api");
+    let api_depends = api
+        .depends_on
+        .as_ref()
+        .map(DependsOn::conditions)
+        .unwrap_or_default();
+    assert_eq!(
+        api_depends.get("minio").map(String::as_str),
+        Some("service_healthy"),
+        "api: depends_on minio with condition service_healthy"
+    );
+    let api_env = api
+        .environment
+        .as_ref()
+        .map(KeyValues::to_map)
+        .unwrap_or_default();
+    for var in API_VARS {
+        assert!(api_env.contains_key(var), "api: environment lacks {var}");
+    }
+    let notifier_env = compose_service(&compose, "notifier")
+        .environment
+        .as_ref()
+        .map(KeyValues::to_map)
+        .unwrap_or_default();
+    for var in NOTIFIER_VARS {
+        assert!(
+            notifier_env.contains_key(var),
+            "notifier: environment lacks {var}"
+        );
+    }
+}
+
+/// The app healthchecks run inside the runtime image: it must have the tool they call.
+#[test]
+fn compose_healthcheck_tool_is_in_the_runtime_image() {
+    let compose = compose();
+    let dockerfile = read("deploy/Dockerfile");
+    let runtime_stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .ok_or("deploy/Dockerfile has no second stage")
+        .unwrap();
+    for (name, _) in APP_SERVICES {
+        let check = compose_service(&compose, name)
+            .healthcheck
+            .as_ref()
+            .and_then(Healthcheck::command)
+            .unwrap_or_default();
+        for tool in ["curl", "wget"] {
+            if check.contains(tool) {
+                assert!(
+                    runtime_stage.contains(tool),
+                    "{name}: the healthcheck uses {tool}, which the runtime stage does not install"
+                );
+            }
+        }
+    }
+    for needle in [
+        "ARG SERVICE",
+        "--release --locked -p",
+        "--mount=type=cache",
+        "HEALTHCHECK",
+        "EXPOSE",
+        "ENTRYPOINT [\"/usr/local/bin/service\"]",
+    ] {
+        assert!(
+            dockerfile.contains(needle),
+            "deploy/Dockerfile lacks `{needle}`"
+        );
+    }
+    let user = runtime_stage
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("USER "))
+        .next_back()
+        .ok_or("the runtime stage sets no USER")
+        .unwrap();
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runtime USER is root: {user}"
+    );
+}
+
+#[test]
+fn compose_infrastructure_is_set_up() {
+    let compose = compose();
+
+    let nats = compose_service(&compose, "nats");
+    let words = nats
+        .command
+        .as_ref()
+        .map(StringOrList::words)
+        .unwrap_or_default();
+    assert!(
+        words.iter().any(|word| word == "-js"),
+        "nats: command must enable JetStream with -js, got {words:?}"
+    );
+
+    let postgres = compose_service(&compose, "postgres");
+    let postgres_check = postgres
+        .healthcheck
+        .as_ref()
+        .and_then(Healthcheck::command)
+        .unwrap_or_default();
+    assert!(
+        postgres_check.contains("pg_isready"),
+        "postgres: healthcheck `{postgres_check}`"
+    );
+    let postgres_env = postgres
+        .environment
+        .as_ref()
+        .map(KeyValues::to_map)
+        .unwrap_or_default();
+    assert_eq!(
+        postgres_env.get("POSTGRES_DB").map(String::as_str),
+        Some("journal"),
+        "postgres: POSTGRES_DB"
+    );
+
+    let collector = compose_service(&compose, "otel-collector");
+    let mounts: Vec<String> = collector.volumes.iter().filter_map(scalar_text).collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|mount| mount.starts_with("./deploy/otel/collector.yaml:")),
+        "otel-collector must mount deploy/otel/collector.yaml, mounts: {mounts:?}"
+    );
+    let jaeger_env = compose_service(&compose, "jaeger")
+        .environment
+        .as_ref()
+        .map(KeyValues::to_map)
+        .unwrap_or_default();
+    assert_eq!(
+        jaeger_env.get("COLLECTOR_OTLP_ENABLED").map(String::as_str),
+        Some("true"),
+        "jaeger: COLLECTOR_OTLP_ENABLED"
+    );
+}
+
+#[test]
+fn compose_dependencies_exist_and_have_healthchecks() {
+    let compose = compose();
+    for (name, service) in &compose.services {
+        let depends = service
+            .depends_on
+            .as_ref()
+            .map(DependsOn::conditions)
+            .unwrap_or_default();
+        for dependency in depends.keys() {
+            let target = compose
+                .services
+                .get(dependency)
+                .ok_or_else(|| format!("{name} depends on `{dependency}`, which does not exist"))
+                .unwrap();
+            assert!(
+                target
+                    .healthcheck
+                    .as_ref()
+                    .and_then(Healthcheck::command)
+                    .is_some(),
+                "{name} depends on `{dependency}`, which has no healthcheck"
+            );
+        }
+    }
+}
+
+/// `docker-compose config -q` validates the file against the compose schema, when installed.
+#[test]
+fn docker_compose_accepts_the_file() {
+    let root = repo_root();
+    let output = match Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(&root)
+        .output()
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "note: docker-compose is not installed; skipped `docker-compose config -q` \
+                 (the YAML checks still ran)"
+            );
+            return;
+        }
+        result => result
+            .map_err(|error| format!("could not run docker-compose: {error}"))
+            .unwrap(),
+    };
+    assert!(
+        output.status.success(),
+        "`docker-compose config -q` failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/k8s
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Object {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Deployment {
+    spec: DeploymentSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeploymentSpec {
+    replicas: Option<u32>,
+    selector: LabelSelector,
+    template: PodTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelSelector {
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PodTemplate {
+    metadata: TemplateMetadata,
+    spec: PodSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct TemplateMetadata {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    containers: Vec<Container>,
+    termination_grace_period_seconds: Option<u64>,
+    security_context: Option<PodSecurityContext>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSecurityContext {
+    run_as_non_root: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: String,
+    image: String,
+    #[serde(default)]
+    ports: Vec<ContainerPort>,
+    #[serde(default)]
+    env: Vec<EnvVar>,
+    #[serde(default)]
+    env_from: Vec<EnvFrom>,
+    readiness_probe: Option<Probe>,
+    liveness_probe: Option<Probe>,
+    resources: Option<Resources>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    name: Option<String>,
+    container_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvVar {
+    name: String,
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvFrom {
+    config_map_ref: Option<NameRef>,
+    secret_ref: Option<NameRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NameRef {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    http_get: Option<HttpGet>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpGet {
+    path: String,
+    port: IntOrString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(u16),
+    String(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Resources {
+    #[serde(default)]
+    requests: BTreeMap<String, Value>,
+    #[serde(default)]
+    limits: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Service {
+    spec: ServiceSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceSpec {
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServicePort {
+    port: u16,
+    target_port: Option<IntOrString>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Hpa {
+    spec: HpaSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HpaSpec {
+    scale_target_ref: ScaleTargetRef,
+    min_replicas: Option<u32>,
+    max_replicas: u32,
+    #[serde(default)]
+    metrics: Vec<HpaMetric>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScaleTargetRef {
+    api_version: String,
+    kind: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct HpaMetric {
+    resource: Option<HpaResource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HpaResource {
+    name: String,
+    target: HpaTarget,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HpaTarget {
+    average_utilization: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigData {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+    #[serde(default, rename = "stringData")]
+    string_data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Kustomization {
+    #[serde(default)]
+    resources: Vec<String>,
+}
+
+/// One YAML document of a manifest file.
+struct Manifest {
+    file: String,
+    object: Object,
+    value: Value,
+}
+
+impl Manifest {
+    fn typed<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_yaml::from_value(self.value.clone())
+            .map_err(|error| {
+                format!(
+                    "{}: {} {} does not have the expected shape: {error}",
+                    self.file, self.object.kind, self.object.metadata.name
+                )
+            })
+            .unwrap()
+    }
+}
+
+fn k8s_dir() -> PathBuf {
+    repo_root().join("deploy/k8s")
+}
+
+/// The YAML files in deploy/k8s, by file name.
+fn k8s_files() -> BTreeSet<String> {
+    std::fs::read_dir(k8s_dir())
+        .expect("deploy/k8s exists")
+        .map(|entry| entry.expect("readable dir entry").file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .collect()
+}
+
+/// Every Kubernetes object in deploy/k8s (all documents of every file but the kustomization).
+fn manifests() -> Vec<Manifest> {
+    let mut manifests = Vec::new();
+    for file in k8s_files() {
+        if file.starts_with("kustomization.") {
+            continue;
+        }
+        let text = read(&format!("deploy/k8s/{file}"));
+        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let mut value = Value::deserialize(document)
+                .map_err(|error| format!("{file}, document {index}: invalid YAML: {error}"))
+                .unwrap();
+            if value.is_null() {
+                continue; // an empty document, e.g. after a trailing `---`
+            }
+            value
+                .apply_merge()
+                .map_err(|error| format!("{file}, document {index}: bad merge key: {error}"))
+                .unwrap();
+            let object: Object = serde_yaml::from_value(value.clone())
+                .map_err(|error| {
+                    format!("{file}, document {index}: not a Kubernetes object: {error}")
+                })
+                .unwrap();
+            manifests.push(Manifest {
+                file: file.clone(),
+                object,
+                value,
+            });
+        }
+    }
+    manifests
+}
+
+fn find<'a>(manifests: &'a [Manifest], kind: &str, name: &str) -> Option<&'a Manifest> {
+    manifests
+        .iter()
+        .find(|manifest| manifest.object.kind == kind && manifest.object.metadata.name == name)
+}
+
+fn require<'a>(manifests: &'a [Manifest], kind: &str, name: &str) -> &'a Manifest {
+    find(manifests, kind, name)
+        .ok_or_else(|| format!("deploy/k8s has no {kind} named `{name}`"))
+        .unwrap()
+}
+
+/// Whether a (non-empty) label selector picks objects with these labels.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// The port number a probe or Service target names, resolving a named port.
+fn resolve_port(port: &IntOrString, container: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(number) => Some(*number),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .find(|candidate| candidate.name.as_deref() == Some(name.as_str()))
+            .map(|candidate| candidate.container_port),
+    }
+}
+
+fn check_probe(probe: Option<&Probe>, path: &str, port: u16, container: &Container, what: &str) {
+    let http = probe
+        .and_then(|probe| probe.http_get.as_ref())
+        .ok_or_else(|| format!("{what}: no httpGet probe"))
+        .unwrap();
+    assert_eq!(http.path, path, "{what}: path");
+    assert_eq!(
+        resolve_port(&http.port, container),
+        Some(port),
+        "{what}: port {:?}",
+        http.port
+    );
+}
+
+#[test]
+fn k8s_deployments_match_the_services() {
+    let manifests = manifests();
+    for (name, port) in APP_SERVICES {
+        let manifest = require(&manifests, "Deployment", name);
+        assert_eq!(manifest.object.api_version, "apps/v1", "{name}: apiVersion");
+        assert_eq!(
+            manifest.file,
+            format!("{name}.yaml"),
+            "the {name} Deployment lives in {name}.yaml"
+        );
+        let deployment: Deployment = manifest.typed();
+        let spec = &deployment.spec;
+        let pod = &spec.template.spec;
+
+        assert!(
+            selects(&spec.selector.match_labels, &spec.template.metadata.labels),
+            "{name}: selector {:?} must match the pod labels {:?}",
+            spec.selector.match_labels,
+            spec.template.metadata.labels
+        );
+        assert_eq!(
+            spec.template
+                .metadata
+                .annotations
+                .get("prometheus.io/scrape")
+                .map(String::as_str),
+            Some("true"),
+            "{name}: prometheus.io/scrape annotation on the pod template"
+        );
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(30),
+            "{name}: terminationGracePeriodSeconds"
+        );
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .and_then(|context| context.run_as_non_root),
+            Some(true),
+            "{name}: securityContext.runAsNonRoot"
+        );
+
+        assert_eq!(pod.containers.len(), 1, "{name}: one container");
+        let container = &pod.containers[0];
+        let what = format!("{name} container {}", container.name);
+        assert_eq!(
+            container.image,
+            format!("journal/{name}:latest"),
+            "{what}: image"
+        );
+        assert!(
+            container
+                .ports
+                .iter()
+                .any(|candidate| candidate.container_port == port),
+            "{what}: containerPort {port}"
+        );
+        check_probe(
+            container.readiness_probe.as_ref(),
+            "/readyz",
+            port,
+            container,
+            &format!("{what} readinessProbe"),
+        );
+        check_probe(
+            container.liveness_probe.as_ref(),
+            "/healthz",
+            port,
+            container,
+            &format!("{what} livenessProbe"),
+        );
+        let env_port = container
+            .env
+            .iter()
+            .find(|var| var.name == "PORT")
+            .and_then(|var| var.value.clone());
+        assert_eq!(env_port, Some(port.to_string()), "{what}: env PORT");
+        assert!(
+            container.env_from.iter().any(|source| source
+                .config_map_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == "journal-config")),
+            "{what}: envFrom configMapRef journal-config"
+        );
+        assert!(
+            container.env_from.iter().any(|source| source
+                .secret_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == "journal-secrets")),
+            "{what}: envFrom secretRef journal-secrets"
+        );
+        let resources = container
+            .resources
+            .as_ref()
+            .ok_or_else(|| format!("{what}: no resources"))
+            .unwrap();
+        for key in ["cpu", "memory"] {
+            assert!(
+                resources.requests.contains_key(key),
+                "{what}: resources.requests.{key}"
+            );
+            assert!(
+                resources.limits.contains_key(key),
+                "{what}: resources.limits.{key}"
+            );
+        }
+
+        // The Service in the same file selects these pods and reaches the port.
+        let service_manifest = require(&manifests, "Service", name);
+        assert_eq!(
+            service_manifest.file, manifest.file,
+            "{name}: the Service lives with its Deployment"
+        );
+        let service: Service = service_manifest.typed();
+        assert!(
+            selects(&service.spec.selector, &spec.template.metadata.labels),
+            "{name}: Service selector {:?} must match the pod labels",
+            service.spec.selector
+        );
+        assert!(
+            service.spec.ports.iter().any(|service_port| {
+                let target = service_port
+                    .target_port
+                    .clone()
+                    .unwrap_or(IntOrString::Int(service_port.port));
+                resolve_port(&target, container) == Some(port)
+            }),
+            "{name}: the Service must target port {port}"
+        );
+    }
+
+    let cron: Deployment = require(&manifests, "Deployment", "cron").typed();
+    assert_eq!(cron.spec.replicas, Some(2), "cron: replicas");
+}
+
+#[test]
+fn k8s_worker_has_an_hpa() {
+    let manifests = manifests();
+    let hpa_manifest = manifests
+        .iter()
+        .find(|manifest| manifest.object.kind == "HorizontalPodAutoscaler")
+        .ok_or("deploy/k8s has no HorizontalPodAutoscaler")
+        .unwrap();
+    assert_eq!(
+        hpa_manifest.file, "worker.yaml",
+        "the HPA lives in worker.yaml"
+    );
+    assert_eq!(hpa_manifest.object.api_version, "autoscaling/v2");
+    let hpa: Hpa = hpa_manifest.typed();
+    let target = &hpa.spec.scale_target_ref;
+    assert_eq!(
+        (
+            target.api_version.as_str(),
+            target.kind.as_str(),
+            target.name.as_str()
+        ),
+        ("apps/v1", "Deployment", "worker"),
+        "the HPA must target the worker Deployment"
+    );
+    require(&manifests, "Deployment", "worker");
+    assert_eq!(hpa.spec.min_replicas, Some(2), "HPA minReplicas");
+    assert_eq!(hpa.spec.max_replicas, 10, "HPA maxReplicas");
+    let cpu = hpa
+        .spec
+        .metrics
+        .iter()
+        .filter_map(|metric| metric.resource.as_ref())
+        .find(|resource| resource.name == "cpu")
+        .and_then(|resource| resource.target.average_utilization);
+    assert_eq!(cpu, Some(70), "HPA cpu averageUtilization");
+}
+
+#[test]
+fn k8s_namespace_config_and_secrets() {
+    let manifests = manifests();
+    require(&manifests, "Namespace", "journal");
+    let config: ConfigData = require(&manifests, "ConfigMap", "journal-config").typed();
+    let secret: ConfigData = require(&manifests, "Secret", "journal-secrets").typed();
+    let secret_keys: BTreeSet<&str> = secret
+        .string_data
+        .keys()
+        .chain(secret.data.keys())
+        .map(String::as_str)
+        .collect();
+    for var in SECRET_VARS {
+        assert!(
+            secret_keys.contains(var),
+            "Secret journal-secrets lacks {var}"
+        );
+        assert!(
+            !config.data.contains_key(var),
+            "{var} is a secret: it belongs in journal-secrets, not journal-config"
+        );
+    }
+    for var in COMMON_VARS.iter().chain(&API_VARS).chain(&NOTIFIER_VARS) {
+        assert!(
+            config.data.contains_key(*var) || secret_keys.contains(*var),
+            "{var} is in neither journal-config nor journal-secrets"
+        );
+    }
+    assert!(
+        !config.data.contains_key("PORT"),
+        "PORT differs per service: set it in each Deployment, not in the shared ConfigMap"
+    );
+}
+
+#[test]
+fn k8s_objects_are_labelled_and_unique() {
+    let manifests = manifests();
+    let mut seen = BTreeSet::new();
+    for manifest in &manifests {
+        let key = (
+            manifest.object.kind.clone(),
+            manifest.object.metadata.name.clone(),
+        );
+        assert!(seen.insert(key.clone()), "{key:?} is defined twice");
+        // Scrape annotations belong on pods; a Deployment-level one is ignored by Prometheus.
+        assert!(
+            !manifest
+                .object
+                .metadata
+                .annotations
+                .contains_key("prometheus.io/scrape")
+                || manifest.object.kind != "Deployment",
+            "{}: put prometheus.io/scrape on the pod template",
+            manifest.file
+        );
+        assert_eq!(
+            manifest
+                .object
+                .metadata
+                .labels
+                .get("app.kubernetes.io/part-of")
+                .map(String::as_str),
+            Some("journal"),
+            "{}: {} {} lacks the app.kubernetes.io/part-of label",
+            manifest.file,
+            manifest.object.kind,
+            manifest.object.metadata.name
+        );
+    }
+}
+
+#[test]
+fn kustomization_lists_every_manifest() {
+    let kustomization: Kustomization = parse_yaml(
+        &read("deploy/k8s/kustomization.yaml"),
+        "deploy/k8s/kustomization.yaml",
+    );
+    let listed: BTreeSet<String> = kustomization.resources.iter().cloned().collect();
+    assert_eq!(
+        listed.len(),
+        kustomization.resources.len(),
+        "kustomization lists a file twice"
+    );
+    let files: BTreeSet<String> = k8s_files()
+        .into_iter()
+        .filter(|file| !file.starts_with("kustomization."))
+        .collect();
+    assert_eq!(
+        listed, files,
+        "deploy/k8s/kustomization.yaml must list every manifest in deploy/k8s"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/otel/collector.yaml
+
+#[derive(Debug, Deserialize)]
+struct Collector {
+    receivers: BTreeMap<String, Value>,
+    #[serde(default)]
+    processors: BTreeMap<String, Value>,
+    exporters: BTreeMap<String, Value>,
+    service: CollectorService,
+}
+
+#[derive(Debug, Deserialize)]
+struct CollectorService {
+    pipelines: BTreeMap<String, Pipeline>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pipeline {
+    receivers: Vec<String>,
+    #[serde(default)]
+    processors: Vec<String>,
+    exporters: Vec<String>,
+}
+
+#[test]
+fn otel_collector_has_a_traces_pipeline_to_jaeger() {
+    let collector: Collector = parse_yaml(
+        &read("deploy/otel/collector.yaml"),
+        "deploy/otel/collector.yaml",
+    );
+    let traces = collector
+        .service
+        .pipelines
+        .get("traces")
+        .ok_or("deploy/otel/collector.yaml has no traces pipeline")
+        .unwrap();
+    assert!(
+        traces.receivers.iter().any(|r| r == "otlp"),
+        "traces receive OTLP"
+    );
+    assert!(
+        traces.exporters.iter().any(|e| e == "otlp"),
+        "traces export over OTLP"
+    );
+
+    // Every component a pipeline names is defined (the collector refuses to start otherwise).
+    for (pipeline_name, pipeline) in &collector.service.pipelines {
+        for (kind, names, defined) in [
+            ("receiver", &pipeline.receivers, &collector.receivers),
+            ("processor", &pipeline.processors, &collector.processors),
+            ("exporter", &pipeline.exporters, &collector.exporters),
+        ] {
+            for name in names {
+                assert!(
+                    defined.contains_key(name),
+                    "pipeline {pipeline_name} uses {kind} `{name}`, which is not defined"
+                );
+            }
+        }
+    }
+
+    let protocols = &collector.receivers["otlp"]["protocols"];
+    assert!(
+        protocols.get("http").is_some() && protocols.get("grpc").is_some(),
+        "the otlp receiver must accept both http and grpc: {protocols:?}"
+    );
+    let otlp = &collector.exporters["otlp"];
+    assert_eq!(
+        otlp["endpoint"].as_str(),
+        Some("jaeger:4317"),
+        "otlp exporter endpoint"
+    );
+    assert_eq!(
+        otlp["tls"]["insecure"].as_bool(),
+        Some(true),
+        "otlp exporter to jaeger without TLS"
+    );
+}
