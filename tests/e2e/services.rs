@@ -87,6 +87,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
             .await
             .unwrap_or_else(|error| panic!("{name} did not stop cleanly: {error}"));
     }
+    delete_namespace(&nats_url(), &namespace).await;
 }
 
 #[tokio::test]
@@ -107,6 +108,7 @@ async fn unknown_routes_are_404_and_counted_without_raw_paths() {
     for service in services {
         service.stop().await.unwrap();
     }
+    delete_namespace(&nats_url(), &namespace).await;
 }
 
 #[tokio::test]

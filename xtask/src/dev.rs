@@ -116,15 +116,13 @@ async fn wait_until_ready() -> bool {
         let mut ready = 0;
         for (_, port, _) in SERVICES {
             let url = format!("http://127.0.0.1:{port}/readyz");
-            if let Ok(response) = client
+            let response = client
                 .get(&url)
                 .timeout(Duration::from_secs(2))
                 .send()
-                .await
-            {
-                if response.status().is_success() {
-                    ready += 1;
-                }
+                .await;
+            if response.is_ok_and(|response| response.status().is_success()) {
+                ready += 1;
             }
         }
         if ready == SERVICES.len() {
