@@ -4,12 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use sqlx::migrate::Migrator;
+use schema_tools::SCHEMAS;
 
 use crate::{infra, repo_root};
-
-/// The schemas, one per service, in dependency order.
-pub const SCHEMAS: [&str; 5] = ["api", "sync", "worker", "cron", "notifier"];
 
 #[derive(Subcommand)]
 pub enum DbCommand {
@@ -19,18 +16,44 @@ pub enum DbCommand {
     Up { schema: Option<String> },
     /// Load demo data (`seeds/*.sql`, in name order, each in one transaction). Idempotent.
     Seed,
+    /// Generate the next migration of `<schema>` from its declaration
+    /// (`services/<service>/schema.sql`): only backward-compatible DDL; anything else is
+    /// refused with the two-step path (see docs/migrations.md).
+    #[command(name = "g", alias = "generate")]
+    Generate {
+        schema: String,
+        name: String,
+        /// Second step of a removal: drop columns/tables an earlier migration marked
+        /// deprecated and the declaration no longer has.
+        #[arg(long)]
+        allow_drop: bool,
+    },
+    /// Fail when a declaration and what its migrations produce differ (drift).
+    Check { schema: Option<String> },
+    /// Lint every migration: squawk plus our backward-compatibility rules.
+    Lint { schema: Option<String> },
+}
+
+fn schemas(schema: Option<String>) -> Result<Vec<&'static str>> {
+    Ok(match schema {
+        Some(schema) => vec![checked_schema(&schema)?],
+        None => SCHEMAS.to_vec(),
+    })
 }
 
 pub async fn run(command: DbCommand) -> Result<()> {
     match command {
+        DbCommand::Generate {
+            schema,
+            name,
+            allow_drop,
+        } => generate(&schema, &name, allow_drop).await,
+        DbCommand::Check { schema } => check(schemas(schema)?).await,
+        DbCommand::Lint { schema } => lint(schemas(schema)?),
         DbCommand::New { schema, name } => new_migration(&schema, &name),
         DbCommand::Up { schema } => {
             let endpoints = infra::ensure().await?;
-            let schemas = match schema {
-                Some(schema) => vec![checked_schema(&schema)?],
-                None => SCHEMAS.to_vec(),
-            };
-            for schema in schemas {
+            for schema in schemas(schema)? {
                 migrate(&endpoints.database_url, schema).await?;
             }
             Ok(())
@@ -59,8 +82,7 @@ fn migrations_dir(schema: &str) -> PathBuf {
     repo_root().join("migrations").join(schema)
 }
 
-fn new_migration(schema: &str, name: &str) -> Result<()> {
-    let schema = checked_schema(schema)?;
+fn checked_name(name: &str) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -68,6 +90,98 @@ fn new_migration(schema: &str, name: &str) -> Result<()> {
     {
         bail!("migration name `{name}` must be snake_case (a-z, 0-9, _)");
     }
+    Ok(())
+}
+
+fn now_version() -> Result<i64> {
+    Ok(chrono::Utc::now()
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+        .parse()?)
+}
+
+async fn generate(schema: &str, name: &str, allow_drop: bool) -> Result<()> {
+    let schema = checked_schema(schema)?;
+    checked_name(name)?;
+    let server = infra::ensure_postgres_only().await?;
+    let root = repo_root();
+    let dir = migrations_dir(schema);
+    let declaration_path = schema_tools::declaration_path(&root, schema)?;
+    let declaration = std::fs::read_to_string(&declaration_path)
+        .with_context(|| format!("reading {}", declaration_path.display()))?;
+    let options = schema_tools::Options {
+        name: name.to_owned(),
+        version: schema_tools::next_version(&dir, now_version()?)?,
+        allow_drop,
+    };
+    let files = schema_tools::generate(&server, schema, &dir, &declaration, &options).await?;
+    if files.is_empty() {
+        println!(
+            "{schema}: the migrations already produce the declared schema; nothing to generate"
+        );
+        return Ok(());
+    }
+    for path in schema_tools::write_files(&dir, &files)? {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+async fn check(schemas: Vec<&'static str>) -> Result<()> {
+    let server = infra::ensure_postgres_only().await?;
+    let root = repo_root();
+    let mut drifted = Vec::new();
+    for schema in schemas {
+        let declaration_path = schema_tools::declaration_path(&root, schema)?;
+        let declaration = std::fs::read_to_string(&declaration_path)
+            .with_context(|| format!("reading {}", declaration_path.display()))?;
+        let changes =
+            schema_tools::check(&server, schema, &migrations_dir(schema), &declaration).await?;
+        if changes.is_empty() {
+            println!("{schema}: migrations match {}", declaration_path.display());
+        } else {
+            println!(
+                "{schema}: {} differs from what migrations/{schema} produce \
+                 (+ declared only, - migrated only, ~ different):",
+                declaration_path.display()
+            );
+            for change in &changes {
+                println!("  {change}");
+            }
+            drifted.push(schema);
+        }
+    }
+    if !drifted.is_empty() {
+        bail!(
+            "drift in {}: run `cargo xtask db g <schema> <name>` to generate the migration, or \
+             fix the declaration",
+            drifted.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn lint(schemas: Vec<&'static str>) -> Result<()> {
+    let mut total = 0;
+    for schema in schemas {
+        let findings = schema_tools::lint::lint_dir(&migrations_dir(schema))?;
+        for finding in &findings {
+            println!("migrations/{schema}/{finding}");
+        }
+        if findings.is_empty() {
+            println!("{schema}: migrations pass squawk and the backward-compatibility rules");
+        }
+        total += findings.len();
+    }
+    if total > 0 {
+        bail!("{total} migration lint finding(s)");
+    }
+    Ok(())
+}
+
+fn new_migration(schema: &str, name: &str) -> Result<()> {
+    let schema = checked_schema(schema)?;
+    checked_name(name)?;
     let version = chrono::Utc::now().format("%Y%m%d%H%M%S");
     let path = migrations_dir(schema).join(format!("{version}_{name}.sql"));
     std::fs::create_dir_all(migrations_dir(schema))?;
@@ -81,18 +195,11 @@ fn new_migration(schema: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Apply `schema`'s pending migrations, exactly as its service does at start.
+/// Apply `schema`'s pending migrations, exactly as its service does at start (the same
+/// `schema_tools::migrate` the generator's scratch databases and the tests use).
 pub async fn migrate(database_url: &str, schema: &str) -> Result<()> {
-    let migrator = Migrator::new(migrations_dir(schema))
-        .await
-        .with_context(|| format!("reading migrations/{schema}"))?;
-    let pool = platform::db::connect(&infra::secret(database_url), schema, 2).await?;
-    platform::db::migrate(&pool, schema, &migrator).await?;
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&pool)
-        .await?;
+    let applied = schema_tools::migrate(database_url, schema, &migrations_dir(schema)).await?;
     println!("{schema}: {applied} migration(s) applied");
-    pool.close().await;
     Ok(())
 }
 

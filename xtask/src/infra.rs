@@ -125,6 +125,13 @@ fn wait_port(host: &str, port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Only Postgres (for `db g`, `db check`): returns the database URL.
+pub async fn ensure_postgres_only() -> Result<String> {
+    let endpoints = endpoints();
+    ensure_postgres(&endpoints.database_url).await?;
+    Ok(endpoints.database_url)
+}
+
 async fn ensure_postgres(database_url: &str) -> Result<()> {
     let (host, port, database) = host_port_of_database(database_url)?;
     if !port_open(&host, port) {

@@ -1,0 +1,102 @@
+-- The declared schema of the `api` schema: the desired end state, the source of truth.
+-- Edit this file, then `cargo xtask db g api <name>` writes the backward-compatible migration
+-- (see docs/migrations.md). Unqualified names resolve to the `api` schema.
+
+
+-- The bus's tables in this service's schema (see shared/bus): the transactional outbox, dead
+-- letters, and the ids of messages whose effects are already recorded (idempotent handlers).
+
+CREATE TABLE outbox (
+    outbox_id uuid PRIMARY KEY,
+    -- Insert order, used only to keep messages with one ordering key in order. Never a
+    -- publish cursor: positions commit out of order.
+    position bigserial NOT NULL,
+    subject text NOT NULL,
+    payload bytea NOT NULL,
+    headers jsonb NOT NULL DEFAULT '{}'::jsonb,
+    ordering_key text,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    sent_at timestamptz,
+    publish_attempts integer NOT NULL DEFAULT 0,
+    last_error text
+);
+CREATE INDEX outbox_unsent_idx ON outbox (position) WHERE sent_at IS NULL;
+CREATE INDEX outbox_unsent_key_idx ON outbox (ordering_key, position) WHERE sent_at IS NULL;
+CREATE INDEX outbox_sent_at_idx ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+
+-- Wake the relay when rows commit (NOTIFY is delivered at commit).
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+
+CREATE TABLE dead_letters (
+    dead_letter_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    handler text NOT NULL,
+    subject text NOT NULL,
+    message_id text NOT NULL,
+    payload bytea NOT NULL,
+    headers jsonb NOT NULL DEFAULT '{}'::jsonb,
+    attempts integer NOT NULL,
+    last_error text NOT NULL,
+    dead_at timestamptz NOT NULL DEFAULT now(),
+    redrive_requested_at timestamptz,
+    redriven_at timestamptz,
+    UNIQUE (handler, message_id)
+);
+CREATE INDEX dead_letters_redrive_idx ON dead_letters (redrive_requested_at)
+    WHERE redrive_requested_at IS NOT NULL AND redriven_at IS NULL;
+
+CREATE TABLE processed_messages (
+    handler text NOT NULL,
+    message_id text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (handler, message_id)
+);
+
+
+-- Users, sessions and journal entries: the walking skeleton of the api (the api issue grows
+-- them with backward-compatible migrations).
+
+CREATE TABLE users (
+    user_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    email text NOT NULL,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX users_email_idx ON users (lower(email));
+
+-- Only the SHA-256 of a session token is stored: a database leak yields no usable session.
+CREATE TABLE sessions (
+    session_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users (user_id),
+    token_hash bytea NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE INDEX sessions_user_idx ON sessions (user_id);
+
+CREATE TABLE journal_entries (
+    journal_entry_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    author_user_id uuid NOT NULL REFERENCES users (user_id),
+    team_id uuid,
+    title text NOT NULL,
+    content text NOT NULL,
+    mood smallint CHECK (mood BETWEEN 1 AND 5),
+    tags text[] NOT NULL DEFAULT '{}',
+    entry_date date,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1
+);
+CREATE INDEX journal_entries_author_idx ON journal_entries (author_user_id, created_at DESC);
+

@@ -1,0 +1,120 @@
+//! The declared schemas in `services/*/schema.sql` match what `migrations/*/` produce, and
+//! drift is detected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use schema_tools::{Change, SCHEMAS};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_declaration_matches_its_migrations() {
+    let server = test_support::admin_database_url();
+    let root = repo_root();
+    for schema in SCHEMAS {
+        let declaration =
+            std::fs::read_to_string(schema_tools::declaration_path(&root, schema).unwrap())
+                .unwrap();
+        let changes = schema_tools::check(
+            &server,
+            schema,
+            &schema_tools::migrations_dir(&root, schema),
+            &declaration,
+        )
+        .await
+        .unwrap();
+        let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert!(
+            listed.is_empty(),
+            "{schema} drifted:\n{}",
+            listed.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_model_sees_tables_columns_indexes_constraints_functions_and_triggers() {
+    let server = test_support::admin_database_url();
+    let root = repo_root();
+    let model =
+        schema_tools::migrated_schema(&server, "api", &schema_tools::migrations_dir(&root, "api"))
+            .await
+            .unwrap();
+    let tables: Vec<&str> = model.tables.keys().map(String::as_str).collect();
+    assert_eq!(
+        tables,
+        [
+            "dead_letters",
+            "journal_entries",
+            "outbox",
+            "processed_messages",
+            "sessions",
+            "users"
+        ]
+    );
+    let outbox = &model.tables["outbox"];
+    let position = outbox.column("\"position\"").unwrap();
+    assert_eq!(position.serial.as_deref(), Some("bigserial"));
+    assert!(outbox.indexes.contains_key("outbox_unsent_idx"));
+    assert_eq!(
+        outbox.triggers["outbox_notify"].definition,
+        "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()"
+    );
+    assert!(model.functions.contains_key("outbox_notify()"));
+    let sessions = &model.tables["sessions"];
+    assert_eq!(
+        sessions.constraints["sessions_user_id_fkey"].definition,
+        "FOREIGN KEY (user_id) REFERENCES users(user_id)"
+    );
+    let dead_letters = &model.tables["dead_letters"];
+    assert!(
+        dead_letters
+            .column("dead_letter_id")
+            .unwrap()
+            .volatile_default
+    );
+    assert!(!dead_letters.column("dead_at").unwrap().volatile_default);
+}
+
+#[tokio::test]
+async fn drift_is_detected() {
+    let server = test_support::admin_database_url();
+    let root = repo_root();
+    let declaration =
+        std::fs::read_to_string(schema_tools::declaration_path(&root, "worker").unwrap())
+            .unwrap()
+            .replace(
+                "    recorded_at timestamptz NOT NULL DEFAULT now()\n",
+                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text\n",
+            )
+            .replace(
+                "CREATE INDEX journal_entry_activity_author_idx",
+                "CREATE INDEX journal_entry_activity_author_idx2",
+            );
+    let changes = schema_tools::check(
+        &server,
+        "worker",
+        &schema_tools::migrations_dir(&root, "worker"),
+        &declaration,
+    )
+    .await
+    .unwrap();
+    let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "+ column journal_entry_activity.source: text",
+            "+ index CREATE INDEX journal_entry_activity_author_idx2 ON journal_entry_activity USING btree (author_user_id)",
+            "- index CREATE INDEX journal_entry_activity_author_idx ON journal_entry_activity USING btree (author_user_id)",
+        ],
+        "{listed:#?}"
+    );
+    assert!(matches!(changes[0], Change::AddColumn { .. }));
+}
