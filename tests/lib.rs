@@ -83,20 +83,21 @@ pub async fn start_all(database_url: &str, nats_url: &str, namespace: &str) -> V
     ]
 }
 
-/// Wait until every service answers `/readyz` with `want_status`.
+/// Wait until every service answers `/readyz` with `want_status` (all watched at once).
 pub async fn wait_ready_status(services: &[RunningService], want_status: u16, timeout: Duration) {
-    for service in services {
+    let waits = services.iter().map(|service| async move {
         let url = format!("{}/readyz", service.base_url);
         let reached = test_support::eventually(timeout, || {
             let url = url.clone();
             async move { test_support::get(&url).await.0 == want_status }
         })
         .await;
-        let (status, body) = test_support::get(&url).await;
-        assert!(
-            reached,
-            "{}: /readyz stayed {status} ({body}), wanted {want_status}",
-            service.name
-        );
+        (service.name, url, reached)
+    });
+    for (name, url, reached) in futures::future::join_all(waits).await {
+        if !reached {
+            let (status, body) = test_support::get(&url).await;
+            panic!("{name}: /readyz stayed {status} ({body}), wanted {want_status}");
+        }
     }
 }

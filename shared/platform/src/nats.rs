@@ -40,6 +40,10 @@ struct JetStreamApiError {
 /// JetStream answers. The readiness probe for NATS.
 pub async fn ping(jetstream: &jetstream::Context, timeout: Duration) -> Result<(), String> {
     let client = jetstream.client();
+    // While reconnecting, a request would only wait out the timeout: answer at once.
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Err(format!("disconnected ({})", client.connection_state()));
+    }
     let request = client.request("$JS.API.INFO", bytes::Bytes::new());
     let message = match tokio::time::timeout(timeout, request).await {
         Ok(Ok(message)) => message,
