@@ -383,10 +383,14 @@ async fn consume(
                     });
                 }
                 Some(Err(error)) => {
-                    // Missed heartbeats or a dropped connection: re-attach.
+                    // Missed heartbeats or a dropped connection: re-attach, after a pause so a
+                    // stream that fails at once does not spin.
                     tracing::warn!(consumer = %registration.consumer_name, %error, "pull stream error; re-attaching");
                     attached.store(false, Ordering::Relaxed);
-                    continue 'reconnect;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'reconnect,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => continue 'reconnect,
+                    }
                 }
                 None => {
                     attached.store(false, Ordering::Relaxed);
