@@ -257,7 +257,9 @@ where
             metrics::histogram!("bus_handle_duration_seconds", "handler" => handler.clone())
                 .record(started.elapsed().as_secs_f64());
             let outcome = match result {
-                Ok(()) => match message.double_ack().await {
+                // A plain ack: delivery is at least once, so waiting for the server to confirm
+                // it buys nothing but a round trip per message.
+                Ok(()) => match message.ack().await {
                     Ok(()) => {
                         if let Some(emitted) = delivery.meta.emitted_at_micros {
                             let latency = (headers::now_micros() - emitted).max(0) as f64 / 1e6;

@@ -161,6 +161,10 @@ async fn publish_batch(
     config: &RelayConfig,
 ) -> Result<(u64, u64), crate::BusError> {
     let mut tx = pool.begin().await?;
+    // Marking rows sent need not wait for its WAL flush: if a crash loses the mark, the rows
+    // are published again with the same Nats-Msg-Id inside the duplicate window and dropped.
+    // (The producer's transaction — state change plus outbox row — stays synchronous.)
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT o.outbox_id, o.subject, o.payload, o.headers, o.created_at
            FROM outbox o
