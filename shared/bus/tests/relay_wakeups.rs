@@ -1,0 +1,50 @@
+//! The outbox trigger wakes the relay with NOTIFY — except while a relay has marked itself
+//! busy (it drains continuously then, and skipping NOTIFY keeps producers' commits from
+//! being serialized). An expired busy mark no longer suppresses wake-ups.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+async fn notified_after_emit(fixture: &common::Fixture, listener: &mut PgListener) -> bool {
+    fixture.emit([common::probe(1, "")]).await;
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), listener.recv()).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn trigger_notifies_only_while_no_relay_is_busy() {
+    let fixture = common::Fixture::new(&test_support::nats_url()).await;
+    let mut listener = PgListener::connect_with(&fixture.pool).await.unwrap();
+    listener.listen("worker_outbox").await.unwrap();
+
+    assert!(
+        notified_after_emit(&fixture, &mut listener).await,
+        "an idle relay is woken"
+    );
+
+    sqlx::query("INSERT INTO outbox_relay_state (relay_id, busy_until) VALUES (gen_random_uuid(), now() + interval '1 hour')")
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    assert!(
+        !notified_after_emit(&fixture, &mut listener).await,
+        "no NOTIFY while a relay is busy"
+    );
+
+    sqlx::query("UPDATE outbox_relay_state SET busy_until = now() - interval '1 second'")
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    assert!(
+        notified_after_emit(&fixture, &mut listener).await,
+        "an expired busy mark does not suppress wake-ups"
+    );
+    fixture.cleanup().await;
+}
