@@ -1,0 +1,84 @@
+//! What every scenario gets: connection settings, timings, and pool helpers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::OnceCell;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/journal";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Settings shared by all scenarios of one `bench` invocation.
+#[derive(Debug)]
+pub struct BenchContext {
+    pub database_url: String,
+    pub nats_url: String,
+    /// Measured time per variant (after warmup).
+    pub duration: Duration,
+    /// Time per variant whose samples are discarded before measuring starts.
+    pub warmup: Duration,
+    database_ready: OnceCell<()>,
+}
+
+impl BenchContext {
+    pub fn new(
+        database_url: String,
+        nats_url: String,
+        duration: Duration,
+        warmup: Duration,
+    ) -> Self {
+        Self {
+            database_url,
+            nats_url,
+            duration,
+            warmup,
+            database_ready: OnceCell::new(),
+        }
+    }
+
+    /// Connect options parsed from `--database-url`.
+    pub fn pg_options(&self) -> anyhow::Result<PgConnectOptions> {
+        PgConnectOptions::from_str(&self.database_url)
+            .with_context(|| "invalid --database-url / DATABASE_URL")
+    }
+
+    /// Create the target database if it does not exist (once per invocation).
+    pub async fn ensure_database(&self) -> anyhow::Result<()> {
+        self.database_ready
+            .get_or_try_init(|| async {
+                let options = self.pg_options()?;
+                crate::db::ensure_database(&options).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A pool of exactly `size` connections to the target database, all opened before this
+    /// returns so that connection set-up is not part of any measurement.
+    ///
+    /// Unlike the services' pool (`platform::db::connect`), it does not ping a connection
+    /// on every checkout (`test_before_acquire(false)`): benchmarks measure the queries,
+    /// not an extra round trip per operation.
+    pub async fn pg_pool(&self, size: u32) -> anyhow::Result<PgPool> {
+        anyhow::ensure!(size > 0, "pool size must be at least 1");
+        self.ensure_database().await?;
+        let options = self.pg_options()?.application_name("bench");
+        let pool = PgPoolOptions::new()
+            .max_connections(size)
+            .min_connections(size)
+            .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .context("connecting to Postgres")?;
+        // Open every connection now: hold `size` of them at once, then hand them back.
+        let mut held = Vec::with_capacity(size as usize);
+        for _ in 0..size {
+            held.push(pool.acquire().await.context("opening pool connections")?);
+        }
+        drop(held);
+        Ok(pool)
+    }
+}

@@ -1,0 +1,125 @@
+//! `tasks`: a task published straight to JetStream (`Bus::publish`, no outbox) and picked up
+//! by a no-op handler on one worker process.
+//!
+//! One operation = `bus.publish(BusProbe, message id)` (waits for the JetStream ack) → wait
+//! until the handler has run. Same rig as `events` (production `Bus::start` and
+//! `BusRouter`, a schema of its own for the router's dead letters, a unique namespace), but
+//! no relay.
+//!
+//! Variants: `steady-500/s` and `steady-5000/s` (open loop, latency from the scheduled time)
+//! and `saturation` (closed loop at 256 and 512 in flight).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::time::Instant;
+
+use crate::context::BenchContext;
+use crate::measure::OpInfo;
+use crate::report::Measurement;
+use crate::scenario::{BoxFuture, Scenario};
+use crate::scenarios::bus_rig::{BusRig, Load, Variant};
+
+const NAME: &str = "tasks";
+/// The schema is `bench_tasks_<suffix>`, unique per run.
+const SCHEMA_PREFIX: &str = "bench_tasks";
+/// The router's pool (dead letters only; nothing touches it on the happy path).
+const POOL_SIZE: u32 = 8;
+
+const VARIANTS: [Variant; 4] = [
+    Variant {
+        name: "steady-500/s",
+        load: Load::Open {
+            rate: 500.0,
+            max_in_flight: 512,
+        },
+    },
+    Variant {
+        name: "steady-5000/s",
+        load: Load::Open {
+            rate: 5000.0,
+            max_in_flight: 1024,
+        },
+    },
+    Variant {
+        name: "saturation",
+        load: Load::Closed { concurrency: 256 },
+    },
+    Variant {
+        name: "saturation",
+        load: Load::Closed { concurrency: 512 },
+    },
+];
+
+const PHASES: [&str; 4] = [
+    "publish→handler (Meta.emitted_at)",
+    "publish→JetStream ack",
+    "ack→handler",
+    "handler→op resumed",
+];
+const PUBLISH_TO_ACK: usize = 1;
+const ACK_TO_HANDLER: usize = 2;
+const HANDLER_TO_RESUMED: usize = 3;
+
+pub struct Tasks;
+
+impl Scenario for Tasks {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn description(&self) -> &'static str {
+        "Bus::publish straight to JetStream → no-op task handler on one worker: pickup latency at 500 and 5000 tasks/s (open loop) and throughput at saturation (closed loop, 256/512 in flight)"
+    }
+
+    async fn run(&self, ctx: &BenchContext) -> anyhow::Result<Vec<Measurement>> {
+        let rig = BusRig::start(ctx, SCHEMA_PREFIX, POOL_SIZE, None, &PHASES).await?;
+        let outcome = measure_all(ctx, &rig).await;
+        let stopped = rig.stop().await;
+        let measurements = outcome?;
+        stopped?;
+        Ok(measurements)
+    }
+}
+
+async fn measure_all(ctx: &BenchContext, rig: &BusRig) -> anyhow::Result<Vec<Measurement>> {
+    let mut measurements = Vec::with_capacity(VARIANTS.len());
+    for variant in VARIANTS {
+        let (measurement, _window) = rig.measure(ctx, NAME, variant, operation(rig)).await?;
+        measurements.push(measurement);
+    }
+    Ok(measurements)
+}
+
+/// publish (and its ack) → wait for the handler.
+fn operation(
+    rig: &BusRig,
+) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
+    let bus = rig.bus.clone();
+    let probes = Arc::clone(&rig.probes);
+    move |_op| {
+        let bus = bus.clone();
+        let probes = Arc::clone(&probes);
+        Box::pin(async move {
+            let (probe, waiter) = probes.register();
+            let message_id = probes.message_id(waiter.sequence());
+            let began = Instant::now();
+            bus.publish(&probe, &message_id).await.context("publish")?;
+            let acked = Instant::now();
+            let handled = waiter.handled().await?;
+            let resumed = Instant::now();
+            probes.record(PUBLISH_TO_ACK, resumed, acked - began);
+            probes.record(
+                ACK_TO_HANDLER,
+                resumed,
+                handled.saturating_duration_since(acked),
+            );
+            probes.record(
+                HANDLER_TO_RESUMED,
+                resumed,
+                resumed.saturating_duration_since(handled),
+            );
+            Ok(())
+        })
+    }
+}
