@@ -54,6 +54,7 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
             "dead_letters",
             "journal_entries",
             "outbox",
+            "outbox_relay_state",
             "processed_messages",
             "sessions",
             "users"
