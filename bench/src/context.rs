@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::OnceCell;
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/journal";
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The services' defaults, so the bench hits what `cargo xtask dev` set up.
+pub const DEFAULT_DATABASE_URL: &str = platform::config::DEFAULT_DATABASE_URL;
+pub const DEFAULT_NATS_URL: &str = platform::config::DEFAULT_NATS_URL;
 
 /// Settings shared by all scenarios of one `bench` invocation.
 #[derive(Debug)]
