@@ -58,9 +58,15 @@ macro_rules! start_service {
         config.common.bus_namespace = $namespace.to_owned();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            $krate::run(config, listener, token)
+            let result = $krate::run(config, listener, token)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string());
+            // Say why at once: a service that fails to start otherwise shows up only as a
+            // readiness wait that times out.
+            if let Err(error) = &result {
+                eprintln!("{} stopped with an error: {error}", $krate::SERVICE);
+            }
+            result
         });
         RunningService {
             name: $krate::SERVICE,

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -24,6 +25,9 @@ pub async fn connect_and_migrate(
     Ok(pool)
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const CHECKOUT_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Open a pool for `schema` without migrating.
 pub async fn connect(
     database_url: &SecretString,
@@ -39,13 +43,33 @@ pub async fn connect(
         .acquire_timeout(Duration::from_secs(5))
         // After a Postgres restart every pooled connection is dead; testing on checkout
         // drops them so the first query after the restart succeeds instead of failing once.
-        .test_before_acquire(true)
+        // Only connections that sat idle are tested: sqlx already tests each one when it is
+        // released, so a connection back within the last second is live unless Postgres
+        // died in that second, and under load the round trip per checkout (two per api
+        // call) cost throughput (docs/benchmarks.md, `rpc-create`).
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for >= CHECKOUT_PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?;
     Ok(pool)
 }
 
-/// Create the schema if needed and apply pending migrations.
+/// Create the schema if needed and apply pending migrations, holding a lock of this schema's
+/// own so that replicas of one service migrate one at a time while other services' schemas
+/// migrate alongside.
+///
+/// sqlx's built-in lock is not used: it is one lock per database, taken with a blocking
+/// `pg_advisory_lock`. A service waiting in that call holds a snapshot, and a migration
+/// running `CREATE INDEX CONCURRENTLY` waits for every older snapshot in the database, so two
+/// services starting together deadlocked (Postgres aborted the waiters). Ours is polled with
+/// `pg_try_advisory_lock`, whose short statements never hold a snapshot for long.
 pub async fn migrate(
     pool: &PgPool,
     schema: &str,
@@ -55,14 +79,58 @@ pub async fn migrate(
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
         .execute(pool)
         .await?;
-    migrator
-        .run(pool)
+    // A session-level lock: the same connection must take it, migrate and release it.
+    let mut connection = pool.acquire().await?;
+    let mut said_waiting = false;
+    loop {
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtext('schema-migrations'), hashtext($1))",
+        )
+        .bind(schema)
+        .fetch_one(&mut *connection)
+        .await?;
+        if locked {
+            break;
+        }
+        if !said_waiting {
+            tracing::info!(schema, "another process is migrating this schema; waiting");
+            said_waiting = true;
+        }
+        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+    }
+    let result = without_sqlx_lock(migrator)
+        .run_direct(&mut *connection)
         .await
         .map_err(|source| PlatformError::Migrate {
             schema: schema.to_owned(),
             source,
-        })?;
-    Ok(())
+        });
+    let unlocked =
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('schema-migrations'), hashtext($1))")
+            .bind(schema)
+            .execute(&mut *connection)
+            .await;
+    if unlocked.is_err() {
+        // Closing the session is what releases the lock then; never pool a connection that
+        // may still hold it.
+        drop(connection.detach());
+    }
+    result
+}
+
+/// How often a process waiting for another one's migration of the same schema asks again.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(250);
+
+/// The same migrations with sqlx's own database-wide lock turned off (see [`migrate`]).
+/// `Migrator` is not `Clone`; its fields are public for `sqlx::migrate!`, and sqlx is pinned
+/// to one exact version in the workspace, so building a copy from them is safe.
+fn without_sqlx_lock(migrator: &Migrator) -> Migrator {
+    Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: migrator.ignore_missing,
+        locking: false,
+        no_tx: migrator.no_tx,
+    }
 }
 
 /// Quote an SQL identifier (schema and database names come from config, not from clients,
