@@ -68,8 +68,7 @@ CREATE TABLE processed_messages (
 );
 
 
--- Users, sessions and journal entries: the walking skeleton of the api (the api issue grows
--- them with backward-compatible migrations).
+-- Users and sessions, journal entries, app teams, prompts.
 
 CREATE TABLE users (
     user_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -78,9 +77,19 @@ CREATE TABLE users (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz,
-    version bigint NOT NULL DEFAULT 1
+    version bigint NOT NULL DEFAULT 1,
+    avatar_url text,
+    -- IANA zone name; the caller's day (prompts.today) is computed in it.
+    timezone text NOT NULL DEFAULT 'UTC',
+    -- Google's stable subject (`sub`) once the account is linked to Google.
+    google_subject text,
+    email_verified boolean NOT NULL DEFAULT false,
+    -- A deleted account frees its address (`email` becomes a placeholder) but keeps it here
+    -- until the purge, so support can still tell whose account it was.
+    deleted_email text
 );
 CREATE UNIQUE INDEX users_email_idx ON users (lower(email));
+CREATE UNIQUE INDEX users_google_subject_idx ON users (google_subject);
 
 -- Only the SHA-256 of a session token is stored: a database leak yields no usable session.
 CREATE TABLE sessions (
@@ -90,7 +99,12 @@ CREATE TABLE sessions (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     last_seen_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    -- What the owner sees in `auth.listSessions`.
+    user_agent text,
+    ip_address text,
+    -- `logout`, `revoked`, `revoked_others`, `revoked_all`, `account_deleted`.
+    revoked_reason text
 );
 CREATE INDEX sessions_user_idx ON sessions (user_id);
 
@@ -106,7 +120,94 @@ CREATE TABLE journal_entries (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz,
-    version bigint NOT NULL DEFAULT 1
+    version bigint NOT NULL DEFAULT 1,
+    prompt_id uuid
 );
 CREATE INDEX journal_entries_author_idx ON journal_entries (author_user_id, created_at DESC);
+CREATE INDEX journal_entries_team_idx ON journal_entries (team_id, created_at DESC) WHERE team_id IS NOT NULL;
+CREATE INDEX journal_entries_tags_idx ON journal_entries USING gin (tags);
+-- Full-text search on title + content; queries must use this exact expression.
+CREATE INDEX journal_entries_search_idx ON journal_entries
+    USING gin (to_tsvector('simple'::regconfig, title || ' ' || content));
 
+
+-- App teams (session-authenticated UI teams; API teams are separate).
+
+CREATE TABLE teams (
+    team_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL,
+    created_by_user_id uuid NOT NULL REFERENCES users (user_id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1
+);
+
+-- A membership is a synced row: leaving or removal soft-deletes it, rejoining revives it.
+CREATE TABLE team_members (
+    team_id uuid NOT NULL REFERENCES teams (team_id),
+    user_id uuid NOT NULL REFERENCES users (user_id),
+    role text NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1,
+    PRIMARY KEY (team_id, user_id)
+);
+CREATE INDEX team_members_user_idx ON team_members (user_id) WHERE deleted_at IS NULL;
+
+CREATE TABLE team_invitations (
+    team_invitation_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    team_id uuid NOT NULL REFERENCES teams (team_id),
+    email text NOT NULL,
+    role text NOT NULL CHECK (role IN ('admin', 'member')),
+    invited_by_user_id uuid NOT NULL REFERENCES users (user_id),
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'declined', 'revoked')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    responded_at timestamptz
+);
+-- One open invitation per address and team.
+CREATE UNIQUE INDEX team_invitations_pending_idx ON team_invitations (team_id, lower(email)) WHERE status = 'pending';
+CREATE INDEX team_invitations_email_idx ON team_invitations (lower(email)) WHERE status = 'pending';
+
+
+-- Journaling prompts, owned by a user or by a team, optionally scheduled.
+
+CREATE TABLE prompts (
+    prompt_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_user_id uuid REFERENCES users (user_id),
+    team_id uuid REFERENCES teams (team_id),
+    author_user_id uuid NOT NULL REFERENCES users (user_id),
+    text text NOT NULL,
+    -- Schedule (all three or none): local time of day, IANA zone, ISO weekdays (1 = Monday).
+    schedule_time time,
+    schedule_timezone text,
+    schedule_weekdays smallint[],
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1,
+    CONSTRAINT prompts_one_owner CHECK ((owner_user_id IS NULL) <> (team_id IS NULL)),
+    CONSTRAINT prompts_schedule_complete CHECK (
+        (schedule_time IS NULL AND schedule_timezone IS NULL AND schedule_weekdays IS NULL)
+        OR (schedule_time IS NOT NULL AND schedule_timezone IS NOT NULL AND schedule_weekdays IS NOT NULL))
+);
+CREATE INDEX prompts_owner_idx ON prompts (owner_user_id) WHERE owner_user_id IS NOT NULL;
+CREATE INDEX prompts_team_idx ON prompts (team_id) WHERE team_id IS NOT NULL;
+
+
+-- Google sign-in in flight: what `/auth/google/callback` needs to finish what
+-- `/auth/google/start` began. Single use, short-lived; the state itself is stored hashed.
+CREATE TABLE oauth_states (
+    state_hash bytea PRIMARY KEY,
+    pkce_verifier text NOT NULL,
+    nonce text NOT NULL,
+    return_to text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+
+-- Entries may belong to a team and answer a prompt (declared after both tables exist).
+ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_team_fk FOREIGN KEY (team_id) REFERENCES teams (team_id);
+ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_prompt_fk FOREIGN KEY (prompt_id) REFERENCES prompts (prompt_id);

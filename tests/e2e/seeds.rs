@@ -44,7 +44,15 @@ async fn seeds_apply_on_migrated_schemas_and_are_idempotent() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        (users, entries)
+        let memberships: i64 = sqlx::query_scalar("SELECT count(*) FROM api.team_members")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let prompts: i64 = sqlx::query_scalar("SELECT count(*) FROM api.prompts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (users, entries, memberships, prompts)
     };
     for round in 0..2 {
         for file in &files {
@@ -56,6 +64,6 @@ async fn seeds_apply_on_migrated_schemas_and_are_idempotent() {
                     panic!("round {round}: {} failed: {error}", file.display())
                 });
         }
-        assert_eq!(count_rows().await, (1, 3), "round {round}");
+        assert_eq!(count_rows().await, (2, 4, 2, 2), "round {round}");
     }
 }

@@ -1,13 +1,18 @@
 //! `cargo xtask test`: the one command that runs every test.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::{infra, repo_root};
 
+/// The `@orpc/client` conformance script (`services/api/tests/orpc_client.rs` runs it).
+const ORPC_CLIENT_DIR: &str = "tests/orpc-client";
+
 pub async fn run(args: Vec<String>) -> Result<()> {
     infra::ensure().await?;
+    ensure_orpc_client_packages();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // End-to-end tests run the real binaries; build them first.
     let mut build = Command::new(&cargo);
@@ -44,4 +49,50 @@ pub async fn run(args: Vec<String>) -> Result<()> {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// Install the oRPC client script's npm packages (`npm ci`) when they are missing or older than
+/// its `package-lock.json`. When that fails (no npm, no network) the other tests still run and
+/// the api's `orpc_client` test fails saying what to install.
+fn ensure_orpc_client_packages() {
+    let dir = repo_root().join(ORPC_CLIENT_DIR);
+    if !needs_npm_ci(&dir) {
+        return;
+    }
+    eprintln!(
+        "xtask: installing the oRPC client test's packages (npm ci --prefix {ORPC_CLIENT_DIR})"
+    );
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!(
+            "xtask: npm ci in {ORPC_CLIENT_DIR} failed ({status}); the api's orpc_client test \
+             will fail"
+        ),
+        Err(error) => eprintln!(
+            "xtask: cannot run npm ({error}); install Node.js 20+ with npm, or the api's \
+             orpc_client test will fail"
+        ),
+    }
+}
+
+/// npm records what it installed in `node_modules/.package-lock.json`; reinstall when that is
+/// missing or older than the lockfile (e.g. after a pull that changed the packages).
+fn needs_npm_ci(dir: &Path) -> bool {
+    let modified = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
+    match (
+        modified(&dir.join("package-lock.json")),
+        modified(&dir.join("node_modules/.package-lock.json")),
+    ) {
+        (Some(lockfile), Some(installed)) => installed < lockfile,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }

@@ -127,7 +127,7 @@ async fn measure_all(ctx: &BenchContext, admin: &PgPool) -> anyhow::Result<Vec<M
 }
 
 /// Journal-like prose of exactly `len` bytes (ASCII).
-fn make_content(len: usize) -> String {
+pub fn make_content(len: usize) -> String {
     const TEXT: &str = "Today I walked along the river before work and wrote down three things \
                         I want to remember about the week. ";
     TEXT.chars().cycle().take(len).collect()

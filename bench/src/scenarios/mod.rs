@@ -4,6 +4,7 @@
 pub mod bus_rig;
 pub mod ceiling;
 pub mod events;
+pub mod rpc_create;
 pub mod tasks;
 
 use crate::scenario::DynScenario;
@@ -17,6 +18,7 @@ pub fn registry() -> Vec<Box<dyn DynScenario>> {
         Box::new(ceiling::Ceiling),
         Box::new(events::Events),
         Box::new(tasks::Tasks),
+        Box::new(rpc_create::RpcCreate),
     ]
 }
 

@@ -1,55 +1,108 @@
-//! Sessions: a 256-bit random token given to the client; only its SHA-256 is stored.
-//! The dev login (`POST /auth/dev/login`) exists only when `AUTH_DEV_LOGIN=true`, and the
-//! service refuses to start with it in production.
+//! Sign-in endpoints (`/auth/*`) and the `auth.*` procedures: the session, the list of one's
+//! sessions, revocation and logout. Google sign-in is in [`crate::google`]; sessions and the
+//! procedure tiers in [`crate::session`].
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
-use axum::http::header::{AUTHORIZATION, SET_COOKIE};
-use axum::http::request::Parts;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::{SET_COOKIE, USER_AGENT};
+use axum::http::{HeaderMap, HeaderName, Method};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use sha2::{Digest, Sha256};
+use axum::routing::{any, get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::client_ip::ClientIp;
+use crate::config::Config;
+use crate::error::{ApiError, PlainError};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery};
+use crate::session::{
+    self, MaybeSession, Protected, Revoke, RevokeReason, SessionOrigin, clear_session_cookie,
+    session_cookie,
+};
+use crate::users::{self, NewUser, User};
+use crate::validation::{Issues, check_email};
 
-pub const SESSION_COOKIE: &str = "session";
-const SESSION_DAYS: i64 = 7;
-
-/// A new random session token (43 characters of base64url).
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// `/auth/dev/login`, `/auth/google/start`, `/auth/google/callback`.
+pub fn http_routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/dev/login", post(dev_login))
+        .route("/auth/google/start", get(crate::google::start))
+        .route("/auth/google/callback", get(crate::google::callback))
 }
 
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+/// `auth.session`, `auth.listSessions`, `auth.revokeSession`, `auth.revokeOtherSessions`,
+/// `auth.revokeAllSessions`, `auth.logout`.
+pub fn rpc_routes() -> Router<AppState> {
+    Router::new()
+        .route("/rpc/auth/session", any(current_session))
+        .route("/rpc/auth/listSessions", any(list_sessions))
+        .route("/rpc/auth/revokeSession", any(revoke_session))
+        .route("/rpc/auth/revokeOtherSessions", any(revoke_other_sessions))
+        .route("/rpc/auth/revokeAllSessions", any(revoke_all_sessions))
+        .route("/rpc/auth/logout", any(logout))
 }
 
-/// Create a session for `user_id`; returns the token (shown to the client once).
-pub async fn create_session(db: &sqlx::PgPool, user_id: Uuid) -> Result<String, ApiError> {
-    let token = new_token();
-    sqlx::query(
-        "INSERT INTO sessions (user_id, token_hash, expires_at)
-         VALUES ($1, $2, now() + make_interval(days => $3))",
-    )
-    .bind(user_id)
-    .bind(hash_token(&token))
-    .bind(SESSION_DAYS as i32)
-    .execute(db)
-    .await?;
-    Ok(token)
+/// CORS for the allowed origins, with credentials (cookies), and the headers oRPC clients
+/// send. oRPC itself sets no CORS headers; browsers on another origin need these.
+pub fn cors_layer(config: &Config) -> CorsLayer {
+    let origins: Vec<axum::http::HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-orpc-batch"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            axum::http::header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
-#[derive(serde::Deserialize)]
+pub fn session_origin(headers: &HeaderMap, client_ip: ClientIp) -> SessionOrigin {
+    SessionOrigin {
+        user_agent: headers
+            .get(USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        ip_address: (!client_ip.0.is_unspecified()).then(|| client_ip.0.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevLoginInput {
     email: String,
     name: String,
 }
 
-#[derive(serde::Serialize)]
+impl Input for DevLoginInput {
+    fn check(&self, issues: &mut Issues) {
+        check_email(issues, "email", self.email.trim());
+        issues.string_length("name", self.name.trim(), 1, 100);
+    }
+}
+
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DevLoginOutput {
     token: String,
@@ -57,84 +110,226 @@ pub struct DevLoginOutput {
 }
 
 /// `POST /auth/dev/login {"email","name"}` → `{"token","userId"}` and the session cookie.
+/// Exists only with `AUTH_DEV_LOGIN=true` (never in production). Plain JSON, not RPC.
 pub async fn dev_login(
     State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, PlainError> {
     if !state.config.auth_dev_login {
-        return Err(ApiError::NotFound);
+        return Err(PlainError(ApiError::NotFound(
+            "The dev login is disabled (AUTH_DEV_LOGIN)".to_owned(),
+        )));
     }
-    let input: DevLoginInput = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::Validation(vec![crate::error::Issue {
-            path: vec![],
-            message: error.to_string(),
-        }])
-    })?;
-    let email = input.email.trim().to_ascii_lowercase();
-    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-        return Err(ApiError::field("email", "must be an email address"));
-    }
-    let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::field("name", "must be 1 to 100 characters"));
-    }
-    let user_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO users (email, name) VALUES ($1, $2)
-         ON CONFLICT (lower(email)) DO UPDATE SET updated_at = users.updated_at
-         RETURNING user_id",
+    state.auth_limiter.check(client_ip.0)?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|_| ApiError::Malformed)?;
+    let input: DevLoginInput = crate::rpc::decode(crate::rpc::Envelope::of(json))?;
+    let mut tx = state.db.begin().await?;
+    let user = users::find_or_create(
+        &mut tx,
+        NewUser {
+            email: input.email.trim().to_lowercase(),
+            name: input.name.trim().to_owned(),
+            avatar_url: None,
+            google_subject: None,
+            // The developer vouches for the address (the dev login never runs in production);
+            // invitations need a verified one.
+            email_verified: true,
+            via: "dev",
+        },
     )
-    .bind(&email)
-    .bind(name)
-    .fetch_one(&state.db)
     .await?;
-    let token = create_session(&state.db, user_id).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
-        SESSION_DAYS * 24 * 3600
-    );
+    let token =
+        session::create_session(&mut tx, user.user_id, &session_origin(&headers, client_ip))
+            .await?;
+    tx.commit().await?;
     Ok((
-        [(SET_COOKIE, cookie)],
-        Json(DevLoginOutput { token, user_id }),
+        [(SET_COOKIE, session_cookie(&state.config, &token))],
+        Json(DevLoginOutput {
+            token,
+            user_id: user.user_id,
+        }),
     )
         .into_response())
 }
 
-/// A valid session, from `Authorization: Bearer <token>`. (Cookie sessions arrive with the
-/// CSRF origin check in the api issue.)
-#[derive(Debug, Clone, Copy)]
-pub struct AuthSession {
-    pub user_id: Uuid,
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
     pub session_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub expires_at: DateTime<Utc>,
 }
 
-impl FromRequestParts<AppState> for AuthSession {
-    type Rejection = ApiError;
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentSession {
+    /// `null` when the caller is not signed in.
+    session: Option<SessionInfo>,
+    user: Option<User>,
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT s.session_id, s.user_id
-               FROM sessions s JOIN users u ON u.user_id = s.user_id
-              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-                AND u.deleted_at IS NULL",
-        )
-        .bind(hash_token(token))
-        .fetch_optional(&state.db)
-        .await?;
-        let (session_id, user_id) = row.ok_or(ApiError::Unauthorized)?;
-        Ok(Self {
-            user_id,
-            session_id,
-        })
+/// `auth.session` (public, GET-able): the caller's session and user, or nulls.
+async fn current_session(
+    State(state): State<AppState>,
+    MaybeSession(session): MaybeSession,
+    RpcQuery(NoInput): RpcQuery<NoInput>,
+) -> Result<Rpc<CurrentSession>, ApiError> {
+    let Some(session) = session else {
+        return Ok(Rpc(CurrentSession {
+            session: None,
+            user: None,
+        }));
+    };
+    let user = users::load(&state.db, session.user_id).await?;
+    Ok(Rpc(CurrentSession {
+        session: Some(SessionInfo {
+            session_id: session.session_id,
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+        }),
+        user: Some(user),
+    }))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    session_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    last_seen_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    expires_at: DateTime<Utc>,
+    user_agent: Option<String>,
+    ip_address: Option<String>,
+    /// The session making this call.
+    #[sqlx(default)]
+    current: bool,
+}
+
+/// `auth.listSessions` (protected, GET-able): the caller's live sessions, newest first.
+async fn list_sessions(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcQuery(NoInput): RpcQuery<NoInput>,
+) -> Result<Rpc<Vec<ListedSession>>, ApiError> {
+    let mut sessions: Vec<ListedSession> = sqlx::query_as(
+        "SELECT session_id, created_at, last_seen_at, expires_at, user_agent, ip_address
+           FROM sessions
+          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+          ORDER BY created_at DESC, session_id",
+    )
+    .bind(session.user_id)
+    .fetch_all(&state.db)
+    .await?;
+    for listed in &mut sessions {
+        listed.current = listed.session_id == session.session_id;
     }
+    Ok(Rpc(sessions))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeSessionInput {
+    session_id: Uuid,
+}
+
+impl Input for RevokeSessionInput {}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revoked {
+    revoked: u64,
+}
+
+/// `auth.revokeSession {sessionId}`: one of the caller's sessions (possibly the current one).
+async fn revoke_session(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(input): RpcInput<RevokeSessionInput>,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let revoked = session::revoke_sessions(
+        &mut tx,
+        session.user_id,
+        Revoke::One(input.session_id),
+        RevokeReason::Revoked,
+    )
+    .await?;
+    if revoked == 0 {
+        return Err(ApiError::not_found("Session"));
+    }
+    tx.commit().await?;
+    let output = Rpc(Revoked { revoked });
+    if input.session_id == session.session_id && session.via_cookie {
+        return Ok(([(SET_COOKIE, clear_session_cookie(&state.config))], output).into_response());
+    }
+    Ok(output.into_response())
+}
+
+/// `auth.revokeOtherSessions`: every session of the caller but the current one.
+async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(NoInput): RpcInput<NoInput>,
+) -> Result<Rpc<Revoked>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let revoked = session::revoke_sessions(
+        &mut tx,
+        session.user_id,
+        Revoke::AllBut(session.session_id),
+        RevokeReason::RevokedOthers,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Rpc(Revoked { revoked }))
+}
+
+/// `auth.revokeAllSessions`: every session of the caller, the current one included.
+async fn revoke_all_sessions(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(NoInput): RpcInput<NoInput>,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let revoked = session::revoke_sessions(
+        &mut tx,
+        session.user_id,
+        Revoke::All,
+        RevokeReason::RevokedAll,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        [(SET_COOKIE, clear_session_cookie(&state.config))],
+        Rpc(Revoked { revoked }),
+    )
+        .into_response())
+}
+
+/// `auth.logout`: ends the current session and clears the cookie.
+async fn logout(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(NoInput): RpcInput<NoInput>,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    session::revoke_sessions(
+        &mut tx,
+        session.user_id,
+        Revoke::One(session.session_id),
+        RevokeReason::Logout,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        [(SET_COOKIE, clear_session_cookie(&state.config))],
+        Rpc(Revoked { revoked: 1 }),
+    )
+        .into_response())
 }

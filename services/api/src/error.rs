@@ -1,20 +1,17 @@
 //! The api's one error type. Every error has a stable code and an HTTP status, and is sent in
 //! oRPC's error shape (`{"json":{"defined","code","status","message","data"}}`), which
-//! `@orpc/client` turns into a typed `ORPCError`. Internal errors are logged with their cause
-//! and answered with an opaque 500.
+//! `@orpc/client` turns into a typed `ORPCError` (the client rejects a body with any other
+//! key, so there are none). Procedure-specific errors (`EDIT_CONFLICT`, `LAST_OWNER`, ...)
+//! are `defined: true`, like oRPC's `.errors({...})`. Internal errors are logged with their
+//! cause and answered with an opaque 500.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// One failed check of an input field.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Issue {
-    /// Path to the field, e.g. `["title"]`.
-    pub path: Vec<String>,
-    pub message: String,
-}
+use crate::validation::Issue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,26 +21,61 @@ pub enum ApiError {
         "Malformed request. Ensure the request body is properly formatted and the 'Content-Type' header is set correctly."
     )]
     Malformed,
-    #[error("Unauthorized")]
-    Unauthorized,
+    /// No credentials, or credentials that are not (or no longer) a session.
     #[error("{0}")]
-    Forbidden(&'static str),
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A row that does not exist or that the caller may not see (the same answer for both,
+    /// so ids cannot be probed).
+    #[error("{0}")]
+    NotFound(String),
     #[error("No procedure matched")]
-    NotFound,
-    #[error("Method not supported")]
+    ProcedureNotFound,
+    #[error("Method Not Supported")]
     MethodNotSupported,
+    #[error("Payload Too Large")]
+    PayloadTooLarge,
+    #[error("Too many requests, retry in {retry_after_seconds} s")]
+    TooManyRequests { retry_after_seconds: u64 },
+    /// A request refused for its origin (CSRF protection of cookie sessions).
+    #[error("{0}")]
+    CrossSiteRequest(&'static str),
+    /// A procedure's declared error (`defined: true`).
+    #[error("{message}")]
+    Defined {
+        code: &'static str,
+        status: StatusCode,
+        message: String,
+        data: Option<ErrorData>,
+    },
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// The typed `data` of declared errors.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ErrorData {
+    /// `EDIT_CONFLICT`: the row changed since the client read it.
+    #[serde(rename_all = "camelCase")]
+    EditConflict {
+        current_version: i64,
+        current_updated_at: i64,
+    },
 }
 
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Validation(_) | Self::Malformed => "BAD_REQUEST",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::NotFound => "NOT_FOUND",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) | Self::CrossSiteRequest(_) => "FORBIDDEN",
+            Self::NotFound(_) | Self::ProcedureNotFound => "NOT_FOUND",
             Self::MethodNotSupported => "METHOD_NOT_SUPPORTED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            Self::Defined { code, .. } => code,
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -51,10 +83,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::Malformed => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::CrossSiteRequest(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::ProcedureNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotSupported => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Defined { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,11 +98,69 @@ impl ApiError {
         Self::Internal(error.to_string())
     }
 
-    pub fn field(path: &str, message: impl Into<String>) -> Self {
-        Self::Validation(vec![Issue {
-            path: vec![path.to_owned()],
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
+    /// A declared error without data.
+    pub fn defined(code: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Defined {
+            code,
+            status,
             message: message.into(),
-        }])
+            data: None,
+        }
+    }
+
+    /// One invalid field.
+    pub fn field(path: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![Issue::new(code, path, message)])
+    }
+
+    fn body(&self) -> ErrorBody<'_> {
+        let message = match self {
+            Self::Internal(cause) => {
+                tracing::error!(code = self.code(), %cause, "internal error");
+                "Internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let data = match self {
+            Self::Validation(issues) => Some(Data::Issues { issues }),
+            Self::Defined {
+                data: Some(data), ..
+            } => Some(Data::Defined(data)),
+            _ => None,
+        };
+        ErrorBody {
+            defined: matches!(self, Self::Defined { .. }),
+            code: self.code(),
+            status: self.status().as_u16(),
+            message,
+            data,
+        }
+    }
+
+    fn respond<T: Serialize>(&self, body: T) -> Response {
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Self::TooManyRequests {
+            retry_after_seconds,
+        } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        response
+    }
+
+    /// The error as a plain JSON body (no RPC envelope): for `/auth/*` and other non-RPC routes.
+    pub fn into_plain_response(self) -> Response {
+        let body = self.body();
+        self.respond(body)
     }
 }
 
@@ -84,8 +177,10 @@ impl From<bus::BusError> for ApiError {
 }
 
 #[derive(Serialize)]
-struct IssuesData<'a> {
-    issues: &'a [Issue],
+#[serde(untagged)]
+enum Data<'a> {
+    Issues { issues: &'a [Issue] },
+    Defined(&'a ErrorData),
 }
 
 #[derive(Serialize)]
@@ -95,7 +190,7 @@ struct ErrorBody<'a> {
     status: u16,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<IssuesData<'a>>,
+    data: Option<Data<'a>>,
 }
 
 #[derive(Serialize)]
@@ -105,24 +200,23 @@ struct Envelope<T> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = match &self {
-            Self::Internal(cause) => {
-                tracing::error!(code = self.code(), %cause, "internal error");
-                "Internal server error".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let data = match &self {
-            Self::Validation(issues) => Some(IssuesData { issues }),
-            _ => None,
-        };
-        let body = ErrorBody {
-            defined: false,
-            code: self.code(),
-            status: self.status().as_u16(),
-            message,
-            data,
-        };
-        (self.status(), Json(Envelope { json: body })).into_response()
+        let body = Envelope { json: self.body() };
+        self.respond(body)
+    }
+}
+
+/// An [`ApiError`] answered without the RPC envelope.
+#[derive(Debug)]
+pub struct PlainError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for PlainError {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for PlainError {
+    fn into_response(self) -> Response {
+        self.0.into_plain_response()
     }
 }

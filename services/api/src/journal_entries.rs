@@ -1,97 +1,58 @@
-//! Journal entries. `create` writes the entry and its `journal_entry.created` event in one
-//! transaction, so the event exists exactly when the entry does.
+//! Journal entries: `journalEntries.create|get|list|update|delete|restore`.
+//!
+//! Every write changes the row, records its changeset (personal entry → the author's scope,
+//! team entry → the team's scope) and emits its `journal_entry.*` event in one transaction, so
+//! the changeset and the event exist exactly when the change does.
+//!
+//! Who may do what (checked here, never trusted from the client):
+//! - see (`get`, `list`): a personal entry its author; a team entry every active member of the
+//!   team. Anything else answers `NOT_FOUND`, the same as an id that does not exist.
+//! - change (`update`, `delete`, `restore`): the author; for a team entry also the team's
+//!   admins and owners. Someone who can see the entry but not change it gets `FORBIDDEN`.
+//! - a deleted entry cannot be updated (`409 ENTRY_DELETED`: restore it first); deleting a
+//!   deleted entry, or restoring a live one, answers the entry unchanged (no event, no
+//!   changeset).
+//! - `teamId` on `create`/`list` that is not a team of the caller, and a `promptId` the caller
+//!   cannot see (or that is deleted), answer `NOT_FOUND` ("Team not found" / "Prompt not
+//!   found"), so ids cannot be probed.
 
-use axum::body::Bytes;
+use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::routing::any;
+use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
-use messages::journal::v1::JournalEntryCreated;
+use messages::journal::v1::{
+    JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated,
+};
 use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::AuthSession;
-use crate::error::{ApiError, Issue};
-use crate::rpc;
+use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::error::{ApiError, ErrorData};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::session::Protected;
+use crate::teams::{Role, member_role};
+use crate::validation::{Issues, item, parse_date};
 
-/// `journalEntries.create` input (ARCHITECTURE §9).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateInput {
-    pub title: String,
-    pub content: String,
-    pub mood: Option<i16>,
-    pub tags: Option<Vec<String>>,
-    pub entry_date: Option<String>,
-    pub team_id: Option<Uuid>,
-    pub prompt_id: Option<Uuid>,
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/rpc/journalEntries/create", any(create))
+        .route("/rpc/journalEntries/get", any(get))
+        .route("/rpc/journalEntries/list", any(list))
+        .route("/rpc/journalEntries/update", any(update))
+        .route("/rpc/journalEntries/delete", any(delete))
+        .route("/rpc/journalEntries/restore", any(restore))
 }
 
-/// Checked input: only valid values get past [`CreateInput::validate`].
-struct NewEntry {
-    title: String,
-    content: String,
-    mood: Option<i16>,
-    tags: Vec<String>,
-    entry_date: Option<NaiveDate>,
-}
+const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
+                       mood, tags, entry_date, created_at, updated_at, deleted_at, version";
 
-impl CreateInput {
-    fn validate(self) -> Result<NewEntry, ApiError> {
-        let mut issues = Vec::new();
-        let mut issue = |path: &str, message: &str| {
-            issues.push(Issue {
-                path: vec![path.to_owned()],
-                message: message.to_owned(),
-            })
-        };
-        let title_len = self.title.chars().count();
-        if title_len == 0 || title_len > 200 {
-            issue("title", "must be 1 to 200 characters");
-        }
-        if self.content.chars().count() > 100_000 {
-            issue("content", "must be at most 100000 characters");
-        }
-        if self.mood.is_some_and(|mood| !(1..=5).contains(&mood)) {
-            issue("mood", "must be between 1 and 5");
-        }
-        let tags = self.tags.unwrap_or_default();
-        if tags.len() > 50
-            || tags
-                .iter()
-                .any(|tag| tag.is_empty() || tag.chars().count() > 50)
-        {
-            issue("tags", "at most 50 tags of 1 to 50 characters");
-        }
-        let entry_date = match self.entry_date.as_deref() {
-            None => None,
-            Some(text) => match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-                Ok(date) => Some(date),
-                Err(_) => {
-                    issue("entryDate", "must be a date as YYYY-MM-DD");
-                    None
-                }
-            },
-        };
-        // Teams and prompts arrive with the api issue; until then they cannot be referenced.
-        if self.team_id.is_some() {
-            issue("teamId", "teams are not available yet");
-        }
-        if self.prompt_id.is_some() {
-            issue("promptId", "prompts are not available yet");
-        }
-        if !issues.is_empty() {
-            return Err(ApiError::Validation(issues));
-        }
-        Ok(NewEntry {
-            title: self.title,
-            content: self.content,
-            mood: self.mood,
-            tags,
-            entry_date,
-        })
-    }
-}
+/// The live teams `$1` is an active member of (the same rule as [`member_role`]).
+const MY_TEAMS: &str = "SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id
+                         WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL";
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
@@ -99,6 +60,7 @@ pub struct JournalEntry {
     pub journal_entry_id: Uuid,
     pub author_user_id: Uuid,
     pub team_id: Option<Uuid>,
+    pub prompt_id: Option<Uuid>,
     pub title: String,
     pub content: String,
     pub mood: Option<i16>,
@@ -113,35 +75,688 @@ pub struct JournalEntry {
     pub version: i64,
 }
 
-/// `POST /rpc/journalEntries/create`.
+impl SyncedRow for JournalEntry {
+    const TABLE: &'static str = "journal_entries";
+    fn row_id(&self) -> String {
+        self.journal_entry_id.to_string()
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+impl JournalEntry {
+    fn scope(&self) -> Scope {
+        Scope::owner(self.author_user_id, self.team_id)
+    }
+
+    fn team_id_text(&self) -> String {
+        self.team_id.map(|id| id.to_string()).unwrap_or_default()
+    }
+}
+
+fn check_mood(issues: &mut Issues, mood: i16) {
+    issues.number_range("mood", i64::from(mood), 1, 5);
+}
+
+fn check_tags(issues: &mut Issues, tags: &[String]) {
+    issues.array_length("tags", tags.len(), 50);
+    for (index, tag) in tags.iter().enumerate() {
+        issues.string_length(item("tags", index), tag, 1, 50);
+    }
+}
+
+/// A date already checked by [`parse_date`] in `check`.
+fn to_date(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// create
+
+/// `journalEntries.create` input (ARCHITECTURE §9).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInput {
+    pub title: String,
+    pub content: String,
+    pub mood: Option<i16>,
+    pub tags: Option<Vec<String>>,
+    pub entry_date: Option<String>,
+    pub team_id: Option<Uuid>,
+    pub prompt_id: Option<Uuid>,
+}
+
+impl Input for CreateInput {
+    fn check(&self, issues: &mut Issues) {
+        issues.string_length("title", self.title.trim(), 1, 200);
+        issues.string_length("content", &self.content, 0, 100_000);
+        if let Some(mood) = self.mood {
+            check_mood(issues, mood);
+        }
+        if let Some(tags) = &self.tags {
+            check_tags(issues, tags);
+        }
+        if let Some(date) = &self.entry_date {
+            parse_date(issues, "entryDate", date);
+        }
+        // Teams and prompts are checked against the database by the procedure.
+    }
+}
+
+/// Whether an entry of `user_id` in `team_id` (`None`: personal) may answer the live prompt
+/// `prompt_id`: a team entry only its team's prompts (every member must be able to resolve
+/// it), a personal entry the caller's own prompts or any of their teams'.
+async fn prompt_usable(
+    conn: &mut PgConnection,
+    prompt_id: Uuid,
+    user_id: Uuid,
+    team_id: Option<Uuid>,
+) -> Result<bool, ApiError> {
+    let usable: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM prompts
+                         WHERE prompt_id = $2 AND deleted_at IS NULL
+                           AND CASE WHEN $3::uuid IS NULL
+                                    THEN owner_user_id = $1 OR team_id IN ({MY_TEAMS})
+                                    ELSE team_id = $3 END)"
+    ))
+    .bind(user_id)
+    .bind(prompt_id)
+    .bind(team_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(usable)
+}
+
+/// `journalEntries.create`.
 pub async fn create(
     State(state): State<AppState>,
-    session: AuthSession,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let entry = rpc::parse_input::<CreateInput>(&body)?.validate()?;
+    Protected(session): Protected,
+    RpcInput(entry): RpcInput<CreateInput>,
+) -> Result<Rpc<JournalEntry>, ApiError> {
+    let entry_date = entry.entry_date.as_deref().and_then(to_date);
     let mut tx = state.db.begin().await?;
-    let created: JournalEntry = sqlx::query_as(
-        "INSERT INTO journal_entries (author_user_id, title, content, mood, tags, entry_date)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         RETURNING journal_entry_id, author_user_id, team_id, title, content, mood, tags, entry_date,
-                   created_at, updated_at, deleted_at, version",
-    )
+    if let Some(team_id) = entry.team_id
+        && member_role(&mut tx, team_id, session.user_id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::not_found("Team"));
+    }
+    if let Some(prompt_id) = entry.prompt_id
+        && !prompt_usable(&mut tx, prompt_id, session.user_id, entry.team_id).await?
+    {
+        return Err(ApiError::not_found("Prompt"));
+    }
+    let created: JournalEntry = sqlx::query_as(&format!(
+        "INSERT INTO journal_entries
+                (author_user_id, team_id, prompt_id, title, content, mood, tags, entry_date)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING {COLUMNS}"
+    ))
     .bind(session.user_id)
-    .bind(&entry.title)
+    .bind(entry.team_id)
+    .bind(entry.prompt_id)
+    .bind(entry.title.trim())
     .bind(&entry.content)
     .bind(entry.mood)
-    .bind(&entry.tags)
-    .bind(entry.entry_date)
+    .bind(entry.tags.unwrap_or_default())
+    .bind(entry_date)
     .fetch_one(&mut *tx)
     .await?;
     let event = JournalEntryCreated {
         journal_entry_id: created.journal_entry_id.to_string(),
         author_user_id: created.author_user_id.to_string(),
-        team_id: created.team_id.map(|id| id.to_string()).unwrap_or_default(),
+        team_id: created.team_id_text(),
         created_at_ms: created.created_at.timestamp_millis(),
     };
     bus::outbox::emit_ordered(&mut tx, &event, &created.journal_entry_id.to_string()).await?;
+    let mut changes = Changes::new();
+    changes.record(&[created.scope()], Op::Insert, &created)?;
+    changes.write(&mut tx).await?;
     tx.commit().await?;
-    Ok(rpc::output(created))
+    Ok(Rpc(created))
+}
+
+// ---------------------------------------------------------------------------------------------
+// get
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetInput {
+    pub journal_entry_id: Uuid,
+}
+
+impl Input for GetInput {}
+
+/// An entry the caller can see, with their role in its team (for team entries). With
+/// `for_update` the row is locked for the rest of the transaction.
+async fn load_visible(
+    conn: &mut PgConnection,
+    journal_entry_id: Uuid,
+    user_id: Uuid,
+    for_update: bool,
+) -> Result<(JournalEntry, Option<Role>), ApiError> {
+    let entry: Option<JournalEntry> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM journal_entries WHERE journal_entry_id = $1{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    ))
+    .bind(journal_entry_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(entry) = entry else {
+        return Err(ApiError::not_found("Journal entry"));
+    };
+    match entry.team_id {
+        None if entry.author_user_id == user_id => Ok((entry, None)),
+        None => Err(ApiError::not_found("Journal entry")),
+        Some(team_id) => match member_role(conn, team_id, user_id).await? {
+            Some(role) => Ok((entry, Some(role))),
+            None => Err(ApiError::not_found("Journal entry")),
+        },
+    }
+}
+
+/// A visible entry the caller may change (author, or admin/owner of its team), locked.
+async fn load_changeable(
+    conn: &mut PgConnection,
+    journal_entry_id: Uuid,
+    user_id: Uuid,
+) -> Result<JournalEntry, ApiError> {
+    let (entry, role) = load_visible(conn, journal_entry_id, user_id, true).await?;
+    let may_change =
+        entry.author_user_id == user_id || role.is_some_and(|role| role >= Role::Admin);
+    if !may_change {
+        return Err(ApiError::forbidden(
+            "Only the author or a team admin can change this journal entry",
+        ));
+    }
+    Ok(entry)
+}
+
+/// `journalEntries.get {journalEntryId}` (GET-able): also a deleted entry, with `deletedAt`.
+pub async fn get(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcQuery(input): RpcQuery<GetInput>,
+) -> Result<Rpc<JournalEntry>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (entry, _) =
+        load_visible(&mut conn, input.journal_entry_id, session.user_id, false).await?;
+    Ok(Rpc(entry))
+}
+
+// ---------------------------------------------------------------------------------------------
+// list
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListScope {
+    Personal,
+    Team,
+    #[default]
+    All,
+}
+
+/// `journalEntries.list` input. `createdAfter`/`createdBefore` are exclusive bounds (epoch
+/// ms); `entryDateFrom`/`entryDateTo` inclusive.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListInput {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub team_id: Option<Uuid>,
+    pub scope: Option<ListScope>,
+    pub tag: Option<String>,
+    pub entry_date_from: Option<String>,
+    pub entry_date_to: Option<String>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+    pub q: Option<String>,
+    pub deleted: Option<bool>,
+}
+
+/// `list` may be called without input.
+impl Input for Option<ListInput> {
+    fn check(&self, issues: &mut Issues) {
+        let Some(input) = self else { return };
+        if let Some(limit) = input.limit {
+            issues.number_range("limit", limit, 1, 100);
+        }
+        if let Some(cursor) = &input.cursor
+            && Cursor::decode(cursor).is_none()
+        {
+            issues.format("cursor", "cursor", "Invalid cursor");
+        }
+        if input.team_id.is_some() && input.scope == Some(ListScope::Personal) {
+            issues.custom(
+                "teamId",
+                "teamId lists a team's entries; not with scope personal",
+            );
+        }
+        if let Some(tag) = &input.tag {
+            issues.string_length("tag", tag, 1, 50);
+        }
+        let from = input
+            .entry_date_from
+            .as_deref()
+            .and_then(|date| parse_date(issues, "entryDateFrom", date));
+        let to = input
+            .entry_date_to
+            .as_deref()
+            .and_then(|date| parse_date(issues, "entryDateTo", date));
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            issues.custom("entryDateTo", "entryDateTo is before entryDateFrom");
+        }
+        for (path, at) in [
+            ("createdAfter", input.created_after),
+            ("createdBefore", input.created_before),
+        ] {
+            if let Some(at) = at
+                && DateTime::from_timestamp_millis(at).is_none()
+            {
+                issues.custom(path, "Invalid timestamp");
+            }
+        }
+        if let Some(q) = &input.q {
+            issues.string_length("q", q, 1, 200);
+        }
+    }
+}
+
+/// Where a page ended: the last item's `(created_at, journal_entry_id)`. On the wire it is
+/// opaque: base64url of `<created_at epoch µs>:<uuid>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    created_at: DateTime<Utc>,
+    journal_entry_id: Uuid,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.journal_entry_id
+        ))
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (micros, id) = text.split_once(':')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            journal_entry_id: id.parse().ok()?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    pub items: Vec<JournalEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// `journalEntries.list` (GET-able): newest first by `(created_at, journal_entry_id)`, keyset
+/// pages (rows created after page 1 was read never shift later pages).
+pub async fn list(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcQuery(input): RpcQuery<Option<ListInput>>,
+) -> Result<Rpc<Page>, ApiError> {
+    let input = input.unwrap_or_default();
+    let limit = input.limit.unwrap_or(20);
+    let mut conn = state.db.acquire().await?;
+    if let Some(team_id) = input.team_id
+        && member_role(&mut conn, team_id, session.user_id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::not_found("Team"));
+    }
+
+    let mut query =
+        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM journal_entries WHERE "));
+    let personal = |query: &mut QueryBuilder<Postgres>| {
+        query.push("(team_id IS NULL AND author_user_id = ");
+        query.push_bind(session.user_id);
+        query.push(")");
+    };
+    let my_teams = |query: &mut QueryBuilder<Postgres>| {
+        query.push("team_id IN (SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id WHERE m.user_id = ");
+        query.push_bind(session.user_id);
+        query.push(" AND m.deleted_at IS NULL AND t.deleted_at IS NULL)");
+    };
+    match (input.team_id, input.scope.unwrap_or_default()) {
+        // Membership was checked above.
+        (Some(team_id), _) => {
+            query.push("team_id = ");
+            query.push_bind(team_id);
+        }
+        (None, ListScope::Personal) => personal(&mut query),
+        (None, ListScope::Team) => my_teams(&mut query),
+        (None, ListScope::All) => {
+            query.push("(");
+            personal(&mut query);
+            query.push(" OR ");
+            my_teams(&mut query);
+            query.push(")");
+        }
+    }
+    query.push(if input.deleted.unwrap_or(false) {
+        " AND deleted_at IS NOT NULL"
+    } else {
+        " AND deleted_at IS NULL"
+    });
+    if let Some(tag) = &input.tag {
+        query.push(" AND tags @> ARRAY[");
+        query.push_bind(tag.clone());
+        query.push("]::text[]");
+    }
+    if let Some(from) = input.entry_date_from.as_deref().and_then(to_date) {
+        query.push(" AND entry_date >= ");
+        query.push_bind(from);
+    }
+    if let Some(to) = input.entry_date_to.as_deref().and_then(to_date) {
+        query.push(" AND entry_date <= ");
+        query.push_bind(to);
+    }
+    if let Some(after) = input
+        .created_after
+        .and_then(DateTime::from_timestamp_millis)
+    {
+        // Timestamps go out in milliseconds but are stored in microseconds: "after an
+        // entry's createdAt" must not return that entry, so compare at millisecond precision
+        // (as `>= after + 1 ms`, which keeps the index usable).
+        query.push(" AND created_at >= ");
+        query.push_bind(after + chrono::TimeDelta::milliseconds(1));
+    }
+    if let Some(before) = input
+        .created_before
+        .and_then(DateTime::from_timestamp_millis)
+    {
+        query.push(" AND created_at < ");
+        query.push_bind(before);
+    }
+    if let Some(q) = &input.q {
+        // The exact expression of journal_entries_search_idx, so the index is used.
+        query.push(
+            " AND to_tsvector('simple'::regconfig, title || ' ' || content) \
+             @@ websearch_to_tsquery('simple', ",
+        );
+        query.push_bind(q.clone());
+        query.push(")");
+    }
+    if let Some(cursor) = input.cursor.as_deref().and_then(Cursor::decode) {
+        query.push(" AND (created_at, journal_entry_id) < (");
+        query.push_bind(cursor.created_at);
+        query.push(", ");
+        query.push_bind(cursor.journal_entry_id);
+        query.push(")");
+    }
+    query.push(" ORDER BY created_at DESC, journal_entry_id DESC LIMIT ");
+    query.push_bind(limit + 1);
+
+    let mut items: Vec<JournalEntry> = query.build_query_as().fetch_all(&mut *conn).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(usize::try_from(limit).unwrap_or(20));
+        items.last().map(|last| {
+            Cursor {
+                created_at: last.created_at,
+                journal_entry_id: last.journal_entry_id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Rpc(Page { items, next_cursor }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// update
+
+/// `journalEntries.update` input: every field optional; `mood: null` and `entryDate: null`
+/// clear them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateInput {
+    pub journal_entry_id: Uuid,
+    pub expected_version: Option<i64>,
+    #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "crate::validation::explicit_null")]
+    pub mood: Option<Option<i16>>,
+    #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::validation::explicit_null")]
+    pub entry_date: Option<Option<String>>,
+}
+
+impl Input for UpdateInput {
+    fn check(&self, issues: &mut Issues) {
+        if let Some(title) = &self.title {
+            issues.string_length("title", title.trim(), 1, 200);
+        }
+        if let Some(content) = &self.content {
+            issues.string_length("content", content, 0, 100_000);
+        }
+        if let Some(Some(mood)) = self.mood {
+            check_mood(issues, mood);
+        }
+        if let Some(tags) = &self.tags {
+            check_tags(issues, tags);
+        }
+        if let Some(Some(date)) = &self.entry_date {
+            parse_date(issues, "entryDate", date);
+        }
+    }
+}
+
+impl UpdateInput {
+    fn changes_nothing(&self) -> bool {
+        self.title.is_none()
+            && self.content.is_none()
+            && self.mood.is_none()
+            && self.tags.is_none()
+            && self.entry_date.is_none()
+    }
+}
+
+/// `EDIT_CONFLICT` (409) with the row's current version, when it is not `expected`.
+pub fn check_version(
+    expected: Option<i64>,
+    current_version: i64,
+    current_updated_at: DateTime<Utc>,
+    what: &str,
+) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != current_version => Err(ApiError::Defined {
+            code: "EDIT_CONFLICT",
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "{what} was changed by someone else (version {current_version}, you edited version {expected})"
+            ),
+            data: Some(ErrorData::EditConflict {
+                current_version,
+                current_updated_at: current_updated_at.timestamp_millis(),
+            }),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `journalEntries.update`: a partial update, version + 1. With `expectedVersion`, a stale
+/// edit answers `EDIT_CONFLICT`. An update without any field answers the entry unchanged.
+pub async fn update(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(input): RpcInput<UpdateInput>,
+) -> Result<Rpc<JournalEntry>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
+    if current.deleted_at.is_some() {
+        return Err(ApiError::defined(
+            "ENTRY_DELETED",
+            StatusCode::CONFLICT,
+            "This journal entry is deleted; restore it before editing",
+        ));
+    }
+    check_version(
+        input.expected_version,
+        current.version,
+        current.updated_at,
+        "This journal entry",
+    )?;
+    if input.changes_nothing() {
+        return Ok(Rpc(current));
+    }
+    let updated: JournalEntry = sqlx::query_as(&format!(
+        "UPDATE journal_entries SET
+            title = coalesce($2, title),
+            content = coalesce($3, content),
+            mood = CASE WHEN $4 THEN $5 ELSE mood END,
+            tags = coalesce($6, tags),
+            entry_date = CASE WHEN $7 THEN $8 ELSE entry_date END,
+            updated_at = now(), version = version + 1
+          WHERE journal_entry_id = $1
+          RETURNING {COLUMNS}"
+    ))
+    .bind(current.journal_entry_id)
+    .bind(input.title.as_deref().map(str::trim))
+    .bind(&input.content)
+    .bind(input.mood.is_some())
+    .bind(input.mood.flatten())
+    .bind(&input.tags)
+    .bind(input.entry_date.is_some())
+    .bind(input.entry_date.flatten().as_deref().and_then(to_date))
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = JournalEntryUpdated {
+        journal_entry_id: updated.journal_entry_id.to_string(),
+        author_user_id: updated.author_user_id.to_string(),
+        team_id: updated.team_id_text(),
+        version: updated.version,
+        updated_by_user_id: session.user_id.to_string(),
+    };
+    bus::outbox::emit_ordered(&mut tx, &event, &updated.journal_entry_id.to_string()).await?;
+    let mut changes = Changes::new();
+    changes.record(&[updated.scope()], Op::Update, &updated)?;
+    changes.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Rpc(updated))
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete, restore
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdInput {
+    pub journal_entry_id: Uuid,
+}
+
+impl Input for IdInput {}
+
+/// `journalEntries.delete {journalEntryId}`: soft delete (the row with `deletedAt` is the
+/// tombstone). Deleting a deleted entry answers it unchanged.
+pub async fn delete(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(input): RpcInput<IdInput>,
+) -> Result<Rpc<JournalEntry>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
+    if current.deleted_at.is_some() {
+        return Ok(Rpc(current));
+    }
+    let deleted = set_deleted(&mut tx, current.journal_entry_id, true).await?;
+    let event = JournalEntryDeleted {
+        journal_entry_id: deleted.journal_entry_id.to_string(),
+        author_user_id: deleted.author_user_id.to_string(),
+        team_id: deleted.team_id_text(),
+        version: deleted.version,
+        deleted_by_user_id: session.user_id.to_string(),
+    };
+    bus::outbox::emit_ordered(&mut tx, &event, &deleted.journal_entry_id.to_string()).await?;
+    let mut changes = Changes::new();
+    changes.record(&[deleted.scope()], Op::Delete, &deleted)?;
+    changes.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Rpc(deleted))
+}
+
+/// `journalEntries.restore {journalEntryId}`: undo a soft delete. Restoring a live entry
+/// answers it unchanged.
+pub async fn restore(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcInput(input): RpcInput<IdInput>,
+) -> Result<Rpc<JournalEntry>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
+    if current.deleted_at.is_none() {
+        return Ok(Rpc(current));
+    }
+    let restored = set_deleted(&mut tx, current.journal_entry_id, false).await?;
+    let event = JournalEntryRestored {
+        journal_entry_id: restored.journal_entry_id.to_string(),
+        author_user_id: restored.author_user_id.to_string(),
+        team_id: restored.team_id_text(),
+        version: restored.version,
+        restored_by_user_id: session.user_id.to_string(),
+    };
+    bus::outbox::emit_ordered(&mut tx, &event, &restored.journal_entry_id.to_string()).await?;
+    let mut changes = Changes::new();
+    changes.record(&[restored.scope()], Op::Update, &restored)?;
+    changes.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Rpc(restored))
+}
+
+/// Soft-delete (`deleted`) or restore an entry; either is a change, so the version moves.
+async fn set_deleted(
+    connection: &mut PgConnection,
+    journal_entry_id: Uuid,
+    deleted: bool,
+) -> Result<JournalEntry, ApiError> {
+    let entry = sqlx::query_as(&format!(
+        "UPDATE journal_entries
+            SET deleted_at = CASE WHEN $2 THEN now() END, updated_at = now(),
+                version = version + 1
+          WHERE journal_entry_id = $1
+          RETURNING {COLUMNS}"
+    ))
+    .bind(journal_entry_id)
+    .bind(deleted)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            journal_entry_id: Uuid::new_v4(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("not a cursor!"), None);
+        assert_eq!(Cursor::decode("MTIz"), None);
+        let no_uuid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("12:nope");
+        assert_eq!(Cursor::decode(&no_uuid), None);
+    }
 }

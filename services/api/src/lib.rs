@@ -2,27 +2,34 @@
 //! issue), the transactional outbox and its relay. See docs/architecture.md.
 
 pub mod auth;
+pub mod changes;
+pub mod client_ip;
+pub mod config;
 pub mod error;
+pub mod google;
 pub mod journal_entries;
+pub mod prompts;
+pub mod rate_limit;
 pub mod rpc;
+pub mod session;
+pub mod teams;
+pub mod users;
+pub mod validation;
 
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, post};
 use bus::Bus;
 use bus::relay::{self, RelayConfig};
 use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
+use crate::rate_limit::IpRateLimiter;
 
 pub const SERVICE: &str = "api";
 /// The Postgres schema this service owns; no other service touches it.
@@ -31,88 +38,34 @@ pub const DEFAULT_PORT: u16 = 8080;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/api");
 
-/// `ENVIRONMENT`: development features (the dev login) are refused in production.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    Development,
-    Production,
-}
-
-impl FromStr for Environment {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.to_ascii_lowercase().as_str() {
-            "development" | "dev" | "test" => Ok(Self::Development),
-            "production" | "prod" => Ok(Self::Production),
-            other => Err(format!(
-                "expected `development` or `production`, got `{other}`"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub common: CommonConfig,
-    /// `PORT`.
-    pub port: u16,
-    /// `ENVIRONMENT` (default development).
-    pub environment: Environment,
-    /// `AUTH_DEV_LOGIN`: enables `POST /auth/dev/login` (default false; refused in production).
-    pub auth_dev_login: bool,
-}
-
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
-
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        let environment = env.with_default("ENVIRONMENT", Environment::Development);
-        let auth_dev_login = env.flag("AUTH_DEV_LOGIN", false);
-        if auth_dev_login && environment == Environment::Production {
-            env.reject(
-                "AUTH_DEV_LOGIN",
-                "the dev login cannot be enabled when ENVIRONMENT=production",
-            );
-        }
-        env.finish()?;
-        Ok(Self {
-            common,
-            port,
-            environment,
-            auth_dev_login,
-        })
-    }
-
-    /// Defaults for tests: the given database and NATS server, dev login on.
-    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
-        Self {
-            common: CommonConfig::for_tests(database_url, nats_url),
-            port: 0,
-            environment: Environment::Development,
-            auth_dev_login: true,
-        }
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: sqlx::PgPool,
     pub bus: Bus,
     pub config: Arc<Config>,
+    /// Per-client-IP limit on the sign-in endpoints.
+    pub auth_limiter: Arc<IpRateLimiter>,
+    /// Outgoing HTTP (Google's token endpoint): no redirects followed, bounded timeouts.
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(db: sqlx::PgPool, bus: Bus, config: Config) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|error| Error::HttpClient(error.to_string()))?;
+        Ok(Self {
+            db,
+            bus,
+            auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
+            config: Arc::new(config),
+            http,
+        })
+    }
 }
 
 /// Everything that can stop the service, each with a stable code for logs and alerts.
@@ -122,6 +75,8 @@ pub enum Error {
     Platform(#[from] PlatformError),
     #[error("bus: {0}")]
     Bus(#[from] bus::BusError),
+    #[error("http client: {0}")]
+    HttpClient(String),
 }
 
 impl Error {
@@ -129,16 +84,34 @@ impl Error {
         match self {
             Self::Platform(_) => "PLATFORM",
             Self::Bus(_) => "BUS",
+            Self::HttpClient(_) => "HTTP_CLIENT",
         }
     }
 }
 
-/// The service's routes (without the shared health and metrics routes).
+/// The service's routes (without the shared health and metrics routes): the sign-in
+/// endpoints under `/auth`, the user-app RPC under `/rpc`, CORS for the allowed origins.
 pub fn routes(state: AppState) -> Router {
+    let rpc = Router::new()
+        .merge(auth::rpc_routes())
+        .merge(users::routes())
+        .merge(teams::routes())
+        .merge(journal_entries::routes())
+        .merge(prompts::routes())
+        // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
+        .route(
+            "/rpc/{*procedure}",
+            axum::routing::any(|| async { ApiError::ProcedureNotFound }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
     Router::new()
-        .route("/auth/dev/login", post(auth::dev_login))
-        .route("/rpc/journalEntries/create", any(journal_entries::create))
-        .route("/rpc/{*procedure}", any(|| async { ApiError::NotFound }))
+        .merge(auth::http_routes())
+        .merge(rpc)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::refresh_cookie,
+        ))
+        .layer(auth::cors_layer(&state.config))
         .with_state(state)
 }
 
@@ -161,11 +134,7 @@ pub async fn run(
         RelayConfig::new(SCHEMA),
         shutdown.clone(),
     );
-    let state = AppState {
-        db: infra.db.clone(),
-        bus,
-        config: Arc::new(config),
-    };
+    let state = AppState::new(infra.db.clone(), bus, config)?;
     let app = platform::http::service_router(SERVICE, routes(state.clone()), infra.readiness());
     platform::http::serve(
         listener,

@@ -10,10 +10,31 @@ pub mod journal {
     }
 }
 
+/// The sync changeset (`changes.<scope>`): not a bus event or task but a stream of its own,
+/// written through the outbox with `bus::outbox::emit_raw`.
+pub mod sync {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/sync.v1.rs"));
+    }
+}
+
 use definition::DeliveryConfig;
-use journal::v1::{BusProbe, JournalEntryCreated};
+use journal::v1::{
+    BusProbe, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated,
+    SessionRevoked, TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated,
+    UserDeleted,
+};
 
 define_event!(JournalEntryCreated, "journal_entry.created");
+define_event!(JournalEntryUpdated, "journal_entry.updated");
+define_event!(JournalEntryDeleted, "journal_entry.deleted");
+define_event!(JournalEntryRestored, "journal_entry.restored");
+define_event!(SessionRevoked, "session.revoked");
+define_event!(UserCreated, "user.created");
+define_event!(UserDeleted, "user.deleted");
+define_event!(TeamInvitationCreated, "team.invitation_created");
+define_event!(TeamMemberJoined, "team.member_joined");
+define_event!(TeamMemberLeft, "team.member_left");
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,

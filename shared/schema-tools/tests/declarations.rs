@@ -53,10 +53,15 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
         [
             "dead_letters",
             "journal_entries",
+            "oauth_states",
             "outbox",
             "outbox_relay_state",
             "processed_messages",
+            "prompts",
             "sessions",
+            "team_invitations",
+            "team_members",
+            "teams",
             "users"
         ]
     );

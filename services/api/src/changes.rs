@@ -1,0 +1,131 @@
+//! Sync changesets (ARCHITECTURE §5): every create/update/delete of a synced row records the
+//! row, as clients receive it, for each scope that can see it; [`Changes::write`] puts one
+//! changeset per scope into the outbox in the caller's transaction, so a changeset exists
+//! exactly when its transaction commits. The relay publishes it on `changes.<scope>`.
+//!
+//! Who sees what:
+//! - a personal journal entry or prompt: its owner (`user.<id>`);
+//! - a team's entry or prompt, the team row: the team (`team.<id>`);
+//! - a membership: the team, and the member's own scope (so a client learns that it joined
+//!   or left a team before it follows the team's scope);
+//! - a user's profile: that user.
+
+use std::collections::BTreeMap;
+
+use messages::sync::v1::{ChangeOp, Changeset, RowChange};
+use prost::Message;
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A sync scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    User(Uuid),
+    Team(Uuid),
+}
+
+impl Scope {
+    /// `user.<uuid>` / `team.<uuid>`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::User(user_id) => format!("user.{user_id}"),
+            Self::Team(team_id) => format!("team.{team_id}"),
+        }
+    }
+
+    /// The scope of a row that is either personal (owned by `user_id`) or a team's.
+    pub fn owner(user_id: Uuid, team_id: Option<Uuid>) -> Self {
+        match team_id {
+            Some(team_id) => Self::Team(team_id),
+            None => Self::User(user_id),
+        }
+    }
+}
+
+/// A row that clients sync: its wire form is its `Serialize` output.
+pub trait SyncedRow: Serialize {
+    /// The table name clients see in frames (`journal_entries`, ...).
+    const TABLE: &'static str;
+    fn row_id(&self) -> String;
+    fn version(&self) -> i64;
+}
+
+/// What a transaction changed, by scope.
+#[derive(Debug, Default)]
+pub struct Changes {
+    by_scope: BTreeMap<Scope, Vec<RowChange>>,
+}
+
+/// The kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    /// Soft delete: the row (with `deletedAt`) is the tombstone.
+    Delete,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record `row` as changed for every scope in `scopes`.
+    pub fn record<R: SyncedRow>(
+        &mut self,
+        scopes: &[Scope],
+        op: Op,
+        row: &R,
+    ) -> Result<(), ApiError> {
+        let row_json = serde_json::to_vec(row).map_err(ApiError::internal)?;
+        let change = RowChange {
+            table: R::TABLE.to_owned(),
+            op: match op {
+                Op::Insert => ChangeOp::Insert,
+                Op::Update => ChangeOp::Update,
+                Op::Delete => ChangeOp::Delete,
+            } as i32,
+            row_id: row.row_id(),
+            version: row.version(),
+            row_json,
+        };
+        for scope in scopes {
+            self.by_scope
+                .entry(*scope)
+                .or_default()
+                .push(change.clone());
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_scope.is_empty()
+    }
+
+    /// Write one changeset per scope to the outbox (inside the caller's transaction). Each
+    /// scope's changesets keep their order (the scope is the ordering key).
+    pub async fn write(self, conn: &mut PgConnection) -> Result<(), ApiError> {
+        let written_at_ms = chrono::Utc::now().timestamp_millis();
+        for (scope, changes) in self.by_scope {
+            let key = scope.key();
+            let subject = format!("changes.{key}");
+            let changeset = Changeset {
+                scope: key,
+                changes,
+                written_at_ms,
+            };
+            bus::outbox::emit_raw(
+                conn,
+                &subject,
+                "changeset",
+                &changeset.encode_to_vec(),
+                Some(&subject),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! The api's configuration, from the environment (ARCHITECTURE §7). Every variable is read
+//! and every bad one is reported by name before the service starts.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use platform::bootstrap::ServiceConfig;
+use platform::config::{CommonConfig, ConfigError, EnvReader};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::DEFAULT_PORT;
+
+/// `ENVIRONMENT`: development features (the dev login) are refused in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "test" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(format!(
+                "expected `development` or `production`, got `{other}`"
+            )),
+        }
+    }
+}
+
+/// Google sign-in (enabled when `GOOGLE_CLIENT_ID` is set). The URLs are configuration so
+/// tests (and other OIDC providers) can stand in for Google.
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    /// `GOOGLE_CLIENT_ID`.
+    pub client_id: String,
+    /// `GOOGLE_CLIENT_SECRET`.
+    pub client_secret: SecretString,
+    /// `GOOGLE_AUTH_URL` (default Google's authorization endpoint).
+    pub auth_url: Url,
+    /// `GOOGLE_TOKEN_URL` (default Google's token endpoint).
+    pub token_url: Url,
+    /// `GOOGLE_ISSUER`: the `iss` the ID token must carry (default `https://accounts.google.com`;
+    /// Google also issues `accounts.google.com`, accepted with it).
+    pub issuer: String,
+    /// `GOOGLE_REDIRECT_URL` (default `<PUBLIC_URL>/auth/google/callback`).
+    pub redirect_url: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PORT`.
+    pub port: u16,
+    /// `ENVIRONMENT` (default development).
+    pub environment: Environment,
+    /// `AUTH_DEV_LOGIN`: enables `POST /auth/dev/login` (default false; refused in production).
+    pub auth_dev_login: bool,
+    /// `PUBLIC_URL`: where clients reach this api (default `http://localhost:8080`).
+    pub public_url: Url,
+    /// `APP_URL`: the web app; sign-in ends there (default `http://localhost:3000`).
+    pub app_url: Url,
+    /// `ALLOWED_ORIGINS`: comma-separated origins that may call with cookies (CSRF check) and
+    /// that CORS admits (default: the origins of `APP_URL` and `PUBLIC_URL`).
+    pub allowed_origins: Vec<String>,
+    /// `SESSION_COOKIE_SECURE`: mark the session cookie `Secure` (default true in production).
+    pub session_cookie_secure: bool,
+    /// `SESSION_FRESH_AGE_SECONDS`: how young a session must be for sensitive procedures
+    /// (default one day, as Better Auth's `freshAge`).
+    pub session_fresh_age: Duration,
+    /// `AUTH_RATE_LIMIT_PER_MINUTE`: sign-in requests per client IP and minute (default 30).
+    pub auth_rate_limit_per_minute: u32,
+    /// `TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed (default
+    /// none: the client IP is the peer address).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Google sign-in; `None` when `GOOGLE_CLIENT_ID` is unset.
+    pub google: Option<GoogleConfig>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let common = CommonConfig::read(&mut env);
+        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+        let environment = env.with_default("ENVIRONMENT", Environment::Development);
+        let production = environment == Environment::Production;
+        let auth_dev_login = env.flag("AUTH_DEV_LOGIN", false);
+        if auth_dev_login && production {
+            env.reject(
+                "AUTH_DEV_LOGIN",
+                "the dev login cannot be enabled when ENVIRONMENT=production",
+            );
+        }
+        let public_url = read_url(&mut env, "PUBLIC_URL", "http://localhost:8080");
+        let app_url = read_url(&mut env, "APP_URL", "http://localhost:3000");
+        let allowed_origins = match env.optional::<String>("ALLOWED_ORIGINS") {
+            Some(list) => parse_origins(&mut env, &list),
+            None => {
+                let mut origins = vec![origin_of(&app_url), origin_of(&public_url)];
+                origins.dedup();
+                origins
+            }
+        };
+        let session_cookie_secure = env.flag("SESSION_COOKIE_SECURE", production);
+        let session_fresh_age =
+            env.seconds_with_default("SESSION_FRESH_AGE_SECONDS", Duration::from_secs(86_400));
+        let auth_rate_limit_per_minute = env.with_default("AUTH_RATE_LIMIT_PER_MINUTE", 30_u32);
+        if auth_rate_limit_per_minute == 0 {
+            env.reject("AUTH_RATE_LIMIT_PER_MINUTE", "must be at least 1");
+        }
+        let trusted_proxies = match env.optional::<String>("TRUSTED_PROXIES") {
+            Some(list) => parse_cidrs(&mut env, &list),
+            None => Vec::new(),
+        };
+        let google = read_google(&mut env, &public_url);
+        env.finish()?;
+        Ok(Self {
+            common,
+            port,
+            environment,
+            auth_dev_login,
+            public_url,
+            app_url,
+            allowed_origins,
+            session_cookie_secure,
+            session_fresh_age,
+            auth_rate_limit_per_minute,
+            trusted_proxies,
+            google,
+        })
+    }
+
+    /// Defaults for tests: the given database and NATS server, dev login on, no Google.
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        let localhost = |port: u16| Url::parse(&format!("http://localhost:{port}"));
+        let (Ok(public_url), Ok(app_url)) = (localhost(8080), localhost(3000)) else {
+            unreachable!("constant URLs parse")
+        };
+        Self {
+            common: CommonConfig::for_tests(database_url, nats_url),
+            port: 0,
+            environment: Environment::Development,
+            auth_dev_login: true,
+            allowed_origins: vec![origin_of(&app_url), origin_of(&public_url)],
+            public_url,
+            app_url,
+            session_cookie_secure: false,
+            session_fresh_age: Duration::from_secs(86_400),
+            auth_rate_limit_per_minute: 1_000,
+            trusted_proxies: Vec::new(),
+            google: None,
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+    fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.common.host, self.port)
+    }
+}
+
+/// `scheme://host[:port]`, as browsers send it in `Origin`.
+pub fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn read_url(env: &mut EnvReader, name: &str, default: &str) -> Url {
+    let raw: String = env.with_default(name, default.to_owned());
+    match Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => {
+            env.reject(name, format!("`{raw}` is not an absolute http(s) URL"));
+            Url::parse(default).unwrap_or_else(|_| unreachable!("defaults parse"))
+        }
+    }
+}
+
+fn parse_origins(env: &mut EnvReader, list: &str) -> Vec<String> {
+    let mut origins = Vec::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        match Url::parse(item) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => origins.push(origin_of(&url)),
+            _ => env.reject(
+                "ALLOWED_ORIGINS",
+                format!("`{item}` is not an origin such as https://app.example.com"),
+            ),
+        }
+    }
+    origins
+}
+
+fn parse_cidrs(env: &mut EnvReader, list: &str) -> Vec<IpNet> {
+    let mut networks = Vec::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        // A bare address is a /32 (or /128).
+        let parsed = item.parse::<IpNet>().or_else(|_| {
+            item.parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| ())
+        });
+        match parsed {
+            Ok(network) => networks.push(network),
+            Err(()) => env.reject(
+                "TRUSTED_PROXIES",
+                format!("`{item}` is not a CIDR such as 10.0.0.0/8 or an IP address"),
+            ),
+        }
+    }
+    networks
+}
+
+fn read_google(env: &mut EnvReader, public_url: &Url) -> Option<GoogleConfig> {
+    let client_id: String = env.optional("GOOGLE_CLIENT_ID")?;
+    let client_secret = env.required_secret("GOOGLE_CLIENT_SECRET");
+    let auth_url = read_url(
+        env,
+        "GOOGLE_AUTH_URL",
+        "https://accounts.google.com/o/oauth2/v2/auth",
+    );
+    let token_url = read_url(
+        env,
+        "GOOGLE_TOKEN_URL",
+        "https://oauth2.googleapis.com/token",
+    );
+    let issuer = env.with_default("GOOGLE_ISSUER", "https://accounts.google.com".to_owned());
+    let default_redirect = public_url
+        .join("/auth/google/callback")
+        .map(|url| url.to_string())
+        .unwrap_or_default();
+    let redirect_url = read_url(env, "GOOGLE_REDIRECT_URL", &default_redirect);
+    Some(GoogleConfig {
+        client_id,
+        client_secret: client_secret?,
+        auth_url,
+        token_url,
+        issuer,
+        redirect_url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dev_login_is_refused_in_production_and_lists_are_checked() {
+        let error = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("AUTH_DEV_LOGIN", "true"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
+            ("ALLOWED_ORIGINS", "https://app.example.com,ftp://x"),
+            ("GOOGLE_CLIENT_ID", "id"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("AUTH_DEV_LOGIN"));
+        assert!(error.names("TRUSTED_PROXIES"));
+        assert!(error.names("ALLOWED_ORIGINS"));
+        assert!(error.names("GOOGLE_CLIENT_SECRET"));
+    }
+
+    #[test]
+    fn defaults_suit_development() {
+        let config = Config::read(EnvReader::from_map([("TRUSTED_PROXIES", "10.0.0.1")])).unwrap();
+        assert!(!config.session_cookie_secure);
+        assert!(config.google.is_none());
+        assert_eq!(
+            config.allowed_origins,
+            vec!["http://localhost:3000", "http://localhost:8080"]
+        );
+        assert_eq!(config.trusted_proxies[0].to_string(), "10.0.0.1/32");
+    }
+}

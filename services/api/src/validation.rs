@@ -1,0 +1,392 @@
+//! Input validation issues in the shape zod 4 gives them (the original validated with zod, and
+//! oRPC sends the issues as `data.issues`): every issue has `code`, `path` and `message`, plus
+//! zod's detail fields where they apply (`origin`, `minimum`, `maximum`, `inclusive`,
+//! `expected`, `format`, `keys`, `values`). Clients that show `message` at `path` keep working;
+//! clients that switch on zod's codes find the same codes.
+
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// One step of a path: an object key or an array index (a number on the wire, like zod).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PathSegment {
+    Key(String),
+    Index(usize),
+}
+
+/// Anything that names a field: `"title"`, `"schedule.time"`, or explicit segments.
+pub trait IntoPath {
+    fn into_path(self) -> Vec<PathSegment>;
+}
+
+impl IntoPath for &str {
+    fn into_path(self) -> Vec<PathSegment> {
+        self.split('.')
+            .filter(|key| !key.is_empty())
+            .map(|key| PathSegment::Key(key.to_owned()))
+            .collect()
+    }
+}
+
+impl IntoPath for Vec<PathSegment> {
+    fn into_path(self) -> Vec<PathSegment> {
+        self
+    }
+}
+
+/// `field[index]` as a path.
+pub fn item(field: &str, index: usize) -> Vec<PathSegment> {
+    let mut path = field.into_path();
+    path.push(PathSegment::Index(index));
+    path
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    pub code: &'static str,
+    pub path: Vec<PathSegment>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inclusive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+impl Issue {
+    pub fn new(code: &'static str, path: impl IntoPath, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            path: path.into_path(),
+            message: message.into(),
+            expected: None,
+            origin: None,
+            minimum: None,
+            maximum: None,
+            inclusive: None,
+            format: None,
+            keys: None,
+            values: None,
+        }
+    }
+
+    /// Translate a serde error (from `serde_path_to_error`, so `path` is known) into zod's
+    /// vocabulary. `root` is what the whole input was ("undefined" when it was missing).
+    pub fn from_serde(mut path: Vec<PathSegment>, message: &str, root: &str) -> Self {
+        if let Some(field) = quoted(message, "missing field `") {
+            path.push(PathSegment::Key(field.to_owned()));
+            return Self::new(
+                "invalid_type",
+                path,
+                "Invalid input: expected a value, received undefined",
+            );
+        }
+        if let Some(field) = quoted(message, "unknown field `") {
+            // serde's path points at the unknown key; zod reports it on the object.
+            if path.last() == Some(&PathSegment::Key(field.to_owned())) {
+                path.pop();
+            }
+            let mut issue = Self::new(
+                "unrecognized_keys",
+                path,
+                format!("Unrecognized key: \"{field}\""),
+            );
+            issue.keys = Some(vec![field.to_owned()]);
+            return issue;
+        }
+        if let Some(variant) = quoted(message, "unknown variant `") {
+            let allowed: Vec<String> = message
+                .split_once("expected ")
+                .map(|(_, rest)| {
+                    rest.split('`')
+                        .skip(1)
+                        .step_by(2)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut issue = Self::new(
+                "invalid_value",
+                path,
+                format!(
+                    "Invalid option: expected one of {} (got \"{variant}\")",
+                    allowed
+                        .iter()
+                        .map(|value| format!("\"{value}\""))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                ),
+            );
+            issue.values = Some(allowed);
+            return issue;
+        }
+        if let Some(rest) = message.strip_prefix("invalid type: ") {
+            let (got, wanted) = rest.split_once(", expected ").unwrap_or((rest, "a value"));
+            let expected = js_type(wanted);
+            let received = if path.is_empty() && root == "undefined" {
+                "undefined"
+            } else {
+                js_received(got)
+            };
+            let mut issue = Self::new(
+                "invalid_type",
+                path,
+                format!("Invalid input: expected {expected}, received {received}"),
+            );
+            issue.expected = Some(expected.to_owned());
+            return issue;
+        }
+        if message.starts_with("UUID parsing failed") || message.contains("invalid character") {
+            let mut issue = Self::new("invalid_format", path, "Invalid UUID");
+            issue.format = Some("uuid");
+            return issue;
+        }
+        if let Some(rest) = message.strip_prefix("invalid value: ") {
+            let (got, wanted) = rest.split_once(", expected ").unwrap_or((rest, "a value"));
+            let mut issue = Self::new(
+                "invalid_type",
+                path,
+                format!("Invalid input: expected {wanted}, received {got}"),
+            );
+            issue.expected = Some(js_type(wanted).to_owned());
+            return issue;
+        }
+        Self::new("custom", path, message.to_owned())
+    }
+}
+
+fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.split('`').next()
+}
+
+/// serde's "expected ..." phrase as a JS type name.
+fn js_type(expected: &str) -> &'static str {
+    let expected = expected.trim();
+    if expected.contains("string") || expected.contains("UUID") || expected.contains("char") {
+        "string"
+    } else if expected.contains("sequence") || expected.contains("array") {
+        "array"
+    } else if expected.contains("bool") {
+        "boolean"
+    } else if expected.starts_with('i')
+        || expected.starts_with('u')
+        || expected.starts_with('f')
+        || expected.contains("integer")
+        || expected.contains("number")
+    {
+        "number"
+    } else {
+        "object"
+    }
+}
+
+/// serde's "invalid type: ..." phrase as a JS type name.
+fn js_received(got: &str) -> &'static str {
+    if got.starts_with("string") || got.starts_with("char") {
+        "string"
+    } else if got.starts_with("integer") || got.starts_with("floating") {
+        "number"
+    } else if got.starts_with("boolean") {
+        "boolean"
+    } else if got.starts_with("sequence") {
+        "array"
+    } else if got.starts_with("null") || got.starts_with("unit") {
+        "null"
+    } else {
+        "object"
+    }
+}
+
+/// Collects the issues of one input; empty means valid.
+#[derive(Debug, Default)]
+pub struct Issues(Vec<Issue>);
+
+impl Issues {
+    pub fn push(&mut self, issue: Issue) {
+        self.0.push(issue);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A string of `min..=max` characters (Unicode scalar values).
+    pub fn string_length(&mut self, path: impl IntoPath, value: &str, min: usize, max: usize) {
+        let length = value.chars().count();
+        if length < min {
+            let mut issue = Issue::new(
+                "too_small",
+                path,
+                format!("Too small: expected string to have >={min} characters"),
+            );
+            issue.origin = Some("string");
+            issue.minimum = Some(min as i64);
+            issue.inclusive = Some(true);
+            self.push(issue);
+        } else if length > max {
+            let mut issue = Issue::new(
+                "too_big",
+                path,
+                format!("Too big: expected string to have <={max} characters"),
+            );
+            issue.origin = Some("string");
+            issue.maximum = Some(max as i64);
+            issue.inclusive = Some(true);
+            self.push(issue);
+        }
+    }
+
+    /// A number within `min..=max`.
+    pub fn number_range(&mut self, path: impl IntoPath, value: i64, min: i64, max: i64) {
+        if value < min {
+            let mut issue = Issue::new(
+                "too_small",
+                path,
+                format!("Too small: expected number to be >={min}"),
+            );
+            issue.origin = Some("number");
+            issue.minimum = Some(min);
+            issue.inclusive = Some(true);
+            self.push(issue);
+        } else if value > max {
+            let mut issue = Issue::new(
+                "too_big",
+                path,
+                format!("Too big: expected number to be <={max}"),
+            );
+            issue.origin = Some("number");
+            issue.maximum = Some(max);
+            issue.inclusive = Some(true);
+            self.push(issue);
+        }
+    }
+
+    /// An array of at most `max` items.
+    pub fn array_length(&mut self, path: impl IntoPath, length: usize, max: usize) {
+        if length > max {
+            let mut issue = Issue::new(
+                "too_big",
+                path,
+                format!("Too big: expected array to have <={max} items"),
+            );
+            issue.origin = Some("array");
+            issue.maximum = Some(max as i64);
+            issue.inclusive = Some(true);
+            self.push(issue);
+        }
+    }
+
+    /// A string that must match a format (`date`, `email`, `url`, ...).
+    pub fn format(&mut self, path: impl IntoPath, format: &'static str, message: &str) {
+        let mut issue = Issue::new("invalid_format", path, message);
+        issue.format = Some(format);
+        self.push(issue);
+    }
+
+    /// Any other rule.
+    pub fn custom(&mut self, path: impl IntoPath, message: impl Into<String>) {
+        self.push(Issue::new("custom", path, message));
+    }
+
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}
+
+/// `YYYY-MM-DD`, checked as a calendar date.
+pub fn parse_date(
+    issues: &mut Issues,
+    path: impl IntoPath,
+    text: &str,
+) -> Option<chrono::NaiveDate> {
+    match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(date) if text.len() == 10 => Some(date),
+        _ => {
+            issues.format(path, "date", "Invalid date: expected YYYY-MM-DD");
+            None
+        }
+    }
+}
+
+/// An IANA time zone name such as `Europe/Berlin`.
+pub fn parse_timezone(
+    issues: &mut Issues,
+    path: impl IntoPath,
+    text: &str,
+) -> Option<chrono_tz::Tz> {
+    match text.parse::<chrono_tz::Tz>() {
+        Ok(zone) => Some(zone),
+        Err(_) => {
+            issues.format(
+                path,
+                "timezone",
+                "Invalid time zone: expected an IANA name such as Europe/Berlin",
+            );
+            None
+        }
+    }
+}
+
+/// An absolute http(s) URL of at most 2,048 characters.
+pub fn check_http_url(issues: &mut Issues, path: impl IntoPath, text: &str) {
+    let valid = text.len() <= 2048
+        && url::Url::parse(text)
+            .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .unwrap_or(false);
+    if !valid {
+        issues.format(path, "url", "Invalid URL: expected an absolute http(s) URL");
+    }
+}
+
+/// A plausible email address (the provider or the invitee's sign-in proves it).
+pub fn check_email(issues: &mut Issues, path: impl IntoPath, text: &str) {
+    let valid = text.len() <= 254
+        && text.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !text.chars().any(char::is_whitespace)
+        });
+    if !valid {
+        issues.format(path, "email", "Invalid email address");
+    }
+}
+
+/// For `Option<Option<T>>` fields with `#[serde(default)]`: absent → `None` (leave as is),
+/// `null` → `Some(None)` (clear), a value → `Some(Some(v))` (set).
+pub fn explicit_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// For optional fields that cannot be cleared (`Option<T>` with `#[serde(default)]`): absent →
+/// `None` (leave as is), a value → `Some(v)`, and `null` is a type error naming the field,
+/// as zod's `.optional()` answers it, rather than being read as "leave as is".
+pub fn present_not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -1,0 +1,268 @@
+//! The api in-process on port 0 against a fresh database and a bus namespace of its own, and
+//! helpers to call it the way clients do (dev login, then RPC with a bearer token).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::time::Duration;
+
+use messages::sync::v1::Changeset;
+use prost::Message;
+use serde_json::{Value, json};
+use test_support::{TestDb, nats_url};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct TestApi {
+    pub base_url: String,
+    pub db: TestDb,
+    pub pool: sqlx::PgPool,
+    pub client: reqwest::Client,
+    pub namespace: String,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), api::Error>>,
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub user_id: Uuid,
+    pub token: String,
+    pub email: String,
+}
+
+/// An RPC answer: the status and the `json` of the envelope (the error object on failure).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub json: Value,
+}
+
+impl Answer {
+    /// The output of a successful call (panics with the error otherwise).
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected success, got {}", self.json);
+        self.json
+    }
+
+    /// The error code of a failed call, checking the oRPC error shape on the way.
+    pub fn code(&self) -> &str {
+        assert_ne!(self.status, 200, "expected an error, got {}", self.json);
+        assert_eq!(self.json["status"], self.status, "status inside the body");
+        assert!(self.json["defined"].is_boolean());
+        assert!(self.json["message"].is_string());
+        self.json["code"].as_str().unwrap()
+    }
+
+    /// The paths of the validation issues, e.g. `["title", "tags.1"]`.
+    pub fn issue_paths(&self) -> Vec<String> {
+        self.json["data"]["issues"]
+            .as_array()
+            .map(|issues| {
+                issues
+                    .iter()
+                    .map(|issue| {
+                        issue["path"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|segment| match segment {
+                                Value::String(key) => key.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApi {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut api::Config)) -> Self {
+        Self::start_at(|config, _| configure(config)).await
+    }
+
+    /// Like [`start_with`](Self::start_with); the closure also gets the api's base URL
+    /// (for settings that point back at the api, such as the OAuth redirect URL).
+    pub async fn start_at(configure: impl FnOnce(&mut api::Config, &str)) -> Self {
+        let db = TestDb::new().await;
+        let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let mut config = api::Config::for_tests(db.url(), &nats_url());
+        config.common.bus_namespace = namespace.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        configure(&mut config, &base_url);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(api::run(config, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let ready = test_support::eventually(Duration::from_secs(30), || {
+            let url = format!("{base_url}/readyz");
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        assert!(ready, "api never became ready");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, "SET search_path = api").await?;
+                    Ok(())
+                })
+            })
+            .connect(db.url())
+            .await
+            .unwrap();
+        Self {
+            base_url,
+            db,
+            pool,
+            client,
+            namespace,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        self.pool.close().await;
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        for base in ["EVENTS", "TASKS", "CHANGES"] {
+            let _ = jetstream
+                .delete_stream(format!("{}_{base}", self.namespace.to_ascii_uppercase()))
+                .await;
+        }
+    }
+
+    /// Sign in through the dev login.
+    pub async fn login(&self, email: &str) -> TestUser {
+        let response = self
+            .client
+            .post(format!("{}/auth/dev/login", self.base_url))
+            .json(&json!({ "email": email, "name": email.split('@').next().unwrap() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "dev login");
+        let body: Value = response.json().await.unwrap();
+        TestUser {
+            user_id: body["userId"].as_str().unwrap().parse().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+        }
+    }
+
+    /// `POST /rpc/<procedure>` with `{"json": input}`.
+    pub async fn call(&self, user: Option<&TestUser>, procedure: &str, input: Value) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/rpc/{procedure}", self.base_url))
+            .json(&json!({ "json": input }));
+        if let Some(user) = user {
+            request = request.bearer_auth(&user.token);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+
+    /// `GET /rpc/<procedure>?data=<{"json": input}>` (GET-able queries).
+    pub async fn query(&self, user: Option<&TestUser>, procedure: &str, input: Value) -> Answer {
+        let data = json!({ "json": input }).to_string();
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("data", &data)
+            .finish();
+        let mut request = self
+            .client
+            .get(format!("{}/rpc/{procedure}?{query}", self.base_url));
+        if let Some(user) = user {
+            request = request.bearer_auth(&user.token);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            json: body.get("json").cloned().unwrap_or(body),
+        }
+    }
+
+    /// A team owned by `owner` with `members` (user, role) who joined through invitations.
+    pub async fn team_with(&self, owner: &TestUser, members: &[(&TestUser, &str)]) -> String {
+        let team = self
+            .call(Some(owner), "teams/create", json!({"name": "Writers"}))
+            .await
+            .ok();
+        let team_id = team["teamId"].as_str().unwrap().to_owned();
+        for (member, role) in members {
+            self.call(
+                Some(owner),
+                "teams/invite",
+                json!({"teamId": team_id, "email": member.email, "role": role}),
+            )
+            .await
+            .ok();
+            let invitations = self
+                .query(Some(member), "teams/listInvitations", Value::Null)
+                .await
+                .ok();
+            let invitation = invitations
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|invitation| invitation["teamId"] == team_id.as_str())
+                .expect("the invitation")["teamInvitationId"]
+                .clone();
+            self.call(
+                Some(member),
+                "teams/acceptInvitation",
+                json!({"teamInvitationId": invitation}),
+            )
+            .await
+            .ok();
+        }
+        team_id
+    }
+
+    /// The changesets in the outbox, oldest first, as `(scope, changeset)`.
+    pub async fn changesets(&self) -> Vec<Changeset> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT payload FROM outbox WHERE subject LIKE 'changes.%' ORDER BY position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(payload,)| Changeset::decode(payload.as_slice()).unwrap())
+            .collect()
+    }
+
+    /// How many outbox messages of bus name `name` (e.g. `journal_entry.created`) exist.
+    pub async fn events_named(&self, name: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}

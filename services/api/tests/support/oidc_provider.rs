@@ -1,0 +1,269 @@
+//! A stand-in for Google's OAuth 2.0 / OpenID Connect endpoints, speaking the protocol the
+//! api's production code calls: `GET /authorize` (authorization code request with PKCE S256,
+//! state and nonce; "the user consents" at once and is redirected back) and `POST /token`
+//! (form-encoded code exchange, client authenticated with HTTP Basic, PKCE verifier checked,
+//! answers with an access token and an ID token). It is strict where Google is strict, so
+//! a test passes only when the client does the protocol right.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::header::{AUTHORIZATION, LOCATION};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+pub const CLIENT_ID: &str = "stand-in-client";
+pub const CLIENT_SECRET: &str = "stand-in-secret";
+
+/// Who "signs in" at the provider next.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sub: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: String,
+}
+
+/// How the provider misbehaves (to test the client's checks).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Put this nonce into the ID token instead of the requested one.
+    pub wrong_nonce: Option<String>,
+    /// Answer `/authorize` with `error=access_denied`.
+    pub deny: bool,
+}
+
+struct Grant {
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: String,
+    identity: Identity,
+}
+
+#[derive(Default)]
+struct Inner {
+    identity: Option<Identity>,
+    faults: Faults,
+    grants: HashMap<String, Grant>,
+    /// Every `/token` request that passed the checks.
+    exchanges: usize,
+    /// The query of every `/authorize` request.
+    authorize_requests: Vec<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+pub struct StandInProvider {
+    pub base_url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl StandInProvider {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .with_state(Provider {
+                issuer: base_url.clone(),
+                inner: inner.clone(),
+            });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base_url, inner }
+    }
+
+    pub fn sign_in_as(&self, identity: Identity) {
+        self.inner.lock().unwrap().identity = Some(identity);
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.lock().unwrap().faults = faults;
+    }
+
+    pub fn exchanges(&self) -> usize {
+        self.inner.lock().unwrap().exchanges
+    }
+
+    pub fn last_authorize_request(&self) -> HashMap<String, String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .authorize_requests
+            .last()
+            .cloned()
+            .unwrap()
+    }
+
+    /// The api's Google settings pointing at this provider.
+    pub fn google_config(&self, api_base_url: &str) -> api::config::GoogleConfig {
+        api::config::GoogleConfig {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: secrecy::SecretString::from(CLIENT_SECRET.to_owned()),
+            auth_url: format!("{}/authorize", self.base_url).parse().unwrap(),
+            token_url: format!("{}/token", self.base_url).parse().unwrap(),
+            issuer: self.base_url.clone(),
+            redirect_url: format!("{api_base_url}/auth/google/callback")
+                .parse()
+                .unwrap(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Provider {
+    issuer: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn authorize(
+    State(provider): State<Provider>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut inner = provider.inner.lock().unwrap();
+    inner.authorize_requests.push(query.clone());
+    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let redirect_uri = param("redirect_uri");
+    // Errors before the redirect URI is trusted are shown to the user, not redirected.
+    if param("client_id") != CLIENT_ID || redirect_uri.is_empty() {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unknown client");
+    }
+    let state = param("state");
+    let redirect = |pairs: &[(&str, &str)]| {
+        let mut url = url::Url::parse(&redirect_uri).unwrap();
+        for (name, value) in pairs {
+            url.query_pairs_mut().append_pair(name, value);
+        }
+        url.query_pairs_mut().append_pair("state", &state);
+        (StatusCode::FOUND, [(LOCATION, url.to_string())]).into_response()
+    };
+    if param("response_type") != "code"
+        || !param("scope").split(' ').any(|scope| scope == "openid")
+        || param("code_challenge_method") != "S256"
+        || param("code_challenge").is_empty()
+        || param("nonce").is_empty()
+        || state.is_empty()
+    {
+        return redirect(&[("error", "invalid_request")]);
+    }
+    if inner.faults.deny {
+        return redirect(&[("error", "access_denied")]);
+    }
+    let Some(identity) = inner.identity.clone() else {
+        return redirect(&[("error", "access_denied")]);
+    };
+    let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+    inner.grants.insert(
+        code.clone(),
+        Grant {
+            redirect_uri: redirect_uri.clone(),
+            code_challenge: param("code_challenge"),
+            nonce: param("nonce"),
+            identity,
+        },
+    );
+    redirect(&[("code", &code)])
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    code: String,
+    redirect_uri: String,
+    code_verifier: Option<String>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn token(
+    State(provider): State<Provider>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let expected_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected_basic.as_str()) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "bad client credentials",
+        );
+    }
+    if form.grant_type != "authorization_code" {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "");
+    }
+    let mut inner = provider.inner.lock().unwrap();
+    // A code is single use.
+    let Some(grant) = inner.grants.remove(&form.code) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown or used code",
+        );
+    };
+    if grant.redirect_uri != form.redirect_uri {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri mismatch",
+        );
+    }
+    let verifier = form.code_verifier.unwrap_or_default();
+    if b64(&Sha256::digest(verifier.as_bytes())) != grant.code_challenge {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "PKCE verification failed",
+        );
+    }
+    inner.exchanges += 1;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "iss": provider.issuer,
+        "aud": CLIENT_ID,
+        "sub": grant.identity.sub,
+        "email": grant.identity.email,
+        "email_verified": grant.identity.email_verified,
+        "name": grant.identity.name,
+        "picture": "https://lh3.example.com/avatar.png",
+        "nonce": inner.faults.wrong_nonce.clone().unwrap_or(grant.nonce),
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let id_token = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256","kid":"stand-in","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes()),
+        b64(b"stand-in-signature")
+    );
+    axum::Json(json!({
+        "access_token": format!("at-{}", uuid::Uuid::new_v4().simple()),
+        "token_type": "Bearer",
+        "expires_in": 3599,
+        "scope": "openid email profile",
+        "id_token": id_token,
+    }))
+    .into_response()
+}
