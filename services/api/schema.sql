@@ -211,3 +211,71 @@ CREATE TABLE oauth_states (
 -- Entries may belong to a team and answer a prompt (declared after both tables exist).
 ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_team_fk FOREIGN KEY (team_id) REFERENCES teams (team_id);
 ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_prompt_fk FOREIGN KEY (prompt_id) REFERENCES prompts (prompt_id);
+
+
+-- Open API: API teams (the `teams_api` side of the dual team model: an app team that has API
+-- access), their plan subscription, API keys and IP allow-lists. Not synced to clients.
+
+-- Plans: a reference table, its rows seeded by a hand-written migration (plans_seed).
+CREATE TABLE plans (
+    -- `free`, `pro`: stable names code and clients use.
+    plan_id text PRIMARY KEY,
+    name text NOT NULL,
+    -- Requests per subscription period (a calendar month from period_start).
+    monthly_request_quota bigint NOT NULL CHECK (monthly_request_quota >= 0),
+    requests_per_second integer NOT NULL CHECK (requests_per_second > 0),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One per app team that enabled API access; the team's roles govern it.
+CREATE TABLE api_teams (
+    api_team_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    team_id uuid NOT NULL UNIQUE REFERENCES teams (team_id),
+    enabled_by_user_id uuid NOT NULL REFERENCES users (user_id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One per API team: its plan and the current metering period. usage_count is the requests
+-- counted in [period_start, period_end); metering rolls the period forward.
+CREATE TABLE subscriptions (
+    subscription_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    api_team_id uuid NOT NULL UNIQUE REFERENCES api_teams (api_team_id),
+    plan_id text NOT NULL REFERENCES plans (plan_id),
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    usage_count bigint NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT subscriptions_period_order CHECK (period_end > period_start)
+);
+CREATE INDEX subscriptions_plan_idx ON subscriptions (plan_id);
+
+-- A key is `jk_live_<8 chars>_<43 chars>`. `prefix` (`jk_live_<8 chars>`) is shown and logged
+-- and finds the row; `key_hash` is the scrypt PHC string of the whole key, which is never
+-- stored or logged.
+CREATE TABLE api_keys (
+    api_key_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    api_team_id uuid NOT NULL REFERENCES api_teams (api_team_id),
+    name text NOT NULL,
+    prefix text NOT NULL UNIQUE,
+    key_hash text NOT NULL,
+    created_by_user_id uuid NOT NULL REFERENCES users (user_id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Written in the background, at most about once a minute per key and replica.
+    last_used_at timestamptz,
+    expires_at timestamptz,
+    revoked_at timestamptz,
+    revoked_by_user_id uuid REFERENCES users (user_id)
+);
+CREATE INDEX api_keys_api_team_idx ON api_keys (api_team_id, created_at);
+
+-- Client networks allowed to use an API team's keys; none = every network.
+CREATE TABLE api_team_ip_rules (
+    api_team_ip_rule_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    api_team_id uuid NOT NULL REFERENCES api_teams (api_team_id),
+    cidr cidr NOT NULL,
+    created_by_user_id uuid NOT NULL REFERENCES users (user_id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT api_team_ip_rules_unique UNIQUE (api_team_id, cidr)
+);
