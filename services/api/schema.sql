@@ -211,3 +211,30 @@ CREATE TABLE oauth_states (
 -- Entries may belong to a team and answer a prompt (declared after both tables exist).
 ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_team_fk FOREIGN KEY (team_id) REFERENCES teams (team_id);
 ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_prompt_fk FOREIGN KEY (prompt_id) REFERENCES prompts (prompt_id);
+
+-- One row per open API request, refused ones included (docs/api.md, "Request logs"). Written
+-- in batches off the request path. No secrets: header values that carry credentials are
+-- redacted before they get here. Not synced (no soft delete); purged by age.
+CREATE TABLE request_logs (
+    request_log_id uuid PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    -- Unknown when the key was missing or invalid.
+    team_id uuid,
+    api_team_id uuid,
+    api_key_prefix text,
+    method text NOT NULL,
+    path text NOT NULL,
+    status smallint NOT NULL,
+    duration_us bigint NOT NULL,
+    client_ip inet NOT NULL,
+    user_agent text,
+    request_id text,
+    request_bytes bigint NOT NULL,
+    response_bytes bigint NOT NULL,
+    -- The error's stable code when the request was refused or failed.
+    error_code text,
+    -- Request headers by lowercase name, credentials redacted.
+    request_headers jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX request_logs_team_idx ON request_logs (team_id, created_at DESC, request_log_id DESC);
+CREATE INDEX request_logs_created_at_idx ON request_logs (created_at);
