@@ -58,6 +58,7 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
             "outbox_relay_state",
             "processed_messages",
             "prompts",
+            "request_logs",
             "sessions",
             "team_invitations",
             "team_members",
