@@ -279,3 +279,29 @@ CREATE TABLE api_team_ip_rules (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT api_team_ip_rules_unique UNIQUE (api_team_id, cidr)
 );
+-- One row per open API request, refused ones included (docs/api.md, "Request logs"). Written
+-- in batches off the request path. No secrets: header values that carry credentials are
+-- redacted before they get here. Not synced (no soft delete); purged by age.
+CREATE TABLE request_logs (
+    request_log_id uuid PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    -- Unknown when the key was missing or invalid.
+    team_id uuid,
+    api_team_id uuid,
+    api_key_prefix text,
+    method text NOT NULL,
+    path text NOT NULL,
+    status smallint NOT NULL,
+    duration_us bigint NOT NULL,
+    client_ip inet NOT NULL,
+    user_agent text,
+    request_id text,
+    request_bytes bigint NOT NULL,
+    response_bytes bigint NOT NULL,
+    -- The error's stable code when the request was refused or failed.
+    error_code text,
+    -- Request headers by lowercase name, credentials redacted.
+    request_headers jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX request_logs_team_idx ON request_logs (team_id, created_at DESC, request_log_id DESC);
+CREATE INDEX request_logs_created_at_idx ON request_logs (created_at);

@@ -20,7 +20,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::any;
-use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use messages::journal::v1::{
     JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated,
@@ -32,6 +31,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::{ApiError, ErrorData};
+use crate::pagination::{KeysetCursor, finish_page};
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
 use crate::session::Protected;
 use crate::teams::{Role, member_role};
@@ -324,7 +324,7 @@ impl Input for Option<ListInput> {
             issues.number_range("limit", limit, 1, 100);
         }
         if let Some(cursor) = &input.cursor
-            && Cursor::decode(cursor).is_none()
+            && KeysetCursor::decode(cursor).is_none()
         {
             issues.format("cursor", "cursor", "Invalid cursor");
         }
@@ -363,36 +363,6 @@ impl Input for Option<ListInput> {
         if let Some(q) = &input.q {
             issues.string_length("q", q, 1, 200);
         }
-    }
-}
-
-/// Where a page ended: the last item's `(created_at, journal_entry_id)`. On the wire it is
-/// opaque: base64url of `<created_at epoch µs>:<uuid>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cursor {
-    created_at: DateTime<Utc>,
-    journal_entry_id: Uuid,
-}
-
-impl Cursor {
-    fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-            "{}:{}",
-            self.created_at.timestamp_micros(),
-            self.journal_entry_id
-        ))
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (micros, id) = text.split_once(':')?;
-        Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            journal_entry_id: id.parse().ok()?,
-        })
     }
 }
 
@@ -493,29 +463,21 @@ pub async fn list(
         query.push_bind(q.clone());
         query.push(")");
     }
-    if let Some(cursor) = input.cursor.as_deref().and_then(Cursor::decode) {
+    if let Some(cursor) = input.cursor.as_deref().and_then(KeysetCursor::decode) {
         query.push(" AND (created_at, journal_entry_id) < (");
         query.push_bind(cursor.created_at);
         query.push(", ");
-        query.push_bind(cursor.journal_entry_id);
+        query.push_bind(cursor.id);
         query.push(")");
     }
     query.push(" ORDER BY created_at DESC, journal_entry_id DESC LIMIT ");
     query.push_bind(limit + 1);
 
     let mut items: Vec<JournalEntry> = query.build_query_as().fetch_all(&mut *conn).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(usize::try_from(limit).unwrap_or(20));
-        items.last().map(|last| {
-            Cursor {
-                created_at: last.created_at,
-                journal_entry_id: last.journal_entry_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let next_cursor = finish_page(&mut items, limit, |last| KeysetCursor {
+        created_at: last.created_at,
+        id: last.journal_entry_id,
+    });
     Ok(Rpc(Page { items, next_cursor }))
 }
 
@@ -740,23 +702,4 @@ async fn set_deleted(
     .fetch_one(&mut *connection)
     .await?;
     Ok(entry)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let cursor = Cursor {
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            journal_entry_id: Uuid::new_v4(),
-        };
-        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
-        assert_eq!(Cursor::decode("not a cursor!"), None);
-        assert_eq!(Cursor::decode("MTIz"), None);
-        let no_uuid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("12:nope");
-        assert_eq!(Cursor::decode(&no_uuid), None);
-    }
 }

@@ -8,8 +8,10 @@ pub mod config;
 pub mod error;
 pub mod google;
 pub mod journal_entries;
+pub mod pagination;
 pub mod prompts;
 pub mod rate_limit;
+pub mod request_logs;
 pub mod rpc;
 pub mod session;
 pub mod teams;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::rate_limit::IpRateLimiter;
+use crate::request_logs::RequestLogSink;
 
 pub const SERVICE: &str = "api";
 /// The Postgres schema this service owns; no other service touches it.
@@ -48,10 +51,17 @@ pub struct AppState {
     pub auth_limiter: Arc<IpRateLimiter>,
     /// Outgoing HTTP (Google's token endpoint): no redirects followed, bounded timeouts.
     pub http: reqwest::Client,
+    /// Open API request logs, written in batches off the request path.
+    pub request_logs: RequestLogSink,
 }
 
 impl AppState {
-    pub fn new(db: sqlx::PgPool, bus: Bus, config: Config) -> Result<Self, Error> {
+    pub fn new(
+        db: sqlx::PgPool,
+        bus: Bus,
+        config: Config,
+        request_logs: RequestLogSink,
+    ) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -64,6 +74,7 @@ impl AppState {
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
             config: Arc::new(config),
             http,
+            request_logs,
         })
     }
 }
@@ -98,6 +109,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(teams::routes())
         .merge(journal_entries::routes())
         .merge(prompts::routes())
+        .merge(request_logs::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -134,16 +146,16 @@ pub async fn run(
         RelayConfig::new(SCHEMA),
         shutdown.clone(),
     );
-    let state = AppState::new(infra.db.clone(), bus, config)?;
+    let (request_log_sink, request_log_writer) =
+        request_logs::spawn_writer(infra.db.clone(), request_logs::DEFAULT_QUEUE_CAPACITY);
+    let grace = config.common.shutdown_grace;
+    let state = AppState::new(infra.db.clone(), bus, config, request_log_sink)?;
     let app = platform::http::service_router(SERVICE, routes(state.clone()), infra.readiness());
-    platform::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        state.config.common.shutdown_grace,
-    )
-    .await?;
+    // The last sinks go with the state and the router, so the writer can drain and end.
+    drop(state);
+    platform::http::serve(listener, app, shutdown.clone(), grace).await?;
     shutdown.cancel();
+    request_log_writer.finish(grace).await;
     let _ = relay.await;
     Ok(())
 }

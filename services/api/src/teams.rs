@@ -831,7 +831,13 @@ async fn accept_invitation(
     let mut tx = state.db.begin().await?;
     let invitation = lock_my_invitation(&mut tx, input.team_invitation_id, session.user_id).await?;
     ensure_pending(&invitation)?;
-    if invitation.expires_at <= Utc::now() {
+    // The database's clock, as `teams.listInvitations` uses: an invitation it still lists
+    // must be acceptable even when this replica's clock runs ahead.
+    let expired: bool = sqlx::query_scalar("SELECT $1 <= now()")
+        .bind(invitation.expires_at)
+        .fetch_one(&mut *tx)
+        .await?;
+    if expired {
         return Err(ApiError::defined(
             "INVITATION_EXPIRED",
             StatusCode::GONE,

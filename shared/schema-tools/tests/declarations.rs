@@ -62,6 +62,7 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
             "plans",
             "processed_messages",
             "prompts",
+            "request_logs",
             "sessions",
             "subscriptions",
             "team_invitations",

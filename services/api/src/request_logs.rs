@@ -1,0 +1,424 @@
+//! Open API request logs: one row per request, refused ones included, written off the request
+//! path by a background writer in batches; app-team admins read them with `logs.list`.
+//!
+//! Backpressure, not loss: the queue to the writer is bounded, and [`RequestLogSink::record`]
+//! waits for room, so when Postgres falls behind the open API slows down instead of dropping
+//! log rows. On shutdown the writer drains the queue before the process exits
+//! ([`RequestLogWriter::finish`]).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::any;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::pagination::{KeysetCursor, finish_page};
+use crate::rpc::{Input, Rpc, RpcQuery};
+use crate::session::Protected;
+use crate::teams::{Role, member_role};
+use crate::validation::Issues;
+
+/// Rows the queue holds before `record` waits.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4_096;
+/// Rows per `INSERT`: the writer takes whatever is queued, up to this many.
+const MAX_BATCH: usize = 500;
+/// Longest pause between retries of a failed batch (Postgres down): the queue fills and
+/// requests wait meanwhile.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What is kept of a request header that carries a credential.
+const REDACTED: &str = "[redacted]";
+
+/// One open API request, as logged.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    pub request_log_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub team_id: Option<Uuid>,
+    pub api_team_id: Option<Uuid>,
+    pub api_key_prefix: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration: Duration,
+    pub client_ip: IpAddr,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub error_code: Option<String>,
+    pub request_headers: RedactedHeaders,
+}
+
+/// Request headers by lowercase name, with every credential replaced by `[redacted]`; an
+/// API key keeps only its public prefix, so a log still shows which key was presented.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RedactedHeaders(pub BTreeMap<String, String>);
+
+impl RedactedHeaders {
+    pub fn from_headers(headers: &HeaderMap, api_key_prefix: Option<&str>) -> Self {
+        let mut kept = BTreeMap::new();
+        for (name, value) in headers {
+            let name = name.as_str();
+            let value = if is_credential(name) {
+                match (name, api_key_prefix) {
+                    ("x-api-key", Some(prefix)) => format!("{prefix}…{REDACTED}"),
+                    _ => REDACTED.to_owned(),
+                }
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            // Repeated headers are joined, as HTTP allows for most of them.
+            kept.entry(name.to_owned())
+                .and_modify(|existing: &mut String| {
+                    existing.push_str(", ");
+                    existing.push_str(&value);
+                })
+                .or_insert(value);
+        }
+        Self(kept)
+    }
+}
+
+/// Headers whose values are secrets. `x-api-key` and `authorization` are how callers
+/// authenticate; cookies and proxy credentials may ride along from browsers and gateways.
+fn is_credential(name: &str) -> bool {
+    matches!(
+        name,
+        "x-api-key" | "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || name.contains("secret")
+        || name.contains("token")
+}
+
+/// Where handlers send log rows. Cheap to clone.
+#[derive(Clone)]
+pub struct RequestLogSink {
+    sender: mpsc::Sender<RequestLog>,
+}
+
+impl RequestLogSink {
+    /// Queue a row, waiting for room when the writer is behind (backpressure).
+    pub async fn record(&self, log: RequestLog) {
+        if self.sender.send(log).await.is_err() {
+            // Only after the writer has finished, i.e. a request still running after
+            // shutdown's grace period.
+            tracing::error!("the request log writer has stopped; a request log row is lost");
+            metrics::counter!("request_logs_lost_total").increment(1);
+        }
+    }
+}
+
+/// The background writer; [`RequestLogWriter::finish`] drains it.
+pub struct RequestLogWriter {
+    handle: JoinHandle<()>,
+}
+
+impl RequestLogWriter {
+    /// Wait until every queued row is written. The writer ends once every
+    /// [`RequestLogSink`] is dropped, so drop them first (the app state, the router).
+    /// Gives up after `grace` (Postgres down at shutdown), saying so.
+    pub async fn finish(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.handle).await.is_err() {
+            tracing::error!(
+                grace_ms = grace.as_millis() as u64,
+                "request logs were not all written before shutdown"
+            );
+        }
+    }
+}
+
+/// Start the writer with a queue of `capacity` rows.
+pub fn spawn_writer(pool: PgPool, capacity: usize) -> (RequestLogSink, RequestLogWriter) {
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
+    let handle = tokio::spawn(write_batches(pool, receiver));
+    (RequestLogSink { sender }, RequestLogWriter { handle })
+}
+
+async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<RequestLog>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // `recv_many` returns as soon as one row is there, with all that are (up to MAX_BATCH):
+    // one row per insert when idle, large batches under load, no timer needed. It returns 0
+    // once every sink is dropped and the queue is empty.
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match insert(&pool, &batch).await {
+                Ok(()) => {
+                    metrics::counter!("request_logs_written_total").increment(batch.len() as u64);
+                    break;
+                }
+                Err(error) => {
+                    // Keep the rows and retry: the queue fills and requests wait meanwhile.
+                    tracing::warn!(%error, rows = batch.len(), "writing request logs failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn insert(pool: &PgPool, rows: &[RequestLog]) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut created_at = Vec::with_capacity(rows.len());
+    let mut team_ids = Vec::with_capacity(rows.len());
+    let mut api_team_ids = Vec::with_capacity(rows.len());
+    let mut prefixes = Vec::with_capacity(rows.len());
+    let mut methods = Vec::with_capacity(rows.len());
+    let mut paths = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    let mut durations = Vec::with_capacity(rows.len());
+    let mut client_ips = Vec::with_capacity(rows.len());
+    let mut user_agents = Vec::with_capacity(rows.len());
+    let mut request_ids = Vec::with_capacity(rows.len());
+    let mut request_bytes = Vec::with_capacity(rows.len());
+    let mut response_bytes = Vec::with_capacity(rows.len());
+    let mut error_codes = Vec::with_capacity(rows.len());
+    let mut headers = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.request_log_id);
+        created_at.push(row.created_at);
+        team_ids.push(row.team_id);
+        api_team_ids.push(row.api_team_id);
+        prefixes.push(row.api_key_prefix.clone());
+        methods.push(row.method.clone());
+        paths.push(row.path.clone());
+        statuses.push(i16::try_from(row.status).unwrap_or(i16::MAX));
+        durations.push(i64::try_from(row.duration.as_micros()).unwrap_or(i64::MAX));
+        client_ips.push(row.client_ip.to_string());
+        user_agents.push(row.user_agent.clone());
+        request_ids.push(row.request_id.clone());
+        request_bytes.push(i64::try_from(row.request_bytes).unwrap_or(i64::MAX));
+        response_bytes.push(i64::try_from(row.response_bytes).unwrap_or(i64::MAX));
+        error_codes.push(row.error_code.clone());
+        headers.push(sqlx::types::Json(row.request_headers.clone()));
+    }
+    // One statement per batch; `ON CONFLICT` makes a retried batch that had in fact
+    // committed (a lost reply) harmless.
+    sqlx::query(
+        "INSERT INTO request_logs
+                (request_log_id, created_at, team_id, api_team_id, api_key_prefix, method, path,
+                 status, duration_us, client_ip, user_agent, request_id, request_bytes,
+                 response_bytes, error_code, request_headers)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[],
+                              $6::text[], $7::text[], $8::int2[], $9::int8[], $10::text[]::inet[],
+                              $11::text[], $12::text[], $13::int8[], $14::int8[], $15::text[],
+                              $16::jsonb[])
+         ON CONFLICT (request_log_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(created_at)
+    .bind(team_ids)
+    .bind(api_team_ids)
+    .bind(prefixes)
+    .bind(methods)
+    .bind(paths)
+    .bind(statuses)
+    .bind(durations)
+    .bind(client_ips)
+    .bind(user_agents)
+    .bind(request_ids)
+    .bind(request_bytes)
+    .bind(response_bytes)
+    .bind(error_codes)
+    .bind(headers)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// logs.list
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/rpc/logs/list", any(list))
+}
+
+/// `logs.list` input: a team's request logs, newest first, filtered.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListInput {
+    pub team_id: Uuid,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// Exactly this status.
+    pub status: Option<i64>,
+    /// A status class: 2 for 2xx … 5 for 5xx.
+    pub status_class: Option<i64>,
+    /// Paths starting with this (e.g. `/api/v1/journal-entries`).
+    pub path_prefix: Option<String>,
+    pub api_key_prefix: Option<String>,
+    /// Epoch ms (or a `Date`), inclusive.
+    pub from: Option<i64>,
+    /// Epoch ms (or a `Date`), exclusive.
+    pub to: Option<i64>,
+}
+
+impl Input for ListInput {
+    fn check(&self, issues: &mut Issues) {
+        if let Some(limit) = self.limit {
+            issues.number_range("limit", limit, 1, 100);
+        }
+        if let Some(cursor) = &self.cursor
+            && KeysetCursor::decode(cursor).is_none()
+        {
+            issues.format("cursor", "cursor", "Invalid cursor");
+        }
+        if let Some(status) = self.status {
+            issues.number_range("status", status, 100, 599);
+        }
+        if let Some(class) = self.status_class {
+            issues.number_range("statusClass", class, 1, 5);
+        }
+        if let Some(path) = &self.path_prefix {
+            issues.string_length("pathPrefix", path, 1, 200);
+        }
+        if let Some(prefix) = &self.api_key_prefix {
+            issues.string_length("apiKeyPrefix", prefix, 1, 64);
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && to <= from
+        {
+            issues.custom("to", "to must be after from");
+        }
+    }
+}
+
+/// A logged request, as `logs.list` returns it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestLogRow {
+    pub request_log_id: Uuid,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub created_at: DateTime<Utc>,
+    pub team_id: Option<Uuid>,
+    pub api_team_id: Option<Uuid>,
+    pub api_key_prefix: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: i16,
+    pub duration_us: i64,
+    pub client_ip: String,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+    pub error_code: Option<String>,
+    pub request_headers: sqlx::types::Json<RedactedHeaders>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    pub items: Vec<RequestLogRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// `logs.list` (GET-able): for the team's owners and admins; a member is `FORBIDDEN`,
+/// anybody else `NOT_FOUND`.
+async fn list(
+    State(state): State<AppState>,
+    Protected(session): Protected,
+    RpcQuery(input): RpcQuery<ListInput>,
+) -> Result<Rpc<Page>, ApiError> {
+    let limit = input.limit.unwrap_or(50);
+    let mut conn = state.db.acquire().await?;
+    match member_role(&mut conn, input.team_id, session.user_id).await? {
+        None => return Err(ApiError::not_found("Team")),
+        Some(Role::Member) => {
+            return Err(ApiError::forbidden(
+                "Only the team's owners and admins can read its request logs",
+            ));
+        }
+        Some(Role::Admin | Role::Owner) => {}
+    }
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT request_log_id, created_at, team_id, api_team_id, api_key_prefix, method, path,
+                status, duration_us, host(client_ip) AS client_ip, user_agent, request_id,
+                request_bytes, response_bytes, error_code, request_headers
+           FROM request_logs WHERE team_id = ",
+    );
+    query.push_bind(input.team_id);
+    if let Some(status) = input.status {
+        query.push(" AND status = ");
+        query.push_bind(status);
+    }
+    if let Some(class) = input.status_class {
+        query.push(" AND status / 100 = ");
+        query.push_bind(class);
+    }
+    if let Some(path) = &input.path_prefix {
+        query.push(" AND starts_with(path, ");
+        query.push_bind(path.clone());
+        query.push(")");
+    }
+    if let Some(prefix) = &input.api_key_prefix {
+        query.push(" AND api_key_prefix = ");
+        query.push_bind(prefix.clone());
+    }
+    if let Some(from) = input.from.and_then(DateTime::from_timestamp_millis) {
+        query.push(" AND created_at >= ");
+        query.push_bind(from);
+    }
+    if let Some(to) = input.to.and_then(DateTime::from_timestamp_millis) {
+        query.push(" AND created_at < ");
+        query.push_bind(to);
+    }
+    if let Some(cursor) = input.cursor.as_deref().and_then(KeysetCursor::decode) {
+        query.push(" AND (created_at, request_log_id) < (");
+        query.push_bind(cursor.created_at);
+        query.push(", ");
+        query.push_bind(cursor.id);
+        query.push(")");
+    }
+    query.push(" ORDER BY created_at DESC, request_log_id DESC LIMIT ");
+    query.push_bind(limit + 1);
+    let mut items: Vec<RequestLogRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+    let next_cursor = finish_page(&mut items, limit, |last| KeysetCursor {
+        created_at: last.created_at,
+        id: last.request_log_id,
+    });
+    Ok(Rpc(Page { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_and_an_api_key_keeps_only_its_prefix() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("jk_abcd1234_s3cr3t"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer s3cr3t"));
+        headers.insert("cookie", HeaderValue::from_static("session=s3cr3t"));
+        headers.insert("x-refresh-token", HeaderValue::from_static("s3cr3t"));
+        headers.insert("user-agent", HeaderValue::from_static("curl/8"));
+        headers.append("accept", HeaderValue::from_static("a/b"));
+        headers.append("accept", HeaderValue::from_static("c/d"));
+        let kept = RedactedHeaders::from_headers(&headers, Some("jk_abcd1234"));
+        let text = serde_json::to_string(&kept).unwrap_or_default();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(kept.0["x-api-key"], "jk_abcd1234…[redacted]");
+        assert_eq!(kept.0["authorization"], "[redacted]");
+        assert_eq!(kept.0["x-refresh-token"], "[redacted]");
+        assert_eq!(kept.0["user-agent"], "curl/8");
+        assert_eq!(kept.0["accept"], "a/b, c/d");
+        let without_prefix = RedactedHeaders::from_headers(&headers, None);
+        assert_eq!(without_prefix.0["x-api-key"], "[redacted]");
+    }
+}
