@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod google;
 pub mod journal_entries;
+pub mod metering;
 pub mod pagination;
 pub mod prompts;
 pub mod rate_limit;

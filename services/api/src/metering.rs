@@ -1,0 +1,250 @@
+//! Metering of the open API: every request counts against the API team's monthly quota
+//! (its subscription's current period), atomically in Postgres so that any number of api
+//! replicas share one count; a per-key requests-per-second limit (per plan) guards bursts.
+//!
+//! The quota check and the count are one `UPDATE … WHERE usage_count < quota`: concurrent
+//! requests can never push the count past the quota, and a refused request is not counted.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use chrono::{DateTime, Utc};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The quota state after counting one request, for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// The plan's requests per period.
+    pub limit: i64,
+    /// Requests counted in the current period, this one included when it was counted.
+    pub used: i64,
+    /// When the period ends and the count starts again.
+    pub resets_at: DateTime<Utc>,
+    /// The quota was already used up: the request was refused and not counted.
+    pub exceeded: bool,
+}
+
+impl Usage {
+    pub fn remaining(&self) -> i64 {
+        (self.limit - self.used).max(0)
+    }
+
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds,
+    /// as GitHub's and most APIs' headers), on every open API response.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let values = [
+            ("x-ratelimit-limit", self.limit),
+            ("x-ratelimit-remaining", self.remaining()),
+            ("x-ratelimit-reset", self.resets_at.timestamp()),
+        ];
+        for (name, value) in values {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+
+    /// Seconds until the period resets (at least 1): the `Retry-After` of a 429
+    /// `USAGE_EXCEEDED`.
+    pub fn retry_after_seconds(&self, now: DateTime<Utc>) -> u64 {
+        u64::try_from((self.resets_at - now).num_seconds())
+            .unwrap_or(0)
+            .max(1)
+    }
+}
+
+/// The row the counting statements return.
+#[derive(sqlx::FromRow)]
+struct Counted {
+    usage_count: i64,
+    monthly_request_quota: i64,
+    period_end: DateTime<Utc>,
+}
+
+/// Count one request of `api_team_id` against its quota. A period that has ended is rolled
+/// over first (the scheduled [`roll_over_periods`] normally got there before).
+pub async fn count_request(conn: &mut PgConnection, api_team_id: Uuid) -> Result<Usage, ApiError> {
+    // At most twice: the second pass follows a rollover.
+    for _ in 0..2 {
+        let counted: Option<Counted> = sqlx::query_as(
+            "UPDATE subscriptions s
+                SET usage_count = s.usage_count + 1, updated_at = now()
+               FROM plans p
+              WHERE s.api_team_id = $1 AND p.plan_id = s.plan_id
+                AND s.usage_count < p.monthly_request_quota
+                AND s.period_end > now()
+          RETURNING s.usage_count, p.monthly_request_quota, s.period_end",
+        )
+        .bind(api_team_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(counted) = counted {
+            return Ok(Usage {
+                limit: counted.monthly_request_quota,
+                used: counted.usage_count,
+                resets_at: counted.period_end,
+                exceeded: false,
+            });
+        }
+        // Not counted: the quota is used up, or the period has ended.
+        let current: Option<(Counted, bool)> = sqlx::query_as(
+            "SELECT s.usage_count, p.monthly_request_quota, s.period_end, s.period_end <= now()
+               FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
+              WHERE s.api_team_id = $1",
+        )
+        .bind(api_team_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|(usage_count, monthly_request_quota, period_end, ended)| {
+            (
+                Counted {
+                    usage_count,
+                    monthly_request_quota,
+                    period_end,
+                },
+                ended,
+            )
+        });
+        let Some((current, ended)) = current else {
+            return Err(ApiError::forbidden("This team has no API subscription"));
+        };
+        if ended {
+            roll_over(&mut *conn, Some(api_team_id)).await?;
+            continue;
+        }
+        return Ok(Usage {
+            limit: current.monthly_request_quota,
+            used: current.usage_count,
+            resets_at: current.period_end,
+            exceeded: true,
+        });
+    }
+    Err(ApiError::Internal(
+        "the subscription period did not roll over".to_owned(),
+    ))
+}
+
+/// Start a new period for every subscription whose period has ended: the first period that
+/// contains now, counted in whole months from the old start, with a zero count. Idempotent:
+/// a second run (another replica, a retried task) finds nothing to do. Returns how many
+/// subscriptions rolled over. The cron service schedules it.
+pub async fn roll_over_periods(pool: &PgPool) -> Result<u64, ApiError> {
+    let mut conn = pool.acquire().await?;
+    roll_over(&mut conn, None).await
+}
+
+async fn roll_over(conn: &mut PgConnection, api_team_id: Option<Uuid>) -> Result<u64, ApiError> {
+    // `age` counts whole calendar months; adding months clamps to the month's last day
+    // (a period from the 31st ends on the 30th, 28th/29th in February).
+    let rolled = sqlx::query(
+        "UPDATE subscriptions s
+            SET period_start = s.period_start + make_interval(months => elapsed.months),
+                period_end = s.period_start + make_interval(months => elapsed.months + 1),
+                usage_count = 0,
+                updated_at = now()
+           FROM (SELECT subscription_id,
+                        (extract(year FROM age(now(), period_start)) * 12
+                         + extract(month FROM age(now(), period_start)))::int AS months
+                   FROM subscriptions
+                  WHERE period_end <= now() AND ($1::uuid IS NULL OR api_team_id = $1)) elapsed
+          WHERE s.subscription_id = elapsed.subscription_id AND s.period_end <= now()",
+    )
+    .bind(api_team_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(rolled.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-key request rate
+
+/// Requests per second per key, by plan. One keyed limiter per distinct rate (plans share
+/// a limiter when their rates are equal); keys are API key ids. Per replica: N replicas let
+/// a key through at up to N× its rate (the monthly quota, in Postgres, is exact).
+#[derive(Default)]
+pub struct KeyRateLimiter {
+    by_rate: Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<Uuid>>>>,
+}
+
+impl KeyRateLimiter {
+    /// `Err(retry_after_seconds)` (whole seconds, at least 1) when the key is over its
+    /// rate: the open API answers 429 `RATE_LIMITED` with that `Retry-After`.
+    pub fn check(&self, api_key_id: Uuid, requests_per_second: u32) -> Result<(), u64> {
+        let limiter = self.limiter(requests_per_second);
+        limiter.check_key(&api_key_id).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    fn limiter(&self, requests_per_second: u32) -> Arc<DefaultKeyedRateLimiter<Uuid>> {
+        let rate = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
+        let mut by_rate = self
+            .by_rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            by_rate
+                .entry(rate.get())
+                .or_insert_with(|| Arc::new(RateLimiter::keyed(Quota::per_second(rate)))),
+        )
+    }
+
+    /// Forget keys idle long enough to have a full bucket again (bounded memory).
+    pub fn retain_recent(&self) {
+        let by_rate = self
+            .by_rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for limiter in by_rate.values() {
+            limiter.retain_recent();
+        }
+    }
+}
+
+/// How often [`KeyRateLimiter::retain_recent`] should run.
+pub const RATE_LIMITER_SWEEP: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_key_gets_its_plans_rate_and_then_a_retry_after() {
+        let limiter = KeyRateLimiter::default();
+        let key = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        assert!(limiter.check(key, 2).is_ok());
+        assert!(limiter.check(key, 2).is_ok());
+        let retry_after = limiter
+            .check(key, 2)
+            .expect_err("the third request in a second");
+        assert!(retry_after >= 1);
+        assert!(limiter.check(other, 2).is_ok(), "keys are limited apart");
+    }
+
+    #[test]
+    fn headers_say_the_limit_what_is_left_and_when_it_resets() {
+        let resets_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let usage = Usage {
+            limit: 10,
+            used: 12,
+            resets_at,
+            exceeded: true,
+        };
+        let mut headers = HeaderMap::new();
+        usage.write_headers(&mut headers);
+        assert_eq!(headers["x-ratelimit-limit"], "10");
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert_eq!(headers["x-ratelimit-reset"], "1800000000");
+    }
+}
