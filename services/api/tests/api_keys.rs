@@ -417,6 +417,12 @@ async fn a_cached_key_costs_no_scrypt_and_a_burst_with_a_fresh_key_runs_exactly_
         probes.iter().map(|probe| probe.status).collect::<Vec<_>>()
     );
     assert_eq!(verifier.scrypt_runs(), before + 1, "single flight");
+
+    // The counters are exported for Prometheus too.
+    let (status, metrics) = test_support::get(&format!("{}/metrics", api.base_url)).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("api_key_scrypt_runs_total"), "{metrics}");
+    assert!(metrics.contains("api_key_verifications_total"));
     api.stop().await;
 }
 

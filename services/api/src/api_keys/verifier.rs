@@ -205,6 +205,28 @@ impl KeyVerifier {
         presented: &str,
         client_ip: IpAddr,
     ) -> Result<VerifiedKey, ApiError> {
+        let result = self.verify_uncounted(presented, client_ip).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ApiError::TooManyRequests { .. }) => "rate_limited",
+            Err(ApiError::Internal(_)) => "error",
+            Err(error) if error.code() == "IP_NOT_ALLOWED" => "ip_not_allowed",
+            Err(_) => "invalid",
+        };
+        metrics::counter!(
+            "api_key_verifications_total",
+            "service" => crate::SERVICE,
+            "outcome" => outcome
+        )
+        .increment(1);
+        result
+    }
+
+    async fn verify_uncounted(
+        &self,
+        presented: &str,
+        client_ip: IpAddr,
+    ) -> Result<VerifiedKey, ApiError> {
         // An IPv4 client reaching a dual-stack listener shows as ::ffff:a.b.c.d.
         let client_ip = client_ip.to_canonical();
         if presented.len() > MAX_PRESENTED_LEN {
@@ -306,6 +328,7 @@ impl KeyVerifier {
             .await
             .map_err(|error| LoadError::Internal(error.to_string()))?;
         self.scrypt_runs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("api_key_scrypt_runs_total", "service" => crate::SERVICE).increment(1);
         let presented = SecretString::from(presented.to_owned());
         tokio::task::spawn_blocking(move || {
             // Held until scrypt finishes, even if every waiting request went away.
