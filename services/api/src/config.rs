@@ -80,6 +80,66 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Google sign-in; `None` when `GOOGLE_CLIENT_ID` is unset.
     pub google: Option<GoogleConfig>,
+    /// API key verification (the open API's `x-api-key`).
+    pub api_keys: ApiKeyConfig,
+}
+
+/// How API keys are verified (see `api_keys::verifier`).
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// `API_KEY_CACHE_TTL_SECONDS`: how long a verified key is trusted without another scrypt
+    /// (default 60). Also the longest a revocation can go unnoticed by a replica that missed
+    /// the NATS broadcast.
+    pub cache_ttl: Duration,
+    /// `API_KEY_CACHE_CAPACITY`: verified keys kept per replica (default 100,000).
+    pub cache_capacity: u64,
+    /// `API_KEY_SCRYPT_CONCURRENCY`: scrypt runs at once per replica (default: the number of
+    /// CPUs); more wait, so key checks cannot take every core from the runtime.
+    pub scrypt_concurrency: usize,
+    /// `API_KEY_FAILURES_PER_MINUTE`: failed verifications allowed per client IP, and per key
+    /// prefix, per minute before `429 RATE_LIMITED` (default 20).
+    pub failures_per_minute: u32,
+}
+
+impl ApiKeyConfig {
+    fn read(env: &mut EnvReader) -> Self {
+        let cache_ttl =
+            env.seconds_with_default("API_KEY_CACHE_TTL_SECONDS", Duration::from_secs(60));
+        if cache_ttl.is_zero() {
+            env.reject("API_KEY_CACHE_TTL_SECONDS", "must be at least 1");
+        }
+        let cache_capacity = env.with_default("API_KEY_CACHE_CAPACITY", 100_000_u64);
+        let scrypt_concurrency =
+            env.with_default("API_KEY_SCRYPT_CONCURRENCY", default_scrypt_concurrency());
+        if scrypt_concurrency == 0 {
+            env.reject("API_KEY_SCRYPT_CONCURRENCY", "must be at least 1");
+        }
+        let failures_per_minute = env.with_default("API_KEY_FAILURES_PER_MINUTE", 20_u32);
+        if failures_per_minute == 0 {
+            env.reject("API_KEY_FAILURES_PER_MINUTE", "must be at least 1");
+        }
+        Self {
+            cache_ttl,
+            cache_capacity,
+            scrypt_concurrency,
+            failures_per_minute,
+        }
+    }
+}
+
+impl Default for ApiKeyConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(60),
+            cache_capacity: 100_000,
+            scrypt_concurrency: default_scrypt_concurrency(),
+            failures_per_minute: 20,
+        }
+    }
+}
+
+fn default_scrypt_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl Config {
@@ -121,6 +181,7 @@ impl Config {
             None => Vec::new(),
         };
         let google = read_google(&mut env, &public_url);
+        let api_keys = ApiKeyConfig::read(&mut env);
         env.finish()?;
         Ok(Self {
             common,
@@ -135,6 +196,7 @@ impl Config {
             auth_rate_limit_per_minute,
             trusted_proxies,
             google,
+            api_keys,
         })
     }
 
@@ -157,6 +219,7 @@ impl Config {
             auth_rate_limit_per_minute: 1_000,
             trusted_proxies: Vec::new(),
             google: None,
+            api_keys: ApiKeyConfig::default(),
         }
     }
 }

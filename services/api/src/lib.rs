@@ -1,6 +1,8 @@
 //! The `api` service: auth and sessions, journal entries (more modules arrive with the api
 //! issue), the transactional outbox and its relay. See docs/architecture.md.
 
+pub mod api_keys;
+pub mod api_teams;
 pub mod auth;
 pub mod changes;
 pub mod client_ip;
@@ -9,6 +11,7 @@ pub mod error;
 pub mod google;
 pub mod journal_entries;
 pub mod metering;
+pub mod open_api;
 pub mod pagination;
 pub mod prompts;
 pub mod rate_limit;
@@ -28,12 +31,14 @@ use platform::PlatformError;
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_keys::KeyVerifier;
 pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::rate_limit::IpRateLimiter;
-use crate::request_logs::RequestLogSink;
+use crate::request_logs::{RequestLogSink, RequestLogWriter};
 
 pub const SERVICE: &str = "api";
 /// The Postgres schema this service owns; no other service touches it.
@@ -52,6 +57,8 @@ pub struct AppState {
     pub auth_limiter: Arc<IpRateLimiter>,
     /// Outgoing HTTP (Google's token endpoint): no redirects followed, bounded timeouts.
     pub http: reqwest::Client,
+    /// API key verification (cached, shared by every request of this replica).
+    pub api_keys: Arc<KeyVerifier>,
     /// Open API request logs, written in batches off the request path.
     pub request_logs: RequestLogSink,
 }
@@ -60,6 +67,7 @@ impl AppState {
     pub fn new(
         db: sqlx::PgPool,
         bus: Bus,
+        nats: async_nats::Client,
         config: Config,
         request_logs: RequestLogSink,
     ) -> Result<Self, Error> {
@@ -69,9 +77,16 @@ impl AppState {
             .timeout(std::time::Duration::from_secs(15))
             .build()
             .map_err(|error| Error::HttpClient(error.to_string()))?;
+        let api_keys = Arc::new(KeyVerifier::new(
+            db.clone(),
+            nats,
+            bus.subject(api_keys::verifier::INVALIDATION_SUBJECT),
+            &config.api_keys,
+        ));
         Ok(Self {
             db,
             bus,
+            api_keys,
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
             config: Arc::new(config),
             http,
@@ -89,6 +104,8 @@ pub enum Error {
     Bus(#[from] bus::BusError),
     #[error("http client: {0}")]
     HttpClient(String),
+    #[error("nats: {0}")]
+    Nats(String),
 }
 
 impl Error {
@@ -97,6 +114,7 @@ impl Error {
             Self::Platform(_) => "PLATFORM",
             Self::Bus(_) => "BUS",
             Self::HttpClient(_) => "HTTP_CLIENT",
+            Self::Nats(_) => "NATS",
         }
     }
 }
@@ -111,6 +129,8 @@ pub fn routes(state: AppState) -> Router {
         .merge(journal_entries::routes())
         .merge(prompts::routes())
         .merge(request_logs::routes())
+        .merge(api_teams::routes())
+        .merge(api_keys::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -119,6 +139,7 @@ pub fn routes(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
     Router::new()
         .merge(auth::http_routes())
+        .merge(open_api::routes())
         .merge(rpc)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -128,35 +149,91 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The service, connected and migrated, its background tasks running, not yet serving:
+/// [`Service::start`] then [`Service::serve`]. Tests keep [`Service::state`] to look inside
+/// (e.g. the API key verifier's scrypt counter).
+pub struct Service {
+    state: AppState,
+    readiness: platform::health::Readiness,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+    request_log_writer: RequestLogWriter,
+}
+
+impl Service {
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
+        let bus = Bus::start(
+            infra.jetstream.clone(),
+            &config.common.bus_namespace,
+            SERVICE,
+        )
+        .await?;
+        let relay = relay::spawn(
+            bus.clone(),
+            infra.db.clone(),
+            RelayConfig::new(SCHEMA),
+            shutdown.clone(),
+        );
+        let (request_logs, request_log_writer) =
+            request_logs::spawn_writer(infra.db.clone(), request_logs::DEFAULT_QUEUE_CAPACITY);
+        let state = AppState::new(
+            infra.db.clone(),
+            bus,
+            infra.nats.clone(),
+            config,
+            request_logs,
+        )?;
+        // Subscribed before serving: no revocation published after readiness is missed.
+        let api_keys = state
+            .api_keys
+            .start_background(shutdown.clone())
+            .await
+            .map_err(|error| Error::Nats(error.to_string()))?;
+        Ok(Self {
+            state,
+            readiness: infra.readiness(),
+            listener,
+            shutdown,
+            background: vec![relay, api_keys],
+            request_log_writer,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until the shutdown token is cancelled, then wait for the background tasks.
+    pub async fn serve(self) -> Result<(), Error> {
+        let app =
+            platform::http::service_router(SERVICE, routes(self.state.clone()), self.readiness);
+        let grace = self.state.config.common.shutdown_grace;
+        let served = platform::http::serve(self.listener, app, self.shutdown.clone(), grace).await;
+        self.shutdown.cancel();
+        // No request is served any more: write what they logged.
+        self.request_log_writer.finish(grace).await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        served?;
+        Ok(())
+    }
+}
+
 /// Run the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    let bus = Bus::start(
-        infra.jetstream.clone(),
-        &config.common.bus_namespace,
-        SERVICE,
-    )
-    .await?;
-    let relay = relay::spawn(
-        bus.clone(),
-        infra.db.clone(),
-        RelayConfig::new(SCHEMA),
-        shutdown.clone(),
-    );
-    let (request_log_sink, request_log_writer) =
-        request_logs::spawn_writer(infra.db.clone(), request_logs::DEFAULT_QUEUE_CAPACITY);
-    let grace = config.common.shutdown_grace;
-    let state = AppState::new(infra.db.clone(), bus, config, request_log_sink)?;
-    let app = platform::http::service_router(SERVICE, routes(state.clone()), infra.readiness());
-    // The last sinks go with the state and the router, so the writer can drain and end.
-    drop(state);
-    platform::http::serve(listener, app, shutdown.clone(), grace).await?;
-    shutdown.cancel();
-    request_log_writer.finish(grace).await;
-    let _ = relay.await;
-    Ok(())
+    Service::start(config, listener, shutdown)
+        .await?
+        .serve()
+        .await
 }

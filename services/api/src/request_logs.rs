@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -112,8 +113,8 @@ impl RequestLogSink {
     /// Queue a row, waiting for room when the writer is behind (backpressure).
     pub async fn record(&self, log: RequestLog) {
         if self.sender.send(log).await.is_err() {
-            // Only after the writer has finished, i.e. a request still running after
-            // shutdown's grace period.
+            // Only once the writer was told to finish: a request still running after the
+            // server stopped serving.
             tracing::error!("the request log writer has stopped; a request log row is lost");
             metrics::counter!("request_logs_lost_total").increment(1);
         }
@@ -123,13 +124,15 @@ impl RequestLogSink {
 /// The background writer; [`RequestLogWriter::finish`] drains it.
 pub struct RequestLogWriter {
     handle: JoinHandle<()>,
+    closing: CancellationToken,
 }
 
 impl RequestLogWriter {
-    /// Wait until every queued row is written. The writer ends once every
-    /// [`RequestLogSink`] is dropped, so drop them first (the app state, the router).
-    /// Gives up after `grace` (Postgres down at shutdown), saying so.
+    /// Call once no more requests are being served: the queue is closed (a late `record`
+    /// fails, counted in `request_logs_lost_total`), every queued row is written, and the
+    /// writer ends. Gives up after `grace` (Postgres down at shutdown), saying so.
     pub async fn finish(self, grace: Duration) {
+        self.closing.cancel();
         if tokio::time::timeout(grace, self.handle).await.is_err() {
             tracing::error!(
                 grace_ms = grace.as_millis() as u64,
@@ -142,16 +145,40 @@ impl RequestLogWriter {
 /// Start the writer with a queue of `capacity` rows.
 pub fn spawn_writer(pool: PgPool, capacity: usize) -> (RequestLogSink, RequestLogWriter) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    let handle = tokio::spawn(write_batches(pool, receiver));
-    (RequestLogSink { sender }, RequestLogWriter { handle })
+    let closing = CancellationToken::new();
+    let handle = tokio::spawn(write_batches(pool, receiver, closing.clone()));
+    (
+        RequestLogSink { sender },
+        RequestLogWriter { handle, closing },
+    )
 }
 
-async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<RequestLog>) {
+async fn write_batches(
+    pool: PgPool,
+    mut receiver: mpsc::Receiver<RequestLog>,
+    closing: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // `recv_many` returns as soon as one row is there, with all that are (up to MAX_BATCH):
-    // one row per insert when idle, large batches under load, no timer needed. It returns 0
-    // once every sink is dropped and the queue is empty.
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut closed = false;
+    loop {
+        // `recv_many` returns as soon as one row is there, with all that are (up to
+        // MAX_BATCH): one row per insert when idle, large batches under load, no timer
+        // needed. Once the queue is closed it returns what is left, then 0.
+        let received = if closed {
+            receiver.recv_many(&mut batch, MAX_BATCH).await
+        } else {
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, MAX_BATCH) => received,
+                () = closing.cancelled() => {
+                    receiver.close();
+                    closed = true;
+                    continue;
+                }
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let mut pause = Duration::from_millis(50);
         loop {
             match insert(&pool, &batch).await {

@@ -20,9 +20,9 @@ pub mod sync {
 
 use definition::DeliveryConfig;
 use journal::v1::{
-    BusProbe, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated,
-    SessionRevoked, TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated,
-    UserDeleted,
+    ApiKeyCreated, ApiKeyRevoked, BusProbe, JournalEntryCreated, JournalEntryDeleted,
+    JournalEntryRestored, JournalEntryUpdated, SessionRevoked, TeamInvitationCreated,
+    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted,
 };
 
 define_event!(JournalEntryCreated, "journal_entry.created");
@@ -35,6 +35,8 @@ define_event!(UserDeleted, "user.deleted");
 define_event!(TeamInvitationCreated, "team.invitation_created");
 define_event!(TeamMemberJoined, "team.member_joined");
 define_event!(TeamMemberLeft, "team.member_left");
+define_event!(ApiKeyCreated, "api_key.created");
+define_event!(ApiKeyRevoked, "api_key.revoked");
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,

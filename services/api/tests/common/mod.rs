@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use messages::sync::v1::Changeset;
@@ -16,12 +17,16 @@ use uuid::Uuid;
 
 pub struct TestApi {
     pub base_url: String,
-    pub db: TestDb,
+    pub db: Arc<TestDb>,
     pub pool: sqlx::PgPool,
     pub client: reqwest::Client,
     pub namespace: String,
+    /// The running service's state (e.g. `state.api_keys.scrypt_runs()`).
+    pub state: api::AppState,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), api::Error>>,
+    /// A replica shares its first instance's database and namespace and leaves both alone.
+    replica: bool,
 }
 
 /// A signed-in user.
@@ -92,15 +97,39 @@ impl TestApi {
     /// Like [`start_with`](Self::start_with); the closure also gets the api's base URL
     /// (for settings that point back at the api, such as the OAuth redirect URL).
     pub async fn start_at(configure: impl FnOnce(&mut api::Config, &str)) -> Self {
-        let db = TestDb::new().await;
+        let db = Arc::new(TestDb::new().await);
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        Self::launch(db, namespace, false, configure).await
+    }
+
+    /// A second api instance on this one's database and bus namespace (another replica).
+    pub async fn replica(&self, configure: impl FnOnce(&mut api::Config)) -> Self {
+        Self::launch(
+            Arc::clone(&self.db),
+            self.namespace.clone(),
+            true,
+            |config, _| configure(config),
+        )
+        .await
+    }
+
+    async fn launch(
+        db: Arc<TestDb>,
+        namespace: String,
+        replica: bool,
+        configure: impl FnOnce(&mut api::Config, &str),
+    ) -> Self {
         let mut config = api::Config::for_tests(db.url(), &nats_url());
         config.common.bus_namespace = namespace.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         configure(&mut config, &base_url);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(api::run(config, listener, shutdown.clone()));
+        let service = api::Service::start(config, listener, shutdown.clone())
+            .await
+            .unwrap();
+        let state = service.state().clone();
+        let handle = tokio::spawn(service.serve());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -135,8 +164,10 @@ impl TestApi {
             pool,
             client,
             namespace,
+            state,
             shutdown,
             handle,
+            replica,
         }
     }
 
@@ -144,6 +175,9 @@ impl TestApi {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
         self.pool.close().await;
+        if self.replica {
+            return;
+        }
         let client = async_nats::connect(nats_url()).await.unwrap();
         let jetstream = async_nats::jetstream::new(client);
         for base in ["EVENTS", "TASKS", "CHANGES"] {

@@ -1,0 +1,667 @@
+//! API key verification for the open API (the `open_api_public` tier), fast enough to run on
+//! every request.
+//!
+//! A scrypt costs tens of milliseconds of CPU, so it must not run per request:
+//!
+//! - **Cache.** Verified keys are kept in a `moka` cache keyed by the SHA-256 of the presented
+//!   key (never the key itself), for `API_KEY_CACHE_TTL_SECONDS`. A hit costs a hash and a few
+//!   map lookups.
+//! - **Single flight.** A miss loads through `try_get_with`, which runs one loader per key and
+//!   hands its result to every concurrent caller: a burst of requests with a fresh key runs
+//!   one scrypt.
+//! - **Off the runtime, bounded.** scrypt runs in `spawn_blocking` behind a semaphore of
+//!   `API_KEY_SCRYPT_CONCURRENCY` permits.
+//! - **Failures are rate-limited** per client IP and per key prefix (GCRA, `governor`): after
+//!   `API_KEY_FAILURES_PER_MINUTE` failures, uncached verifications from that IP or for that
+//!   prefix answer `429 RATE_LIMITED` without touching the database or scrypt. Cache hits
+//!   (keys already proven) are never limited.
+//! - **Revocation** is broadcast over NATS core pub/sub (`<namespace>.api_keys.invalidate`);
+//!   every replica subscribes and refuses the key from then on. A replica also remembers
+//!   recently revoked ids, so a load that raced the revocation cannot put the key back. A
+//!   replica that missed the broadcast (NATS down at that moment) still stops trusting the key
+//!   when its cache entry expires: the TTL bounds the window.
+//! - **IP allow-lists** are cached per API team the same way and invalidated by the same
+//!   broadcast when they change.
+//! - **last_used_at** is written in the background: at most one write per key and minute per
+//!   replica, batched every second, never on the request path.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use moka::future::Cache;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::key;
+use crate::config::ApiKeyConfig;
+use crate::error::ApiError;
+
+/// The subject, relative to the bus namespace, that carries cache invalidations between api
+/// replicas. Plain NATS (no stream captures it): only replicas running now need it.
+pub const INVALIDATION_SUBJECT: &str = "api_keys.invalidate";
+
+/// How often a key's `last_used_at` is written at most (per replica).
+const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+/// How often pending `last_used_at` writes are flushed.
+const LAST_USED_FLUSH: Duration = Duration::from_secs(1);
+/// Longest presented key that is even hashed; longer is rejected outright.
+const MAX_PRESENTED_LEN: usize = 256;
+
+/// A key that verified: who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    pub api_key_id: Uuid,
+    pub api_team_id: Uuid,
+    pub team_id: Uuid,
+    /// `jk_live_<id>`: safe to log.
+    pub prefix: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A message between replicas (JSON on [`INVALIDATION_SUBJECT`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Invalidation {
+    #[serde(rename_all = "camelCase")]
+    ApiKeyRevoked { api_key_id: Uuid },
+    #[serde(rename_all = "camelCase")]
+    AllowlistChanged { api_team_id: Uuid },
+}
+
+/// An API team's allow-list as loaded at `loaded_at` (before its query ran).
+#[derive(Debug)]
+struct AllowList {
+    networks: Vec<IpNet>,
+    loaded_at: Instant,
+}
+
+impl AllowList {
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.networks.is_empty() || self.networks.iter().any(|network| network.contains(&ip))
+    }
+}
+
+/// Why a load failed; shared by every caller that waited on it.
+#[derive(Debug)]
+enum LoadError {
+    Invalid,
+    Internal(String),
+}
+
+impl From<&LoadError> for ApiError {
+    fn from(error: &LoadError) -> Self {
+        match error {
+            LoadError::Invalid => invalid_key(),
+            LoadError::Internal(cause) => ApiError::Internal(cause.clone()),
+        }
+    }
+}
+
+/// `401 INVALID_API_KEY`: unknown, malformed, wrong, expired or revoked — one answer for all.
+pub fn invalid_key() -> ApiError {
+    ApiError::defined(
+        "INVALID_API_KEY",
+        StatusCode::UNAUTHORIZED,
+        "Invalid API key",
+    )
+}
+
+/// `403 IP_NOT_ALLOWED`: the key is good but the API team's allow-list excludes the caller.
+pub fn ip_not_allowed() -> ApiError {
+    ApiError::defined(
+        "IP_NOT_ALLOWED",
+        StatusCode::FORBIDDEN,
+        "This API key may not be used from this IP address",
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    api_key_id: Uuid,
+    api_team_id: Uuid,
+    team_id: Uuid,
+    prefix: String,
+    key_hash: String,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+pub struct KeyVerifier {
+    db: PgPool,
+    nats: async_nats::Client,
+    /// The full invalidation subject (with the bus namespace).
+    subject: String,
+    ttl: Duration,
+    keys: Cache<[u8; 32], Arc<VerifiedKey>>,
+    allowlists: Cache<Uuid, Arc<AllowList>>,
+    /// Keys revoked recently (kept twice the TTL: longer than any entry loaded before).
+    revoked: Mutex<HashMap<Uuid, Instant>>,
+    /// When each API team's allow-list last changed (kept twice the TTL).
+    allowlist_changed: Mutex<HashMap<Uuid, Instant>>,
+    scrypt_permits: Arc<Semaphore>,
+    scrypt_runs: AtomicU64,
+    ip_failures: FailureLimiter<IpAddr>,
+    prefix_failures: FailureLimiter<String>,
+    last_used: LastUsed,
+}
+
+impl KeyVerifier {
+    pub fn new(
+        db: PgPool,
+        nats: async_nats::Client,
+        subject: String,
+        config: &ApiKeyConfig,
+    ) -> Self {
+        Self {
+            db,
+            nats,
+            subject,
+            ttl: config.cache_ttl,
+            keys: Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build(),
+            allowlists: Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build(),
+            revoked: Mutex::default(),
+            allowlist_changed: Mutex::default(),
+            scrypt_permits: Arc::new(Semaphore::new(config.scrypt_concurrency.max(1))),
+            scrypt_runs: AtomicU64::new(0),
+            ip_failures: FailureLimiter::per_minute(config.failures_per_minute),
+            prefix_failures: FailureLimiter::per_minute(config.failures_per_minute),
+            last_used: LastUsed::default(),
+        }
+    }
+
+    /// How many scrypt verifications this replica has run (tests and metrics: a cache hit or
+    /// a coalesced caller runs none).
+    pub fn scrypt_runs(&self) -> u64 {
+        self.scrypt_runs.load(Ordering::Relaxed)
+    }
+
+    /// Verify `presented` (the `x-api-key` header) for a caller at `client_ip` (resolved by
+    /// `client_ip`, trusted-proxy aware).
+    pub async fn verify(
+        &self,
+        presented: &str,
+        client_ip: IpAddr,
+    ) -> Result<VerifiedKey, ApiError> {
+        let result = self.verify_uncounted(presented, client_ip).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ApiError::TooManyRequests { .. }) => "rate_limited",
+            Err(ApiError::Internal(_)) => "error",
+            Err(error) if error.code() == "IP_NOT_ALLOWED" => "ip_not_allowed",
+            Err(_) => "invalid",
+        };
+        metrics::counter!(
+            "api_key_verifications_total",
+            "service" => crate::SERVICE,
+            "outcome" => outcome
+        )
+        .increment(1);
+        result
+    }
+
+    async fn verify_uncounted(
+        &self,
+        presented: &str,
+        client_ip: IpAddr,
+    ) -> Result<VerifiedKey, ApiError> {
+        // An IPv4 client reaching a dual-stack listener shows as ::ffff:a.b.c.d.
+        let client_ip = client_ip.to_canonical();
+        if presented.len() > MAX_PRESENTED_LEN {
+            self.ip_failures.record(client_ip);
+            return Err(invalid_key());
+        }
+        let cache_key: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let verified = match self.keys.get(&cache_key).await {
+            Some(verified) => verified,
+            None => self.load(cache_key, presented, client_ip).await?,
+        };
+        if self.is_revoked(verified.api_key_id) {
+            self.keys.invalidate(&cache_key).await;
+            return Err(invalid_key());
+        }
+        if verified.expires_at.is_some_and(|at| at <= Utc::now()) {
+            self.keys.invalidate(&cache_key).await;
+            return Err(invalid_key());
+        }
+        let allowlist = self.allowlist(verified.api_team_id).await?;
+        if !allowlist.allows(client_ip) {
+            tracing::debug!(prefix = %verified.prefix, %client_ip, "api key used from a network outside the allow-list");
+            return Err(ip_not_allowed());
+        }
+        self.last_used.touch(verified.api_key_id);
+        Ok(VerifiedKey::clone(&verified))
+    }
+
+    /// The uncached path: rate limits, then one loader per key (single flight).
+    async fn load(
+        &self,
+        cache_key: [u8; 32],
+        presented: &str,
+        client_ip: IpAddr,
+    ) -> Result<Arc<VerifiedKey>, ApiError> {
+        if let Some(wait) = self.ip_failures.blocked_for(&client_ip) {
+            return Err(rate_limited(wait));
+        }
+        let Some(prefix) = key::prefix_of(presented) else {
+            self.ip_failures.record(client_ip);
+            return Err(invalid_key());
+        };
+        if let Some(wait) = self.prefix_failures.blocked_for(prefix) {
+            return Err(rate_limited(wait));
+        }
+        self.keys
+            .try_get_with(cache_key, async {
+                let outcome = self.load_uncached(prefix, presented).await;
+                if matches!(outcome, Err(LoadError::Invalid)) {
+                    tracing::debug!(prefix, %client_ip, "api key verification failed");
+                    self.ip_failures.record(client_ip);
+                    self.prefix_failures.record(prefix.to_owned());
+                }
+                outcome
+            })
+            .await
+            .map_err(|error| ApiError::from(error.as_ref()))
+    }
+
+    async fn load_uncached(
+        &self,
+        prefix: &str,
+        presented: &str,
+    ) -> Result<Arc<VerifiedKey>, LoadError> {
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT k.api_key_id, k.api_team_id, a.team_id, k.prefix, k.key_hash, k.expires_at,
+                    k.revoked_at
+               FROM api_keys k
+               JOIN api_teams a ON a.api_team_id = k.api_team_id
+               JOIN teams t ON t.team_id = a.team_id
+              WHERE k.prefix = $1 AND t.deleted_at IS NULL",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.db)
+        .await
+        .map_err(|error| LoadError::Internal(error.to_string()))?;
+        let Some(row) = row else {
+            return Err(LoadError::Invalid);
+        };
+        // Dead keys are refused before the expensive part.
+        if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(LoadError::Invalid);
+        }
+        if !self.scrypt_matches(presented, row.key_hash).await? {
+            return Err(LoadError::Invalid);
+        }
+        Ok(Arc::new(VerifiedKey {
+            api_key_id: row.api_key_id,
+            api_team_id: row.api_team_id,
+            team_id: row.team_id,
+            prefix: row.prefix,
+            expires_at: row.expires_at,
+        }))
+    }
+
+    async fn scrypt_matches(&self, presented: &str, key_hash: String) -> Result<bool, LoadError> {
+        let permit = Arc::clone(&self.scrypt_permits)
+            .acquire_owned()
+            .await
+            .map_err(|error| LoadError::Internal(error.to_string()))?;
+        self.scrypt_runs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("api_key_scrypt_runs_total", "service" => crate::SERVICE).increment(1);
+        let presented = SecretString::from(presented.to_owned());
+        tokio::task::spawn_blocking(move || {
+            // Held until scrypt finishes, even if every waiting request went away.
+            let _permit = permit;
+            key::matches(&presented, &key_hash)
+        })
+        .await
+        .map_err(|error| LoadError::Internal(error.to_string()))?
+        .map_err(LoadError::Internal)
+    }
+
+    /// Hash a new key (`apiKeys.create`) under the same bound on parallel scrypt runs.
+    pub async fn hash_new_key(&self, key: SecretString) -> Result<String, ApiError> {
+        let permit = Arc::clone(&self.scrypt_permits)
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            key::hash(&key)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::Internal)
+    }
+
+    async fn allowlist(&self, api_team_id: Uuid) -> Result<Arc<AllowList>, ApiError> {
+        if let Some(list) = self.allowlists.get(&api_team_id).await {
+            if !self.allowlist_changed_since(api_team_id, list.loaded_at) {
+                return Ok(list);
+            }
+            self.allowlists.invalidate(&api_team_id).await;
+        }
+        self.allowlists
+            .try_get_with(api_team_id, async {
+                let loaded_at = Instant::now();
+                let cidrs: Vec<String> = sqlx::query_scalar(
+                    "SELECT cidr::text FROM api_team_ip_rules WHERE api_team_id = $1",
+                )
+                .bind(api_team_id)
+                .fetch_all(&self.db)
+                .await
+                .map_err(|error| error.to_string())?;
+                let networks = cidrs
+                    .iter()
+                    .map(|cidr| {
+                        cidr.parse::<IpNet>()
+                            .map_err(|error| format!("stored cidr {cidr:?}: {error}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, String>(Arc::new(AllowList {
+                    networks,
+                    loaded_at,
+                }))
+            })
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Invalidation
+
+    /// A key was revoked (the transaction committed): refuse it here at once and tell every
+    /// other replica.
+    pub async fn revoked(&self, api_key_id: Uuid) {
+        self.apply(&Invalidation::ApiKeyRevoked { api_key_id });
+        self.broadcast(&Invalidation::ApiKeyRevoked { api_key_id })
+            .await;
+    }
+
+    /// An API team's allow-list changed (committed): reload it here and on every replica.
+    pub async fn allowlist_changed(&self, api_team_id: Uuid) {
+        self.apply(&Invalidation::AllowlistChanged { api_team_id });
+        self.allowlists.invalidate(&api_team_id).await;
+        self.broadcast(&Invalidation::AllowlistChanged { api_team_id })
+            .await;
+    }
+
+    async fn broadcast(&self, message: &Invalidation) {
+        let payload = match serde_json::to_vec(message) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode an api key invalidation");
+                return;
+            }
+        };
+        // Not fatal: the change is committed, replicas that miss it stop trusting their
+        // cached entry when it expires (the TTL).
+        if let Err(error) = self
+            .nats
+            .publish(self.subject.clone(), payload.into())
+            .await
+        {
+            tracing::warn!(%error, "api key invalidation not published");
+            return;
+        }
+        if let Err(error) = self.nats.flush().await {
+            tracing::warn!(%error, "api key invalidation not flushed");
+        }
+    }
+
+    fn apply(&self, message: &Invalidation) {
+        let now = Instant::now();
+        let keep = self.ttl * 2;
+        match message {
+            Invalidation::ApiKeyRevoked { api_key_id } => {
+                let mut revoked = lock(&self.revoked);
+                revoked.retain(|_, at| now.duration_since(*at) < keep);
+                revoked.insert(*api_key_id, now);
+            }
+            Invalidation::AllowlistChanged { api_team_id } => {
+                let mut changed = lock(&self.allowlist_changed);
+                changed.retain(|_, at| now.duration_since(*at) < keep);
+                changed.insert(*api_team_id, now);
+            }
+        }
+    }
+
+    fn is_revoked(&self, api_key_id: Uuid) -> bool {
+        lock(&self.revoked).contains_key(&api_key_id)
+    }
+
+    fn allowlist_changed_since(&self, api_team_id: Uuid, loaded_at: Instant) -> bool {
+        lock(&self.allowlist_changed)
+            .get(&api_team_id)
+            .is_some_and(|changed_at| *changed_at >= loaded_at)
+    }
+
+    /// Subscribe to the other replicas' invalidations and start the `last_used_at` writer;
+    /// both stop with `shutdown`. Returns once the subscription is registered with the
+    /// server, so nothing published after the service is ready can be missed.
+    pub async fn start_background(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, async_nats::Error> {
+        let mut subscription = self.nats.subscribe(self.subject.clone()).await?;
+        self.nats.flush().await?;
+        let verifier = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            let mut flush = tokio::time::interval(LAST_USED_FLUSH);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = subscription.next() => match message {
+                        Some(message) => match serde_json::from_slice::<Invalidation>(&message.payload) {
+                            Ok(invalidation) => {
+                                verifier.apply(&invalidation);
+                                if let Invalidation::AllowlistChanged { api_team_id } = invalidation {
+                                    verifier.allowlists.invalidate(&api_team_id).await;
+                                }
+                            }
+                            Err(error) => tracing::warn!(%error, "unreadable api key invalidation"),
+                        },
+                        None => {
+                            tracing::warn!("api key invalidation subscription ended");
+                            break;
+                        }
+                    },
+                    _ = flush.tick() => verifier.flush_last_used().await,
+                }
+            }
+            let _ = subscription.unsubscribe().await;
+            verifier.flush_last_used().await;
+        }))
+    }
+
+    async fn flush_last_used(&self) {
+        let ids = self.last_used.take();
+        if ids.is_empty() {
+            return;
+        }
+        let result = sqlx::query(
+            "UPDATE api_keys SET last_used_at = now()
+              WHERE api_key_id = ANY($1) AND (last_used_at IS NULL OR last_used_at < now())",
+        )
+        .bind(&ids)
+        .execute(&self.db)
+        .await;
+        if let Err(error) = result {
+            // Best effort: the next use queues the key again after LAST_USED_EVERY.
+            tracing::warn!(%error, keys = ids.len(), "last_used_at not written");
+        }
+    }
+}
+
+fn rate_limited(wait: Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps hold plain data that no panic can leave half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keys whose `last_used_at` should be written, at most once per key and LAST_USED_EVERY.
+#[derive(Default)]
+struct LastUsed {
+    state: Mutex<LastUsedState>,
+}
+
+#[derive(Default)]
+struct LastUsedState {
+    queued_at: HashMap<Uuid, Instant>,
+    pending: HashSet<Uuid>,
+}
+
+impl LastUsed {
+    fn touch(&self, api_key_id: Uuid) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let due = state
+            .queued_at
+            .get(&api_key_id)
+            .is_none_or(|at| now.duration_since(*at) >= LAST_USED_EVERY);
+        if due {
+            state.queued_at.insert(api_key_id, now);
+            state.pending.insert(api_key_id);
+        }
+    }
+
+    fn take(&self) -> Vec<Uuid> {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        state
+            .queued_at
+            .retain(|_, at| now.duration_since(*at) < LAST_USED_EVERY);
+        state.pending.drain().collect()
+    }
+}
+
+/// Counts failures per key with GCRA (`governor`); once a key has used its quota, it is
+/// blocked until the limiter would admit it again. Only failures count, so a client's good
+/// requests never use up its quota.
+struct FailureLimiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    clock: DefaultClock,
+    blocked: Mutex<HashMap<K, Instant>>,
+    records: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> FailureLimiter<K> {
+    fn per_minute(per_minute: u32) -> Self {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            clock: DefaultClock::default(),
+            blocked: Mutex::default(),
+            records: AtomicU64::new(0),
+        }
+    }
+
+    /// How long `key` stays blocked, if it is.
+    fn blocked_for<Q>(&self, key: &Q) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Instant::now();
+        lock(&self.blocked)
+            .get(key)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+    }
+
+    fn record(&self, key: K) {
+        // Forget idle keys now and then so the tables cannot grow without bound.
+        if self.records.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.limiter.retain_recent();
+            let now = Instant::now();
+            lock(&self.blocked).retain(|_, until| *until > now);
+        }
+        if let Err(not_until) = self.limiter.check_key(&key) {
+            let wait = not_until.wait_time_from(self.clock.now());
+            lock(&self.blocked).insert(key, Instant::now() + wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_past_the_quota_block_and_the_block_names_its_wait() {
+        let limiter = FailureLimiter::<IpAddr>::per_minute(2);
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let other: IpAddr = [192, 0, 2, 2].into();
+        limiter.record(ip);
+        limiter.record(ip);
+        assert!(
+            limiter.blocked_for(&ip).is_none(),
+            "the quota itself is allowed"
+        );
+        limiter.record(ip);
+        let wait = limiter.blocked_for(&ip);
+        assert!(
+            wait.is_some_and(|wait| wait <= Duration::from_secs(30)),
+            "{wait:?}"
+        );
+        assert!(limiter.blocked_for(&other).is_none());
+    }
+
+    #[test]
+    fn last_used_is_queued_once_per_interval() {
+        let last_used = LastUsed::default();
+        let id = Uuid::new_v4();
+        last_used.touch(id);
+        last_used.touch(id);
+        assert_eq!(last_used.take(), vec![id]);
+        last_used.touch(id);
+        assert!(last_used.take().is_empty());
+    }
+
+    #[test]
+    fn allowlists_match_v4_and_v6_and_empty_allows_all() {
+        let list = AllowList {
+            networks: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+            loaded_at: Instant::now(),
+        };
+        assert!(list.allows([203, 0, 113, 9].into()));
+        assert!(!list.allows([198, 51, 100, 1].into()));
+        assert!(list.allows("2001:db8::1".parse().unwrap()));
+        assert!(!list.allows("2001:db9::1".parse().unwrap()));
+        let empty = AllowList {
+            networks: Vec::new(),
+            loaded_at: Instant::now(),
+        };
+        assert!(empty.allows([198, 51, 100, 1].into()));
+    }
+}
