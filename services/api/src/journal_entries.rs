@@ -174,17 +174,30 @@ pub async fn create(
     Protected(session): Protected,
     RpcInput(entry): RpcInput<CreateInput>,
 ) -> Result<Rpc<JournalEntry>, ApiError> {
+    create_entry(&state.db, session.user_id, entry)
+        .await
+        .map(Rpc)
+}
+
+/// Create an entry of `author_user_id` (checked input): the row, its changeset and its
+/// `journal_entry.created` event in one transaction. Shared by the RPC procedure and the
+/// open API's `POST /api/v1/journal-entries` (author = the key's creator).
+pub async fn create_entry(
+    db: &sqlx::PgPool,
+    author_user_id: Uuid,
+    entry: CreateInput,
+) -> Result<JournalEntry, ApiError> {
     let entry_date = entry.entry_date.as_deref().and_then(to_date);
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if let Some(team_id) = entry.team_id
-        && member_role(&mut tx, team_id, session.user_id)
+        && member_role(&mut tx, team_id, author_user_id)
             .await?
             .is_none()
     {
         return Err(ApiError::not_found("Team"));
     }
     if let Some(prompt_id) = entry.prompt_id
-        && !prompt_usable(&mut tx, prompt_id, session.user_id, entry.team_id).await?
+        && !prompt_usable(&mut tx, prompt_id, author_user_id, entry.team_id).await?
     {
         return Err(ApiError::not_found("Prompt"));
     }
@@ -194,7 +207,7 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING {COLUMNS}"
     ))
-    .bind(session.user_id)
+    .bind(author_user_id)
     .bind(entry.team_id)
     .bind(entry.prompt_id)
     .bind(entry.title.trim())
@@ -215,7 +228,7 @@ pub async fn create(
     changes.record(&[created.scope()], Op::Insert, &created)?;
     changes.write(&mut tx).await?;
     tx.commit().await?;
-    Ok(Rpc(created))
+    Ok(created)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,6 +268,26 @@ async fn load_visible(
             None => Err(ApiError::not_found("Journal entry")),
         },
     }
+}
+
+/// A live entry of `team_id` (the open API's scope: an API key acts for its whole team).
+/// Anything else, a deleted entry included, answers `NOT_FOUND`.
+pub async fn load_in_team(
+    conn: &mut PgConnection,
+    journal_entry_id: Uuid,
+    team_id: Uuid,
+    for_update: bool,
+) -> Result<JournalEntry, ApiError> {
+    let entry: Option<JournalEntry> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM journal_entries
+          WHERE journal_entry_id = $1 AND team_id = $2 AND deleted_at IS NULL{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    ))
+    .bind(journal_entry_id)
+    .bind(team_id)
+    .fetch_optional(conn)
+    .await?;
+    entry.ok_or_else(|| ApiError::not_found("Journal entry"))
 }
 
 /// A visible entry the caller may change (author, or admin/owner of its team), locked.
@@ -319,7 +352,16 @@ pub struct ListInput {
 /// `list` may be called without input.
 impl Input for Option<ListInput> {
     fn check(&self, issues: &mut Issues) {
-        let Some(input) = self else { return };
+        if let Some(input) = self {
+            input.check_fields(issues);
+        }
+    }
+}
+
+impl ListInput {
+    /// The checks of a present input (the open API builds its input from query parameters).
+    pub fn check_fields(&self, issues: &mut Issues) {
+        let input = self;
         if let Some(limit) = input.limit {
             issues.number_range("limit", limit, 1, 100);
         }
@@ -381,7 +423,6 @@ pub async fn list(
     RpcQuery(input): RpcQuery<Option<ListInput>>,
 ) -> Result<Rpc<Page>, ApiError> {
     let input = input.unwrap_or_default();
-    let limit = input.limit.unwrap_or(20);
     let mut conn = state.db.acquire().await?;
     if let Some(team_id) = input.team_id
         && member_role(&mut conn, team_id, session.user_id)
@@ -390,17 +431,28 @@ pub async fn list(
     {
         return Err(ApiError::not_found("Team"));
     }
+    list_page(&mut conn, session.user_id, &input).await.map(Rpc)
+}
 
+/// One page of the entries `user_id` sees, filtered by `input` (checked). With `teamId` the
+/// team's entries, whose membership the caller has checked (or, in the open API, that the
+/// key belongs to).
+pub async fn list_page(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    input: &ListInput,
+) -> Result<Page, ApiError> {
+    let limit = input.limit.unwrap_or(20);
     let mut query =
         QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM journal_entries WHERE "));
     let personal = |query: &mut QueryBuilder<Postgres>| {
         query.push("(team_id IS NULL AND author_user_id = ");
-        query.push_bind(session.user_id);
+        query.push_bind(user_id);
         query.push(")");
     };
     let my_teams = |query: &mut QueryBuilder<Postgres>| {
         query.push("team_id IN (SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id WHERE m.user_id = ");
-        query.push_bind(session.user_id);
+        query.push_bind(user_id);
         query.push(" AND m.deleted_at IS NULL AND t.deleted_at IS NULL)");
     };
     match (input.team_id, input.scope.unwrap_or_default()) {
@@ -478,7 +530,7 @@ pub async fn list(
         created_at: last.created_at,
         id: last.journal_entry_id,
     });
-    Ok(Rpc(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,6 +624,20 @@ pub async fn update(
             "This journal entry is deleted; restore it before editing",
         ));
     }
+    let updated = update_loaded(&mut tx, current, input, session.user_id).await?;
+    tx.commit().await?;
+    Ok(Rpc(updated))
+}
+
+/// Apply a (checked) partial update to `current`, locked in `tx` and live, by `actor_user_id`:
+/// the row, its changeset and its `journal_entry.updated` event. Not committed. Shared by the
+/// RPC procedure and `PATCH /api/v1/journal-entries/{id}`.
+pub async fn update_loaded(
+    tx: &mut PgConnection,
+    current: JournalEntry,
+    input: UpdateInput,
+    actor_user_id: Uuid,
+) -> Result<JournalEntry, ApiError> {
     check_version(
         input.expected_version,
         current.version,
@@ -579,7 +645,7 @@ pub async fn update(
         "This journal entry",
     )?;
     if input.changes_nothing() {
-        return Ok(Rpc(current));
+        return Ok(current);
     }
     let updated: JournalEntry = sqlx::query_as(&format!(
         "UPDATE journal_entries SET
@@ -607,14 +673,13 @@ pub async fn update(
         author_user_id: updated.author_user_id.to_string(),
         team_id: updated.team_id_text(),
         version: updated.version,
-        updated_by_user_id: session.user_id.to_string(),
+        updated_by_user_id: actor_user_id.to_string(),
     };
-    bus::outbox::emit_ordered(&mut tx, &event, &updated.journal_entry_id.to_string()).await?;
+    bus::outbox::emit_ordered(&mut *tx, &event, &updated.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
     changes.record(&[updated.scope()], Op::Update, &updated)?;
-    changes.write(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Rpc(updated))
+    changes.write(&mut *tx).await?;
+    Ok(updated)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,20 +705,32 @@ pub async fn delete(
     if current.deleted_at.is_some() {
         return Ok(Rpc(current));
     }
-    let deleted = set_deleted(&mut tx, current.journal_entry_id, true).await?;
+    let deleted = delete_loaded(&mut tx, current, session.user_id).await?;
+    tx.commit().await?;
+    Ok(Rpc(deleted))
+}
+
+/// Soft-delete the live entry `current`, locked in `tx`, by `actor_user_id`: the row, its
+/// changeset and its `journal_entry.deleted` event. Not committed. Shared by the RPC
+/// procedure and `DELETE /api/v1/journal-entries/{id}`.
+pub async fn delete_loaded(
+    tx: &mut PgConnection,
+    current: JournalEntry,
+    actor_user_id: Uuid,
+) -> Result<JournalEntry, ApiError> {
+    let deleted = set_deleted(&mut *tx, current.journal_entry_id, true).await?;
     let event = JournalEntryDeleted {
         journal_entry_id: deleted.journal_entry_id.to_string(),
         author_user_id: deleted.author_user_id.to_string(),
         team_id: deleted.team_id_text(),
         version: deleted.version,
-        deleted_by_user_id: session.user_id.to_string(),
+        deleted_by_user_id: actor_user_id.to_string(),
     };
-    bus::outbox::emit_ordered(&mut tx, &event, &deleted.journal_entry_id.to_string()).await?;
+    bus::outbox::emit_ordered(&mut *tx, &event, &deleted.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
     changes.record(&[deleted.scope()], Op::Delete, &deleted)?;
-    changes.write(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Rpc(deleted))
+    changes.write(&mut *tx).await?;
+    Ok(deleted)
 }
 
 /// `journalEntries.restore {journalEntryId}`: undo a soft delete. Restoring a live entry

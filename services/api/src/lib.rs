@@ -61,6 +61,8 @@ pub struct AppState {
     pub api_keys: Arc<KeyVerifier>,
     /// Open API request logs, written in batches off the request path.
     pub request_logs: RequestLogSink,
+    /// Open API per-key rate limits and cached key contexts.
+    pub open_api: Arc<open_api::OpenApiState>,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
             config: Arc::new(config),
             http,
             request_logs,
+            open_api: Arc::new(open_api::OpenApiState::default()),
         })
     }
 }
@@ -139,7 +142,7 @@ pub fn routes(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
     Router::new()
         .merge(auth::http_routes())
-        .merge(open_api::routes())
+        .merge(open_api::routes(&state))
         .merge(rpc)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -195,12 +198,13 @@ impl Service {
             .start_background(shutdown.clone())
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
+        let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
         Ok(Self {
             state,
             readiness: infra.readiness(),
             listener,
             shutdown,
-            background: vec![relay, api_keys],
+            background: vec![relay, api_keys, rate_sweep],
             request_log_writer,
         })
     }
@@ -224,6 +228,20 @@ impl Service {
         served?;
         Ok(())
     }
+}
+
+/// Forget idle keys of the open API's per-key rate limiter now and then (bounded memory).
+fn spawn_rate_sweep(state: &AppState, shutdown: CancellationToken) -> JoinHandle<()> {
+    let open_api = Arc::clone(&state.open_api);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(metering::RATE_LIMITER_SWEEP);
+        loop {
+            tokio::select! {
+                _ = every.tick() => open_api.key_rates.retain_recent(),
+                () = shutdown.cancelled() => break,
+            }
+        }
+    })
 }
 
 /// Run the service on `listener` until `shutdown` is cancelled.

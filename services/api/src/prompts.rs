@@ -249,13 +249,26 @@ async fn create(
     Protected(session): Protected,
     RpcInput(input): RpcInput<CreateInput>,
 ) -> Result<Rpc<Prompt>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    create_prompt(&state.db, session.user_id, input)
+        .await
+        .map(Rpc)
+}
+
+/// Create a prompt by `author_user_id` (checked input; a team's prompt only by its admins)
+/// with its changeset, in one transaction. Shared by the RPC procedure and the open API's
+/// `POST /api/v1/prompts` (author = the key's creator).
+pub async fn create_prompt(
+    db: &sqlx::PgPool,
+    author_user_id: Uuid,
+    input: CreateInput,
+) -> Result<Prompt, ApiError> {
+    let mut tx = db.begin().await?;
     if let Some(team_id) = input.team_id {
-        require_team_admin(&mut tx, team_id, session.user_id).await?;
+        require_team_admin(&mut tx, team_id, author_user_id).await?;
     }
     let owner = match input.team_id {
         Some(_) => None,
-        None => Some(session.user_id),
+        None => Some(author_user_id),
     };
     let (time, zone, weekdays) = schedule_columns(input.schedule.as_ref());
     let row: PromptRow = sqlx::query_as(&format!(
@@ -266,7 +279,7 @@ async fn create(
     ))
     .bind(owner)
     .bind(input.team_id)
-    .bind(session.user_id)
+    .bind(author_user_id)
     .bind(input.text.trim())
     .bind(time)
     .bind(zone)
@@ -278,7 +291,7 @@ async fn create(
     changes.record(&[prompt.scope()], Op::Insert, &prompt)?;
     changes.write(&mut tx).await?;
     tx.commit().await?;
-    Ok(Rpc(prompt))
+    Ok(prompt)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,6 +328,24 @@ async fn list(
     {
         return Err(ApiError::not_found("Team"));
     }
+    let items = list_prompts(
+        &mut conn,
+        session.user_id,
+        input.team_id,
+        input.include_deleted.unwrap_or(false),
+    )
+    .await?;
+    Ok(Rpc(PromptList { items }))
+}
+
+/// The prompts `user_id` sees (theirs and their teams'), or `team_id`'s whose membership the
+/// caller has checked (or, in the open API, that the key belongs to), newest first.
+pub async fn list_prompts(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    team_id: Option<Uuid>,
+    include_deleted: bool,
+) -> Result<Vec<Prompt>, ApiError> {
     let rows: Vec<PromptRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM prompts
           WHERE (CASE WHEN $2::uuid IS NULL
@@ -323,14 +354,12 @@ async fn list(
             AND ($3 OR deleted_at IS NULL)
           ORDER BY created_at DESC, prompt_id DESC"
     ))
-    .bind(session.user_id)
-    .bind(input.team_id)
-    .bind(input.include_deleted.unwrap_or(false))
+    .bind(user_id)
+    .bind(team_id)
+    .bind(include_deleted)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Rpc(PromptList {
-        items: rows.into_iter().map(Prompt::from).collect(),
-    }))
+    Ok(rows.into_iter().map(Prompt::from).collect())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,6 +61,16 @@ async fn api_team(api: &TestApi, email: &str) -> (TestUser, String) {
     )
     .await
     .ok();
+    // `/api/v1/whoami` is metered like every open API route: the pro plan's 50 requests per
+    // second keep the free plan's 2 from throttling these verification bursts.
+    sqlx::query(
+        "UPDATE subscriptions SET plan_id = 'pro'
+          WHERE api_team_id = (SELECT api_team_id FROM api_teams WHERE team_id = $1::uuid)",
+    )
+    .bind(&team_id)
+    .execute(&api.pool)
+    .await
+    .unwrap();
     (owner, team_id)
 }
 

@@ -1,0 +1,340 @@
+//! The open API's `open_api_public` tier (ARCHITECTURE §6): REST under `/api/v1`, callers
+//! authenticated by an API key in `x-api-key`.
+//!
+//! Every `/api/v1/*` request goes through [`meter`]: key verification ([`ApiKeyAuth`]), the
+//! key's per-second rate (per plan), the API team's monthly quota (`metering`), the
+//! `X-RateLimit-*` headers and one request log row, refused requests included. The REST
+//! endpoints themselves are in [`rest`]; they act in the API team's team scope.
+//!
+//! Errors are plain JSON `{code, message}` (REST clients, not oRPC), with `issues` (code,
+//! path, message) on `400 BAD_REQUEST` validation errors:
+//! `400 BAD_REQUEST`, `401 INVALID_API_KEY`, `403 IP_NOT_ALLOWED`, `404 NOT_FOUND`,
+//! `413 PAYLOAD_TOO_LARGE`, `429 RATE_LIMITED` / `429 USAGE_EXCEEDED` (with `Retry-After`),
+//! `500 INTERNAL_SERVER_ERROR` (cause logged, never sent).
+
+pub mod rest;
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER, USER_AGENT};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use chrono::Utc;
+use moka::future::Cache;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::api_keys::VerifiedKey;
+use crate::api_keys::verifier::invalid_key;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::metering::{self, KeyRateLimiter};
+use crate::request_logs::{RedactedHeaders, RequestLog};
+use crate::validation::Issue;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// Bodies over this size answer 413 (entries hold at most 100,000 characters).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a key's creator and plan rate are cached: a plan change reaches the rate limit
+/// within this (the monthly quota is read from Postgres on every request, so it is exact).
+const KEY_CONTEXT_TTL: Duration = Duration::from_secs(30);
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .merge(rest::routes())
+        // An unknown `/api/v1` path is metered and logged like any other request.
+        .route(
+            "/api/v1/{*path}",
+            any(|| async { RestError(ApiError::not_found("Route")) }),
+        )
+        .route_layer(from_fn_with_state(state.clone(), meter))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Per-replica state of the open API.
+pub struct OpenApiState {
+    /// Requests per second per key (per plan).
+    pub key_rates: KeyRateLimiter,
+    /// api_key_id → its creator and its plan's rate.
+    contexts: Cache<Uuid, KeyContext>,
+}
+
+impl Default for OpenApiState {
+    fn default() -> Self {
+        Self {
+            key_rates: KeyRateLimiter::default(),
+            contexts: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KEY_CONTEXT_TTL)
+                .build(),
+        }
+    }
+}
+
+/// What the REST handlers act as: the verified key, its creator (the author of what it
+/// creates), the plan's rate.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: VerifiedKey,
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+struct KeyContext {
+    created_by_user_id: Uuid,
+    requests_per_second: i32,
+}
+
+async fn key_context(state: &AppState, key: &VerifiedKey) -> Result<KeyContext, ApiError> {
+    if let Some(context) = state.open_api.contexts.get(&key.api_key_id).await {
+        return Ok(context);
+    }
+    let context: Option<KeyContext> = sqlx::query_as(
+        "SELECT k.created_by_user_id, p.requests_per_second
+           FROM api_keys k
+           JOIN subscriptions s ON s.api_team_id = k.api_team_id
+           JOIN plans p ON p.plan_id = s.plan_id
+          WHERE k.api_key_id = $1",
+    )
+    .bind(key.api_key_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(context) = context else {
+        return Err(ApiError::forbidden("This team has no API subscription"));
+    };
+    state
+        .open_api
+        .contexts
+        .insert(key.api_key_id, context)
+        .await;
+    Ok(context)
+}
+
+/// The error code a response carries, for the request log.
+#[derive(Debug, Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// Authenticate, rate-limit, count and log one `/api/v1` request.
+async fn meter(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let Ok(ClientIp(client_ip)) = ClientIp::from_request_parts(&mut parts, &state).await;
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let user_agent = header(USER_AGENT);
+    let request_id = header(axum::http::HeaderName::from_static("x-request-id"));
+    // The declared size: the body is read (and limited) by the handler, not here.
+    let request_bytes = header(CONTENT_LENGTH)
+        .and_then(|length| length.parse().ok())
+        .unwrap_or(0);
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_owned();
+
+    let authenticated = ApiKeyAuth::from_request_parts(&mut parts, &state).await;
+    let key = authenticated
+        .as_ref()
+        .ok()
+        .map(|ApiKeyAuth(key)| key.clone());
+    let request_headers =
+        RedactedHeaders::from_headers(&parts.headers, key.as_ref().map(|key| key.prefix.as_str()));
+    let response = match authenticated {
+        Err(refused) => refused.into_response(),
+        Ok(ApiKeyAuth(key)) => admit(&state, key, parts, body, next).await,
+    };
+
+    let status = response.status().as_u16();
+    let error_code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|ErrorCode(code)| (*code).to_owned());
+    let response_bytes = response.body().size_hint().exact().unwrap_or(0);
+    state
+        .request_logs
+        .record(RequestLog {
+            request_log_id: Uuid::now_v7(),
+            created_at: Utc::now(),
+            team_id: key.as_ref().map(|key| key.team_id),
+            api_team_id: key.as_ref().map(|key| key.api_team_id),
+            api_key_prefix: key.map(|key| key.prefix),
+            method,
+            path,
+            status,
+            duration: started.elapsed(),
+            client_ip,
+            user_agent,
+            request_id,
+            request_bytes,
+            response_bytes,
+            error_code,
+            request_headers,
+        })
+        .await;
+    response
+}
+
+/// An authenticated request: the key's rate, the team's quota, then the handler.
+async fn admit(
+    state: &AppState,
+    key: VerifiedKey,
+    mut parts: Parts,
+    body: Body,
+    next: Next,
+) -> Response {
+    let context = match key_context(state, &key).await {
+        Ok(context) => context,
+        Err(error) => return RestError(error).into_response(),
+    };
+    let rate = u32::try_from(context.requests_per_second).unwrap_or(1);
+    if let Err(retry_after_seconds) = state.open_api.key_rates.check(key.api_key_id, rate) {
+        return RestError(ApiError::TooManyRequests {
+            retry_after_seconds,
+        })
+        .into_response();
+    }
+    let usage = match state.db.acquire().await {
+        Ok(mut conn) => metering::count_request(&mut conn, key.api_team_id).await,
+        Err(error) => Err(error.into()),
+    };
+    let usage = match usage {
+        Ok(usage) => usage,
+        Err(error) => return RestError(error).into_response(),
+    };
+    let mut response = if usage.exceeded {
+        let retry_after = usage.retry_after_seconds(Utc::now());
+        let mut refused = RestError(ApiError::defined(
+            "USAGE_EXCEEDED",
+            StatusCode::TOO_MANY_REQUESTS,
+            "The monthly request quota of this API team is used up",
+        ))
+        .into_response();
+        refused
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        refused
+    } else {
+        parts.extensions.insert(Caller {
+            key,
+            user_id: context.created_by_user_id,
+        });
+        next.run(Request::from_parts(parts, body)).await
+    };
+    usage.write_headers(response.headers_mut());
+    response
+}
+
+/// An open-API error: `{code, message}` (and `issues` for validation) with the error's status.
+#[derive(Debug)]
+pub struct RestError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for RestError {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+#[derive(Serialize)]
+struct RestErrorBody<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issues: Option<&'a [Issue]>,
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let (code, message) = match &error {
+            ApiError::TooManyRequests { .. } => ("RATE_LIMITED", error.to_string()),
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                ("INTERNAL_SERVER_ERROR", "Internal server error".to_owned())
+            }
+            other => (other.code(), other.to_string()),
+        };
+        let issues = match &error {
+            ApiError::Validation(issues) => Some(issues.as_slice()),
+            _ => None,
+        };
+        let mut response = (
+            error.status(),
+            Json(RestErrorBody {
+                code,
+                message,
+                issues,
+            }),
+        )
+            .into_response();
+        response.extensions_mut().insert(ErrorCode(code));
+        if let ApiError::TooManyRequests {
+            retry_after_seconds,
+        } = error
+            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        if response.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("ApiKey header=\"x-api-key\""),
+            );
+        }
+        response
+    }
+}
+
+/// The `open_api_public` tier: a verified API key, allowed from the caller's IP.
+#[derive(Debug, Clone)]
+pub struct ApiKeyAuth(pub VerifiedKey);
+
+impl FromRequestParts<AppState> for ApiKeyAuth {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, RestError> {
+        let Ok(ClientIp(client_ip)) = ClientIp::from_request_parts(parts, state).await;
+        let Some(presented) = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return Err(RestError(invalid_key()));
+        };
+        state
+            .api_keys
+            .verify(presented.trim(), client_ip)
+            .await
+            .map(ApiKeyAuth)
+            .map_err(RestError)
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    pub api_key_id: Uuid,
+    pub api_team_id: Uuid,
+    pub team_id: Uuid,
+    pub key_prefix: String,
+}
+
+/// `GET /api/v1/whoami` → which key, API team and team the request authenticated as.
+async fn whoami(axum::Extension(Caller { key, .. }): axum::Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        api_key_id: key.api_key_id,
+        api_team_id: key.api_team_id,
+        team_id: key.team_id,
+        key_prefix: key.prefix,
+    })
+}

@@ -1,0 +1,272 @@
+//! The open API's REST endpoints, in the API team's team scope: journal entries are team
+//! entries of the API team's app team, authored by the key's creator; prompts are the
+//! team's prompts. They reuse the RPC procedures' functions (same rows, changesets and
+//! outbox events), only the edge differs: plain JSON bodies, path ids, query parameters.
+//!
+//! Inputs are the RPC inputs, typed and checked the same way (`400 BAD_REQUEST` with
+//! `issues[].path`); the team is never taken from the client (`teamId` in a body is an
+//! unknown field), and a path id overrides nothing (an id in the body is an unknown field).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Caller, MAX_BODY_BYTES, RestError};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::journal_entries::{self, JournalEntry};
+use crate::prompts::{self, Prompt};
+use crate::rpc::{Envelope, Input, decode};
+use crate::validation::{Issue, Issues, PathSegment};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/journal-entries",
+            get(list_entries).post(create_entry),
+        )
+        .route(
+            "/api/v1/journal-entries/{journal_entry_id}",
+            get(get_entry).patch(update_entry).delete(delete_entry),
+        )
+        .route("/api/v1/prompts", get(list_prompts).post(create_prompt))
+        .route("/api/v1/usage", get(usage))
+}
+
+/// A JSON object body: at most [`MAX_BODY_BYTES`] (else 413), valid JSON (else 400
+/// `BAD_REQUEST`), an object (else 400 with the root path).
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = RestError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, RestError> {
+        let body =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                    _ => ApiError::Malformed,
+                })?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(RestError(ApiError::PayloadTooLarge));
+        }
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(object)) => Ok(Self(object)),
+            Ok(_) => Err(RestError(ApiError::Validation(vec![Issue::new(
+                "invalid_type",
+                Vec::<PathSegment>::new(),
+                "Expected a JSON object",
+            )]))),
+            Err(_) => Err(RestError(ApiError::Malformed)),
+        }
+    }
+}
+
+impl JsonObject {
+    /// Set a field the server decides (the team, a path id); the client may not send it.
+    fn fix(&mut self, field: &str, value: Uuid) -> Result<(), ApiError> {
+        if self.0.contains_key(field) {
+            let mut issue = Issue::new(
+                "unrecognized_keys",
+                Vec::<PathSegment>::new(),
+                format!("Unrecognized key: \"{field}\""),
+            );
+            issue.keys = Some(vec![field.to_owned()]);
+            return Err(ApiError::Validation(vec![issue]));
+        }
+        self.0
+            .insert(field.to_owned(), Value::String(value.to_string()));
+        Ok(())
+    }
+
+    /// Type and check as the RPC input `T`.
+    fn decode<T: Input>(self) -> Result<T, ApiError> {
+        decode(Envelope::of(Value::Object(self.0)))
+    }
+}
+
+/// A path id: a malformed one is a 404, like an id that does not exist.
+fn entry_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::not_found("Journal entry"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// journal entries
+
+/// `POST /api/v1/journal-entries` → 201 the entry (a team entry, authored by the key's
+/// creator).
+async fn create_entry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    mut body: JsonObject,
+) -> Result<(StatusCode, Json<JournalEntry>), RestError> {
+    body.fix("teamId", caller.key.team_id)?;
+    let input: journal_entries::CreateInput = body.decode()?;
+    let created = journal_entries::create_entry(&state.db, caller.user_id, input).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /api/v1/journal-entries/{journalEntryId}` → a live entry of the team (else 404).
+async fn get_entry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(journal_entry_id): Path<String>,
+) -> Result<Json<JournalEntry>, RestError> {
+    let journal_entry_id = entry_id(&journal_entry_id)?;
+    let mut conn = state.db.acquire().await?;
+    let entry =
+        journal_entries::load_in_team(&mut conn, journal_entry_id, caller.key.team_id, false)
+            .await?;
+    Ok(Json(entry))
+}
+
+/// `GET /api/v1/journal-entries?limit=&cursor=` → `{items, nextCursor}`: the team's live
+/// entries, newest first, keyset pages.
+async fn list_entries(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<journal_entries::Page>, RestError> {
+    let mut input = journal_entries::ListInput {
+        team_id: Some(caller.key.team_id),
+        ..Default::default()
+    };
+    let mut issues = Issues::default();
+    let query = request.uri().query().unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse() {
+                Ok(limit) => input.limit = Some(limit),
+                Err(_) => issues.push(Issue::new("invalid_type", "limit", "Expected an integer")),
+            },
+            "cursor" => input.cursor = Some(value.into_owned()),
+            other => {
+                let mut issue = Issue::new(
+                    "unrecognized_keys",
+                    Vec::<PathSegment>::new(),
+                    format!("Unrecognized query parameter: \"{other}\""),
+                );
+                issue.keys = Some(vec![other.to_owned()]);
+                issues.push(issue);
+            }
+        }
+    }
+    input.check_fields(&mut issues);
+    issues.into_result()?;
+    let mut conn = state.db.acquire().await?;
+    let page = journal_entries::list_page(&mut conn, caller.user_id, &input).await?;
+    Ok(Json(page))
+}
+
+/// `PATCH /api/v1/journal-entries/{journalEntryId}` → the entry: a partial update
+/// (`expectedVersion` optional, `mood`/`entryDate` null clear them).
+async fn update_entry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(journal_entry_id): Path<String>,
+    mut body: JsonObject,
+) -> Result<Json<JournalEntry>, RestError> {
+    let journal_entry_id = entry_id(&journal_entry_id)?;
+    body.fix("journalEntryId", journal_entry_id)?;
+    let input: journal_entries::UpdateInput = body.decode()?;
+    let mut tx = state.db.begin().await?;
+    let current =
+        journal_entries::load_in_team(&mut tx, journal_entry_id, caller.key.team_id, true).await?;
+    let updated = journal_entries::update_loaded(&mut tx, current, input, caller.user_id).await?;
+    tx.commit().await?;
+    Ok(Json(updated))
+}
+
+/// `DELETE /api/v1/journal-entries/{journalEntryId}` → 204: a soft delete (the sync clients
+/// get the tombstone); afterwards the entry answers 404 here.
+async fn delete_entry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(journal_entry_id): Path<String>,
+) -> Result<StatusCode, RestError> {
+    let journal_entry_id = entry_id(&journal_entry_id)?;
+    let mut tx = state.db.begin().await?;
+    let current =
+        journal_entries::load_in_team(&mut tx, journal_entry_id, caller.key.team_id, true).await?;
+    journal_entries::delete_loaded(&mut tx, current, caller.user_id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// prompts
+
+#[derive(Debug, Serialize)]
+pub struct PromptList {
+    pub items: Vec<Prompt>,
+}
+
+/// `GET /api/v1/prompts` → `{items}`: the team's live prompts, newest first.
+async fn list_prompts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<PromptList>, RestError> {
+    let mut conn = state.db.acquire().await?;
+    let items =
+        prompts::list_prompts(&mut conn, caller.user_id, Some(caller.key.team_id), false).await?;
+    Ok(Json(PromptList { items }))
+}
+
+/// `POST /api/v1/prompts {text, schedule?}` → 201 the team's new prompt (the key's creator
+/// must still be a team admin, as in the app).
+async fn create_prompt(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    mut body: JsonObject,
+) -> Result<(StatusCode, Json<Prompt>), RestError> {
+    body.fix("teamId", caller.key.team_id)?;
+    let input: prompts::CreateInput = body.decode()?;
+    let created = prompts::create_prompt(&state.db, caller.user_id, input).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// usage
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    pub plan_id: String,
+    pub plan_name: String,
+    pub limit: i64,
+    /// This request included.
+    pub used: i64,
+    pub remaining: i64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub period_start: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    pub period_end: DateTime<Utc>,
+}
+
+/// `GET /api/v1/usage` → the API team's plan and its current period's count.
+async fn usage(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<UsageReport>, RestError> {
+    let report: Option<UsageReport> = sqlx::query_as(
+        "SELECT p.plan_id, p.name AS plan_name, p.monthly_request_quota AS limit,
+                s.usage_count AS used,
+                greatest(p.monthly_request_quota - s.usage_count, 0) AS remaining,
+                s.period_start, s.period_end
+           FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
+          WHERE s.api_team_id = $1",
+    )
+    .bind(caller.key.api_team_id)
+    .fetch_optional(&state.db)
+    .await?;
+    report
+        .map(Json)
+        .ok_or_else(|| RestError(ApiError::forbidden("This team has no API subscription")))
+}
