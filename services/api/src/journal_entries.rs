@@ -54,7 +54,7 @@ const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, tit
 const MY_TEAMS: &str = "SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id
                          WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL";
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JournalEntry {
     pub journal_entry_id: Uuid,
@@ -65,12 +65,19 @@ pub struct JournalEntry {
     pub content: String,
     pub mood: Option<i16>,
     pub tags: Vec<String>,
+    #[schema(value_type = Option<String>, format = Date)]
     pub entry_date: Option<NaiveDate>,
+    /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub created_at: DateTime<Utc>,
+    /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub updated_at: DateTime<Utc>,
+    /// Epoch milliseconds; set on a deleted entry.
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schema(value_type = Option<i64>)]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
@@ -115,14 +122,23 @@ fn to_date(text: &str) -> Option<NaiveDate> {
 // create
 
 /// `journalEntries.create` input (ARCHITECTURE §9).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateJournalEntryInput)]
 pub struct CreateInput {
+    /// 1–200 characters (trimmed).
     pub title: String,
+    /// Up to 100,000 characters.
     pub content: String,
+    /// 1–5.
     pub mood: Option<i16>,
+    /// Up to 50 tags of 1–50 characters.
     pub tags: Option<Vec<String>>,
+    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub entry_date: Option<String>,
+    /// Set by the server in the open API (the key's team).
+    #[schema(ignore)]
     pub team_id: Option<Uuid>,
     pub prompt_id: Option<Uuid>,
 }
@@ -408,8 +424,9 @@ impl ListInput {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = JournalEntryPage)]
 pub struct Page {
     pub items: Vec<JournalEntry>,
     pub next_cursor: Option<String>,
@@ -538,9 +555,12 @@ pub async fn list_page(
 
 /// `journalEntries.update` input: every field optional; `mood: null` and `entryDate: null`
 /// clear them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = UpdateJournalEntryInput)]
 pub struct UpdateInput {
+    /// From the path in the open API.
+    #[schema(ignore)]
     pub journal_entry_id: Uuid,
     pub expected_version: Option<i64>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
@@ -548,10 +568,12 @@ pub struct UpdateInput {
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
     pub content: Option<String>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
+    #[schema(value_type = Option<i16>)]
     pub mood: Option<Option<i16>>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
+    #[schema(value_type = Option<String>, format = Date)]
     pub entry_date: Option<Option<String>>,
 }
 

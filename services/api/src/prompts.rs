@@ -57,7 +57,7 @@ const MY_TEAMS: &str = "SELECT m.team_id FROM team_members m JOIN teams t ON t.t
 
 /// When a prompt is scheduled: at `time` (`HH:MM`) in `timezone` on ISO `weekdays`
 /// (1 = Monday … 7 = Sunday).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Schedule {
     pub time: String,
@@ -65,7 +65,7 @@ pub struct Schedule {
     pub weekdays: Vec<i16>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Prompt {
     pub prompt_id: Uuid,
@@ -74,11 +74,17 @@ pub struct Prompt {
     pub author_user_id: Uuid,
     pub text: String,
     pub schedule: Option<Schedule>,
+    /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub created_at: DateTime<Utc>,
+    /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub updated_at: DateTime<Utc>,
+    /// Epoch milliseconds; set on a deleted prompt.
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schema(value_type = Option<i64>)]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
@@ -226,10 +232,13 @@ async fn require_team_admin(
 // ---------------------------------------------------------------------------------------------
 // create
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreatePromptInput)]
 pub struct CreateInput {
     pub text: String,
+    /// Set by the server in the open API (the key's team).
+    #[schema(ignore)]
     pub team_id: Option<Uuid>,
     pub schedule: Option<Schedule>,
 }

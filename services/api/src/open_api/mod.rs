@@ -12,6 +12,7 @@
 //! `413 PAYLOAD_TOO_LARGE`, `429 RATE_LIMITED` / `429 USAGE_EXCEEDED` (with `Retry-After`),
 //! `500 INTERNAL_SERVER_ERROR` (cause logged, never sent).
 
+pub mod docs;
 pub mod rest;
 
 use std::time::{Duration, Instant};
@@ -56,6 +57,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             any(|| async { RestError(ApiError::not_found("Route")) }),
         )
         .route_layer(from_fn_with_state(state.clone(), meter))
+        // The contract and its reference page are free and need no key.
+        .route("/api/v1/openapi.json", get(docs::openapi_json))
+        .route("/api/docs", get(docs::reference_page))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

@@ -100,9 +100,25 @@ fn entry_id(text: &str) -> Result<Uuid, ApiError> {
 // ---------------------------------------------------------------------------------------------
 // journal entries
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/journal-entries",
+    tag = "journal entries",
+    request_body = journal_entries::CreateInput,
+    responses(
+        (status = 201, description = "The new team entry", body = JournalEntry),
+        (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
+        (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `POST /api/v1/journal-entries` → 201 the entry (a team entry, authored by the key's
 /// creator).
-async fn create_entry(
+pub(super) async fn create_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     mut body: JsonObject,
@@ -113,8 +129,22 @@ async fn create_entry(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/journal-entries/{journalEntryId}",
+    tag = "journal entries",
+    params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
+    responses(
+        (status = 200, description = "The entry", body = JournalEntry),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `GET /api/v1/journal-entries/{journalEntryId}` → a live entry of the team (else 404).
-async fn get_entry(
+pub(super) async fn get_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(journal_entry_id): Path<String>,
@@ -127,9 +157,26 @@ async fn get_entry(
     Ok(Json(entry))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/journal-entries",
+    tag = "journal entries",
+    params(
+        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the team's live entries, newest first", body = journal_entries::Page),
+        (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `GET /api/v1/journal-entries?limit=&cursor=` → `{items, nextCursor}`: the team's live
 /// entries, newest first, keyset pages.
-async fn list_entries(
+pub(super) async fn list_entries(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     request: Request,
@@ -165,9 +212,27 @@ async fn list_entries(
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/journal-entries/{journalEntryId}",
+    tag = "journal entries",
+    params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
+    request_body = journal_entries::UpdateInput,
+    responses(
+        (status = 200, description = "The updated entry", body = JournalEntry),
+        (status = 409, description = "`expectedVersion` is stale (`EDIT_CONFLICT`)", body = crate::open_api::docs::ErrorBody),
+        (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
+        (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `PATCH /api/v1/journal-entries/{journalEntryId}` → the entry: a partial update
 /// (`expectedVersion` optional, `mood`/`entryDate` null clear them).
-async fn update_entry(
+pub(super) async fn update_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(journal_entry_id): Path<String>,
@@ -184,9 +249,23 @@ async fn update_entry(
     Ok(Json(updated))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/journal-entries/{journalEntryId}",
+    tag = "journal entries",
+    params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
+    responses(
+        (status = 204, description = "Deleted (soft)"),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `DELETE /api/v1/journal-entries/{journalEntryId}` → 204: a soft delete (the sync clients
 /// get the tombstone); afterwards the entry answers 404 here.
-async fn delete_entry(
+pub(super) async fn delete_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(journal_entry_id): Path<String>,
@@ -203,13 +282,25 @@ async fn delete_entry(
 // ---------------------------------------------------------------------------------------------
 // prompts
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PromptList {
     pub items: Vec<Prompt>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/prompts",
+    tag = "prompts",
+    responses(
+        (status = 200, description = "The team's live prompts, newest first", body = PromptList),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `GET /api/v1/prompts` → `{items}`: the team's live prompts, newest first.
-async fn list_prompts(
+pub(super) async fn list_prompts(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<PromptList>, RestError> {
@@ -219,9 +310,25 @@ async fn list_prompts(
     Ok(Json(PromptList { items }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/prompts",
+    tag = "prompts",
+    request_body = prompts::CreateInput,
+    responses(
+        (status = 201, description = "The team's new prompt", body = Prompt),
+        (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
+        (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `POST /api/v1/prompts {text, schedule?}` → 201 the team's new prompt (the key's creator
 /// must still be a team admin, as in the app).
-async fn create_prompt(
+pub(super) async fn create_prompt(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     mut body: JsonObject,
@@ -235,7 +342,7 @@ async fn create_prompt(
 // ---------------------------------------------------------------------------------------------
 // usage
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub plan_id: String,
@@ -244,14 +351,30 @@ pub struct UsageReport {
     /// This request included.
     pub used: i64,
     pub remaining: i64,
+    /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub period_start: DateTime<Utc>,
+    /// Epoch milliseconds: when the count starts again.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schema(value_type = i64)]
     pub period_end: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    tag = "usage",
+    responses(
+        (status = 200, description = "The plan and the current period's count (this request included)", body = UsageReport),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 /// `GET /api/v1/usage` → the API team's plan and its current period's count.
-async fn usage(
+pub(super) async fn usage(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<UsageReport>, RestError> {
