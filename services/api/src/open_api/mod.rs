@@ -83,8 +83,8 @@ impl Default for OpenApiState {
     }
 }
 
-/// What the REST handlers act as: the verified key, its creator (the author of what it
-/// creates), the plan's rate.
+/// What the REST handlers act as: the verified key and its creator (the author of what it
+/// creates).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: VerifiedKey,
