@@ -124,7 +124,10 @@ fn to_date(text: &str) -> Option<NaiveDate> {
 /// `journalEntries.create` input (ARCHITECTURE §9).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = CreateJournalEntryInput)]
+#[schema(
+    as = CreateJournalEntryInput,
+    description = "A new journal entry (in the open API, a team entry of the key's team)."
+)]
 pub struct CreateInput {
     /// 1–200 characters (trimmed).
     pub title: String,
@@ -557,20 +560,26 @@ pub async fn list_page(
 /// clear them.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = UpdateJournalEntryInput)]
+#[schema(
+    as = UpdateJournalEntryInput,
+    description = "A partial update: absent fields stay; `mood: null` and `entryDate: null` clear them; with `expectedVersion`, a stale edit answers 409 `EDIT_CONFLICT`."
+)]
 pub struct UpdateInput {
     /// From the path in the open API.
     #[schema(ignore)]
     pub journal_entry_id: Uuid,
     pub expected_version: Option<i64>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    #[schema(value_type = String, required = false)]
     pub title: Option<String>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    #[schema(value_type = String, required = false)]
     pub content: Option<String>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<i16>)]
     pub mood: Option<Option<i16>>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    #[schema(value_type = Vec<String>, required = false)]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]
