@@ -406,6 +406,38 @@ async fn client_mistakes_are_4xx_json_with_codes_and_field_paths() {
     let bad_cursor = get(&api, "/api/v1/journal-entries?cursor=nope", &team.key).await;
     assert_eq!(bad_cursor.issue_paths(), ["cursor"]);
 
+    let entry = post(
+        &api,
+        path,
+        &team.key,
+        json!({ "title": "t", "content": "x" }),
+    )
+    .await;
+    let entry_path = format!("{path}/{}", entry.body["journalEntryId"].as_str().unwrap());
+    let patch = |body: Value| {
+        send(
+            &api,
+            reqwest::Method::PATCH,
+            &entry_path,
+            Some(&team.key),
+            Some(body.to_string()),
+        )
+    };
+    let bad_patch = patch(json!({ "mood": 0, "tags": [""], "title": null })).await;
+    assert_eq!(bad_patch.status, 400, "{:?}", bad_patch.body);
+    assert_eq!(
+        bad_patch.issue_paths(),
+        ["title"],
+        "typing fails first: null title"
+    );
+    let bad_patch = patch(json!({ "mood": 0, "tags": [""] })).await;
+    assert_eq!(bad_patch.issue_paths(), ["mood", "tags.0"]);
+    let id_in_body = patch(json!({ "journalEntryId": Uuid::new_v4() })).await;
+    assert_eq!(id_in_body.status, 400);
+    let stale = patch(json!({ "title": "x", "expectedVersion": 7 })).await;
+    assert_eq!(stale.status, 409);
+    assert_eq!(stale.code(), "EDIT_CONFLICT");
+
     let bad_id = get(&api, "/api/v1/journal-entries/not-a-uuid", &team.key).await;
     assert_eq!(bad_id.status, 404);
     let unknown_route = get(&api, "/api/v1/nothing-here", &team.key).await;
@@ -490,6 +522,12 @@ async fn every_request_is_logged_refused_ones_included_without_the_key() {
     assert!(row["duration_us"].as_i64().unwrap() > 0);
     assert!(row["error_code"].is_null());
     assert!(row["client_ip"].is_string());
+    let logged_key = row["request_headers"]["x-api-key"].as_str().unwrap();
+    assert!(
+        logged_key.starts_with(row["api_key_prefix"].as_str().unwrap())
+            && logged_key.ends_with("[redacted]"),
+        "{logged_key}"
+    );
 
     // Refused without a key: still one row, with its code.
     let body = json!({ "title": "t", "content": "x" }).to_string();
