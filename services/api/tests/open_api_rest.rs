@@ -440,6 +440,17 @@ async fn client_mistakes_are_4xx_json_with_codes_and_field_paths() {
 
     let bad_id = get(&api, "/api/v1/journal-entries/not-a-uuid", &team.key).await;
     assert_eq!(bad_id.status, 404);
+    let wrong_method = send(
+        &api,
+        reqwest::Method::PUT,
+        "/api/v1/usage",
+        Some(&team.key),
+        None,
+    )
+    .await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.code(), "METHOD_NOT_SUPPORTED");
+    assert_rate_headers(&wrong_method);
     let unknown_route = get(&api, "/api/v1/nothing-here", &team.key).await;
     assert_eq!(unknown_route.status, 404);
     assert_eq!(unknown_route.code(), "NOT_FOUND");

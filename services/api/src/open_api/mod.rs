@@ -56,6 +56,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/api/v1/{*path}",
             any(|| async { RestError(ApiError::not_found("Route")) }),
         )
+        // A known path with another method: the error shape, metered and logged too.
+        .method_not_allowed_fallback(|| async { RestError(ApiError::MethodNotSupported) })
         .route_layer(from_fn_with_state(state.clone(), meter))
         // The contract and its reference page are free and need no key.
         .route("/api/v1/openapi.json", get(docs::openapi_json))
