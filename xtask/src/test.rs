@@ -13,6 +13,7 @@ const ORPC_CLIENT_DIR: &str = "tests/orpc-client";
 pub async fn run(args: Vec<String>) -> Result<()> {
     infra::ensure().await?;
     ensure_orpc_client_packages();
+    ensure_schemathesis();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // End-to-end tests run the real binaries; build them first.
     let mut build = Command::new(&cargo);
@@ -94,5 +95,43 @@ fn needs_npm_ci(dir: &Path) -> bool {
         (Some(lockfile), Some(installed)) => installed < lockfile,
         (Some(_), None) => true,
         (None, _) => false,
+    }
+}
+
+/// Where the open API fuzz test (`services/api/tests/open_api_fuzz.rs`) finds schemathesis:
+/// a virtualenv of its own under `.dev/`, so nothing is installed system-wide.
+const SCHEMATHESIS_VENV: &str = ".dev/schemathesis";
+/// Pinned: the fuzz run's behaviour (checks, CLI flags) changes between releases.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// Create the virtualenv and install schemathesis when it is missing. When that fails (no
+/// python3, no network) the other tests still run and the fuzz test fails saying what to
+/// install.
+fn ensure_schemathesis() {
+    let venv = repo_root().join(SCHEMATHESIS_VENV);
+    if venv.join("bin/schemathesis").exists() {
+        return;
+    }
+    eprintln!("xtask: installing schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV}");
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|status| status.success());
+    let installed = created
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+            ])
+            .status()
+            .is_ok_and(|status| status.success());
+    if !installed {
+        eprintln!(
+            "xtask: could not install schemathesis (needs python3 with venv and network); \
+             the api's open_api_fuzz test will fail"
+        );
     }
 }

@@ -31,9 +31,17 @@ pub struct ValidationIssue {
     /// e.g. `too_small`, `invalid_type`, `unrecognized_keys`.
     code: String,
     /// Object keys (strings) and array indexes (integers) to the field, e.g. `["tags", 1]`.
-    #[schema(value_type = Vec<Object>)]
-    path: Vec<String>,
+    path: Vec<IssuePathSegment>,
     message: String,
+}
+
+/// One step of an issue's path (the wire form of `validation::PathSegment`).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum IssuePathSegment {
+    Key(String),
+    Index(u64),
 }
 
 struct ApiKeySecurity;
@@ -68,7 +76,7 @@ impl Modify for ApiKeySecurity {
         rest::create_prompt,
         rest::usage,
     ),
-    components(schemas(ErrorBody, ValidationIssue)),
+    components(schemas(ErrorBody, ValidationIssue, IssuePathSegment)),
     modifiers(&ApiKeySecurity),
     security(("api_key" = []))
 )]
