@@ -4,6 +4,7 @@
 pub mod bus_rig;
 pub mod ceiling;
 pub mod events;
+pub mod open_api_create;
 pub mod rpc_create;
 pub mod tasks;
 
@@ -19,6 +20,7 @@ pub fn registry() -> Vec<Box<dyn DynScenario>> {
         Box::new(events::Events),
         Box::new(tasks::Tasks),
         Box::new(rpc_create::RpcCreate),
+        Box::new(open_api_create::OpenApiCreate),
     ]
 }
 

@@ -92,12 +92,12 @@ const AS_API: SqlShape = SqlShape {
 };
 /// Operations in flight: HTTP connections for the RPC variant, pool connections for the
 /// ceiling.
-const CONCURRENCY: usize = 64;
+pub(crate) const CONCURRENCY: usize = 64;
 /// The api's pool: `DATABASE_MAX_CONNECTIONS`' default, as the service runs in production.
 const API_POOL_SIZE: u32 = 16;
 /// Like the `ceiling` scenario's rows: ~500 bytes per entry.
-const CONTENT_BYTES: usize = 400;
-const TITLE: &str = "bench";
+pub(crate) const CONTENT_BYTES: usize = 400;
+pub(crate) const TITLE: &str = "bench";
 /// Targets (docs/benchmarks.md).
 const TARGET_RATIO: f64 = 0.60;
 const TARGET_P99_MS: f64 = 30.0;
@@ -201,7 +201,7 @@ async fn measure_all(ctx: &BenchContext, rig: &ApiRig) -> anyhow::Result<Vec<Mea
     Ok(vec![rpc, ceiling, as_api])
 }
 
-fn percent(part: f64, whole: f64) -> f64 {
+pub(crate) fn percent(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
         part / whole * 100.0
     } else {
@@ -210,7 +210,7 @@ fn percent(part: f64, whole: f64) -> f64 {
 }
 
 /// A variant whose every operation failed measured nothing: fail the scenario with the cause.
-fn ensure_some_succeeded(measurement: &Measurement) -> anyhow::Result<()> {
+pub(crate) fn ensure_some_succeeded(measurement: &Measurement) -> anyhow::Result<()> {
     anyhow::ensure!(
         measurement.ops > 0,
         "{} / {}: every operation failed ({} errors), first: {}",
@@ -223,7 +223,7 @@ fn ensure_some_succeeded(measurement: &Measurement) -> anyhow::Result<()> {
 }
 
 /// 64 tasks, each on its own keep-alive connection, POST `journalEntries.create`.
-async fn measure_rpc(
+pub(crate) async fn measure_rpc(
     ctx: &BenchContext,
     rig: &ApiRig,
     content: &str,
@@ -430,26 +430,34 @@ async fn outbox_insert(
 }
 
 /// The api running in this process on a database and bus namespace of its own, signed in.
-struct ApiRig {
+pub(crate) struct ApiRig {
     database: String,
     namespace: String,
     nats_url: String,
-    base_url: String,
+    pub(crate) base_url: String,
     /// One session token per connection (user `bench-<i>@example.com`).
-    tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
     /// Connect options for the api's schema in the bench database.
     api_options: PgConnectOptions,
     /// On the bench's target database (`--database-url`): creates and drops the api's
     /// database, takes checkpoints.
     admin: PgPool,
     /// On the api's schema: resets tables, counts rows.
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     shutdown: CancellationToken,
     api: Option<JoinHandle<Result<(), api::Error>>>,
 }
 
 impl ApiRig {
-    async fn start(ctx: &BenchContext) -> anyhow::Result<Self> {
+    pub(crate) async fn start(ctx: &BenchContext) -> anyhow::Result<Self> {
+        Self::start_with(ctx, |_| {}).await
+    }
+
+    /// Start with `configure` applied to the api's configuration last.
+    pub(crate) async fn start_with(
+        ctx: &BenchContext,
+        configure: impl FnOnce(&mut api::Config),
+    ) -> anyhow::Result<Self> {
         let suffix = Uuid::new_v4().simple().to_string();
         let suffix = &suffix[..12];
         let database = format!("bench_api_{suffix}");
@@ -481,7 +489,7 @@ impl ApiRig {
             api: None,
         };
         // From here on `stop` cleans up whatever was set up.
-        match rig.launch(ctx).await {
+        match rig.launch(ctx, configure).await {
             Ok(()) => Ok(rig),
             Err(error) => {
                 if let Err(cleanup) = rig.stop().await {
@@ -492,7 +500,11 @@ impl ApiRig {
         }
     }
 
-    async fn launch(&mut self, ctx: &BenchContext) -> anyhow::Result<()> {
+    async fn launch(
+        &mut self,
+        ctx: &BenchContext,
+        configure: impl FnOnce(&mut api::Config),
+    ) -> anyhow::Result<()> {
         let mut url = url::Url::parse(&ctx.database_url)
             .context("--database-url must be a postgres:// URL")?;
         url.set_path(&format!("/{}", self.database));
@@ -500,6 +512,7 @@ impl ApiRig {
         config.common.bus_namespace = self.namespace.clone();
         config.common.database_max_connections = API_POOL_SIZE;
         config.common.shutdown_grace = Duration::from_secs(5);
+        configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the api's listener")?;
@@ -570,7 +583,7 @@ impl ApiRig {
 
     /// Before a variant: empty the entry and outbox tables and checkpoint, so both variants
     /// start from the same table and WAL state.
-    async fn reset(&self) -> anyhow::Result<()> {
+    pub(crate) async fn reset(&self) -> anyhow::Result<()> {
         sqlx::query("TRUNCATE journal_entries, outbox CASCADE")
             .execute(&self.pool)
             .await
@@ -582,7 +595,7 @@ impl ApiRig {
     }
 
     /// What the variant wrote (warmup included): entries, outbox rows, rows still unrelayed.
-    async fn print_rows(&self, label: &str) {
+    pub(crate) async fn print_rows(&self, label: &str) {
         let counts: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as(
             "SELECT (SELECT count(*) FROM journal_entries),
                     (SELECT count(*) FROM outbox),
@@ -599,7 +612,7 @@ impl ApiRig {
     }
 
     /// Stop the api, delete its streams, drop its database.
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         // The relay drains the outbox before it looks at the shutdown: leave it nothing.
         let _ = sqlx::query("TRUNCATE outbox").execute(&self.pool).await;
         self.shutdown.cancel();
