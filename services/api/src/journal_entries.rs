@@ -34,7 +34,7 @@ use crate::error::{ApiError, ErrorData};
 use crate::pagination::{KeysetCursor, finish_page};
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
 use crate::session::Protected;
-use crate::teams::{Role, member_role};
+use crate::teams::{MY_TEAMS_SQL, Role, member_role};
 use crate::validation::{Issues, item, parse_date};
 
 pub fn routes() -> Router<AppState> {
@@ -49,10 +49,6 @@ pub fn routes() -> Router<AppState> {
 
 const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
                        mood, tags, entry_date, created_at, updated_at, deleted_at, version";
-
-/// The live teams `$1` is an active member of (the same rule as [`member_role`]).
-const MY_TEAMS: &str = "SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id
-                         WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL";
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -176,7 +172,7 @@ async fn prompt_usable(
         "SELECT EXISTS (SELECT 1 FROM prompts
                          WHERE prompt_id = $2 AND deleted_at IS NULL
                            AND CASE WHEN $3::uuid IS NULL
-                                    THEN owner_user_id = $1 OR team_id IN ({MY_TEAMS})
+                                    THEN owner_user_id = $1 OR team_id IN ({MY_TEAMS_SQL})
                                     ELSE team_id = $3 END)"
     ))
     .bind(user_id)

@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::journal_entries::check_version;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
 use crate::session::Protected;
-use crate::teams::{Role, member_role};
+use crate::teams::{MY_TEAMS_SQL, Role, member_role};
 use crate::validation::{Issues, item, parse_date, parse_timezone};
 
 pub fn routes() -> Router<AppState> {
@@ -50,10 +50,6 @@ pub fn routes() -> Router<AppState> {
 const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \
                        schedule_timezone, schedule_weekdays, created_at, updated_at, deleted_at, \
                        version";
-
-/// The live teams `$1` is an active member of (the same rule as [`member_role`]).
-const MY_TEAMS: &str = "SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id
-                         WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL";
 
 /// When a prompt is scheduled: at `time` (`HH:MM`) in `timezone` on ISO `weekdays`
 /// (1 = Monday … 7 = Sunday).
@@ -358,7 +354,7 @@ pub async fn list_prompts(
     let rows: Vec<PromptRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM prompts
           WHERE (CASE WHEN $2::uuid IS NULL
-                      THEN owner_user_id = $1 OR team_id IN ({MY_TEAMS})
+                      THEN owner_user_id = $1 OR team_id IN ({MY_TEAMS_SQL})
                       ELSE team_id = $2 END)
             AND ($3 OR deleted_at IS NULL)
           ORDER BY created_at DESC, prompt_id DESC"
@@ -625,7 +621,7 @@ async fn today(
     };
     let rows: Vec<PromptRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM prompts
-          WHERE (owner_user_id = $1 OR team_id IN ({MY_TEAMS})) AND deleted_at IS NULL"
+          WHERE (owner_user_id = $1 OR team_id IN ({MY_TEAMS_SQL})) AND deleted_at IS NULL"
     ))
     .bind(session.user_id)
     .fetch_all(&mut *conn)

@@ -90,6 +90,12 @@ impl TryFrom<String> for Role {
     }
 }
 
+/// The live teams `$1` is an active member of (the same rule as [`member_role`]), for
+/// `team_id IN (…)` in visibility checks.
+pub const MY_TEAMS_SQL: &str =
+    "SELECT m.team_id FROM team_members m JOIN teams t ON t.team_id = m.team_id
+                         WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL";
+
 /// The caller's role in a live team, or `None` when they are not an active member (or the
 /// team is deleted). Use it for every team permission check.
 pub async fn member_role(

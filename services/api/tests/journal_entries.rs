@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{TestApi, TestUser};
-use messages::sync::v1::{ChangeOp, RowChange};
+use messages::sync::v1::ChangeOp;
 use serde_json::{Value, json};
 
 async fn create(api: &TestApi, user: &TestUser, input: Value) -> Value {
@@ -32,22 +32,6 @@ fn titles(page: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|item| item["title"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The journal entry changes in the outbox, oldest first, as `(scope, change)`.
-async fn entry_changes(api: &TestApi) -> Vec<(String, RowChange)> {
-    api.changesets()
-        .await
-        .into_iter()
-        .flat_map(|changeset| {
-            let scope = changeset.scope.clone();
-            changeset
-                .changes
-                .into_iter()
-                .filter(|change| change.table == "journal_entries")
-                .map(move |change| (scope.clone(), change))
-        })
         .collect()
 }
 
@@ -169,7 +153,7 @@ async fn create_get_update_delete_restore_record_changesets_and_events() {
     assert_eq!(api.events_named("journal_entry.deleted").await, 1);
     assert_eq!(api.events_named("journal_entry.restored").await, 1);
 
-    let changes = entry_changes(&api).await;
+    let changes = api.row_changes("journal_entries").await;
     let user_scope = format!("user.{}", alice.user_id);
     assert_eq!(
         changes
@@ -545,7 +529,7 @@ async fn team_entries_follow_membership_and_roles() {
     // The team's entries sync to the team's scope; the personal one to bob's.
     let team_scope = format!("team.{team_id}");
     let bob_scope = format!("user.{}", bob.user_id);
-    let changes = entry_changes(&api).await;
+    let changes = api.row_changes("journal_entries").await;
     let scopes_of = |row_id: &str| -> Vec<String> {
         changes
             .iter()

@@ -7,7 +7,7 @@ mod common;
 
 use chrono::{Datelike, NaiveDate, Utc};
 use common::{TestApi, TestUser};
-use messages::sync::v1::{ChangeOp, RowChange};
+use messages::sync::v1::ChangeOp;
 use serde_json::{Value, json};
 
 async fn create(api: &TestApi, user: &TestUser, input: Value) -> Value {
@@ -20,22 +20,6 @@ fn texts(list: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|item| item["text"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The prompt changes in the outbox, oldest first, as `(scope, change)`.
-async fn prompt_changes(api: &TestApi) -> Vec<(String, RowChange)> {
-    api.changesets()
-        .await
-        .into_iter()
-        .flat_map(|changeset| {
-            let scope = changeset.scope.clone();
-            changeset
-                .changes
-                .into_iter()
-                .filter(|change| change.table == "prompts")
-                .map(move |change| (scope.clone(), change))
-        })
         .collect()
 }
 
@@ -180,7 +164,8 @@ async fn create_list_update_delete_with_changesets() {
     assert_eq!(texts(&all), vec!["Anything new?", "What made you laugh?"]);
 
     let user_scope = format!("user.{}", alice.user_id);
-    let changes: Vec<(String, i32, i64)> = prompt_changes(&api)
+    let changes: Vec<(String, i32, i64)> = api
+        .row_changes("prompts")
         .await
         .into_iter()
         .filter(|(_, change)| change.row_id == prompt_id)
@@ -375,7 +360,8 @@ async fn team_prompts_are_managed_by_admins_and_seen_by_members() {
     assert!(deleted["deletedAt"].is_i64());
 
     let team_scope = format!("team.{team_id}");
-    let scopes: Vec<(String, i32)> = prompt_changes(&api)
+    let scopes: Vec<(String, i32)> = api
+        .row_changes("prompts")
         .await
         .into_iter()
         .filter(|(_, change)| change.row_id == prompt_id)

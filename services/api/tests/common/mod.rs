@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use messages::sync::v1::Changeset;
+use messages::sync::v1::{Changeset, RowChange};
 use prost::Message;
 use serde_json::{Value, json};
 use test_support::{TestDb, nats_url};
@@ -292,6 +292,22 @@ impl TestApi {
     }
 
     /// How many outbox messages of bus name `name` (e.g. `journal_entry.created`) exist.
+    /// The changes of `table` in the outbox's changesets, oldest first, as `(scope, change)`.
+    pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
+        self.changesets()
+            .await
+            .into_iter()
+            .flat_map(|changeset| {
+                let scope = changeset.scope.clone();
+                changeset
+                    .changes
+                    .into_iter()
+                    .filter(|change| change.table == table)
+                    .map(move |change| (scope.clone(), change))
+            })
+            .collect()
+    }
+
     pub async fn events_named(&self, name: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = $1")
             .bind(name)
