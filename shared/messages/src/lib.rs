@@ -20,7 +20,7 @@ pub mod sync {
 
 use definition::DeliveryConfig;
 use journal::v1::{
-    ApiKeyCreated, ApiKeyRevoked, BusProbe, JournalEntryCreated, JournalEntryDeleted,
+    ApiKeyCreated, ApiKeyRevoked, BusProbe, ExportReady, JournalEntryCreated, JournalEntryDeleted,
     JournalEntryRestored, JournalEntryUpdated, SessionRevoked, TeamInvitationCreated,
     TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted,
 };
@@ -37,6 +37,7 @@ define_event!(TeamMemberJoined, "team.member_joined");
 define_event!(TeamMemberLeft, "team.member_left");
 define_event!(ApiKeyCreated, "api_key.created");
 define_event!(ApiKeyRevoked, "api_key.revoked");
+define_event!(ExportReady, "export.ready");
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,
