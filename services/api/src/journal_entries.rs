@@ -126,12 +126,16 @@ fn to_date(text: &str) -> Option<NaiveDate> {
 )]
 pub struct CreateInput {
     /// 1–200 characters (trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
     /// Up to 100,000 characters.
+    #[schema(max_length = 100_000)]
     pub content: String,
     /// 1–5.
+    #[schema(minimum = 1, maximum = 5)]
     pub mood: Option<i16>,
     /// Up to 50 tags of 1–50 characters.
+    #[schema(max_items = 50)]
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
@@ -565,17 +569,21 @@ pub struct UpdateInput {
     #[schema(ignore)]
     pub journal_entry_id: Uuid,
     pub expected_version: Option<i64>,
+    /// 1–200 characters (trimmed).
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 200)]
     pub title: Option<String>,
+    /// Up to 100,000 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, max_length = 100_000)]
     pub content: Option<String>,
+    /// 1–5; `null` clears it.
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
-    #[schema(value_type = Option<i16>)]
+    #[schema(value_type = Option<i16>, minimum = 1, maximum = 5)]
     pub mood: Option<Option<i16>>,
+    /// Up to 50 tags of 1–50 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = Vec<String>, required = false)]
+    #[schema(value_type = Vec<String>, required = false, max_items = 50)]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]

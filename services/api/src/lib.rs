@@ -230,14 +230,18 @@ impl Service {
     }
 }
 
-/// Forget idle keys of the open API's per-key rate limiter now and then (bounded memory).
+/// Forget idle keys of the open API's per-key rate limiter, and idle teams of its quota
+/// counter, now and then (bounded memory).
 fn spawn_rate_sweep(state: &AppState, shutdown: CancellationToken) -> JoinHandle<()> {
     let open_api = Arc::clone(&state.open_api);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(metering::RATE_LIMITER_SWEEP);
         loop {
             tokio::select! {
-                _ = every.tick() => open_api.key_rates.retain_recent(),
+                _ = every.tick() => {
+                    open_api.key_rates.retain_recent();
+                    open_api.quota.retain_busy();
+                }
                 () = shutdown.cancelled() => break,
             }
         }

@@ -4,6 +4,7 @@
 //!
 //! The quota check and the count are one `UPDATE … WHERE usage_count < quota`: concurrent
 //! requests can never push the count past the quota, and a refused request is not counted.
+//! A replica counts the concurrent requests of one team in one such update ([`QuotaCounter`]).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -59,75 +61,203 @@ impl Usage {
     }
 }
 
-/// The row the counting statements return.
+/// Count one request of `api_team_id` against its quota. A period that has ended is rolled
+/// over first (the scheduled [`roll_over_periods`] normally got there before).
+pub async fn count_request(conn: &mut PgConnection, api_team_id: Uuid) -> Result<Usage, ApiError> {
+    let counted = count_requests(conn, api_team_id, 1).await?;
+    Ok(counted.usage_of(0))
+}
+
+/// What counting `requested` requests at once granted: the first `granted` of them are
+/// counted (and admitted), the rest are refused and not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The count before these requests.
+    pub counted_before: i64,
+    pub granted: i64,
+    pub limit: i64,
+    pub resets_at: DateTime<Utc>,
+}
+
+impl Counted {
+    /// The usage the `index`-th request (0-based, in arrival order) sees.
+    pub fn usage_of(&self, index: i64) -> Usage {
+        if index < self.granted {
+            Usage {
+                limit: self.limit,
+                used: self.counted_before + index + 1,
+                resets_at: self.resets_at,
+                exceeded: false,
+            }
+        } else {
+            Usage {
+                limit: self.limit,
+                used: self.counted_before + self.granted,
+                resets_at: self.resets_at,
+                exceeded: true,
+            }
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
-struct Counted {
-    usage_count: i64,
+struct CountedRow {
+    counted_before: i64,
+    granted: i64,
     monthly_request_quota: i64,
     period_end: DateTime<Utc>,
 }
 
-/// Count one request of `api_team_id` against its quota. A period that has ended is rolled
-/// over first (the scheduled [`roll_over_periods`] normally got there before).
-pub async fn count_request(conn: &mut PgConnection, api_team_id: Uuid) -> Result<Usage, ApiError> {
+/// Count `requested` requests of `api_team_id` in one statement: as many as the quota has
+/// room for are granted; the count never passes the quota, however many replicas count at
+/// once (the row lock orders them). A period that has ended is rolled over first.
+pub async fn count_requests(
+    conn: &mut PgConnection,
+    api_team_id: Uuid,
+    requested: i64,
+) -> Result<Counted, ApiError> {
     // At most twice: the second pass follows a rollover.
     for _ in 0..2 {
-        let counted: Option<Counted> = sqlx::query_as(
-            "UPDATE subscriptions s
-                SET usage_count = s.usage_count + 1, updated_at = now()
-               FROM plans p
-              WHERE s.api_team_id = $1 AND p.plan_id = s.plan_id
-                AND s.usage_count < p.monthly_request_quota
-                AND s.period_end > now()
-          RETURNING s.usage_count, p.monthly_request_quota, s.period_end",
+        // The CTE locks the row and reads the count the update starts from, so the statement
+        // can say how many of the requests it granted.
+        let counted: Option<CountedRow> = sqlx::query_as(
+            "WITH current AS (
+                SELECT s.subscription_id, s.usage_count, p.monthly_request_quota,
+                       LEAST($2, p.monthly_request_quota - s.usage_count) AS granted
+                  FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
+                 WHERE s.api_team_id = $1
+                   AND s.usage_count < p.monthly_request_quota
+                   AND s.period_end > now()
+                   FOR UPDATE OF s)
+             UPDATE subscriptions s
+                SET usage_count = s.usage_count + c.granted, updated_at = now()
+               FROM current c
+              WHERE s.subscription_id = c.subscription_id
+          RETURNING c.usage_count AS counted_before, c.granted, c.monthly_request_quota,
+                    s.period_end",
         )
         .bind(api_team_id)
+        .bind(requested)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(counted) = counted {
-            return Ok(Usage {
+            return Ok(Counted {
+                counted_before: counted.counted_before,
+                granted: counted.granted,
                 limit: counted.monthly_request_quota,
-                used: counted.usage_count,
                 resets_at: counted.period_end,
-                exceeded: false,
             });
         }
-        // Not counted: the quota is used up, or the period has ended.
-        let current: Option<(Counted, bool)> = sqlx::query_as(
+        // Nothing counted: the quota is used up, or the period has ended.
+        let current: Option<(i64, i64, DateTime<Utc>, bool)> = sqlx::query_as(
             "SELECT s.usage_count, p.monthly_request_quota, s.period_end, s.period_end <= now()
                FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
               WHERE s.api_team_id = $1",
         )
         .bind(api_team_id)
         .fetch_optional(&mut *conn)
-        .await?
-        .map(|(usage_count, monthly_request_quota, period_end, ended)| {
-            (
-                Counted {
-                    usage_count,
-                    monthly_request_quota,
-                    period_end,
-                },
-                ended,
-            )
-        });
-        let Some((current, ended)) = current else {
+        .await?;
+        let Some((usage_count, limit, resets_at, ended)) = current else {
             return Err(ApiError::forbidden("This team has no API subscription"));
         };
         if ended {
             roll_over(&mut *conn, Some(api_team_id)).await?;
             continue;
         }
-        return Ok(Usage {
-            limit: current.monthly_request_quota,
-            used: current.usage_count,
-            resets_at: current.period_end,
-            exceeded: true,
+        return Ok(Counted {
+            counted_before: usage_count,
+            granted: 0,
+            limit,
+            resets_at,
         });
     }
     Err(ApiError::Internal(
         "the subscription period did not roll over".to_owned(),
     ))
+}
+
+/// Counts requests like [`count_request`], coalescing the concurrent requests of one API
+/// team on this replica into one `UPDATE` (the way Postgres groups commits): while a
+/// team's update is in flight, its next requests queue up and the following update counts
+/// them all. Every request still waits until its count is committed, the quota stays exact
+/// and the grants follow arrival order. Without this, a busy team's requests would queue
+/// on its subscription row's lock, one commit after the other.
+#[derive(Default)]
+pub struct QuotaCounter {
+    teams: Mutex<HashMap<Uuid, Arc<Mutex<TeamQueue>>>>,
+}
+
+#[derive(Default)]
+struct TeamQueue {
+    waiting: Vec<oneshot::Sender<Result<Usage, ApiError>>>,
+    /// A flush task is running for this team; it takes whatever is waiting.
+    flushing: bool,
+}
+
+impl QuotaCounter {
+    pub async fn count(&self, pool: &PgPool, api_team_id: Uuid) -> Result<Usage, ApiError> {
+        let (sender, receiver) = oneshot::channel();
+        let queue = {
+            let mut teams = lock(&self.teams);
+            Arc::clone(teams.entry(api_team_id).or_default())
+        };
+        let start_flush = {
+            let mut team = lock(&queue);
+            team.waiting.push(sender);
+            !std::mem::replace(&mut team.flushing, true)
+        };
+        if start_flush {
+            // Its own task: the count is committed even if this request goes away.
+            tokio::spawn(flush(pool.clone(), api_team_id, queue));
+        }
+        receiver.await.unwrap_or_else(|_| {
+            Err(ApiError::Internal(
+                "the quota count was abandoned".to_owned(),
+            ))
+        })
+    }
+
+    /// Forget teams with nothing in flight (bounded memory).
+    pub fn retain_busy(&self) {
+        lock(&self.teams).retain(|_, queue| lock(queue).flushing);
+    }
+}
+
+async fn flush(pool: PgPool, api_team_id: Uuid, queue: Arc<Mutex<TeamQueue>>) {
+    loop {
+        let waiting = {
+            let mut team = lock(&queue);
+            if team.waiting.is_empty() {
+                team.flushing = false;
+                return;
+            }
+            std::mem::take(&mut team.waiting)
+        };
+        let requested = i64::try_from(waiting.len()).unwrap_or(i64::MAX);
+        let counted = match pool.acquire().await {
+            Ok(mut conn) => count_requests(&mut conn, api_team_id, requested).await,
+            Err(error) => Err(error.into()),
+        };
+        match counted {
+            Ok(counted) => {
+                for (index, sender) in (0..).zip(waiting) {
+                    let _ = sender.send(Ok(counted.usage_of(index)));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, %api_team_id, "counting open API requests failed");
+                for sender in waiting {
+                    let _ = sender.send(Err(ApiError::Internal(error.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Start a new period for every subscription whose period has ended: the first period that

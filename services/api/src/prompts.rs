@@ -56,8 +56,13 @@ const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Schedule {
+    /// Local time of day, `HH:MM`.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub time: String,
+    /// An IANA time zone, e.g. `Europe/Paris`.
     pub timezone: String,
+    /// ISO weekdays (1 = Monday … 7 = Sunday), at least one.
+    #[schema(min_items = 1, max_items = 7)]
     pub weekdays: Vec<i16>,
 }
 
@@ -232,6 +237,8 @@ async fn require_team_admin(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreatePromptInput)]
 pub struct CreateInput {
+    /// 1–500 characters (trimmed).
+    #[schema(min_length = 1, max_length = 500)]
     pub text: String,
     /// Set by the server in the open API (the key's team).
     #[schema(ignore)]

@@ -131,3 +131,93 @@ async fn a_team_without_a_subscription_is_refused() {
     drop(conn);
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_counts_from_two_replicas_grant_exactly_the_rest_of_the_quota() {
+    let api = TestApi::start().await;
+    let api_team_id = api_team(&api, "free", "-1 day", "29 days", 9_980).await;
+    // Two replicas' counters, 40 requests at once: each counter folds its team's concurrent
+    // requests into fewer updates.
+    let replicas = [
+        std::sync::Arc::new(metering::QuotaCounter::default()),
+        std::sync::Arc::new(metering::QuotaCounter::default()),
+    ];
+    let tasks: Vec<_> = (0..40)
+        .map(|index| {
+            let counter = std::sync::Arc::clone(&replicas[index % 2]);
+            let pool = api.pool.clone();
+            tokio::spawn(async move { counter.count(&pool, api_team_id).await.unwrap() })
+        })
+        .collect();
+    let mut granted_counts = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let usage = task.await.unwrap();
+        assert_eq!(usage.limit, 10_000);
+        if usage.exceeded {
+            refused += 1;
+            assert_eq!(usage.remaining(), 0);
+        } else {
+            granted_counts.push(usage.used);
+        }
+    }
+    granted_counts.sort_unstable();
+    assert_eq!(
+        granted_counts,
+        (9_981..=10_000).collect::<Vec<i64>>(),
+        "each admitted request got its own place in the count"
+    );
+    assert_eq!(refused, 20);
+    assert_eq!(usage_count(&api, api_team_id).await, 10_000);
+
+    // Once used up, a counter refuses without counting.
+    let usage = replicas[0].count(&api.pool, api_team_id).await.unwrap();
+    assert!(usage.exceeded);
+    assert_eq!(usage_count(&api, api_team_id).await, 10_000);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_one_team_is_counted_in_fewer_updates_than_requests() {
+    let api = TestApi::start().await;
+    let api_team_id = api_team(&api, "pro", "-1 day", "29 days", 0).await;
+    let counter = std::sync::Arc::new(metering::QuotaCounter::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let counter = std::sync::Arc::clone(&counter);
+            let pool = api.pool.clone();
+            tokio::spawn(async move { counter.count(&pool, api_team_id).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert!(!task.await.unwrap().exceeded);
+    }
+    assert_eq!(usage_count(&api, api_team_id).await, 64);
+    // Row versions written to the subscription: one per update statement.
+    let pool = api.pool.clone();
+    let updates = move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'api' AND relname = 'subscriptions'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Statistics reach the view when each backend flushes them (within about a second).
+    let flushed = test_support::eventually(std::time::Duration::from_secs(5), || {
+        let updates = updates.clone();
+        async move { updates().await > 0 }
+    })
+    .await;
+    assert!(flushed, "the updates show up in the statistics");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let update_statements = updates().await;
+    assert!(
+        update_statements < 64,
+        "64 concurrent requests took {update_statements} updates"
+    );
+    api.stop().await;
+}

@@ -558,6 +558,31 @@ async fn every_request_is_logged_refused_ones_included_without_the_key() {
     assert!(rows[0]["team_id"].is_null());
     assert_eq!(rows[0]["request_bytes"], body.len());
 
+    // A chunked body (no Content-Length): the bytes read are logged.
+    let chunks = [r#"{"title":"chunked","#, r#""content":"in two chunks"}"#];
+    let mut request = format!(
+        "POST /api/v1/journal-entries HTTP/1.1\r\nhost: api\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        team.key
+    );
+    for chunk in chunks {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    let address = api.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let rows = log_rows(&api, "/api/v1/journal-entries", 2).await;
+    let created = rows.iter().find(|row| row["status"] == 201).unwrap();
+    assert_eq!(created["request_bytes"], chunks.concat().len());
+
     // A wrong key: logged, the key redacted.
     let wrong = format!("{}x", team.key);
     send(

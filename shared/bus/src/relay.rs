@@ -63,6 +63,8 @@ struct OutboxRow {
     payload: Vec<u8>,
     headers: Json<BTreeMap<String, String>>,
     created_at: chrono::DateTime<chrono::Utc>,
+    ordering_key: Option<String>,
+    position: i64,
 }
 
 /// Start the relay on its own task; it stops when `shutdown` is cancelled.
@@ -254,7 +256,7 @@ async fn publish_batch(
         .execute(&mut *tx)
         .await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT o.outbox_id, o.subject, o.payload, o.headers, o.created_at
+        "SELECT o.outbox_id, o.subject, o.payload, o.headers, o.created_at, o.ordering_key, o.position
            FROM outbox o
           WHERE o.sent_at IS NULL
             AND (o.ordering_key IS NULL OR NOT EXISTS (
@@ -272,6 +274,7 @@ async fn publish_batch(
     if rows.is_empty() {
         return Ok((0, 0));
     }
+    let rows = claim_followers(&mut tx, rows, config.batch_size).await?;
     let claimed = rows.len() as u64;
 
     // Send the whole batch, then collect the acks: one round trip's latency, not one per row.
@@ -332,6 +335,54 @@ async fn publish_batch(
         }
         None => Ok((sent.len() as u64, claimed)),
     }
+}
+
+/// Add to a batch the unsent rows that follow its rows in their ordering keys, in order.
+///
+/// Without this a batch would carry one row per key, and a busy key (one team writing fast)
+/// would drain at one row per round trip while every pass rescans its backlog. The batch
+/// holds the lock on each key's earliest unsent row, so no other relay can claim that key's
+/// followers: they stay ineligible for it until the batch commits.
+async fn claim_followers(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    heads: Vec<OutboxRow>,
+    batch_size: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let room = batch_size - heads.len() as i64;
+    let keys: Vec<&str> = heads
+        .iter()
+        .filter_map(|row| row.ordering_key.as_deref())
+        .collect();
+    if room <= 0 || keys.is_empty() {
+        return Ok(heads);
+    }
+    let head_ids: Vec<Uuid> = heads.iter().map(|row| row.outbox_id).collect();
+    // Ordered by position and cut by LIMIT, so each key gets a gap-free prefix of its
+    // backlog. No row here can be locked by another relay (see above), so SKIP LOCKED
+    // never skips one; it only keeps this query from waiting.
+    let followers: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT o.outbox_id, o.subject, o.payload, o.headers, o.created_at, o.ordering_key, o.position
+           FROM outbox o
+          WHERE o.sent_at IS NULL
+            AND o.ordering_key = ANY($1)
+            AND o.outbox_id <> ALL($2)
+          ORDER BY o.position
+          LIMIT $3
+          FOR UPDATE SKIP LOCKED",
+    )
+    .bind(&keys)
+    .bind(&head_ids)
+    .bind(room)
+    .fetch_all(&mut **tx)
+    .await?;
+    if followers.is_empty() {
+        return Ok(heads);
+    }
+    let mut rows = heads;
+    rows.extend(followers);
+    // Publish in position order: within a key that is the order of the outbox.
+    rows.sort_by_key(|row| row.position);
+    Ok(rows)
 }
 
 async fn record_failure(pool: &PgPool, rows: &[OutboxRow], sent: &[Uuid], error: &str) {

@@ -327,3 +327,49 @@ async fn sent_rows_are_pruned_after_retention() {
     assert_eq!(left, 3, "recent sent rows and unsent rows stay");
     fixture.cleanup().await;
 }
+
+#[tokio::test]
+async fn one_keys_backlog_leaves_in_full_batches_and_in_order() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let recorder = Arc::new(Recorder::default());
+    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
+        .concurrency(1)
+        .task::<BusProbe, _, _>(record)
+        .spawn(shutdown.clone());
+    // One busy aggregate (one team writing fast) and a quiet one.
+    fixture
+        .emit((0..250).map(|sequence| probe(sequence, "busy")))
+        .await;
+    fixture.emit([probe(0, "quiet")]).await;
+
+    let mut config = RelayConfig::new("worker");
+    config.batch_size = 100;
+    // One pass of `drain` runs batches until one comes back short: the key's followers ride
+    // along with its first row, so the whole backlog goes in three batches.
+    let published = relay::drain(&fixture.bus, &fixture.pool, &config)
+        .await
+        .unwrap();
+    assert_eq!(published, 251);
+    assert_eq!(fixture.unsent().await, 0);
+
+    assert!(
+        eventually(WAIT, || async { recorder.count() >= 251 }).await,
+        "only {} handled",
+        recorder.count()
+    );
+    let deliveries = recorder.deliveries.lock().unwrap().clone();
+    let busy: Vec<i64> = deliveries
+        .iter()
+        .filter(|(_, _, probe)| probe.aggregate_key == "busy")
+        .map(|(_, _, probe)| probe.sequence)
+        .collect();
+    assert_eq!(
+        busy,
+        (0..250).collect::<Vec<_>>(),
+        "the key's order is kept"
+    );
+    shutdown.cancel();
+    router.join().await;
+    fixture.cleanup().await;
+}

@@ -15,6 +15,8 @@
 pub mod docs;
 pub mod rest;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, HttpBody};
@@ -27,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use chrono::Utc;
+use http_body_util::BodyExt;
 use moka::future::Cache;
 use serde::Serialize;
 use uuid::Uuid;
@@ -36,7 +39,7 @@ use crate::api_keys::VerifiedKey;
 use crate::api_keys::verifier::invalid_key;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::metering::{self, KeyRateLimiter};
+use crate::metering::{KeyRateLimiter, QuotaCounter};
 use crate::request_logs::{RedactedHeaders, RequestLog};
 use crate::validation::Issue;
 
@@ -69,6 +72,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 pub struct OpenApiState {
     /// Requests per second per key (per plan).
     pub key_rates: KeyRateLimiter,
+    /// The monthly quota, counted in Postgres.
+    pub quota: QuotaCounter,
     /// api_key_id → its creator and its plan's rate.
     contexts: Cache<Uuid, KeyContext>,
 }
@@ -77,6 +82,7 @@ impl Default for OpenApiState {
     fn default() -> Self {
         Self {
             key_rates: KeyRateLimiter::default(),
+            quota: QuotaCounter::default(),
             contexts: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KEY_CONTEXT_TTL)
@@ -142,10 +148,21 @@ async fn meter(State(state): State<AppState>, request: Request, next: Next) -> R
     };
     let user_agent = header(USER_AGENT);
     let request_id = header(axum::http::HeaderName::from_static("x-request-id"));
-    // The declared size: the body is read (and limited) by the handler, not here.
-    let request_bytes = header(CONTENT_LENGTH)
+    // The bytes the handler reads (chunked bodies included); for a body nobody read (a
+    // refused request), its declared `Content-Length`.
+    let declared_bytes: u64 = header(CONTENT_LENGTH)
         .and_then(|length| length.parse().ok())
         .unwrap_or(0);
+    let read_bytes = Arc::new(AtomicU64::new(0));
+    let body = {
+        let read_bytes = Arc::clone(&read_bytes);
+        Body::new(body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        }))
+    };
     let method = parts.method.to_string();
     let path = parts.uri.path().to_owned();
 
@@ -167,6 +184,10 @@ async fn meter(State(state): State<AppState>, request: Request, next: Next) -> R
         .get::<ErrorCode>()
         .map(|ErrorCode(code)| (*code).to_owned());
     let response_bytes = response.body().size_hint().exact().unwrap_or(0);
+    let request_bytes = match read_bytes.load(Ordering::Relaxed) {
+        0 => declared_bytes,
+        read => read,
+    };
     state
         .request_logs
         .record(RequestLog {
@@ -210,11 +231,7 @@ async fn admit(
         })
         .into_response();
     }
-    let usage = match state.db.acquire().await {
-        Ok(mut conn) => metering::count_request(&mut conn, key.api_team_id).await,
-        Err(error) => Err(error.into()),
-    };
-    let usage = match usage {
+    let usage = match state.open_api.quota.count(&state.db, key.api_team_id).await {
         Ok(usage) => usage,
         Err(error) => return RestError(error).into_response(),
     };
