@@ -19,6 +19,30 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Wait for `expected` distinct messages (none lost), then the probes' sequences per
+/// aggregate key in delivery order.
+async fn sequences_per_key(recorder: &Recorder, expected: usize) -> BTreeMap<String, Vec<i64>> {
+    assert!(
+        eventually(WAIT, || async { recorder.count() >= expected }).await,
+        "only {} handled",
+        recorder.count()
+    );
+    let deliveries = recorder.deliveries.lock().unwrap().clone();
+    let distinct: HashSet<String> = deliveries
+        .iter()
+        .map(|(_, meta, _)| meta.message_id.clone())
+        .collect();
+    assert_eq!(distinct.len(), expected, "none lost");
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, _, probe) in &deliveries {
+        per_key
+            .entry(probe.aggregate_key.clone())
+            .or_default()
+            .push(probe.sequence);
+    }
+    per_key
+}
+
 #[tokio::test]
 async fn failing_handler_retries_to_its_limit_with_growing_delays_then_dead_letters_and_redrives() {
     let fixture = Fixture::new(&nats_url()).await;
@@ -212,24 +236,7 @@ async fn rows_committed_while_nats_is_down_are_published_after_it_returns_in_ord
         .await,
         "rows never flowed"
     );
-    assert!(
-        eventually(WAIT, || async { recorder.count() >= 50 }).await,
-        "only {} handled",
-        recorder.count()
-    );
-    let deliveries = recorder.deliveries.lock().unwrap().clone();
-    let distinct: HashSet<String> = deliveries
-        .iter()
-        .map(|(_, meta, _)| meta.message_id.clone())
-        .collect();
-    assert_eq!(distinct.len(), 50, "none lost");
-    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (_, _, probe) in &deliveries {
-        per_key
-            .entry(probe.aggregate_key.clone())
-            .or_default()
-            .push(probe.sequence);
-    }
+    let per_key = sequences_per_key(&recorder, 50).await;
     for (key, sequences) in per_key {
         assert_eq!(
             sequences,
@@ -353,19 +360,9 @@ async fn one_keys_backlog_leaves_in_full_batches_and_in_order() {
     assert_eq!(published, 251);
     assert_eq!(fixture.unsent().await, 0);
 
-    assert!(
-        eventually(WAIT, || async { recorder.count() >= 251 }).await,
-        "only {} handled",
-        recorder.count()
-    );
-    let deliveries = recorder.deliveries.lock().unwrap().clone();
-    let busy: Vec<i64> = deliveries
-        .iter()
-        .filter(|(_, _, probe)| probe.aggregate_key == "busy")
-        .map(|(_, _, probe)| probe.sequence)
-        .collect();
+    let per_key = sequences_per_key(&recorder, 251).await;
     assert_eq!(
-        busy,
+        per_key["busy"],
         (0..250).collect::<Vec<_>>(),
         "the key's order is kept"
     );
