@@ -82,7 +82,7 @@ pub struct Config {
     pub google: Option<GoogleConfig>,
     /// API key verification (the open API's `x-api-key`).
     pub api_keys: ApiKeyConfig,
-    /// `CRON_JOB_SECRET`: the bearer secret of the cron hooks (`/cron/<job>`); unset, the
+    /// `CRON_SECRET`: the bearer secret of the cron hooks (`/cron/<job>`); unset, the
     /// hooks answer `404 CRON_HOOKS_DISABLED`. At least 16 characters.
     pub cron_job_secret: Option<SecretString>,
     /// `SOFT_DELETE_RETENTION_DAYS` (default 30): soft-deleted rows older than this are
@@ -188,12 +188,12 @@ impl Config {
         };
         let google = read_google(&mut env, &public_url);
         let api_keys = ApiKeyConfig::read(&mut env);
-        let cron_job_secret = env.optional::<String>("CRON_JOB_SECRET");
+        let cron_job_secret = env.optional::<String>("CRON_SECRET");
         if cron_job_secret
             .as_ref()
             .is_some_and(|secret| secret.trim().chars().count() < 16)
         {
-            env.reject("CRON_JOB_SECRET", "must be at least 16 characters");
+            env.reject("CRON_SECRET", "must be at least 16 characters");
         }
         let retention_days: u64 = env.with_default("SOFT_DELETE_RETENTION_DAYS", 30);
         if retention_days == 0 {

@@ -480,14 +480,14 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/cron/{job}", get(hook).post(hook))
 }
 
-/// `cron_job_auth`: `Authorization: Bearer <CRON_JOB_SECRET>`, compared in constant time
+/// `cron_job_auth`: `Authorization: Bearer <CRON_SECRET>`, compared in constant time
 /// (both sides hashed first, so not even the length leaks).
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(secret) = &state.config.cron_job_secret else {
         return Err(ApiError::defined(
             "CRON_HOOKS_DISABLED",
             StatusCode::NOT_FOUND,
-            "Cron hooks are disabled: CRON_JOB_SECRET is not set",
+            "Cron hooks are disabled: CRON_SECRET is not set",
         ));
     };
     let presented = headers

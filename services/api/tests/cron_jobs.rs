@@ -186,7 +186,7 @@ async fn hooks_need_the_secret_and_run_one_job_at_a_time() {
     assert_eq!(status, 200);
     api.stop().await;
 
-    // Without CRON_JOB_SECRET the hooks are off.
+    // Without CRON_SECRET the hooks are off.
     let api = TestApi::start().await;
     let (status, body) = hook(&api, "roll-over-usage", Some(SECRET)).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("CRON_HOOKS_DISABLED")));
