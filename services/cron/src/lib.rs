@@ -75,6 +75,8 @@ impl Config {
         let port = platform::config::read_port(&mut env, DEFAULT_PORT);
         let disabled: Vec<String> = match env.optional::<String>("CRON_DISABLED_JOBS") {
             None => default_disabled().into_iter().map(str::to_owned).collect(),
+            // `none`: every job runs (an empty variable counts as unset).
+            Some(list) if list.trim().eq_ignore_ascii_case("none") => Vec::new(),
             Some(list) => {
                 let names: Vec<String> = list
                     .split(',')

@@ -102,13 +102,9 @@ impl Config {
             env.reject("SUPRSEND_TIMEOUT_SECONDS", "must be at least 1");
         }
         let defaults = Workflows::default();
-        let mut workflow = |name: &str, default: String| -> String {
-            let slug: String = env.with_default(name, default);
-            if slug.trim().is_empty() {
-                env.reject(name, "must not be empty");
-            }
-            slug.trim().to_owned()
-        };
+        // An empty or blank value counts as unset (the default slug).
+        let mut workflow =
+            |name: &str, default: String| -> String { env.with_default::<String>(name, default) };
         let workflows = Workflows {
             daily_prompt: workflow("SUPRSEND_WORKFLOW_DAILY_PROMPT", defaults.daily_prompt),
             team_invitation: workflow(
@@ -272,13 +268,15 @@ mod tests {
         let error = Config::read(EnvReader::from_map([
             ("SUPRSEND_BASE_URL", "hub.suprsend.com"),
             ("SUPRSEND_TIMEOUT_SECONDS", "0"),
-            ("SUPRSEND_WORKFLOW_DAILY_PROMPT", " "),
         ]))
         .unwrap_err();
         assert!(error.names("SUPRSEND_BASE_URL"));
         assert!(error.names("SUPRSEND_TIMEOUT_SECONDS"));
-        assert!(error.names("SUPRSEND_WORKFLOW_DAILY_PROMPT"));
-        let config = Config::read(EnvReader::from_map([("SUPRSEND_API_KEY", "secret-key")])).unwrap();
+        let config = Config::read(EnvReader::from_map([
+            ("SUPRSEND_API_KEY", "secret-key"),
+            ("SUPRSEND_WORKFLOW_DAILY_PROMPT", " "),
+        ]))
+        .unwrap();
         assert!(config.suprsend_api_key.is_some());
         assert!(!format!("{config:?}").contains("secret-key"));
         assert_eq!(config.workflows, Workflows::default());

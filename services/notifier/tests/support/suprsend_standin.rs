@@ -33,7 +33,8 @@ pub enum Failure {
         retry_after: Option<String>,
         body: String,
     },
-    /// Answer 202 only after this delay (the client has timed out by then).
+    /// Process the request, but answer only after this delay (the client has timed out by
+    /// then).
     SlowAccept(Duration),
 }
 
@@ -182,7 +183,17 @@ fn check_trigger(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn scripted(stand_in: &StandIn, path: &str, authorization: Option<String>, body: &Value) -> Option<Response> {
+/// A scripted failure's response, if one is queued. A slow accept is processed as usual and
+/// only its answer is held back (SuprSend got the request; the client never hears so): the
+/// caller gets the delay to sleep *after* processing, since a client that gives up cancels
+/// the handler.
+async fn scripted(
+    stand_in: &StandIn,
+    path: &str,
+    authorization: Option<String>,
+    body: &Value,
+    slow: &mut Option<Duration>,
+) -> Option<Response> {
     match stand_in.next_failure()? {
         Failure::Status {
             status,
@@ -200,7 +211,7 @@ async fn scripted(stand_in: &StandIn, path: &str, authorization: Option<String>,
             Some(response)
         }
         Failure::SlowAccept(delay) => {
-            tokio::time::sleep(delay).await;
+            *slow = Some(delay);
             None
         }
     }
@@ -213,7 +224,10 @@ async fn trigger(State(stand_in): State<StandIn>, headers: HeaderMap, body: Stri
         stand_in.record("/trigger/".into(), authorization, parsed, 401);
         return error(StatusCode::UNAUTHORIZED, "invalid API key".into());
     }
-    if let Some(response) = scripted(&stand_in, "/trigger/", authorization.clone(), &parsed).await {
+    let mut slow = None;
+    if let Some(response) =
+        scripted(&stand_in, "/trigger/", authorization.clone(), &parsed, &mut slow).await
+    {
         return response;
     }
     let json_content = headers
@@ -243,6 +257,9 @@ async fn trigger(State(stand_in): State<StandIn>, headers: HeaderMap, body: Stri
         }
     }
     stand_in.record("/trigger/".into(), authorization, parsed, 202);
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "success"}))).into_response()
 }
 
@@ -259,7 +276,8 @@ async fn upsert_user(
         stand_in.record(path, authorization, parsed, 401);
         return error(StatusCode::UNAUTHORIZED, "invalid API key".into());
     }
-    if let Some(response) = scripted(&stand_in, &path, authorization.clone(), &parsed).await {
+    let mut slow = None;
+    if let Some(response) = scripted(&stand_in, &path, authorization.clone(), &parsed, &mut slow).await {
         return response;
     }
     let valid_emails = parsed
@@ -277,6 +295,9 @@ async fn upsert_user(
         .profiles
         .push((distinct_id.clone(), parsed.clone()));
     stand_in.record(path, authorization, parsed.clone(), 201);
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
     (
         StatusCode::CREATED,
         axum::Json(json!({"distinct_id": distinct_id, "properties": parsed})),
