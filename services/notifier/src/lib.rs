@@ -126,13 +126,14 @@ impl Config {
         })
     }
 
-    /// Defaults for tests: the given database, NATS server and SuprSend stand-in.
-    pub fn for_tests(database_url: &str, nats_url: &str, suprsend_base_url: &str) -> Self {
+    /// Defaults for tests: the given database and NATS server; no SuprSend key (nothing is
+    /// sent) until a test points `suprsend_base_url` and `suprsend_api_key` at a stand-in.
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             common: CommonConfig::for_tests(database_url, nats_url),
             port: 0,
-            suprsend_base_url: suprsend_base_url.to_owned(),
-            suprsend_api_key: Some(SecretString::from("test-suprsend-key")),
+            suprsend_base_url: "http://127.0.0.1:9".to_owned(),
+            suprsend_api_key: None,
             suprsend_timeout: Duration::from_secs(2),
             workflows: Workflows::default(),
             history_retention: Duration::from_secs(90 * 86_400),

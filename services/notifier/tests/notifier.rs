@@ -41,7 +41,9 @@ impl Fixture {
         let db = TestDb::new().await;
         let stand_in = StandIn::start(KEY).await;
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let mut config = Config::for_tests(db.url(), &nats_url(), &stand_in.base_url);
+        let mut config = Config::for_tests(db.url(), &nats_url());
+        config.suprsend_base_url = stand_in.base_url.clone();
+        config.suprsend_api_key = Some(SecretString::from(KEY));
         config.common.bus_namespace = namespace.clone();
         configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
