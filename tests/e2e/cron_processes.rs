@@ -204,7 +204,10 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     let restarted_at = Utc::now();
     let cron = CronProcess::start(&db, &namespace, "replica-b").await;
     let caught_up = eventually(Duration::from_secs(10), || async {
-        runs(&pool).await.iter().any(|run| run.trigger == "catch_up")
+        runs(&pool)
+            .await
+            .iter()
+            .any(|run| run.trigger == "catch_up")
     })
     .await;
     assert!(caught_up, "{:?}", runs(&pool).await);
@@ -213,7 +216,10 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     cron.signal(Signal::SIGTERM).await;
 
     let history = runs(&pool).await;
-    let catch_ups: Vec<&Run> = history.iter().filter(|run| run.trigger == "catch_up").collect();
+    let catch_ups: Vec<&Run> = history
+        .iter()
+        .filter(|run| run.trigger == "catch_up")
+        .collect();
     assert_eq!(catch_ups.len(), 1, "{history:?}");
     let catch_up = catch_ups[0];
     assert_eq!(catch_up.outcome, "succeeded");
@@ -226,9 +232,9 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     assert!(skipped >= 2, "down {skipped} ticks");
     assert_eq!(i64::from(catch_up.missed_ticks), skipped);
     assert!(
-        !history
-            .iter()
-            .any(|run| run.scheduled_for > last_before && run.scheduled_for < catch_up.scheduled_for),
+        !history.iter().any(
+            |run| run.scheduled_for > last_before && run.scheduled_for < catch_up.scheduled_for
+        ),
         "{history:?}"
     );
     // Then on schedule again.

@@ -214,7 +214,8 @@ impl Config {
             trusted_proxies,
             google,
             api_keys,
-            cron_job_secret: cron_job_secret.map(|secret| SecretString::from(secret.trim().to_owned())),
+            cron_job_secret: cron_job_secret
+                .map(|secret| SecretString::from(secret.trim().to_owned())),
             soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
         })
     }

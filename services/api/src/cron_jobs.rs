@@ -131,7 +131,11 @@ pub async fn run_exclusive(
     result.map(Some)
 }
 
-async fn run_job(state: &AppState, job: ApiJob, tick: DateTime<Utc>) -> Result<JobReport, ApiError> {
+async fn run_job(
+    state: &AppState,
+    job: ApiJob,
+    tick: DateTime<Utc>,
+) -> Result<JobReport, ApiError> {
     match job {
         ApiJob::DispatchDuePrompts => dispatch_due_prompts(&state.db, tick).await,
         ApiJob::PurgeExpiredSessions => purge_expired_sessions(&state.db).await,
@@ -245,35 +249,33 @@ async fn dispatch_one(
         return Ok(None);
     }
     // Recipients as of now: the live owner, or the team's active members (live accounts).
-    let recipients: Vec<(Uuid, String, String, Option<String>)> = match (
-        prompt.owner_user_id,
-        prompt.team_id,
-    ) {
-        (_, Some(team_id)) => {
-            sqlx::query_as(
-                "SELECT u.user_id, u.email, u.name, t.name
+    let recipients: Vec<(Uuid, String, String, Option<String>)> =
+        match (prompt.owner_user_id, prompt.team_id) {
+            (_, Some(team_id)) => {
+                sqlx::query_as(
+                    "SELECT u.user_id, u.email, u.name, t.name
                    FROM team_members m
                    JOIN teams t ON t.team_id = m.team_id
                    JOIN users u ON u.user_id = m.user_id
                   WHERE m.team_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL
                     AND u.deleted_at IS NULL
                   ORDER BY u.user_id",
-            )
-            .bind(team_id)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        (Some(owner), None) => {
-            sqlx::query_as(
-                "SELECT user_id, email, name, NULL::text FROM users
+                )
+                .bind(team_id)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            (Some(owner), None) => {
+                sqlx::query_as(
+                    "SELECT user_id, email, name, NULL::text FROM users
                   WHERE user_id = $1 AND deleted_at IS NULL",
-            )
-            .bind(owner)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        (None, None) => Vec::new(),
-    };
+                )
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            (None, None) => Vec::new(),
+        };
     for (user_id, email, name, team_name) in &recipients {
         bus::outbox::emit(
             &mut tx,
@@ -308,12 +310,11 @@ async fn dispatch_one(
 // ---- purges ---------------------------------------------------------------------------------
 
 pub async fn purge_expired_sessions(db: &PgPool) -> Result<JobReport, ApiError> {
-    let sessions = sqlx::query(
-        "DELETE FROM sessions WHERE expires_at < now() OR revoked_at IS NOT NULL",
-    )
-    .execute(db)
-    .await?
-    .rows_affected();
+    let sessions =
+        sqlx::query("DELETE FROM sessions WHERE expires_at < now() OR revoked_at IS NOT NULL")
+            .execute(db)
+            .await?
+            .rows_affected();
     let oauth_states = sqlx::query("DELETE FROM oauth_states WHERE expires_at < now()")
         .execute(db)
         .await?
@@ -325,7 +326,11 @@ pub async fn purge_expired_sessions(db: &PgPool) -> Result<JobReport, ApiError> 
 }
 
 /// Delete in chunks of 1,000 until `statement` (which must `LIMIT` itself) deletes fewer.
-async fn delete_in_chunks(db: &PgPool, statement: &str, retention: Duration) -> Result<u64, ApiError> {
+async fn delete_in_chunks(
+    db: &PgPool,
+    statement: &str,
+    retention: Duration,
+) -> Result<u64, ApiError> {
     let mut total = 0;
     loop {
         let deleted = sqlx::query(statement)
@@ -380,13 +385,12 @@ pub async fn purge_retention(db: &PgPool, retention: Duration) -> Result<JobRepo
     .execute(db)
     .await?
     .rows_affected();
-    let prompt_dispatches = sqlx::query(
-        "DELETE FROM prompt_dispatches WHERE local_date < current_date - $1::integer",
-    )
-    .bind(DISPATCH_RECORD_DAYS)
-    .execute(db)
-    .await?
-    .rows_affected();
+    let prompt_dispatches =
+        sqlx::query("DELETE FROM prompt_dispatches WHERE local_date < current_date - $1::integer")
+            .bind(DISPATCH_RECORD_DAYS)
+            .execute(db)
+            .await?
+            .rows_affected();
     let bus = bus::maintenance::purge(db, bus::maintenance::BusRetention::default()).await?;
     Ok(JobReport::PurgeRetention {
         journal_entries,
@@ -416,7 +420,11 @@ async fn handle(
             tracing::info!(job = job.name(), cron_run_id, ?report, "job done");
         }
         None => {
-            tracing::info!(job = job.name(), cron_run_id, "a run of this job is in progress; this one steps aside");
+            tracing::info!(
+                job = job.name(),
+                cron_run_id,
+                "a run of this job is in progress; this one steps aside"
+            );
         }
     }
     Ok(())
@@ -516,7 +524,11 @@ struct HookResult {
 
 /// `GET|POST /cron/<job>` → `200 {outcome, durationMs, report}`; `409 JOB_RUNNING` while a
 /// run of the job is in progress; `404 JOB_NOT_FOUND` for a job the api does not run.
-async fn hook(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap) -> Response {
+async fn hook(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(error) = authorize(&state, &headers) {
         return error.into_plain_response();
     }
@@ -566,7 +578,14 @@ mod tests {
         let created = at("2026-01-01T00:00:00Z");
         let hour = Duration::from_secs(3600);
         assert_eq!(
-            due_occurrence(nine, berlin, &monday, at("2026-03-02T08:00:00Z"), hour, created),
+            due_occurrence(
+                nine,
+                berlin,
+                &monday,
+                at("2026-03-02T08:00:00Z"),
+                hour,
+                created
+            ),
             Some((
                 NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
                 at("2026-03-02T08:00:00Z")
@@ -574,21 +593,49 @@ mod tests {
         );
         // Still due 59 minutes late (a caught-up run), not an hour and more.
         assert!(
-            due_occurrence(nine, berlin, &monday, at("2026-03-02T08:59:00Z"), hour, created)
-                .is_some()
+            due_occurrence(
+                nine,
+                berlin,
+                &monday,
+                at("2026-03-02T08:59:00Z"),
+                hour,
+                created
+            )
+            .is_some()
         );
         assert!(
-            due_occurrence(nine, berlin, &monday, at("2026-03-02T09:00:00Z"), hour, created)
-                .is_none()
+            due_occurrence(
+                nine,
+                berlin,
+                &monday,
+                at("2026-03-02T09:00:00Z"),
+                hour,
+                created
+            )
+            .is_none()
         );
         // Not before its time, not on another weekday, not before the prompt existed.
         assert!(
-            due_occurrence(nine, berlin, &monday, at("2026-03-02T07:59:00Z"), hour, created)
-                .is_none()
+            due_occurrence(
+                nine,
+                berlin,
+                &monday,
+                at("2026-03-02T07:59:00Z"),
+                hour,
+                created
+            )
+            .is_none()
         );
         assert!(
-            due_occurrence(nine, berlin, &[2], at("2026-03-02T08:00:00Z"), hour, created)
-                .is_none()
+            due_occurrence(
+                nine,
+                berlin,
+                &[2],
+                at("2026-03-02T08:00:00Z"),
+                hour,
+                created
+            )
+            .is_none()
         );
         assert!(
             due_occurrence(

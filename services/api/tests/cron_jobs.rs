@@ -39,7 +39,12 @@ async fn hook(api: &TestApi, job: &str, secret: Option<&str>) -> (u16, Value) {
 
 /// A prompt scheduled every day at the current UTC minute, made to look a day old (an
 /// occurrence before a prompt existed is never due).
-async fn scheduled_prompt(api: &TestApi, user: &TestUser, text: &str, team_id: Option<&str>) -> String {
+async fn scheduled_prompt(
+    api: &TestApi,
+    user: &TestUser,
+    text: &str,
+    team_id: Option<&str>,
+) -> String {
     let now = Utc::now();
     let mut input = json!({
         "text": text,
@@ -51,11 +56,13 @@ async fn scheduled_prompt(api: &TestApi, user: &TestUser, text: &str, team_id: O
     }
     let prompt = api.call(Some(user), "prompts/create", input).await.ok();
     let prompt_id = prompt["promptId"].as_str().unwrap().to_owned();
-    sqlx::query("UPDATE prompts SET created_at = now() - interval '1 day' WHERE prompt_id = $1::uuid")
-        .bind(&prompt_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE prompts SET created_at = now() - interval '1 day' WHERE prompt_id = $1::uuid",
+    )
+    .bind(&prompt_id)
+    .execute(&api.pool)
+    .await
+    .unwrap();
     prompt_id
 }
 
@@ -82,9 +89,13 @@ async fn due_prompts_go_once_per_local_date_to_every_recipient() {
     scheduled_prompt(&api, &alice, "What made you smile?", None).await;
     let team_prompt = scheduled_prompt(&api, &bob, "What did the team ship?", Some(&team_id)).await;
     // Unscheduled and deleted prompts are never dispatched.
-    api.call(Some(&alice), "prompts/create", json!({"text": "Free writing"}))
-        .await
-        .ok();
+    api.call(
+        Some(&alice),
+        "prompts/create",
+        json!({"text": "Free writing"}),
+    )
+    .await
+    .ok();
     let deleted = scheduled_prompt(&api, &alice, "Gone", None).await;
     api.call(Some(&alice), "prompts/delete", json!({"promptId": deleted}))
         .await
@@ -100,20 +111,44 @@ async fn due_prompts_go_once_per_local_date_to_every_recipient() {
     let events = prompt_due_events(&api).await;
     let recipients: BTreeSet<(String, String, String)> = events
         .iter()
-        .map(|event| (event.user_id.clone(), event.email.clone(), event.prompt_text.clone()))
+        .map(|event| {
+            (
+                event.user_id.clone(),
+                event.email.clone(),
+                event.prompt_text.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         recipients,
         BTreeSet::from([
-            (alice.user_id.to_string(), alice.email.clone(), "What made you smile?".into()),
-            (bob.user_id.to_string(), bob.email.clone(), "What did the team ship?".into()),
-            (carol.user_id.to_string(), carol.email.clone(), "What did the team ship?".into()),
+            (
+                alice.user_id.to_string(),
+                alice.email.clone(),
+                "What made you smile?".into()
+            ),
+            (
+                bob.user_id.to_string(),
+                bob.email.clone(),
+                "What did the team ship?".into()
+            ),
+            (
+                carol.user_id.to_string(),
+                carol.email.clone(),
+                "What did the team ship?".into()
+            ),
         ])
     );
-    let team_event = events.iter().find(|event| event.prompt_id == team_prompt).unwrap();
+    let team_event = events
+        .iter()
+        .find(|event| event.prompt_id == team_prompt)
+        .unwrap();
     assert_eq!(team_event.team_id, team_id);
     assert_eq!(team_event.team_name, "Writers");
-    assert_eq!(team_event.local_date, Utc::now().format("%Y-%m-%d").to_string());
+    assert_eq!(
+        team_event.local_date,
+        Utc::now().format("%Y-%m-%d").to_string()
+    );
 
     // Run again (a re-run, a retried task, the next tick): nothing more.
     let report = api::cron_jobs::dispatch_due_prompts(&api.state.db, Utc::now())
@@ -165,22 +200,32 @@ async fn hooks_need_the_secret_and_run_one_job_at_a_time() {
     assert_eq!(status, 401);
     let (status, body) = hook(&api, "roll-over-usage", Some(SECRET)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["report"], json!({"job": "roll-over-usage", "subscriptions": 0}));
+    assert_eq!(
+        body["report"],
+        json!({"job": "roll-over-usage", "subscriptions": 0})
+    );
     let (status, body) = hook(&api, "make-coffee", Some(SECRET)).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("JOB_NOT_FOUND")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("JOB_NOT_FOUND"))
+    );
 
     // While a run of the job holds its lock, another is refused (the hook) or steps aside.
     let mut holder = api.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(hashtext('api-cron-job'), hashtext('dispatch-due-prompts'))")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    sqlx::query(
+        "SELECT pg_advisory_lock(hashtext('api-cron-job'), hashtext('dispatch-due-prompts'))",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
     let (status, body) = hook(&api, "dispatch-due-prompts", Some(SECRET)).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("JOB_RUNNING")));
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('api-cron-job'), hashtext('dispatch-due-prompts'))")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    sqlx::query(
+        "SELECT pg_advisory_unlock(hashtext('api-cron-job'), hashtext('dispatch-due-prompts'))",
+    )
+    .execute(&mut *holder)
+    .await
+    .unwrap();
     drop(holder);
     let (status, _) = hook(&api, "dispatch-due-prompts", Some(SECRET)).await;
     assert_eq!(status, 200);
@@ -189,7 +234,10 @@ async fn hooks_need_the_secret_and_run_one_job_at_a_time() {
     // Without CRON_SECRET the hooks are off.
     let api = TestApi::start().await;
     let (status, body) = hook(&api, "roll-over-usage", Some(SECRET)).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("CRON_HOOKS_DISABLED")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("CRON_HOOKS_DISABLED"))
+    );
     api.stop().await;
 }
 
@@ -216,11 +264,19 @@ async fn purges_remove_dead_sessions_and_soft_deleted_rows_past_retention() {
     api.query(Some(&alice), "users/me", Value::Null).await.ok();
 
     let old = api
-        .call(Some(&alice), "journalEntries/create", json!({"title": "Old", "content": "x"}))
+        .call(
+            Some(&alice),
+            "journalEntries/create",
+            json!({"title": "Old", "content": "x"}),
+        )
         .await
         .ok();
     let recent = api
-        .call(Some(&alice), "journalEntries/create", json!({"title": "Recent", "content": "y"}))
+        .call(
+            Some(&alice),
+            "journalEntries/create",
+            json!({"title": "Recent", "content": "y"}),
+        )
         .await
         .ok();
     for entry in [&old, &recent] {
@@ -253,7 +309,11 @@ async fn a_profile_change_emits_user_profile_updated() {
     let api = TestApi::start().await;
     let alice = api.login("alice@example.com").await;
     let user = api
-        .call(Some(&alice), "users/update", json!({"name": "Alice Liddell", "timezone": "Europe/London"}))
+        .call(
+            Some(&alice),
+            "users/update",
+            json!({"name": "Alice Liddell", "timezone": "Europe/London"}),
+        )
         .await
         .ok();
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(

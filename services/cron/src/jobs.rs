@@ -269,7 +269,12 @@ mod tests {
 
     #[test]
     fn bad_schedules_say_why() {
-        assert!("* * * * *".parse::<Schedule>().unwrap_err().contains("six-field"));
+        assert!(
+            "* * * * *"
+                .parse::<Schedule>()
+                .unwrap_err()
+                .contains("six-field")
+        );
         assert!(
             "0 61 * * * *"
                 .parse::<Schedule>()

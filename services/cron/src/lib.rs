@@ -328,10 +328,7 @@ async fn purge_retention(
 ) -> Result<(), HandlerError> {
     let bus_purged =
         bus::maintenance::purge(&state.db, bus::maintenance::BusRetention::default()).await?;
-    let runs = state
-        .runner
-        .purge_history(state.history_retention)
-        .await?;
+    let runs = state.runner.purge_history(state.history_retention).await?;
     tracing::info!(
         cron_run_id = %due.cron_run_id,
         outbox_rows = bus_purged.outbox_rows,

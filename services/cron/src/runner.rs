@@ -84,6 +84,16 @@ pub struct Runner {
     lease: Duration,
 }
 
+/// A job's row as a claim sees it.
+#[derive(sqlx::FromRow)]
+struct JobState {
+    last_scheduled_for: Option<DateTime<Utc>>,
+    lease_run_id: Option<Uuid>,
+    lease_holder: Option<String>,
+    /// The lease is held and unexpired.
+    leased: bool,
+}
+
 /// Missed ticks counted for the history stop here (a per-second schedule down for a day).
 const MISSED_TICKS_CAP: usize = 100_000;
 
@@ -128,16 +138,21 @@ impl Runner {
         missed_ticks: i32,
     ) -> Result<Claim, RunError> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<(Option<DateTime<Utc>>, Option<Uuid>, Option<String>, bool)> =
-            sqlx::query_as(
-                "SELECT last_scheduled_for, lease_run_id, lease_holder,
-                        coalesce(lease_expires_at > clock_timestamp(), false)
-                   FROM jobs WHERE job_name = $1 FOR UPDATE",
-            )
-            .bind(job.name())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((last_scheduled_for, lease_run_id, lease_holder, leased)) = state else {
+        let state: Option<JobState> = sqlx::query_as(
+            "SELECT last_scheduled_for, lease_run_id, lease_holder,
+                    coalesce(lease_expires_at > clock_timestamp(), false) AS leased
+               FROM jobs WHERE job_name = $1 FOR UPDATE",
+        )
+        .bind(job.name())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(JobState {
+            last_scheduled_for,
+            lease_run_id,
+            lease_holder,
+            leased,
+        }) = state
+        else {
             return Err(RunError::UnknownJob(job.name().to_owned()));
         };
         if last_scheduled_for.is_some_and(|last| last >= scheduled_for) {
@@ -370,11 +385,12 @@ impl Runner {
             let Some(latest) = job.schedule.latest_tick(horizon) else {
                 continue;
             };
-            let state: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> =
-                sqlx::query_as("SELECT last_scheduled_for, created_at FROM jobs WHERE job_name = $1")
-                    .bind(job.name())
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let state: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT last_scheduled_for, created_at FROM jobs WHERE job_name = $1",
+            )
+            .bind(job.name())
+            .fetch_optional(&self.pool)
+            .await?;
             let Some((last_scheduled_for, created_at)) = state else {
                 return Err(RunError::UnknownJob(job.name().to_owned()));
             };
@@ -386,7 +402,11 @@ impl Runner {
                 .schedule
                 .ticks_between(accounted_until, latest, MISSED_TICKS_CAP);
             // A job never run before has missed nothing before `latest` that it owed.
-            let missed = if last_scheduled_for.is_some() { missed } else { 0 };
+            let missed = if last_scheduled_for.is_some() {
+                missed
+            } else {
+                0
+            };
             tracing::info!(job = job.name(), scheduled_for = %latest, missed, "catching up a missed tick");
             if let Some(Finished::Succeeded { .. }) = self
                 .run_tick(

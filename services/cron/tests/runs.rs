@@ -93,7 +93,10 @@ async fn the_lease_keeps_runs_apart_across_replicas() {
         panic!("B should run once the lease lapsed");
     };
     // A wakes up: its lease is gone, so it emits nothing.
-    assert_eq!(a.complete(&job, &stalled).await.unwrap(), Finished::LeaseLost);
+    assert_eq!(
+        a.complete(&job, &stalled).await.unwrap(),
+        Finished::LeaseLost
+    );
     let Finished::Succeeded { message_ids } = b.complete(&job, &fresh).await.unwrap() else {
         panic!("B's run should succeed");
     };
@@ -141,9 +144,18 @@ async fn racing_replicas_run_each_tick_once() {
     let pool = cron_pool(&db).await;
     let job = every_two_seconds();
     let runners: Vec<Runner> = (0..4)
-        .map(|i| Runner::new(pool.clone(), format!("replica-{i}"), Duration::from_secs(30)))
+        .map(|i| {
+            Runner::new(
+                pool.clone(),
+                format!("replica-{i}"),
+                Duration::from_secs(30),
+            )
+        })
         .collect();
-    runners[0].register(std::slice::from_ref(&job)).await.unwrap();
+    runners[0]
+        .register(std::slice::from_ref(&job))
+        .await
+        .unwrap();
     let start = whole_seconds(Utc::now()) + chrono::Duration::seconds(10);
     for n in 0..10 {
         let tick = start + chrono::Duration::seconds(2 * n);
@@ -173,7 +185,13 @@ async fn a_missed_stretch_of_ticks_is_caught_up_once() {
     let runner = Runner::new(pool.clone(), "replica-a".into(), Duration::from_secs(30));
     runner.register(std::slice::from_ref(&job)).await.unwrap();
     // Nothing is owed right after registration.
-    assert_eq!(runner.catch_up(std::slice::from_ref(&job), Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        runner
+            .catch_up(std::slice::from_ref(&job), Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
     // The last tick accounted for was 20 s ago: the service was down since.
     let last = job.schedule.latest_tick(Utc::now()).unwrap() - chrono::Duration::seconds(20);
     sqlx::query("UPDATE jobs SET last_scheduled_for = $1")
@@ -181,12 +199,27 @@ async fn a_missed_stretch_of_ticks_is_caught_up_once() {
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(runner.catch_up(std::slice::from_ref(&job), Duration::ZERO).await.unwrap(), 1);
-    assert_eq!(runner.catch_up(std::slice::from_ref(&job), Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        runner
+            .catch_up(std::slice::from_ref(&job), Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        runner
+            .catch_up(std::slice::from_ref(&job), Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
     let runs = history(&pool).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     let (scheduled_for, outcome, trigger, _, missed) = &runs[0];
-    assert_eq!((outcome.as_str(), trigger.as_str()), ("succeeded", "catch_up"));
+    assert_eq!(
+        (outcome.as_str(), trigger.as_str()),
+        ("succeeded", "catch_up")
+    );
     assert!(Utc::now() - *scheduled_for < chrono::Duration::seconds(3));
     // 20 s at one tick per 2 s: nine ticks strictly between, ten with a boundary tick on
     // the way (the catch-up itself is the eleventh).

@@ -82,7 +82,10 @@ pub async fn deliver(
         .bind(key)
         .execute(&state.db)
         .await?;
-        tracing::info!(idempotency_key = key, "SUPRSEND_API_KEY unset: notification recorded, not sent");
+        tracing::info!(
+            idempotency_key = key,
+            "SUPRSEND_API_KEY unset: notification recorded, not sent"
+        );
         return Ok(());
     };
     // Count the attempt, unless it was delivered already (a redelivered message).
@@ -146,7 +149,12 @@ pub async fn deliver(
         .record(sent.latency.as_secs_f64());
     match sent.answer {
         Answer::Accepted { status } => {
-            tracing::info!(idempotency_key = key, status, latency_ms, "SuprSend accepted");
+            tracing::info!(
+                idempotency_key = key,
+                status,
+                latency_ms,
+                "SuprSend accepted"
+            );
             Ok(())
         }
         Answer::Rejected { status, body } => Err(HandlerError::permanent(format!(
@@ -157,7 +165,10 @@ pub async fn deliver(
             retry_after: Some(delay),
             body,
         } => Err(HandlerError::retry_after(
-            format!("SuprSend answered {status} (retry after {} s): {body}", delay.as_secs()),
+            format!(
+                "SuprSend answered {status} (retry after {} s): {body}",
+                delay.as_secs()
+            ),
             delay,
         )),
         Answer::Retryable { status, body, .. } => Err(HandlerError::retry(format!(

@@ -195,8 +195,12 @@ impl NotifierState {
     pub fn new(db: sqlx::PgPool, config: &Config) -> Result<Self, Error> {
         let suprsend = match &config.suprsend_api_key {
             Some(key) => Some(
-                SuprSend::new(&config.suprsend_base_url, key.clone(), config.suprsend_timeout)
-                    .map_err(Error::HttpClient)?,
+                SuprSend::new(
+                    &config.suprsend_base_url,
+                    key.clone(),
+                    config.suprsend_timeout,
+                )
+                .map_err(Error::HttpClient)?,
             ),
             None => {
                 tracing::warn!("SUPRSEND_API_KEY is not set: notifications are recorded, not sent");

@@ -247,7 +247,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Duration::from_secs(seconds)
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-        (at.to_utc() - chrono::Utc::now()).to_std().unwrap_or_default()
+        (at.to_utc() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
     };
     Some(delay.min(RETRY_AFTER_CAP))
 }

@@ -94,7 +94,9 @@ impl Fixture {
 
     async fn wait_status(&self, key: &str, status: &str, timeout: Duration) {
         let reached = eventually(timeout, || async {
-            self.status(key).await.is_some_and(|(found, _)| found == status)
+            self.status(key)
+                .await
+                .is_some_and(|(found, _)| found == status)
         })
         .await;
         assert!(
@@ -169,7 +171,10 @@ async fn prompt_due_is_sent_once_in_suprsends_request_shape() {
     );
     let attempts = fixture.attempts(&key).await;
     assert_eq!(attempts.len(), 1);
-    assert_eq!((attempts[0].1.as_str(), attempts[0].2), ("accepted", Some(202)));
+    assert_eq!(
+        (attempts[0].1.as_str(), attempts[0].2),
+        ("accepted", Some(202))
+    );
     assert!(attempts[0].3 >= 0);
 
     // The same message delivered again (a lost ack, a re-drive): nothing is sent.
@@ -463,11 +468,20 @@ async fn users_are_identified_and_invitations_and_exports_reach_them() {
         export["recipients"],
         json!([{"distinct_id": user_id.to_string(), "$email": ["grace@example.com"], "name": "Grace Hopper"}])
     );
-    assert_eq!(export["data"]["download_url"], json!("http://127.0.0.1:9/exports/export-1.json?sig=x"));
+    assert_eq!(
+        export["data"]["download_url"],
+        json!("http://127.0.0.1:9/exports/export-1.json?sig=x")
+    );
     let mut invitations = by_workflow("team-invitation");
     invitations.sort_by_key(|run| run["data"]["team_invitation_id"].to_string());
-    assert_eq!(invitations[0]["recipients"][0]["distinct_id"], json!(user_id.to_string()));
-    assert_eq!(invitations[1]["recipients"][0]["distinct_id"], json!("new@example.com"));
+    assert_eq!(
+        invitations[0]["recipients"][0]["distinct_id"],
+        json!(user_id.to_string())
+    );
+    assert_eq!(
+        invitations[1]["recipients"][0]["distinct_id"],
+        json!("new@example.com")
+    );
     assert_eq!(invitations[1]["data"]["team_name"], json!("Navy"));
     fixture.stop().await;
 }

@@ -53,7 +53,11 @@ define_event!(JournalEntryDeleted, "journal_entry.deleted");
 define_event!(JournalEntryRestored, "journal_entry.restored");
 define_event!(SessionRevoked, "session.revoked");
 define_event!(UserCreated, "user.created", NOTIFICATION_DELIVERY);
-define_event!(UserProfileUpdated, "user.profile_updated", NOTIFICATION_DELIVERY);
+define_event!(
+    UserProfileUpdated,
+    "user.profile_updated",
+    NOTIFICATION_DELIVERY
+);
 define_event!(UserDeleted, "user.deleted");
 define_event!(
     TeamInvitationCreated,

@@ -157,9 +157,10 @@ fn check_trigger(body: &Value) -> Result<(), String> {
             _ => return Err(format!("recipients[{index}].distinct_id is required")),
         }
         if let Some(emails) = recipient.get("$email") {
-            let valid = emails
-                .as_array()
-                .is_some_and(|list| list.iter().all(|email| email.as_str().is_some_and(|e| e.contains('@'))));
+            let valid = emails.as_array().is_some_and(|list| {
+                list.iter()
+                    .all(|email| email.as_str().is_some_and(|e| e.contains('@')))
+            });
             if !valid {
                 return Err(format!("recipients[{index}].$email: an array of addresses"));
             }
@@ -176,7 +177,9 @@ fn check_trigger(body: &Value) -> Result<(), String> {
         return Err("data: an object".into());
     }
     if let Some(key) = object.get("$idempotency_key")
-        && !key.as_str().is_some_and(|key| !key.is_empty() && key.len() <= 255)
+        && !key
+            .as_str()
+            .is_some_and(|key| !key.is_empty() && key.len() <= 255)
     {
         return Err("$idempotency_key: a string of 1 to 255 characters".into());
     }
@@ -225,8 +228,14 @@ async fn trigger(State(stand_in): State<StandIn>, headers: HeaderMap, body: Stri
         return error(StatusCode::UNAUTHORIZED, "invalid API key".into());
     }
     let mut slow = None;
-    if let Some(response) =
-        scripted(&stand_in, "/trigger/", authorization.clone(), &parsed, &mut slow).await
+    if let Some(response) = scripted(
+        &stand_in,
+        "/trigger/",
+        authorization.clone(),
+        &parsed,
+        &mut slow,
+    )
+    .await
     {
         return response;
     }
@@ -260,7 +269,11 @@ async fn trigger(State(stand_in): State<StandIn>, headers: HeaderMap, body: Stri
     if let Some(delay) = slow {
         tokio::time::sleep(delay).await;
     }
-    (StatusCode::ACCEPTED, axum::Json(json!({"status": "success"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "success"})),
+    )
+        .into_response()
 }
 
 async fn upsert_user(
@@ -277,16 +290,24 @@ async fn upsert_user(
         return error(StatusCode::UNAUTHORIZED, "invalid API key".into());
     }
     let mut slow = None;
-    if let Some(response) = scripted(&stand_in, &path, authorization.clone(), &parsed, &mut slow).await {
+    if let Some(response) =
+        scripted(&stand_in, &path, authorization.clone(), &parsed, &mut slow).await
+    {
         return response;
     }
     let valid_emails = parsed
         .get("$email")
         .and_then(Value::as_array)
-        .is_some_and(|list| list.iter().all(|email| email.as_str().is_some_and(|e| e.contains('@'))));
+        .is_some_and(|list| {
+            list.iter()
+                .all(|email| email.as_str().is_some_and(|e| e.contains('@')))
+        });
     if !valid_emails {
         stand_in.record(path, authorization, parsed, 400);
-        return error(StatusCode::BAD_REQUEST, "$email: an array of addresses".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "$email: an array of addresses".into(),
+        );
     }
     stand_in
         .inner
