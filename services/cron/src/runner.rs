@@ -318,6 +318,7 @@ impl Runner {
             Claim::AlreadyAccounted => return Ok(None),
             Claim::Skipped { holder } => {
                 tracing::warn!(job = job.name(), %scheduled_for, %holder, "previous run still holds the lease; tick skipped");
+                count_run(job, trigger, "skipped");
                 return Ok(None);
             }
         };
@@ -344,6 +345,15 @@ impl Runner {
         };
         let result = self.complete(job, &run).await;
         heartbeat.abort();
+        count_run(
+            job,
+            trigger,
+            match &result {
+                Ok(Finished::Succeeded { .. }) => "succeeded",
+                Ok(Finished::LeaseLost) => "lease_lost",
+                Err(_) => "failed",
+            },
+        );
         match result {
             Ok(finished) => {
                 match &finished {
@@ -435,6 +445,17 @@ impl Runner {
         .rows_affected();
         Ok(deleted)
     }
+}
+
+/// `cron_job_runs_total{job, trigger, outcome}`: the runs this replica made or skipped.
+fn count_run(job: &Job, trigger: Trigger, outcome: &'static str) {
+    metrics::counter!(
+        "cron_job_runs_total",
+        "job" => job.name(),
+        "trigger" => trigger.as_str(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// `<hostname>-<pid>-<8 random hex>`: which replica ran a job, readable in the history.
