@@ -196,6 +196,18 @@ CREATE TABLE prompts (
 CREATE INDEX prompts_owner_idx ON prompts (owner_user_id) WHERE owner_user_id IS NOT NULL;
 CREATE INDEX prompts_team_idx ON prompts (team_id) WHERE team_id IS NOT NULL;
 
+-- Scheduled prompt occurrences already dispatched (services/api/src/cron_jobs.rs): one row per
+-- prompt and local date in the schedule's zone, written in the transaction that emits the
+-- `prompt.due` events, so a re-run or a redelivered task never notifies twice.
+CREATE TABLE prompt_dispatches (
+    prompt_id uuid NOT NULL REFERENCES prompts (prompt_id),
+    local_date date NOT NULL,
+    scheduled_at timestamptz NOT NULL,
+    recipients integer NOT NULL,
+    dispatched_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (prompt_id, local_date)
+);
+
 
 -- Google sign-in in flight: what `/auth/google/callback` needs to finish what
 -- `/auth/google/start` began. Single use, short-lived; the state itself is stored hashed.

@@ -82,6 +82,12 @@ pub struct Config {
     pub google: Option<GoogleConfig>,
     /// API key verification (the open API's `x-api-key`).
     pub api_keys: ApiKeyConfig,
+    /// `CRON_SECRET`: the bearer secret of the cron hooks (`/cron/<job>`); unset, the
+    /// hooks answer `404 CRON_HOOKS_DISABLED`. At least 16 characters.
+    pub cron_job_secret: Option<SecretString>,
+    /// `SOFT_DELETE_RETENTION_DAYS` (default 30): soft-deleted rows older than this are
+    /// purged by the daily `purge-retention` job.
+    pub soft_delete_retention: Duration,
 }
 
 /// How API keys are verified (see `api_keys::verifier`).
@@ -182,6 +188,17 @@ impl Config {
         };
         let google = read_google(&mut env, &public_url);
         let api_keys = ApiKeyConfig::read(&mut env);
+        let cron_job_secret = env.optional::<String>("CRON_SECRET");
+        if cron_job_secret
+            .as_ref()
+            .is_some_and(|secret| secret.trim().chars().count() < 16)
+        {
+            env.reject("CRON_SECRET", "must be at least 16 characters");
+        }
+        let retention_days: u64 = env.with_default("SOFT_DELETE_RETENTION_DAYS", 30);
+        if retention_days == 0 {
+            env.reject("SOFT_DELETE_RETENTION_DAYS", "must be at least 1");
+        }
         env.finish()?;
         Ok(Self {
             common,
@@ -197,6 +214,9 @@ impl Config {
             trusted_proxies,
             google,
             api_keys,
+            cron_job_secret: cron_job_secret
+                .map(|secret| SecretString::from(secret.trim().to_owned())),
+            soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
         })
     }
 
@@ -220,6 +240,8 @@ impl Config {
             trusted_proxies: Vec::new(),
             google: None,
             api_keys: ApiKeyConfig::default(),
+            cron_job_secret: None,
+            soft_delete_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod changes;
 pub mod client_ip;
 pub mod config;
+pub mod cron_jobs;
 pub mod error;
 pub mod google;
 pub mod journal_entries;
@@ -25,8 +26,11 @@ pub mod validation;
 use std::sync::Arc;
 
 use axum::Router;
-use bus::Bus;
 use bus::relay::{self, RelayConfig};
+use bus::{Bus, BusRouter};
+use messages::journal::v1::{
+    DispatchDuePrompts, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
+};
 use platform::PlatformError;
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;
@@ -142,6 +146,7 @@ pub fn routes(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
     Router::new()
         .merge(auth::http_routes())
+        .merge(cron_jobs::routes())
         .merge(open_api::routes(&state))
         .merge(rpc)
         .layer(axum::middleware::from_fn_with_state(
@@ -199,12 +204,21 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
+        // The scheduled jobs' tasks (from the cron service) for the api's own tables.
+        let consumers = BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
+            .task::<DispatchDuePrompts, _, _>(cron_jobs::on_dispatch_due_prompts)
+            .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_purge_expired_sessions)
+            .task::<RollOverUsage, _, _>(cron_jobs::on_roll_over_usage)
+            .on::<RetentionPurgeDue, _, _>(cron_jobs::on_retention_purge_due)
+            .spawn(shutdown.clone());
+        let readiness = infra.readiness().with_check(consumers.readiness_check());
+        let consumers = tokio::spawn(consumers.join());
         Ok(Self {
             state,
-            readiness: infra.readiness(),
+            readiness,
             listener,
             shutdown,
-            background: vec![relay, api_keys, rate_sweep],
+            background: vec![relay, api_keys, rate_sweep, consumers],
             request_log_writer,
         })
     }

@@ -543,7 +543,7 @@ pub struct Today {
 
 /// The instant of local `date` `time` in `zone`; a time skipped by a DST change is taken an
 /// hour later (when the clocks have moved on), an ambiguous one at its first occurrence.
-fn local_instant(zone: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
+pub(crate) fn local_instant(zone: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
     let local = NaiveDateTime::new(date, time);
     zone.from_local_datetime(&local)
         .earliest()

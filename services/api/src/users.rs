@@ -8,7 +8,7 @@ use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::{DateTime, Utc};
-use messages::journal::v1::{UserCreated, UserDeleted};
+use messages::journal::v1::{UserCreated, UserDeleted, UserProfileUpdated};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -171,6 +171,10 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
         &UserCreated {
             user_id: user.user_id.to_string(),
             via: new.via.to_owned(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            timezone: user.timezone.clone(),
+            version: user.version,
         },
     )
     .await?;
@@ -240,6 +244,19 @@ async fn update(
     let mut changes = Changes::new();
     changes.record(&[Scope::User(user.user_id)], Op::Update, &user)?;
     changes.write(&mut tx).await?;
+    // The notifier re-identifies the user (ordered per user: versions only grow).
+    bus::outbox::emit_ordered(
+        &mut tx,
+        &UserProfileUpdated {
+            user_id: user.user_id.to_string(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            timezone: user.timezone.clone(),
+            version: user.version,
+        },
+        &user.user_id.to_string(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Rpc(user))
 }

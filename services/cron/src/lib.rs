@@ -1,17 +1,31 @@
-//! The `cron` service. See docs/architecture.md for what it owns.
+//! The `cron` service: the scheduled jobs (tokio-cron-scheduler), never two runs of one job at
+//! once across replicas (a lease in Postgres), run history in the `cron` schema, and a misfire
+//! policy (a tick missed while down runs once). Cron emits tasks and events; the services
+//! that own the data do the work. See docs/cron.md.
+
+pub mod jobs;
+pub mod runner;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
-use bus::Bus;
 use bus::relay::{self, RelayConfig};
+use bus::{Bus, BusRouter, HandlerError, Msg, State};
+use chrono::Utc;
+use messages::journal::v1::RetentionPurgeDue;
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tokio_cron_scheduler::{Job as ScheduledJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::jobs::{JOBS, Job, JobSpec, Schedule};
+use crate::runner::{Runner, Trigger};
 
 pub const SERVICE: &str = "cron";
 /// The Postgres schema this service owns; no other service touches it.
@@ -20,11 +34,35 @@ pub const DEFAULT_PORT: u16 = 8083;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/cron");
 
+/// Ticks younger than this are left to the scheduler by the periodic misfire check.
+const MISFIRE_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
     /// `PORT`.
     pub port: u16,
+    /// The jobs with their schedules (`CRON_SCHEDULE_<JOB>`) and whether each is enabled
+    /// (`CRON_DISABLED_JOBS`).
+    pub jobs: Vec<Job>,
+    /// `CRON_LEASE_SECONDS` (default 60): how long a run's lease lasts without renewal, i.e.
+    /// how soon a job runs again after its replica died mid-run.
+    pub lease: Duration,
+    /// `CRON_MISFIRE_CHECK_SECONDS` (default 30): how often missed ticks are looked for.
+    pub misfire_check: Duration,
+    /// `CRON_HISTORY_RETENTION_DAYS` (default 90): run history kept.
+    pub history_retention: Duration,
+    /// `CRON_REPLICA_ID` (default `<hostname>-<pid>-<random>`): names this replica in the
+    /// run history and the lease.
+    pub replica_id: String,
+}
+
+/// Disabled unless said otherwise: the jobs whose handlers do not exist yet.
+fn default_disabled() -> Vec<&'static str> {
+    JOBS.iter()
+        .filter(|spec| !spec.enabled_by_default)
+        .map(|spec| spec.name)
+        .collect()
 }
 
 impl Config {
@@ -35,15 +73,88 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let common = CommonConfig::read(&mut env);
         let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+        let disabled: Vec<String> = match env.optional::<String>("CRON_DISABLED_JOBS") {
+            None => default_disabled().into_iter().map(str::to_owned).collect(),
+            // `none`: every job runs (an empty variable counts as unset).
+            Some(list) if list.trim().eq_ignore_ascii_case("none") => Vec::new(),
+            Some(list) => {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for name in &names {
+                    if JobSpec::by_name(name).is_none() {
+                        let known: Vec<&str> = JOBS.iter().map(|spec| spec.name).collect();
+                        env.reject(
+                            "CRON_DISABLED_JOBS",
+                            format!("`{name}` is not a job (jobs: {})", known.join(", ")),
+                        );
+                    }
+                }
+                names
+            }
+        };
+        let mut jobs = Vec::new();
+        for spec in JOBS {
+            let schedule = env
+                .optional::<Schedule>(&spec.schedule_variable())
+                .or_else(|| spec.default_schedule.parse().ok());
+            if let Some(schedule) = schedule {
+                jobs.push(Job {
+                    spec,
+                    schedule,
+                    enabled: !disabled.iter().any(|name| name == spec.name),
+                });
+            }
+        }
+        let lease = env.seconds_with_default("CRON_LEASE_SECONDS", Duration::from_secs(60));
+        if lease < Duration::from_secs(3) {
+            env.reject("CRON_LEASE_SECONDS", "must be at least 3");
+        }
+        let misfire_check =
+            env.seconds_with_default("CRON_MISFIRE_CHECK_SECONDS", Duration::from_secs(30));
+        if misfire_check.is_zero() {
+            env.reject("CRON_MISFIRE_CHECK_SECONDS", "must be at least 1");
+        }
+        let history_days: u64 = env.with_default("CRON_HISTORY_RETENTION_DAYS", 90);
+        let replica_id = env
+            .optional::<String>("CRON_REPLICA_ID")
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(runner::default_replica_id);
         env.finish()?;
-        Ok(Self { common, port })
+        Ok(Self {
+            common,
+            port,
+            jobs,
+            lease,
+            misfire_check,
+            history_retention: Duration::from_secs(history_days.saturating_mul(86_400)),
+            replica_id,
+        })
     }
 
     /// Defaults for tests: the given database and NATS server.
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        let disabled = default_disabled();
         Self {
             common: CommonConfig::for_tests(database_url, nats_url),
             port: 0,
+            jobs: JOBS
+                .iter()
+                .filter_map(|spec| {
+                    Some(Job {
+                        spec: *spec,
+                        schedule: spec.default_schedule.parse().ok()?,
+                        enabled: !disabled.contains(&spec.name),
+                    })
+                })
+                .collect(),
+            lease: Duration::from_secs(60),
+            misfire_check: Duration::from_secs(30),
+            history_retention: Duration::from_secs(90 * 86_400),
+            replica_id: runner::default_replica_id(),
         }
     }
 }
@@ -64,6 +175,12 @@ pub enum Error {
     Platform(#[from] PlatformError),
     #[error("bus: {0}")]
     Bus(#[from] bus::BusError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("job run: {0}")]
+    Run(#[from] runner::RunError),
 }
 
 impl Error {
@@ -71,8 +188,25 @@ impl Error {
         match self {
             Self::Platform(_) => "PLATFORM",
             Self::Bus(_) => "BUS",
+            Self::Postgres(_) => "POSTGRES",
+            Self::Scheduler(_) => "SCHEDULER",
+            Self::Run(_) => "JOB_RUN",
         }
     }
+}
+
+impl From<tokio_cron_scheduler::JobSchedulerError> for Error {
+    fn from(error: tokio_cron_scheduler::JobSchedulerError) -> Self {
+        Self::Scheduler(error.to_string())
+    }
+}
+
+/// What the cron service's own handlers reach.
+#[derive(Clone)]
+struct CronState {
+    db: sqlx::PgPool,
+    runner: Runner,
+    history_retention: Duration,
 }
 
 /// Run the service on `listener` until `shutdown` is cancelled.
@@ -89,20 +223,118 @@ pub async fn run(
     )
     .await?;
     let relay = relay::spawn(
-        bus,
+        bus.clone(),
         infra.db.clone(),
         RelayConfig::new(SCHEMA),
         shutdown.clone(),
     );
-    let app = platform::http::service_router(SERVICE, Router::new(), infra.readiness());
-    platform::http::serve(
+    let runner = Runner::new(infra.db.clone(), config.replica_id.clone(), config.lease);
+    runner.register(&config.jobs).await?;
+    tracing::info!(replica_id = runner.replica_id(), "jobs registered");
+    // Ticks missed while no replica was running: each job's latest one runs once, now.
+    let caught_up = runner.catch_up(&config.jobs, Duration::ZERO).await?;
+    if caught_up > 0 {
+        tracing::info!(caught_up, "missed ticks caught up");
+    }
+
+    let in_flight = TaskTracker::new();
+    let mut scheduler = JobScheduler::new().await?;
+    for job in config.jobs.iter().filter(|job| job.enabled) {
+        let runner = runner.clone();
+        let job = job.clone();
+        let in_flight = in_flight.clone();
+        let schedule = job.schedule.as_str().to_owned();
+        scheduler
+            .add(ScheduledJob::new_async(schedule, move |_, _| {
+                let runner = runner.clone();
+                let job = job.clone();
+                Box::pin(in_flight.track_future(async move {
+                    // The scheduler fires at (or just after) a tick: the tick is the latest
+                    // one at or before now.
+                    let Some(tick) = job.schedule.latest_tick(Utc::now()) else {
+                        return;
+                    };
+                    if let Err(error) = runner.run_tick(&job, tick, Trigger::Schedule, 0).await {
+                        tracing::warn!(job = job.name(), %error, "tick not run; the misfire check retries it");
+                    }
+                }))
+            })?)
+            .await?;
+    }
+    scheduler.start().await?;
+    let misfires = tokio::spawn(check_misfires(
+        runner.clone(),
+        config.jobs.clone(),
+        config.misfire_check,
+        shutdown.clone(),
+    ));
+
+    let state = CronState {
+        db: infra.db.clone(),
+        runner: runner.clone(),
+        history_retention: config.history_retention,
+    };
+    let consumers = BusRouter::new(bus, infra.db.clone(), state)
+        .on::<RetentionPurgeDue, _, _>(purge_retention)
+        .spawn(shutdown.clone());
+    let readiness = infra.readiness().with_check(consumers.readiness_check());
+    let app = platform::http::service_router(SERVICE, Router::new(), readiness);
+    let served = platform::http::serve(
         listener,
         app,
         shutdown.clone(),
         config.common.shutdown_grace,
     )
-    .await?;
+    .await;
+    // No new ticks; let a run in progress finish (it takes milliseconds) within the grace.
     shutdown.cancel();
+    if let Err(error) = scheduler.shutdown().await {
+        tracing::warn!(%error, "scheduler shutdown");
+    }
+    in_flight.close();
+    let _ = tokio::time::timeout(config.common.shutdown_grace, in_flight.wait()).await;
+    let _ = misfires.await;
+    consumers.join().await;
     let _ = relay.await;
+    served?;
+    Ok(())
+}
+
+/// Now and then, run once any job's latest tick that no replica accounted for (Postgres was
+/// unreachable at the tick, say). Young ticks are left to the scheduler.
+async fn check_misfires(
+    runner: Runner,
+    jobs: Vec<Job>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(error) = runner.catch_up(&jobs, MISFIRE_GRACE).await {
+            tracing::warn!(%error, "misfire check failed");
+        }
+    }
+}
+
+/// `retention.purge_due`: the bus's tables and the run history of the `cron` schema.
+async fn purge_retention(
+    State(state): State<CronState>,
+    Msg(due): Msg<RetentionPurgeDue>,
+) -> Result<(), HandlerError> {
+    let bus_purged =
+        bus::maintenance::purge(&state.db, bus::maintenance::BusRetention::default()).await?;
+    let runs = state.runner.purge_history(state.history_retention).await?;
+    tracing::info!(
+        cron_run_id = %due.cron_run_id,
+        outbox_rows = bus_purged.outbox_rows,
+        processed_messages = bus_purged.processed_messages,
+        job_runs = runs,
+        "retention purge done"
+    );
     Ok(())
 }

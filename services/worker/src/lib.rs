@@ -109,6 +109,8 @@ pub async fn run(
     };
     let consumers = BusRouter::new(bus, infra.db.clone(), state)
         .on::<JournalEntryCreated, _, _>(entry_activity::record_entry_created)
+        // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
+        .purge_bus_tables_daily()
         .spawn(shutdown.clone());
     let readiness = infra.readiness().with_check(consumers.readiness_check());
     let app = platform::http::service_router(SERVICE, Router::new(), readiness);

@@ -29,6 +29,7 @@ impl BusError {
 pub struct HandlerError {
     message: String,
     permanent: bool,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl HandlerError {
@@ -37,6 +38,17 @@ impl HandlerError {
         Self {
             message: error.to_string(),
             permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// Try again, but not before `delay` (e.g. a server's `Retry-After`): the retry waits
+    /// for the longer of `delay` and the message's own backoff.
+    pub fn retry_after(error: impl fmt::Display, delay: std::time::Duration) -> Self {
+        Self {
+            message: error.to_string(),
+            permanent: false,
+            retry_after: Some(delay),
         }
     }
 
@@ -45,7 +57,13 @@ impl HandlerError {
         Self {
             message: error.to_string(),
             permanent: true,
+            retry_after: None,
         }
+    }
+
+    /// The shortest wait before the next attempt the handler asked for, if any.
+    pub fn min_retry_delay(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     pub fn is_permanent(&self) -> bool {

@@ -9,10 +9,12 @@
 //!   trace, ack, retry with backoff and dead-letter.
 //! - [`dead_letter`]: the dead-letter store, in-service re-drive, and the operator command.
 //! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
+//! - [`maintenance`]: the daily retention purge of the bus's own tables.
 
 pub mod dead_letter;
 pub mod headers;
 pub mod idempotency;
+pub mod maintenance;
 pub mod outbox;
 pub mod relay;
 pub mod router;

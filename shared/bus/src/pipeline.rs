@@ -285,7 +285,8 @@ where
                     .await
                 }
                 Err(error) => {
-                    let delay = retry_delay(&config, attempt);
+                    let delay = retry_delay(&config, attempt)
+                        .max(error.min_retry_delay().unwrap_or_default());
                     tracing::info!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
                     match message.ack_with(jetstream::AckKind::Nak(Some(delay))).await {
                         Ok(()) => Outcome::Retrying(delay),

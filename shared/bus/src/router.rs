@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, pull};
 use futures::StreamExt;
 use messages::definition::{BusMessage, DeliveryConfig, Destination, Event, Task};
+use messages::journal::v1::RetentionPurgeDue;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -168,6 +169,28 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         };
         let consumer_name = format!("{queue}--{}", T::NAME.replace('.', "_"));
         self.register::<T, H, Args>(consumer_name, "TASKS", handler)
+    }
+
+    /// Purge this service's bus tables (sent outbox rows, old idempotency records) on the
+    /// cron service's daily `retention.purge_due`. For services with nothing else to purge;
+    /// one with more registers its own handler and calls [`crate::maintenance::purge`].
+    pub fn purge_bus_tables_daily(self) -> Self {
+        let pool = self.pool.clone();
+        self.on::<RetentionPurgeDue, _, _>(move |Msg(due): Msg<RetentionPurgeDue>| {
+            let pool = pool.clone();
+            async move {
+                let purged =
+                    crate::maintenance::purge(&pool, crate::maintenance::BusRetention::default())
+                        .await?;
+                tracing::info!(
+                    cron_run_id = %due.cron_run_id,
+                    outbox_rows = purged.outbox_rows,
+                    processed_messages = purged.processed_messages,
+                    "retention purge done"
+                );
+                Ok(())
+            }
+        })
     }
 
     fn register<M, H, Args>(

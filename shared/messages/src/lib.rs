@@ -18,11 +18,33 @@ pub mod sync {
     }
 }
 
+use std::time::Duration;
+
 use definition::DeliveryConfig;
 use journal::v1::{
-    ApiKeyCreated, ApiKeyRevoked, BusProbe, ExportReady, JournalEntryCreated, JournalEntryDeleted,
-    JournalEntryRestored, JournalEntryUpdated, SessionRevoked, TeamInvitationCreated,
-    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted,
+    ApiKeyCreated, ApiKeyRevoked, BusProbe, CleanUpAbandonedUploads, DispatchDuePrompts,
+    ExportReady, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
+    JournalEntryUpdated, PromptDue, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
+    SessionRevoked, TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated,
+    UserDeleted, UserProfileUpdated,
+};
+
+/// Events the notifier turns into SuprSend calls: SuprSend being slow or down for a while
+/// must not dead-letter a notification, so 10 retries from 1 s doubling (about 17 minutes
+/// in all); a `Retry-After` longer than the backoff is honoured (`HandlerError::retry_after`).
+pub const NOTIFICATION_DELIVERY: DeliveryConfig = DeliveryConfig {
+    retry_limit: 10,
+    retry_delay: Duration::from_secs(1),
+    retry_backoff: true,
+    expire_in: Duration::from_secs(60),
+};
+
+/// Tasks of scheduled jobs: a few quick retries — the next tick runs the job again anyway.
+pub const CRON_TASK_DELIVERY: DeliveryConfig = DeliveryConfig {
+    retry_limit: 3,
+    retry_delay: Duration::from_secs(5),
+    retry_backoff: true,
+    expire_in: Duration::from_secs(120),
 };
 
 define_event!(JournalEntryCreated, "journal_entry.created");
@@ -30,14 +52,57 @@ define_event!(JournalEntryUpdated, "journal_entry.updated");
 define_event!(JournalEntryDeleted, "journal_entry.deleted");
 define_event!(JournalEntryRestored, "journal_entry.restored");
 define_event!(SessionRevoked, "session.revoked");
-define_event!(UserCreated, "user.created");
+define_event!(UserCreated, "user.created", NOTIFICATION_DELIVERY);
+define_event!(
+    UserProfileUpdated,
+    "user.profile_updated",
+    NOTIFICATION_DELIVERY
+);
 define_event!(UserDeleted, "user.deleted");
-define_event!(TeamInvitationCreated, "team.invitation_created");
+define_event!(
+    TeamInvitationCreated,
+    "team.invitation_created",
+    NOTIFICATION_DELIVERY
+);
 define_event!(TeamMemberJoined, "team.member_joined");
 define_event!(TeamMemberLeft, "team.member_left");
 define_event!(ApiKeyCreated, "api_key.created");
 define_event!(ApiKeyRevoked, "api_key.revoked");
-define_event!(ExportReady, "export.ready");
+define_event!(ExportReady, "export.ready", NOTIFICATION_DELIVERY);
+define_event!(PromptDue, "prompt.due", NOTIFICATION_DELIVERY);
+// Scheduled jobs (services/cron): tasks for the api, one event every service handles.
+define_task!(
+    DispatchDuePrompts,
+    queue = "api",
+    "dispatch_due_prompts",
+    CRON_TASK_DELIVERY
+);
+define_task!(
+    PurgeExpiredSessions,
+    queue = "api",
+    "purge_expired_sessions",
+    CRON_TASK_DELIVERY
+);
+define_task!(
+    RollOverUsage,
+    queue = "api",
+    "roll_over_usage",
+    CRON_TASK_DELIVERY
+);
+define_task!(
+    CleanUpAbandonedUploads,
+    queue = "api",
+    "clean_up_abandoned_uploads",
+    CRON_TASK_DELIVERY
+);
+define_event!(
+    RetentionPurgeDue,
+    "retention.purge_due",
+    DeliveryConfig {
+        expire_in: Duration::from_secs(300),
+        ..DeliveryConfig::EVENT_DEFAULT
+    }
+);
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,
@@ -45,9 +110,9 @@ define_task!(
     "probe",
     DeliveryConfig {
         retry_limit: 3,
-        retry_delay: std::time::Duration::from_millis(200),
+        retry_delay: Duration::from_millis(200),
         retry_backoff: true,
-        expire_in: std::time::Duration::from_secs(5),
+        expire_in: Duration::from_secs(5),
     }
 );
 

@@ -1,0 +1,471 @@
+//! Running a job's tick exactly once across replicas, with its history.
+//!
+//! - **Claim** (one transaction, the job's row locked `FOR UPDATE`): a tick at or before
+//!   `last_scheduled_for` is already accounted for — nothing to do. A tick while another
+//!   run's lease is unexpired is recorded `skipped` (the original's mutex flag, cluster-wide).
+//!   Otherwise the run takes the lease and is recorded `running`; an expired lease's run is
+//!   recorded `abandoned` first. `job_runs_one_per_tick` backs this up in the schema.
+//! - **Run**: the job's messages go to the outbox in the transaction that marks the run
+//!   `succeeded` and releases the lease — and only while the lease is still this run's, so a
+//!   run whose lease lapsed (its replica stalled past the lease) emits nothing.
+//! - **Lease**: renewed every third of its length while the run is in progress.
+//! - **Misfire**: [`Runner::catch_up`] runs a job's latest missed tick once, recording how
+//!   many ticks before it were skipped; it runs at start (ticks missed while every replica
+//!   was down) and periodically (ticks missed because Postgres was unreachable).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::jobs::Job;
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    CatchUp,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// The run this replica claimed and must finish.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    pub job_run_id: Uuid,
+    pub job_name: &'static str,
+    pub scheduled_for: DateTime<Utc>,
+}
+
+/// What claiming a tick found.
+#[derive(Debug)]
+pub enum Claim {
+    /// This replica runs it.
+    Run(ClaimedRun),
+    /// The tick was already run, skipped or caught up (by any replica).
+    AlreadyAccounted,
+    /// Another run still holds the lease; the tick is recorded `skipped`.
+    Skipped { holder: String },
+}
+
+/// How a claimed run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Its messages are in the outbox.
+    Succeeded { message_ids: Vec<Uuid> },
+    /// The lease lapsed before the run finished (and another replica may have run since):
+    /// nothing was emitted.
+    LeaseLost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("emitting the job's messages: {0}")]
+    Bus(#[from] bus::BusError),
+    #[error("job `{0}` is not registered")]
+    UnknownJob(String),
+}
+
+/// Claims, runs and records jobs for one replica.
+#[derive(Clone)]
+pub struct Runner {
+    pool: PgPool,
+    replica_id: String,
+    lease: Duration,
+}
+
+/// A job's row as a claim sees it.
+#[derive(sqlx::FromRow)]
+struct JobState {
+    last_scheduled_for: Option<DateTime<Utc>>,
+    lease_run_id: Option<Uuid>,
+    lease_holder: Option<String>,
+    /// The lease is held and unexpired.
+    leased: bool,
+}
+
+/// Missed ticks counted for the history stop here (a per-second schedule down for a day).
+const MISSED_TICKS_CAP: usize = 100_000;
+
+impl Runner {
+    pub fn new(pool: PgPool, replica_id: String, lease: Duration) -> Self {
+        Self {
+            pool,
+            replica_id,
+            lease,
+        }
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    /// Record the jobs (schedule, enabled) so the history and the lease have a row to hang on.
+    /// The first replica to see a job sets `created_at`, which bounds its first catch-up.
+    pub async fn register(&self, jobs: &[Job]) -> Result<(), sqlx::Error> {
+        for job in jobs {
+            sqlx::query(
+                "INSERT INTO jobs (job_name, schedule, enabled) VALUES ($1, $2, $3)
+                 ON CONFLICT (job_name) DO UPDATE
+                    SET schedule = EXCLUDED.schedule, enabled = EXCLUDED.enabled, updated_at = now()
+                  WHERE (jobs.schedule, jobs.enabled) IS DISTINCT FROM (EXCLUDED.schedule, EXCLUDED.enabled)",
+            )
+            .bind(job.name())
+            .bind(job.schedule.as_str())
+            .bind(job.enabled)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Claim `scheduled_for` of `job` for this replica (see the module docs).
+    pub async fn claim(
+        &self,
+        job: &Job,
+        scheduled_for: DateTime<Utc>,
+        trigger: Trigger,
+        missed_ticks: i32,
+    ) -> Result<Claim, RunError> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<JobState> = sqlx::query_as(
+            "SELECT last_scheduled_for, lease_run_id, lease_holder,
+                    coalesce(lease_expires_at > clock_timestamp(), false) AS leased
+               FROM jobs WHERE job_name = $1 FOR UPDATE",
+        )
+        .bind(job.name())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(JobState {
+            last_scheduled_for,
+            lease_run_id,
+            lease_holder,
+            leased,
+        }) = state
+        else {
+            return Err(RunError::UnknownJob(job.name().to_owned()));
+        };
+        if last_scheduled_for.is_some_and(|last| last >= scheduled_for) {
+            return Ok(Claim::AlreadyAccounted);
+        }
+        let job_run_id = Uuid::now_v7();
+        if leased {
+            let holder = lease_holder.unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO job_runs (job_run_id, job_name, scheduled_for, trigger, missed_ticks,
+                                       replica_id, finished_at, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), 'skipped', $7)",
+            )
+            .bind(job_run_id)
+            .bind(job.name())
+            .bind(scheduled_for)
+            .bind(trigger.as_str())
+            .bind(missed_ticks)
+            .bind(&self.replica_id)
+            .bind(format!(
+                "run {} of {holder} still holds the lease",
+                lease_run_id.map(|id| id.to_string()).unwrap_or_default()
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE jobs SET last_scheduled_for = $2 WHERE job_name = $1")
+                .bind(job.name())
+                .bind(scheduled_for)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(Claim::Skipped { holder });
+        }
+        if let Some(expired_run) = lease_run_id {
+            sqlx::query(
+                "UPDATE job_runs SET outcome = 'abandoned', finished_at = clock_timestamp(),
+                        detail = 'the lease lapsed before the run finished (its replica stopped)'
+                  WHERE job_run_id = $1 AND outcome = 'running'",
+            )
+            .bind(expired_run)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO job_runs (job_run_id, job_name, scheduled_for, trigger, missed_ticks,
+                                   replica_id, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+        )
+        .bind(job_run_id)
+        .bind(job.name())
+        .bind(scheduled_for)
+        .bind(trigger.as_str())
+        .bind(missed_ticks)
+        .bind(&self.replica_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET last_scheduled_for = $2, lease_run_id = $3, lease_holder = $4,
+                    lease_expires_at = clock_timestamp() + make_interval(secs => $5)
+              WHERE job_name = $1",
+        )
+        .bind(job.name())
+        .bind(scheduled_for)
+        .bind(job_run_id)
+        .bind(&self.replica_id)
+        .bind(self.lease.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Claim::Run(ClaimedRun {
+            job_run_id,
+            job_name: job.name(),
+            scheduled_for,
+        }))
+    }
+
+    /// Extend the run's lease; false when it is no longer this run's.
+    pub async fn renew(&self, run: &ClaimedRun) -> Result<bool, sqlx::Error> {
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+              WHERE job_name = $1 AND lease_run_id = $2 AND lease_expires_at > clock_timestamp()",
+        )
+        .bind(run.job_name)
+        .bind(run.job_run_id)
+        .bind(self.lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    /// Emit the job's messages and mark the run succeeded, in one transaction, while the
+    /// lease is still the run's.
+    pub async fn complete(&self, job: &Job, run: &ClaimedRun) -> Result<Finished, RunError> {
+        let mut tx = self.pool.begin().await?;
+        // The job's row first (as `claim` does), so the two never wait on each other in
+        // opposite orders.
+        let released = sqlx::query(
+            "UPDATE jobs SET lease_run_id = NULL, lease_holder = NULL, lease_expires_at = NULL
+              WHERE job_name = $1 AND lease_run_id = $2 AND lease_expires_at > clock_timestamp()",
+        )
+        .bind(run.job_name)
+        .bind(run.job_run_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released != 1 {
+            tx.rollback().await?;
+            return Ok(Finished::LeaseLost);
+        }
+        let message_ids = job
+            .spec
+            .kind
+            .emit(&mut tx, run.job_run_id, run.scheduled_for)
+            .await?;
+        sqlx::query(
+            "UPDATE job_runs SET outcome = 'succeeded', finished_at = clock_timestamp(), message_ids = $2
+              WHERE job_run_id = $1",
+        )
+        .bind(run.job_run_id)
+        .bind(&message_ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Finished::Succeeded { message_ids })
+    }
+
+    /// Record a run that failed (and release its lease if it still holds it).
+    pub async fn fail(&self, run: &ClaimedRun, detail: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_run_id = NULL, lease_holder = NULL, lease_expires_at = NULL
+              WHERE job_name = $1 AND lease_run_id = $2",
+        )
+        .bind(run.job_name)
+        .bind(run.job_run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE job_runs SET outcome = 'failed', finished_at = clock_timestamp(), detail = $2
+              WHERE job_run_id = $1 AND outcome = 'running'",
+        )
+        .bind(run.job_run_id)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Claim and, when this replica got it, run one tick; the lease is renewed meanwhile.
+    pub async fn run_tick(
+        &self,
+        job: &Job,
+        scheduled_for: DateTime<Utc>,
+        trigger: Trigger,
+        missed_ticks: i32,
+    ) -> Result<Option<Finished>, RunError> {
+        let run = match self
+            .claim(job, scheduled_for, trigger, missed_ticks)
+            .await?
+        {
+            Claim::Run(run) => run,
+            Claim::AlreadyAccounted => return Ok(None),
+            Claim::Skipped { holder } => {
+                tracing::warn!(job = job.name(), %scheduled_for, %holder, "previous run still holds the lease; tick skipped");
+                count_run(job, trigger, "skipped");
+                return Ok(None);
+            }
+        };
+        let heartbeat = {
+            let runner = self.clone();
+            let run = run.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(runner.lease / 3);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match runner.renew(&run).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(job = run.job_name, job_run_id = %run.job_run_id, "lease lost while running");
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(job = run.job_name, %error, "cannot renew the lease")
+                        }
+                    }
+                }
+            })
+        };
+        let result = self.complete(job, &run).await;
+        heartbeat.abort();
+        count_run(
+            job,
+            trigger,
+            match &result {
+                Ok(Finished::Succeeded { .. }) => "succeeded",
+                Ok(Finished::LeaseLost) => "lease_lost",
+                Err(_) => "failed",
+            },
+        );
+        match result {
+            Ok(finished) => {
+                match &finished {
+                    Finished::Succeeded { message_ids } => tracing::info!(
+                        job = job.name(),
+                        job_run_id = %run.job_run_id,
+                        %scheduled_for,
+                        trigger = trigger.as_str(),
+                        messages = message_ids.len(),
+                        "job run succeeded"
+                    ),
+                    Finished::LeaseLost => tracing::error!(
+                        job = job.name(),
+                        job_run_id = %run.job_run_id,
+                        "the lease lapsed before the run finished; nothing emitted"
+                    ),
+                }
+                Ok(Some(finished))
+            }
+            Err(error) => {
+                tracing::error!(job = job.name(), job_run_id = %run.job_run_id, %error, "job run failed");
+                if let Err(record_error) = self.fail(&run, &error.to_string()).await {
+                    tracing::error!(%record_error, "cannot record the failed run");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The misfire policy: for each enabled job whose latest tick at or before
+    /// `now - grace` is later than every tick accounted for (and than the job's registration),
+    /// run that one tick once, as `catch_up`, recording the ticks missed before it. Earlier
+    /// missed ticks are not run. Returns how many catch-up runs this replica made.
+    pub async fn catch_up(&self, jobs: &[Job], grace: Duration) -> Result<usize, RunError> {
+        let now = Utc::now();
+        let horizon = now - chrono::Duration::from_std(grace).unwrap_or_default();
+        let mut runs = 0;
+        for job in jobs.iter().filter(|job| job.enabled) {
+            let Some(latest) = job.schedule.latest_tick(horizon) else {
+                continue;
+            };
+            let state: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT last_scheduled_for, created_at FROM jobs WHERE job_name = $1",
+            )
+            .bind(job.name())
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((last_scheduled_for, created_at)) = state else {
+                return Err(RunError::UnknownJob(job.name().to_owned()));
+            };
+            let accounted_until = last_scheduled_for.unwrap_or(created_at);
+            if latest <= accounted_until {
+                continue;
+            }
+            let missed = job
+                .schedule
+                .ticks_between(accounted_until, latest, MISSED_TICKS_CAP);
+            // A job never run before has missed nothing before `latest` that it owed.
+            let missed = if last_scheduled_for.is_some() {
+                missed
+            } else {
+                0
+            };
+            tracing::info!(job = job.name(), scheduled_for = %latest, missed, "catching up a missed tick");
+            if let Some(Finished::Succeeded { .. }) = self
+                .run_tick(
+                    job,
+                    latest,
+                    Trigger::CatchUp,
+                    i32::try_from(missed).unwrap_or(i32::MAX),
+                )
+                .await?
+            {
+                runs += 1;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Delete run history older than `retention` (the daily retention purge).
+    pub async fn purge_history(&self, retention: Duration) -> Result<u64, sqlx::Error> {
+        let deleted = sqlx::query(
+            "DELETE FROM job_runs WHERE started_at < now() - make_interval(secs => $1)
+                AND outcome <> 'running'",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+}
+
+/// `cron_job_runs_total{job, trigger, outcome}`: the runs this replica made or skipped.
+fn count_run(job: &Job, trigger: Trigger, outcome: &'static str) {
+    metrics::counter!(
+        "cron_job_runs_total",
+        "job" => job.name(),
+        "trigger" => trigger.as_str(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// `<hostname>-<pid>-<8 random hex>`: which replica ran a job, readable in the history.
+pub fn default_replica_id() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let suffix = Uuid::new_v4().simple().to_string();
+    format!("{hostname}-{}-{}", std::process::id(), &suffix[..8])
+}
