@@ -8,6 +8,7 @@ pub mod changes;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod exports;
 pub mod google;
 pub mod journal_entries;
 pub mod metering;
@@ -25,7 +26,7 @@ pub mod validation;
 use std::sync::Arc;
 
 use axum::Router;
-use bus::Bus;
+use bus::{Bus, BusRouter};
 use bus::relay::{self, RelayConfig};
 use platform::PlatformError;
 use platform::infra::Infra;
@@ -134,6 +135,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(request_logs::routes())
         .merge(api_teams::routes())
         .merge(api_keys::routes())
+        .merge(exports::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -199,12 +201,26 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
+        // The worker's questions about a user's data (exports), answered from this schema.
+        let db = state.db.clone();
+        let export_queries = bus::query::serve::<messages::journal::v1::ExportDataRequest, _, _>(
+            &state.bus,
+            8,
+            move |request| exports::answer_export_data(db.clone(), request),
+            shutdown.clone(),
+        )
+        .await?;
+        let consumers = BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
+            .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
+            .spawn(shutdown.clone());
+        let readiness = infra.readiness().with_check(consumers.readiness_check());
+        let consumers = tokio::spawn(consumers.join());
         Ok(Self {
             state,
-            readiness: infra.readiness(),
+            readiness,
             listener,
             shutdown,
-            background: vec![relay, api_keys, rate_sweep],
+            background: vec![relay, api_keys, rate_sweep, export_queries, consumers],
             request_log_writer,
         })
     }
