@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use messages::definition::Query;
+use prost::Message;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -144,7 +145,7 @@ where
                 async move {
                     let published = match <Q as prost::Message>::decode(message.payload) {
                         Ok(question) => {
-                            let reply = answer(question).await;
+                            let reply = (*answer)(question).await;
                             client
                                 .publish(reply_to, reply.encode_to_vec().into())
                                 .await

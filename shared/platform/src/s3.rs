@@ -59,7 +59,8 @@ impl S3Config {
         check_endpoint(env, "S3_PUBLIC_ENDPOINT", &public_endpoint);
         let (access_key_id, secret_access_key) = if production {
             (
-                env.required("S3_ACCESS_KEY_ID").unwrap_or_default(),
+                env.required::<String>("S3_ACCESS_KEY_ID")
+                    .unwrap_or_default(),
                 env.required_secret("S3_SECRET_ACCESS_KEY")
                     .unwrap_or_else(|| SecretString::from(String::new())),
             )
