@@ -79,9 +79,11 @@ impl TestBucket {
 
 impl Drop for TestBucket {
     fn drop(&mut self) {
-        let store = self.store.clone();
+        let config = self.config.clone();
         let bucket = self.config.bucket.clone();
-        // Like TestDb: a runtime of its own on its own thread, whatever state the test's is in.
+        // Like TestDb: a runtime of its own on its own thread, whatever state the test's is in,
+        // and a client of its own: the test's client keeps its connections on the test's
+        // runtime, which is blocked in this drop.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -90,6 +92,7 @@ impl Drop for TestBucket {
                 return;
             };
             runtime.block_on(async move {
+                let store = ObjectStore::new(&config);
                 let client = store.client();
                 if let Ok(listed) = client.list_objects_v2().bucket(&bucket).send().await {
                     for object in listed.contents() {
