@@ -49,7 +49,11 @@ impl Process {
             async move { get(&url).await.0 == 200 }
         })
         .await;
-        assert!(ready, "{name} never became ready: {:?}", get(&ready_url).await);
+        assert!(
+            ready,
+            "{name} never became ready: {:?}",
+            get(&ready_url).await
+        );
         Self { child, base_url }
     }
 
@@ -157,7 +161,8 @@ impl Setup {
     }
 
     async fn export_status(&self, export_id: &str) -> String {
-        self.rpc("exports/get", json!({"exportId": export_id})).await["status"]
+        self.rpc("exports/get", json!({"exportId": export_id}))
+            .await["status"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -229,9 +234,17 @@ async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once(
     setup.wait_for_upload(&export_id).await;
 
     doomed.signal(Signal::SIGKILL);
-    assert_eq!(doomed.wait(Duration::from_secs(10)), None, "killed by the signal");
+    assert_eq!(
+        doomed.wait(Duration::from_secs(10)),
+        None,
+        "killed by the signal"
+    );
     assert_eq!(setup.export_status(&export_id).await, "pending");
-    assert_eq!(setup.count(RECORDED, &export_id).await, 0, "nothing recorded");
+    assert_eq!(
+        setup.count(RECORDED, &export_id).await,
+        0,
+        "nothing recorded"
+    );
 
     // Another replica gets the task once its ack wait (30 s) has passed.
     let started = Instant::now();
@@ -296,7 +309,10 @@ async fn sigterm_mid_export_finishes_it_before_exiting() {
     worker.signal(Signal::SIGTERM);
     let stopping = Instant::now();
     assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "clean exit");
-    eprintln!("stopped {:.1} s after SIGTERM", stopping.elapsed().as_secs_f64());
+    eprintln!(
+        "stopped {:.1} s after SIGTERM",
+        stopping.elapsed().as_secs_f64()
+    );
     // Finished and published before exiting: no other worker is running now.
     assert_eq!(setup.count(RECORDED, &export_id).await, 1);
     assert_eq!(

@@ -136,9 +136,7 @@ pub async fn get(
     .bind(session.user_id)
     .fetch_optional(&state.db)
     .await?;
-    export
-        .map(Rpc)
-        .ok_or_else(|| ApiError::not_found("Export"))
+    export.map(Rpc).ok_or_else(|| ApiError::not_found("Export"))
 }
 
 /// `exports.list` → the caller's 20 most recent exports, newest first.
@@ -167,7 +165,10 @@ pub async fn on_export_ready(
         HandlerError::permanent(format!("export_id `{}` is not a uuid", ready.export_id))
     })?;
     let expires_at = DateTime::from_timestamp_millis(ready.expires_at_ms).ok_or_else(|| {
-        HandlerError::permanent(format!("expires_at_ms {} is out of range", ready.expires_at_ms))
+        HandlerError::permanent(format!(
+            "expires_at_ms {} is out of range",
+            ready.expires_at_ms
+        ))
     })?;
     sqlx::query(
         "UPDATE exports SET status = 'ready', ready_at = coalesce(ready_at, now()),
@@ -227,13 +228,17 @@ fn bad_request(message: impl Into<String>) -> PageError {
     }
 }
 
-async fn export_page(db: &PgPool, request: &ExportDataRequest) -> Result<ExportDataReply, PageError> {
+async fn export_page(
+    db: &PgPool,
+    request: &ExportDataRequest,
+) -> Result<ExportDataReply, PageError> {
     let user_id = Uuid::parse_str(&request.user_id)
         .map_err(|_| bad_request(format!("user_id `{}` is not a uuid", request.user_id)))?;
     let after = match request.cursor.as_str() {
         "" => None,
         cursor => Some(
-            KeysetCursor::decode(cursor).ok_or_else(|| bad_request("cursor is not one we issued"))?,
+            KeysetCursor::decode(cursor)
+                .ok_or_else(|| bad_request("cursor is not one we issued"))?,
         ),
     };
     let section = ExportSection::try_from(request.section)
@@ -316,7 +321,9 @@ fn cut_page<T>(
     let limit = usize::try_from(PAGE_ROWS).unwrap_or(usize::MAX);
     rows.truncate(keep.min(limit));
     if fetched > rows.len() {
-        rows.last().map(|last| key(last).encode()).unwrap_or_default()
+        rows.last()
+            .map(|last| key(last).encode())
+            .unwrap_or_default()
     } else {
         String::new()
     }
@@ -423,7 +430,9 @@ async fn prompts(
                 prompt_id: row.prompt_id.to_string(),
                 team_id: row.team_id.map(|id| id.to_string()),
                 text: row.text,
-                schedule_time: row.schedule_time.map(|time| time.format("%H:%M").to_string()),
+                schedule_time: row
+                    .schedule_time
+                    .map(|time| time.format("%H:%M").to_string()),
                 schedule_timezone: row.schedule_timezone,
                 schedule_weekdays: row
                     .schedule_weekdays
@@ -478,11 +487,7 @@ async fn journal_entries(
     .await?;
     let next_cursor = cut_page(
         &mut rows,
-        |row| {
-            row.title.len()
-                + row.content.len()
-                + row.tags.iter().map(String::len).sum::<usize>()
-        },
+        |row| row.title.len() + row.content.len() + row.tags.iter().map(String::len).sum::<usize>(),
         |row| KeysetCursor {
             created_at: row.created_at,
             id: row.journal_entry_id,
@@ -499,7 +504,9 @@ async fn journal_entries(
                 content: row.content,
                 mood: row.mood.map(i32::from),
                 tags: row.tags,
-                entry_date: row.entry_date.map(|date| date.format("%Y-%m-%d").to_string()),
+                entry_date: row
+                    .entry_date
+                    .map(|date| date.format("%Y-%m-%d").to_string()),
                 created_at_ms: millis(row.created_at),
                 updated_at_ms: millis(row.updated_at),
                 deleted_at_ms: row.deleted_at.map(millis),
@@ -532,7 +539,9 @@ mod tests {
         assert_eq!(cut_page(&mut rows, |row| row.0, key), "");
         assert_eq!(rows.len(), 5);
         // Rows over the budget go to the next page.
-        let mut rows: Vec<(usize, Uuid)> = (0..4).map(|_| (PAGE_TEXT_BYTES / 3, Uuid::new_v4())).collect();
+        let mut rows: Vec<(usize, Uuid)> = (0..4)
+            .map(|_| (PAGE_TEXT_BYTES / 3, Uuid::new_v4()))
+            .collect();
         let last_kept = rows[2].1;
         let next = cut_page(&mut rows, |row| row.0, key);
         assert_eq!(rows.len(), 3);

@@ -78,8 +78,7 @@ impl Written {
             .unwrap_or(Tz::UTC);
         let created_local = entry.created_at.with_timezone(&zone);
         JournalEntryFacts {
-            word_count: i32::try_from(entry.content.split_whitespace().count())
-                .unwrap_or(i32::MAX),
+            word_count: i32::try_from(entry.content.split_whitespace().count()).unwrap_or(i32::MAX),
             entry_date: entry
                 .entry_date
                 .map(|date| date.format("%Y-%m-%d").to_string()),

@@ -26,8 +26,8 @@ pub mod validation;
 use std::sync::Arc;
 
 use axum::Router;
-use bus::{Bus, BusRouter};
 use bus::relay::{self, RelayConfig};
+use bus::{Bus, BusRouter};
 use platform::PlatformError;
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;

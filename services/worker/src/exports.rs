@@ -176,7 +176,8 @@ async fn write_archive(
     };
     // The header's fields, then the sections, in one object.
     let header = serde_json::to_vec(&header).map_err(HandlerError::retry)?;
-    out.raw(header.strip_suffix(b"}").unwrap_or(&header)).await?;
+    out.raw(header.strip_suffix(b"}").unwrap_or(&header))
+        .await?;
 
     let profile = fetch(state, user_id, ExportSection::Profile, "")
         .await?
@@ -217,7 +218,8 @@ async fn write_archive(
     loop {
         let page = fetch(state, user_id, ExportSection::JournalEntries, &cursor).await?;
         for entry in page.journal_entries {
-            out.item(&mut first, &ArchiveJournalEntry::from(entry)).await?;
+            out.item(&mut first, &ArchiveJournalEntry::from(entry))
+                .await?;
         }
         if page.next_cursor.is_empty() {
             break;
@@ -277,7 +279,11 @@ impl Archive {
     }
 
     /// An array element, with a comma before all but the first.
-    async fn item<T: Serialize>(&mut self, first: &mut bool, value: &T) -> Result<(), HandlerError> {
+    async fn item<T: Serialize>(
+        &mut self,
+        first: &mut bool,
+        value: &T,
+    ) -> Result<(), HandlerError> {
         if !std::mem::take(first) {
             self.raw(b",").await?;
         }

@@ -367,11 +367,16 @@ const DAY_COLUMNS: &str =
     "user_id, day, entry_count, word_count, created_at, updated_at, deleted_at, version";
 
 /// The user's insights row, created (empty, version 0) if missing, locked for the transaction.
-async fn lock_insights(conn: &mut PgConnection, user_id: Uuid) -> Result<EntryInsights, sqlx::Error> {
-    sqlx::query("INSERT INTO entry_insights (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+async fn lock_insights(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<EntryInsights, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO entry_insights (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_as(&format!(
         "SELECT {INSIGHTS_COLUMNS} FROM entry_insights WHERE user_id = $1 FOR UPDATE"
     ))
@@ -617,7 +622,12 @@ mod tests {
             }
         );
         assert_eq!(
-            Streaks::of(&days(&["2026-03-01", "2026-03-05", "2026-03-06", "2026-03-07"])),
+            Streaks::of(&days(&[
+                "2026-03-01",
+                "2026-03-05",
+                "2026-03-06",
+                "2026-03-07"
+            ])),
             Streaks {
                 current: 3,
                 longest: 3

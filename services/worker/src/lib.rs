@@ -69,19 +69,16 @@ impl Config {
         if concurrency == 0 {
             env.reject("WORKER_CONCURRENCY", "must be at least 1");
         }
-        let export_link_ttl = env.seconds_with_default(
-            "EXPORT_LINK_TTL_SECONDS",
-            platform::s3::MAX_PRESIGN_EXPIRY,
-        );
+        let export_link_ttl =
+            env.seconds_with_default("EXPORT_LINK_TTL_SECONDS", platform::s3::MAX_PRESIGN_EXPIRY);
         if export_link_ttl.is_zero() || export_link_ttl > platform::s3::MAX_PRESIGN_EXPIRY {
             env.reject(
                 "EXPORT_LINK_TTL_SECONDS",
                 "must be between 1 and 604800 (seven days)",
             );
         }
-        let export_pause_after_upload = Duration::from_millis(
-            env.with_default("WORKER_TEST_EXPORT_PAUSE_MS", 0_u64),
-        );
+        let export_pause_after_upload =
+            Duration::from_millis(env.with_default("WORKER_TEST_EXPORT_PAUSE_MS", 0_u64));
         if production && !export_pause_after_upload.is_zero() {
             env.reject(
                 "WORKER_TEST_EXPORT_PAUSE_MS",
@@ -231,7 +228,10 @@ async fn wait_outbox_sent(db: &sqlx::PgPool, limit: Duration) {
         match unsent {
             Ok(0) => return,
             Ok(unsent) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(unsent, "stopping with unsent outbox rows; the next relay sends them");
+                tracing::warn!(
+                    unsent,
+                    "stopping with unsent outbox rows; the next relay sends them"
+                );
                 return;
             }
             Err(error) => {

@@ -48,7 +48,9 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
             json!({"name": "Ada Lovelace", "timezone": "Europe/London"}),
         )
         .await;
-    let team = system.ok(&ada, "teams/create", json!({"name": "Analysts"})).await;
+    let team = system
+        .ok(&ada, "teams/create", json!({"name": "Analysts"}))
+        .await;
     let team_id = team["teamId"].as_str().unwrap().to_owned();
     system
         .ok(
@@ -57,7 +59,9 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
             json!({"teamId": team_id, "email": bob.email, "role": "member"}),
         )
         .await;
-    let (_, invitations) = system.call(&bob, "teams/listInvitations", Value::Null).await;
+    let (_, invitations) = system
+        .call(&bob, "teams/listInvitations", Value::Null)
+        .await;
     system
         .ok(
             &bob,
@@ -74,16 +78,26 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         )
         .await;
     let team_prompt = system
-        .ok(&ada, "prompts/create", json!({"text": "Team retro", "teamId": team_id}))
+        .ok(
+            &ada,
+            "prompts/create",
+            json!({"text": "Team retro", "teamId": team_id}),
+        )
         .await;
     let deleted_prompt = system
         .ok(&ada, "prompts/create", json!({"text": "Old idea"}))
         .await;
     system
-        .ok(&ada, "prompts/delete", json!({"promptId": deleted_prompt["promptId"]}))
+        .ok(
+            &ada,
+            "prompts/delete",
+            json!({"promptId": deleted_prompt["promptId"]}),
+        )
         .await;
     // Bob's prompt is not Ada's data.
-    system.ok(&bob, "prompts/create", json!({"text": "Bob's"})).await;
+    system
+        .ok(&bob, "prompts/create", json!({"text": "Bob's"}))
+        .await;
 
     let mut ada_entries = BTreeSet::new();
     let first = system
@@ -103,7 +117,11 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         .await;
     ada_entries.insert(team_entry["journalEntryId"].as_str().unwrap().to_owned());
     let deleted = system
-        .ok(&ada, "journalEntries/create", json!({"title": "Gone", "content": "oops"}))
+        .ok(
+            &ada,
+            "journalEntries/create",
+            json!({"title": "Gone", "content": "oops"}),
+        )
         .await;
     ada_entries.insert(deleted["journalEntryId"].as_str().unwrap().to_owned());
     system
@@ -150,7 +168,10 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
     assert_eq!(export["status"], "pending");
     let export_id = export["exportId"].as_str().unwrap().to_owned();
     let again = system.ok(&ada, "exports/create", Value::Null).await;
-    assert_eq!(again["exportId"], export_id, "a pending export is answered again");
+    assert_eq!(
+        again["exportId"], export_id,
+        "a pending export is answered again"
+    );
 
     let ready = wait_ready(&system, &ada, &export_id).await;
     let url = ready["downloadUrl"].as_str().unwrap().to_owned();
@@ -194,7 +215,10 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         .iter()
         .map(|prompt| prompt["promptId"].as_str().unwrap())
         .collect();
-    assert_eq!(prompt_ids, expected_prompts, "Ada's prompts, deleted one included");
+    assert_eq!(
+        prompt_ids, expected_prompts,
+        "Ada's prompts, deleted one included"
+    );
     let scheduled = prompts
         .iter()
         .find(|p| p["promptId"] == prompt["promptId"])
@@ -220,13 +244,19 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         .map(|entry| entry["journalEntryId"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(entries.len(), ada_entries.len(), "no entry twice");
-    assert_eq!(entry_ids, ada_entries, "every entry Ada wrote, and only those");
+    assert_eq!(
+        entry_ids, ada_entries,
+        "every entry Ada wrote, and only those"
+    );
     assert!(!entry_ids.contains(bobs["journalEntryId"].as_str().unwrap()));
     let created: Vec<i64> = entries
         .iter()
         .map(|entry| entry["createdAt"].as_i64().unwrap())
         .collect();
-    assert!(created.windows(2).all(|pair| pair[0] <= pair[1]), "oldest first");
+    assert!(
+        created.windows(2).all(|pair| pair[0] <= pair[1]),
+        "oldest first"
+    );
     let first_out = entries
         .iter()
         .find(|entry| entry["journalEntryId"] == first["journalEntryId"])
@@ -241,7 +271,10 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         .iter()
         .find(|entry| entry["journalEntryId"] == deleted["journalEntryId"])
         .unwrap();
-    assert!(deleted_out["deletedAt"].is_i64(), "soft-deleted entries are included");
+    assert!(
+        deleted_out["deletedAt"].is_i64(),
+        "soft-deleted entries are included"
+    );
     let team_out = entries
         .iter()
         .find(|entry| entry["journalEntryId"] == team_entry["journalEntryId"])
@@ -258,7 +291,11 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
     assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
     let signature_at = url.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
     let mut bad_signature = url.clone();
-    let flipped = if &url[signature_at..=signature_at] == "0" { "1" } else { "0" };
+    let flipped = if &url[signature_at..=signature_at] == "0" {
+        "1"
+    } else {
+        "0"
+    };
     bad_signature.replace_range(signature_at..=signature_at, flipped);
     assert_eq!(reqwest::get(&bad_signature).await.unwrap().status(), 403);
 
@@ -267,12 +304,11 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         system.bucket.keys().await,
         vec![format!("exports/{}/{export_id}.json", ada.user_id)]
     );
-    let events: Vec<(Vec<u8>,)> = sqlx::query_as(
-        "SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'export.ready'",
-    )
-    .fetch_all(&system.worker_pool)
-    .await
-    .unwrap();
+    let events: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'export.ready'")
+            .fetch_all(&system.worker_pool)
+            .await
+            .unwrap();
     assert_eq!(events.len(), 1);
     let event = ExportReady::decode(events[0].0.as_slice()).unwrap();
     assert_eq!(event.export_id, export_id);

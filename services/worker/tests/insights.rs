@@ -18,6 +18,7 @@ use messages::sync::v1::ChangeOp;
 use serde_json::{Value, json};
 use test_support::{eventually, nats_url};
 use uuid::Uuid;
+use worker::insights::EntryInsights;
 
 /// Asia/Tokyo is UTC+9 all year.
 const TOKYO_OFFSET_HOURS: i64 = 9;
@@ -86,7 +87,9 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
     system
         .ok(&ada, "users/update", json!({"timezone": "Asia/Tokyo"}))
         .await;
-    let team = system.ok(&ada, "teams/create", json!({"name": "Writers"})).await;
+    let team = system
+        .ok(&ada, "teams/create", json!({"name": "Writers"}))
+        .await;
     let team_id = team["teamId"].as_str().unwrap().to_owned();
     system
         .ok(
@@ -107,15 +110,45 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
         )
         .await;
 
-    let e1 = create(&system, &ada, json!({"title": "1", "content": "one two three", "entryDate": "2026-03-01"})).await;
-    let e2 = create(&system, &ada, json!({"title": "2", "content": "a b c d e", "entryDate": "2026-03-02"})).await;
-    let e3 = create(&system, &ada, json!({"title": "3", "content": "x y", "entryDate": "2026-03-03"})).await;
-    let e4 = create(&system, &ada, json!({"title": "4", "content": "p q r s", "entryDate": "2026-03-05"})).await;
-    let e5 = create(&system, &ada, json!({"title": "team", "content": "t1 t2", "entryDate": "2026-03-05", "teamId": team_id})).await;
+    let e1 = create(
+        &system,
+        &ada,
+        json!({"title": "1", "content": "one two three", "entryDate": "2026-03-01"}),
+    )
+    .await;
+    let e2 = create(
+        &system,
+        &ada,
+        json!({"title": "2", "content": "a b c d e", "entryDate": "2026-03-02"}),
+    )
+    .await;
+    let e3 = create(
+        &system,
+        &ada,
+        json!({"title": "3", "content": "x y", "entryDate": "2026-03-03"}),
+    )
+    .await;
+    let e4 = create(
+        &system,
+        &ada,
+        json!({"title": "4", "content": "p q r s", "entryDate": "2026-03-05"}),
+    )
+    .await;
+    let e5 = create(
+        &system,
+        &ada,
+        json!({"title": "team", "content": "t1 t2", "entryDate": "2026-03-05", "teamId": team_id}),
+    )
+    .await;
     // Someone else's entry in the same team counts for them, not for Ada.
     create(&system, &bob, json!({"title": "bob", "content": "bob writes", "entryDate": "2026-03-04", "teamId": team_id})).await;
     // Undated: it counts for the day it was written in Ada's timezone.
-    let e6 = create(&system, &ada, json!({"title": "6", "content": "  spaced\twords\n here ", })).await;
+    let e6 = create(
+        &system,
+        &ada,
+        json!({"title": "6", "content": "  spaced\twords\n here ", }),
+    )
+    .await;
     let e6_day = tokyo(e6["createdAt"].as_i64().unwrap()).date_naive();
 
     system.wait_for_worker().await;
@@ -135,12 +168,24 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
     let (longest, current) = streaks(&days_so_far);
     assert_eq!(
         insights,
-        (6, 3 + 5 + 2 + 4 + 2 + 3, days_so_far.len() as i32, current as i32, longest as i32),
+        (
+            6,
+            3 + 5 + 2 + 4 + 2 + 3,
+            days_so_far.len() as i32,
+            current as i32,
+            longest as i32
+        ),
         "after the creates"
     );
 
     let id = |entry: &Value| entry["journalEntryId"].as_str().unwrap().to_owned();
-    system.ok(&ada, "journalEntries/delete", json!({"journalEntryId": id(&e2)})).await;
+    system
+        .ok(
+            &ada,
+            "journalEntries/delete",
+            json!({"journalEntryId": id(&e2)}),
+        )
+        .await;
     system
         .ok(
             &ada,
@@ -148,31 +193,53 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
             json!({"journalEntryId": id(&e3), "entryDate": "2026-03-02", "content": "x y z w"}),
         )
         .await;
-    system.ok(&ada, "journalEntries/restore", json!({"journalEntryId": id(&e2)})).await;
-    system.ok(&ada, "journalEntries/delete", json!({"journalEntryId": id(&e6)})).await;
+    system
+        .ok(
+            &ada,
+            "journalEntries/restore",
+            json!({"journalEntryId": id(&e2)}),
+        )
+        .await;
+    system
+        .ok(
+            &ada,
+            "journalEntries/delete",
+            json!({"journalEntryId": id(&e6)}),
+        )
+        .await;
     system.wait_for_worker().await;
 
     // Live now: e1 (03-01, 3 words), e2 (03-02, 5), e3 (03-02, 4), e4 and e5 (03-05, 4 + 2).
-    let row: (i32, i64, i32, Option<NaiveDate>, Option<NaiveDate>, i32, i32, Vec<i32>, i64) =
-        sqlx::query_as(
-            "SELECT entry_count, word_count, active_days, first_entry_day, last_entry_day,
-                    current_streak_days, longest_streak_days, hour_histogram, version
-               FROM entry_insights WHERE user_id = $1",
-        )
-        .bind(ada.user_id)
-        .fetch_one(&system.worker_pool)
-        .await
-        .unwrap();
+    let row: EntryInsights = sqlx::query_as(
+        "SELECT user_id, entry_count, word_count, active_days, first_entry_day, last_entry_day,
+                current_streak_days, longest_streak_days, hour_histogram, created_at,
+                updated_at, version
+           FROM entry_insights WHERE user_id = $1",
+    )
+    .bind(ada.user_id)
+    .fetch_one(&system.worker_pool)
+    .await
+    .unwrap();
     let mut histogram = vec![0; 24];
     for entry in [&e1, &e2, &e3, &e4, &e5] {
         histogram[tokyo(entry["createdAt"].as_i64().unwrap()).hour() as usize] += 1;
     }
-    assert_eq!(row.0, 5, "entry count");
-    assert_eq!(row.1, 3 + 5 + 4 + 4 + 2, "word count");
-    assert_eq!(row.2, 3, "active days: 03-01, 03-02, 03-05");
-    assert_eq!((row.3, row.4), (Some(date("2026-03-01")), Some(date("2026-03-05"))));
-    assert_eq!((row.5, row.6), (1, 2), "current streak ends at 03-05; longest 03-01..03-02");
-    assert_eq!(row.7, histogram, "entries by hour written, in Tokyo time");
+    assert_eq!(row.entry_count, 5, "entry count");
+    assert_eq!(row.word_count, 3 + 5 + 4 + 4 + 2, "word count");
+    assert_eq!(row.active_days, 3, "active days: 03-01, 03-02, 03-05");
+    assert_eq!(
+        (row.first_entry_day, row.last_entry_day),
+        (Some(date("2026-03-01")), Some(date("2026-03-05")))
+    );
+    assert_eq!(
+        (row.current_streak_days, row.longest_streak_days),
+        (1, 2),
+        "current streak ends at 03-05; longest 03-01..03-02"
+    );
+    assert_eq!(
+        row.hour_histogram, histogram,
+        "entries by hour written, in Tokyo time"
+    );
 
     let days: Vec<(NaiveDate, i32, i64, bool)> = sqlx::query_as(
         "SELECT day, entry_count, word_count, deleted_at IS NOT NULL FROM entry_insight_days
@@ -190,7 +257,10 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
         (e6_day, 0, 0, true),
     ];
     expected.sort();
-    assert_eq!(days, expected, "entries per day; emptied days are tombstones");
+    assert_eq!(
+        days, expected,
+        "entries per day; emptied days are tombstones"
+    );
 
     // Bob's own entry, in his scope only.
     let bob_row: (i32, i64, Option<NaiveDate>) = sqlx::query_as(
@@ -206,7 +276,7 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
     let published = latest_changes(&system, "entry_insights", &ada).await;
     let (change_op, version, json) = &published[&ada.user_id.to_string()];
     assert_eq!(*change_op, ChangeOp::Update);
-    assert_eq!(*version, row.8);
+    assert_eq!(*version, row.version);
     assert_eq!(json["userId"], ada.user_id.to_string());
     assert_eq!(json["entryCount"], 5);
     assert_eq!(json["wordCount"], 18);
@@ -216,8 +286,11 @@ async fn insights_follow_creates_updates_deletes_and_restores() {
     assert_eq!(json["currentStreakDays"], 1);
     assert_eq!(json["longestStreakDays"], 2);
     assert_eq!(json["hourHistogram"], json!(histogram));
-    assert!(json["updatedAt"].is_i64(), "timestamps are epoch ms: {json}");
-    assert_eq!(json["version"], row.8);
+    assert!(
+        json["updatedAt"].is_i64(),
+        "timestamps are epoch ms: {json}"
+    );
+    assert_eq!(json["version"], row.version);
 
     let published_days = latest_changes(&system, "entry_insight_days", &ada).await;
     assert_eq!(published_days.len(), expected.len());
@@ -252,10 +325,16 @@ fn facts(words: i32, day: &str, created: DateTime<Utc>) -> Option<JournalEntryFa
 #[tokio::test]
 async fn stale_and_replayed_events_change_nothing_and_bad_facts_are_dead_lettered() {
     let system = System::start().await;
-    let client = platform::nats::connect(&nats_url(), "insights-test").await.unwrap();
-    let bus = bus::Bus::start(async_nats::jetstream::new(client), &system.namespace, "test")
+    let client = platform::nats::connect(&nats_url(), "insights-test")
         .await
         .unwrap();
+    let bus = bus::Bus::start(
+        async_nats::jetstream::new(client),
+        &system.namespace,
+        "test",
+    )
+    .await
+    .unwrap();
     let user_id = Uuid::new_v4();
     let entry_id = Uuid::new_v4();
     let created = Utc::now();
@@ -322,7 +401,9 @@ async fn stale_and_replayed_events_change_nothing_and_bad_facts_are_dead_lettere
     };
     bus.publish(&stale_update, "m-updated").await.unwrap();
     // A replay of the creation under another message id (e.g. re-published by hand).
-    bus.publish(&created_event, "m-created-again").await.unwrap();
+    bus.publish(&created_event, "m-created-again")
+        .await
+        .unwrap();
     assert!(handled(4).await);
     assert_eq!(totals().await, (0, 0, 2), "stale events change nothing");
     let stored: (i64, bool, Option<NaiveDate>) = sqlx::query_as(
@@ -334,7 +415,11 @@ async fn stale_and_replayed_events_change_nothing_and_bad_facts_are_dead_lettere
     .unwrap();
     assert_eq!(stored, (3, true, Some(date("2026-04-01"))));
     let changes = system.row_changes("entry_insights").await;
-    assert_eq!(changes.len(), 2, "one changeset per real change, none for stale events");
+    assert_eq!(
+        changes.len(),
+        2,
+        "one changeset per real change, none for stale events"
+    );
 
     let bad = JournalEntryCreated {
         journal_entry_id: Uuid::new_v4().to_string(),

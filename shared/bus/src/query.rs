@@ -34,7 +34,11 @@ pub const QUERY_ERROR_HEADER: &str = "Bus-Query-Error";
 
 impl Bus {
     /// Ask `query` and wait up to `timeout` for the answer.
-    pub async fn request<Q: Query>(&self, query: &Q, timeout: Duration) -> Result<Q::Reply, BusError> {
+    pub async fn request<Q: Query>(
+        &self,
+        query: &Q,
+        timeout: Duration,
+    ) -> Result<Q::Reply, BusError> {
         let client = self.jetstream().client();
         let mut headers = async_nats::HeaderMap::new();
         for (key, value) in platform::telemetry::current_trace_headers() {
@@ -139,16 +143,16 @@ where
                 .unwrap_or_default();
             platform::telemetry::set_parent_from_pairs(
                 &span,
-                pairs.iter().map(|(key, value)| (key.as_str(), value.as_str())),
+                pairs
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
             );
             tokio::spawn(
                 async move {
                     let published = match <Q as prost::Message>::decode(message.payload) {
                         Ok(question) => {
                             let reply = (*answer)(question).await;
-                            client
-                                .publish(reply_to, reply.encode_to_vec().into())
-                                .await
+                            client.publish(reply_to, reply.encode_to_vec().into()).await
                         }
                         Err(error) => {
                             tracing::warn!(%error, "undecodable query");

@@ -52,7 +52,11 @@ define_task!(
         expire_in: std::time::Duration::from_secs(30),
     }
 );
-define_query!(ExportDataRequest, "api.export_data", reply = ExportDataReply);
+define_query!(
+    ExportDataRequest,
+    "api.export_data",
+    reply = ExportDataReply
+);
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,
