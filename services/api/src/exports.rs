@@ -164,6 +164,9 @@ pub async fn on_export_ready(
     let export_id = Uuid::parse_str(&ready.export_id).map_err(|_| {
         HandlerError::permanent(format!("export_id `{}` is not a uuid", ready.export_id))
     })?;
+    let user_id = Uuid::parse_str(&ready.user_id).map_err(|_| {
+        HandlerError::permanent(format!("user_id `{}` is not a uuid", ready.user_id))
+    })?;
     let expires_at = DateTime::from_timestamp_millis(ready.expires_at_ms).ok_or_else(|| {
         HandlerError::permanent(format!(
             "expires_at_ms {} is out of range",
@@ -173,12 +176,13 @@ pub async fn on_export_ready(
     sqlx::query(
         "UPDATE exports SET status = 'ready', ready_at = coalesce(ready_at, now()),
                 size_bytes = $2, download_url = $3, download_expires_at = $4
-          WHERE export_id = $1",
+          WHERE export_id = $1 AND user_id = $5",
     )
     .bind(export_id)
     .bind(ready.size_bytes)
     .bind(&ready.download_url)
     .bind(expires_at)
+    .bind(user_id)
     .execute(&state.db)
     .await?;
     Ok(())

@@ -242,3 +242,41 @@ async fn wait_outbox_sent(db: &sqlx::PgPool, limit: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn production_needs_s3_credentials_and_refuses_the_test_pause() {
+        let error = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("WORKER_TEST_EXPORT_PAUSE_MS", "100"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("S3_ACCESS_KEY_ID"), "{error}");
+        assert!(error.names("S3_SECRET_ACCESS_KEY"), "{error}");
+        assert!(error.names("WORKER_TEST_EXPORT_PAUSE_MS"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_named_and_development_has_defaults() {
+        let error = Config::read(EnvReader::from_map([
+            ("EXPORT_LINK_TTL_SECONDS", "604801"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("S3_ENDPOINT", "localhost:9000"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("EXPORT_LINK_TTL_SECONDS"), "{error}");
+        assert!(error.names("WORKER_CONCURRENCY"), "{error}");
+        assert!(error.names("S3_ENDPOINT"), "{error}");
+
+        let config = Config::read(EnvReader::from_map([("S3_BUCKET", "exports")])).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert_eq!(config.s3.bucket, "exports");
+        assert_eq!(config.s3.endpoint, platform::s3::DEFAULT_ENDPOINT);
+        assert_eq!(config.export_link_ttl, platform::s3::MAX_PRESIGN_EXPIRY);
+        assert!(config.export_pause_after_upload.is_zero());
+    }
+}
