@@ -327,8 +327,9 @@ fn tools_dir() -> std::path::PathBuf {
 }
 
 /// Object storage: when `S3_ENDPOINT` (default `http://127.0.0.1:9000`) is local and nothing
-/// listens there, start `s3s-fs` on it with the development credentials, storing its buckets
-/// under `.dev/s3`; install s3s-fs first when it is missing.
+/// listens there, start `s3s-fs` on it with the development credentials; install s3s-fs first
+/// when it is missing. Its buckets live in the tools directory, not in the clone: the server
+/// outlives the command that started it (and, in CI, the clone).
 fn ensure_s3(endpoint: &str) -> Result<()> {
     let address = endpoint
         .trim_start_matches("http://")
@@ -350,16 +351,19 @@ fn ensure_s3(endpoint: &str) -> Result<()> {
         bail!("object storage at {host}:{port} does not answer (S3_ENDPOINT points there)");
     }
     let program = s3s_fs_program()?;
-    let dev_dir = repo_root().join(".dev");
-    let root = dev_dir.join("s3");
+    let tools = tools_dir();
+    let root = tools.join("s3-data");
     std::fs::create_dir_all(&root)?;
-    let log = dev_dir.join("s3s-fs.log");
+    let log = tools.join("s3s-fs.log");
     eprintln!(
         "xtask: starting s3s-fs on {host}:{port} (buckets in {}, log {})",
         root.display(),
         log.display()
     );
-    let log_file = std::fs::File::create(&log)?;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
     // `setsid`: it outlives the dev stack's Ctrl-C, like NATS and the Postgres cluster.
     let mut command = Command::new("setsid");
     command
