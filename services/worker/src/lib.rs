@@ -166,6 +166,8 @@ pub async fn run(
     // The relay stops after the handlers have drained (below), so what the last of them
     // wrote to the outbox still leaves before the process does.
     let relay_stop = CancellationToken::new();
+    // Also stops it when `run` leaves early with an error.
+    let relay_guard = relay_stop.clone().drop_guard();
     let relay = relay::spawn(
         bus.clone(),
         infra.db.clone(),
@@ -176,8 +178,12 @@ pub async fn run(
     // A worker without object storage still computes insights: exports wait (and retry) until
     // the bucket answers, and readiness says what is missing.
     let create_bucket = config.environment == Environment::Development;
-    if let Err(error) = storage.ensure_bucket(create_bucket).await {
-        tracing::warn!(%error, "object storage is not usable yet; exports will retry");
+    match tokio::time::timeout(BUCKET_CHECK_TIMEOUT, storage.ensure_bucket(create_bucket)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "object storage is not usable yet; exports will retry");
+        }
+        Err(_) => tracing::warn!("object storage does not answer yet; exports will retry"),
     }
     let state = WorkerState {
         db: infra.db.clone(),
@@ -201,21 +207,25 @@ pub async fn run(
         .with_check(consumers.readiness_check())
         .with_check(storage.readiness_check());
     let app = platform::http::service_router(SERVICE, Router::new(), readiness);
-    platform::http::serve(
+    let served = platform::http::serve(
         listener,
         app,
         shutdown.clone(),
         config.common.shutdown_grace,
     )
-    .await?;
+    .await;
     // Stop pulling, let in-flight handlers finish, publish what they wrote, stop the relay.
     shutdown.cancel();
     consumers.join().await;
     wait_outbox_sent(&infra.db, config.common.shutdown_grace).await;
-    relay_stop.cancel();
+    drop(relay_guard);
     let _ = relay.await;
+    served?;
     Ok(())
 }
+
+/// How long start-up waits for the bucket check before going on without it.
+const BUCKET_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Wait (at most `limit`) until the relay has published every outbox row.
 async fn wait_outbox_sent(db: &sqlx::PgPool, limit: Duration) {
