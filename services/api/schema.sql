@@ -317,3 +317,18 @@ CREATE TABLE request_logs (
 );
 CREATE INDEX request_logs_team_idx ON request_logs (team_id, created_at DESC, request_log_id DESC);
 CREATE INDEX request_logs_created_at_idx ON request_logs (created_at);
+
+-- Data exports users asked for (`exports.create`). The worker builds the archive; its
+-- `export.ready` event marks the row ready with the archive's size and presigned link (the
+-- link the user is also sent: a capability that expires, kept only until it does).
+CREATE TABLE exports (
+    export_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users (user_id),
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ready')),
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    ready_at timestamptz,
+    size_bytes bigint,
+    download_url text,
+    download_expires_at timestamptz
+);
+CREATE INDEX exports_user_idx ON exports (user_id, requested_at DESC);

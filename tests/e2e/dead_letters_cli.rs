@@ -62,6 +62,7 @@ async fn dead_letters_are_listed_and_redriven_through_the_operator_command() {
         author_user_id: "also-not".into(),
         team_id: String::new(),
         created_at_ms: 0,
+        ..Default::default()
     };
     bus.publish(&poison, "poison-1").await.unwrap();
 

@@ -1,6 +1,7 @@
 //! Make sure the local Postgres and NATS (with JetStream) are up: use them if they answer,
 //! start them if installed and stopped, install them with apt-get if absent and possible,
-//! and otherwise say exactly what to install.
+//! and otherwise say exactly what to install. Object storage likewise: a local `s3s-fs`
+//! (an S3-protocol server on a directory), installed with `cargo install` when missing.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,6 +18,7 @@ use crate::repo_root;
 pub struct Endpoints {
     pub database_url: String,
     pub nats_url: String,
+    pub s3_endpoint: String,
 }
 
 pub fn endpoints() -> Endpoints {
@@ -25,6 +27,8 @@ pub fn endpoints() -> Endpoints {
             .unwrap_or_else(|_| platform::config::DEFAULT_DATABASE_URL.to_owned()),
         nats_url: std::env::var("NATS_URL")
             .unwrap_or_else(|_| platform::config::DEFAULT_NATS_URL.to_owned()),
+        s3_endpoint: std::env::var("S3_ENDPOINT")
+            .unwrap_or_else(|_| platform::s3::DEFAULT_ENDPOINT.to_owned()),
     }
 }
 
@@ -32,6 +36,7 @@ pub async fn ensure() -> Result<Endpoints> {
     let endpoints = endpoints();
     ensure_postgres(&endpoints.database_url).await?;
     ensure_nats(&endpoints.nats_url).await?;
+    ensure_s3(&endpoints.s3_endpoint)?;
     Ok(endpoints)
 }
 
@@ -308,6 +313,106 @@ fn start_nats(host: &str, port: u16) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The S3-protocol server for development and tests. Pinned: newer releases need a newer rustc.
+const S3S_FS_VERSION: &str = "0.14.1";
+
+/// Where tools built for the tests are installed (`cargo install --root`): outside the clone,
+/// like the target directory, so a clean clone (CI) does not build them again.
+fn tools_dir() -> std::path::PathBuf {
+    std::env::var_os("JOURNAL_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/journal-backend-tools"))
+}
+
+/// Object storage: when `S3_ENDPOINT` (default `http://127.0.0.1:9000`) is local and nothing
+/// listens there, start `s3s-fs` on it with the development credentials; install s3s-fs first
+/// when it is missing. Its buckets live in the tools directory, not in the clone: the server
+/// outlives the command that started it (and, in CI, the clone).
+fn ensure_s3(endpoint: &str) -> Result<()> {
+    let address = endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_owned(),
+            port.parse::<u16>().context("S3_ENDPOINT port")?,
+        ),
+        None => (address.to_owned(), 80),
+    };
+    if port_open(&host, port) {
+        return Ok(());
+    }
+    if !is_local(&host) {
+        bail!("object storage at {host}:{port} does not answer (S3_ENDPOINT points there)");
+    }
+    let program = s3s_fs_program()?;
+    let tools = tools_dir();
+    let root = tools.join("s3-data");
+    std::fs::create_dir_all(&root)?;
+    let log = tools.join("s3s-fs.log");
+    eprintln!(
+        "xtask: starting s3s-fs on {host}:{port} (buckets in {}, log {})",
+        root.display(),
+        log.display()
+    );
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    // `setsid`: it outlives the dev stack's Ctrl-C, like NATS and the Postgres cluster.
+    let mut command = Command::new("setsid");
+    command
+        .arg(program)
+        .args(["--host", &host, "--port", &port.to_string()])
+        .args(["--access-key", platform::s3::DEFAULT_ACCESS_KEY_ID])
+        .args(["--secret-key", platform::s3::DEFAULT_SECRET_ACCESS_KEY])
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    command.spawn().context("could not start s3s-fs")?;
+    if !wait_port(&host, port, Duration::from_secs(15)) {
+        bail!(
+            "s3s-fs did not start listening on {host}:{port}; see {}",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+/// `s3s-fs` from PATH or the tools directory, installed there if it is in neither.
+fn s3s_fs_program() -> Result<std::path::PathBuf> {
+    if have("s3s-fs") {
+        return Ok(std::path::PathBuf::from("s3s-fs"));
+    }
+    let root = tools_dir();
+    let program = root.join("bin/s3s-fs");
+    if program.exists() {
+        return Ok(program);
+    }
+    let build_dir = root.join("build");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(
+        &format!(
+            "cargo install s3s-fs {S3S_FS_VERSION} into {} (once; a few minutes)",
+            root.display()
+        ),
+        Command::new(cargo)
+            .args(["install", "--locked", "--quiet"])
+            .arg(format!("s3s-fs@{S3S_FS_VERSION}"))
+            .args(["--features", "binary", "--root"])
+            .arg(&root)
+            // Its own build directory, removed afterwards: not the workspace's target.
+            .env("CARGO_TARGET_DIR", &build_dir),
+    )
+    .context("installing s3s-fs (needs network access to crates.io)")?;
+    let _ = std::fs::remove_dir_all(&build_dir);
+    Ok(program)
 }
 
 /// The database URL as a secret, for platform helpers.

@@ -37,7 +37,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Start (or install) the local Postgres and NATS the system needs, then exit.
+    /// Start (or install) the local Postgres, NATS and s3s-fs the system needs, then exit.
     Infra,
     /// Database commands.
     Db {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -235,16 +235,25 @@ impl Drop for Waiter {
     }
 }
 
+/// What one replica's handler reaches: the shared probes and its own count.
+#[derive(Clone)]
+struct ReplicaState {
+    probes: Arc<Probes>,
+    handled: Arc<AtomicU64>,
+}
+
 /// The no-op handler: note when it ran and wake the waiting operation.
 async fn handle_probe(
-    State(probes): State<Arc<Probes>>,
+    State(replica): State<ReplicaState>,
     Msg(probe): Msg<BusProbe>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
     let now = Instant::now();
+    let probes = &replica.probes;
     if probe.run_id != probes.run_id {
         return Ok(());
     }
+    replica.handled.fetch_add(1, Ordering::Relaxed);
     if let Some(emitted) = meta.emitted_at_micros {
         let micros = bus::headers::now_micros().saturating_sub(emitted).max(0);
         probes.record(
@@ -335,7 +344,10 @@ pub struct BusRig {
     pub probes: Arc<Probes>,
     admin: PgPool,
     shutdown: CancellationToken,
-    router: Option<RunningRouter>,
+    routers: Vec<RunningRouter>,
+    /// Probes handled by each replica's router.
+    handled: Vec<Arc<AtomicU64>>,
+    replica_pools: Vec<PgPool>,
     relay: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -350,6 +362,20 @@ impl BusRig {
         pool_size: u32,
         relay: Option<RelaySetup>,
         phases: &[&'static str],
+    ) -> anyhow::Result<Self> {
+        Self::start_replicas(ctx, schema_prefix, pool_size, relay, phases, 1).await
+    }
+
+    /// Like [`start`](Self::start), with `replicas` routers sharing the probe task's durable
+    /// consumer the way worker replicas do: each with a NATS connection and a pool of its own
+    /// (all in this process, on one runtime).
+    pub async fn start_replicas(
+        ctx: &BenchContext,
+        schema_prefix: &str,
+        pool_size: u32,
+        relay: Option<RelaySetup>,
+        phases: &[&'static str],
+        replicas: usize,
     ) -> anyhow::Result<Self> {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let suffix = &suffix[..12];
@@ -374,10 +400,41 @@ impl BusRig {
 
         let probes = Arc::new(Probes::new(namespace.clone(), phases)?);
         let shutdown = CancellationToken::new();
-        let router = BusRouter::new(bus.clone(), pool.clone(), Arc::clone(&probes))
-            .concurrency(ROUTER_CONCURRENCY)
-            .task::<BusProbe, _, _>(handle_probe)
-            .spawn(shutdown.clone());
+        let mut routers = Vec::with_capacity(replicas);
+        let mut handled = Vec::with_capacity(replicas);
+        let mut replica_pools = Vec::new();
+        for replica in 0..replicas.max(1) {
+            // The first replica uses the rig's bus and pool; the others their own, as
+            // separate worker processes would.
+            let (replica_bus, replica_pool) = if replica == 0 {
+                (bus.clone(), pool.clone())
+            } else {
+                let client = platform::nats::connect(&ctx.nats_url, "bench-replica")
+                    .await
+                    .context("connecting a replica to NATS")?;
+                let replica_bus =
+                    Bus::start(async_nats::jetstream::new(client), &namespace, "bench")
+                        .await
+                        .context("starting a replica's bus")?;
+                let replica_pool = platform::db::connect(&url, &schema, pool_size)
+                    .await
+                    .context("connecting a replica's pool")?;
+                replica_pools.push(replica_pool.clone());
+                (replica_bus, replica_pool)
+            };
+            let count = Arc::new(AtomicU64::new(0));
+            let state = ReplicaState {
+                probes: Arc::clone(&probes),
+                handled: Arc::clone(&count),
+            };
+            routers.push(
+                BusRouter::new(replica_bus, replica_pool, state)
+                    .concurrency(ROUTER_CONCURRENCY)
+                    .task::<BusProbe, _, _>(handle_probe)
+                    .spawn(shutdown.clone()),
+            );
+            handled.push(count);
+        }
         let relay = match relay {
             None => None,
             Some(setup) => {
@@ -413,7 +470,9 @@ impl BusRig {
             probes,
             admin,
             shutdown,
-            router: Some(router),
+            routers,
+            handled,
+            replica_pools,
             relay,
         };
         rig.wait_attached().await?;
@@ -422,8 +481,12 @@ impl BusRig {
 
     async fn wait_attached(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while let Some(router) = &self.router {
-            let detached = router.detached();
+        loop {
+            let detached: Vec<String> = self
+                .routers
+                .iter()
+                .flat_map(|router| router.detached())
+                .collect();
             if detached.is_empty() {
                 return Ok(());
             }
@@ -434,7 +497,14 @@ impl BusRig {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
+    }
+
+    /// Probes handled so far by each replica.
+    pub fn handled_by_replica(&self) -> Vec<u64> {
+        self.handled
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Before a variant: empty the outbox and checkpoint, so every variant starts from the
@@ -453,8 +523,11 @@ impl BusRig {
     /// Stop the consumers and the relay, delete the streams, drop the schema.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        if let Some(router) = self.router.take() {
+        for router in std::mem::take(&mut self.routers) {
             router.join().await;
+        }
+        for pool in std::mem::take(&mut self.replica_pools) {
+            pool.close().await;
         }
         if let Some(relay) = self.relay.take() {
             let _ = relay.await;

@@ -6,6 +6,7 @@ pub mod ceiling;
 pub mod events;
 pub mod open_api_create;
 pub mod rpc_create;
+pub mod task_replicas;
 pub mod tasks;
 
 use crate::scenario::DynScenario;
@@ -19,6 +20,7 @@ pub fn registry() -> Vec<Box<dyn DynScenario>> {
         Box::new(ceiling::Ceiling),
         Box::new(events::Events),
         Box::new(tasks::Tasks),
+        Box::new(task_replicas::TaskReplicas),
         Box::new(rpc_create::RpcCreate),
         Box::new(open_api_create::OpenApiCreate),
     ]

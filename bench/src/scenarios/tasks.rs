@@ -51,7 +51,7 @@ const VARIANTS: [Variant; 4] = [
     },
 ];
 
-const PHASES: [&str; 4] = [
+pub(crate) const PHASES: [&str; 4] = [
     "publish→handler (Meta.emitted_at)",
     "publish→JetStream ack",
     "ack→handler",
@@ -92,7 +92,7 @@ async fn measure_all(ctx: &BenchContext, rig: &BusRig) -> anyhow::Result<Vec<Mea
 }
 
 /// publish (and its ack) → wait for the handler.
-fn operation(
+pub(crate) fn operation(
     rig: &BusRig,
 ) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
     let bus = rig.bus.clone();

@@ -20,9 +20,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::any;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono_tz::Tz;
 use messages::journal::v1::{
-    JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated,
+    JournalEntryCreated, JournalEntryDeleted, JournalEntryFacts, JournalEntryRestored,
+    JournalEntryUpdated,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -49,6 +51,43 @@ pub fn routes() -> Router<AppState> {
 
 const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
                        mood, tags, entry_date, created_at, updated_at, deleted_at, version";
+
+/// What a write returns: the entry and, for its event's facts, its author's timezone (read in
+/// the same statement, so a write costs no extra round trip).
+const WRITTEN_COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, \
+     content, mood, tags, entry_date, created_at, updated_at, deleted_at, version, \
+     (SELECT timezone FROM users WHERE users.user_id = journal_entries.author_user_id) \
+     AS author_timezone";
+
+/// An entry as a write left it.
+#[derive(Debug, sqlx::FromRow)]
+struct Written {
+    #[sqlx(flatten)]
+    entry: JournalEntry,
+    author_timezone: Option<String>,
+}
+
+impl Written {
+    /// What the worker's insights need to know (`journal_entry.*` events carry it).
+    fn facts(&self) -> JournalEntryFacts {
+        let entry = &self.entry;
+        let zone: Tz = self
+            .author_timezone
+            .as_deref()
+            .and_then(|zone| zone.parse().ok())
+            .unwrap_or(Tz::UTC);
+        let created_local = entry.created_at.with_timezone(&zone);
+        JournalEntryFacts {
+            word_count: i32::try_from(entry.content.split_whitespace().count()).unwrap_or(i32::MAX),
+            entry_date: entry
+                .entry_date
+                .map(|date| date.format("%Y-%m-%d").to_string()),
+            created_local_date: created_local.date_naive().format("%Y-%m-%d").to_string(),
+            created_local_hour: created_local.hour() as i32,
+            created_at_ms: entry.created_at.timestamp_millis(),
+        }
+    }
+}
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -220,11 +259,11 @@ pub async fn create_entry(
     {
         return Err(ApiError::not_found("Prompt"));
     }
-    let created: JournalEntry = sqlx::query_as(&format!(
+    let written: Written = sqlx::query_as(&format!(
         "INSERT INTO journal_entries
                 (author_user_id, team_id, prompt_id, title, content, mood, tags, entry_date)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING {COLUMNS}"
+         RETURNING {WRITTEN_COLUMNS}"
     ))
     .bind(author_user_id)
     .bind(entry.team_id)
@@ -236,11 +275,15 @@ pub async fn create_entry(
     .bind(entry_date)
     .fetch_one(&mut *tx)
     .await?;
+    let facts = written.facts();
+    let created = written.entry;
     let event = JournalEntryCreated {
         journal_entry_id: created.journal_entry_id.to_string(),
         author_user_id: created.author_user_id.to_string(),
         team_id: created.team_id_text(),
         created_at_ms: created.created_at.timestamp_millis(),
+        version: created.version,
+        facts: Some(facts),
     };
     bus::outbox::emit_ordered(&mut tx, &event, &created.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
@@ -682,7 +725,7 @@ pub async fn update_loaded(
     if input.changes_nothing() {
         return Ok(current);
     }
-    let updated: JournalEntry = sqlx::query_as(&format!(
+    let written: Written = sqlx::query_as(&format!(
         "UPDATE journal_entries SET
             title = coalesce($2, title),
             content = coalesce($3, content),
@@ -691,7 +734,7 @@ pub async fn update_loaded(
             entry_date = CASE WHEN $7 THEN $8 ELSE entry_date END,
             updated_at = now(), version = version + 1
           WHERE journal_entry_id = $1
-          RETURNING {COLUMNS}"
+          RETURNING {WRITTEN_COLUMNS}"
     ))
     .bind(current.journal_entry_id)
     .bind(input.title.as_deref().map(str::trim))
@@ -703,12 +746,15 @@ pub async fn update_loaded(
     .bind(input.entry_date.flatten().as_deref().and_then(to_date))
     .fetch_one(&mut *tx)
     .await?;
+    let facts = written.facts();
+    let updated = written.entry;
     let event = JournalEntryUpdated {
         journal_entry_id: updated.journal_entry_id.to_string(),
         author_user_id: updated.author_user_id.to_string(),
         team_id: updated.team_id_text(),
         version: updated.version,
         updated_by_user_id: actor_user_id.to_string(),
+        facts: Some(facts),
     };
     bus::outbox::emit_ordered(&mut *tx, &event, &updated.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
@@ -753,13 +799,16 @@ pub async fn delete_loaded(
     current: JournalEntry,
     actor_user_id: Uuid,
 ) -> Result<JournalEntry, ApiError> {
-    let deleted = set_deleted(&mut *tx, current.journal_entry_id, true).await?;
+    let written = set_deleted(&mut *tx, current.journal_entry_id, true).await?;
+    let facts = written.facts();
+    let deleted = written.entry;
     let event = JournalEntryDeleted {
         journal_entry_id: deleted.journal_entry_id.to_string(),
         author_user_id: deleted.author_user_id.to_string(),
         team_id: deleted.team_id_text(),
         version: deleted.version,
         deleted_by_user_id: actor_user_id.to_string(),
+        facts: Some(facts),
     };
     bus::outbox::emit_ordered(&mut *tx, &event, &deleted.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
@@ -780,13 +829,16 @@ pub async fn restore(
     if current.deleted_at.is_none() {
         return Ok(Rpc(current));
     }
-    let restored = set_deleted(&mut tx, current.journal_entry_id, false).await?;
+    let written = set_deleted(&mut tx, current.journal_entry_id, false).await?;
+    let facts = written.facts();
+    let restored = written.entry;
     let event = JournalEntryRestored {
         journal_entry_id: restored.journal_entry_id.to_string(),
         author_user_id: restored.author_user_id.to_string(),
         team_id: restored.team_id_text(),
         version: restored.version,
         restored_by_user_id: session.user_id.to_string(),
+        facts: Some(facts),
     };
     bus::outbox::emit_ordered(&mut tx, &event, &restored.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
@@ -801,13 +853,13 @@ async fn set_deleted(
     connection: &mut PgConnection,
     journal_entry_id: Uuid,
     deleted: bool,
-) -> Result<JournalEntry, ApiError> {
+) -> Result<Written, ApiError> {
     let entry = sqlx::query_as(&format!(
         "UPDATE journal_entries
             SET deleted_at = CASE WHEN $2 THEN now() END, updated_at = now(),
                 version = version + 1
           WHERE journal_entry_id = $1
-          RETURNING {COLUMNS}"
+          RETURNING {WRITTEN_COLUMNS}"
     ))
     .bind(journal_entry_id)
     .bind(deleted)

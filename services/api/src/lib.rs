@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod config;
 pub mod cron_jobs;
 pub mod error;
+pub mod exports;
 pub mod google;
 pub mod journal_entries;
 pub mod metering;
@@ -138,6 +139,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(request_logs::routes())
         .merge(api_teams::routes())
         .merge(api_keys::routes())
+        .merge(exports::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -204,12 +206,23 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
+        // The worker's questions about a user's data (exports), answered from this schema.
+        let db = state.db.clone();
+        let export_queries = bus::query::serve::<messages::journal::v1::ExportDataRequest, _, _>(
+            &state.bus,
+            8,
+            move |request| exports::answer_export_data(db.clone(), request),
+            shutdown.clone(),
+        )
+        .await?;
         // The scheduled jobs' tasks (from the cron service) for the api's own tables.
         let consumers = BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
             .task::<DispatchDuePrompts, _, _>(cron_jobs::on_dispatch_due_prompts)
             .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_purge_expired_sessions)
             .task::<RollOverUsage, _, _>(cron_jobs::on_roll_over_usage)
             .on::<RetentionPurgeDue, _, _>(cron_jobs::on_retention_purge_due)
+            // `export.ready` marks the user's export ready.
+            .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
             .spawn(shutdown.clone());
         let readiness = infra.readiness().with_check(consumers.readiness_check());
         let consumers = tokio::spawn(consumers.join());
@@ -218,7 +231,7 @@ impl Service {
             readiness,
             listener,
             shutdown,
-            background: vec![relay, api_keys, rate_sweep, consumers],
+            background: vec![relay, api_keys, rate_sweep, export_queries, consumers],
             request_log_writer,
         })
     }

@@ -1,21 +1,32 @@
-//! The `worker` service: the heavy asynchronous handlers, scaled horizontally. See
-//! docs/architecture.md for what it owns.
+//! The `worker` service: the heavy asynchronous handlers, scaled horizontally (docs/worker.md):
+//! entry insights from the `journal_entry.*` events ([`insights`]) and data exports
+//! ([`exports`]). Replicas share each handler's durable consumer.
 
-pub mod entry_activity;
+pub mod changes;
+pub mod exports;
+pub mod insights;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
-use messages::journal::v1::JournalEntryCreated;
+use messages::journal::v1::{
+    ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
+    JournalEntryUpdated,
+};
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
+use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
 use platform::infra::Infra;
+use platform::s3::{ObjectStore, S3Config};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::exports::ExportSettings;
 
 pub const SERVICE: &str = "worker";
 /// The Postgres schema this service owns; no other service touches it.
@@ -29,6 +40,18 @@ pub struct Config {
     pub common: CommonConfig,
     /// `PORT`.
     pub port: u16,
+    /// `ENVIRONMENT`: in development a missing bucket is created at start.
+    pub environment: Environment,
+    /// `S3_*`: where export archives go.
+    pub s3: S3Config,
+    /// `WORKER_CONCURRENCY`: deliveries each handler runs at once per replica (default 32).
+    pub concurrency: usize,
+    /// `EXPORT_LINK_TTL_SECONDS`: how long an export's download link is valid (default and
+    /// maximum seven days, the longest a SigV4 presigned URL can live).
+    pub export_link_ttl: Duration,
+    /// `WORKER_TEST_EXPORT_PAUSE_MS`: tests only (refused in production): pause each export
+    /// between its upload and its commit, so a test can kill the process mid-task.
+    pub export_pause_after_upload: Duration,
 }
 
 impl Config {
@@ -39,15 +62,52 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let common = CommonConfig::read(&mut env);
         let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+        let environment = platform::config::read_environment(&mut env);
+        let production = environment == Environment::Production;
+        let s3 = S3Config::read(&mut env, production);
+        let concurrency = env.with_default("WORKER_CONCURRENCY", 32_usize);
+        if concurrency == 0 {
+            env.reject("WORKER_CONCURRENCY", "must be at least 1");
+        }
+        let export_link_ttl =
+            env.seconds_with_default("EXPORT_LINK_TTL_SECONDS", platform::s3::MAX_PRESIGN_EXPIRY);
+        if export_link_ttl.is_zero() || export_link_ttl > platform::s3::MAX_PRESIGN_EXPIRY {
+            env.reject(
+                "EXPORT_LINK_TTL_SECONDS",
+                "must be between 1 and 604800 (seven days)",
+            );
+        }
+        let export_pause_after_upload =
+            Duration::from_millis(env.with_default("WORKER_TEST_EXPORT_PAUSE_MS", 0_u64));
+        if production && !export_pause_after_upload.is_zero() {
+            env.reject(
+                "WORKER_TEST_EXPORT_PAUSE_MS",
+                "is for tests and refused with ENVIRONMENT=production",
+            );
+        }
         env.finish()?;
-        Ok(Self { common, port })
+        Ok(Self {
+            common,
+            port,
+            environment,
+            s3,
+            concurrency,
+            export_link_ttl,
+            export_pause_after_upload,
+        })
     }
 
-    /// Defaults for tests: the given database and NATS server.
+    /// Defaults for tests: the given database and NATS server, the development S3 settings
+    /// (tests point `s3` at a bucket of their own).
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {
             common: CommonConfig::for_tests(database_url, nats_url),
             port: 0,
+            environment: Environment::Development,
+            s3: S3Config::for_tests(platform::s3::DEFAULT_ENDPOINT, platform::s3::DEFAULT_BUCKET),
+            concurrency: 32,
+            export_link_ttl: platform::s3::MAX_PRESIGN_EXPIRY,
+            export_pause_after_upload: Duration::ZERO,
         }
     }
 }
@@ -65,6 +125,11 @@ impl ServiceConfig for Config {
 #[derive(Clone)]
 pub struct WorkerState {
     pub db: sqlx::PgPool,
+    /// For questions to other services (the export's data comes from the api).
+    pub bus: Bus,
+    /// The bucket export archives go to.
+    pub storage: ObjectStore,
+    pub exports: Arc<ExportSettings>,
 }
 
 /// Everything that can stop the service, each with a stable code for logs and alerts.
@@ -98,32 +163,132 @@ pub async fn run(
         SERVICE,
     )
     .await?;
+    // The relay stops after the handlers have drained (below), so what the last of them
+    // wrote to the outbox still leaves before the process does.
+    let relay_stop = CancellationToken::new();
+    // Also stops it when `run` leaves early with an error.
+    let relay_guard = relay_stop.clone().drop_guard();
     let relay = relay::spawn(
         bus.clone(),
         infra.db.clone(),
         RelayConfig::new(SCHEMA),
-        shutdown.clone(),
+        relay_stop.clone(),
     );
+    let storage = ObjectStore::new(&config.s3);
+    // A worker without object storage still computes insights: exports wait (and retry) until
+    // the bucket answers, and readiness says what is missing.
+    let create_bucket = config.environment == Environment::Development;
+    match tokio::time::timeout(BUCKET_CHECK_TIMEOUT, storage.ensure_bucket(create_bucket)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "object storage is not usable yet; exports will retry");
+        }
+        Err(_) => tracing::warn!("object storage does not answer yet; exports will retry"),
+    }
     let state = WorkerState {
         db: infra.db.clone(),
+        bus: bus.clone(),
+        storage: storage.clone(),
+        exports: Arc::new(ExportSettings {
+            link_ttl: config.export_link_ttl,
+            pause_after_upload: config.export_pause_after_upload,
+        }),
     };
     let consumers = BusRouter::new(bus, infra.db.clone(), state)
-        .on::<JournalEntryCreated, _, _>(entry_activity::record_entry_created)
+        .concurrency(config.concurrency)
+        .on::<JournalEntryCreated, _, _>(insights::on_entry_created)
+        .on::<JournalEntryUpdated, _, _>(insights::on_entry_updated)
+        .on::<JournalEntryDeleted, _, _>(insights::on_entry_deleted)
+        .on::<JournalEntryRestored, _, _>(insights::on_entry_restored)
+        .task::<ExportUserData, _, _>(exports::export_user_data)
         // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
         .purge_bus_tables_daily()
         .spawn(shutdown.clone());
-    let readiness = infra.readiness().with_check(consumers.readiness_check());
+    let readiness = infra
+        .readiness()
+        .with_check(consumers.readiness_check())
+        .with_check(storage.readiness_check());
     let app = platform::http::service_router(SERVICE, Router::new(), readiness);
-    platform::http::serve(
+    let served = platform::http::serve(
         listener,
         app,
         shutdown.clone(),
         config.common.shutdown_grace,
     )
-    .await?;
-    // Stop pulling, let in-flight handlers finish, then stop the relay.
+    .await;
+    // Stop pulling, let in-flight handlers finish, publish what they wrote, stop the relay.
     shutdown.cancel();
     consumers.join().await;
+    wait_outbox_sent(&infra.db, config.common.shutdown_grace).await;
+    drop(relay_guard);
     let _ = relay.await;
+    served?;
     Ok(())
+}
+
+/// How long start-up waits for the bucket check before going on without it.
+const BUCKET_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait (at most `limit`) until the relay has published every outbox row.
+async fn wait_outbox_sent(db: &sqlx::PgPool, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let unsent: Result<i64, sqlx::Error> =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(db)
+                .await;
+        match unsent {
+            Ok(0) => return,
+            Ok(unsent) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    unsent,
+                    "stopping with unsent outbox rows; the next relay sends them"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the outbox before stopping");
+                return;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn production_needs_s3_credentials_and_refuses_the_test_pause() {
+        let error = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("WORKER_TEST_EXPORT_PAUSE_MS", "100"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("S3_ACCESS_KEY_ID"), "{error}");
+        assert!(error.names("S3_SECRET_ACCESS_KEY"), "{error}");
+        assert!(error.names("WORKER_TEST_EXPORT_PAUSE_MS"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_named_and_development_has_defaults() {
+        let error = Config::read(EnvReader::from_map([
+            ("EXPORT_LINK_TTL_SECONDS", "604801"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("S3_ENDPOINT", "localhost:9000"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("EXPORT_LINK_TTL_SECONDS"), "{error}");
+        assert!(error.names("WORKER_CONCURRENCY"), "{error}");
+        assert!(error.names("S3_ENDPOINT"), "{error}");
+
+        let config = Config::read(EnvReader::from_map([("S3_BUCKET", "exports")])).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert_eq!(config.s3.bucket, "exports");
+        assert_eq!(config.s3.endpoint, platform::s3::DEFAULT_ENDPOINT);
+        assert_eq!(config.export_link_ttl, platform::s3::MAX_PRESIGN_EXPIRY);
+        assert!(config.export_pause_after_upload.is_zero());
+    }
 }

@@ -12,6 +12,8 @@ pub enum BusError {
     },
     #[error("message encoding: {0}")]
     Encode(String),
+    #[error("query {name}: {message}")]
+    Query { name: &'static str, message: String },
 }
 
 impl BusError {

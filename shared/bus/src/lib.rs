@@ -8,6 +8,8 @@
 //!   async fns with extractors ([`State`], [`Msg`], [`Meta`]), run through tower layers that
 //!   trace, ack, retry with backoff and dead-letter.
 //! - [`dead_letter`]: the dead-letter store, in-service re-drive, and the operator command.
+//! - [`query`]: typed NATS request/reply (`queries.<name>`), for synchronous questions to the
+//!   service that owns the data.
 //! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
 
@@ -16,6 +18,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod maintenance;
 pub mod outbox;
+pub mod query;
 pub mod relay;
 pub mod router;
 pub mod streams;

@@ -110,3 +110,29 @@ macro_rules! define_task {
         impl $crate::definition::Task for $message {}
     };
 }
+
+/// A synchronous question one service asks another over NATS request/reply (subject
+/// `queries.<name>`), answered by exactly one replica of the service that owns the data.
+/// Implement it with [`define_query!`](crate::define_query).
+pub trait Query: prost::Message + Default + Send + Sync + 'static {
+    /// `<owning service>.<question>`, e.g. `api.export_data`.
+    const NAME: &'static str;
+    /// What the answer is.
+    type Reply: prost::Message + Default + Send + Sync + 'static;
+
+    /// The subject relative to the namespace.
+    fn subject() -> String {
+        format!("queries.{}", Self::NAME)
+    }
+}
+
+/// `define_query!(ExportDataRequest, "api.export_data", reply = ExportDataReply)`.
+#[macro_export]
+macro_rules! define_query {
+    ($message:ty, $name:literal, reply = $reply:ty) => {
+        impl $crate::definition::Query for $message {
+            const NAME: &'static str = $name;
+            type Reply = $reply;
+        }
+    };
+}

@@ -23,10 +23,10 @@ use std::time::Duration;
 use definition::DeliveryConfig;
 use journal::v1::{
     ApiKeyCreated, ApiKeyRevoked, BusProbe, CleanUpAbandonedUploads, DispatchDuePrompts,
-    ExportReady, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
-    JournalEntryUpdated, PromptDue, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
-    SessionRevoked, TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated,
-    UserDeleted, UserProfileUpdated,
+    ExportDataReply, ExportDataRequest, ExportReady, ExportUserData, JournalEntryCreated,
+    JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
+    PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked, TeamInvitationCreated,
+    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated,
 };
 
 /// Events the notifier turns into SuprSend calls: SuprSend being slow or down for a while
@@ -103,6 +103,24 @@ define_event!(
         ..DeliveryConfig::EVENT_DEFAULT
     }
 );
+// A data export can take a while: progress acks keep a running one alive, so the ack wait only
+// decides how soon a replica that died mid-export is replaced (30 s).
+define_task!(
+    ExportUserData,
+    queue = "exports",
+    "export_user_data",
+    DeliveryConfig {
+        retry_limit: 3,
+        retry_delay: std::time::Duration::from_secs(30),
+        retry_backoff: true,
+        expire_in: std::time::Duration::from_secs(30),
+    }
+);
+define_query!(
+    ExportDataRequest,
+    "api.export_data",
+    reply = ExportDataReply
+);
 // The probe is a task on the `bus_probe` queue with short retries so tests run quickly.
 define_task!(
     BusProbe,
@@ -130,6 +148,8 @@ mod tests {
             author_user_id: "user".into(),
             team_id: String::new(),
             created_at_ms: 1_764_000_000_000,
+            version: 1,
+            facts: None,
         };
         let bytes = event.encode_to_vec();
         let decoded = JournalEntryCreated::decode(bytes.as_slice()).unwrap();

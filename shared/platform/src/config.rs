@@ -310,6 +310,32 @@ fn read_bus_namespace(env: &mut EnvReader) -> String {
     namespace
 }
 
+/// `ENVIRONMENT` for services other than the api (which has its own, richer type): whether
+/// development conveniences (e.g. creating a missing bucket) are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "test" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(format!(
+                "expected `development` or `production`, got `{other}`"
+            )),
+        }
+    }
+}
+
+/// `ENVIRONMENT`, default development.
+pub fn read_environment(env: &mut EnvReader) -> Environment {
+    env.with_default("ENVIRONMENT", Environment::Development)
+}
+
 /// `PORT` with the service's default port.
 pub fn read_port(env: &mut EnvReader, default: u16) -> u16 {
     env.with_default("PORT", default)

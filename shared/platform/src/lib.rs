@@ -1,6 +1,6 @@
 //! What every service shares: configuration from the environment, telemetry, the Postgres
 //! pool with per-schema migrations, the NATS connection, the HTTP server with health,
-//! readiness and metrics, and the process-wide shutdown token.
+//! readiness and metrics, the process-wide shutdown token, and object storage (S3).
 
 pub mod bootstrap;
 pub mod config;
@@ -10,6 +10,7 @@ pub mod http;
 pub mod infra;
 pub mod metrics;
 pub mod nats;
+pub mod s3;
 pub mod shutdown;
 pub mod telemetry;
 

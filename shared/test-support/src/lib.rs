@@ -6,16 +6,19 @@
 //! - [`PrivateNats`] / [`PrivatePostgres`]: servers owned by one test, which it can stop and
 //!   start again on the same port to exercise reconnection.
 //! - [`binary`]: the path of a workspace binary, for tests that run real processes.
+//! - [`TestBucket`]: a bucket of its own on the local S3-protocol server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod private_servers;
+mod s3;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use private_servers::{PrivateNats, PrivatePostgres, free_port};
+pub use s3::{TestBucket, s3_endpoint};
 
 /// The server tests create their databases on (`TEST_DATABASE_URL`, a URL to any database
 /// on it, default the local `postgres` database).

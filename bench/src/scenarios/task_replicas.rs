@@ -1,0 +1,123 @@
+//! `task-replicas`: the `tasks` operation (publish a `BusProbe` task straight to JetStream,
+//! wait until a no-op handler ran) with 1, 2 and 3 worker replicas sharing the task's durable
+//! consumer, to show how task handling scales with replicas.
+//!
+//! Each replica is a production `BusRouter` (concurrency 64) with a NATS connection and a
+//! Postgres pool of its own, as a separate worker process would have; all run in the bench
+//! process, on its runtime, alongside the load generator. On this 2-core machine that also
+//! means the replicas share the CPU with NATS and the publishers: the figures show how the
+//! pull consumer spreads the work and what it costs, not what more machines would add.
+//!
+//! Variants per replica count: `steady-5000/s` (open loop: pickup latency at the target
+//! rate) and `saturation` (closed loop, 512 in flight). After each variant the run prints how
+//! many probes each replica handled.
+
+use crate::context::BenchContext;
+use crate::report::Measurement;
+use crate::scenario::Scenario;
+use crate::scenarios::bus_rig::{BusRig, Load, Variant};
+use crate::scenarios::tasks::{PHASES, operation};
+
+const NAME: &str = "task-replicas";
+const SCHEMA_PREFIX: &str = "bench_replicas";
+/// Each replica's pool (dead letters only; nothing touches it on the happy path).
+const POOL_SIZE: u32 = 4;
+
+const STEADY: Load = Load::Open {
+    rate: 5000.0,
+    max_in_flight: 1024,
+};
+const SATURATION: Load = Load::Closed { concurrency: 512 };
+
+/// (replicas, variant)
+const RUNS: [(usize, [Variant; 2]); 3] = [
+    (
+        1,
+        [
+            Variant {
+                name: "1 replica, steady-5000/s",
+                load: STEADY,
+            },
+            Variant {
+                name: "1 replica, saturation",
+                load: SATURATION,
+            },
+        ],
+    ),
+    (
+        2,
+        [
+            Variant {
+                name: "2 replicas, steady-5000/s",
+                load: STEADY,
+            },
+            Variant {
+                name: "2 replicas, saturation",
+                load: SATURATION,
+            },
+        ],
+    ),
+    (
+        3,
+        [
+            Variant {
+                name: "3 replicas, steady-5000/s",
+                load: STEADY,
+            },
+            Variant {
+                name: "3 replicas, saturation",
+                load: SATURATION,
+            },
+        ],
+    ),
+];
+
+pub struct TaskReplicas;
+
+impl Scenario for TaskReplicas {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn description(&self) -> &'static str {
+        "tasks through the bus to a no-op handler with 1, 2 and 3 worker replicas sharing the consumer: pickup latency at 5000 tasks/s (open loop) and throughput at saturation (512 in flight)"
+    }
+
+    async fn run(&self, ctx: &BenchContext) -> anyhow::Result<Vec<Measurement>> {
+        let mut measurements = Vec::new();
+        for (replicas, variants) in RUNS {
+            let rig =
+                BusRig::start_replicas(ctx, SCHEMA_PREFIX, POOL_SIZE, None, &PHASES, replicas)
+                    .await?;
+            let outcome = measure(ctx, &rig, &variants).await;
+            let stopped = rig.stop().await;
+            measurements.extend(outcome?);
+            stopped?;
+        }
+        Ok(measurements)
+    }
+}
+
+async fn measure(
+    ctx: &BenchContext,
+    rig: &BusRig,
+    variants: &[Variant],
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut measurements = Vec::with_capacity(variants.len());
+    for variant in variants {
+        let before = rig.handled_by_replica();
+        let (measurement, _window) = rig.measure(ctx, NAME, *variant, operation(rig)).await?;
+        let after = rig.handled_by_replica();
+        let shares: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .map(|(before, after)| (after - before).to_string())
+            .collect();
+        eprintln!(
+            "{NAME}:   handled per replica (warmup included): {}",
+            shares.join(" / ")
+        );
+        measurements.push(measurement);
+    }
+    Ok(measurements)
+}

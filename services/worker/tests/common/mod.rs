@@ -1,0 +1,247 @@
+//! The api and the worker in-process on port 0, against one fresh database, one bus namespace
+//! and (for exports) a bucket of their own; helpers to call the api as clients do and to
+//! read what the worker wrote.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::time::Duration;
+
+use messages::sync::v1::{ChangeOp, Changeset, RowChange};
+use prost::Message;
+use serde_json::{Value, json};
+use test_support::{TestBucket, TestDb, eventually, nats_url};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct System {
+    pub api_url: String,
+    pub worker_url: String,
+    pub db: TestDb,
+    pub bucket: TestBucket,
+    pub namespace: String,
+    /// search_path = worker.
+    pub worker_pool: sqlx::PgPool,
+    /// search_path = api.
+    pub api_pool: sqlx::PgPool,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    api: JoinHandle<Result<(), api::Error>>,
+    worker: JoinHandle<Result<(), worker::Error>>,
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: Uuid,
+    pub token: String,
+    pub email: String,
+}
+
+async fn schema_pool(db: &TestDb, schema: &'static str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, format!("SET search_path = {schema}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(db.url())
+        .await
+        .unwrap()
+}
+
+async fn wait_ready(client: &reqwest::Client, base_url: &str, name: &str) {
+    let ready = eventually(Duration::from_secs(30), || {
+        let url = format!("{base_url}/readyz");
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    if !ready {
+        let body = client
+            .get(format!("{base_url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        panic!("{name} never became ready: {body}");
+    }
+}
+
+impl System {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure_worker: impl FnOnce(&mut worker::Config)) -> Self {
+        let db = TestDb::new().await;
+        let bucket = TestBucket::new().await;
+        let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let shutdown = CancellationToken::new();
+        let client = reqwest::Client::new();
+
+        let mut api_config = api::Config::for_tests(db.url(), &nats_url());
+        api_config.common.bus_namespace = namespace.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        let api = tokio::spawn(api::run(api_config, listener, shutdown.clone()));
+
+        let mut worker_config = worker::Config::for_tests(db.url(), &nats_url());
+        worker_config.common.bus_namespace = namespace.clone();
+        worker_config.s3 = bucket.config().clone();
+        configure_worker(&mut worker_config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let worker_url = format!("http://{}", listener.local_addr().unwrap());
+        let worker = tokio::spawn(worker::run(worker_config, listener, shutdown.clone()));
+
+        wait_ready(&client, &api_url, "api").await;
+        wait_ready(&client, &worker_url, "worker").await;
+        let worker_pool = schema_pool(&db, "worker").await;
+        let api_pool = schema_pool(&db, "api").await;
+        Self {
+            api_url,
+            worker_url,
+            db,
+            bucket,
+            namespace,
+            worker_pool,
+            api_pool,
+            client,
+            shutdown,
+            api,
+            worker,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let worker = tokio::time::timeout(Duration::from_secs(20), self.worker)
+            .await
+            .expect("the worker stops within 20 s")
+            .unwrap();
+        assert!(worker.is_ok(), "worker: {worker:?}");
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.api).await;
+        self.worker_pool.close().await;
+        self.api_pool.close().await;
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        for base in ["EVENTS", "TASKS", "CHANGES"] {
+            let _ = jetstream
+                .delete_stream(format!("{}_{base}", self.namespace.to_ascii_uppercase()))
+                .await;
+        }
+    }
+
+    pub async fn login(&self, email: &str) -> User {
+        let response = self
+            .client
+            .post(format!("{}/auth/dev/login", self.api_url))
+            .json(&json!({ "email": email, "name": email.split('@').next().unwrap() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "dev login");
+        let body: Value = response.json().await.unwrap();
+        User {
+            user_id: body["userId"].as_str().unwrap().parse().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+        }
+    }
+
+    /// `POST /rpc/<procedure>` → (status, `json` of the envelope).
+    pub async fn call(&self, user: &User, procedure: &str, input: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/rpc/{procedure}", self.api_url))
+            .bearer_auth(&user.token)
+            .json(&json!({ "json": input }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, body.get("json").cloned().unwrap_or(body))
+    }
+
+    /// A successful call's output.
+    pub async fn ok(&self, user: &User, procedure: &str, input: Value) -> Value {
+        let (status, body) = self.call(user, procedure, input).await;
+        assert_eq!(status, 200, "{procedure}: {body}");
+        body
+    }
+
+    /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
+    pub async fn wait_for_worker(&self) {
+        let settled = eventually(Duration::from_secs(30), || async {
+            let emitted: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' LIKE 'journal_entry.%'",
+            )
+            .fetch_one(&self.api_pool)
+            .await
+            .unwrap();
+            emitted == self.entry_events_handled().await
+        })
+        .await;
+        assert!(settled, "the worker did not handle every entry event");
+    }
+
+    pub async fn entry_events_handled(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM processed_messages WHERE handler LIKE 'worker--journal_entry_%'",
+        )
+        .fetch_one(&self.worker_pool)
+        .await
+        .unwrap()
+    }
+
+    /// The changesets in the worker's outbox, oldest first.
+    pub async fn worker_changesets(&self) -> Vec<Changeset> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT payload FROM outbox WHERE subject LIKE 'changes.%' ORDER BY position",
+        )
+        .fetch_all(&self.worker_pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(payload,)| Changeset::decode(payload.as_slice()).unwrap())
+            .collect()
+    }
+
+    /// The changes of `table` in the worker's changesets, oldest first, with their scope.
+    pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
+        self.worker_changesets()
+            .await
+            .into_iter()
+            .flat_map(|changeset| {
+                let scope = changeset.scope.clone();
+                changeset
+                    .changes
+                    .into_iter()
+                    .filter(|change| change.table == table)
+                    .map(move |change| (scope.clone(), change))
+            })
+            .collect()
+    }
+}
+
+/// A change's row as JSON.
+pub fn row_json(change: &RowChange) -> Value {
+    serde_json::from_slice(&change.row_json).unwrap()
+}
+
+pub fn op(change: &RowChange) -> ChangeOp {
+    ChangeOp::try_from(change.op).unwrap()
+}

@@ -1,0 +1,400 @@
+//! Object storage over the S3 protocol (AWS S3 in production, MinIO in `docker compose`, a
+//! local `s3s-fs` in tests and `cargo xtask dev`): configuration, the client, and the few
+//! operations the services need (ensure the bucket, upload a file, presign a download, check
+//! readiness). Path-style addressing (`<endpoint>/<bucket>/<key>`), so any S3-compatible
+//! server works without DNS tricks.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::EnvReader;
+use crate::health::ReadinessCheck;
+
+/// Development defaults: what `cargo xtask dev`/`test` start `s3s-fs` with and what the
+/// compose file gives MinIO.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_ACCESS_KEY_ID: &str = "journal";
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "journal-dev-secret";
+pub const DEFAULT_BUCKET: &str = "journal";
+
+/// SigV4 presigned URLs are valid for at most seven days.
+pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `S3_*` variables.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `S3_ENDPOINT`: the server the service talks to (default `http://127.0.0.1:9000`).
+    pub endpoint: String,
+    /// `S3_PUBLIC_ENDPOINT`: the same server as clients reach it, for presigned URLs (default
+    /// `S3_ENDPOINT`; differs e.g. in compose, where services use `http://minio:9000`).
+    pub public_endpoint: String,
+    /// `S3_REGION` (default `us-east-1`).
+    pub region: String,
+    /// `S3_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `S3_SECRET_ACCESS_KEY` (never logged).
+    pub secret_access_key: SecretString,
+    /// `S3_BUCKET` (default `journal`).
+    pub bucket: String,
+}
+
+impl S3Config {
+    /// Read the variables. In production the credentials have no default and must be set.
+    pub fn read(env: &mut EnvReader, production: bool) -> Self {
+        let endpoint: String = env.with_default("S3_ENDPOINT", DEFAULT_ENDPOINT.to_owned());
+        check_endpoint(env, "S3_ENDPOINT", &endpoint);
+        let public_endpoint: String = env.with_default("S3_PUBLIC_ENDPOINT", endpoint.clone());
+        check_endpoint(env, "S3_PUBLIC_ENDPOINT", &public_endpoint);
+        let (access_key_id, secret_access_key) = if production {
+            (
+                env.required::<String>("S3_ACCESS_KEY_ID")
+                    .unwrap_or_default(),
+                env.required_secret("S3_SECRET_ACCESS_KEY")
+                    .unwrap_or_else(|| SecretString::from(String::new())),
+            )
+        } else {
+            (
+                env.with_default("S3_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY_ID.to_owned()),
+                env.secret_with_default("S3_SECRET_ACCESS_KEY", DEFAULT_SECRET_ACCESS_KEY),
+            )
+        };
+        let bucket: String = env.with_default("S3_BUCKET", DEFAULT_BUCKET.to_owned());
+        if let Err(problem) = check_bucket_name(&bucket) {
+            env.reject("S3_BUCKET", format!("`{bucket}` {problem}"));
+        }
+        Self {
+            endpoint,
+            public_endpoint,
+            region: env.with_default("S3_REGION", DEFAULT_REGION.to_owned()),
+            access_key_id,
+            secret_access_key,
+            bucket,
+        }
+    }
+
+    /// The development defaults with another endpoint and bucket (tests).
+    pub fn for_tests(endpoint: &str, bucket: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            public_endpoint: endpoint.to_owned(),
+            region: DEFAULT_REGION.to_owned(),
+            access_key_id: DEFAULT_ACCESS_KEY_ID.to_owned(),
+            secret_access_key: SecretString::from(DEFAULT_SECRET_ACCESS_KEY.to_owned()),
+            bucket: bucket.to_owned(),
+        }
+    }
+}
+
+fn check_endpoint(env: &mut EnvReader, name: &str, endpoint: &str) {
+    let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !scheme_ok || endpoint.len() <= "https://".len() {
+        env.reject(
+            name,
+            format!("`{endpoint}` is not an http:// or https:// URL"),
+        );
+    }
+}
+
+/// S3's bucket naming rules (the subset that matters for path-style addressing).
+pub fn check_bucket_name(bucket: &str) -> Result<(), &'static str> {
+    let allowed = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !(3..=63).contains(&bucket.len()) {
+        Err("must be 3 to 63 characters")
+    } else if !allowed {
+        Err("may contain only lowercase letters, digits, `-` and `.`")
+    } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Err("must start and end with a letter or digit")
+    } else {
+        Ok(())
+    }
+}
+
+/// What went wrong talking to object storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object storage {operation}: {message}")]
+    Request {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("object storage: bucket `{0}` does not exist")]
+    NoSuchBucket(String),
+    #[error("object storage: reading {path}: {message}")]
+    File { path: String, message: String },
+}
+
+fn request_error(operation: &'static str, error: impl std::error::Error) -> StorageError {
+    StorageError::Request {
+        operation,
+        message: DisplayErrorContext(error).to_string(),
+    }
+}
+
+/// A presigned download.
+#[derive(Debug, Clone)]
+pub struct PresignedUrl {
+    pub url: String,
+    pub expires_at: SystemTime,
+}
+
+/// The configured bucket, through one client (and a second one whose only job is to presign
+/// with the public endpoint).
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: Client,
+    presigner: Client,
+    bucket: String,
+}
+
+impl std::fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStore")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStore {
+    /// Build the clients (no network traffic yet).
+    pub fn new(config: &S3Config) -> Self {
+        Self {
+            client: client(config, &config.endpoint),
+            presigner: client(config, &config.public_endpoint),
+            bucket: config.bucket.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The underlying client, for operations this module does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Check that the bucket exists; with `create_if_missing` (development), create it.
+    pub async fn ensure_bucket(&self, create_if_missing: bool) -> Result<(), StorageError> {
+        if self.bucket_exists().await? {
+            return Ok(());
+        }
+        if !create_if_missing {
+            return Err(StorageError::NoSuchBucket(self.bucket.clone()));
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(bucket = %self.bucket, "created the bucket");
+                Ok(())
+            }
+            // Another replica created it first.
+            Err(_) if self.bucket_exists().await? => Ok(()),
+            Err(error) => Err(request_error("creating the bucket", error)),
+        }
+    }
+
+    async fn bucket_exists(&self) -> Result<bool, StorageError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(error) => match error.as_service_error() {
+                Some(service_error) if service_error.is_not_found() => Ok(false),
+                _ => Err(request_error("checking the bucket", error)),
+            },
+        }
+    }
+
+    /// Upload the file at `path` as `key`; returns its size in bytes.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        content_disposition: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|error| StorageError::File {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?
+            .len();
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|error| StorageError::File {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_content_disposition(content_disposition.map(str::to_owned))
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| request_error("uploading", error))?;
+        Ok(size)
+    }
+
+    /// The size of `key`, or `None` when it does not exist.
+    pub async fn object_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(
+                head.content_length()
+                    .and_then(|length| u64::try_from(length).ok())
+                    .unwrap_or(0),
+            )),
+            Err(error) => match error.as_service_error() {
+                Some(service_error) if service_error.is_not_found() => Ok(None),
+                _ => Err(request_error("checking an object", error)),
+            },
+        }
+    }
+
+    /// A GET URL for `key` valid for `expires_in` (at most seven days), signed for the public
+    /// endpoint. Computed locally: no request is made.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, StorageError> {
+        let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
+        let start = SystemTime::now();
+        let presigning = PresigningConfig::builder()
+            .start_time(start)
+            .expires_in(expires_in)
+            .build()
+            .map_err(|error| request_error("presigning", error))?;
+        let request = self
+            .presigner
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning)
+            .await
+            .map_err(|error| request_error("presigning", error))?;
+        Ok(PresignedUrl {
+            url: request.uri().to_owned(),
+            expires_at: start + expires_in,
+        })
+    }
+
+    /// Readiness: the bucket answers a `HeadBucket`.
+    pub fn readiness_check(&self) -> BucketReachable {
+        BucketReachable {
+            store: self.clone(),
+        }
+    }
+}
+
+fn client(config: &S3Config, endpoint: &str) -> Client {
+    let credentials = Credentials::new(
+        &config.access_key_id,
+        config.secret_access_key.expose_secret(),
+        None,
+        None,
+        "environment",
+    );
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let s3_config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .timeout_config(timeouts)
+        // Only what the protocol requires: S3-compatible servers differ in which of the
+        // newer flexible checksums they accept.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    Client::from_conf(s3_config)
+}
+
+/// Readiness check: `HeadBucket` answers within 2 s.
+pub struct BucketReachable {
+    store: ObjectStore,
+}
+
+impl ReadinessCheck for BucketReachable {
+    fn name(&self) -> &str {
+        "object_storage"
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            match tokio::time::timeout(Duration::from_secs(2), self.store.bucket_exists()).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(format!("bucket `{}` does not exist", self.store.bucket)),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer within 2000 ms".to_owned()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        assert!(check_bucket_name("journal").is_ok());
+        assert!(check_bucket_name("t-0123abcd.exports").is_ok());
+        assert!(check_bucket_name("ab").is_err());
+        assert!(check_bucket_name("Journal").is_err());
+        assert!(check_bucket_name("-journal").is_err());
+        assert!(check_bucket_name("journal_exports").is_err());
+    }
+
+    #[test]
+    fn production_needs_credentials_and_secrets_stay_out_of_errors() {
+        let mut env = EnvReader::from_map([("S3_ENDPOINT", "minio:9000"), ("S3_BUCKET", "B")]);
+        let _ = S3Config::read(&mut env, true);
+        let error = env.finish().unwrap_err();
+        assert!(error.names("S3_ENDPOINT"));
+        assert!(error.names("S3_BUCKET"));
+        assert!(error.names("S3_ACCESS_KEY_ID"));
+        assert!(error.names("S3_SECRET_ACCESS_KEY"));
+
+        let mut env = EnvReader::from_map([("S3_SECRET_ACCESS_KEY", "hunter2")]);
+        let config = S3Config::read(&mut env, false);
+        env.finish().unwrap();
+        assert_eq!(config.public_endpoint, DEFAULT_ENDPOINT);
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

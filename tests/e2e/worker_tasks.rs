@@ -1,0 +1,335 @@
+//! Worker replicas as real processes, with a real api, Postgres, NATS and S3-protocol server:
+//! - a worker killed with SIGKILL in the middle of an export loses nothing: another replica
+//!   gets the task after its ack wait (30 s) and completes it, exactly once;
+//! - SIGTERM in the middle of an export lets it finish (and its `export.ready` leave) before
+//!   the process exits 0.
+//!
+//! `WORKER_TEST_EXPORT_PAUSE_MS` holds the export between its upload and its commit, the
+//! worst moment to die: the archive exists, nothing is recorded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer;
+use futures::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use test_support::{TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
+
+struct Process {
+    child: Child,
+    base_url: String,
+}
+
+impl Process {
+    async fn start(name: &str, db: &TestDb, namespace: &str, env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(binary(name));
+        command
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", db.url())
+            .env("NATS_URL", nats_url())
+            .env("BUS_NAMESPACE", namespace)
+            .env("AUTH_DEV_LOGIN", "true")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let ready_url = format!("{base_url}/readyz");
+        let ready = eventually(Duration::from_secs(30), || {
+            let url = ready_url.clone();
+            async move { get(&url).await.0 == 200 }
+        })
+        .await;
+        assert!(
+            ready,
+            "{name} never became ready: {:?}",
+            get(&ready_url).await
+        );
+        Self { child, base_url }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Wait for the process to exit; its exit code (None when killed by a signal).
+    fn wait(mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the process did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+struct Setup {
+    db: TestDb,
+    namespace: String,
+    bucket: TestBucket,
+    api: Process,
+    client: reqwest::Client,
+    token: String,
+    user_id: String,
+    worker_pool: sqlx::PgPool,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let namespace = e2e_tests::unique_namespace();
+        let bucket = TestBucket::new().await;
+        let api = Process::start("api", &db, &namespace, &[]).await;
+        let client = reqwest::Client::new();
+        let login: Value = client
+            .post(format!("{}/auth/dev/login", api.base_url))
+            .json(&json!({"email": "ada@example.com", "name": "Ada"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let worker_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(db.url())
+            .await
+            .unwrap();
+        Self {
+            token: login["token"].as_str().unwrap().to_owned(),
+            user_id: login["userId"].as_str().unwrap().to_owned(),
+            db,
+            namespace,
+            bucket,
+            api,
+            client,
+            worker_pool,
+        }
+    }
+
+    async fn worker(&self, pause_ms: u64) -> Process {
+        let mut env = self.bucket.env();
+        env.push(("WORKER_TEST_EXPORT_PAUSE_MS", pause_ms.to_string()));
+        env.push(("SHUTDOWN_GRACE_SECONDS", "15".to_owned()));
+        Process::start("worker", &self.db, &self.namespace, &env).await
+    }
+
+    async fn rpc(&self, procedure: &str, input: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/rpc/{procedure}", self.api.base_url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "json": input }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{procedure}");
+        let body: Value = response.json().await.unwrap();
+        body["json"].clone()
+    }
+
+    /// Ask for an export; returns its id.
+    async fn request_export(&self) -> String {
+        self.rpc(
+            "journalEntries/create",
+            json!({"title": "Kept", "content": "something to export"}),
+        )
+        .await;
+        let export = self.rpc("exports/create", Value::Null).await;
+        export["exportId"].as_str().unwrap().to_owned()
+    }
+
+    /// The archive is in the bucket: the worker is past the upload, in its pause.
+    async fn wait_for_upload(&self, export_id: &str) {
+        let key = format!("exports/{}/{export_id}.json", self.user_id);
+        let uploaded = eventually(Duration::from_secs(30), || async {
+            self.bucket.keys().await.contains(&key)
+        })
+        .await;
+        assert!(uploaded, "the worker never uploaded {key}");
+    }
+
+    async fn export_status(&self, export_id: &str) -> String {
+        self.rpc("exports/get", json!({"exportId": export_id}))
+            .await["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn count(&self, sql: &str, export_id: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(export_id)
+            .fetch_one(&self.worker_pool)
+            .await
+            .unwrap()
+    }
+
+    /// `export.ready` messages for this export in the EVENTS stream.
+    async fn ready_events_in_stream(&self, export_id: &str) -> usize {
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let stream = jetstream
+            .get_stream(format!("{}_EVENTS", self.namespace.to_ascii_uppercase()))
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: format!("{}.events.export.ready", self.namespace),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let mut count = 0;
+        while let Some(message) = messages.next().await {
+            let message = message.unwrap();
+            let ready = <messages::journal::v1::ExportReady as prost::Message>::decode(
+                message.payload.clone(),
+            )
+            .unwrap();
+            if ready.export_id == export_id {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    async fn stop(self) {
+        self.api.signal(Signal::SIGTERM);
+        assert_eq!(self.api.wait(Duration::from_secs(20)), Some(0));
+        self.worker_pool.close().await;
+        e2e_tests::delete_namespace(&nats_url(), &self.namespace).await;
+    }
+}
+
+const RECORDED: &str = "SELECT count(*) FROM worker.data_exports WHERE export_id::text = $1";
+const EVENTS_EMITTED: &str = "SELECT count(*) FROM worker.outbox
+     WHERE headers->>'Bus-Message' = 'export.ready' AND $1 <> ''";
+
+#[tokio::test]
+async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once() {
+    let setup = Setup::start().await;
+    let doomed = setup.worker(600_000).await;
+    let export_id = setup.request_export().await;
+    setup.wait_for_upload(&export_id).await;
+
+    doomed.signal(Signal::SIGKILL);
+    assert_eq!(
+        doomed.wait(Duration::from_secs(10)),
+        None,
+        "killed by the signal"
+    );
+    assert_eq!(setup.export_status(&export_id).await, "pending");
+    assert_eq!(
+        setup.count(RECORDED, &export_id).await,
+        0,
+        "nothing recorded"
+    );
+
+    // Another replica gets the task once its ack wait (30 s) has passed.
+    let started = Instant::now();
+    let survivor = setup.worker(0).await;
+    let ready = eventually(Duration::from_secs(90), || async {
+        setup.export_status(&export_id).await == "ready"
+    })
+    .await;
+    assert!(ready, "the export never completed after the crash");
+    eprintln!(
+        "completed {:.1} s after the replacement started",
+        started.elapsed().as_secs_f64()
+    );
+
+    assert_eq!(setup.count(RECORDED, &export_id).await, 1);
+    assert_eq!(setup.count(EVENTS_EMITTED, &export_id).await, 1);
+    assert_eq!(
+        setup
+            .count(
+                "SELECT count(*) FROM worker.processed_messages
+                  WHERE handler = 'exports--export_user_data' AND $1 <> ''",
+                &export_id,
+            )
+            .await,
+        1
+    );
+    assert_eq!(
+        setup
+            .count(
+                "SELECT count(*) FROM worker.dead_letters WHERE $1 <> ''",
+                &export_id
+            )
+            .await,
+        0
+    );
+    assert_eq!(setup.ready_events_in_stream(&export_id).await, 1);
+    // The link the survivor published downloads the archive.
+    let export = setup
+        .rpc("exports/get", json!({"exportId": export_id}))
+        .await;
+    let archive: Value = reqwest::get(export["downloadUrl"].as_str().unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(archive["exportId"], export_id);
+    assert_eq!(archive["journalEntries"][0]["title"], "Kept");
+
+    survivor.signal(Signal::SIGTERM);
+    assert_eq!(survivor.wait(Duration::from_secs(30)), Some(0));
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_export_finishes_it_before_exiting() {
+    let setup = Setup::start().await;
+    let worker = setup.worker(3_000).await;
+    let export_id = setup.request_export().await;
+    setup.wait_for_upload(&export_id).await;
+
+    worker.signal(Signal::SIGTERM);
+    let stopping = Instant::now();
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "clean exit");
+    eprintln!(
+        "stopped {:.1} s after SIGTERM",
+        stopping.elapsed().as_secs_f64()
+    );
+    // Finished and published before exiting: no other worker is running now.
+    assert_eq!(setup.count(RECORDED, &export_id).await, 1);
+    assert_eq!(
+        setup
+            .count(
+                "SELECT count(*) FROM worker.outbox WHERE sent_at IS NULL AND $1 <> ''",
+                &export_id
+            )
+            .await,
+        0,
+        "the relay sent what the last handler wrote"
+    );
+    let ready = eventually(Duration::from_secs(20), || async {
+        setup.export_status(&export_id).await == "ready"
+    })
+    .await;
+    assert!(ready);
+    assert_eq!(setup.ready_events_in_stream(&export_id).await, 1);
+    setup.stop().await;
+}
