@@ -175,6 +175,9 @@ where
             );
         }
         let _ = subscriber.unsubscribe().await;
+        // Once the server has the unsubscribe, askers get "no responders" at once rather than
+        // waiting out their timeout on a replica that stopped listening.
+        let _ = client.flush().await;
         // Finish the questions in hand.
         let _ = permits.acquire_many(concurrency as u32).await;
         tracing::info!(query = Q::NAME, "stopped answering");

@@ -91,8 +91,8 @@ async fn drift_is_detected() {
         std::fs::read_to_string(schema_tools::declaration_path(&root, "worker").unwrap())
             .unwrap()
             .replace(
-                "    recorded_at timestamptz NOT NULL DEFAULT now()\n",
-                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text\n",
+                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n",
+                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text,\n",
             )
             .replace(
                 "CREATE INDEX journal_entry_activity_author_idx",
