@@ -244,6 +244,12 @@ async fn flush(pool: PgPool, api_team_id: Uuid, queue: Arc<Mutex<TeamQueue>>) {
                     let _ = sender.send(Ok(counted.usage_of(index)));
                 }
             }
+            // A team without a subscription is refused as such; anything else is ours.
+            Err(ApiError::Forbidden(message)) => {
+                for sender in waiting {
+                    let _ = sender.send(Err(ApiError::Forbidden(message.clone())));
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, %api_team_id, "counting open API requests failed");
                 for sender in waiting {

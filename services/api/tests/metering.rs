@@ -129,6 +129,12 @@ async fn a_team_without_a_subscription_is_refused() {
         .expect_err("no subscription");
     assert_eq!(error.code(), "FORBIDDEN");
     drop(conn);
+    let counter = metering::QuotaCounter::default();
+    let error = counter
+        .count(&api.pool, Uuid::new_v4())
+        .await
+        .expect_err("no subscription");
+    assert_eq!(error.code(), "FORBIDDEN", "the counter keeps the refusal");
     api.stop().await;
 }
 
