@@ -82,6 +82,12 @@ pub struct Config {
     pub google: Option<GoogleConfig>,
     /// API key verification (the open API's `x-api-key`).
     pub api_keys: ApiKeyConfig,
+    /// `SYNC_TOKEN_SECRET`: signs `sync.token` tokens; the sync-streamer must have the same
+    /// value (at least 32 bytes; a development default, refused in production).
+    pub sync_token_secret: SecretString,
+    /// `SYNC_TOKEN_TTL_SECONDS`: how long a sync token (and a stream opened with it) lasts
+    /// (default 900).
+    pub sync_token_ttl: Duration,
 }
 
 /// How API keys are verified (see `api_keys::verifier`).
@@ -182,6 +188,12 @@ impl Config {
         };
         let google = read_google(&mut env, &public_url);
         let api_keys = ApiKeyConfig::read(&mut env);
+        let sync_token_secret = read_sync_token_secret(&mut env, production);
+        let sync_token_ttl =
+            env.seconds_with_default("SYNC_TOKEN_TTL_SECONDS", Duration::from_secs(900));
+        if sync_token_ttl.is_zero() {
+            env.reject("SYNC_TOKEN_TTL_SECONDS", "must be at least 1");
+        }
         env.finish()?;
         Ok(Self {
             common,
@@ -197,6 +209,8 @@ impl Config {
             trusted_proxies,
             google,
             api_keys,
+            sync_token_secret,
+            sync_token_ttl,
         })
     }
 
@@ -220,6 +234,8 @@ impl Config {
             trusted_proxies: Vec::new(),
             google: None,
             api_keys: ApiKeyConfig::default(),
+            sync_token_secret: SecretString::from(sync_protocol::DEVELOPMENT_SECRET),
+            sync_token_ttl: Duration::from_secs(900),
         }
     }
 }
@@ -231,6 +247,21 @@ impl ServiceConfig for Config {
     fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.common.host, self.port)
     }
+}
+
+/// `SYNC_TOKEN_SECRET`: at least 32 bytes; the development default is refused in production.
+fn read_sync_token_secret(env: &mut EnvReader, production: bool) -> SecretString {
+    use secrecy::ExposeSecret;
+    let secret = env.secret_with_default("SYNC_TOKEN_SECRET", sync_protocol::DEVELOPMENT_SECRET);
+    if secret.expose_secret().len() < sync_protocol::MIN_SECRET_BYTES {
+        env.reject("SYNC_TOKEN_SECRET", "must be at least 32 bytes");
+    } else if production && secret.expose_secret() == sync_protocol::DEVELOPMENT_SECRET {
+        env.reject(
+            "SYNC_TOKEN_SECRET",
+            "must be set (the development default is refused when ENVIRONMENT=production)",
+        );
+    }
+    secret
 }
 
 /// `scheme://host[:port]`, as browsers send it in `Origin`.

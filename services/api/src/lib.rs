@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod request_logs;
 pub mod rpc;
 pub mod session;
+pub mod sync_token;
 pub mod teams;
 pub mod users;
 pub mod validation;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub request_logs: RequestLogSink,
     /// Open API per-key rate limits and cached key contexts.
     pub open_api: Arc<open_api::OpenApiState>,
+    /// Signs `sync.token` tokens (`SYNC_TOKEN_SECRET`).
+    pub sync_tokens: sync_protocol::TokenKey,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
             bus,
             api_keys,
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
+            sync_tokens: sync_protocol::TokenKey::new(config.sync_token_secret.clone()),
             config: Arc::new(config),
             http,
             request_logs,
@@ -134,6 +138,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(request_logs::routes())
         .merge(api_teams::routes())
         .merge(api_keys::routes())
+        .merge(sync_token::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
