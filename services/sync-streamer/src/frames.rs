@@ -109,7 +109,7 @@ impl LiveChangeset {
 
 /// A frame as clients receive it.
 #[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame<'a> {
     /// Catch-up rows of one table, from the read model.
     #[serde(rename_all = "camelCase")]

@@ -268,7 +268,7 @@ impl LocalCopy {
                     self.upsert(change["table"].as_str().unwrap(), &change["data"]);
                 }
             }
-            "scope_removed" | "scopeRemoved" => {
+            "scope_removed" => {
                 let team_id = frame["teamId"].as_str().unwrap().to_owned();
                 self.rows
                     .retain(|_, row| row["teamId"].as_str() != Some(team_id.as_str()));
@@ -374,9 +374,11 @@ pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<Strin
 /// (or ended); returns the frame types seen.
 pub async fn drain(sse: &mut Sse, copy: &mut LocalCopy, quiet: Duration) -> Vec<String> {
     let mut kinds = Vec::new();
+    // Heartbeats do not count as activity.
+    let mut quiet_until = tokio::time::Instant::now() + quiet;
     loop {
         let wait = if copy.caught_up {
-            quiet
+            quiet_until.saturating_duration_since(tokio::time::Instant::now())
         } else {
             Duration::from_secs(20)
         };
@@ -384,9 +386,13 @@ pub async fn drain(sse: &mut Sse, copy: &mut LocalCopy, quiet: Duration) -> Vec<
             return kinds;
         };
         let kind = copy.apply(&event);
+        if std::env::var_os("SYNC_TEST_TRACE").is_some() {
+            eprintln!("frame {:?} {}", event.id, event.data);
+        }
         let closed = kind == "closed";
         if kind != "heartbeat" {
             kinds.push(kind);
+            quiet_until = tokio::time::Instant::now() + quiet;
         }
         if closed {
             return kinds;
