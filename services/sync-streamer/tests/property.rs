@@ -20,6 +20,8 @@ use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
 const WRITE_PHASE: Duration = Duration::from_secs(10);
+/// How long a final resume waits without a frame before it counts as caught up.
+const QUIET: Duration = Duration::from_millis(2500);
 
 struct Shared {
     api: TestApi,
@@ -105,14 +107,17 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         "the surviving replica did not take over within 5 s"
     );
 
+    println!("leader killed; waiting for the writers");
     for writer in writers {
         writer.await.unwrap();
     }
+    println!("writers done; waiting for the clients");
     let copies: Vec<Client> = futures::future::join_all(clients)
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
+    println!("clients done; settling");
     settle(&shared.api).await;
 
     let client = async_nats::connect(test_support::nats_url()).await.unwrap();
@@ -124,8 +129,10 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         ))
         .await
         .unwrap();
+    let mut all_kinds: BTreeMap<String, usize> = BTreeMap::new();
     for (index, mut client) in copies.into_iter().enumerate() {
         // A last resume from the cursor, once everything is written.
+        println!("user {index}: final resume");
         client.session(&shared, &survivor.base_url, None).await;
         let expected = expected_rows(&shared.api, shared.users[index].user_id).await;
         assert_eq!(
@@ -161,7 +168,24 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
             client.copy.cursor
         );
         assert!(client.sessions >= 3, "the client reconnected several times");
+        println!("user {index}: frames by type {:?}", client.copy.kinds);
+        for (kind, count) in &client.copy.kinds {
+            *all_kinds.entry(kind.clone()).or_default() += count;
+        }
     }
+    // The run exercised what it is meant to: membership moves reached clients both ways.
+    assert!(
+        all_kinds
+            .get("scope_removed")
+            .is_some_and(|count| *count > 0),
+        "{all_kinds:?}"
+    );
+    assert!(
+        all_kinds
+            .get("closed:scopes_changed")
+            .is_some_and(|count| *count > 0),
+        "{all_kinds:?}"
+    );
     survivor.stop().await;
     let shared = Arc::into_inner(shared).unwrap_or_else(|| panic!("still shared"));
     shared.api.stop().await;
@@ -285,7 +309,17 @@ impl Client {
                 }
             };
             let since = self.copy.cursor.map(|cursor| cursor.to_string());
+            let trace = read_for.is_none() || std::env::var_os("SYNC_TEST_TRACE").is_some();
+            if trace {
+                println!(
+                    "user {}: connecting to {base_url} since {since:?}",
+                    self.index
+                );
+            }
             let mut sse = open_stream(base_url, &token, since.as_deref()).await;
+            if trace {
+                println!("user {}: status {}", self.index, sse.status);
+            }
             if sse.status == 401 {
                 // Stale or expired token: get a new one.
                 self.token = None;
@@ -298,16 +332,23 @@ impl Client {
             self.copy.caught_up = false;
             self.copy.closed = None;
             let until = read_for.map(|duration| tokio::time::Instant::now() + duration);
+            // Heartbeats do not count as activity.
+            let mut quiet_until = tokio::time::Instant::now() + QUIET;
             loop {
                 let wait = match until {
                     Some(until) => until.saturating_duration_since(tokio::time::Instant::now()),
-                    None if self.copy.caught_up => Duration::from_millis(2500),
+                    None if self.copy.caught_up => {
+                        quiet_until.saturating_duration_since(tokio::time::Instant::now())
+                    }
                     None => Duration::from_secs(20),
                 };
                 let Some(event) = sse.next(wait).await else {
                     break;
                 };
                 let kind = self.copy.apply(&event);
+                if kind != "heartbeat" {
+                    quiet_until = tokio::time::Instant::now() + QUIET;
+                }
                 if kind == "change" {
                     let seq: u64 = event.id.as_deref().unwrap().parse().unwrap();
                     self.change_sizes

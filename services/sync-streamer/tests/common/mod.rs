@@ -234,6 +234,8 @@ pub struct LocalCopy {
     pub cursors: Vec<u64>,
     pub closed: Option<String>,
     pub frames: usize,
+    /// Frames seen by type (`closed:<reason>` for closes).
+    pub kinds: BTreeMap<String, usize>,
 }
 
 impl LocalCopy {
@@ -242,6 +244,11 @@ impl LocalCopy {
         let frame = &event.data;
         let kind = frame["type"].as_str().unwrap().to_owned();
         self.frames += 1;
+        let counted = match kind.as_str() {
+            "closed" => format!("closed:{}", frame["reason"].as_str().unwrap_or("")),
+            other => other.to_owned(),
+        };
+        *self.kinds.entry(counted).or_default() += 1;
         if let Some(id) = &event.id {
             let cursor: u64 = id.parse().unwrap();
             if let Some(previous) = self.cursors.last() {
