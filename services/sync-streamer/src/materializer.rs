@@ -20,6 +20,11 @@ use crate::hub::ordered_from;
 
 const LEASE_NAME: &str = "materializer";
 
+/// (scope, table, row id).
+type RowKey<'a> = (&'a str, &'a str, &'a str);
+/// (version, seq, deleted, row JSON).
+type RowState<'a> = (i64, i64, bool, &'a str);
+
 /// Whether this replica leads (shared with readiness, metrics and tests).
 #[derive(Clone, Default)]
 pub struct Leadership {
@@ -207,7 +212,7 @@ impl Materializer {
     ) -> Result<(), LeadError> {
         // The newest version of each (scope, table, row) in the batch; on equal versions the
         // first (lowest sequence) wins, as the version guard would decide.
-        let mut latest: HashMap<(&str, &str, &str), (i64, i64, bool, &str)> = HashMap::new();
+        let mut latest: HashMap<RowKey<'_>, RowState<'_>> = HashMap::new();
         for changeset in batch {
             for change in &changeset.changes {
                 let key = (

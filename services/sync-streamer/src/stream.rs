@@ -246,16 +246,16 @@ async fn open(
         (None, Some(since)) if !since.trim().is_empty() => parse_cursor("since", since)?,
         _ => 0,
     };
-    if let Some(tables) = &request.tables {
-        if let Some(unknown) = tables
-            .iter()
-            .find(|table| !TABLES.contains(&table.as_str()))
-        {
-            return Err(StreamError::BadInput {
-                field: "tables",
-                problem: format!("unknown table `{unknown}` (known: {})", TABLES.join(", ")),
-            });
-        }
+    if let Some(unknown) = request
+        .tables
+        .iter()
+        .flatten()
+        .find(|table| !TABLES.contains(&table.as_str()))
+    {
+        return Err(StreamError::BadInput {
+            field: "tables",
+            problem: format!("unknown table `{unknown}` (known: {})", TABLES.join(", ")),
+        });
     }
     let user_scope = format!("user.{}", claims.user_id);
     let mut scopes = vec![user_scope.clone()];
@@ -451,10 +451,8 @@ impl Connection {
                 },
             };
             for changeset in gap {
-                if self.is_mine(&changeset) {
-                    if let Flow::Stop = self.live(&changeset).await? {
-                        return Ok(());
-                    }
+                if self.is_mine(&changeset) && matches!(self.live(&changeset).await?, Flow::Stop) {
+                    return Ok(());
                 }
             }
         }
