@@ -373,6 +373,23 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_token_secret_is_checked() {
+        let short =
+            Config::read(EnvReader::from_map([("SYNC_TOKEN_SECRET", "short")])).unwrap_err();
+        assert!(short.names("SYNC_TOKEN_SECRET"));
+        assert!(
+            !short.to_string().contains("short"),
+            "the secret is not echoed"
+        );
+        let default_in_production = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("SESSION_COOKIE_SECURE", "true"),
+        ]))
+        .unwrap_err();
+        assert!(default_in_production.names("SYNC_TOKEN_SECRET"));
+    }
+
+    #[test]
     fn defaults_suit_development() {
         let config = Config::read(EnvReader::from_map([("TRUSTED_PROXIES", "10.0.0.1")])).unwrap();
         assert!(!config.session_cookie_secure);
