@@ -53,6 +53,8 @@ pub enum StreamError {
     },
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error("the service is not tailing the change stream yet; retry shortly")]
+    NotReady,
     #[error("internal error")]
     Internal,
 }
@@ -70,7 +72,7 @@ impl StreamError {
             }
             Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Self::BadInput { .. } => StatusCode::BAD_REQUEST,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +85,7 @@ impl StreamError {
             Self::TokenStale => "SYNC_TOKEN_STALE",
             Self::TooManyStreams => "TOO_MANY_STREAMS",
             Self::BadInput { .. } => "BAD_REQUEST",
-            Self::ShuttingDown => "SERVICE_UNAVAILABLE",
+            Self::ShuttingDown | Self::NotReady => "SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -93,7 +95,11 @@ impl StreamError {
             // Generic codes are oRPC's (not declared); ours are declared errors.
             defined: !matches!(
                 self,
-                Self::MissingToken | Self::BadInput { .. } | Self::ShuttingDown | Self::Internal
+                Self::MissingToken
+                    | Self::BadInput { .. }
+                    | Self::ShuttingDown
+                    | Self::NotReady
+                    | Self::Internal
             ),
             code: self.code(),
             status: self.status().as_u16(),

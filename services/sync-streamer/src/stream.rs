@@ -235,6 +235,10 @@ async fn open(
     if state.shutdown.is_cancelled() {
         return Err(StreamError::ShuttingDown);
     }
+    // Before the tail runs, the hub's position means nothing: the handoff needs it.
+    if !state.hub.is_tailing() {
+        return Err(StreamError::NotReady);
+    }
     let token = request.token.ok_or(StreamError::MissingToken)?;
     let claims = state.tokens.verify(&token, now_ms())?;
     if state.revoked.contains(claims.session_id) {
