@@ -133,28 +133,42 @@ impl CatchUp {
         reader: &ScopeReader,
         exact_seq: Option<u64>,
     ) -> Result<Vec<Row>, sqlx::Error> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT seq, table_name, data::text FROM rows
-             WHERE scope = $1
-               AND ($2::int8 IS NULL AND seq > $3 AND seq <= $4 OR seq = $2)
-               AND ($5 OR NOT deleted)
-               AND ($6::text[] IS NULL OR table_name = ANY($6))
-             ORDER BY seq
-             LIMIT $7",
-        )
-        .bind(&reader.scope)
-        .bind(exact_seq.map(|seq| seq as i64))
-        .bind(reader.after as i64)
-        .bind(self.watermark as i64)
-        .bind(self.include_tombstones)
-        .bind(self.tables.as_deref())
-        .bind(if exact_seq.is_some() {
-            i64::MAX
-        } else {
-            self.page_rows as i64
-        })
-        .fetch_all(db)
-        .await?;
+        // Two plain statements rather than one with an OR, so each is an index range scan on
+        // (scope, seq) that stops after the limit.
+        let rows: Vec<(i64, String, String)> = match exact_seq {
+            None => {
+                sqlx::query_as(
+                    "SELECT seq, table_name, data::text FROM rows
+                     WHERE scope = $1 AND seq > $2 AND seq <= $3
+                       AND ($4 OR NOT deleted)
+                       AND ($5::text[] IS NULL OR table_name = ANY($5))
+                     ORDER BY seq
+                     LIMIT $6",
+                )
+                .bind(&reader.scope)
+                .bind(reader.after as i64)
+                .bind(self.watermark as i64)
+                .bind(self.include_tombstones)
+                .bind(self.tables.as_deref())
+                .bind(self.page_rows as i64)
+                .fetch_all(db)
+                .await?
+            }
+            Some(seq) => {
+                sqlx::query_as(
+                    "SELECT seq, table_name, data::text FROM rows
+                     WHERE scope = $1 AND seq = $2
+                       AND ($3 OR NOT deleted)
+                       AND ($4::text[] IS NULL OR table_name = ANY($4))",
+                )
+                .bind(&reader.scope)
+                .bind(seq as i64)
+                .bind(self.include_tombstones)
+                .bind(self.tables.as_deref())
+                .fetch_all(db)
+                .await?
+            }
+        };
         let mut out = Vec::with_capacity(rows.len());
         for (seq, table, json) in rows {
             // The column is `json`: Postgres validated it when it was written.

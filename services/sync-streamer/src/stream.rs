@@ -421,7 +421,9 @@ impl Connection {
             self.cursor > 0,
             self.tables.clone(),
         );
-        match self.catch_up(catch_up, watermark).await {
+        // Boxed: the catch-up's (and the gap's) futures are large and needed once; inline,
+        // every idle stream's task would keep room for them (memory per connection).
+        match Box::pin(self.catch_up(catch_up, watermark)).await {
             Ok(flow) => {
                 if matches!(flow, Flow::Stop) {
                     return Ok(());
@@ -439,12 +441,12 @@ impl Connection {
             let from = self.cursor + 1;
             let gap = match self.state.hub.range(from, position) {
                 Some(gap) => gap,
-                None => match hub::read_range(
+                None => match Box::pin(hub::read_range(
                     &self.state.jetstream,
                     &self.state.changes_stream,
                     from,
                     position,
-                )
+                ))
                 .await
                 {
                     Ok(gap) => gap,
@@ -455,7 +457,9 @@ impl Connection {
                 },
             };
             for changeset in gap {
-                if self.is_mine(&changeset) && matches!(self.live(&changeset).await?, Flow::Stop) {
+                if self.is_mine(&changeset)
+                    && matches!(Box::pin(self.live(&changeset)).await?, Flow::Stop)
+                {
                     return Ok(());
                 }
             }
@@ -588,7 +592,7 @@ impl Connection {
                 next = queue.next() => match next {
                     Next::Changesets(changesets) => {
                         for changeset in changesets {
-                            if let Flow::Stop = self.live(&changeset).await? {
+                            if let Flow::Stop = Box::pin(self.live(&changeset)).await? {
                                 return Ok(());
                             }
                         }
