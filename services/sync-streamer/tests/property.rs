@@ -41,8 +41,14 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         .unwrap_or_else(rand::random);
     println!("seed {seed} (SYNC_PROPERTY_SEED={seed} repeats this run)");
     let api = TestApi::start().await;
-    let first = Streamer::start(&api, |_| {}).await;
-    let second = Streamer::start(&api, |_| {}).await;
+    // Small pages exercise the paging (pages cut on whole changesets); a small ring on one
+    // replica makes its handoff gaps come from JetStream rather than the ring.
+    let first = Streamer::start(&api, |config| config.sync.chunk_rows = 7).await;
+    let second = Streamer::start(&api, |config| {
+        config.sync.chunk_rows = 7;
+        config.sync.ring_capacity = 20;
+    })
+    .await;
     let mut users = Vec::new();
     for index in 0..4 {
         users.push(api.login(&unique_email(&format!("user{index}"))).await);
