@@ -6,8 +6,8 @@ pub mod ceiling;
 pub mod events;
 pub mod open_api_create;
 pub mod rpc_create;
-pub mod task_replicas;
 pub mod sync;
+pub mod task_replicas;
 pub mod tasks;
 
 use crate::scenario::DynScenario;
