@@ -6,6 +6,7 @@ pub mod ceiling;
 pub mod events;
 pub mod open_api_create;
 pub mod rpc_create;
+pub mod sync;
 pub mod task_replicas;
 pub mod tasks;
 
@@ -23,6 +24,7 @@ pub fn registry() -> Vec<Box<dyn DynScenario>> {
         Box::new(task_replicas::TaskReplicas),
         Box::new(rpc_create::RpcCreate),
         Box::new(open_api_create::OpenApiCreate),
+        Box::new(sync::Sync),
     ]
 }
 

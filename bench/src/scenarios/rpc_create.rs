@@ -443,8 +443,8 @@ async fn outbox_insert(
 
 /// The api running in this process on a database and bus namespace of its own, signed in.
 pub(crate) struct ApiRig {
-    database: String,
-    namespace: String,
+    pub(crate) database: String,
+    pub(crate) namespace: String,
     nats_url: String,
     pub(crate) base_url: String,
     /// One session token per connection (user `bench-<i>@example.com`).

@@ -88,6 +88,12 @@ pub struct Config {
     /// `SOFT_DELETE_RETENTION_DAYS` (default 30): soft-deleted rows older than this are
     /// purged by the daily `purge-retention` job.
     pub soft_delete_retention: Duration,
+    /// `SYNC_TOKEN_SECRET`: signs `sync.token` tokens; the sync-streamer must have the same
+    /// value (at least 32 bytes; a development default, refused in production).
+    pub sync_token_secret: SecretString,
+    /// `SYNC_TOKEN_TTL_SECONDS`: how long a sync token (and a stream opened with it) lasts
+    /// (default 900).
+    pub sync_token_ttl: Duration,
 }
 
 /// How API keys are verified (see `api_keys::verifier`).
@@ -199,6 +205,12 @@ impl Config {
         if retention_days == 0 {
             env.reject("SOFT_DELETE_RETENTION_DAYS", "must be at least 1");
         }
+        let sync_token_secret = read_sync_token_secret(&mut env, production);
+        let sync_token_ttl =
+            env.seconds_with_default("SYNC_TOKEN_TTL_SECONDS", Duration::from_secs(900));
+        if sync_token_ttl.is_zero() {
+            env.reject("SYNC_TOKEN_TTL_SECONDS", "must be at least 1");
+        }
         env.finish()?;
         Ok(Self {
             common,
@@ -217,6 +229,8 @@ impl Config {
             cron_job_secret: cron_job_secret
                 .map(|secret| SecretString::from(secret.trim().to_owned())),
             soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            sync_token_secret,
+            sync_token_ttl,
         })
     }
 
@@ -242,6 +256,8 @@ impl Config {
             api_keys: ApiKeyConfig::default(),
             cron_job_secret: None,
             soft_delete_retention: Duration::from_secs(30 * 86_400),
+            sync_token_secret: SecretString::from(sync_protocol::DEVELOPMENT_SECRET),
+            sync_token_ttl: Duration::from_secs(900),
         }
     }
 }
@@ -253,6 +269,21 @@ impl ServiceConfig for Config {
     fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.common.host, self.port)
     }
+}
+
+/// `SYNC_TOKEN_SECRET`: at least 32 bytes; the development default is refused in production.
+fn read_sync_token_secret(env: &mut EnvReader, production: bool) -> SecretString {
+    use secrecy::ExposeSecret;
+    let secret = env.secret_with_default("SYNC_TOKEN_SECRET", sync_protocol::DEVELOPMENT_SECRET);
+    if secret.expose_secret().len() < sync_protocol::MIN_SECRET_BYTES {
+        env.reject("SYNC_TOKEN_SECRET", "must be at least 32 bytes");
+    } else if production && secret.expose_secret() == sync_protocol::DEVELOPMENT_SECRET {
+        env.reject(
+            "SYNC_TOKEN_SECRET",
+            "must be set (the development default is refused when ENVIRONMENT=production)",
+        );
+    }
+    secret
 }
 
 /// `scheme://host[:port]`, as browsers send it in `Origin`.
@@ -361,6 +392,23 @@ mod tests {
         assert!(error.names("TRUSTED_PROXIES"));
         assert!(error.names("ALLOWED_ORIGINS"));
         assert!(error.names("GOOGLE_CLIENT_SECRET"));
+    }
+
+    #[test]
+    fn the_sync_token_secret_is_checked() {
+        let short =
+            Config::read(EnvReader::from_map([("SYNC_TOKEN_SECRET", "short")])).unwrap_err();
+        assert!(short.names("SYNC_TOKEN_SECRET"));
+        assert!(
+            !short.to_string().contains("short"),
+            "the secret is not echoed"
+        );
+        let default_in_production = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("SESSION_COOKIE_SECURE", "true"),
+        ]))
+        .unwrap_err();
+        assert!(default_in_production.names("SYNC_TOKEN_SECRET"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod rate_limit;
 pub mod request_logs;
 pub mod rpc;
 pub mod session;
+pub mod sync_token;
 pub mod teams;
 pub mod users;
 pub mod validation;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub request_logs: RequestLogSink,
     /// Open API per-key rate limits and cached key contexts.
     pub open_api: Arc<open_api::OpenApiState>,
+    /// Signs `sync.token` tokens (`SYNC_TOKEN_SECRET`).
+    pub sync_tokens: sync_protocol::TokenKey,
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ impl AppState {
             bus,
             api_keys,
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
+            sync_tokens: sync_protocol::TokenKey::new(config.sync_token_secret.clone()),
             config: Arc::new(config),
             http,
             request_logs,
@@ -140,6 +144,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(api_teams::routes())
         .merge(api_keys::routes())
         .merge(exports::routes())
+        .merge(sync_token::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",

@@ -1,16 +1,38 @@
-//! The `sync-streamer` service. See docs/architecture.md for what it owns.
+//! The `sync-streamer` service (ARCHITECTURE §5, docs/sync.md): materializes the CHANGES
+//! stream into the `sync` read model (one leader across replicas) and serves delta catch-up
+//! then live changes over SSE and as an oRPC event iterator.
 
-use std::net::SocketAddr;
+pub mod catchup;
+pub mod config;
+pub mod error;
+pub mod frames;
+pub mod hub;
+pub mod materializer;
+pub mod revocation;
+pub mod stream;
 
-use axum::Router;
+use std::sync::Arc;
+
 use bus::Bus;
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
+use messages::definition::BusMessage;
+use messages::journal::v1::SessionRevoked;
+use std::future::Future;
+use std::pin::Pin;
+
+use platform::health::ReadinessCheck;
 use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use crate::config::{Config, SyncConfig};
+pub use crate::error::{Error, StreamError};
+use crate::hub::Hub;
+use crate::materializer::{Leadership, Materializer};
+use crate::revocation::RevokedSessions;
+use crate::stream::StreamState;
 
 pub const SERVICE: &str = "sync-streamer";
 /// The Postgres schema this service owns; no other service touches it.
@@ -19,58 +41,138 @@ pub const DEFAULT_PORT: u16 = 8081;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sync");
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub common: CommonConfig,
-    /// `PORT`.
-    pub port: u16,
+/// The service, connected and migrated, its background tasks running, not yet serving.
+pub struct Service {
+    state: StreamState,
+    leadership: Leadership,
+    readiness: platform::health::Readiness,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+    background: Vec<JoinHandle<()>>,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
+/// `/readyz` fails until the replica tails CHANGES.
+struct TailCheck(Hub);
+
+impl ReadinessCheck for TailCheck {
+    fn name(&self) -> &str {
+        "changes_tail"
+    }
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        let tailing = self.0.is_tailing();
+        Box::pin(async move {
+            if tailing {
+                Ok(())
+            } else {
+                Err("not tailing CHANGES".to_owned())
+            }
+        })
+    }
+}
+
+impl Service {
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
+        let bus = Bus::start(
+            infra.jetstream.clone(),
+            &config.common.bus_namespace,
+            SERVICE,
+        )
+        .await?;
+        let sync = Arc::new(config.sync.clone());
+        let hub = Hub::new(sync.ring_capacity);
+        let changes_stream = bus.stream_name("CHANGES");
+        let leadership = Leadership::default();
+        let revoked = RevokedSessions::default();
+        let materializer = Materializer {
+            db: infra.db.clone(),
+            jetstream: infra.jetstream.clone(),
+            stream_name: changes_stream.clone(),
+            lease: sync.lease,
+            batch: sync.materializer_batch,
+            tombstone_retention: sync.tombstone_retention,
+            purge_interval: sync.purge_interval,
+            leadership: leadership.clone(),
+            replica_id: Uuid::new_v4(),
+        };
+        let background = vec![
+            tokio::spawn(materializer.run(shutdown.clone())),
+            tokio::spawn(hub::run_tail(
+                hub.clone(),
+                infra.jetstream.clone(),
+                changes_stream.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(revocation::run(
+                infra.jetstream.clone(),
+                bus.stream_name("EVENTS"),
+                bus.subject(&SessionRevoked::subject()),
+                revoked.clone(),
+                hub.clone(),
+                shutdown.clone(),
+            )),
+        ];
+        let readiness = infra.readiness().with_check(TailCheck(hub.clone()));
+        let state = StreamState {
+            db: infra.db.clone(),
+            jetstream: infra.jetstream.clone(),
+            changes_stream,
+            hub,
+            tokens: sync_protocol::TokenKey::new(sync.token_secret.clone()),
+            catchups: Arc::new(tokio::sync::Semaphore::new(sync.catchup_concurrency)),
+            config: sync,
+            revoked,
+            shutdown: shutdown.clone(),
+        };
+        Ok(Self {
+            state,
+            leadership,
+            readiness,
+            listener,
+            shutdown,
+            grace: config.common.shutdown_grace,
+            background,
+        })
     }
 
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        env.finish()?;
-        Ok(Self { common, port })
+    /// Whether this replica holds the materializer lease.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
     }
 
-    /// Defaults for tests: the given database and NATS server.
-    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
-        Self {
-            common: CommonConfig::for_tests(database_url, nats_url),
-            port: 0,
+    /// Handles to abort the background tasks (tests simulate a crashed replica with them).
+    pub fn abort_handles(&self) -> Vec<tokio::task::AbortHandle> {
+        self.background
+            .iter()
+            .map(JoinHandle::abort_handle)
+            .collect()
+    }
+
+    pub fn hub(&self) -> Hub {
+        self.state.hub.clone()
+    }
+
+    /// Serve until the shutdown token is cancelled; streams end with a `closed` frame
+    /// (`shutdown`) so clients reconnect elsewhere.
+    pub async fn serve(self) -> Result<(), Error> {
+        let app = platform::http::service_router(
+            SERVICE,
+            stream::routes(self.state.clone()),
+            self.readiness,
+        );
+        let served =
+            platform::http::serve(self.listener, app, self.shutdown.clone(), self.grace).await;
+        self.shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
         }
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
-
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-        }
+        served?;
+        Ok(())
     }
 }
 
@@ -80,15 +182,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    // The streamer tails CHANGES; make sure the streams exist.
-    Bus::start(
-        infra.jetstream.clone(),
-        &config.common.bus_namespace,
-        SERVICE,
-    )
-    .await?;
-    let app = platform::http::service_router(SERVICE, Router::new(), infra.readiness());
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace).await?;
-    Ok(())
+    Service::start(config, listener, shutdown)
+        .await?
+        .serve()
+        .await
 }

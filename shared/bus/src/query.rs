@@ -98,10 +98,12 @@ where
         })?;
     // The subscription exists at the server once this returns: no question sent after
     // readiness finds nobody.
-    client.flush().await.map_err(|error| BusError::Query {
-        name: Q::NAME,
-        message: format!("flushing the subscription: {error}"),
-    })?;
+    server_round_trip(&client)
+        .await
+        .map_err(|error| BusError::Query {
+            name: Q::NAME,
+            message: format!("confirming the subscription: {error}"),
+        })?;
     let answer = Arc::new(answer);
     let concurrency = concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -176,10 +178,39 @@ where
         }
         let _ = subscriber.unsubscribe().await;
         // Once the server has the unsubscribe, askers get "no responders" at once rather than
-        // waiting out their timeout on a replica that stopped listening.
-        let _ = client.flush().await;
+        // waiting out their timeout on a replica that stopped listening (a question routed
+        // here before it would be dropped unanswered).
+        if let Err(error) = server_round_trip(&client).await {
+            tracing::warn!(query = Q::NAME, %error, "could not confirm the unsubscribe");
+        }
         // Finish the questions in hand.
         let _ = permits.acquire_many(concurrency as u32).await;
         tracing::info!(query = Q::NAME, "stopped answering");
     }))
 }
+
+/// Wait until the NATS server has processed everything this connection sent so far.
+/// `Client::flush` only writes the buffer to the socket; the server handles one connection's
+/// operations in order, so a message to a private inbox coming back proves it handled the
+/// earlier `SUB`/`UNSUB`.
+async fn server_round_trip(client: &async_nats::Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|error| error.to_string())?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|error| error.to_string())?;
+    let returned = tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next())
+        .await
+        .map_err(|_| format!("no answer from the server within {ROUND_TRIP_TIMEOUT:?}"))?;
+    let _ = echo.unsubscribe().await;
+    match returned {
+        Some(_) => Ok(()),
+        None => Err("the connection closed".to_owned()),
+    }
+}
+
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);

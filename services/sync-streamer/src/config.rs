@@ -1,0 +1,172 @@
+//! The streamer's configuration (README "Configuration"): the shared variables plus the sync
+//! settings, every bad one named at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use platform::bootstrap::ServiceConfig;
+use platform::config::{CommonConfig, ConfigError, EnvReader};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::DEFAULT_PORT;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PORT`.
+    pub port: u16,
+    pub sync: SyncConfig,
+}
+
+/// How streams and the materializer behave.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// `SYNC_TOKEN_SECRET`: verifies sync tokens; the api's value (≥ 32 bytes).
+    pub token_secret: SecretString,
+    /// `SYNC_HEARTBEAT_SECONDS` (default 10).
+    pub heartbeat: Duration,
+    /// `SYNC_RETRY_MS`: the SSE `retry:` hint (default 2000).
+    pub retry_ms: u64,
+    /// `SYNC_CHUNK_ROWS`: rows per catch-up page (default 500).
+    pub chunk_rows: usize,
+    /// `SYNC_CLIENT_BUFFER_BYTES`: live changesets a client may have waiting, in bytes, before
+    /// it is disconnected as too slow (default 1 MiB).
+    pub client_buffer_bytes: usize,
+    /// `SYNC_MAX_STREAMS_PER_USER`: open streams per user and replica (default 10).
+    pub max_streams_per_user: usize,
+    /// `SYNC_TOMBSTONE_RETENTION_SECONDS`: how long tombstones stay in the read model
+    /// (default 30 days); older cursors get a `reset`.
+    pub tombstone_retention: Duration,
+    /// `SYNC_PURGE_INTERVAL_SECONDS`: how often the leader purges old tombstones (default 3600).
+    pub purge_interval: Duration,
+    /// `SYNC_LEASE_MS`: the materializer's leader lease (default 3000); a replica takes over
+    /// at most this long (plus one poll, a third of it) after the leader dies.
+    pub lease: Duration,
+    /// `SYNC_MATERIALIZER_BATCH`: changesets applied per transaction at most (default 1000).
+    pub materializer_batch: usize,
+    /// `SYNC_RING_CAPACITY`: recent changesets each replica keeps for the catch-up → live
+    /// handoff (default 20000).
+    pub ring_capacity: usize,
+    /// `SYNC_CATCHUP_CONCURRENCY`: catch-ups reading Postgres at once per replica (default 8).
+    pub catchup_concurrency: usize,
+}
+
+impl SyncConfig {
+    fn read(env: &mut EnvReader) -> Self {
+        let token_secret =
+            env.secret_with_default("SYNC_TOKEN_SECRET", sync_protocol::DEVELOPMENT_SECRET);
+        if token_secret.expose_secret().len() < sync_protocol::MIN_SECRET_BYTES {
+            env.reject("SYNC_TOKEN_SECRET", "must be at least 32 bytes");
+        }
+        let positive = |env: &mut EnvReader, name: &str, default: u64| -> u64 {
+            let value = env.with_default(name, default);
+            if value == 0 {
+                env.reject(name, "must be at least 1");
+                return default;
+            }
+            value
+        };
+        let heartbeat = Duration::from_secs(positive(env, "SYNC_HEARTBEAT_SECONDS", 10));
+        let retry_ms = positive(env, "SYNC_RETRY_MS", 2000);
+        let chunk_rows = positive(env, "SYNC_CHUNK_ROWS", 500) as usize;
+        let client_buffer_bytes = positive(env, "SYNC_CLIENT_BUFFER_BYTES", 1 << 20) as usize;
+        let max_streams_per_user = positive(env, "SYNC_MAX_STREAMS_PER_USER", 10) as usize;
+        let tombstone_retention = Duration::from_secs(positive(
+            env,
+            "SYNC_TOMBSTONE_RETENTION_SECONDS",
+            30 * 24 * 3600,
+        ));
+        let purge_interval =
+            Duration::from_secs(positive(env, "SYNC_PURGE_INTERVAL_SECONDS", 3600));
+        let lease = Duration::from_millis(positive(env, "SYNC_LEASE_MS", 3000));
+        let materializer_batch = positive(env, "SYNC_MATERIALIZER_BATCH", 1000) as usize;
+        let ring_capacity = positive(env, "SYNC_RING_CAPACITY", 20_000) as usize;
+        let catchup_concurrency = positive(env, "SYNC_CATCHUP_CONCURRENCY", 8) as usize;
+        Self {
+            token_secret,
+            heartbeat,
+            retry_ms,
+            chunk_rows,
+            client_buffer_bytes,
+            max_streams_per_user,
+            tombstone_retention,
+            purge_interval,
+            lease,
+            materializer_batch,
+            ring_capacity,
+            catchup_concurrency,
+        }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self::read(&mut EnvReader::from_map(
+            std::iter::empty::<(String, String)>(),
+        ))
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let common = CommonConfig::read(&mut env);
+        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+        let sync = SyncConfig::read(&mut env);
+        env.finish()?;
+        Ok(Self { common, port, sync })
+    }
+
+    /// Defaults for tests: the given database and NATS server, a 1 s lease.
+    pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            common: CommonConfig::for_tests(database_url, nats_url),
+            port: 0,
+            sync: SyncConfig {
+                lease: Duration::from_millis(1500),
+                ..SyncConfig::default()
+            },
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+    fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.common.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bad_sync_variables_are_named() {
+        let error = Config::read(EnvReader::from_map([
+            ("SYNC_TOKEN_SECRET", "short"),
+            ("SYNC_HEARTBEAT_SECONDS", "0"),
+            ("SYNC_CHUNK_ROWS", "many"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("SYNC_TOKEN_SECRET"));
+        assert!(error.names("SYNC_HEARTBEAT_SECONDS"));
+        assert!(error.names("SYNC_CHUNK_ROWS"));
+        // The secret's value never appears in the message.
+        assert!(!error.to_string().contains("short"));
+    }
+
+    #[test]
+    fn defaults_suit_development() {
+        let config = Config::read(EnvReader::from_map([("PORT", "9001")])).unwrap();
+        assert_eq!(config.port, 9001);
+        assert_eq!(config.sync.heartbeat, Duration::from_secs(10));
+        assert_eq!(config.sync.chunk_rows, 500);
+    }
+}

@@ -1,0 +1,170 @@
+//! Changesets as the streamer holds them, and the frames clients receive (ARCHITECTURE §5,
+//! docs/sync.md). Every frame is one JSON object; SSE carries it as `data:`.
+
+use std::sync::{Arc, OnceLock};
+
+use messages::sync::v1::{ChangeOp, Changeset};
+use prost::Message;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// One changeset from CHANGES, decoded once and shared by every client that sees it.
+#[derive(Debug)]
+pub struct LiveChangeset {
+    /// The CHANGES stream sequence: the cursor.
+    pub seq: u64,
+    /// `user.<uuid>` or `team.<uuid>`.
+    pub scope: String,
+    pub changes: Vec<LiveChange>,
+    /// When the api wrote it (epoch ms), for latency metrics.
+    pub written_at_ms: i64,
+    /// Roughly what it costs a client buffer.
+    pub bytes: usize,
+    /// The `change` frame with every change, serialized on first use.
+    full_frame: OnceLock<Arc<str>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveChange {
+    pub table: String,
+    pub op: &'static str,
+    pub row_id: String,
+    pub version: i64,
+    pub data: Arc<RawValue>,
+}
+
+impl LiveChange {
+    pub fn deleted(&self) -> bool {
+        self.op == "delete"
+    }
+}
+
+/// Why a message could not be read as a changeset (it is skipped and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a changeset: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("row_json of {table}/{row_id} is not JSON: {error}")]
+    RowJson {
+        table: String,
+        row_id: String,
+        error: serde_json::Error,
+    },
+}
+
+impl LiveChangeset {
+    pub fn decode(seq: u64, payload: &[u8]) -> Result<Self, DecodeError> {
+        let changeset = Changeset::decode(payload)?;
+        let mut bytes = 64 + changeset.scope.len();
+        let mut changes = Vec::with_capacity(changeset.changes.len());
+        for change in changeset.changes {
+            let op = match ChangeOp::try_from(change.op).unwrap_or(ChangeOp::Unspecified) {
+                ChangeOp::Insert => "insert",
+                ChangeOp::Delete => "delete",
+                // An unknown op is an update: the row is the latest state either way.
+                ChangeOp::Update | ChangeOp::Unspecified => "update",
+            };
+            let json = String::from_utf8_lossy(&change.row_json).into_owned();
+            let data: Arc<RawValue> =
+                Arc::from(
+                    RawValue::from_string(json).map_err(|error| DecodeError::RowJson {
+                        table: change.table.clone(),
+                        row_id: change.row_id.clone(),
+                        error,
+                    })?,
+                );
+            bytes += 64 + change.table.len() + change.row_id.len() + data.get().len();
+            changes.push(LiveChange {
+                table: change.table,
+                op,
+                row_id: change.row_id,
+                version: change.version,
+                data,
+            });
+        }
+        Ok(Self {
+            seq,
+            scope: changeset.scope,
+            changes,
+            written_at_ms: changeset.written_at_ms,
+            bytes,
+            full_frame: OnceLock::new(),
+        })
+    }
+
+    /// The `change` frame carrying every change (shared by all clients without a filter).
+    pub fn full_frame(&self) -> Arc<str> {
+        Arc::clone(self.full_frame.get_or_init(|| {
+            Arc::from(
+                Frame::Change {
+                    cursor: self.seq.to_string(),
+                    changes: self.changes.iter().collect(),
+                }
+                .to_json(),
+            )
+        }))
+    }
+}
+
+/// A frame as clients receive it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame<'a> {
+    /// Catch-up rows of one table, from the read model.
+    #[serde(rename_all = "camelCase")]
+    Delta {
+        /// `null` only in an empty last chunk (nothing to catch up).
+        table: Option<&'a str>,
+        data: Vec<&'a RawValue>,
+        is_last_chunk: bool,
+        cursor: String,
+    },
+    /// One committed changeset, live.
+    Change {
+        cursor: String,
+        changes: Vec<&'a LiveChange>,
+    },
+    Heartbeat {
+        timestamp: i64,
+    },
+    /// The cursor is older than the tombstone retention: drop local state; a full catch-up
+    /// follows on the same stream.
+    Reset {
+        reason: &'static str,
+    },
+    /// The user left (or was removed from) a team: drop every row of that team's scope.
+    #[serde(rename_all = "camelCase")]
+    ScopeRemoved {
+        scope: String,
+        team_id: String,
+        cursor: String,
+    },
+    /// The stream ends; `reason` says what the client should do (docs/sync.md).
+    Closed {
+        reason: CloseReason,
+    },
+}
+
+impl Frame<'_> {
+    pub fn to_json(&self) -> String {
+        // Frames hold strings, numbers and already-valid raw JSON: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Why the server ends a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The client's buffer overflowed: reconnect and resume from the last cursor.
+    SlowClient,
+    /// The user joined a team: reconnect (with a fresh token if it lacks the team).
+    ScopesChanged,
+    /// Get a new sync token, then reconnect.
+    TokenExpired,
+    /// Sign in again.
+    SessionRevoked,
+    /// This replica is stopping: reconnect (to another replica).
+    Shutdown,
+}

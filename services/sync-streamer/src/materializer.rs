@@ -1,0 +1,317 @@
+//! The materializer (ARCHITECTURE §5 step 3): exactly one replica at a time — the holder of
+//! the `materializer` lease — applies CHANGES in stream order into `sync.rows` and advances
+//! the watermark, in batches. Each batch transaction renews the lease first (a replica that
+//! lost it cannot commit) and checks the watermark it started from, so two leaders can never
+//! interleave. Rows are version-guarded: replaying a changeset changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::frames::LiveChangeset;
+use crate::hub::ordered_from;
+
+const LEASE_NAME: &str = "materializer";
+
+/// (scope, table, row id).
+type RowKey<'a> = (&'a str, &'a str, &'a str);
+/// (version, seq, deleted, row JSON).
+type RowState<'a> = (i64, i64, bool, &'a str);
+
+/// Whether this replica leads (shared with readiness, metrics and tests).
+#[derive(Clone, Default)]
+pub struct Leadership {
+    leading: Arc<AtomicBool>,
+}
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+    fn set(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
+        metrics::gauge!("sync_materializer_leader").set(if leading { 1.0 } else { 0.0 });
+    }
+}
+
+pub struct Materializer {
+    pub db: PgPool,
+    pub jetstream: jetstream::Context,
+    pub stream_name: String,
+    pub lease: Duration,
+    pub batch: usize,
+    pub tombstone_retention: Duration,
+    pub purge_interval: Duration,
+    pub leadership: Leadership,
+    pub replica_id: Uuid,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LeadError {
+    #[error("lost the lease")]
+    LostLease,
+    #[error("the watermark moved under us (another leader)")]
+    WatermarkMoved,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+impl Materializer {
+    /// Compete for the lease and materialize while holding it, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = self.lease / 3;
+        while !shutdown.is_cancelled() {
+            match self.try_acquire().await {
+                Ok(true) => {
+                    tracing::info!(replica = %self.replica_id, "materializer lease acquired");
+                    self.leadership.set(true);
+                    let result = self.lead(&shutdown).await;
+                    self.leadership.set(false);
+                    match result {
+                        Ok(()) => {}
+                        Err(error) => tracing::warn!(%error, "materializer stopped leading"),
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "materializer lease check failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Hand over at once instead of making the next leader wait out the lease.
+        let _ = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(LEASE_NAME)
+            .bind(self.replica_id)
+            .execute(&self.db)
+            .await;
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    async fn try_acquire(&self) -> Result<bool, sqlx::Error> {
+        let holder: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at)
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8 / 1000))
+             ON CONFLICT (name) DO UPDATE
+                SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                    acquired_at = clock_timestamp()
+                WHERE leases.expires_at < clock_timestamp() OR leases.holder = EXCLUDED.holder
+             RETURNING holder",
+        )
+        .bind(LEASE_NAME)
+        .bind(self.replica_id)
+        .bind(self.lease_ms() as f64)
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(holder == Some(self.replica_id))
+    }
+
+    async fn renew(&self, conn: &mut sqlx::PgConnection) -> Result<(), LeadError> {
+        let renewed = sqlx::query(
+            "UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => $3::float8 / 1000)
+             WHERE name = $1 AND holder = $2",
+        )
+        .bind(LEASE_NAME)
+        .bind(self.replica_id)
+        .bind(self.lease_ms() as f64)
+        .execute(conn)
+        .await?;
+        if renewed.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(LeadError::LostLease)
+        }
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), LeadError> {
+        sqlx::query(
+            "INSERT INTO materializer_state (singleton) VALUES (true) ON CONFLICT DO NOTHING",
+        )
+        .execute(&self.db)
+        .await?;
+        let mut watermark: i64 = sqlx::query_scalar("SELECT watermark FROM materializer_state")
+            .fetch_one(&self.db)
+            .await?;
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream_name)
+            .await
+            .map_err(|error| LeadError::Nats(error.to_string()))?;
+        let mut messages = ordered_from(&stream, watermark as u64 + 1)
+            .await
+            .map_err(LeadError::Nats)?;
+        let renew_every = self.lease / 3;
+        let mut last_renewal = Instant::now();
+        let mut last_purge: Option<Instant> = None;
+        loop {
+            if last_purge.is_none_or(|at| at.elapsed() >= self.purge_interval) {
+                self.purge().await?;
+                last_purge = Some(Instant::now());
+            }
+            // Wait for the first message at most until the next renewal is due.
+            let wait = renew_every.saturating_sub(last_renewal.elapsed());
+            let first = tokio::select! {
+                message = tokio::time::timeout(wait, messages.next()) => message.ok(),
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let mut batch = Vec::new();
+            let mut last_seq = watermark as u64;
+            let mut pending = first;
+            while let Some(message) = pending {
+                let message = message
+                    .ok_or_else(|| LeadError::Nats("the CHANGES consumer ended".to_owned()))?
+                    .map_err(|error| LeadError::Nats(error.to_string()))?;
+                let seq = message
+                    .info()
+                    .map_err(|error| LeadError::Nats(error.to_string()))?
+                    .stream_sequence;
+                last_seq = last_seq.max(seq);
+                match LiveChangeset::decode(seq, &message.payload) {
+                    Ok(changeset) => batch.push(changeset),
+                    Err(error) => tracing::warn!(seq, %error, "skipping an undecodable changeset"),
+                }
+                if batch.len() >= self.batch {
+                    break;
+                }
+                // Take what is already here without waiting for more.
+                pending = futures::FutureExt::now_or_never(messages.next());
+            }
+            if last_seq == watermark as u64 {
+                let mut conn = self.db.acquire().await?;
+                self.renew(&mut conn).await?;
+                last_renewal = Instant::now();
+                continue;
+            }
+            self.apply(&batch, watermark, last_seq as i64).await?;
+            metrics::counter!("sync_materialized_changesets_total").increment(batch.len() as u64);
+            metrics::gauge!("sync_materializer_watermark").set(last_seq as f64);
+            watermark = last_seq as i64;
+            last_renewal = Instant::now();
+        }
+    }
+
+    /// One batch in one transaction: renew the lease, check the watermark, upsert, advance.
+    async fn apply(
+        &self,
+        batch: &[LiveChangeset],
+        from_watermark: i64,
+        to_watermark: i64,
+    ) -> Result<(), LeadError> {
+        // The newest version of each (scope, table, row) in the batch; on equal versions the
+        // first (lowest sequence) wins, as the version guard would decide.
+        let mut latest: HashMap<RowKey<'_>, RowState<'_>> = HashMap::new();
+        for changeset in batch {
+            for change in &changeset.changes {
+                let key = (
+                    changeset.scope.as_str(),
+                    change.table.as_str(),
+                    change.row_id.as_str(),
+                );
+                let candidate = (
+                    change.version,
+                    changeset.seq as i64,
+                    change.deleted(),
+                    change.data.get(),
+                );
+                latest
+                    .entry(key)
+                    .and_modify(|current| {
+                        if candidate.0 > current.0 {
+                            *current = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+        }
+        let mut scopes = Vec::with_capacity(latest.len());
+        let mut tables = Vec::with_capacity(latest.len());
+        let mut row_ids = Vec::with_capacity(latest.len());
+        let mut versions = Vec::with_capacity(latest.len());
+        let mut seqs = Vec::with_capacity(latest.len());
+        let mut deleted = Vec::with_capacity(latest.len());
+        let mut data = Vec::with_capacity(latest.len());
+        for ((scope, table, row_id), (version, seq, is_deleted, json)) in latest {
+            scopes.push(scope);
+            tables.push(table);
+            row_ids.push(row_id);
+            versions.push(version);
+            seqs.push(seq);
+            deleted.push(is_deleted);
+            data.push(json);
+        }
+        let mut tx = self.db.begin().await?;
+        self.renew(&mut tx).await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT watermark FROM materializer_state FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        if current != from_watermark {
+            return Err(LeadError::WatermarkMoved);
+        }
+        sqlx::query(
+            "INSERT INTO rows (scope, table_name, row_id, version, seq, deleted, data)
+             SELECT scope, table_name, row_id, version, seq, deleted, data::json
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::bool[], $7::text[])
+                  AS batch (scope, table_name, row_id, version, seq, deleted, data)
+             ON CONFLICT (scope, table_name, row_id) DO UPDATE
+                SET version = EXCLUDED.version, seq = EXCLUDED.seq, deleted = EXCLUDED.deleted,
+                    data = EXCLUDED.data, changed_at = now()
+                WHERE rows.version < EXCLUDED.version",
+        )
+        .bind(&scopes)
+        .bind(&tables)
+        .bind(&row_ids)
+        .bind(&versions)
+        .bind(&seqs)
+        .bind(&deleted)
+        .bind(&data)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE materializer_state SET watermark = $1, updated_at = now()")
+            .bind(to_watermark)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Delete tombstones older than the retention and raise the horizon past them: a cursor
+    /// below the horizon may have missed a deletion and gets a `reset`.
+    async fn purge(&self) -> Result<(), LeadError> {
+        let retention_ms = i64::try_from(self.tombstone_retention.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.db.begin().await?;
+        self.renew(&mut tx).await?;
+        let purged: Option<i64> = sqlx::query_scalar(
+            "WITH purged AS (
+                DELETE FROM rows
+                WHERE deleted AND changed_at < now() - make_interval(secs => $1::float8 / 1000)
+                RETURNING seq)
+             SELECT max(seq) FROM purged",
+        )
+        .bind(retention_ms as f64)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(horizon) = purged {
+            sqlx::query("UPDATE materializer_state SET horizon = greatest(horizon, $1)")
+                .bind(horizon)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(horizon, "purged tombstones past the retention");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

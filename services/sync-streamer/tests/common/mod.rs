@@ -1,0 +1,421 @@
+//! The api and sync-streamer replicas in-process on one fresh database and bus namespace, and
+//! an SSE client that keeps a local copy the way an offline-first app does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+#[path = "../../../api/tests/common/mod.rs"]
+pub mod api_common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sync_streamer::materializer::Leadership;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use api_common::{TestApi, TestUser};
+
+/// One streamer replica.
+pub struct Streamer {
+    pub base_url: String,
+    pub leadership: Leadership,
+    pub hub: sync_streamer::hub::Hub,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), sync_streamer::Error>>,
+    background: Vec<tokio::task::AbortHandle>,
+}
+
+impl Streamer {
+    pub async fn start(api: &TestApi, configure: impl FnOnce(&mut sync_streamer::Config)) -> Self {
+        let mut config = sync_streamer::Config::for_tests(api.db.url(), &test_support::nats_url());
+        config.common.bus_namespace = api.namespace.clone();
+        config.sync.heartbeat = Duration::from_secs(1);
+        configure(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let service = sync_streamer::Service::start(config, listener, shutdown.clone())
+            .await
+            .unwrap();
+        let leadership = service.leadership();
+        let hub = service.hub();
+        let background = service.abort_handles();
+        let handle = tokio::spawn(service.serve());
+        let ready = test_support::eventually(Duration::from_secs(30), || {
+            let url = format!("{base_url}/readyz");
+            async move { test_support::get(&url).await.0 == 200 }
+        })
+        .await;
+        assert!(ready, "streamer never became ready");
+        Self {
+            base_url,
+            leadership,
+            hub,
+            shutdown,
+            handle,
+            background,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+    }
+
+    /// Kill it abruptly: the task is aborted, so it neither hands the lease over nor closes
+    /// its streams cleanly (as when a process dies).
+    pub fn kill(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.handle.abort();
+    }
+}
+
+/// A sync token from the api's `sync.token`.
+pub async fn sync_token(api: &TestApi, user: &TestUser) -> String {
+    let output = api.call(Some(user), "sync/token", Value::Null).await.ok();
+    output["token"].as_str().unwrap().to_owned()
+}
+
+/// The api's relay has published everything and the materializer has applied it.
+pub async fn settle(api: &TestApi) {
+    let settled = test_support::eventually(Duration::from_secs(30), || async {
+        let unsent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM api.outbox WHERE sent_at IS NULL")
+                .fetch_one(&api.pool)
+                .await
+                .unwrap();
+        if unsent > 0 {
+            return false;
+        }
+        let last = last_change_seq(api).await;
+        let watermark: Option<i64> =
+            sqlx::query_scalar("SELECT watermark FROM sync.materializer_state")
+                .fetch_optional(&api.pool)
+                .await
+                .unwrap();
+        watermark.unwrap_or(0) as u64 >= last
+    })
+    .await;
+    assert!(settled, "the outbox and the materializer did not settle");
+}
+
+/// The CHANGES stream's last sequence.
+pub async fn last_change_seq(api: &TestApi) -> u64 {
+    let client = async_nats::connect(test_support::nats_url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream
+        .get_stream(format!("{}_CHANGES", api.namespace.to_ascii_uppercase()))
+        .await
+        .unwrap();
+    stream.get_info().await.unwrap().state.last_sequence
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+    pub data: Value,
+}
+
+/// An open SSE response, read event by event.
+pub struct Sse {
+    pub status: u16,
+    body: Option<futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    buffer: String,
+    pub error: Option<Value>,
+}
+
+impl Sse {
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != 200 {
+            let error = response.json().await.ok();
+            return Self {
+                status,
+                body: None,
+                buffer: String::new(),
+                error,
+            };
+        }
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "SSE content type"
+        );
+        Self {
+            status,
+            body: Some(response.bytes_stream().boxed()),
+            buffer: String::new(),
+            error: None,
+        }
+    }
+
+    /// The next event (comments skipped); `None` when the stream ended or `timeout` passed.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    event: None,
+                    id: None,
+                    retry: None,
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                for line in raw.lines() {
+                    if let Some(value) = line.strip_prefix("data: ") {
+                        data.push_str(value);
+                    } else if let Some(value) = line.strip_prefix("id: ") {
+                        event.id = Some(value.to_owned());
+                    } else if let Some(value) = line.strip_prefix("event: ") {
+                        event.event = Some(value.to_owned());
+                    } else if let Some(value) = line.strip_prefix("retry: ") {
+                        event.retry = value.parse().ok();
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment
+                }
+                event.data = serde_json::from_str(&data).unwrap();
+                return Some(event);
+            }
+            let body = self.body.as_mut()?;
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .ok()??;
+            let Ok(chunk) = chunk else { return None };
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// `GET /sync/stream` with a bearer token.
+pub async fn open_stream(base_url: &str, token: &str, since: Option<&str>) -> Sse {
+    let mut url = format!("{base_url}/sync/stream");
+    if let Some(since) = since {
+        url.push_str(&format!("?since={since}"));
+    }
+    Sse::open(reqwest::Client::new().get(url).bearer_auth(token)).await
+}
+
+/// The key of a synced row from its data.
+pub fn row_key(table: &str, data: &Value) -> String {
+    let id = match table {
+        "journal_entries" => data["journalEntryId"].as_str().unwrap().to_owned(),
+        "prompts" => data["promptId"].as_str().unwrap().to_owned(),
+        "teams" => data["teamId"].as_str().unwrap().to_owned(),
+        "team_members" => format!(
+            "{}:{}",
+            data["teamId"].as_str().unwrap(),
+            data["userId"].as_str().unwrap()
+        ),
+        "users" => data["userId"].as_str().unwrap().to_owned(),
+        other => panic!("unknown table {other}"),
+    };
+    format!("{table}/{id}")
+}
+
+/// A client's local copy, built from frames as an app would.
+#[derive(Debug, Default, Clone)]
+pub struct LocalCopy {
+    pub rows: BTreeMap<String, Value>,
+    pub cursor: Option<u64>,
+    pub caught_up: bool,
+    /// Every cursor seen, in order (they must never decrease).
+    pub cursors: Vec<u64>,
+    pub closed: Option<String>,
+    pub frames: usize,
+    /// Frames seen by type (`closed:<reason>` for closes).
+    pub kinds: BTreeMap<String, usize>,
+}
+
+impl LocalCopy {
+    /// Apply one event; returns its frame type.
+    pub fn apply(&mut self, event: &Event) -> String {
+        let frame = &event.data;
+        let kind = frame["type"].as_str().unwrap().to_owned();
+        self.frames += 1;
+        let counted = match kind.as_str() {
+            "closed" => format!("closed:{}", frame["reason"].as_str().unwrap_or("")),
+            other => other.to_owned(),
+        };
+        *self.kinds.entry(counted).or_default() += 1;
+        if let Some(id) = &event.id {
+            let cursor: u64 = id.parse().unwrap();
+            if let Some(previous) = self.cursors.last() {
+                assert!(
+                    cursor >= *previous,
+                    "cursor went back from {previous} to {cursor}"
+                );
+            }
+            self.cursors.push(cursor);
+            self.cursor = Some(cursor);
+        }
+        match kind.as_str() {
+            "delta" => {
+                let table = frame["table"].as_str();
+                for row in frame["data"].as_array().unwrap() {
+                    self.upsert(table.unwrap(), row);
+                }
+                if frame["isLastChunk"] == true {
+                    self.caught_up = true;
+                }
+            }
+            "change" => {
+                for change in frame["changes"].as_array().unwrap() {
+                    self.upsert(change["table"].as_str().unwrap(), &change["data"]);
+                }
+            }
+            "scope_removed" => {
+                let team_id = frame["teamId"].as_str().unwrap().to_owned();
+                self.rows
+                    .retain(|_, row| row["teamId"].as_str() != Some(team_id.as_str()));
+            }
+            "reset" => {
+                self.rows.clear();
+                self.caught_up = false;
+            }
+            "closed" => self.closed = Some(frame["reason"].as_str().unwrap().to_owned()),
+            _ => {}
+        }
+        kind
+    }
+
+    fn upsert(&mut self, table: &str, data: &Value) {
+        let key = row_key(table, data);
+        let newer = self
+            .rows
+            .get(&key)
+            .is_none_or(|current| current["version"].as_i64() <= data["version"].as_i64());
+        if newer {
+            self.rows.insert(key, data.clone());
+        }
+    }
+
+    /// Live rows: key → version.
+    pub fn live(&self) -> BTreeMap<String, i64> {
+        self.rows
+            .iter()
+            .filter(|(_, row)| row["deletedAt"].is_null())
+            .map(|(key, row)| (key.clone(), row["version"].as_i64().unwrap()))
+            .collect()
+    }
+}
+
+/// What `user` should hold: the live rows of their scopes in the api's database (key → version).
+pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<String, i64> {
+    let teams: Vec<uuid::Uuid> = sqlx::query_scalar(api::teams::MY_TEAMS_SQL)
+        .bind(user_id)
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    let entries: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT journal_entry_id, version FROM journal_entries WHERE deleted_at IS NULL
+         AND ((team_id IS NULL AND author_user_id = $1) OR team_id = ANY($2))",
+    )
+    .bind(user_id)
+    .bind(&teams)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    for (id, version) in entries {
+        expected.insert(format!("journal_entries/{id}"), version);
+    }
+    let prompts: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT prompt_id, version FROM prompts WHERE deleted_at IS NULL
+         AND (owner_user_id = $1 OR team_id = ANY($2))",
+    )
+    .bind(user_id)
+    .bind(&teams)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    for (id, version) in prompts {
+        expected.insert(format!("prompts/{id}"), version);
+    }
+    let team_rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT team_id, version FROM teams WHERE team_id = ANY($1) AND deleted_at IS NULL",
+    )
+    .bind(&teams)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    for (id, version) in team_rows {
+        expected.insert(format!("teams/{id}"), version);
+    }
+    let members: Vec<(uuid::Uuid, uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT team_id, user_id, version FROM team_members WHERE deleted_at IS NULL
+         AND team_id = ANY($1)",
+    )
+    .bind(&teams)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    for (team_id, member_id, version) in members {
+        expected.insert(format!("team_members/{team_id}:{member_id}"), version);
+    }
+    let users: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, version FROM users WHERE user_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    for (id, version) in users {
+        expected.insert(format!("users/{id}"), version);
+    }
+    expected
+}
+
+/// Read events into `copy` until the stream has been quiet for `quiet` after catching up
+/// (or ended); returns the frame types seen.
+pub async fn drain(sse: &mut Sse, copy: &mut LocalCopy, quiet: Duration) -> Vec<String> {
+    let mut kinds = Vec::new();
+    // Heartbeats do not count as activity.
+    let mut quiet_until = tokio::time::Instant::now() + quiet;
+    loop {
+        let wait = if copy.caught_up {
+            quiet_until.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            Duration::from_secs(20)
+        };
+        let Some(event) = sse.next(wait).await else {
+            return kinds;
+        };
+        let kind = copy.apply(&event);
+        if std::env::var_os("SYNC_TEST_TRACE").is_some() {
+            eprintln!("frame {:?} {}", event.id, event.data);
+        }
+        let closed = kind == "closed";
+        if kind != "heartbeat" {
+            kinds.push(kind);
+            quiet_until = tokio::time::Instant::now() + quiet;
+        }
+        if closed {
+            return kinds;
+        }
+    }
+}
+
+pub fn entry(title: &str) -> Value {
+    json!({"title": title, "content": "synced"})
+}
+
+pub fn unique_email(name: &str) -> String {
+    format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Seen ids of a set of frames' changes (for duplicate checks).
+pub fn ids(copy: &LocalCopy) -> HashSet<String> {
+    copy.rows.keys().cloned().collect()
+}

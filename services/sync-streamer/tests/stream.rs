@@ -1,0 +1,546 @@
+//! The sync stream end to end: the api writes through its outbox, the relay publishes
+//! CHANGES, the streamer materializes and streams; clients read SSE over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const QUIET: Duration = Duration::from_millis(1500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_then_live_filtered_to_the_users_scopes() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let eve = api.login(&unique_email("eve")).await;
+    let ada_entry = api
+        .call(Some(&ada), "journalEntries/create", entry("ada's"))
+        .await
+        .ok();
+    api.call(Some(&bob), "journalEntries/create", entry("bob's own"))
+        .await
+        .ok();
+    api.call(Some(&eve), "journalEntries/create", entry("eve's own"))
+        .await
+        .ok();
+    let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
+    let mut team_entry = entry("for the team");
+    team_entry["teamId"] = json!(team_id);
+    api.call(Some(&bob), "journalEntries/create", team_entry.clone())
+        .await
+        .ok();
+    settle(&api).await;
+
+    // Catch-up: ada's own rows and the team's, nobody else's.
+    let mut ada_copy = LocalCopy::default();
+    let mut ada_sse = open_stream(&streamer.base_url, &sync_token(&api, &ada).await, None).await;
+    assert_eq!(ada_sse.status, 200);
+    let first = ada_sse.next(Duration::from_secs(20)).await.unwrap();
+    assert!(
+        first.retry.is_some(),
+        "the first frame carries a retry hint"
+    );
+    ada_copy.apply(&first);
+    drain(&mut ada_sse, &mut ada_copy, QUIET).await;
+    assert!(ada_copy.caught_up);
+    assert_eq!(ada_copy.live(), expected_rows(&api, ada.user_id).await);
+    assert!(ada_copy.rows.contains_key(&format!(
+        "journal_entries/{}",
+        ada_entry["journalEntryId"].as_str().unwrap()
+    )));
+    assert!(
+        ada_copy
+            .rows
+            .values()
+            .all(|row| row["title"] != "bob's own" && row["title"] != "eve's own"),
+        "another user's personal rows leaked"
+    );
+
+    let mut bob_copy = LocalCopy::default();
+    let mut bob_sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    drain(&mut bob_sse, &mut bob_copy, QUIET).await;
+    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+
+    // Live: a team entry reaches both, a personal one only its author, one frame per changeset.
+    let shared = api
+        .call(Some(&ada), "journalEntries/create", team_entry.clone())
+        .await
+        .ok();
+    api.call(Some(&eve), "journalEntries/create", entry("eve again"))
+        .await
+        .ok();
+    api.call(
+        Some(&ada),
+        "journalEntries/update",
+        json!({"journalEntryId": shared["journalEntryId"], "title": "renamed"}),
+    )
+    .await
+    .ok();
+    let kinds = drain(&mut bob_sse, &mut bob_copy, QUIET).await;
+    assert_eq!(
+        kinds,
+        vec!["change", "change"],
+        "bob sees the create and the update"
+    );
+    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    drain(&mut ada_sse, &mut ada_copy, QUIET).await;
+    assert_eq!(ada_copy.live(), expected_rows(&api, ada.user_id).await);
+
+    // Removal: bob leaves the team's scope and is told to drop its rows.
+    api.call(
+        Some(&ada),
+        "teams/removeMember",
+        json!({"teamId": team_id, "userId": bob.user_id}),
+    )
+    .await
+    .ok();
+    let kinds = drain(&mut bob_sse, &mut bob_copy, QUIET).await;
+    assert!(
+        kinds.contains(&"scope_removed".to_owned()),
+        "bob got {kinds:?}"
+    );
+    assert!(
+        bob_copy
+            .rows
+            .values()
+            .all(|row| row["teamId"].as_str() != Some(team_id.as_str())),
+        "bob still holds the team's rows"
+    );
+    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    // Later team writes never reach bob.
+    api.call(Some(&ada), "journalEntries/create", team_entry.clone())
+        .await
+        .ok();
+    let kinds = drain(&mut bob_sse, &mut bob_copy, QUIET).await;
+    assert!(kinds.is_empty(), "bob got {kinds:?} after leaving");
+
+    // Resuming from a cursor sends only what changed after it.
+    let before = bob_copy.cursor.unwrap();
+    api.call(Some(&bob), "journalEntries/create", entry("bob later"))
+        .await
+        .ok();
+    settle(&api).await;
+    let mut resumed = LocalCopy::default();
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        Some(&before.to_string()),
+    )
+    .await;
+    drain(&mut sse, &mut resumed, QUIET).await;
+    let titles: Vec<_> = resumed
+        .rows
+        .values()
+        .map(|row| row["title"].clone())
+        .collect();
+    assert_eq!(titles, vec![json!("bob later")]);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |config| config.sync.max_streams_per_user = 2).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let token = sync_token(&api, &ada).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/sync/stream", streamer.base_url);
+
+    let missing = Sse::open(client.get(&url)).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.error.unwrap()["code"], "UNAUTHORIZED");
+    let forged = Sse::open(client.get(&url).bearer_auth(format!("{token}x"))).await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.error.unwrap()["code"], "INVALID_SYNC_TOKEN");
+    let session = Sse::open(
+        client
+            .get(&url)
+            .bearer_auth(&api.login(&unique_email("x")).await.token),
+    )
+    .await;
+    assert_eq!(session.status, 401, "a session token is not a sync token");
+    let bad_since = Sse::open(client.get(format!("{url}?since=abc")).bearer_auth(&token)).await;
+    assert_eq!(bad_since.status, 400);
+    assert_eq!(bad_since.error.as_ref().unwrap()["data"]["field"], "since");
+    let bad_table = Sse::open(
+        client
+            .get(format!("{url}?tables=secrets"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(bad_table.status, 400);
+    assert_eq!(bad_table.error.as_ref().unwrap()["data"]["field"], "tables");
+    let bad_event_id = Sse::open(
+        client
+            .get(&url)
+            .bearer_auth(&token)
+            .header("last-event-id", "-1"),
+    )
+    .await;
+    assert_eq!(
+        bad_event_id.error.as_ref().unwrap()["data"]["field"],
+        "Last-Event-ID"
+    );
+
+    // The per-user cap.
+    let first = open_stream(&streamer.base_url, &token, None).await;
+    let second = open_stream(&streamer.base_url, &token, None).await;
+    let third = open_stream(&streamer.base_url, &token, None).await;
+    assert_eq!((first.status, second.status, third.status), (200, 200, 429));
+    assert_eq!(third.error.unwrap()["code"], "TOO_MANY_STREAMS");
+    drop(first);
+    let freed = test_support::eventually(Duration::from_secs(5), || async {
+        open_stream(&streamer.base_url, &token, None).await.status == 200
+    })
+    .await;
+    assert!(freed, "a closed stream frees its place");
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_event_source_query_token_and_last_event_id_reconnect() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    for index in 0..3 {
+        api.call(
+            Some(&ada),
+            "journalEntries/create",
+            entry(&format!("entry {index}")),
+        )
+        .await
+        .ok();
+    }
+    settle(&api).await;
+    let token = sync_token(&api, &ada).await;
+    let client = reqwest::Client::new();
+    // EventSource cannot set headers: the token travels in the query.
+    let url = format!(
+        "{}/sync/stream?token={token}&tables=journal_entries",
+        streamer.base_url
+    );
+    let mut copy = LocalCopy::default();
+    let mut sse = Sse::open(client.get(&url).header("accept", "text/event-stream")).await;
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(copy.rows.len(), 3, "only journal entries (the filter)");
+    assert!(
+        copy.rows
+            .keys()
+            .all(|key| key.starts_with("journal_entries/"))
+    );
+    drop(sse);
+    let last_event_id = copy.cursor.unwrap().to_string();
+    api.call(Some(&ada), "journalEntries/create", entry("while away"))
+        .await
+        .ok();
+    api.call(Some(&ada), "users/update", json!({"name": "Ada L."}))
+        .await
+        .ok();
+    // The browser reconnects to the same URL with Last-Event-ID (it overrides `since`).
+    let mut sse = Sse::open(
+        client
+            .get(format!("{url}&since=0"))
+            .header("last-event-id", &last_event_id),
+    )
+    .await;
+    let mut resumed = LocalCopy::default();
+    drain(&mut sse, &mut resumed, QUIET).await;
+    let titles: Vec<Value> = resumed
+        .rows
+        .values()
+        .map(|row| row["title"].clone())
+        .collect();
+    assert_eq!(titles, vec![json!("while away")]);
+    assert!(
+        resumed
+            .cursors
+            .iter()
+            .all(|cursor| *cursor >= copy.cursor.unwrap())
+    );
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_cursor_gets_a_reset_then_a_full_catch_up() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |config| {
+        config.sync.tombstone_retention = Duration::from_secs(1);
+        config.sync.purge_interval = Duration::from_secs(1);
+    })
+    .await;
+    let ada = api.login(&unique_email("ada")).await;
+    let kept = api
+        .call(Some(&ada), "journalEntries/create", entry("kept"))
+        .await
+        .ok();
+    let gone = api
+        .call(Some(&ada), "journalEntries/create", entry("gone"))
+        .await
+        .ok();
+    settle(&api).await;
+    let cursor = last_change_seq(&api).await;
+    api.call(
+        Some(&ada),
+        "journalEntries/delete",
+        json!({"journalEntryId": gone["journalEntryId"]}),
+    )
+    .await
+    .ok();
+    settle(&api).await;
+    let purged = test_support::eventually(Duration::from_secs(15), || async {
+        let horizon: i64 = sqlx::query_scalar("SELECT horizon FROM sync.materializer_state")
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+        horizon as u64 > cursor
+    })
+    .await;
+    assert!(purged, "the tombstone was purged and the horizon moved");
+
+    let token = sync_token(&api, &ada).await;
+    let mut sse = open_stream(&streamer.base_url, &token, Some(&cursor.to_string())).await;
+    let mut copy = LocalCopy::default();
+    // The client held both entries.
+    copy.rows.insert(
+        format!(
+            "journal_entries/{}",
+            gone["journalEntryId"].as_str().unwrap()
+        ),
+        gone.clone(),
+    );
+    let kinds = drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("reset"),
+        "{kinds:?}"
+    );
+    assert!(copy.caught_up);
+    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+    assert!(copy.rows.contains_key(&format!(
+        "journal_entries/{}",
+        kept["journalEntryId"].as_str().unwrap()
+    )));
+
+    // A cursor after the horizon is not reset.
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &token,
+        Some(&copy.cursor.unwrap().to_string()),
+    )
+    .await;
+    let mut again = LocalCopy::default();
+    let kinds = drain(&mut sse, &mut again, QUIET).await;
+    assert!(!kinds.contains(&"reset".to_owned()), "{kinds:?}");
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_disconnected_and_resumes_from_its_cursor() {
+    let api = TestApi::start().await;
+    let streamer =
+        Streamer::start(&api, |config| config.sync.client_buffer_bytes = 64 * 1024).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let token = sync_token(&api, &ada).await;
+    let mut sse = open_stream(&streamer.base_url, &token, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    // The client stops reading while the api writes ~20 MB of entries.
+    let big = "x".repeat(90_000);
+    for index in 0..220 {
+        api.call(
+            Some(&ada),
+            "journalEntries/create",
+            json!({"title": format!("big {index}"), "content": big}),
+        )
+        .await
+        .ok();
+    }
+    settle(&api).await;
+    let kinds = drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
+    assert_eq!(
+        copy.closed.as_deref(),
+        Some("slow_client"),
+        "frames: {}",
+        kinds.len()
+    );
+    assert!(copy.live().len() < 221, "it was cut off before the end");
+    // It resumes from its cursor and converges.
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &token,
+        Some(&copy.cursor.unwrap().to_string()),
+    )
+    .await;
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_expiry_and_shutdown_close_streams() {
+    let api = TestApi::start_with(|config| config.sync_token_ttl = Duration::from_secs(3)).await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+
+    // Expiry.
+    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &ada).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_secs(6)).await;
+    assert_eq!(copy.closed.as_deref(), Some("token_expired"));
+
+    // Revocation (logout revokes the session the token came from).
+    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &ada).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    let token = sync_token(&api, &ada).await;
+    api.call(Some(&ada), "auth/logout", Value::Null).await.ok();
+    drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
+    assert_eq!(copy.closed.as_deref(), Some("session_revoked"));
+    // A token of the revoked session is refused from now on.
+    let refused = open_stream(&streamer.base_url, &token, None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.error.unwrap()["code"], "SESSION_REVOKED");
+
+    // Shutdown.
+    let bob = api.login(&unique_email("bob")).await;
+    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(streamer.stop());
+    drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
+    assert_eq!(copy.closed.as_deref(), Some("shutdown"));
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let team_id = api.team_with(&ada, &[]).await;
+    for index in 0..3 {
+        api.call(
+            Some(&ada),
+            "journalEntries/create",
+            json!({"title": format!("team {index}"), "content": "", "teamId": team_id}),
+        )
+        .await
+        .ok();
+    }
+    settle(&api).await;
+    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_millis(500)).await;
+    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    // Bob joins: his stream closes (scopes_changed); his old token is now stale.
+    let old_token = sync_token(&api, &bob).await;
+    api.call(
+        Some(&ada),
+        "teams/invite",
+        json!({"teamId": team_id, "email": bob.email}),
+    )
+    .await
+    .ok();
+    let invitations = api
+        .query(Some(&bob), "teams/listInvitations", Value::Null)
+        .await
+        .ok();
+    api.call(
+        Some(&bob),
+        "teams/acceptInvitation",
+        json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
+    )
+    .await
+    .ok();
+    drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
+    assert_eq!(copy.closed.as_deref(), Some("scopes_changed"));
+    let cursor = copy.cursor.unwrap().to_string();
+    let stale = open_stream(&streamer.base_url, &old_token, Some(&cursor)).await;
+    assert_eq!(stale.status, 401);
+    assert_eq!(stale.error.unwrap()["code"], "SYNC_TOKEN_STALE");
+    // With a new token, resuming from the cursor brings the whole team.
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        Some(&cursor),
+    )
+    .await;
+    copy.closed = None;
+    copy.caught_up = false;
+    drain(&mut sse, &mut copy, QUIET).await;
+    let expected = expected_rows(&api, bob.user_id).await;
+    assert_eq!(copy.live(), expected);
+    assert_eq!(
+        expected
+            .keys()
+            .filter(|key| key.starts_with("journal_entries/"))
+            .count(),
+        3
+    );
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_the_materializer_over_within_five_seconds() {
+    let api = TestApi::start().await;
+    let first = Streamer::start(&api, |_| {}).await;
+    let second = Streamer::start(&api, |_| {}).await;
+    let leaders = test_support::eventually(Duration::from_secs(5), || async {
+        first.leadership.is_leader() != second.leadership.is_leader()
+    })
+    .await;
+    assert!(leaders, "exactly one leader");
+    let (leader, follower) = if first.leadership.is_leader() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let ada = api.login(&unique_email("ada")).await;
+    api.call(Some(&ada), "journalEntries/create", entry("before"))
+        .await
+        .ok();
+    settle(&api).await;
+
+    let killed_at = std::time::Instant::now();
+    leader.kill();
+    let took_over = test_support::eventually(Duration::from_secs(5), || async {
+        follower.leadership.is_leader()
+    })
+    .await;
+    assert!(took_over, "no takeover within 5 s");
+    println!("takeover after {:?}", killed_at.elapsed());
+    api.call(Some(&ada), "journalEntries/create", entry("after"))
+        .await
+        .ok();
+    settle(&api).await;
+    let mut sse = open_stream(&follower.base_url, &sync_token(&api, &ada).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+
+    follower.stop().await;
+    api.stop().await;
+}

@@ -1,0 +1,150 @@
+// An unmodified `@orpc/client` consuming the sync-streamer's event iterator
+// (`/rpc/sync/stream`) with `for await`, the way an offline-first app does. Run by
+// `services/sync-streamer/tests/orpc_client.rs`, which starts the api and the streamer and
+// sets API_URL and SYNC_URL; by hand:
+// `API_URL=http://127.0.0.1:8080 SYNC_URL=http://127.0.0.1:8081 npx tsx sync.test.ts`.
+//
+// Exits 0 when every check passes; otherwise prints which check failed and why, and exits 1.
+
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+
+import { createORPCClient, getEventMeta, ORPCError } from '@orpc/client'
+import type { Client } from '@orpc/client'
+import { RPCLink } from '@orpc/client/fetch'
+
+type NoContext = Record<never, never>
+type Procedure<TInput, TOutput> = Client<NoContext, TInput, TOutput, Error>
+
+interface JournalEntry {
+  journalEntryId: string
+  title: string
+  version: number
+  deletedAt: number | null
+}
+
+type Frame =
+  | { type: 'delta'; table: string | null; data: unknown[]; isLastChunk: boolean; cursor: string }
+  | { type: 'change'; cursor: string; changes: { table: string; op: string; rowId: string; version: number; data: unknown }[] }
+  | { type: 'heartbeat'; timestamp: number }
+  | { type: 'reset'; reason: string }
+  | { type: 'scope_removed'; scope: string; teamId: string; cursor: string }
+  | { type: 'closed'; reason: string }
+
+type ApiRouter = {
+  sync: { token: Procedure<void, { token: string; expiresAt: number }> }
+  journalEntries: { create: Procedure<{ title: string; content: string }, JournalEntry> }
+}
+
+type SyncRouter = {
+  sync: { stream: Procedure<{ since?: string; tables?: string[] } | undefined, AsyncIterableIterator<Frame>> }
+}
+
+const apiUrl = process.env.API_URL
+const syncUrl = process.env.SYNC_URL
+if (!apiUrl || !syncUrl) {
+  console.error('API_URL and SYNC_URL must be set')
+  process.exit(2)
+}
+
+let failed = false
+async function check(name: string, body: () => Promise<void>): Promise<void> {
+  try {
+    await body()
+    console.log(`ok      ${name}`)
+  } catch (error) {
+    failed = true
+    console.log(`FAILED  ${name}`)
+    console.log(error instanceof ORPCError ? `ORPCError ${JSON.stringify(error.toJSON())}` : error instanceof Error ? error.stack : String(error))
+  }
+}
+
+function bearer(url: string, token: string): RPCLink<NoContext> {
+  return new RPCLink<NoContext>({ url: `${url}/rpc`, headers: { authorization: `Bearer ${token}` } })
+}
+
+const login = await fetch(`${apiUrl}/auth/dev/login`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ email: `sync-client-${randomUUID()}@example.com`, name: 'Sync Client' }),
+})
+const { token: sessionToken } = (await login.json()) as { token: string }
+const api = createORPCClient<ApiRouter>(bearer(apiUrl, sessionToken))
+
+const first = await api.journalEntries.create({ title: 'synced first', content: 'x' })
+const { token: syncToken, expiresAt } = await api.sync.token()
+const streamer = createORPCClient<SyncRouter>(bearer(syncUrl, syncToken))
+
+let cursor = ''
+await check('sync.token returns a token and its expiry', async () => {
+  assert.equal(typeof syncToken, 'string')
+  assert.ok(expiresAt > Date.now(), 'expiresAt is in the future (epoch ms)')
+})
+
+await check('for await: delta catch-up with isLastChunk, then a live change with event ids', async () => {
+  const iterator = await streamer.sync.stream({})
+  let caughtUp = false
+  let sawFirst = false
+  let created: JournalEntry | undefined
+  for await (const frame of iterator) {
+    const meta = getEventMeta(frame)
+    if (frame.type === 'delta') {
+      assert.equal(meta?.id, frame.cursor, 'the SSE id is the cursor')
+      sawFirst ||= frame.data.some((row) => (row as JournalEntry).journalEntryId === first.journalEntryId)
+      if (frame.isLastChunk) {
+        caughtUp = true
+        cursor = frame.cursor
+        created = await api.journalEntries.create({ title: 'synced live', content: 'y' })
+      }
+    } else if (frame.type === 'change') {
+      assert.ok(caughtUp, 'changes come after the catch-up')
+      assert.equal(meta?.id, frame.cursor)
+      assert.ok(BigInt(frame.cursor) > BigInt(cursor), 'the cursor increases')
+      const change = frame.changes.find((c) => c.table === 'journal_entries')
+      if (change && created && (change.data as JournalEntry).journalEntryId === created.journalEntryId) {
+        assert.equal(change.op, 'insert')
+        cursor = frame.cursor
+        break // the client stops: the stream is cancelled
+      }
+    }
+  }
+  assert.ok(sawFirst, 'the catch-up had the entry created before')
+  assert.ok(created, 'went live')
+})
+
+await check('lastEventId resumes after the cursor (only what changed since)', async () => {
+  const later = await api.journalEntries.create({ title: 'while away', content: 'z' })
+  const iterator = await streamer.sync.stream({ tables: ['journal_entries'] }, { lastEventId: cursor })
+  // It arrives in the catch-up, or live if the read model has not applied it yet.
+  const titles: string[] = []
+  for await (const frame of iterator) {
+    if (frame.type === 'delta') {
+      titles.push(...frame.data.map((row) => (row as JournalEntry).title))
+    } else if (frame.type === 'change') {
+      titles.push(...frame.changes.map((change) => (change.data as JournalEntry).title))
+    }
+    if (titles.includes(later.title)) break
+  }
+  assert.deepEqual(titles, [later.title])
+})
+
+await check('a bad token is a typed error before the stream (ORPCError 401)', async () => {
+  const anonymous = createORPCClient<SyncRouter>(bearer(syncUrl, `${syncToken}x`))
+  try {
+    const iterator = await anonymous.sync.stream({})
+    for await (const _ of iterator) {
+      break
+    }
+    assert.fail('expected an error')
+  } catch (error) {
+    assert.ok(error instanceof ORPCError, `got ${String(error)}`)
+    assert.equal(error.status, 401)
+    assert.equal(error.code, 'INVALID_SYNC_TOKEN')
+  }
+})
+
+if (failed) {
+  console.log('\nsync-client: some checks FAILED (see above)')
+  process.exit(1)
+}
+console.log('\nsync-client: all checks passed')
