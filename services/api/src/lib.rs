@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod api_teams;
+pub mod attachments;
 pub mod auth;
 pub mod changes;
 pub mod client_ip;
@@ -30,10 +31,12 @@ use axum::Router;
 use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
-    DispatchDuePrompts, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
+    AttachmentVerified, CleanUpAbandonedUploads, DispatchDuePrompts, PurgeExpiredSessions,
+    RetentionPurgeDue, RollOverUsage,
 };
 use platform::PlatformError;
 use platform::infra::Infra;
+use platform::s3::ObjectStore;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -68,6 +71,8 @@ pub struct AppState {
     pub request_logs: RequestLogSink,
     /// Open API per-key rate limits and cached key contexts.
     pub open_api: Arc<open_api::OpenApiState>,
+    /// The bucket of attachments (`S3_*`).
+    pub storage: ObjectStore,
 }
 
 impl AppState {
@@ -94,6 +99,7 @@ impl AppState {
             db,
             bus,
             api_keys,
+            storage: ObjectStore::new(&config.s3),
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
             config: Arc::new(config),
             http,
@@ -140,6 +146,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(api_teams::routes())
         .merge(api_keys::routes())
         .merge(exports::routes())
+        .merge(attachments::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -206,6 +213,7 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
+        let bucket_check = spawn_bucket_check(&state);
         // The worker's questions about a user's data (exports), answered from this schema.
         let db = state.db.clone();
         let export_queries = bus::query::serve::<messages::journal::v1::ExportDataRequest, _, _>(
@@ -220,9 +228,12 @@ impl Service {
             .task::<DispatchDuePrompts, _, _>(cron_jobs::on_dispatch_due_prompts)
             .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_purge_expired_sessions)
             .task::<RollOverUsage, _, _>(cron_jobs::on_roll_over_usage)
+            .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_clean_up_abandoned_uploads)
             .on::<RetentionPurgeDue, _, _>(cron_jobs::on_retention_purge_due)
             // `export.ready` marks the user's export ready.
             .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
+            // The worker's verdict on an upload marks the attachment ready or rejected.
+            .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified)
             .spawn(shutdown.clone());
         let readiness = infra.readiness().with_check(consumers.readiness_check());
         let consumers = tokio::spawn(consumers.join());
@@ -231,7 +242,14 @@ impl Service {
             readiness,
             listener,
             shutdown,
-            background: vec![relay, api_keys, rate_sweep, export_queries, consumers],
+            background: vec![
+                relay,
+                api_keys,
+                rate_sweep,
+                export_queries,
+                consumers,
+                bucket_check,
+            ],
             request_log_writer,
         })
     }
@@ -271,6 +289,27 @@ fn spawn_rate_sweep(state: &AppState, shutdown: CancellationToken) -> JoinHandle
                 }
                 () = shutdown.cancelled() => break,
             }
+        }
+    })
+}
+
+/// Check the attachments' bucket once at start, off the start-up path (the api serves
+/// everything but `cdn.*` without object storage); in development create it when missing.
+fn spawn_bucket_check(state: &AppState) -> JoinHandle<()> {
+    let storage = state.storage.clone();
+    let create = state.config.environment == Environment::Development;
+    tokio::spawn(async move {
+        let checked = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            storage.ensure_bucket(create),
+        )
+        .await;
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "object storage is not usable yet; cdn.* will answer STORAGE_UNAVAILABLE");
+            }
+            Err(_) => tracing::warn!("object storage does not answer yet"),
         }
     })
 }
