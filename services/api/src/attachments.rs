@@ -223,7 +223,10 @@ impl Input for CreateUploadInput {
     fn check(&self, issues: &mut Issues) {
         issues.string_length("fileName", self.file_name.trim(), 1, MAX_FILE_NAME_CHARS);
         if !self.file_name.trim().is_empty() && sanitize_file_name(&self.file_name).is_empty() {
-            issues.custom("fileName", "Invalid input: the file name has no usable characters");
+            issues.custom(
+                "fileName",
+                "Invalid input: the file name has no usable characters",
+            );
         }
         let content_type = self.content_type.trim().to_ascii_lowercase();
         if !ALLOWED_CONTENT_TYPES.contains(&content_type.as_str()) {
@@ -311,12 +314,9 @@ pub async fn create_upload_url(
     }
     let team_id = match input.journal_entry_id {
         Some(journal_entry_id) => {
-            let entry = crate::journal_entries::load_changeable(
-                &mut tx,
-                journal_entry_id,
-                session.user_id,
-            )
-            .await?;
+            let entry =
+                crate::journal_entries::load_changeable(&mut tx, journal_entry_id, session.user_id)
+                    .await?;
             if entry.deleted_at.is_some() {
                 return Err(ApiError::defined(
                     "ENTRY_DELETED",
@@ -604,7 +604,12 @@ pub async fn on_attachment_verified(
     let Some(current) = current else {
         // Purged meanwhile: nothing of it may stay in storage.
         drop(tx);
-        delete_objects(&state.storage, &object_key(owner_user_id, attachment_id), None).await?;
+        delete_objects(
+            &state.storage,
+            &object_key(owner_user_id, attachment_id),
+            None,
+        )
+        .await?;
         if let Some(thumbnail_key) = &verdict.thumbnail_key {
             state.storage.delete(thumbnail_key).await?;
         }
@@ -829,7 +834,10 @@ mod tests {
     fn file_names_lose_paths_and_control_characters() {
         assert_eq!(sanitize_file_name("photo.png"), "photo.png");
         assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
-        assert_eq!(sanitize_file_name("C:\\Users\\ada\\report.pdf"), "report.pdf");
+        assert_eq!(
+            sanitize_file_name("C:\\Users\\ada\\report.pdf"),
+            "report.pdf"
+        );
         assert_eq!(sanitize_file_name("a\u{0}b\"c\n.mp3"), "abc.mp3");
         assert_eq!(sanitize_file_name("  .hidden "), "hidden");
         assert_eq!(sanitize_file_name("dir/"), "");

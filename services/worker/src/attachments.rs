@@ -174,10 +174,7 @@ async fn verify(
         if stored != task.content_type {
             return Ok(Err(reject(
                 "CONTENT_TYPE_MISMATCH",
-                format!(
-                    "the upload is {stored}, {} was declared",
-                    task.content_type
-                ),
+                format!("the upload is {stored}, {} was declared", task.content_type),
             )));
         }
     }
@@ -280,9 +277,15 @@ mod tests {
     #[test]
     fn magic_bytes_name_the_format() {
         assert_eq!(sniff_image(&png(2, 2)), Some(ImageFormat::Png));
-        assert_eq!(sniff_image(b"\xFF\xD8\xFF\xE0rest"), Some(ImageFormat::Jpeg));
+        assert_eq!(
+            sniff_image(b"\xFF\xD8\xFF\xE0rest"),
+            Some(ImageFormat::Jpeg)
+        );
         assert_eq!(sniff_image(b"GIF89a...."), Some(ImageFormat::Gif));
-        assert_eq!(sniff_image(b"RIFF\0\0\0\0WEBPVP8 "), Some(ImageFormat::WebP));
+        assert_eq!(
+            sniff_image(b"RIFF\0\0\0\0WEBPVP8 "),
+            Some(ImageFormat::WebP)
+        );
         assert_eq!(sniff_image(b"%PDF-1.7"), None);
         assert_eq!(sniff_image(b""), None);
     }

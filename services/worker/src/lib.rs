@@ -16,8 +16,8 @@ use axum::Router;
 use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
-    ExportUserData, JournalEntryCreated, VerifyAttachment, JournalEntryDeleted, JournalEntryRestored,
-    JournalEntryUpdated,
+    ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
+    JournalEntryUpdated, VerifyAttachment,
 };
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;

@@ -167,7 +167,15 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
     let bob = system.login("bob@example.com").await;
     let original = png(640, 320);
 
-    let created = create(&system, &ada, "../../etc/Photo 1.png", "image/png", original.len(), None).await;
+    let created = create(
+        &system,
+        &ada,
+        "../../etc/Photo 1.png",
+        "image/png",
+        original.len(),
+        None,
+    )
+    .await;
     let attachment = &created["attachment"];
     let attachment_id = id(attachment, "attachmentId");
     assert_eq!(attachment["status"], "pending");
@@ -177,33 +185,58 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
     assert!(attachment.get("objectKey").is_none(), "keys stay inside");
     // The signature covers the type and the length.
     let signed = created["upload"]["url"].as_str().unwrap();
-    assert!(signed.contains("content-length") && signed.contains("content-type"), "{signed}");
-    let expires_in = created["upload"]["expiresAt"].as_i64().unwrap() - Utc::now().timestamp_millis();
+    assert!(
+        signed.contains("content-length") && signed.contains("content-type"),
+        "{signed}"
+    );
+    let expires_in =
+        created["upload"]["expiresAt"].as_i64().unwrap() - Utc::now().timestamp_millis();
     assert!((890_000..=900_000).contains(&expires_in), "{expires_in}");
 
     // Completing before the upload is refused; after it, the worker verifies.
     let (status, early) = system
-        .call(&ada, "cdn/completeUpload", json!({"attachmentId": attachment_id}))
+        .call(
+            &ada,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+        )
         .await;
-    assert_eq!((status, early["code"].as_str()), (409, Some("UPLOAD_NOT_FOUND")));
-    assert_eq!(put(&system, &created, "image/png", original.clone()).await, 200);
+    assert_eq!(
+        (status, early["code"].as_str()),
+        (409, Some("UPLOAD_NOT_FOUND"))
+    );
+    assert_eq!(
+        put(&system, &created, "image/png", original.clone()).await,
+        200
+    );
     let key = format!("attachments/{}/{attachment_id}", ada.user_id);
     assert_eq!(system.bucket.keys().await, vec![key.clone()]);
     let completed = system
-        .ok(&ada, "cdn/completeUpload", json!({"attachmentId": attachment_id}))
+        .ok(
+            &ada,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+        )
         .await;
     assert_eq!(completed["status"], "verifying");
     let ready = settled(&system, &ada, &attachment_id).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["hasThumbnail"], true);
-    assert_eq!((ready["width"].as_i64(), ready["height"].as_i64()), (Some(640), Some(320)));
+    assert_eq!(
+        (ready["width"].as_i64(), ready["height"].as_i64()),
+        (Some(640), Some(320))
+    );
     assert_eq!(
         system.bucket.keys().await,
         vec![key.clone(), format!("thumbnails/{attachment_id}.png")]
     );
     // Idempotent: completing again answers the row, asks for no second verification.
     let again = system
-        .ok(&ada, "cdn/completeUpload", json!({"attachmentId": attachment_id}))
+        .ok(
+            &ada,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+        )
         .await;
     assert_eq!(again["status"], "ready");
     let tasks: i64 = sqlx::query_scalar(
@@ -232,15 +265,29 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
         let (status, error) = system
             .call(&bob, procedure, json!({"attachmentId": attachment_id}))
             .await;
-        assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")), "{procedure}");
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (404, Some("NOT_FOUND")),
+            "{procedure}"
+        );
     }
 
     // Synced: insert, then the updates, in Ada's scope.
     let changes = attachment_changes(&system).await;
-    let statuses: Vec<&str> = changes.iter().map(|(_, _, row)| row["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = changes
+        .iter()
+        .map(|(_, _, row)| row["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["pending", "verifying", "ready"]);
-    assert!(changes.iter().all(|(scope, _, _)| *scope == format!("user.{}", ada.user_id)));
-    let versions: Vec<i64> = changes.iter().map(|(_, _, row)| row["version"].as_i64().unwrap()).collect();
+    assert!(
+        changes
+            .iter()
+            .all(|(scope, _, _)| *scope == format!("user.{}", ada.user_id))
+    );
+    let versions: Vec<i64> = changes
+        .iter()
+        .map(|(_, _, row)| row["version"].as_i64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 2, 3]);
     system.stop().await;
 }
@@ -251,12 +298,20 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
     let ada = system.login("ada@example.com").await;
     let bob = system.login("bob@example.com").await;
     let eve = system.login("eve@example.com").await;
-    let team = system.ok(&ada, "teams/create", json!({"name": "Crew"})).await;
+    let team = system
+        .ok(&ada, "teams/create", json!({"name": "Crew"}))
+        .await;
     let team_id = id(&team, "teamId");
     system
-        .ok(&ada, "teams/invite", json!({"teamId": team_id, "email": bob.email, "role": "member"}))
+        .ok(
+            &ada,
+            "teams/invite",
+            json!({"teamId": team_id, "email": bob.email, "role": "member"}),
+        )
         .await;
-    let (_, invitations) = system.call(&bob, "teams/listInvitations", Value::Null).await;
+    let (_, invitations) = system
+        .call(&bob, "teams/listInvitations", Value::Null)
+        .await;
     system
         .ok(
             &bob,
@@ -273,7 +328,15 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
         .await;
     let entry_id = id(&entry, "journalEntryId");
     let pdf = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n".to_vec();
-    let ready = upload(&system, &ada, "minutes.pdf", "application/pdf", pdf.clone(), Some(&entry_id)).await;
+    let ready = upload(
+        &system,
+        &ada,
+        "minutes.pdf",
+        "application/pdf",
+        pdf.clone(),
+        Some(&entry_id),
+    )
+    .await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["hasThumbnail"], false);
     assert_eq!(ready["teamId"], team_id);
@@ -282,24 +345,39 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
     let (status, bytes) = download(&system, &bob, json!({"attachmentId": attachment_id})).await;
     assert_eq!((status, bytes), (200, pdf));
     let (status, error) = system
-        .call(&bob, "cdn/getDownloadUrl", json!({"attachmentId": attachment_id, "variant": "thumbnail"}))
+        .call(
+            &bob,
+            "cdn/getDownloadUrl",
+            json!({"attachmentId": attachment_id, "variant": "thumbnail"}),
+        )
         .await;
-    assert_eq!((status, error["code"].as_str()), (409, Some("NO_THUMBNAIL")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("NO_THUMBNAIL"))
+    );
     let (status, error) = system
-        .call(&eve, "cdn/getDownloadUrl", json!({"attachmentId": attachment_id}))
+        .call(
+            &eve,
+            "cdn/getDownloadUrl",
+            json!({"attachmentId": attachment_id}),
+        )
         .await;
     assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
     // Bob may see the entry but not change it, so he cannot attach to it; Eve cannot see it.
     let input = json!({"fileName": "x.pdf", "contentType": "application/pdf", "sizeBytes": 10, "journalEntryId": entry_id});
-    let (status, error) = system.call(&bob, "cdn/createUploadUrl", input.clone()).await;
+    let (status, error) = system
+        .call(&bob, "cdn/createUploadUrl", input.clone())
+        .await;
     assert_eq!((status, error["code"].as_str()), (403, Some("FORBIDDEN")));
     let (status, error) = system.call(&eve, "cdn/createUploadUrl", input).await;
     assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
     // The team's scope gets the rows.
-    assert!(attachment_changes(&system)
-        .await
-        .iter()
-        .all(|(scope, _, _)| *scope == format!("team.{team_id}")));
+    assert!(
+        attachment_changes(&system)
+            .await
+            .iter()
+            .all(|(scope, _, _)| *scope == format!("team.{team_id}"))
+    );
     system.stop().await;
 }
 
@@ -309,11 +387,23 @@ async fn the_signature_refuses_another_type_or_length() {
     let ada = system.login("ada@example.com").await;
     let body = png(8, 8);
     let created = create(&system, &ada, "a.png", "image/png", body.len(), None).await;
-    assert_eq!(put(&system, &created, "image/jpeg", body.clone()).await, 403);
+    assert_eq!(
+        put(&system, &created, "image/jpeg", body.clone()).await,
+        403
+    );
     let mut longer = body.clone();
     longer.extend_from_slice(&[0; 100]);
     assert_eq!(put(&system, &created, "image/png", longer).await, 403);
-    assert_eq!(put(&system, &created, "image/png", body[..body.len() - 1].to_vec()).await, 403);
+    assert_eq!(
+        put(
+            &system,
+            &created,
+            "image/png",
+            body[..body.len() - 1].to_vec()
+        )
+        .await,
+        403
+    );
     assert!(system.bucket.keys().await.is_empty(), "nothing was stored");
     // The exact type and length go through.
     assert_eq!(put(&system, &created, "image/png", body).await, 200);
@@ -323,29 +413,59 @@ async fn the_signature_refuses_another_type_or_length() {
 
 #[tokio::test]
 async fn create_upload_url_refuses_large_files_and_other_types() {
-    let system = System::start_both(
-        |api| api.cdn.max_upload_bytes = 1000,
-        |_| {},
-    )
-    .await;
+    let system = System::start_both(|api| api.cdn.max_upload_bytes = 1000, |_| {}).await;
     let ada = system.login("ada@example.com").await;
     let cases = [
-        (json!({"fileName": "big.png", "contentType": "image/png", "sizeBytes": 1001}), "sizeBytes", "too_big"),
-        (json!({"fileName": "empty.png", "contentType": "image/png", "sizeBytes": 0}), "sizeBytes", "too_small"),
-        (json!({"fileName": "run.exe", "contentType": "application/x-msdownload", "sizeBytes": 10}), "contentType", "invalid_value"),
-        (json!({"fileName": "page.html", "contentType": "text/html", "sizeBytes": 10}), "contentType", "invalid_value"),
-        (json!({"fileName": "  ", "contentType": "image/png", "sizeBytes": 10}), "fileName", "too_small"),
-        (json!({"fileName": "dir/", "contentType": "image/png", "sizeBytes": 10}), "fileName", "custom"),
+        (
+            json!({"fileName": "big.png", "contentType": "image/png", "sizeBytes": 1001}),
+            "sizeBytes",
+            "too_big",
+        ),
+        (
+            json!({"fileName": "empty.png", "contentType": "image/png", "sizeBytes": 0}),
+            "sizeBytes",
+            "too_small",
+        ),
+        (
+            json!({"fileName": "run.exe", "contentType": "application/x-msdownload", "sizeBytes": 10}),
+            "contentType",
+            "invalid_value",
+        ),
+        (
+            json!({"fileName": "page.html", "contentType": "text/html", "sizeBytes": 10}),
+            "contentType",
+            "invalid_value",
+        ),
+        (
+            json!({"fileName": "  ", "contentType": "image/png", "sizeBytes": 10}),
+            "fileName",
+            "too_small",
+        ),
+        (
+            json!({"fileName": "dir/", "contentType": "image/png", "sizeBytes": 10}),
+            "fileName",
+            "custom",
+        ),
     ];
     for (input, field, code) in cases {
-        let (status, error) = system.call(&ada, "cdn/createUploadUrl", input.clone()).await;
+        let (status, error) = system
+            .call(&ada, "cdn/createUploadUrl", input.clone())
+            .await;
         assert_eq!(status, 400, "{input}: {error}");
         assert_eq!(error["code"], "BAD_REQUEST");
-        assert_eq!(error["data"]["issues"][0]["path"], json!([field]), "{input}: {error}");
+        assert_eq!(
+            error["data"]["issues"][0]["path"],
+            json!([field]),
+            "{input}: {error}"
+        );
         assert_eq!(error["data"]["issues"][0]["code"], code, "{input}: {error}");
     }
     let ok = system
-        .ok(&ada, "cdn/createUploadUrl", json!({"fileName": "ok.mp3", "contentType": "Audio/MPEG", "sizeBytes": 1000}))
+        .ok(
+            &ada,
+            "cdn/createUploadUrl",
+            json!({"fileName": "ok.mp3", "contentType": "Audio/MPEG", "sizeBytes": 1000}),
+        )
         .await;
     assert_eq!(ok["attachment"]["contentType"], "audio/mpeg");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM attachments")
@@ -372,11 +492,21 @@ async fn a_non_image_sent_as_png_is_rejected_and_deleted() {
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     assert_eq!(rejected["rejectionCode"], "CONTENT_MISMATCH");
     assert_eq!(rejected["hasThumbnail"], false);
-    assert!(system.bucket.keys().await.is_empty(), "the rejected object is deleted");
+    assert!(
+        system.bucket.keys().await.is_empty(),
+        "the rejected object is deleted"
+    );
     let (status, error) = system
-        .call(&ada, "cdn/getDownloadUrl", json!({"attachmentId": rejected["attachmentId"]}))
+        .call(
+            &ada,
+            "cdn/getDownloadUrl",
+            json!({"attachmentId": rejected["attachmentId"]}),
+        )
         .await;
-    assert_eq!((status, error["code"].as_str()), (409, Some("ATTACHMENT_NOT_READY")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("ATTACHMENT_NOT_READY"))
+    );
 
     // A JPEG declared as PNG is no better.
     let mut jpeg = Vec::new();
@@ -409,10 +539,19 @@ async fn an_expired_upload_url_is_refused() {
     let ready = upload(&system, &ada, "quick.png", "image/png", body, None).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     let link = system
-        .ok(&ada, "cdn/getDownloadUrl", json!({"attachmentId": ready["attachmentId"]}))
+        .ok(
+            &ada,
+            "cdn/getDownloadUrl",
+            json!({"attachmentId": ready["attachmentId"]}),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let response = system.client.get(link["url"].as_str().unwrap()).send().await.unwrap();
+    let response = system
+        .client
+        .get(link["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 403);
     system.stop().await;
 }
@@ -431,7 +570,10 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     // One uploaded but never completed, one never uploaded, one finished (stays).
     let body = png(4, 4);
     let uploaded = create(&system, &ada, "a.png", "image/png", body.len(), None).await;
-    assert_eq!(put(&system, &uploaded, "image/png", body.clone()).await, 200);
+    assert_eq!(
+        put(&system, &uploaded, "image/png", body.clone()).await,
+        200
+    );
     let never = create(&system, &ada, "b.png", "image/png", 10, None).await;
     let done = upload(&system, &ada, "c.png", "image/png", body, None).await;
     assert_eq!(done["status"], "ready");
@@ -439,9 +581,13 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let client = async_nats::connect(test_support::nats_url()).await.unwrap();
-    let bus = Bus::start(async_nats::jetstream::new(client), &system.namespace, "tests")
-        .await
-        .unwrap();
+    let bus = Bus::start(
+        async_nats::jetstream::new(client),
+        &system.namespace,
+        "tests",
+    )
+    .await
+    .unwrap();
     bus.publish(
         &CleanUpAbandonedUploads {
             cron_run_id: Uuid::now_v7().to_string(),
@@ -474,9 +620,16 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     for created in [&uploaded, &never] {
         let attachment_id = id(&created["attachment"], "attachmentId");
         let (status, error) = system
-            .call(&ada, "cdn/completeUpload", json!({"attachmentId": attachment_id}))
+            .call(
+                &ada,
+                "cdn/completeUpload",
+                json!({"attachmentId": attachment_id}),
+            )
             .await;
-        assert_eq!((status, error["code"].as_str()), (409, Some("UPLOAD_EXPIRED")));
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (409, Some("UPLOAD_EXPIRED"))
+        );
     }
     // Clients learn of it as tombstones.
     let tombstones = attachment_changes(&system)
@@ -497,30 +650,65 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
     .await;
     let ada = system.login("ada@example.com").await;
     let entry = system
-        .ok(&ada, "journalEntries/create", json!({"title": "Trip", "content": "photos"}))
+        .ok(
+            &ada,
+            "journalEntries/create",
+            json!({"title": "Trip", "content": "photos"}),
+        )
         .await;
     let entry_id = id(&entry, "journalEntryId");
-    let photo = upload(&system, &ada, "trip.png", "image/png", png(32, 32), Some(&entry_id)).await;
+    let photo = upload(
+        &system,
+        &ada,
+        "trip.png",
+        "image/png",
+        png(32, 32),
+        Some(&entry_id),
+    )
+    .await;
     assert_eq!(photo["status"], "ready");
     let photo_id = id(&photo, "attachmentId");
 
     // Delete, restore, delete: the attachment follows its entry.
     system
-        .ok(&ada, "journalEntries/delete", json!({"journalEntryId": entry_id}))
+        .ok(
+            &ada,
+            "journalEntries/delete",
+            json!({"journalEntryId": entry_id}),
+        )
         .await;
-    let deleted = system.ok(&ada, "cdn/get", json!({"attachmentId": photo_id})).await;
+    let deleted = system
+        .ok(&ada, "cdn/get", json!({"attachmentId": photo_id}))
+        .await;
     assert!(deleted["deletedAt"].is_i64(), "{deleted}");
     let (status, error) = system
-        .call(&ada, "cdn/getDownloadUrl", json!({"attachmentId": photo_id}))
+        .call(
+            &ada,
+            "cdn/getDownloadUrl",
+            json!({"attachmentId": photo_id}),
+        )
         .await;
-    assert_eq!((status, error["code"].as_str()), (409, Some("ATTACHMENT_DELETED")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("ATTACHMENT_DELETED"))
+    );
     system
-        .ok(&ada, "journalEntries/restore", json!({"journalEntryId": entry_id}))
+        .ok(
+            &ada,
+            "journalEntries/restore",
+            json!({"journalEntryId": entry_id}),
+        )
         .await;
-    let restored = system.ok(&ada, "cdn/get", json!({"attachmentId": photo_id})).await;
+    let restored = system
+        .ok(&ada, "cdn/get", json!({"attachmentId": photo_id}))
+        .await;
     assert!(restored["deletedAt"].is_null(), "{restored}");
     system
-        .ok(&ada, "journalEntries/delete", json!({"journalEntryId": entry_id}))
+        .ok(
+            &ada,
+            "journalEntries/delete",
+            json!({"journalEntryId": entry_id}),
+        )
         .await;
     assert_eq!(system.bucket.keys().await.len(), 2, "kept until the purge");
 
@@ -545,7 +733,9 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
     assert_eq!(body["report"]["attachments"], 1, "{body}");
     assert_eq!(body["report"]["journalEntries"], 1, "{body}");
     assert!(system.bucket.keys().await.is_empty());
-    let (status, _) = system.call(&ada, "cdn/get", json!({"attachmentId": photo_id})).await;
+    let (status, _) = system
+        .call(&ada, "cdn/get", json!({"attachmentId": photo_id}))
+        .await;
     assert_eq!(status, 404);
     // The delete's changesets carried the tombstone, the restore the revived row.
     let ops: Vec<(i32, bool)> = attachment_changes(&system)

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use definition::DeliveryConfig;
 use journal::v1::{
-    ApiKeyCreated, ApiKeyRevoked, AttachmentVerified, BusProbe, CleanUpAbandonedUploads, DispatchDuePrompts,
-    ExportDataReply, ExportDataRequest, ExportReady, ExportUserData, JournalEntryCreated,
-    JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
+    ApiKeyCreated, ApiKeyRevoked, AttachmentVerified, BusProbe, CleanUpAbandonedUploads,
+    DispatchDuePrompts, ExportDataReply, ExportDataRequest, ExportReady, ExportUserData,
+    JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
     PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked, TeamInvitationCreated,
     TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated,
     VerifyAttachment,
