@@ -743,26 +743,20 @@ pub async fn clean_up_abandoned_uploads(
 ) -> Result<u64, ApiError> {
     let mut total = 0;
     loop {
-        let doomed: Vec<Doomed> = sqlx::query_as(
+        let Some((ids, full)) = doom_chunk(
+            db,
+            storage,
             "SELECT attachment_id, object_key, thumbnail_key FROM attachments
               WHERE deleted_at IS NULL
                 AND ((status = 'pending' AND created_at < now() - make_interval(secs => $1))
                   OR (status = 'verifying' AND completed_at < now() - make_interval(secs => $1)))
               ORDER BY created_at LIMIT $2",
+            abandoned_after,
         )
-        .bind(abandoned_after.as_secs_f64())
-        .bind(CHUNK)
-        .fetch_all(db)
-        .await?;
-        if doomed.is_empty() {
+        .await?
+        else {
             return Ok(total);
-        }
-        for row in &doomed {
-            delete_objects(storage, &row.object_key, row.thumbnail_key.as_deref())
-                .await
-                .map_err(storage_unavailable)?;
-        }
-        let ids: Vec<Uuid> = doomed.iter().map(|row| row.attachment_id).collect();
+        };
         let mut tx = db.begin().await?;
         let expired: Vec<Attachment> = sqlx::query_as(&format!(
             "UPDATE attachments
@@ -782,7 +776,7 @@ pub async fn clean_up_abandoned_uploads(
         changes.write(&mut tx).await?;
         tx.commit().await?;
         total += expired.len() as u64;
-        if doomed.len() < usize::try_from(CHUNK).unwrap_or(usize::MAX) {
+        if !full {
             return Ok(total);
         }
     }
@@ -797,33 +791,56 @@ pub async fn purge_deleted(
 ) -> Result<u64, ApiError> {
     let mut total = 0;
     loop {
-        let doomed: Vec<Doomed> = sqlx::query_as(
+        let Some((ids, full)) = doom_chunk(
+            db,
+            storage,
             "SELECT attachment_id, object_key, thumbnail_key FROM attachments
               WHERE deleted_at < now() - make_interval(secs => $1)
               ORDER BY deleted_at LIMIT $2",
+            retention,
         )
-        .bind(retention.as_secs_f64())
-        .bind(CHUNK)
-        .fetch_all(db)
-        .await?;
-        if doomed.is_empty() {
+        .await?
+        else {
             return Ok(total);
-        }
-        for row in &doomed {
-            delete_objects(storage, &row.object_key, row.thumbnail_key.as_deref())
-                .await
-                .map_err(storage_unavailable)?;
-        }
-        let ids: Vec<Uuid> = doomed.iter().map(|row| row.attachment_id).collect();
+        };
         total += sqlx::query("DELETE FROM attachments WHERE attachment_id = ANY($1)")
             .bind(&ids)
             .execute(db)
             .await?
             .rows_affected();
-        if doomed.len() < usize::try_from(CHUNK).unwrap_or(usize::MAX) {
+        if !full {
             return Ok(total);
         }
     }
+}
+
+/// One chunk of the clean-up or the purge: the rows `select` finds (`$1`: `age` in seconds,
+/// `$2`: the chunk size) lose their objects. Their ids, and whether the chunk was full (more
+/// may follow); `None` when there were none.
+async fn doom_chunk(
+    db: &PgPool,
+    storage: &ObjectStore,
+    select: &str,
+    age: Duration,
+) -> Result<Option<(Vec<Uuid>, bool)>, ApiError> {
+    let doomed: Vec<Doomed> = sqlx::query_as(select)
+        .bind(age.as_secs_f64())
+        .bind(CHUNK)
+        .fetch_all(db)
+        .await?;
+    if doomed.is_empty() {
+        return Ok(None);
+    }
+    for row in &doomed {
+        delete_objects(storage, &row.object_key, row.thumbnail_key.as_deref())
+            .await
+            .map_err(storage_unavailable)?;
+    }
+    let full = doomed.len() >= usize::try_from(CHUNK).unwrap_or(usize::MAX);
+    Ok(Some((
+        doomed.iter().map(|row| row.attachment_id).collect(),
+        full,
+    )))
 }
 
 #[cfg(test)]

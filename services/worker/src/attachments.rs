@@ -212,14 +212,7 @@ pub async fn verify_attachment(
 ) -> Result<(), HandlerError> {
     let attachment_id = parse_id("attachment_id", &task.attachment_id)?;
     parse_id("owner_user_id", &task.owner_user_id)?;
-    let done: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM processed_messages WHERE handler = $1 AND message_id = $2",
-    )
-    .bind(&meta.handler)
-    .bind(&meta.message_id)
-    .fetch_optional(&state.db)
-    .await?;
-    if done.is_some() {
+    if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());
     }
 

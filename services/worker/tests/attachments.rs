@@ -298,27 +298,7 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
     let ada = system.login("ada@example.com").await;
     let bob = system.login("bob@example.com").await;
     let eve = system.login("eve@example.com").await;
-    let team = system
-        .ok(&ada, "teams/create", json!({"name": "Crew"}))
-        .await;
-    let team_id = id(&team, "teamId");
-    system
-        .ok(
-            &ada,
-            "teams/invite",
-            json!({"teamId": team_id, "email": bob.email, "role": "member"}),
-        )
-        .await;
-    let (_, invitations) = system
-        .call(&bob, "teams/listInvitations", Value::Null)
-        .await;
-    system
-        .ok(
-            &bob,
-            "teams/acceptInvitation",
-            json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
-        )
-        .await;
+    let team_id = system.team(&ada, "Crew", &[&bob]).await;
     let entry = system
         .ok(
             &ada,

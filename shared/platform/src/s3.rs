@@ -306,24 +306,40 @@ impl ObjectStore {
         key: &str,
         expires_in: Duration,
     ) -> Result<PresignedUrl, StorageError> {
-        let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
-        let start = SystemTime::now();
-        let presigning = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|error| request_error("presigning", error))?;
+        self.presign_download(key, expires_in, None).await
+    }
+
+    /// Like [`presign_get`](Self::presign_get), with the response's `Content-Disposition`
+    /// set (e.g. `attachment; filename="photo.png"`).
+    pub async fn presign_get_as(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        content_disposition: &str,
+    ) -> Result<PresignedUrl, StorageError> {
+        self.presign_download(key, expires_in, Some(content_disposition))
+            .await
+    }
+
+    async fn presign_download(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        content_disposition: Option<&str>,
+    ) -> Result<PresignedUrl, StorageError> {
+        let (presigning, expires_at) = presigning(expires_in)?;
         let request = self
             .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_response_content_disposition(content_disposition.map(str::to_owned))
             .presigned(presigning)
             .await
             .map_err(|error| request_error("presigning", error))?;
         Ok(PresignedUrl {
             url: request.uri().to_owned(),
-            expires_at: start + expires_in,
+            expires_at,
         })
     }
 
@@ -339,13 +355,7 @@ impl ObjectStore {
         content_length: u64,
         expires_in: Duration,
     ) -> Result<PresignedUpload, StorageError> {
-        let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
-        let start = SystemTime::now();
-        let presigning = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|error| request_error("presigning", error))?;
+        let (presigning, expires_at) = presigning(expires_in)?;
         let request = self
             .presigner
             .put_object()
@@ -364,37 +374,7 @@ impl ObjectStore {
         Ok(PresignedUpload {
             url: request.uri().to_owned(),
             headers,
-            expires_at: start + expires_in,
-        })
-    }
-
-    /// Like [`presign_get`](Self::presign_get), with the response's `Content-Disposition`
-    /// set (e.g. `attachment; filename="photo.png"`).
-    pub async fn presign_get_as(
-        &self,
-        key: &str,
-        expires_in: Duration,
-        content_disposition: &str,
-    ) -> Result<PresignedUrl, StorageError> {
-        let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
-        let start = SystemTime::now();
-        let presigning = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|error| request_error("presigning", error))?;
-        let request = self
-            .presigner
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .response_content_disposition(content_disposition)
-            .presigned(presigning)
-            .await
-            .map_err(|error| request_error("presigning", error))?;
-        Ok(PresignedUrl {
-            url: request.uri().to_owned(),
-            expires_at: start + expires_in,
+            expires_at,
         })
     }
 
@@ -512,6 +492,19 @@ impl ObjectStore {
             store: self.clone(),
         }
     }
+}
+
+/// Presigning settings starting now for `expires_in` (capped at seven days), and when the
+/// signature expires.
+fn presigning(expires_in: Duration) -> Result<(PresigningConfig, SystemTime), StorageError> {
+    let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
+    let start = SystemTime::now();
+    let config = PresigningConfig::builder()
+        .start_time(start)
+        .expires_in(expires_in)
+        .build()
+        .map_err(|error| request_error("presigning", error))?;
+    Ok((config, start + expires_in))
 }
 
 fn client(config: &S3Config, endpoint: &str) -> Client {

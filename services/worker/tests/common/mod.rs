@@ -193,6 +193,30 @@ impl System {
         body
     }
 
+    /// A team of `owner` that each of `members` joined (invited, accepted); its id.
+    pub async fn team(&self, owner: &User, name: &str, members: &[&User]) -> String {
+        let team = self.ok(owner, "teams/create", json!({"name": name})).await;
+        let team_id = team["teamId"].as_str().unwrap().to_owned();
+        for member in members {
+            self.ok(
+                owner,
+                "teams/invite",
+                json!({"teamId": team_id, "email": member.email, "role": "member"}),
+            )
+            .await;
+            let (_, invitations) = self
+                .call(member, "teams/listInvitations", Value::Null)
+                .await;
+            self.ok(
+                member,
+                "teams/acceptInvitation",
+                json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
+            )
+            .await;
+        }
+        team_id
+    }
+
     /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
     pub async fn wait_for_worker(&self) {
         let settled = eventually(Duration::from_secs(30), || async {
