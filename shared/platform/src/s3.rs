@@ -279,24 +279,7 @@ impl ObjectStore {
 
     /// The size of `key`, or `None` when it does not exist.
     pub async fn object_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => Ok(Some(
-                head.content_length()
-                    .and_then(|length| u64::try_from(length).ok())
-                    .unwrap_or(0),
-            )),
-            Err(error) => match error.as_service_error() {
-                Some(service_error) if service_error.is_not_found() => Ok(None),
-                _ => Err(request_error("checking an object", error)),
-            },
-        }
+        Ok(self.head(key).await?.map(|head| head.size))
     }
 
     /// A GET URL for `key` valid for `expires_in` (at most seven days), signed for the public
