@@ -74,7 +74,7 @@ pub const ALLOWED_CONTENT_TYPES: [&str; 12] = [
 
 /// File names longer than this (in characters) are refused.
 pub const MAX_FILE_NAME_CHARS: usize = 255;
-/// Uploads a user may have `pending` at once.
+/// Uploads a user may have `pending` at once with a URL that is still valid.
 pub const MAX_PENDING_UPLOADS: i64 = 50;
 /// Rows handled per round of the clean-up and the purge.
 const CHUNK: i64 = 100;
@@ -298,7 +298,8 @@ pub async fn create_upload_url(
         .await?;
     let pending: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM attachments
-          WHERE owner_user_id = $1 AND status = 'pending' AND deleted_at IS NULL",
+          WHERE owner_user_id = $1 AND status = 'pending' AND deleted_at IS NULL
+            AND upload_expires_at > now()",
     )
     .bind(session.user_id)
     .fetch_one(&mut *tx)

@@ -453,6 +453,35 @@ async fn create_upload_url_refuses_large_files_and_other_types() {
         .await
         .unwrap();
     assert_eq!(rows, 1, "refused requests record nothing");
+    // At most 50 uploads in progress per user.
+    for index in 1..50 {
+        system
+            .ok(
+                &ada,
+                "cdn/createUploadUrl",
+                json!({"fileName": format!("{index}.pdf"), "contentType": "application/pdf", "sizeBytes": 10}),
+            )
+            .await;
+    }
+    let (status, error) = system
+        .call(
+            &ada,
+            "cdn/createUploadUrl",
+            json!({"fileName": "51.pdf", "contentType": "application/pdf", "sizeBytes": 10}),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("TOO_MANY_PENDING_UPLOADS"))
+    );
+    let bob = system.login("bob@example.com").await;
+    system
+        .ok(
+            &bob,
+            "cdn/createUploadUrl",
+            json!({"fileName": "mine.pdf", "contentType": "application/pdf", "sizeBytes": 10}),
+        )
+        .await;
     system.stop().await;
 }
 
