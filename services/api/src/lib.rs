@@ -213,7 +213,7 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
-        let bucket_check = spawn_bucket_check(&state);
+        let bucket_check = spawn_bucket_check(&state, shutdown.clone());
         // The worker's questions about a user's data (exports), answered from this schema.
         let db = state.db.clone();
         let export_queries = bus::query::serve::<messages::journal::v1::ExportDataRequest, _, _>(
@@ -295,15 +295,18 @@ fn spawn_rate_sweep(state: &AppState, shutdown: CancellationToken) -> JoinHandle
 
 /// Check the attachments' bucket once at start, off the start-up path (the api serves
 /// everything but `cdn.*` without object storage); in development create it when missing.
-fn spawn_bucket_check(state: &AppState) -> JoinHandle<()> {
+fn spawn_bucket_check(state: &AppState, shutdown: CancellationToken) -> JoinHandle<()> {
     let storage = state.storage.clone();
     let create = state.config.environment == Environment::Development;
     tokio::spawn(async move {
-        let checked = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            storage.ensure_bucket(create),
-        )
-        .await;
+        let checked = tokio::select! {
+            checked = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                storage.ensure_bucket(create),
+            ) => checked,
+            // Stopping: the check is not worth waiting for.
+            () = shutdown.cancelled() => return,
+        };
         match checked {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
