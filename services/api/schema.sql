@@ -332,3 +332,41 @@ CREATE TABLE exports (
     download_expires_at timestamptz
 );
 CREATE INDEX exports_user_idx ON exports (user_id, requested_at DESC);
+
+-- Attachments (CDN, services/api/src/attachments.rs): files clients upload straight to object
+-- storage through a presigned PUT, verified by the worker. A synced row (soft delete,
+-- version). The object key is `attachments/<owner_user_id>/<attachment_id>`; the file name
+-- the client gave is kept, sanitized, only as metadata for downloads. `team_id` is the
+-- entry's team (entries never change team), for visibility and the sync scope.
+CREATE TABLE attachments (
+    attachment_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_user_id uuid NOT NULL REFERENCES users (user_id),
+    journal_entry_id uuid REFERENCES journal_entries (journal_entry_id),
+    team_id uuid,
+    file_name text NOT NULL,
+    content_type text NOT NULL,
+    size_bytes bigint NOT NULL CHECK (size_bytes > 0),
+    object_key text NOT NULL,
+    -- `pending` (URL issued) → `verifying` (completeUpload) → `ready` | `rejected`;
+    -- `expired`: not uploaded or not verified in time (objects deleted, row soft-deleted).
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'verifying', 'ready', 'rejected', 'expired')),
+    rejection_code text,
+    rejection_message text,
+    thumbnail_key text,
+    width integer,
+    height integer,
+    upload_expires_at timestamptz NOT NULL,
+    completed_at timestamptz,
+    verified_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    version bigint NOT NULL DEFAULT 1
+);
+CREATE INDEX attachments_owner_idx ON attachments (owner_user_id, created_at DESC);
+CREATE INDEX attachments_entry_idx ON attachments (journal_entry_id) WHERE journal_entry_id IS NOT NULL;
+-- The abandoned-upload clean-up looks at unfinished uploads only.
+CREATE INDEX attachments_unfinished_idx ON attachments (created_at)
+    WHERE status IN ('pending', 'verifying') AND deleted_at IS NULL;
+CREATE INDEX attachments_deleted_idx ON attachments (deleted_at) WHERE deleted_at IS NOT NULL;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
+use platform::s3::S3Config;
 use secrecy::SecretString;
 use url::Url;
 
@@ -94,6 +95,80 @@ pub struct Config {
     /// `SYNC_TOKEN_TTL_SECONDS`: how long a sync token (and a stream opened with it) lasts
     /// (default 900).
     pub sync_token_ttl: Duration,
+    /// `S3_*`: the bucket attachments go to (the same one the worker verifies them in).
+    pub s3: S3Config,
+    /// Attachments (`cdn.*`).
+    pub cdn: CdnConfig,
+}
+
+/// Attachment limits and lifetimes (`CDN_*`, docs/cdn.md).
+#[derive(Debug, Clone)]
+pub struct CdnConfig {
+    /// `CDN_MAX_UPLOAD_BYTES`: the largest file `cdn.createUploadUrl` accepts (default 25 MB,
+    /// 26,214,400 bytes).
+    pub max_upload_bytes: u64,
+    /// `CDN_UPLOAD_URL_TTL_SECONDS`: how long an upload URL is valid (default 900, 15 minutes).
+    pub upload_url_ttl: Duration,
+    /// `CDN_DOWNLOAD_URL_TTL_SECONDS`: how long a download URL is valid (default 900).
+    pub download_url_ttl: Duration,
+    /// `CDN_ABANDONED_UPLOAD_SECONDS`: an upload still `pending` (or `verifying`) this long
+    /// after it was started is expired by `clean-up-abandoned-uploads` and its objects
+    /// deleted (default 3600). At least the upload URL's lifetime.
+    pub abandoned_after: Duration,
+}
+
+impl CdnConfig {
+    pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+
+    fn read(env: &mut EnvReader) -> Self {
+        let max_upload_bytes =
+            env.with_default("CDN_MAX_UPLOAD_BYTES", Self::DEFAULT_MAX_UPLOAD_BYTES);
+        // A single PUT holds at most 5 GiB.
+        if max_upload_bytes == 0 || max_upload_bytes > 5 * 1024 * 1024 * 1024 {
+            env.reject("CDN_MAX_UPLOAD_BYTES", "must be between 1 and 5368709120");
+        }
+        let upload_url_ttl =
+            env.seconds_with_default("CDN_UPLOAD_URL_TTL_SECONDS", Duration::from_secs(900));
+        if upload_url_ttl.is_zero() || upload_url_ttl > platform::s3::MAX_PRESIGN_EXPIRY {
+            env.reject(
+                "CDN_UPLOAD_URL_TTL_SECONDS",
+                "must be between 1 and 604800 (seven days)",
+            );
+        }
+        let download_url_ttl =
+            env.seconds_with_default("CDN_DOWNLOAD_URL_TTL_SECONDS", Duration::from_secs(900));
+        if download_url_ttl.is_zero() || download_url_ttl > platform::s3::MAX_PRESIGN_EXPIRY {
+            env.reject(
+                "CDN_DOWNLOAD_URL_TTL_SECONDS",
+                "must be between 1 and 604800 (seven days)",
+            );
+        }
+        let abandoned_after =
+            env.seconds_with_default("CDN_ABANDONED_UPLOAD_SECONDS", Duration::from_secs(3600));
+        if abandoned_after < upload_url_ttl {
+            env.reject(
+                "CDN_ABANDONED_UPLOAD_SECONDS",
+                "must be at least CDN_UPLOAD_URL_TTL_SECONDS (an upload may still arrive until its URL expires)",
+            );
+        }
+        Self {
+            max_upload_bytes,
+            upload_url_ttl,
+            download_url_ttl,
+            abandoned_after,
+        }
+    }
+}
+
+impl Default for CdnConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: Self::DEFAULT_MAX_UPLOAD_BYTES,
+            upload_url_ttl: Duration::from_secs(900),
+            download_url_ttl: Duration::from_secs(900),
+            abandoned_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// How API keys are verified (see `api_keys::verifier`).
@@ -211,6 +286,8 @@ impl Config {
         if sync_token_ttl.is_zero() {
             env.reject("SYNC_TOKEN_TTL_SECONDS", "must be at least 1");
         }
+        let s3 = S3Config::read(&mut env, production);
+        let cdn = CdnConfig::read(&mut env);
         env.finish()?;
         Ok(Self {
             common,
@@ -231,6 +308,8 @@ impl Config {
             soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
             sync_token_secret,
             sync_token_ttl,
+            s3,
+            cdn,
         })
     }
 
@@ -258,6 +337,8 @@ impl Config {
             soft_delete_retention: Duration::from_secs(30 * 86_400),
             sync_token_secret: SecretString::from(sync_protocol::DEVELOPMENT_SECRET),
             sync_token_ttl: Duration::from_secs(900),
+            s3: S3Config::for_tests(platform::s3::DEFAULT_ENDPOINT, platform::s3::DEFAULT_BUCKET),
+            cdn: CdnConfig::default(),
         }
     }
 }
@@ -392,6 +473,30 @@ mod tests {
         assert!(error.names("TRUSTED_PROXIES"));
         assert!(error.names("ALLOWED_ORIGINS"));
         assert!(error.names("GOOGLE_CLIENT_SECRET"));
+        assert!(error.names("S3_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn cdn_limits_are_checked() {
+        let error = Config::read(EnvReader::from_map([
+            ("CDN_MAX_UPLOAD_BYTES", "0"),
+            ("CDN_UPLOAD_URL_TTL_SECONDS", "604801"),
+            ("CDN_DOWNLOAD_URL_TTL_SECONDS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("CDN_MAX_UPLOAD_BYTES"), "{error}");
+        assert!(error.names("CDN_UPLOAD_URL_TTL_SECONDS"), "{error}");
+        assert!(error.names("CDN_DOWNLOAD_URL_TTL_SECONDS"), "{error}");
+        let error = Config::read(EnvReader::from_map([
+            ("CDN_UPLOAD_URL_TTL_SECONDS", "600"),
+            ("CDN_ABANDONED_UPLOAD_SECONDS", "300"),
+        ]))
+        .unwrap_err();
+        assert!(error.names("CDN_ABANDONED_UPLOAD_SECONDS"), "{error}");
+        let config = Config::read(EnvReader::from_map([("S3_BUCKET", "files")])).unwrap();
+        assert_eq!(config.cdn.max_upload_bytes, 26_214_400);
+        assert_eq!(config.cdn.upload_url_ttl, Duration::from_secs(900));
+        assert_eq!(config.s3.bucket, "files");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //!   transaction. The hour of look-back lets a late or caught-up run still send today's prompt.
 //! - `purge-expired-sessions`: sessions past expiry or revoked, expired OAuth states.
 //! - `roll-over-usage`: [`crate::metering::roll_over_periods`].
-//! - `purge-retention`: soft-deleted journal entries, prompts and memberships older than
-//!   `SOFT_DELETE_RETENTION_DAYS`, deleted accounts' kept addresses, old dispatch records and
-//!   the bus's own tables.
+//! - `purge-retention`: soft-deleted attachments (their objects first), journal entries,
+//!   prompts and memberships older than `SOFT_DELETE_RETENTION_DAYS`, deleted accounts' kept
+//!   addresses, old dispatch records and the bus's own tables.
+//! - `clean-up-abandoned-uploads`: [`crate::attachments::clean_up_abandoned_uploads`].
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,8 @@ use bus::{HandlerError, Msg};
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use messages::journal::v1::{
-    DispatchDuePrompts, PromptDue, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
+    CleanUpAbandonedUploads, DispatchDuePrompts, PromptDue, PurgeExpiredSessions,
+    RetentionPurgeDue, RollOverUsage,
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -36,6 +38,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+use platform::s3::ObjectStore;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -53,6 +57,7 @@ pub enum ApiJob {
     PurgeExpiredSessions,
     RollOverUsage,
     PurgeRetention,
+    CleanUpAbandonedUploads,
 }
 
 impl ApiJob {
@@ -62,6 +67,7 @@ impl ApiJob {
             "purge-expired-sessions" => Some(Self::PurgeExpiredSessions),
             "roll-over-usage" => Some(Self::RollOverUsage),
             "purge-retention" => Some(Self::PurgeRetention),
+            "clean-up-abandoned-uploads" => Some(Self::CleanUpAbandonedUploads),
             _ => None,
         }
     }
@@ -72,6 +78,7 @@ impl ApiJob {
             Self::PurgeExpiredSessions => "purge-expired-sessions",
             Self::RollOverUsage => "roll-over-usage",
             Self::PurgeRetention => "purge-retention",
+            Self::CleanUpAbandonedUploads => "clean-up-abandoned-uploads",
         }
     }
 }
@@ -93,6 +100,7 @@ pub enum JobReport {
     RollOverUsage { subscriptions: u64 },
     #[serde(rename = "purge-retention", rename_all = "camelCase")]
     PurgeRetention {
+        attachments: u64,
         journal_entries: u64,
         prompts: u64,
         team_members: u64,
@@ -100,6 +108,11 @@ pub enum JobReport {
         prompt_dispatches: u64,
         outbox_rows: u64,
         processed_messages: u64,
+    },
+    #[serde(rename = "clean-up-abandoned-uploads", rename_all = "camelCase")]
+    CleanUpAbandonedUploads {
+        /// Attachments expired (objects deleted).
+        attachments: u64,
     },
 }
 
@@ -143,8 +156,21 @@ async fn run_job(
             subscriptions: crate::metering::roll_over_periods(&state.db).await?,
         }),
         ApiJob::PurgeRetention => {
-            purge_retention(&state.db, state.config.soft_delete_retention).await
+            purge_retention(
+                &state.db,
+                &state.storage,
+                state.config.soft_delete_retention,
+            )
+            .await
         }
+        ApiJob::CleanUpAbandonedUploads => Ok(JobReport::CleanUpAbandonedUploads {
+            attachments: crate::attachments::clean_up_abandoned_uploads(
+                &state.db,
+                &state.storage,
+                state.config.cdn.abandoned_after,
+            )
+            .await?,
+        }),
     }
 }
 
@@ -345,12 +371,21 @@ async fn delete_in_chunks(
     }
 }
 
-pub async fn purge_retention(db: &PgPool, retention: Duration) -> Result<JobReport, ApiError> {
+pub async fn purge_retention(
+    db: &PgPool,
+    storage: &ObjectStore,
+    retention: Duration,
+) -> Result<JobReport, ApiError> {
+    // Attachments first (their objects, then their rows): an entry goes only without any.
+    let attachments = crate::attachments::purge_deleted(db, storage, retention).await?;
     let journal_entries = delete_in_chunks(
         db,
         "DELETE FROM journal_entries WHERE journal_entry_id IN (
-            SELECT journal_entry_id FROM journal_entries
-             WHERE deleted_at < now() - make_interval(secs => $1) LIMIT 1000)",
+            SELECT e.journal_entry_id FROM journal_entries e
+             WHERE e.deleted_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM attachments a
+                                WHERE a.journal_entry_id = e.journal_entry_id)
+             LIMIT 1000)",
         retention,
     )
     .await?;
@@ -393,6 +428,7 @@ pub async fn purge_retention(db: &PgPool, retention: Duration) -> Result<JobRepo
             .rows_affected();
     let bus = bus::maintenance::purge(db, bus::maintenance::BusRetention::default()).await?;
     Ok(JobReport::PurgeRetention {
+        attachments,
         journal_entries,
         prompts,
         team_members,
@@ -469,6 +505,19 @@ pub async fn on_roll_over_usage(
     .await
 }
 
+pub async fn on_clean_up_abandoned_uploads(
+    bus::State(state): bus::State<AppState>,
+    Msg(task): Msg<CleanUpAbandonedUploads>,
+) -> Result<(), HandlerError> {
+    handle(
+        &state,
+        ApiJob::CleanUpAbandonedUploads,
+        &task.cron_run_id,
+        task.scheduled_for_ms,
+    )
+    .await
+}
+
 pub async fn on_retention_purge_due(
     bus::State(state): bus::State<AppState>,
     Msg(event): Msg<RetentionPurgeDue>,
@@ -537,7 +586,7 @@ async fn hook(
             "JOB_NOT_FOUND",
             StatusCode::NOT_FOUND,
             format!(
-                "No job `{job}` here (jobs: dispatch-due-prompts, purge-expired-sessions, roll-over-usage, purge-retention)"
+                "No job `{job}` here (jobs: dispatch-due-prompts, purge-expired-sessions, roll-over-usage, purge-retention, clean-up-abandoned-uploads)"
             ),
         )
         .into_plain_response();
@@ -679,9 +728,10 @@ mod tests {
             ApiJob::PurgeExpiredSessions,
             ApiJob::RollOverUsage,
             ApiJob::PurgeRetention,
+            ApiJob::CleanUpAbandonedUploads,
         ] {
             assert_eq!(ApiJob::from_name(job.name()), Some(job));
         }
-        assert_eq!(ApiJob::from_name("clean-up-abandoned-uploads"), None);
+        assert_eq!(ApiJob::from_name("nonsense"), None);
     }
 }

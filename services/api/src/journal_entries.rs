@@ -9,6 +9,8 @@
 //!   team. Anything else answers `NOT_FOUND`, the same as an id that does not exist.
 //! - change (`update`, `delete`, `restore`): the author; for a team entry also the team's
 //!   admins and owners. Someone who can see the entry but not change it gets `FORBIDDEN`.
+//! - deleting an entry soft-deletes its attachments in the same transaction; restoring it
+//!   restores the ones deleted with it (see `attachments`).
 //! - a deleted entry cannot be updated (`409 ENTRY_DELETED`: restore it first); deleting a
 //!   deleted entry, or restoring a live one, answers the entry unchanged (no event, no
 //!   changeset).
@@ -353,7 +355,7 @@ pub async fn load_in_team(
 }
 
 /// A visible entry the caller may change (author, or admin/owner of its team), locked.
-async fn load_changeable(
+pub(crate) async fn load_changeable(
     conn: &mut PgConnection,
     journal_entry_id: Uuid,
     user_id: Uuid,
@@ -813,6 +815,8 @@ pub async fn delete_loaded(
     bus::outbox::emit_ordered(&mut *tx, &event, &deleted.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
     changes.record(&[deleted.scope()], Op::Delete, &deleted)?;
+    // Its attachments go with it (and come back with a restore).
+    crate::attachments::delete_for_entry(&mut *tx, deleted.journal_entry_id, &mut changes).await?;
     changes.write(&mut *tx).await?;
     Ok(deleted)
 }
@@ -843,6 +847,15 @@ pub async fn restore(
     bus::outbox::emit_ordered(&mut tx, &event, &restored.journal_entry_id.to_string()).await?;
     let mut changes = Changes::new();
     changes.record(&[restored.scope()], Op::Update, &restored)?;
+    if let Some(deleted_at) = current.deleted_at {
+        crate::attachments::restore_for_entry(
+            &mut tx,
+            restored.journal_entry_id,
+            deleted_at,
+            &mut changes,
+        )
+        .await?;
+    }
     changes.write(&mut tx).await?;
     tx.commit().await?;
     Ok(Rpc(restored))

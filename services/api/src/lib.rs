@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod api_teams;
+pub mod attachments;
 pub mod auth;
 pub mod changes;
 pub mod client_ip;
@@ -31,10 +32,12 @@ use axum::Router;
 use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
-    DispatchDuePrompts, PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage,
+    AttachmentVerified, CleanUpAbandonedUploads, DispatchDuePrompts, PurgeExpiredSessions,
+    RetentionPurgeDue, RollOverUsage,
 };
 use platform::PlatformError;
 use platform::infra::Infra;
+use platform::s3::ObjectStore;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -71,6 +74,8 @@ pub struct AppState {
     pub open_api: Arc<open_api::OpenApiState>,
     /// Signs `sync.token` tokens (`SYNC_TOKEN_SECRET`).
     pub sync_tokens: sync_protocol::TokenKey,
+    /// The bucket of attachments (`S3_*`).
+    pub storage: ObjectStore,
 }
 
 impl AppState {
@@ -97,6 +102,7 @@ impl AppState {
             db,
             bus,
             api_keys,
+            storage: ObjectStore::new(&config.s3),
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
             sync_tokens: sync_protocol::TokenKey::new(config.sync_token_secret.clone()),
             config: Arc::new(config),
@@ -145,6 +151,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(exports::routes())
         .merge(sync_token::routes())
+        .merge(attachments::routes())
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",
@@ -211,6 +218,7 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
+        let bucket_check = spawn_bucket_check(&state, shutdown.clone());
         // The worker's questions about a user's data (exports), answered from this schema.
         let db = state.db.clone();
         let export_queries = bus::query::serve::<messages::journal::v1::ExportDataRequest, _, _>(
@@ -225,9 +233,12 @@ impl Service {
             .task::<DispatchDuePrompts, _, _>(cron_jobs::on_dispatch_due_prompts)
             .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_purge_expired_sessions)
             .task::<RollOverUsage, _, _>(cron_jobs::on_roll_over_usage)
+            .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_clean_up_abandoned_uploads)
             .on::<RetentionPurgeDue, _, _>(cron_jobs::on_retention_purge_due)
             // `export.ready` marks the user's export ready.
             .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
+            // The worker's verdict on an upload marks the attachment ready or rejected.
+            .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified)
             .spawn(shutdown.clone());
         let readiness = infra.readiness().with_check(consumers.readiness_check());
         let consumers = tokio::spawn(consumers.join());
@@ -236,7 +247,14 @@ impl Service {
             readiness,
             listener,
             shutdown,
-            background: vec![relay, api_keys, rate_sweep, export_queries, consumers],
+            background: vec![
+                relay,
+                api_keys,
+                rate_sweep,
+                export_queries,
+                consumers,
+                bucket_check,
+            ],
             request_log_writer,
         })
     }
@@ -276,6 +294,30 @@ fn spawn_rate_sweep(state: &AppState, shutdown: CancellationToken) -> JoinHandle
                 }
                 () = shutdown.cancelled() => break,
             }
+        }
+    })
+}
+
+/// Check the attachments' bucket once at start, off the start-up path (the api serves
+/// everything but `cdn.*` without object storage); in development create it when missing.
+fn spawn_bucket_check(state: &AppState, shutdown: CancellationToken) -> JoinHandle<()> {
+    let storage = state.storage.clone();
+    let create = state.config.environment == Environment::Development;
+    tokio::spawn(async move {
+        let checked = tokio::select! {
+            checked = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                storage.ensure_bucket(create),
+            ) => checked,
+            // Stopping: the check is not worth waiting for.
+            () = shutdown.cancelled() => return,
+        };
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "object storage is not usable yet; cdn.* will answer STORAGE_UNAVAILABLE");
+            }
+            Err(_) => tracing::warn!("object storage does not answer yet"),
         }
     })
 }

@@ -63,13 +63,12 @@ pub const JOBS: [JobSpec; 5] = [
         default_schedule: "0 15 * * * *",
         enabled_by_default: true,
     },
-    // No handler yet: uploads (attachments, CDN) arrive with a later issue. Disabled by
-    // default so tasks do not pile up in the work queue with nobody to take them.
+    // The api expires attachments whose upload was never completed (docs/cdn.md).
     JobSpec {
         kind: JobKind::CleanUpAbandonedUploads,
         name: "clean-up-abandoned-uploads",
         default_schedule: "0 */5 * * * *",
-        enabled_by_default: false,
+        enabled_by_default: true,
     },
 ];
 

@@ -35,12 +35,13 @@ use crate::hub::{self, Hub, Next, Registration};
 use crate::revocation::RevokedSessions;
 
 /// The wire tables clients may filter on: the api's synced tables and the worker's insights.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     "journal_entries",
     "prompts",
     "teams",
     "team_members",
     "users",
+    "attachments",
     "entry_insights",
     "entry_insight_days",
 ];

@@ -68,14 +68,7 @@ pub async fn export_user_data(
     let export_id = parse_id("export_id", &task.export_id)?;
     let user_id = parse_id("user_id", &task.user_id)?;
     let requested_at = timestamp("requested_at_ms", task.requested_at_ms)?;
-    let done: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM processed_messages WHERE handler = $1 AND message_id = $2",
-    )
-    .bind(&meta.handler)
-    .bind(&meta.message_id)
-    .fetch_optional(&state.db)
-    .await?;
-    if done.is_some() {
+    if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());
     }
 

@@ -1,7 +1,9 @@
 //! The `worker` service: the heavy asynchronous handlers, scaled horizontally (docs/worker.md):
-//! entry insights from the `journal_entry.*` events ([`insights`]) and data exports
-//! ([`exports`]). Replicas share each handler's durable consumer.
+//! entry insights from the `journal_entry.*` events ([`insights`]), data exports
+//! ([`exports`]) and attachment verification with thumbnails ([`attachments`]). Replicas
+//! share each handler's durable consumer.
 
+pub mod attachments;
 pub mod changes;
 pub mod exports;
 pub mod insights;
@@ -15,7 +17,7 @@ use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
-    JournalEntryUpdated,
+    JournalEntryUpdated, VerifyAttachment,
 };
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
@@ -42,7 +44,7 @@ pub struct Config {
     pub port: u16,
     /// `ENVIRONMENT`: in development a missing bucket is created at start.
     pub environment: Environment,
-    /// `S3_*`: where export archives go.
+    /// `S3_*`: where export archives go and attachments are verified.
     pub s3: S3Config,
     /// `WORKER_CONCURRENCY`: deliveries each handler runs at once per replica (default 32).
     pub concurrency: usize,
@@ -127,7 +129,7 @@ pub struct WorkerState {
     pub db: sqlx::PgPool,
     /// For questions to other services (the export's data comes from the api).
     pub bus: Bus,
-    /// The bucket export archives go to.
+    /// The bucket of export archives and attachments.
     pub storage: ObjectStore,
     pub exports: Arc<ExportSettings>,
 }
@@ -181,7 +183,7 @@ pub async fn run(
     match tokio::time::timeout(BUCKET_CHECK_TIMEOUT, storage.ensure_bucket(create_bucket)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            tracing::warn!(%error, "object storage is not usable yet; exports will retry");
+            tracing::warn!(%error, "object storage is not usable yet; exports and attachment checks will retry");
         }
         Err(_) => tracing::warn!("object storage does not answer yet; exports will retry"),
     }
@@ -201,6 +203,7 @@ pub async fn run(
         .on::<JournalEntryDeleted, _, _>(insights::on_entry_deleted)
         .on::<JournalEntryRestored, _, _>(insights::on_entry_restored)
         .task::<ExportUserData, _, _>(exports::export_user_data)
+        .task::<VerifyAttachment, _, _>(attachments::verify_attachment)
         // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
         .purge_bus_tables_daily()
         .spawn(shutdown.clone());

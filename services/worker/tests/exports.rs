@@ -48,27 +48,7 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
             json!({"name": "Ada Lovelace", "timezone": "Europe/London"}),
         )
         .await;
-    let team = system
-        .ok(&ada, "teams/create", json!({"name": "Analysts"}))
-        .await;
-    let team_id = team["teamId"].as_str().unwrap().to_owned();
-    system
-        .ok(
-            &ada,
-            "teams/invite",
-            json!({"teamId": team_id, "email": bob.email, "role": "member"}),
-        )
-        .await;
-    let (_, invitations) = system
-        .call(&bob, "teams/listInvitations", Value::Null)
-        .await;
-    system
-        .ok(
-            &bob,
-            "teams/acceptInvitation",
-            json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
-        )
-        .await;
+    let team_id = system.team(&ada, "Analysts", &[&bob]).await;
 
     let prompt = system
         .ok(

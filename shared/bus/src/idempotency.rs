@@ -20,3 +20,20 @@ pub async fn first_time(
     .rows_affected();
     Ok(inserted == 1)
 }
+
+/// Whether `handler` has recorded `message_id` already: a cheap look before expensive work
+/// that [`first_time`] then records in the effect's transaction.
+pub async fn already_processed(
+    db: &sqlx::PgPool,
+    handler: &str,
+    message_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM processed_messages WHERE handler = $1 AND message_id = $2",
+    )
+    .bind(handler)
+    .bind(message_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(done.is_some())
+}

@@ -22,11 +22,12 @@ use std::time::Duration;
 
 use definition::DeliveryConfig;
 use journal::v1::{
-    ApiKeyCreated, ApiKeyRevoked, BusProbe, CleanUpAbandonedUploads, DispatchDuePrompts,
-    ExportDataReply, ExportDataRequest, ExportReady, ExportUserData, JournalEntryCreated,
-    JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
+    ApiKeyCreated, ApiKeyRevoked, AttachmentVerified, BusProbe, CleanUpAbandonedUploads,
+    DispatchDuePrompts, ExportDataReply, ExportDataRequest, ExportReady, ExportUserData,
+    JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
     PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked, TeamInvitationCreated,
     TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated,
+    VerifyAttachment,
 };
 
 /// Events the notifier turns into SuprSend calls: SuprSend being slow or down for a while
@@ -116,6 +117,21 @@ define_task!(
         expire_in: std::time::Duration::from_secs(30),
     }
 );
+// Attachments (CDN): the api asks the worker to verify an upload; the worker's verdict comes
+// back as an event. Verification reads at most one upload (25 MB by default) and makes one
+// thumbnail: two minutes per attempt are plenty; a few quick retries ride out S3 hiccups.
+define_task!(
+    VerifyAttachment,
+    queue = "media",
+    "verify_attachment",
+    DeliveryConfig {
+        retry_limit: 5,
+        retry_delay: Duration::from_secs(2),
+        retry_backoff: true,
+        expire_in: Duration::from_secs(120),
+    }
+);
+define_event!(AttachmentVerified, "attachment.verified");
 define_query!(
     ExportDataRequest,
     "api.export_data",

@@ -1,8 +1,8 @@
 //! Object storage over the S3 protocol (AWS S3 in production, MinIO in `docker compose`, a
 //! local `s3s-fs` in tests and `cargo xtask dev`): configuration, the client, and the few
-//! operations the services need (ensure the bucket, upload a file, presign a download, check
-//! readiness). Path-style addressing (`<endpoint>/<bucket>/<key>`), so any S3-compatible
-//! server works without DNS tricks.
+//! operations the services need (ensure the bucket, upload, download, delete, presign a
+//! download or an upload of one type and length, check readiness). Path-style addressing
+//! (`<endpoint>/<bucket>/<key>`), so any S3-compatible server works without DNS tricks.
 
 use std::future::Future;
 use std::path::Path;
@@ -137,6 +137,8 @@ pub enum StorageError {
     NoSuchBucket(String),
     #[error("object storage: reading {path}: {message}")]
     File { path: String, message: String },
+    #[error("object storage: `{key}` is larger than {limit} bytes")]
+    TooLarge { key: String, limit: u64 },
 }
 
 fn request_error(operation: &'static str, error: impl std::error::Error) -> StorageError {
@@ -151,6 +153,22 @@ fn request_error(operation: &'static str, error: impl std::error::Error) -> Stor
 pub struct PresignedUrl {
     pub url: String,
     pub expires_at: SystemTime,
+}
+
+/// A presigned upload: PUT the body to `url` with exactly these `headers`.
+#[derive(Debug, Clone)]
+pub struct PresignedUpload {
+    pub url: String,
+    /// Lowercase names, sorted (`content-length`, `content-type`).
+    pub headers: Vec<(String, String)>,
+    pub expires_at: SystemTime,
+}
+
+/// What `HeadObject` says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub content_type: Option<String>,
 }
 
 /// The configured bucket, through one client (and a second one whose only job is to presign
@@ -261,24 +279,7 @@ impl ObjectStore {
 
     /// The size of `key`, or `None` when it does not exist.
     pub async fn object_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => Ok(Some(
-                head.content_length()
-                    .and_then(|length| u64::try_from(length).ok())
-                    .unwrap_or(0),
-            )),
-            Err(error) => match error.as_service_error() {
-                Some(service_error) if service_error.is_not_found() => Ok(None),
-                _ => Err(request_error("checking an object", error)),
-            },
-        }
+        Ok(self.head(key).await?.map(|head| head.size))
     }
 
     /// A GET URL for `key` valid for `expires_in` (at most seven days), signed for the public
@@ -288,25 +289,184 @@ impl ObjectStore {
         key: &str,
         expires_in: Duration,
     ) -> Result<PresignedUrl, StorageError> {
-        let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
-        let start = SystemTime::now();
-        let presigning = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|error| request_error("presigning", error))?;
+        self.presign_download(key, expires_in, None).await
+    }
+
+    /// Like [`presign_get`](Self::presign_get), with the response's `Content-Disposition`
+    /// set (e.g. `attachment; filename="photo.png"`).
+    pub async fn presign_get_as(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        content_disposition: &str,
+    ) -> Result<PresignedUrl, StorageError> {
+        self.presign_download(key, expires_in, Some(content_disposition))
+            .await
+    }
+
+    async fn presign_download(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        content_disposition: Option<&str>,
+    ) -> Result<PresignedUrl, StorageError> {
+        let (presigning, expires_at) = presigning(expires_in)?;
         let request = self
             .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_response_content_disposition(content_disposition.map(str::to_owned))
             .presigned(presigning)
             .await
             .map_err(|error| request_error("presigning", error))?;
         Ok(PresignedUrl {
             url: request.uri().to_owned(),
-            expires_at: start + expires_in,
+            expires_at,
         })
+    }
+
+    /// A PUT URL for `key` valid for `expires_in` (at most seven days), signed for the public
+    /// endpoint, that only accepts a body of exactly `content_length` bytes sent with
+    /// `Content-Type: content_type`: both headers are part of the signature, so another type
+    /// or length fails it. The client must send [`PresignedUpload::headers`] with the body.
+    /// Computed locally: no request is made.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUpload, StorageError> {
+        let (presigning, expires_at) = presigning(expires_in)?;
+        let request = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(i64::try_from(content_length).unwrap_or(i64::MAX))
+            .presigned(presigning)
+            .await
+            .map_err(|error| request_error("presigning", error))?;
+        let mut headers: Vec<(String, String)> = request
+            .headers()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect();
+        headers.sort();
+        Ok(PresignedUpload {
+            url: request.uri().to_owned(),
+            headers,
+            expires_at,
+        })
+    }
+
+    /// The size and content type of `key`, or `None` when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(ObjectHead {
+                size: head
+                    .content_length()
+                    .and_then(|length| u64::try_from(length).ok())
+                    .unwrap_or(0),
+                content_type: head.content_type().map(str::to_owned),
+            })),
+            Err(error) => match error.as_service_error() {
+                Some(service_error) if service_error.is_not_found() => Ok(None),
+                _ => Err(request_error("checking an object", error)),
+            },
+        }
+    }
+
+    /// The whole of `key`, refusing (without reading on) an object larger than `max_bytes`;
+    /// `None` when it does not exist.
+    pub async fn get_bytes(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(error) => {
+                return match error.as_service_error() {
+                    Some(service_error) if service_error.is_no_such_key() => Ok(None),
+                    _ => Err(request_error("downloading", error)),
+                };
+            }
+        };
+        let declared = object
+            .content_length()
+            .and_then(|length| u64::try_from(length).ok())
+            .unwrap_or(0);
+        if declared > max_bytes {
+            return Err(StorageError::TooLarge {
+                key: key.to_owned(),
+                limit: max_bytes,
+            });
+        }
+        let mut body = object.body;
+        let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|error| request_error("downloading", error))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > max_bytes {
+                return Err(StorageError::TooLarge {
+                    key: key.to_owned(),
+                    limit: max_bytes,
+                });
+            }
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Upload `bytes` as `key`.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        let length = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(length)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|error| request_error("uploading", error))?;
+        Ok(())
+    }
+
+    /// Delete `key`; deleting an object that does not exist succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|error| request_error("deleting", error))?;
+        Ok(())
     }
 
     /// Readiness: the bucket answers a `HeadBucket`.
@@ -315,6 +475,19 @@ impl ObjectStore {
             store: self.clone(),
         }
     }
+}
+
+/// Presigning settings starting now for `expires_in` (capped at seven days), and when the
+/// signature expires.
+fn presigning(expires_in: Duration) -> Result<(PresigningConfig, SystemTime), StorageError> {
+    let expires_in = expires_in.min(MAX_PRESIGN_EXPIRY);
+    let start = SystemTime::now();
+    let config = PresigningConfig::builder()
+        .start_time(start)
+        .expires_in(expires_in)
+        .build()
+        .map_err(|error| request_error("presigning", error))?;
+    Ok((config, start + expires_in))
 }
 
 fn client(config: &S3Config, endpoint: &str) -> Client {

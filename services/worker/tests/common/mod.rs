@@ -1,5 +1,5 @@
 //! The api and the worker in-process on port 0, against one fresh database, one bus namespace
-//! and (for exports) a bucket of their own; helpers to call the api as clients do and to
+//! and (for exports and attachments) a bucket of their own; helpers to call the api as clients do and to
 //! read what the worker wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
@@ -86,6 +86,14 @@ impl System {
     }
 
     pub async fn start_with(configure_worker: impl FnOnce(&mut worker::Config)) -> Self {
+        Self::start_both(|_| {}, configure_worker).await
+    }
+
+    /// Both services configured by the test; both use the test's bucket.
+    pub async fn start_both(
+        configure_api: impl FnOnce(&mut api::Config),
+        configure_worker: impl FnOnce(&mut worker::Config),
+    ) -> Self {
         let db = TestDb::new().await;
         let bucket = TestBucket::new().await;
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
@@ -94,6 +102,8 @@ impl System {
 
         let mut api_config = api::Config::for_tests(db.url(), &nats_url());
         api_config.common.bus_namespace = namespace.clone();
+        api_config.s3 = bucket.config().clone();
+        configure_api(&mut api_config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
         let api = tokio::spawn(api::run(api_config, listener, shutdown.clone()));
@@ -181,6 +191,30 @@ impl System {
         let (status, body) = self.call(user, procedure, input).await;
         assert_eq!(status, 200, "{procedure}: {body}");
         body
+    }
+
+    /// A team of `owner` that each of `members` joined (invited, accepted); its id.
+    pub async fn team(&self, owner: &User, name: &str, members: &[&User]) -> String {
+        let team = self.ok(owner, "teams/create", json!({"name": name})).await;
+        let team_id = team["teamId"].as_str().unwrap().to_owned();
+        for member in members {
+            self.ok(
+                owner,
+                "teams/invite",
+                json!({"teamId": team_id, "email": member.email, "role": "member"}),
+            )
+            .await;
+            let (_, invitations) = self
+                .call(member, "teams/listInvitations", Value::Null)
+                .await;
+            self.ok(
+                member,
+                "teams/acceptInvitation",
+                json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
+            )
+            .await;
+        }
+        team_id
     }
 
     /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
