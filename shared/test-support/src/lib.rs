@@ -7,9 +7,11 @@
 //!   start again on the same port to exercise reconnection.
 //! - [`binary`]: the path of a workspace binary, for tests that run real processes.
 //! - [`TestBucket`]: a bucket of its own on the local S3-protocol server.
+//! - [`orpc_client::OrpcClientScripts`]: the `@orpc/client` conformance scripts, run with Node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod orpc_client;
 mod private_servers;
 mod s3;
 
