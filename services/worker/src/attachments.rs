@@ -11,7 +11,9 @@
 //! 4. An image gets a PNG thumbnail at most [`THUMBNAIL_EDGE`] pixels a side,
 //!    `thumbnails/<attachmentId>.png` (a fixed key: a retry overwrites it).
 //! 5. A rejected object is deleted before the verdict is recorded.
-//! 6. One transaction records the message id and the verdict (outbox). A crash before it
+//! 6. Steps 3–4 hold the whole file in memory: at most one per core runs at once
+//!    (`WorkerState::file_checks`).
+//! 7. One transaction records the message id and the verdict (outbox). A crash before it
 //!    leaves nothing a redelivery does not redo.
 
 use std::io::Cursor;
@@ -182,6 +184,11 @@ async fn verify(
     if declared_image.is_none() && task.content_type != "application/pdf" {
         return Ok(Ok(None));
     }
+    let _file_check = state
+        .file_checks
+        .acquire()
+        .await
+        .map_err(|error| HandlerError::retry(format!("file checks stopped: {error}")))?;
     let Some(bytes) = state
         .storage
         .get_bytes(&task.object_key, expected_size)

@@ -132,6 +132,10 @@ pub struct WorkerState {
     /// The bucket of export archives and attachments.
     pub storage: ObjectStore,
     pub exports: Arc<ExportSettings>,
+    /// Attachment checks that hold a whole file in memory and decode it (images, PDFs) run
+    /// this many at once per replica, one per core: each may hold up to the upload cap plus
+    /// the decoder's allowance, so `WORKER_CONCURRENCY` of them at once could exhaust memory.
+    pub file_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// Everything that can stop the service, each with a stable code for logs and alerts.
@@ -195,6 +199,9 @@ pub async fn run(
             link_ttl: config.export_link_ttl,
             pause_after_upload: config.export_pause_after_upload,
         }),
+        file_checks: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )),
     };
     let consumers = BusRouter::new(bus, infra.db.clone(), state)
         .concurrency(config.concurrency)
