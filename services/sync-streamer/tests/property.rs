@@ -322,7 +322,15 @@ impl Client {
                     self.index
                 );
             }
-            let mut sse = open_stream(base_url, &token, since.as_deref()).await;
+            // A replica picked just before the leader was stopped refuses the connection: a
+            // real client tries again elsewhere, and so does this one (its caller picks again).
+            let mut sse = match try_open_stream(base_url, &token, since.as_deref()).await {
+                Ok(sse) => sse,
+                Err(error) => {
+                    println!("user {}: cannot connect to {base_url}: {error}", self.index);
+                    return;
+                }
+            };
             if trace {
                 println!("user {}: status {}", self.index, sse.status);
             }

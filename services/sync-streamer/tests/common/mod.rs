@@ -128,42 +128,50 @@ pub struct Event {
 pub struct Sse {
     pub status: u16,
     body: Option<futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
-    buffer: String,
+    /// Bytes received and not yet parsed (a chunk may end inside a character).
+    buffer: Vec<u8>,
     pub error: Option<Value>,
 }
 
 impl Sse {
     pub async fn open(request: reqwest::RequestBuilder) -> Self {
-        let response = request.send().await.unwrap();
+        Self::try_open(request).await.unwrap()
+    }
+
+    /// Like [`Sse::open`], but a request that fails (e.g. the server was just stopped) is an
+    /// error rather than a panic.
+    pub async fn try_open(request: reqwest::RequestBuilder) -> reqwest::Result<Self> {
+        let response = request.send().await?;
         let status = response.status().as_u16();
         if status != 200 {
             let error = response.json().await.ok();
-            return Self {
+            return Ok(Self {
                 status,
                 body: None,
-                buffer: String::new(),
+                buffer: Vec::new(),
                 error,
-            };
+            });
         }
         assert_eq!(
             response.headers()["content-type"],
             "text/event-stream",
             "SSE content type"
         );
-        Self {
+        Ok(Self {
             status,
             body: Some(response.bytes_stream().boxed()),
-            buffer: String::new(),
+            buffer: Vec::new(),
             error: None,
-        }
+        })
     }
 
     /// The next event (comments skipped); `None` when the stream ended or `timeout` passed.
     pub async fn next(&mut self, timeout: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let raw: String = self.buffer.drain(..end + 2).collect();
+            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let raw_bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let raw = String::from_utf8(raw_bytes).unwrap();
                 let mut event = Event {
                     event: None,
                     id: None,
@@ -193,18 +201,27 @@ impl Sse {
                 .await
                 .ok()??;
             let Ok(chunk) = chunk else { return None };
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            self.buffer.extend_from_slice(&chunk);
         }
     }
 }
 
 /// `GET /sync/stream` with a bearer token.
 pub async fn open_stream(base_url: &str, token: &str, since: Option<&str>) -> Sse {
+    try_open_stream(base_url, token, since).await.unwrap()
+}
+
+/// [`open_stream`] that returns a failed request (a replica that was just stopped) as an error.
+pub async fn try_open_stream(
+    base_url: &str,
+    token: &str,
+    since: Option<&str>,
+) -> reqwest::Result<Sse> {
     let mut url = format!("{base_url}/sync/stream");
     if let Some(since) = since {
         url.push_str(&format!("?since={since}"));
     }
-    Sse::open(reqwest::Client::new().get(url).bearer_auth(token)).await
+    Sse::try_open(reqwest::Client::new().get(url).bearer_auth(token)).await
 }
 
 /// The key of a synced row from its data.
