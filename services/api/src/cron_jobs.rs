@@ -466,67 +466,45 @@ async fn handle(
     Ok(())
 }
 
-pub async fn on_dispatch_due_prompts(
-    bus::State(state): bus::State<AppState>,
-    Msg(task): Msg<DispatchDuePrompts>,
-) -> Result<(), HandlerError> {
-    handle(
-        &state,
-        ApiJob::DispatchDuePrompts,
-        &task.cron_run_id,
-        task.scheduled_for_ms,
-    )
-    .await
+/// A cron message that runs one of the api's jobs: which job, and the run it belongs to.
+pub trait JobMessage {
+    const JOB: ApiJob;
+    fn cron_run_id(&self) -> &str;
+    fn scheduled_for_ms(&self) -> i64;
 }
 
-pub async fn on_purge_expired_sessions(
-    bus::State(state): bus::State<AppState>,
-    Msg(task): Msg<PurgeExpiredSessions>,
-) -> Result<(), HandlerError> {
-    handle(
-        &state,
-        ApiJob::PurgeExpiredSessions,
-        &task.cron_run_id,
-        task.scheduled_for_ms,
-    )
-    .await
+macro_rules! job_message {
+    ($($message:ty => $job:ident),* $(,)?) => {$(
+        impl JobMessage for $message {
+            const JOB: ApiJob = ApiJob::$job;
+            fn cron_run_id(&self) -> &str {
+                &self.cron_run_id
+            }
+            fn scheduled_for_ms(&self) -> i64 {
+                self.scheduled_for_ms
+            }
+        }
+    )*};
 }
 
-pub async fn on_roll_over_usage(
-    bus::State(state): bus::State<AppState>,
-    Msg(task): Msg<RollOverUsage>,
-) -> Result<(), HandlerError> {
-    handle(
-        &state,
-        ApiJob::RollOverUsage,
-        &task.cron_run_id,
-        task.scheduled_for_ms,
-    )
-    .await
+job_message! {
+    DispatchDuePrompts => DispatchDuePrompts,
+    PurgeExpiredSessions => PurgeExpiredSessions,
+    RollOverUsage => RollOverUsage,
+    CleanUpAbandonedUploads => CleanUpAbandonedUploads,
+    RetentionPurgeDue => PurgeRetention,
 }
 
-pub async fn on_clean_up_abandoned_uploads(
+/// The bus handler of every job message (the four tasks and the `retention.purge_due` event).
+pub async fn on_job<M: JobMessage>(
     bus::State(state): bus::State<AppState>,
-    Msg(task): Msg<CleanUpAbandonedUploads>,
+    Msg(message): Msg<M>,
 ) -> Result<(), HandlerError> {
     handle(
         &state,
-        ApiJob::CleanUpAbandonedUploads,
-        &task.cron_run_id,
-        task.scheduled_for_ms,
-    )
-    .await
-}
-
-pub async fn on_retention_purge_due(
-    bus::State(state): bus::State<AppState>,
-    Msg(event): Msg<RetentionPurgeDue>,
-) -> Result<(), HandlerError> {
-    handle(
-        &state,
-        ApiJob::PurgeRetention,
-        &event.cron_run_id,
-        event.scheduled_for_ms,
+        M::JOB,
+        message.cron_run_id(),
+        message.scheduled_for_ms(),
     )
     .await
 }

@@ -230,11 +230,11 @@ impl Service {
         .await?;
         // The scheduled jobs' tasks (from the cron service) for the api's own tables.
         let consumers = BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
-            .task::<DispatchDuePrompts, _, _>(cron_jobs::on_dispatch_due_prompts)
-            .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_purge_expired_sessions)
-            .task::<RollOverUsage, _, _>(cron_jobs::on_roll_over_usage)
-            .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_clean_up_abandoned_uploads)
-            .on::<RetentionPurgeDue, _, _>(cron_jobs::on_retention_purge_due)
+            .task::<DispatchDuePrompts, _, _>(cron_jobs::on_job::<DispatchDuePrompts>)
+            .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_job::<PurgeExpiredSessions>)
+            .task::<RollOverUsage, _, _>(cron_jobs::on_job::<RollOverUsage>)
+            .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_job::<CleanUpAbandonedUploads>)
+            .on::<RetentionPurgeDue, _, _>(cron_jobs::on_job::<RetentionPurgeDue>)
             // `export.ready` marks the user's export ready.
             .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
             // The worker's verdict on an upload marks the attachment ready or rejected.
