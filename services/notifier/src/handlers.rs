@@ -39,15 +39,19 @@ pub async fn prompt_due(
 ) -> Result<(), HandlerError> {
     require("user_id", &event.user_id)?;
     require("email", &event.email)?;
-    let key = idempotency_key(PromptDue::NAME, &meta);
-    let trigger = WorkflowTrigger {
-        workflow: state.workflows.daily_prompt.clone(),
-        recipients: vec![Recipient {
-            distinct_id: event.user_id.clone(),
-            email: vec![event.email.clone()],
-            name: non_empty(&event.name),
-        }],
-        data: WorkflowData::DailyPrompt(DailyPromptData {
+    let recipient = Recipient {
+        distinct_id: event.user_id.clone(),
+        email: vec![event.email.clone()],
+        name: non_empty(&event.name),
+    };
+    let workflow = state.workflows.daily_prompt.clone();
+    trigger_workflow(
+        &state,
+        &meta,
+        PromptDue::NAME,
+        workflow,
+        recipient,
+        WorkflowData::DailyPrompt(DailyPromptData {
             prompt_id: event.prompt_id,
             prompt_text: event.prompt_text,
             team_id: non_empty(&event.team_id),
@@ -56,9 +60,8 @@ pub async fn prompt_due(
             scheduled_at: event.scheduled_at_ms,
             timezone: event.timezone,
         }),
-        idempotency_key: key.clone(),
-    };
-    deliver(&state, &meta, &key, &Request::Trigger(trigger)).await
+    )
+    .await
 }
 
 /// `team.invitation_created` → the team-invitation workflow to the invitee: their account
@@ -80,15 +83,19 @@ pub async fn team_invitation_created(
         Some((user_id, name)) => (user_id.to_string(), Some(name)),
         None => (event.email.to_lowercase(), None),
     };
-    let key = idempotency_key(TeamInvitationCreated::NAME, &meta);
-    let trigger = WorkflowTrigger {
-        workflow: state.workflows.team_invitation.clone(),
-        recipients: vec![Recipient {
-            distinct_id,
-            email: vec![event.email.clone()],
-            name,
-        }],
-        data: WorkflowData::TeamInvitation(TeamInvitationData {
+    let recipient = Recipient {
+        distinct_id,
+        email: vec![event.email.clone()],
+        name,
+    };
+    let workflow = state.workflows.team_invitation.clone();
+    trigger_workflow(
+        &state,
+        &meta,
+        TeamInvitationCreated::NAME,
+        workflow,
+        recipient,
+        WorkflowData::TeamInvitation(TeamInvitationData {
             team_invitation_id: event.team_invitation_id,
             team_id: event.team_id,
             team_name: event.team_name,
@@ -96,9 +103,8 @@ pub async fn team_invitation_created(
             invited_by_name: event.invited_by_name,
             expires_at: event.expires_at_ms,
         }),
-        idempotency_key: key.clone(),
-    };
-    deliver(&state, &meta, &key, &Request::Trigger(trigger)).await
+    )
+    .await
 }
 
 /// `export.ready` → the export-ready workflow to the user (address and name from the
@@ -119,23 +125,46 @@ pub async fn export_ready(
         Some((email, name)) => (vec![email], Some(name)),
         None => (Vec::new(), None),
     };
-    let key = idempotency_key(ExportReady::NAME, &meta);
-    let trigger = WorkflowTrigger {
-        workflow: state.workflows.export_ready.clone(),
-        recipients: vec![Recipient {
-            distinct_id: user_id.to_string(),
-            email,
-            name,
-        }],
-        data: WorkflowData::ExportReady(ExportReadyData {
+    let recipient = Recipient {
+        distinct_id: user_id.to_string(),
+        email,
+        name,
+    };
+    let workflow = state.workflows.export_ready.clone();
+    trigger_workflow(
+        &state,
+        &meta,
+        ExportReady::NAME,
+        workflow,
+        recipient,
+        WorkflowData::ExportReady(ExportReadyData {
             export_id: event.export_id,
             download_url: event.download_url,
             expires_at: event.expires_at_ms,
             size_bytes: event.size_bytes,
         }),
+    )
+    .await
+}
+
+/// Trigger `workflow` for one recipient, keyed by the message (a redelivery reuses the key,
+/// so SuprSend runs the workflow once).
+async fn trigger_workflow(
+    state: &NotifierState,
+    meta: &Meta,
+    message_name: &str,
+    workflow: String,
+    recipient: Recipient,
+    data: WorkflowData,
+) -> Result<(), HandlerError> {
+    let key = idempotency_key(message_name, meta);
+    let trigger = WorkflowTrigger {
+        workflow,
+        recipients: vec![recipient],
+        data,
         idempotency_key: key.clone(),
     };
-    deliver(&state, &meta, &key, &Request::Trigger(trigger)).await
+    deliver(state, meta, &key, &Request::Trigger(trigger)).await
 }
 
 /// A profile as the events carry it.
