@@ -303,8 +303,12 @@ async fn open(
                 full_resend.insert(membership.team_id);
             }
         } else if membership.active {
-            if membership.updated_at_ms > claims.issued_at {
-                // Joined after the token was issued: the token is out of date.
+            if membership.updated_at_ms > claims.issued_at || membership.seq > since {
+                // Joined after the token was issued, or after the cursor: the token is out of
+                // date. Streaming on would carry the cursor past the join while the client has
+                // none of the team's rows, and a later reconnect could not tell. (`updated_at`
+                // is the joining transaction's start, which can precede a token issued before
+                // that transaction committed, so the time alone is not enough.)
                 return Err(StreamError::TokenStale);
             }
             // The token no longer lists a team the read model still shows: the api removed
