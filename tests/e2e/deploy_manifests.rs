@@ -1088,6 +1088,59 @@ fn k8s_namespace_config_and_secrets() {
     );
 }
 
+/// Issue 15: a sync token secret anyone can read (the built-in default, a manifest's
+/// placeholder or its development value) lets anyone sign a token for any user. Whatever
+/// the manifests ship must be refused by both services when `ENVIRONMENT=production`, so a
+/// deployment that forgets to replace it does not start.
+#[test]
+fn no_shipped_sync_token_secret_passes_in_production() {
+    use platform::config::EnvReader;
+
+    let refused_by_both = |what: &str, mut vars: BTreeMap<String, String>| {
+        vars.insert("ENVIRONMENT".to_owned(), "production".to_owned());
+        let api = api::Config::read(EnvReader::from_map(vars.clone()));
+        assert!(
+            api.as_ref().err().is_some_and(|error| error.names("SYNC_TOKEN_SECRET")),
+            "{what}: the api accepts the shipped SYNC_TOKEN_SECRET in production"
+        );
+        let streamer = sync_streamer::Config::read(EnvReader::from_map(vars));
+        assert!(
+            streamer
+                .as_ref()
+                .err()
+                .is_some_and(|error| error.names("SYNC_TOKEN_SECRET")),
+            "{what}: the sync-streamer accepts the shipped SYNC_TOKEN_SECRET in production"
+        );
+    };
+
+    let manifests = manifests();
+    let config: ConfigData = require(&manifests, "ConfigMap", "journal-config").typed();
+    let secret: ConfigData = require(&manifests, "Secret", "journal-secrets").typed();
+    let mut k8s = config.data.clone();
+    k8s.extend(secret.data.clone());
+    k8s.extend(secret.string_data.clone());
+    assert_eq!(
+        k8s.get("ENVIRONMENT").map(String::as_str),
+        Some("production"),
+        "the k8s manifests deploy with ENVIRONMENT=production"
+    );
+    refused_by_both("deploy/k8s", k8s);
+
+    let compose = compose();
+    for name in ["api", "sync-streamer"] {
+        let env = compose_service(&compose, name)
+            .environment
+            .as_ref()
+            .map(KeyValues::to_map)
+            .unwrap_or_default();
+        assert!(
+            env.contains_key("SYNC_TOKEN_SECRET"),
+            "docker-compose.yml {name}: SYNC_TOKEN_SECRET"
+        );
+        refused_by_both(&format!("docker-compose.yml {name}"), env);
+    }
+}
+
 #[test]
 fn k8s_objects_are_labelled_and_unique() {
     let manifests = manifests();

@@ -30,6 +30,32 @@ fn invalid_configuration_names_each_variable_and_exits_2() {
     }
 }
 
+/// Issue 15: with the built-in development secret (or a manifest placeholder) anyone can sign
+/// a sync token for any user, so outside development neither the api nor the streamer starts.
+#[test]
+fn the_development_sync_token_secret_is_refused_in_production_with_exit_2() {
+    for name in ["api", "sync-streamer"] {
+        for secret in [None, Some("REPLACE_ME_WITH_32_OR_MORE_RANDOM_BYTES")] {
+            let mut command = Command::new(binary(name));
+            command
+                .env("ENVIRONMENT", "production")
+                .env("PORT", free_port().to_string())
+                .env_remove("SYNC_TOKEN_SECRET");
+            if let Some(secret) = secret {
+                command.env("SYNC_TOKEN_SECRET", secret);
+            }
+            let output = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{name} {secret:?}: {stderr}");
+            assert!(
+                stderr.contains("SYNC_TOKEN_SECRET"),
+                "{name} {secret:?}: {stderr}"
+            );
+            assert!(!stderr.contains("REPLACE_ME"), "the value is not echoed");
+        }
+    }
+}
+
 #[test]
 fn unreachable_database_fails_start_with_exit_1() {
     let output = Command::new(binary("worker"))

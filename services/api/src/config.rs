@@ -352,17 +352,13 @@ impl ServiceConfig for Config {
     }
 }
 
-/// `SYNC_TOKEN_SECRET`: at least 32 bytes; the development default is refused in production.
+/// `SYNC_TOKEN_SECRET`, checked by the rule the sync-streamer shares
+/// ([`sync_protocol::secret_problem`]).
 fn read_sync_token_secret(env: &mut EnvReader, production: bool) -> SecretString {
     use secrecy::ExposeSecret;
     let secret = env.secret_with_default("SYNC_TOKEN_SECRET", sync_protocol::DEVELOPMENT_SECRET);
-    if secret.expose_secret().len() < sync_protocol::MIN_SECRET_BYTES {
-        env.reject("SYNC_TOKEN_SECRET", "must be at least 32 bytes");
-    } else if production && secret.expose_secret() == sync_protocol::DEVELOPMENT_SECRET {
-        env.reject(
-            "SYNC_TOKEN_SECRET",
-            "must be set (the development default is refused when ENVIRONMENT=production)",
-        );
+    if let Some(problem) = sync_protocol::secret_problem(secret.expose_secret(), production) {
+        env.reject("SYNC_TOKEN_SECRET", problem);
     }
     secret
 }

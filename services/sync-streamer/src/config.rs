@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
+use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::DEFAULT_PORT;
@@ -21,8 +21,12 @@ pub struct Config {
 /// How streams and the materializer behave.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// `SYNC_TOKEN_SECRET`: verifies sync tokens; the api's value (≥ 32 bytes).
+    /// `SYNC_TOKEN_SECRET`: verifies sync tokens; the api's value (≥ 32 bytes; with
+    /// `ENVIRONMENT=production` the development default and placeholders are refused).
     pub token_secret: SecretString,
+    /// `SYNC_TOKEN_MAX_LIFETIME_SECONDS`: the longest `expiresAt - issuedAt` a token may claim
+    /// (default 900, the api's default `SYNC_TOKEN_TTL_SECONDS`; at least the api's value).
+    pub token_max_lifetime: Duration,
     /// `SYNC_HEARTBEAT_SECONDS` (default 10).
     pub heartbeat: Duration,
     /// `SYNC_RETRY_MS`: the SSE `retry:` hint (default 2000).
@@ -53,10 +57,15 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     fn read(env: &mut EnvReader) -> Self {
+        // The api applies the same rule to the same variable: a secret anyone can know lets
+        // anyone sign a token for any user.
+        let production = platform::config::read_environment(env) == Environment::Production;
         let token_secret =
             env.secret_with_default("SYNC_TOKEN_SECRET", sync_protocol::DEVELOPMENT_SECRET);
-        if token_secret.expose_secret().len() < sync_protocol::MIN_SECRET_BYTES {
-            env.reject("SYNC_TOKEN_SECRET", "must be at least 32 bytes");
+        if let Some(problem) =
+            sync_protocol::secret_problem(token_secret.expose_secret(), production)
+        {
+            env.reject("SYNC_TOKEN_SECRET", problem);
         }
         let positive = |env: &mut EnvReader, name: &str, default: u64| -> u64 {
             let value = env.with_default(name, default);
@@ -66,6 +75,11 @@ impl SyncConfig {
             }
             value
         };
+        let token_max_lifetime = Duration::from_secs(positive(
+            env,
+            "SYNC_TOKEN_MAX_LIFETIME_SECONDS",
+            sync_protocol::DEFAULT_MAX_LIFETIME.as_secs(),
+        ));
         let heartbeat = Duration::from_secs(positive(env, "SYNC_HEARTBEAT_SECONDS", 10));
         let retry_ms = positive(env, "SYNC_RETRY_MS", 2000);
         let chunk_rows = positive(env, "SYNC_CHUNK_ROWS", 500) as usize;
@@ -84,6 +98,7 @@ impl SyncConfig {
         let catchup_concurrency = positive(env, "SYNC_CATCHUP_CONCURRENCY", 8) as usize;
         Self {
             token_secret,
+            token_max_lifetime,
             heartbeat,
             retry_ms,
             chunk_rows,
@@ -163,10 +178,35 @@ mod tests {
     }
 
     #[test]
+    fn the_development_or_a_placeholder_secret_is_refused_in_production() {
+        let default_in_production =
+            Config::read(EnvReader::from_map([("ENVIRONMENT", "production")])).unwrap_err();
+        assert!(default_in_production.names("SYNC_TOKEN_SECRET"));
+        let placeholder = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            (
+                "SYNC_TOKEN_SECRET",
+                "REPLACE_ME_WITH_32_OR_MORE_RANDOM_BYTES",
+            ),
+        ]))
+        .unwrap_err();
+        assert!(placeholder.names("SYNC_TOKEN_SECRET"));
+        assert!(!placeholder.to_string().contains("REPLACE_ME"));
+        let generated = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("SYNC_TOKEN_SECRET", "q3X9vT0bW2e8Lr5NfK7yHcZ1aMdP4uGs6jQiVoEx"),
+            ("SYNC_TOKEN_MAX_LIFETIME_SECONDS", "3600"),
+        ]))
+        .unwrap();
+        assert_eq!(generated.sync.token_max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn defaults_suit_development() {
         let config = Config::read(EnvReader::from_map([("PORT", "9001")])).unwrap();
         assert_eq!(config.port, 9001);
         assert_eq!(config.sync.heartbeat, Duration::from_secs(10));
         assert_eq!(config.sync.chunk_rows, 500);
+        assert_eq!(config.sync.token_max_lifetime, Duration::from_secs(900));
     }
 }

@@ -123,7 +123,8 @@ impl Service {
             jetstream: infra.jetstream.clone(),
             changes_stream,
             hub,
-            tokens: sync_protocol::TokenKey::new(sync.token_secret.clone()),
+            tokens: sync_protocol::TokenKey::new(sync.token_secret.clone())
+                .with_max_lifetime(sync.token_max_lifetime),
             catchups: Arc::new(tokio::sync::Semaphore::new(sync.catchup_concurrency)),
             config: sync,
             revoked,

@@ -167,6 +167,29 @@ async fn bad_requests_get_clear_errors() {
     )
     .await;
     assert_eq!(session.status, 401, "a session token is not a sync token");
+    // Issue 15: a token for ada, from a made-up session, valid ten years (as anyone holding
+    // the secret could sign) is refused for its lifetime; so is one issued in the future.
+    let key = sync_protocol::TokenKey::new(secrecy::SecretString::from(
+        sync_protocol::DEVELOPMENT_SECRET,
+    ));
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut claims = sync_protocol::SyncClaims {
+        user_id: ada.user_id,
+        session_id: uuid::Uuid::new_v4(),
+        team_ids: Vec::new(),
+        issued_at: now,
+        expires_at: now + 10 * 365 * 24 * 3600 * 1000,
+    };
+    let ten_years = Sse::open(client.get(&url).bearer_auth(key.sign(&claims))).await;
+    assert_eq!(ten_years.status, 401);
+    assert_eq!(
+        ten_years.error.unwrap()["code"],
+        "SYNC_TOKEN_LIFETIME_TOO_LONG"
+    );
+    claims.issued_at = now + 3600 * 1000;
+    let future = Sse::open(client.get(&url).bearer_auth(key.sign(&claims))).await;
+    assert_eq!(future.status, 401);
+    assert_eq!(future.error.unwrap()["code"], "SYNC_TOKEN_NOT_YET_VALID");
     let bad_since = Sse::open(client.get(format!("{url}?since=abc")).bearer_auth(&token)).await;
     assert_eq!(bad_since.status, 400);
     assert_eq!(bad_since.error.as_ref().unwrap()["data"]["field"], "since");

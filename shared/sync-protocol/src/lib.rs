@@ -12,12 +12,64 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::time::Duration;
 use uuid::Uuid;
 
-/// The development default of `SYNC_TOKEN_SECRET` (refused by the api in production).
+/// The development default of `SYNC_TOKEN_SECRET` (refused by both services in production).
 pub const DEVELOPMENT_SECRET: &str = "development-only-sync-token-secret-change-me";
 /// Shorter secrets are refused at start: HMAC keys should carry at least 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// The longest lifetime (`expiresAt - issuedAt`) a token may claim by default: the api's
+/// default `SYNC_TOKEN_TTL_SECONDS`.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(900);
+/// How far in the future `issuedAt` may lie (the api's and the streamer's clocks differ).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+/// Words that mark a value copied from a manifest or an example rather than generated.
+/// Random secrets (base64, hex) of 32+ bytes contain none of them by chance in practice.
+const PLACEHOLDER_MARKERS: [&str; 7] = [
+    "replace",
+    "changeme",
+    "change-me",
+    "change_me",
+    "placeholder",
+    "example",
+    "development",
+];
+/// A generated secret of 32+ bytes uses many distinct characters; `aaaa…` or `0101…` does not.
+const MIN_DISTINCT_SECRET_BYTES: usize = 8;
+
+/// Why `SYNC_TOKEN_SECRET` cannot be used, if it cannot. The rule both services apply at
+/// start: at least [`MIN_SECRET_BYTES`] always; outside development also not the built-in
+/// default, not a placeholder and not a trivially repetitive value, since anyone who knows
+/// the value can sign a token for any user.
+pub fn secret_problem(secret: &str, production: bool) -> Option<&'static str> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Some("must be at least 32 bytes");
+    }
+    if !production {
+        return None;
+    }
+    if secret == DEVELOPMENT_SECRET {
+        return Some(
+            "must be set (the development default is refused when ENVIRONMENT=production)",
+        );
+    }
+    let lower = secret.to_ascii_lowercase();
+    if PLACEHOLDER_MARKERS
+        .iter()
+        .any(|marker| lower.contains(marker))
+    {
+        return Some(
+            "is a placeholder (refused when ENVIRONMENT=production): generate one, e.g. `openssl rand -base64 48`",
+        );
+    }
+    let distinct: std::collections::BTreeSet<u8> = secret.bytes().collect();
+    if distinct.len() < MIN_DISTINCT_SECRET_BYTES {
+        return Some("is too repetitive to be a random secret (refused when ENVIRONMENT=production)");
+    }
+    None
+}
 
 /// What a sync token asserts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +94,10 @@ pub enum TokenError {
     BadSignature,
     #[error("the sync token has expired")]
     Expired,
+    #[error("the sync token claims a lifetime longer than the streamer accepts")]
+    LifetimeTooLong,
+    #[error("the sync token's issuedAt lies in the future")]
+    IssuedInTheFuture,
 }
 
 impl TokenError {
@@ -49,6 +105,8 @@ impl TokenError {
         match self {
             Self::Malformed | Self::BadSignature => "INVALID_SYNC_TOKEN",
             Self::Expired => "SYNC_TOKEN_EXPIRED",
+            Self::LifetimeTooLong => "SYNC_TOKEN_LIFETIME_TOO_LONG",
+            Self::IssuedInTheFuture => "SYNC_TOKEN_NOT_YET_VALID",
         }
     }
 }
@@ -57,6 +115,7 @@ impl TokenError {
 #[derive(Clone)]
 pub struct TokenKey {
     secret: SecretString,
+    max_lifetime_ms: i64,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -66,8 +125,19 @@ impl std::fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
+    /// A key accepting lifetimes up to [`DEFAULT_MAX_LIFETIME`].
     pub fn new(secret: SecretString) -> Self {
-        Self { secret }
+        Self {
+            secret,
+            max_lifetime_ms: millis(DEFAULT_MAX_LIFETIME),
+        }
+    }
+
+    /// Refuse tokens whose `expiresAt - issuedAt` exceeds `max_lifetime`
+    /// (`SYNC_TOKEN_MAX_LIFETIME_SECONDS`).
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime_ms = millis(max_lifetime);
+        self
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -89,7 +159,10 @@ impl TokenKey {
         format!("{payload}.{signature}")
     }
 
-    /// The claims of a token signed with this key and not expired at `now_ms`.
+    /// The claims of a token signed with this key, not expired at `now_ms`, issued no later
+    /// than `now_ms` (give or take [`MAX_CLOCK_SKEW`]) and claiming no longer a lifetime than
+    /// this key accepts: a token leaked or signed with a leaked secret stays useful for
+    /// minutes, not years.
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<SyncClaims, TokenError> {
         let (payload, signature) = token.trim().split_once('.').ok_or(TokenError::Malformed)?;
         let signature = URL_SAFE_NO_PAD
@@ -108,8 +181,18 @@ impl TokenKey {
         if claims.expires_at <= now_ms {
             return Err(TokenError::Expired);
         }
+        if claims.issued_at > now_ms.saturating_add(millis(MAX_CLOCK_SKEW)) {
+            return Err(TokenError::IssuedInTheFuture);
+        }
+        if claims.expires_at.saturating_sub(claims.issued_at) > self.max_lifetime_ms {
+            return Err(TokenError::LifetimeTooLong);
+        }
         Ok(claims)
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -152,5 +235,81 @@ mod tests {
         );
         assert_eq!(key.verify(payload, 0), Err(TokenError::Malformed));
         assert_eq!(key.verify("a.b!", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_token_claiming_a_long_lifetime_is_refused() {
+        let key = TokenKey::new(SecretString::from(DEVELOPMENT_SECRET));
+        let now = 1_700_000_000_000_i64;
+        let ten_years = 10 * 365 * 24 * 3600 * 1000_i64;
+        let mut forged = claims(now + ten_years);
+        forged.issued_at = now;
+        assert_eq!(
+            key.verify(&key.sign(&forged), now),
+            Err(TokenError::LifetimeTooLong)
+        );
+        assert_eq!(
+            TokenError::LifetimeTooLong.code(),
+            "SYNC_TOKEN_LIFETIME_TOO_LONG"
+        );
+        // The limit is the key's; a token of exactly that lifetime passes.
+        let mut normal = claims(now + 900_000);
+        normal.issued_at = now;
+        assert_eq!(key.verify(&key.sign(&normal), now).unwrap(), normal);
+        let strict = key.clone().with_max_lifetime(Duration::from_secs(60));
+        assert_eq!(
+            strict.verify(&key.sign(&normal), now),
+            Err(TokenError::LifetimeTooLong)
+        );
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_or_without_issued_at_is_refused() {
+        let key = TokenKey::new(SecretString::from(DEVELOPMENT_SECRET));
+        let now = 1_700_000_000_000_i64;
+        let mut early = claims(now + 10 * 60_000);
+        early.issued_at = now + 5 * 60_000;
+        assert_eq!(
+            key.verify(&key.sign(&early), now),
+            Err(TokenError::IssuedInTheFuture)
+        );
+        // Within the clock skew it passes.
+        let mut skewed = claims(now + 10 * 60_000);
+        skewed.issued_at = now + 10_000;
+        assert!(key.verify(&key.sign(&skewed), now).is_ok());
+
+        let json = serde_json::json!({
+            "userId": Uuid::new_v4(),
+            "sessionId": Uuid::new_v4(),
+            "teamIds": [],
+            "expiresAt": now + 60_000,
+        });
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap());
+        let mut mac = key.mac();
+        mac.update(payload.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            key.verify(&format!("{payload}.{signature}"), now),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn default_placeholder_short_and_repetitive_secrets_are_refused_in_production() {
+        for refused in [
+            DEVELOPMENT_SECRET,
+            "REPLACE_ME_WITH_32_OR_MORE_RANDOM_BYTES",
+            "development-only-sync-token-secret-0123456789abcdef",
+            "please-change-me-to-something-random-0123",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "short",
+        ] {
+            assert!(secret_problem(refused, true).is_some(), "{refused}");
+        }
+        let generated = "q3X9vT0bW2e8Lr5NfK7yHcZ1aMdP4uGs6jQiVoEx";
+        assert_eq!(secret_problem(generated, true), None);
+        // Development accepts the default; a short secret is refused everywhere.
+        assert_eq!(secret_problem(DEVELOPMENT_SECRET, false), None);
+        assert!(secret_problem("short", false).is_some());
     }
 }
