@@ -362,7 +362,12 @@ CREATE TABLE attachments (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz,
-    version bigint NOT NULL DEFAULT 1
+    version bigint NOT NULL DEFAULT 1,
+    -- What downloads serve once `ready`: the worker's copy of the bytes it verified
+    -- (`verified/<owner_user_id>/<attachment_id>`), a key no presigned URL can write, so a
+    -- second PUT through a still-valid upload URL cannot swap what was verified. NULL for
+    -- rows verified before it existed (their upload URLs have long expired).
+    verified_key text
 );
 CREATE INDEX attachments_owner_idx ON attachments (owner_user_id, created_at DESC);
 CREATE INDEX attachments_entry_idx ON attachments (journal_entry_id) WHERE journal_entry_id IS NOT NULL;

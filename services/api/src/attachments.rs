@@ -158,12 +158,16 @@ pub struct Attachment {
     pub object_key: String,
     #[serde(skip)]
     pub thumbnail_key: Option<String>,
+    /// What downloads serve: the worker's copy of the bytes it verified, which no presigned
+    /// URL can write (`None` before verification, and for rows verified before it existed).
+    #[serde(skip)]
+    pub verified_key: Option<String>,
 }
 
 const COLUMNS: &str = "attachment_id, owner_user_id, journal_entry_id, team_id, file_name, \
      content_type, size_bytes, status, rejection_code, rejection_message, \
      thumbnail_key IS NOT NULL AS has_thumbnail, width, height, upload_expires_at, created_at, \
-     updated_at, deleted_at, version, object_key, thumbnail_key";
+     updated_at, deleted_at, version, object_key, thumbnail_key, verified_key";
 
 impl SyncedRow for Attachment {
     const TABLE: &'static str = "attachments";
@@ -188,6 +192,13 @@ impl Attachment {
             op
         };
         changes.record(&[self.scope()], op, self)
+    }
+
+    /// The key a download of the original serves: the verified copy. Rows verified before
+    /// the copy existed (or by a worker of the previous release during a rollout) have none
+    /// and serve the upload key, as before.
+    fn served_key(&self) -> &str {
+        self.verified_key.as_deref().unwrap_or(&self.object_key)
     }
 }
 
@@ -549,7 +560,7 @@ pub async fn get_download_url(
         Variant::Original => state
             .storage
             .presign_get_as(
-                &attachment.object_key,
+                attachment.served_key(),
                 ttl,
                 &content_disposition("attachment", &attachment.file_name),
             )
@@ -608,20 +619,21 @@ pub async fn on_attachment_verified(
         delete_objects(
             &state.storage,
             &object_key(owner_user_id, attachment_id),
-            None,
+            verdict.verified_key.as_deref(),
+            verdict.thumbnail_key.as_deref(),
         )
         .await?;
-        if let Some(thumbnail_key) = &verdict.thumbnail_key {
-            state.storage.delete(thumbnail_key).await?;
-        }
         return Ok(());
     };
     if current.status != "verifying" {
         drop(tx);
-        if current.status == "expired"
-            && let Some(thumbnail_key) = &verdict.thumbnail_key
-        {
-            state.storage.delete(thumbnail_key).await?;
+        if current.status == "expired" {
+            for key in [&verdict.verified_key, &verdict.thumbnail_key]
+                .into_iter()
+                .flatten()
+            {
+                state.storage.delete(key).await?;
+            }
         }
         return Ok(());
     }
@@ -629,6 +641,7 @@ pub async fn on_attachment_verified(
         sqlx::query_as(&format!(
             "UPDATE attachments
                 SET status = 'ready', thumbnail_key = $2, width = $3, height = $4,
+                    verified_key = $5,
                     verified_at = now(), updated_at = now(), version = version + 1
               WHERE attachment_id = $1
               RETURNING {COLUMNS}"
@@ -637,6 +650,7 @@ pub async fn on_attachment_verified(
         .bind(&verdict.thumbnail_key)
         .bind(verdict.width)
         .bind(verdict.height)
+        .bind(&verdict.verified_key)
         .fetch_one(&mut *tx)
         .await?
     } else {
@@ -714,14 +728,17 @@ pub async fn restore_for_entry(
 // ---------------------------------------------------------------------------------------------
 // clean-up and purge
 
+/// Every object of an attachment: the upload key (a presigned PUT may have written it again
+/// after verification), the verified copy and the thumbnail.
 async fn delete_objects(
     storage: &ObjectStore,
     object_key: &str,
+    verified_key: Option<&str>,
     thumbnail_key: Option<&str>,
 ) -> Result<(), StorageError> {
     storage.delete(object_key).await?;
-    if let Some(thumbnail_key) = thumbnail_key {
-        storage.delete(thumbnail_key).await?;
+    for key in [verified_key, thumbnail_key].into_iter().flatten() {
+        storage.delete(key).await?;
     }
     Ok(())
 }
@@ -730,6 +747,7 @@ async fn delete_objects(
 struct Doomed {
     attachment_id: Uuid,
     object_key: String,
+    verified_key: Option<String>,
     thumbnail_key: Option<String>,
 }
 
@@ -747,7 +765,7 @@ pub async fn clean_up_abandoned_uploads(
         let Some((ids, full)) = doom_chunk(
             db,
             storage,
-            "SELECT attachment_id, object_key, thumbnail_key FROM attachments
+            "SELECT attachment_id, object_key, verified_key, thumbnail_key FROM attachments
               WHERE deleted_at IS NULL
                 AND ((status = 'pending' AND created_at < now() - make_interval(secs => $1))
                   OR (status = 'verifying' AND completed_at < now() - make_interval(secs => $1)))
@@ -795,7 +813,7 @@ pub async fn purge_deleted(
         let Some((ids, full)) = doom_chunk(
             db,
             storage,
-            "SELECT attachment_id, object_key, thumbnail_key FROM attachments
+            "SELECT attachment_id, object_key, verified_key, thumbnail_key FROM attachments
               WHERE deleted_at < now() - make_interval(secs => $1)
               ORDER BY deleted_at LIMIT $2",
             retention,
@@ -833,7 +851,12 @@ async fn doom_chunk(
         return Ok(None);
     }
     for row in &doomed {
-        delete_objects(storage, &row.object_key, row.thumbnail_key.as_deref())
+        delete_objects(
+            storage,
+            &row.object_key,
+            row.verified_key.as_deref(),
+            row.thumbnail_key.as_deref(),
+        )
             .await
             .map_err(storage_unavailable)?;
     }

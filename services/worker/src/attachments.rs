@@ -10,9 +10,11 @@
 //!    Audio is checked for existence, size and type only.
 //! 4. An image gets a PNG thumbnail at most [`THUMBNAIL_EDGE`] pixels a side,
 //!    `thumbnails/<attachmentId>.png` (a fixed key: a retry overwrites it).
-//! 5. A rejected object is deleted before the verdict is recorded.
-//! 6. Steps 3–4 hold the whole file in memory: at most one per core runs at once
-//!    (`WorkerState::file_checks`).
+//! 5. The bytes checked are written to [`verified_key`], the only key downloads serve, and
+//!    the upload key is deleted: the presigned PUT stays valid after verification, so what
+//!    sits at the upload key later was never checked. A rejected object is deleted.
+//! 6. Every file is read whole into memory (audio too, for step 5): at most one per core at
+//!    once (`WorkerState::file_checks`).
 //! 7. One transaction records the message id and the verdict (outbox). A crash before it
 //!    leaves nothing a redelivery does not redo.
 
@@ -141,16 +143,32 @@ fn parse_id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
         .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
 }
 
-/// What the checks found: accepted (with a thumbnail for images) or rejected.
-type Verdict = Result<Option<(String, Thumbnail)>, Rejection>;
+/// An accepted upload: the bytes that were checked — the only bytes ever served, copied to
+/// [`verified_key`] — and, for images, a thumbnail.
+struct Accepted {
+    bytes: Vec<u8>,
+    thumbnail: Option<Thumbnail>,
+}
 
+/// What the checks found.
+type Verdict = Result<Accepted, Rejection>;
+
+/// `verified/<owner>/<attachment>`: where the verified bytes are served from. No presigned
+/// URL names this prefix, so nothing a client sends can replace them (issue 15: the upload
+/// URL stays valid after verification, and a second PUT to it used to be served).
+pub fn verified_key(owner_user_id: Uuid, attachment_id: Uuid) -> String {
+    format!("verified/{owner_user_id}/{attachment_id}")
+}
+
+/// Check the object at `source` (the upload, or on a redelivery the verified copy) against
+/// what the task declares.
 async fn verify(
     state: &WorkerState,
     task: &VerifyAttachment,
-    attachment_id: Uuid,
+    source: &str,
 ) -> Result<Verdict, HandlerError> {
     let expected_size = u64::try_from(task.size_bytes).unwrap_or_default();
-    let Some(head) = state.storage.head(&task.object_key).await? else {
+    let Some(head) = state.storage.head(source).await? else {
         return Ok(Err(reject(
             "OBJECT_MISSING",
             "nothing was uploaded (or it was removed)",
@@ -180,10 +198,8 @@ async fn verify(
             )));
         }
     }
-    let declared_image = image_format(&task.content_type);
-    if declared_image.is_none() && task.content_type != "application/pdf" {
-        return Ok(Ok(None));
-    }
+    // Every upload is read whole, audio too: the bytes checked are the bytes copied to the
+    // verified key, so a PUT racing the check cannot slip in between.
     let _file_check = state
         .file_checks
         .acquire()
@@ -191,7 +207,7 @@ async fn verify(
         .map_err(|error| HandlerError::retry(format!("file checks stopped: {error}")))?;
     let Some(bytes) = state
         .storage
-        .get_bytes(&task.object_key, expected_size)
+        .get_bytes(source, expected_size)
         .await?
     else {
         return Ok(Err(reject(
@@ -199,17 +215,37 @@ async fn verify(
             "the upload disappeared while it was checked",
         )));
     };
-    let Some(declared) = declared_image else {
-        return Ok(if bytes.starts_with(b"%PDF-") {
-            Ok(None)
-        } else {
-            Err(reject("CONTENT_MISMATCH", "the file is not a PDF document"))
-        });
+    if bytes.len() as u64 != expected_size {
+        return Ok(Err(reject(
+            "SIZE_MISMATCH",
+            format!(
+                "the upload has {} bytes, {} were declared",
+                bytes.len(),
+                expected_size
+            ),
+        )));
+    }
+    let Some(declared) = image_format(&task.content_type) else {
+        if task.content_type == "application/pdf" && !bytes.starts_with(b"%PDF-") {
+            return Ok(Err(reject(
+                "CONTENT_MISMATCH",
+                "the file is not a PDF document",
+            )));
+        }
+        return Ok(Ok(Accepted {
+            bytes,
+            thumbnail: None,
+        }));
     };
-    let checked = tokio::task::spawn_blocking(move || check_image(declared, &bytes))
-        .await
-        .map_err(|error| HandlerError::retry(format!("the image check stopped: {error}")))?;
-    Ok(checked.map(|thumbnail| Some((thumbnail_key(attachment_id), thumbnail))))
+    let checked = tokio::task::spawn_blocking(move || {
+        check_image(declared, &bytes).map(|thumbnail| Accepted {
+            bytes,
+            thumbnail: Some(thumbnail),
+        })
+    })
+    .await
+    .map_err(|error| HandlerError::retry(format!("the image check stopped: {error}")))?;
+    Ok(checked)
 }
 
 pub async fn verify_attachment(
@@ -218,7 +254,7 @@ pub async fn verify_attachment(
     meta: Meta,
 ) -> Result<(), HandlerError> {
     let attachment_id = parse_id("attachment_id", &task.attachment_id)?;
-    parse_id("owner_user_id", &task.owner_user_id)?;
+    let owner_user_id = parse_id("owner_user_id", &task.owner_user_id)?;
     if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());
     }
@@ -229,10 +265,19 @@ pub async fn verify_attachment(
         verified_at_ms: chrono::Utc::now().timestamp_millis(),
         ..Default::default()
     };
-    match verify(&state, &task, attachment_id).await? {
-        Ok(thumbnail) => {
+    let verified = verified_key(owner_user_id, attachment_id);
+    // A redelivery after an earlier attempt copied the upload (and deleted it) re-checks the
+    // copy: only this handler writes there.
+    let source = if state.storage.head(&verified).await?.is_some() {
+        verified.clone()
+    } else {
+        task.object_key.clone()
+    };
+    match verify(&state, &task, &source).await? {
+        Ok(Accepted { bytes, thumbnail }) => {
             verdict.accepted = true;
-            if let Some((key, thumbnail)) = thumbnail {
+            if let Some(thumbnail) = thumbnail {
+                let key = thumbnail_key(attachment_id);
                 state
                     .storage
                     .put_bytes(&key, thumbnail.png, "image/png")
@@ -241,10 +286,20 @@ pub async fn verify_attachment(
                 verdict.width = i32::try_from(thumbnail.width).ok();
                 verdict.height = i32::try_from(thumbnail.height).ok();
             }
+            // A fixed key: a retry overwrites it with the same bytes.
+            state
+                .storage
+                .put_bytes(&verified, bytes, &task.content_type)
+                .await?;
+            verdict.verified_key = Some(verified);
+            // Served from the verified key from now on; whatever reaches the upload key later
+            // is never served (and is deleted with the attachment).
+            state.storage.delete(&task.object_key).await?;
         }
         Err(rejection) => {
             tracing::info!(%attachment_id, code = rejection.code, reason = %rejection.message, "attachment rejected");
             state.storage.delete(&task.object_key).await?;
+            state.storage.delete(&verified).await?;
             verdict.accepted = false;
             verdict.rejection_code = rejection.code.to_owned();
             verdict.rejection_message = rejection.message;

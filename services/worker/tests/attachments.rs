@@ -226,9 +226,13 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
         (ready["width"].as_i64(), ready["height"].as_i64()),
         (Some(640), Some(320))
     );
+    // The verified bytes moved to a key no upload URL can write; the upload key is gone.
     assert_eq!(
         system.bucket.keys().await,
-        vec![key.clone(), format!("thumbnails/{attachment_id}.png")]
+        vec![
+            format!("thumbnails/{attachment_id}.png"),
+            format!("verified/{}/{attachment_id}", ada.user_id)
+        ]
     );
     // Idempotent: completing again answers the row, asks for no second verification.
     let again = system
@@ -622,8 +626,8 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     assert_eq!(
         keys,
         vec![
-            format!("attachments/{}/{done_id}", ada.user_id),
-            format!("thumbnails/{done_id}.png")
+            format!("thumbnails/{done_id}.png"),
+            format!("verified/{}/{done_id}", ada.user_id)
         ]
     );
     for created in [&uploaded, &never] {
@@ -647,6 +651,73 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
         .filter(|(_, _, row)| row["status"] == "expired" && !row["deletedAt"].is_null())
         .count();
     assert_eq!(tombstones, 2);
+    system.stop().await;
+}
+
+/// Issue 15: the upload URL stays valid for its whole lifetime, after verification too. A
+/// second PUT of the same length and type (here an HTML page declared `image/png`) lands on
+/// the upload key, which is no longer what downloads serve: they serve the verified copy.
+/// The purge deletes both keys.
+#[tokio::test]
+async fn a_put_after_verification_is_never_served() {
+    let system = System::start_both(
+        |api| api.cron_job_secret = Some(secrecy::SecretString::from(CRON_SECRET)),
+        |_| {},
+    )
+    .await;
+    let ada = system.login("ada@example.com").await;
+    let original = png(64, 64);
+    let created = create(&system, &ada, "a.png", "image/png", original.len(), None).await;
+    let attachment_id = id(&created["attachment"], "attachmentId");
+    assert_eq!(
+        put(&system, &created, "image/png", original.clone()).await,
+        200
+    );
+    system
+        .ok(
+            &ada,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+        )
+        .await;
+    let ready = settled(&system, &ada, &attachment_id).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let upload_key = format!("attachments/{}/{attachment_id}", ada.user_id);
+    let verified_key = format!("verified/{}/{attachment_id}", ada.user_id);
+    let keys = system.bucket.keys().await;
+    assert!(!keys.contains(&upload_key), "the upload key is gone: {keys:?}");
+    assert!(keys.contains(&verified_key), "{keys:?}");
+
+    let mut swapped = b"<html><script>alert(document.cookie)</script>".to_vec();
+    swapped.resize(original.len(), b' ');
+    assert_eq!(
+        put(&system, &created, "image/png", swapped.clone()).await,
+        200,
+        "the upload URL is still valid"
+    );
+    let (status, served) = download(&system, &ada, json!({"attachmentId": attachment_id})).await;
+    assert_eq!(status, 200);
+    assert!(served == original, "the download serves the verified bytes");
+    assert!(served != swapped);
+
+    // Past retention, the purge deletes the verified copy, the thumbnail and whatever the
+    // second PUT left at the upload key.
+    sqlx::query(
+        "UPDATE attachments SET deleted_at = now() - interval '31 days' WHERE attachment_id = $1",
+    )
+    .bind(Uuid::parse_str(&attachment_id).unwrap())
+    .execute(&system.api_pool)
+    .await
+    .unwrap();
+    let response = system
+        .client
+        .post(format!("{}/cron/purge-retention", system.api_url))
+        .bearer_auth(CRON_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(system.bucket.keys().await.is_empty());
     system.stop().await;
 }
 
