@@ -13,10 +13,8 @@
 //! whose API access is not enabled is `API_NOT_ENABLED` (409). API teams are not synced to
 //! clients.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -25,16 +23,16 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
 use crate::teams::{Role, member_role};
 use crate::validation::{Issues, item};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/apiTeams/enable", any(enable))
-        .route("/rpc/apiTeams/get", any(get))
-        .route("/rpc/apiTeams/setIpAllowlist", any(set_ip_allowlist))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("apiTeams.enable", enable)
+        .query("apiTeams.get", get)
+        .mutation("apiTeams.setIpAllowlist", set_ip_allowlist)
 }
 
 /// The plan a newly enabled API team starts on.

@@ -27,10 +27,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use bus::{HandlerError, Msg};
 use chrono::{DateTime, Utc};
 use messages::journal::v1::{AttachmentVerified, VerifyAttachment};
@@ -42,17 +40,17 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::ApiError;
-use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::teams::MY_TEAMS_SQL;
 use crate::validation::{Issue, Issues};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/cdn/createUploadUrl", any(create_upload_url))
-        .route("/rpc/cdn/completeUpload", any(complete_upload))
-        .route("/rpc/cdn/get", any(get))
-        .route("/rpc/cdn/getDownloadUrl", any(get_download_url))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("cdn.createUploadUrl", create_upload_url)
+        .mutation("cdn.completeUpload", complete_upload)
+        .query("cdn.get", get)
+        .query("cdn.getDownloadUrl", get_download_url)
 }
 
 /// The content types `createUploadUrl` accepts: images (which the worker checks and

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header::{SET_COOKIE, USER_AGENT};
 use axum::http::{HeaderMap, HeaderName, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::client_ip::ClientIp;
 use crate::config::Config;
 use crate::error::{ApiError, PlainError};
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{
     self, MaybeSession, Protected, Revoke, RevokeReason, SessionOrigin, clear_session_cookie,
     session_cookie,
@@ -36,14 +36,14 @@ pub fn http_routes() -> Router<AppState> {
 
 /// `auth.session`, `auth.listSessions`, `auth.revokeSession`, `auth.revokeOtherSessions`,
 /// `auth.revokeAllSessions`, `auth.logout`.
-pub fn rpc_routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/auth/session", any(current_session))
-        .route("/rpc/auth/listSessions", any(list_sessions))
-        .route("/rpc/auth/revokeSession", any(revoke_session))
-        .route("/rpc/auth/revokeOtherSessions", any(revoke_other_sessions))
-        .route("/rpc/auth/revokeAllSessions", any(revoke_all_sessions))
-        .route("/rpc/auth/logout", any(logout))
+pub fn rpc_routes() -> RpcRouter {
+    RpcRouter::new()
+        .query("auth.session", current_session)
+        .query("auth.listSessions", list_sessions)
+        .mutation("auth.revokeSession", revoke_session)
+        .mutation("auth.revokeOtherSessions", revoke_other_sessions)
+        .mutation("auth.revokeAllSessions", revoke_all_sessions)
+        .mutation("auth.logout", logout)
 }
 
 /// CORS for the allowed origins, with credentials (cookies), and the headers oRPC clients

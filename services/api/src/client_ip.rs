@@ -17,20 +17,36 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|item| item.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer)
+    // Walk back from the nearest hop. An entry that is not an address (`unknown`, garbage)
+    // ends the walk: what lies left of it is whatever the client wrote, so the nearest
+    // trusted hop we know is the best answer, never an earlier, client-supplied entry.
+    let mut nearest_known = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = parse_forwarded_entry(entry) else {
+            return nearest_known;
+        };
+        if !is_trusted(&ip) {
+            return ip;
+        }
+        nearest_known = ip;
+    }
+    nearest_known
+}
+
+/// An `X-Forwarded-For` entry: an address, or an address with a port (`203.0.113.7:4711`,
+/// `[2001:db8::5]:4711`), as some proxies write them.
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
 }
 
 /// Extractor: the resolved client IP (unspecified when the server runs without connect info,
@@ -96,10 +112,50 @@ mod tests {
             resolve("::1".parse().unwrap(), &headers("2001:db8::5"), &trusted),
             "2001:db8::5".parse::<IpAddr>().unwrap()
         );
+        // Trusted peer, every entry trusted: the leftmost (the hop farthest from us we know).
+        assert_eq!(
+            resolve(
+                "10.0.0.1".parse().unwrap(),
+                &headers("10.2.2.2, 10.3.3.3"),
+                &trusted
+            ),
+            "10.2.2.2".parse::<IpAddr>().unwrap()
+        );
         // Trusted peer without the header: the peer.
         assert_eq!(
             resolve("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &trusted),
             "10.0.0.1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn an_entry_that_is_not_an_address_never_lets_an_earlier_client_entry_win() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        // `unknown` right of the trusted hops: the client is unknown, the forged 6.6.6.6 is
+        // not believed; the nearest known hop (the proxy that wrote `unknown`) is answered.
+        assert_eq!(
+            resolve(proxy, &headers("6.6.6.6, unknown, 10.9.9.9"), &trusted),
+            "10.9.9.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve(proxy, &headers("6.6.6.6, garbage"), &trusted),
+            proxy
+        );
+        // An address with a port is that address.
+        assert_eq!(
+            resolve(proxy, &headers("6.6.6.6, 203.0.113.7:4711"), &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve(
+                proxy,
+                &headers("6.6.6.6, [2001:db8::5]:4711, 10.9.9.9"),
+                &trusted
+            ),
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        // An empty entry (a trailing comma) is not an address either.
+        assert_eq!(resolve(proxy, &headers("6.6.6.6,"), &trusted), proxy);
     }
 }

@@ -49,8 +49,35 @@ pub enum ApiError {
         message: String,
         data: Option<ErrorData>,
     },
+    /// A dependency the request needs (Postgres) is down or overloaded: `503
+    /// SERVICE_UNAVAILABLE` with `Retry-After`, so clients and load balancers can tell a
+    /// transient outage from a bug. The cause is logged, never sent.
+    #[error("Service temporarily unavailable, retry shortly")]
+    Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// The `Retry-After` of a [`ApiError::Unavailable`]: long enough for a pool to reconnect or a
+/// failover to finish, short enough that a retrying client notices the recovery.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Whether a database error means "Postgres is unreachable or going away" (retry later)
+/// rather than a bug: the pool timed out or is closed, the connection broke (I/O, TLS), the
+/// server is shutting down or starting (`57P01`..`57P03`), refuses connections (class `08`),
+/// or has no connection slot left (`53300`).
+pub fn is_database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// The typed `data` of declared errors.
@@ -76,6 +103,7 @@ impl ApiError {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Self::Defined { code, .. } => code,
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -90,12 +118,39 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Defined { status, .. } => *status,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
         Self::Internal(error.to_string())
+    }
+
+    /// How many seconds a client should wait before retrying, for the answers that say so.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            _ => None,
+        }
+    }
+
+    /// The message sent to the client; an internal or unavailable cause is logged instead.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(cause) => {
+                tracing::error!(code = self.code(), %cause, "internal error");
+                "Internal server error".to_owned()
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(code = self.code(), %cause, "dependency unavailable");
+                self.to_string()
+            }
+            other => other.to_string(),
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -122,13 +177,7 @@ impl ApiError {
     }
 
     fn body(&self) -> ErrorBody<'_> {
-        let message = match self {
-            Self::Internal(cause) => {
-                tracing::error!(code = self.code(), %cause, "internal error");
-                "Internal server error".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let message = self.public_message();
         let data = match self {
             Self::Validation(issues) => Some(Data::Issues { issues }),
             Self::Defined {
@@ -147,12 +196,10 @@ impl ApiError {
 
     fn respond<T: Serialize>(&self, body: T) -> Response {
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::TooManyRequests {
-            retry_after_seconds,
-        } = self
-            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string())
-        {
-            response.headers_mut().insert(RETRY_AFTER, value);
+        if let Some(seconds) = self.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -166,7 +213,11 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::internal(error)
+        if is_database_unavailable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::internal(error)
+        }
     }
 }
 

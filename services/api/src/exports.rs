@@ -17,9 +17,7 @@
 //! backend still holds them until the purge. Entries other members wrote in the user's teams
 //! are theirs, not the user's, and are not included.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::any;
 use bus::{HandlerError, Msg, State as BusState};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use messages::journal::v1::{
@@ -33,14 +31,14 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::pagination::KeysetCursor;
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/exports/create", any(create))
-        .route("/rpc/exports/get", any(get))
-        .route("/rpc/exports/list", any(list))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("exports.create", create)
+        .query("exports.get", get)
+        .query("exports.list", list)
 }
 
 /// A pending export younger than this is answered instead of starting another.

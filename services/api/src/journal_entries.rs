@@ -18,10 +18,8 @@
 //!   cannot see (or that is deleted), answer `NOT_FOUND` ("Team not found" / "Prompt not
 //!   found"), so ids cannot be probed.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use messages::journal::v1::{
@@ -36,19 +34,19 @@ use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::{ApiError, ErrorData};
 use crate::pagination::{KeysetCursor, finish_page};
-use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::teams::{MY_TEAMS_SQL, Role, member_role};
-use crate::validation::{Issues, item, parse_date};
+use crate::validation::{EpochMillis, Issues, item, parse_date};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/journalEntries/create", any(create))
-        .route("/rpc/journalEntries/get", any(get))
-        .route("/rpc/journalEntries/list", any(list))
-        .route("/rpc/journalEntries/update", any(update))
-        .route("/rpc/journalEntries/delete", any(delete))
-        .route("/rpc/journalEntries/restore", any(restore))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("journalEntries.create", create)
+        .query("journalEntries.get", get)
+        .query("journalEntries.list", list)
+        .mutation("journalEntries.update", update)
+        .mutation("journalEntries.delete", delete)
+        .mutation("journalEntries.restore", restore)
 }
 
 const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
@@ -407,8 +405,8 @@ pub struct ListInput {
     pub tag: Option<String>,
     pub entry_date_from: Option<String>,
     pub entry_date_to: Option<String>,
-    pub created_after: Option<i64>,
-    pub created_before: Option<i64>,
+    pub created_after: Option<EpochMillis>,
+    pub created_before: Option<EpochMillis>,
     pub q: Option<String>,
     pub deleted: Option<bool>,
 }
@@ -455,16 +453,6 @@ impl ListInput {
             && from > to
         {
             issues.custom("entryDateTo", "entryDateTo is before entryDateFrom");
-        }
-        for (path, at) in [
-            ("createdAfter", input.created_after),
-            ("createdBefore", input.created_before),
-        ] {
-            if let Some(at) = at
-                && DateTime::from_timestamp_millis(at).is_none()
-            {
-                issues.custom(path, "Invalid timestamp");
-            }
         }
         if let Some(q) = &input.q {
             issues.string_length("q", q, 1, 200);
@@ -554,20 +542,14 @@ pub async fn list_page(
         query.push(" AND entry_date <= ");
         query.push_bind(to);
     }
-    if let Some(after) = input
-        .created_after
-        .and_then(DateTime::from_timestamp_millis)
-    {
+    if let Some(after) = input.created_after.map(EpochMillis::at) {
         // Timestamps go out in milliseconds but are stored in microseconds: "after an
         // entry's createdAt" must not return that entry, so compare at millisecond precision
         // (as `>= after + 1 ms`, which keeps the index usable).
         query.push(" AND created_at >= ");
         query.push_bind(after + chrono::TimeDelta::milliseconds(1));
     }
-    if let Some(before) = input
-        .created_before
-        .and_then(DateTime::from_timestamp_millis)
-    {
+    if let Some(before) = input.created_before.map(EpochMillis::at) {
         query.push(" AND created_at < ");
         query.push_bind(before);
     }

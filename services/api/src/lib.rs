@@ -137,11 +137,9 @@ impl Error {
     }
 }
 
-/// The service's routes (without the shared health and metrics routes): the sign-in
-/// endpoints under `/auth`, the user-app RPC under `/rpc`, CORS for the allowed origins.
-pub fn routes(state: AppState) -> Router {
-    let rpc = Router::new()
-        .merge(auth::rpc_routes())
+/// Every RPC procedure, each declared a query (GET-able) or a mutation (POST only).
+fn rpc_router() -> rpc::RpcRouter {
+    auth::rpc_routes()
         .merge(users::routes())
         .merge(teams::routes())
         .merge(journal_entries::routes())
@@ -152,6 +150,19 @@ pub fn routes(state: AppState) -> Router {
         .merge(exports::routes())
         .merge(sync_token::routes())
         .merge(attachments::routes())
+}
+
+/// The list of RPC procedures the service serves (what [`routes`] mounts under `/rpc`), so
+/// tests can cover every procedure without a hand-kept list.
+pub fn rpc_procedures() -> Vec<rpc::Procedure> {
+    rpc_router().procedures().to_vec()
+}
+
+/// The service's routes (without the shared health and metrics routes): the sign-in
+/// endpoints under `/auth`, the user-app RPC under `/rpc`, CORS for the allowed origins.
+pub fn routes(state: AppState) -> Router {
+    let rpc = rpc_router()
+        .into_router()
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
             "/rpc/{*procedure}",

@@ -252,8 +252,14 @@ async fn flush(pool: PgPool, api_team_id: Uuid, queue: Arc<Mutex<TeamQueue>>) {
             }
             Err(error) => {
                 tracing::warn!(%error, %api_team_id, "counting open API requests failed");
+                let unavailable = matches!(error, ApiError::Unavailable(_));
                 for sender in waiting {
-                    let _ = sender.send(Err(ApiError::Internal(error.to_string())));
+                    let cause = error.to_string();
+                    let _ = sender.send(Err(if unavailable {
+                        ApiError::Unavailable(cause)
+                    } else {
+                        ApiError::Internal(cause)
+                    }));
                 }
             }
         }

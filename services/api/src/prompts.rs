@@ -19,10 +19,8 @@
 //! ordered by id, at index `days(D) mod count` (stable for the day, rotating day by day).
 //! Otherwise `prompt: null`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -33,18 +31,18 @@ use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::ApiError;
 use crate::journal_entries::check_version;
-use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::teams::{MY_TEAMS_SQL, Role, member_role};
 use crate::validation::{Issues, item, parse_date, parse_timezone};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/prompts/create", any(create))
-        .route("/rpc/prompts/list", any(list))
-        .route("/rpc/prompts/update", any(update))
-        .route("/rpc/prompts/delete", any(delete))
-        .route("/rpc/prompts/today", any(today))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("prompts.create", create)
+        .query("prompts.list", list)
+        .mutation("prompts.update", update)
+        .mutation("prompts.delete", delete)
+        .query("prompts.today", today)
 }
 
 const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \

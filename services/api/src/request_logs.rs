@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -25,10 +23,10 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::pagination::{KeysetCursor, finish_page};
-use crate::rpc::{Input, Rpc, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::teams::{Role, member_role};
-use crate::validation::Issues;
+use crate::validation::{EpochMillis, Issues};
 
 /// Rows the queue holds before `record` waits.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4_096;
@@ -270,8 +268,8 @@ async fn insert(pool: &PgPool, rows: &[RequestLog]) -> Result<(), sqlx::Error> {
 // ---------------------------------------------------------------------------------------------
 // logs.list
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/rpc/logs/list", any(list))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new().query("logs.list", list)
 }
 
 /// `logs.list` input: a team's request logs, newest first, filtered.
@@ -289,9 +287,9 @@ pub struct ListInput {
     pub path_prefix: Option<String>,
     pub api_key_prefix: Option<String>,
     /// Epoch ms (or a `Date`), inclusive.
-    pub from: Option<i64>,
+    pub from: Option<EpochMillis>,
     /// Epoch ms (or a `Date`), exclusive.
-    pub to: Option<i64>,
+    pub to: Option<EpochMillis>,
 }
 
 impl Input for ListInput {
@@ -396,11 +394,11 @@ async fn list(
         query.push(" AND api_key_prefix = ");
         query.push_bind(prefix.clone());
     }
-    if let Some(from) = input.from.and_then(DateTime::from_timestamp_millis) {
+    if let Some(from) = input.from.map(EpochMillis::at) {
         query.push(" AND created_at >= ");
         query.push_bind(from);
     }
-    if let Some(to) = input.to.and_then(DateTime::from_timestamp_millis) {
+    if let Some(to) = input.to.map(EpochMillis::at) {
         query.push(" AND created_at < ");
         query.push_bind(to);
     }

@@ -1,9 +1,13 @@
 //! oRPC's RPC wire protocol (see `../shared/reference/orpc-wire.md`, Part A) as axum
 //! extractors and a response type:
 //!
-//! - [`RpcInput<T>`]: a procedure called with POST (any method but GET, like oRPC's matcher);
-//!   GET answers 405 `METHOD_NOT_SUPPORTED` (oRPC's StrictGetMethodPlugin).
-//! - [`RpcQuery<T>`]: a GET-able query: `?data=<{json,meta}>` on GET, or the POST body.
+//! - [`RpcRouter`]: the procedures, each a [`Kind::Mutation`] (POST only) or a
+//!   [`Kind::Query`] (POST, or GET with `?data=`). Every other method answers 405
+//!   `METHOD_NOT_SUPPORTED` before anything runs (no session lookup, no handler): oRPC's
+//!   matcher would run a procedure on PUT or HEAD too, but the CSRF check of cookie sessions
+//!   exempts the safe methods, so a mutation reachable by HEAD would be a CSRF hole.
+//! - [`RpcInput<T>`]: the input of a mutation (the POST body).
+//! - [`RpcQuery<T>`]: the input of a query: `?data=<{json,meta}>` on GET, or the POST body.
 //! - [`Rpc<T>`]: a success, `200 {"json": <output>}`.
 //!
 //! Inputs arrive as `{"json": <input>, "meta": [[code, ...path], ...]}`. `meta` is applied
@@ -14,15 +18,104 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::handler::Handler;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, RequestExt};
+use axum::routing::MethodRouter;
+use axum::{Json, RequestExt, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::validation::{Issue, Issues, PathSegment};
+use crate::validation::{Issue, Issues, PathSegment, check_json};
+
+/// How a procedure may be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads only: POST, or GET with `?data=` (oRPC's `.route({ method: 'GET' })`).
+    Query,
+    /// Changes something: POST only.
+    Mutation,
+}
+
+/// One procedure of the router, as clients name it (`users.delete`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Procedure {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+impl Procedure {
+    /// Its URL path: `users.delete` → `/rpc/users/delete`.
+    pub fn path(&self) -> String {
+        format!("/rpc/{}", self.name.replace('.', "/"))
+    }
+}
+
+/// The RPC procedures: their routes, and the list of them (for tests that must cover every
+/// procedure, such as the hostile-input property test).
+#[derive(Default)]
+pub struct RpcRouter {
+    router: Router<AppState>,
+    procedures: Vec<Procedure>,
+}
+
+impl RpcRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A GET-able query.
+    pub fn query<H, T>(self, name: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let methods = axum::routing::post(handler.clone())
+            .get(handler)
+            // axum lets HEAD reach the GET handler; only GET and POST run a procedure.
+            .head(method_not_supported);
+        self.add(name, Kind::Query, methods)
+    }
+
+    /// A mutation: POST only.
+    pub fn mutation<H, T>(self, name: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(name, Kind::Mutation, axum::routing::post(handler))
+    }
+
+    fn add(mut self, name: &'static str, kind: Kind, methods: MethodRouter<AppState>) -> Self {
+        let procedure = Procedure { name, kind };
+        self.router = self
+            .router
+            .route(&procedure.path(), methods.fallback(method_not_supported));
+        self.procedures.push(procedure);
+        self
+    }
+
+    pub fn merge(mut self, other: Self) -> Self {
+        self.router = self.router.merge(other.router);
+        self.procedures.extend(other.procedures);
+        self
+    }
+
+    pub fn procedures(&self) -> &[Procedure] {
+        &self.procedures
+    }
+
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
+    }
+}
+
+async fn method_not_supported() -> ApiError {
+    ApiError::MethodNotSupported
+}
 
 /// A procedure's input: typed by serde, then checked by [`Input::check`].
 pub trait Input: DeserializeOwned + Send + 'static {
@@ -59,7 +152,8 @@ impl<S: Send + Sync, T: Input> FromRequest<S> for RpcInput<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if request.method() == Method::GET {
+        // The router lets only POST reach a mutation; this keeps it so if one is mis-declared.
+        if request.method() != Method::POST {
             return Err(ApiError::MethodNotSupported);
         }
         let body = read_body(request).await?;
@@ -71,11 +165,10 @@ impl<S: Send + Sync, T: Input> FromRequest<S> for RpcQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let envelope = if request.method() == Method::GET {
-            envelope_from_query(request.uri().query())?
-        } else {
-            let body = read_body(request).await?;
-            envelope_from_body(&body)?
+        let envelope = match *request.method() {
+            Method::GET => envelope_from_query(request.uri().query())?,
+            Method::POST => envelope_from_body(&read_body(request).await?)?,
+            _ => return Err(ApiError::MethodNotSupported),
         };
         decode(envelope).map(RpcQuery)
     }
@@ -138,12 +231,14 @@ fn envelope_from_query(query: Option<&str>) -> Result<Envelope, ApiError> {
     }
 }
 
-/// Apply `meta`, type the input, run its checks.
+/// Apply `meta`, refuse what no field may hold (NUL characters), read integral floats as
+/// integers, type the input, run its checks.
 pub fn decode<T: Input>(envelope: Envelope) -> Result<T, ApiError> {
     let mut json = envelope.json.unwrap_or(Value::Null);
     for entry in &envelope.meta {
         apply_meta(&mut json, entry)?;
     }
+    check_json(&mut json)?;
     let input: T = type_input(json)?;
     let mut issues = Issues::default();
     input.check(&mut issues);
@@ -346,6 +441,109 @@ mod tests {
         };
         assert_eq!(issues[0].code, "unrecognized_keys");
         assert_eq!(issues[0].keys, Some(vec!["titel".to_owned()]));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Hostile {
+        limit: Option<i64>,
+        #[allow(dead_code)]
+        small: Option<u8>,
+        at: Option<crate::validation::EpochMillis>,
+        #[allow(dead_code)]
+        texts: Option<Vec<String>>,
+    }
+    impl Input for Hostile {}
+
+    fn issues_of(body: &str) -> Vec<Issue> {
+        match decode::<Hostile>(envelope(body)) {
+            Err(ApiError::Validation(issues)) => issues,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_an_issue_at_its_path() {
+        let issues = issues_of(r#"{"json":{"texts":["ok","a\u0000"],"x\u0000":1}}"#);
+        let paths: Vec<_> = issues.iter().map(|issue| issue.path.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                vec![PathSegment::Key("texts".into()), PathSegment::Index(1)],
+                vec![PathSegment::Key("x\0".into())],
+            ]
+        );
+        assert!(issues.iter().all(|issue| issue.message.contains("NUL")));
+        // Other control characters are text like any other.
+        decode::<Hostile>(envelope(r#"{"json":{"texts":["\u0001\t\u001f"]}}"#)).unwrap();
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_fractions_say_what_is_wrong() {
+        for (body, limit) in [
+            (r#"{"json":{"limit":3.0}}"#, 3),
+            (r#"{"json":{"limit":1e2}}"#, 100),
+            (r#"{"json":{"limit":-0.0}}"#, 0),
+        ] {
+            assert_eq!(
+                decode::<Hostile>(envelope(body)).unwrap().limit,
+                Some(limit)
+            );
+        }
+        let issues = issues_of(r#"{"json":{"limit":3.5}}"#);
+        assert_eq!(
+            issues[0].message,
+            "Invalid input: expected an integer, received 3.5"
+        );
+        assert_eq!(issues[0].expected.as_deref(), Some("int"));
+        let issues = issues_of(r#"{"json":{"limit":1e300}}"#);
+        assert!(
+            issues[0].message.contains("expected an integer"),
+            "{issues:?}"
+        );
+        let issues = issues_of(r#"{"json":{"small":256}}"#);
+        assert_eq!((issues[0].code, issues[0].maximum), ("too_big", Some(255)));
+        let issues = issues_of(r#"{"json":{"small":-1}}"#);
+        assert_eq!((issues[0].code, issues[0].minimum), ("too_small", Some(0)));
+    }
+
+    #[test]
+    fn timestamps_are_bounded_to_the_years_1970_to_9999() {
+        for body in [
+            r#"{"json":{"at":0}}"#,
+            r#"{"json":{"at":253402300799999}}"#,
+            r#"{"json":{"at":"1970-01-01T00:00:00.000Z"},"meta":[[1,"at"]]}"#,
+        ] {
+            assert!(
+                decode::<Hostile>(envelope(body)).unwrap().at.is_some(),
+                "{body}"
+            );
+        }
+        for (body, code) in [
+            (r#"{"json":{"at":8210266876799999}}"#, "too_big"),
+            (r#"{"json":{"at":253402300800000}}"#, "too_big"),
+            (r#"{"json":{"at":-210866803200001}}"#, "too_small"),
+            (r#"{"json":{"at":-1}}"#, "too_small"),
+            (
+                r#"{"json":{"at":"1969-12-31T23:59:59.999Z"},"meta":[[1,"at"]]}"#,
+                "too_small",
+            ),
+        ] {
+            let issues = issues_of(body);
+            assert_eq!(issues[0].code, code, "{body}: {issues:?}");
+            assert_eq!(issues[0].path, vec![PathSegment::Key("at".into())]);
+            assert!(
+                issues[0].message.contains("epoch milliseconds"),
+                "{issues:?}"
+            );
+        }
+        // A JS Date's extended year (beyond RFC 3339) is not a date we read.
+        assert!(matches!(
+            decode::<Hostile>(envelope(
+                r#"{"json":{"at":"+275760-09-13T00:00:00.000Z"},"meta":[[1,"at"]]}"#
+            )),
+            Err(ApiError::Malformed)
+        ));
     }
 
     #[test]

@@ -3,20 +3,18 @@
 //! `shared/sync-protocol`). The streamer verifies it with the shared `SYNC_TOKEN_SECRET`,
 //! without reading the api's schema.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::any;
 use serde::Serialize;
 use sync_protocol::SyncClaims;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::rpc::{NoInput, Rpc, RpcInput};
+use crate::rpc::{NoInput, Rpc, RpcInput, RpcRouter};
 use crate::session::Protected;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/rpc/sync/token", any(token))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new().mutation("sync.token", token)
 }
 
 #[derive(Debug, Serialize)]

@@ -16,10 +16,8 @@
 //! Declared errors: `LAST_OWNER` (409), `ALREADY_MEMBER` (409), `INVITATION_NOT_PENDING` (409),
 //! `INVITATION_EXPIRED` (410).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use messages::journal::v1::{TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft};
 use serde::{Deserialize, Serialize};
@@ -29,23 +27,23 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::ApiError;
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::validation::{Issues, check_email};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/teams/create", any(create))
-        .route("/rpc/teams/list", any(list))
-        .route("/rpc/teams/get", any(get))
-        .route("/rpc/teams/rename", any(rename))
-        .route("/rpc/teams/invite", any(invite))
-        .route("/rpc/teams/listInvitations", any(list_invitations))
-        .route("/rpc/teams/acceptInvitation", any(accept_invitation))
-        .route("/rpc/teams/declineInvitation", any(decline_invitation))
-        .route("/rpc/teams/changeRole", any(change_role))
-        .route("/rpc/teams/removeMember", any(remove_member))
-        .route("/rpc/teams/leave", any(leave))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("teams.create", create)
+        .query("teams.list", list)
+        .query("teams.get", get)
+        .mutation("teams.rename", rename)
+        .mutation("teams.invite", invite)
+        .query("teams.listInvitations", list_invitations)
+        .mutation("teams.acceptInvitation", accept_invitation)
+        .mutation("teams.declineInvitation", decline_invitation)
+        .mutation("teams.changeRole", change_role)
+        .mutation("teams.removeMember", remove_member)
+        .mutation("teams.leave", leave)
 }
 
 /// How long an invitation stays acceptable.

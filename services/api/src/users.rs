@@ -2,11 +2,9 @@
 //! sensitive). A user row is synced to its own scope. Sign-in paths create or find users
 //! through [`find_or_create`].
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use messages::journal::v1::{UserCreated, UserDeleted, UserProfileUpdated};
 use serde::{Deserialize, Serialize};
@@ -16,15 +14,15 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::ApiError;
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{self, Protected, Revoke, RevokeReason, Sensitive, clear_session_cookie};
 use crate::validation::{Issues, check_http_url, parse_timezone};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/users/me", any(me))
-        .route("/rpc/users/update", any(update))
-        .route("/rpc/users/delete", any(delete))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .query("users.me", me)
+        .mutation("users.update", update)
+        .mutation("users.delete", delete)
 }
 
 /// A user's profile as clients see it (and as it syncs).

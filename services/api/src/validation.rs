@@ -135,6 +135,18 @@ impl Issue {
         }
         if let Some(rest) = message.strip_prefix("invalid type: ") {
             let (got, wanted) = rest.split_once(", expected ").unwrap_or((rest, "a value"));
+            if let Some(number) = quoted(got, "floating point `")
+                && is_integer_type(wanted)
+            {
+                // zod's `z.int()`: "expected int, received number" would not say what was wrong.
+                let mut issue = Self::new(
+                    "invalid_type",
+                    path,
+                    format!("Invalid input: expected an integer, received {number}"),
+                );
+                issue.expected = Some("int".to_owned());
+                return issue;
+            }
             let expected = js_type(wanted);
             let received = if path.is_empty() && root == "undefined" {
                 "undefined"
@@ -156,6 +168,36 @@ impl Issue {
         }
         if let Some(rest) = message.strip_prefix("invalid value: ") {
             let (got, wanted) = rest.split_once(", expected ").unwrap_or((rest, "a value"));
+            if let Some(number) = quoted(got, "integer `")
+                && let Some((minimum, maximum)) = integer_range(wanted)
+            {
+                // An integer the field's type cannot hold (`1e30` for an i64, -1 for a u32, a
+                // timestamp before 1970 or after 9999).
+                let too_small =
+                    number.starts_with('-') || number.parse::<i64>().is_ok_and(|n| n < minimum);
+                let what = if wanted.trim() == EPOCH_MILLIS_EXPECTED {
+                    "a timestamp in epoch milliseconds (1970-01-01 to 9999-12-31)"
+                } else {
+                    "number"
+                };
+                let mut issue = Self::new(
+                    if too_small { "too_small" } else { "too_big" },
+                    path,
+                    if too_small {
+                        format!("Too small: expected {what} to be >={minimum}, received {number}")
+                    } else {
+                        format!("Too big: expected {what} to be <={maximum}, received {number}")
+                    },
+                );
+                issue.origin = Some("number");
+                if too_small {
+                    issue.minimum = Some(minimum);
+                } else {
+                    issue.maximum = Some(maximum);
+                }
+                issue.inclusive = Some(true);
+                return issue;
+            }
             let mut issue = Self::new(
                 "invalid_type",
                 path,
@@ -168,8 +210,91 @@ impl Issue {
     }
 }
 
+/// The checks every input gets before it is typed, over the whole JSON value:
+/// - a NUL character (U+0000) in any string or key is refused, naming its path: Postgres
+///   cannot store it in `text`, so it would otherwise surface as a 500 from whichever query
+///   met it first;
+/// - a number with an integral value (`3.0`, `1e2`) becomes an integer, as a JavaScript
+///   client's zod sees it (`z.int()` accepts any safe integer, however it is written).
+pub fn check_json(json: &mut serde_json::Value) -> Result<(), ApiError> {
+    let mut issues = Issues::default();
+    check_value(json, &mut Vec::new(), &mut issues);
+    issues.into_result()
+}
+
+/// JavaScript's `Number.MAX_SAFE_INTEGER`: beyond it a float does not hold an exact integer.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+/// Enough issues to fix a request; a huge array of NULs does not make a huge answer.
+const MAX_NUL_ISSUES: usize = 20;
+
+fn check_value(value: &mut serde_json::Value, path: &mut Vec<PathSegment>, issues: &mut Issues) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => check_no_nul(text, path, issues),
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                && float.abs() <= MAX_SAFE_INTEGER
+            {
+                // Exact: |float| is an integer below 2^53.
+                *value = Value::from(float as i64);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                path.push(PathSegment::Index(index));
+                check_value(item, path, issues);
+                path.pop();
+            }
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                path.push(PathSegment::Key(key.clone()));
+                check_no_nul(key, path, issues);
+                check_value(field, path, issues);
+                path.pop();
+            }
+        }
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+fn check_no_nul(text: &str, path: &[PathSegment], issues: &mut Issues) {
+    if text.contains('\0') && issues.0.len() < MAX_NUL_ISSUES {
+        let mut issue = Issue::new(
+            "invalid_format",
+            path.to_vec(),
+            "Invalid string: must not contain the NUL character (U+0000)",
+        );
+        issue.format = Some("no_nul");
+        issues.push(issue);
+    }
+}
+
 fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
+}
+
+/// serde's name of an integer type (`i64`, `u32`, ...).
+fn is_integer_type(expected: &str) -> bool {
+    integer_range(expected).is_some()
+}
+
+/// The range of an integer type serde names, clamped to JavaScript's safe integers.
+fn integer_range(expected: &str) -> Option<(i64, i64)> {
+    const SAFE: i64 = 9_007_199_254_740_991;
+    Some(match expected.trim() {
+        EPOCH_MILLIS_EXPECTED => (EpochMillis::MIN, EpochMillis::MAX),
+        "i8" => (i8::MIN.into(), i8::MAX.into()),
+        "i16" => (i16::MIN.into(), i16::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" | "i128" | "isize" => (-SAFE, SAFE),
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" | "u128" | "usize" => (0, SAFE),
+        _ => return None,
+    })
 }
 
 /// serde's "expected ..." phrase as a JS type name.
@@ -367,6 +492,49 @@ pub fn check_email(issues: &mut Issues, path: impl IntoPath, text: &str) {
         });
     if !valid {
         issues.format(path, "email", "Invalid email address");
+    }
+}
+
+/// An instant given as epoch milliseconds (a number, or a JS `Date` through `meta`), within
+/// 1970-01-01T00:00:00.000Z ..= 9999-12-31T23:59:59.999Z: anything else is a 400 naming the
+/// field, never a timestamp Postgres or chrono's arithmetic cannot hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EpochMillis(chrono::DateTime<chrono::Utc>);
+
+/// serde's "expected" phrase of [`EpochMillis`], recognised by [`Issue::from_serde`].
+const EPOCH_MILLIS_EXPECTED: &str = "epoch milliseconds";
+
+impl EpochMillis {
+    pub const MIN: i64 = 0;
+    /// 9999-12-31T23:59:59.999Z.
+    pub const MAX: i64 = 253_402_300_799_999;
+
+    pub fn from_millis(millis: i64) -> Option<Self> {
+        if (Self::MIN..=Self::MAX).contains(&millis) {
+            chrono::DateTime::from_timestamp_millis(millis).map(Self)
+        } else {
+            None
+        }
+    }
+
+    pub fn at(self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EpochMillis {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let millis = i64::deserialize(deserializer)?;
+        Self::from_millis(millis).ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Signed(millis),
+                &EPOCH_MILLIS_EXPECTED,
+            )
+        })
     }
 }
 

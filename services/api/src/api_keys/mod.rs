@@ -14,10 +14,8 @@ pub mod verifier;
 
 pub use verifier::{KeyVerifier, VerifiedKey};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use messages::journal::v1::{ApiKeyCreated, ApiKeyRevoked};
 use secrecy::ExposeSecret;
@@ -27,16 +25,16 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::api_teams::{api_not_enabled, api_team_id, caller_role, require_manager};
 use crate::error::ApiError;
-use crate::rpc::{Input, Rpc, RpcInput, RpcQuery};
+use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
 use crate::teams::member_role;
-use crate::validation::Issues;
+use crate::validation::{EpochMillis, Issues};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rpc/apiKeys/create", any(create))
-        .route("/rpc/apiKeys/list", any(list))
-        .route("/rpc/apiKeys/revoke", any(revoke))
+pub fn routes() -> RpcRouter {
+    RpcRouter::new()
+        .mutation("apiKeys.create", create)
+        .query("apiKeys.list", list)
+        .mutation("apiKeys.revoke", revoke)
 }
 
 /// Live (unrevoked, unexpired) keys one API team may hold.
@@ -87,16 +85,15 @@ pub struct CreateInput {
     name: String,
     /// Epoch milliseconds (or a `Date`); absent or `null` = never expires.
     #[serde(default)]
-    expires_at: Option<i64>,
+    expires_at: Option<EpochMillis>,
 }
 
 impl Input for CreateInput {
     fn check(&self, issues: &mut Issues) {
         issues.string_length("name", self.name.trim(), 1, 100);
         if let Some(expires_at) = self.expires_at {
-            match DateTime::<Utc>::from_timestamp_millis(expires_at) {
-                Some(at) if at > Utc::now() => {}
-                _ => issues.custom("expiresAt", "Must be a time in the future"),
+            if expires_at.at() <= Utc::now() {
+                issues.custom("expiresAt", "Must be a time in the future");
             }
         }
     }
@@ -112,9 +109,7 @@ async fn create(
     Sensitive(session): Sensitive,
     RpcInput(input): RpcInput<CreateInput>,
 ) -> Result<Rpc<CreatedApiKey>, ApiError> {
-    let expires_at = input
-        .expires_at
-        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let expires_at = input.expires_at.map(EpochMillis::at);
     let name = input.name.trim();
     {
         // Refuse before spending a scrypt on a caller who may not create keys.

@@ -102,6 +102,8 @@ impl AllowList {
 #[derive(Debug)]
 enum LoadError {
     Invalid,
+    /// Postgres is unreachable: 503, not 500 (see [`crate::error::is_database_unavailable`]).
+    Unavailable(String),
     Internal(String),
 }
 
@@ -109,6 +111,7 @@ impl From<&LoadError> for ApiError {
     fn from(error: &LoadError) -> Self {
         match error {
             LoadError::Invalid => invalid_key(),
+            LoadError::Unavailable(cause) => ApiError::Unavailable(cause.clone()),
             LoadError::Internal(cause) => ApiError::Internal(cause.clone()),
         }
     }
@@ -302,7 +305,13 @@ impl KeyVerifier {
         .bind(prefix)
         .fetch_optional(&self.db)
         .await
-        .map_err(|error| LoadError::Internal(error.to_string()))?;
+        .map_err(|error| {
+            if crate::error::is_database_unavailable(&error) {
+                LoadError::Unavailable(error.to_string())
+            } else {
+                LoadError::Internal(error.to_string())
+            }
+        })?;
         let Some(row) = row else {
             return Err(LoadError::Invalid);
         };
@@ -371,21 +380,28 @@ impl KeyVerifier {
                 .bind(api_team_id)
                 .fetch_all(&self.db)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| {
+                    if crate::error::is_database_unavailable(&error) {
+                        LoadError::Unavailable(error.to_string())
+                    } else {
+                        LoadError::Internal(error.to_string())
+                    }
+                })?;
                 let networks = cidrs
                     .iter()
                     .map(|cidr| {
-                        cidr.parse::<IpNet>()
-                            .map_err(|error| format!("stored cidr {cidr:?}: {error}"))
+                        cidr.parse::<IpNet>().map_err(|error| {
+                            LoadError::Internal(format!("stored cidr {cidr:?}: {error}"))
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, String>(Arc::new(AllowList {
+                Ok::<_, LoadError>(Arc::new(AllowList {
                     networks,
                     loaded_at,
                 }))
             })
             .await
-            .map_err(|error| ApiError::Internal(error.to_string()))
+            .map_err(|error| ApiError::from(error.as_ref()))
     }
 
     // -----------------------------------------------------------------------------------

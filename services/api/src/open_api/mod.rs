@@ -10,7 +10,8 @@
 //! path, message) on `400 BAD_REQUEST` validation errors:
 //! `400 BAD_REQUEST`, `401 INVALID_API_KEY`, `403 IP_NOT_ALLOWED`, `404 NOT_FOUND`,
 //! `413 PAYLOAD_TOO_LARGE`, `429 RATE_LIMITED` / `429 USAGE_EXCEEDED` (with `Retry-After`),
-//! `500 INTERNAL_SERVER_ERROR` (cause logged, never sent).
+//! `500 INTERNAL_SERVER_ERROR` (cause logged, never sent), `503 SERVICE_UNAVAILABLE` (Postgres
+//! unreachable; with `Retry-After`).
 
 pub mod docs;
 pub mod rest;
@@ -57,6 +58,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         // An unknown `/api/v1` path is metered and logged like any other request.
         .route(
             "/api/v1/{*path}",
+            any(|| async { RestError(ApiError::not_found("Route")) }),
+        )
+        // The wildcard needs a segment: `/api/v1` and `/api/v1/` (a client's `..`) too.
+        .route(
+            "/api/v1",
+            any(|| async { RestError(ApiError::not_found("Route")) }),
+        )
+        .route(
+            "/api/v1/",
             any(|| async { RestError(ApiError::not_found("Route")) }),
         )
         // A known path with another method: the error shape, metered and logged too.
@@ -281,11 +291,7 @@ impl IntoResponse for RestError {
         let error = self.0;
         let (code, message) = match &error {
             ApiError::TooManyRequests { .. } => ("RATE_LIMITED", error.to_string()),
-            ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                ("INTERNAL_SERVER_ERROR", "Internal server error".to_owned())
-            }
-            other => (other.code(), other.to_string()),
+            other => (other.code(), other.public_message()),
         };
         let issues = match &error {
             ApiError::Validation(issues) => Some(issues.as_slice()),
@@ -301,12 +307,10 @@ impl IntoResponse for RestError {
         )
             .into_response();
         response.extensions_mut().insert(ErrorCode(code));
-        if let ApiError::TooManyRequests {
-            retry_after_seconds,
-        } = error
-            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string())
-        {
-            response.headers_mut().insert(RETRY_AFTER, value);
+        if let Some(seconds) = error.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         if response.status() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

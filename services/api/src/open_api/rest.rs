@@ -92,9 +92,24 @@ impl JsonObject {
     }
 }
 
-/// A path id: a malformed one is a 404, like an id that does not exist.
-fn entry_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::not_found("Journal entry"))
+/// The `{journalEntryId}` of a path: a malformed one is a 404, like an id that does not
+/// exist (also one that does not even percent-decode to UTF-8, which axum's `Path` would
+/// answer with a plain-text 400 outside the error shape).
+pub struct EntryId(Uuid);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
+    type Rejection = RestError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, RestError> {
+        let not_found = || RestError(ApiError::not_found("Journal entry"));
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found())?;
+        Uuid::parse_str(&text).map(Self).map_err(|_| not_found())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,9 +162,8 @@ pub(super) async fn create_entry(
 pub(super) async fn get_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(journal_entry_id): Path<String>,
+    EntryId(journal_entry_id): EntryId,
 ) -> Result<Json<JournalEntry>, RestError> {
-    let journal_entry_id = entry_id(&journal_entry_id)?;
     let mut conn = state.db.acquire().await?;
     let entry =
         journal_entries::load_in_team(&mut conn, journal_entry_id, caller.key.team_id, false)
@@ -235,10 +249,9 @@ pub(super) async fn list_entries(
 pub(super) async fn update_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(journal_entry_id): Path<String>,
+    EntryId(journal_entry_id): EntryId,
     mut body: JsonObject,
 ) -> Result<Json<JournalEntry>, RestError> {
-    let journal_entry_id = entry_id(&journal_entry_id)?;
     body.fix("journalEntryId", journal_entry_id)?;
     let input: journal_entries::UpdateInput = body.decode()?;
     let mut tx = state.db.begin().await?;
@@ -268,9 +281,8 @@ pub(super) async fn update_entry(
 pub(super) async fn delete_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(journal_entry_id): Path<String>,
+    EntryId(journal_entry_id): EntryId,
 ) -> Result<StatusCode, RestError> {
-    let journal_entry_id = entry_id(&journal_entry_id)?;
     let mut tx = state.db.begin().await?;
     let current =
         journal_entries::load_in_team(&mut tx, journal_entry_id, caller.key.team_id, true).await?;

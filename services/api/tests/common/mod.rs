@@ -102,6 +102,12 @@ impl TestApi {
         Self::launch(db, namespace, false, configure).await
     }
 
+    /// The api on a database of the caller's (e.g. on a private Postgres a test stops).
+    pub async fn start_on(db: TestDb) -> Self {
+        let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        Self::launch(Arc::new(db), namespace, false, |_, _| {}).await
+    }
+
     /// A second api instance on this one's database and bus namespace (another replica).
     pub async fn replica(&self, configure: impl FnOnce(&mut api::Config)) -> Self {
         Self::launch(
