@@ -6,8 +6,8 @@
 //!   secret (keys show only their prefix), and members who build against the API need to see
 //!   the plan, usage and keys;
 //! - owners and admins manage (`apiTeams.enable`, `apiTeams.setIpAllowlist`, `apiKeys.create`,
-//!   `apiKeys.revoke`); the last three are **sensitive** (a fresh session), as they hand out
-//!   or take away access.
+//!   `apiKeys.revoke`); all four are **sensitive** (a fresh session), as they hand out or take
+//!   away access.
 //!
 //! A team the caller is not an active member of is `NOT_FOUND`, as everywhere. Managing a team
 //! whose API access is not enabled is `API_NOT_ENABLED` (409). API teams are not synced to
@@ -194,12 +194,12 @@ pub struct TeamInput {
 
 impl Input for TeamInput {}
 
-/// `apiTeams.enable {teamId}` → `ApiTeam`. Owners and admins. Creates the API team and its
-/// subscription on the free plan (first period: one month from now) in one transaction;
-/// enabling an enabled team returns it unchanged.
+/// `apiTeams.enable {teamId}` (sensitive) → `ApiTeam`. Owners and admins. Creates the API
+/// team and its subscription on the free plan (first period: one month from now) in one
+/// transaction; enabling an enabled team returns it unchanged.
 async fn enable(
     State(state): State<AppState>,
-    Protected(session): Protected,
+    Sensitive(session): Sensitive,
     RpcInput(input): RpcInput<TeamInput>,
 ) -> Result<Rpc<ApiTeam>, ApiError> {
     let mut tx = state.db.begin().await?;

@@ -46,6 +46,8 @@ pub struct GoogleConfig {
     pub auth_url: Url,
     /// `GOOGLE_TOKEN_URL` (default Google's token endpoint).
     pub token_url: Url,
+    /// `GOOGLE_JWKS_URL` (default Google's signing keys): verifies ID token signatures.
+    pub jwks_url: Url,
     /// `GOOGLE_ISSUER`: the `iss` the ID token must carry (default `https://accounts.google.com`;
     /// Google also issues `accounts.google.com`, accepted with it).
     pub issuer: String,
@@ -74,6 +76,9 @@ pub struct Config {
     /// `SESSION_FRESH_AGE_SECONDS`: how young a session must be for sensitive procedures
     /// (default one day, as Better Auth's `freshAge`).
     pub session_fresh_age: Duration,
+    /// `SESSION_ABSOLUTE_LIFETIME_DAYS` (default 30): no session outlives this from its
+    /// sign-in, however often it slides.
+    pub session_absolute_lifetime: Duration,
     /// `AUTH_RATE_LIMIT_PER_MINUTE`: sign-in requests per client IP and minute (default 30).
     pub auth_rate_limit_per_minute: u32,
     /// `TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed (default
@@ -89,6 +94,9 @@ pub struct Config {
     /// `SOFT_DELETE_RETENTION_DAYS` (default 30): soft-deleted rows older than this are
     /// purged by the daily `purge-retention` job.
     pub soft_delete_retention: Duration,
+    /// `REQUEST_LOG_RETENTION_DAYS` (default 30): open API request logs older than this are
+    /// deleted by the daily `purge-retention` job.
+    pub request_log_retention: Duration,
     /// `SYNC_TOKEN_SECRET`: signs `sync.token` tokens; the sync-streamer must have the same
     /// value (at least 32 bytes; a development default, refused in production).
     pub sync_token_secret: SecretString,
@@ -183,8 +191,8 @@ pub struct ApiKeyConfig {
     /// `API_KEY_SCRYPT_CONCURRENCY`: scrypt runs at once per replica (default: the number of
     /// CPUs); more wait, so key checks cannot take every core from the runtime.
     pub scrypt_concurrency: usize,
-    /// `API_KEY_FAILURES_PER_MINUTE`: failed verifications allowed per client IP, and per key
-    /// prefix, per minute before `429 RATE_LIMITED` (default 20).
+    /// `API_KEY_FAILURES_PER_MINUTE`: failed verifications allowed per client IP and minute
+    /// before `429 RATE_LIMITED` (default 20).
     pub failures_per_minute: u32,
 }
 
@@ -259,6 +267,10 @@ impl Config {
         let session_cookie_secure = env.flag("SESSION_COOKIE_SECURE", production);
         let session_fresh_age =
             env.seconds_with_default("SESSION_FRESH_AGE_SECONDS", Duration::from_secs(86_400));
+        let session_absolute_days: u64 = env.with_default("SESSION_ABSOLUTE_LIFETIME_DAYS", 30);
+        if session_absolute_days == 0 {
+            env.reject("SESSION_ABSOLUTE_LIFETIME_DAYS", "must be at least 1");
+        }
         let auth_rate_limit_per_minute = env.with_default("AUTH_RATE_LIMIT_PER_MINUTE", 30_u32);
         if auth_rate_limit_per_minute == 0 {
             env.reject("AUTH_RATE_LIMIT_PER_MINUTE", "must be at least 1");
@@ -267,7 +279,7 @@ impl Config {
             Some(list) => parse_cidrs(&mut env, &list),
             None => Vec::new(),
         };
-        let google = read_google(&mut env, &public_url);
+        let google = read_google(&mut env, &public_url, environment);
         let api_keys = ApiKeyConfig::read(&mut env);
         let cron_job_secret = env.optional::<String>("CRON_SECRET");
         if cron_job_secret
@@ -279,6 +291,10 @@ impl Config {
         let retention_days: u64 = env.with_default("SOFT_DELETE_RETENTION_DAYS", 30);
         if retention_days == 0 {
             env.reject("SOFT_DELETE_RETENTION_DAYS", "must be at least 1");
+        }
+        let request_log_retention_days: u64 = env.with_default("REQUEST_LOG_RETENTION_DAYS", 30);
+        if request_log_retention_days == 0 {
+            env.reject("REQUEST_LOG_RETENTION_DAYS", "must be at least 1");
         }
         let sync_token_secret = read_sync_token_secret(&mut env, production);
         let sync_token_ttl =
@@ -299,6 +315,9 @@ impl Config {
             allowed_origins,
             session_cookie_secure,
             session_fresh_age,
+            session_absolute_lifetime: Duration::from_secs(
+                session_absolute_days.saturating_mul(86_400),
+            ),
             auth_rate_limit_per_minute,
             trusted_proxies,
             google,
@@ -306,6 +325,9 @@ impl Config {
             cron_job_secret: cron_job_secret
                 .map(|secret| SecretString::from(secret.trim().to_owned())),
             soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            request_log_retention: Duration::from_secs(
+                request_log_retention_days.saturating_mul(86_400),
+            ),
             sync_token_secret,
             sync_token_ttl,
             s3,
@@ -329,12 +351,14 @@ impl Config {
             app_url,
             session_cookie_secure: false,
             session_fresh_age: Duration::from_secs(86_400),
+            session_absolute_lifetime: Duration::from_secs(30 * 86_400),
             auth_rate_limit_per_minute: 1_000,
             trusted_proxies: Vec::new(),
             google: None,
             api_keys: ApiKeyConfig::default(),
             cron_job_secret: None,
             soft_delete_retention: Duration::from_secs(30 * 86_400),
+            request_log_retention: Duration::from_secs(30 * 86_400),
             sync_token_secret: SecretString::from(sync_protocol::DEVELOPMENT_SECRET),
             sync_token_ttl: Duration::from_secs(900),
             s3: S3Config::for_tests(platform::s3::DEFAULT_ENDPOINT, platform::s3::DEFAULT_BUCKET),
@@ -421,7 +445,11 @@ fn parse_cidrs(env: &mut EnvReader, list: &str) -> Vec<IpNet> {
     networks
 }
 
-fn read_google(env: &mut EnvReader, public_url: &Url) -> Option<GoogleConfig> {
+fn read_google(
+    env: &mut EnvReader,
+    public_url: &Url,
+    environment: Environment,
+) -> Option<GoogleConfig> {
     let client_id: String = env.optional("GOOGLE_CLIENT_ID")?;
     let client_secret = env.required_secret("GOOGLE_CLIENT_SECRET");
     let auth_url = read_url(
@@ -434,6 +462,23 @@ fn read_google(env: &mut EnvReader, public_url: &Url) -> Option<GoogleConfig> {
         "GOOGLE_TOKEN_URL",
         "https://oauth2.googleapis.com/token",
     );
+    let jwks_url = read_url(
+        env,
+        "GOOGLE_JWKS_URL",
+        "https://www.googleapis.com/oauth2/v3/certs",
+    );
+    // Outside development the code exchange and the signing keys travel only over TLS.
+    if environment != Environment::Development {
+        for (name, url) in [
+            ("GOOGLE_AUTH_URL", &auth_url),
+            ("GOOGLE_TOKEN_URL", &token_url),
+            ("GOOGLE_JWKS_URL", &jwks_url),
+        ] {
+            if url.scheme() != "https" {
+                env.reject(name, "must be an https URL outside development");
+            }
+        }
+    }
     let issuer = env.with_default("GOOGLE_ISSUER", "https://accounts.google.com".to_owned());
     let default_redirect = public_url
         .join("/auth/google/callback")
@@ -445,6 +490,7 @@ fn read_google(env: &mut EnvReader, public_url: &Url) -> Option<GoogleConfig> {
         client_secret: client_secret?,
         auth_url,
         token_url,
+        jwks_url,
         issuer,
         redirect_url,
     })
@@ -470,6 +516,27 @@ mod tests {
         assert!(error.names("ALLOWED_ORIGINS"));
         assert!(error.names("GOOGLE_CLIENT_SECRET"));
         assert!(error.names("S3_ACCESS_KEY_ID"));
+    }
+
+    /// Issue 15: `GOOGLE_TOKEN_URL` accepted `http://` in production.
+    #[test]
+    fn google_urls_must_be_https_outside_development() {
+        let http_urls = [
+            ("GOOGLE_CLIENT_ID", "id"),
+            ("GOOGLE_CLIENT_SECRET", "secret"),
+            ("GOOGLE_AUTH_URL", "http://idp.example/auth"),
+            ("GOOGLE_TOKEN_URL", "http://idp.example/token"),
+            ("GOOGLE_JWKS_URL", "http://idp.example/certs"),
+        ];
+        let mut production = vec![("ENVIRONMENT", "production")];
+        production.extend(http_urls);
+        let error = Config::read(EnvReader::from_map(production)).unwrap_err();
+        for name in ["GOOGLE_AUTH_URL", "GOOGLE_TOKEN_URL", "GOOGLE_JWKS_URL"] {
+            assert!(error.names(name), "{name}: {error}");
+        }
+        let development = Config::read(EnvReader::from_map(http_urls)).unwrap();
+        let google = development.google.unwrap();
+        assert_eq!(google.jwks_url.as_str(), "http://idp.example/certs");
     }
 
     #[test]

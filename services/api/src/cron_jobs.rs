@@ -15,7 +15,8 @@
 //! - `roll-over-usage`: [`crate::metering::roll_over_periods`].
 //! - `purge-retention`: soft-deleted attachments (their objects first), journal entries,
 //!   prompts and memberships older than `SOFT_DELETE_RETENTION_DAYS`, deleted accounts' kept
-//!   addresses, old dispatch records and the bus's own tables.
+//!   addresses, old dispatch records and the bus's own tables; open API request logs older
+//!   than `REQUEST_LOG_RETENTION_DAYS`.
 //! - `clean-up-abandoned-uploads`: [`crate::attachments::clean_up_abandoned_uploads`].
 
 use std::time::{Duration, Instant};
@@ -108,6 +109,8 @@ pub enum JobReport {
         prompt_dispatches: u64,
         outbox_rows: u64,
         processed_messages: u64,
+        /// Open API request log rows older than `REQUEST_LOG_RETENTION_DAYS`.
+        request_logs: u64,
     },
     #[serde(rename = "clean-up-abandoned-uploads", rename_all = "camelCase")]
     CleanUpAbandonedUploads {
@@ -160,6 +163,7 @@ async fn run_job(
                 &state.db,
                 &state.storage,
                 state.config.soft_delete_retention,
+                state.config.request_log_retention,
             )
             .await
         }
@@ -375,6 +379,7 @@ pub async fn purge_retention(
     db: &PgPool,
     storage: &ObjectStore,
     retention: Duration,
+    request_log_retention: Duration,
 ) -> Result<JobReport, ApiError> {
     // Attachments first (their objects, then their rows): an entry goes only without any.
     let attachments = crate::attachments::purge_deleted(db, storage, retention).await?;
@@ -427,6 +432,17 @@ pub async fn purge_retention(
             .await?
             .rows_affected();
     let bus = bus::maintenance::purge(db, bus::maintenance::BusRetention::default()).await?;
+    // Oldest first by `request_logs_created_at_idx`, 1,000 rows a statement: a large backlog
+    // never holds one long transaction.
+    let request_logs = delete_in_chunks(
+        db,
+        "DELETE FROM request_logs WHERE request_log_id IN (
+            SELECT request_log_id FROM request_logs
+             WHERE created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at LIMIT 1000)",
+        request_log_retention,
+    )
+    .await?;
     Ok(JobReport::PurgeRetention {
         attachments,
         journal_entries,
@@ -436,6 +452,7 @@ pub async fn purge_retention(
         prompt_dispatches,
         outbox_rows: bus.outbox_rows,
         processed_messages: bus.processed_messages,
+        request_logs,
     })
 }
 

@@ -7,20 +7,32 @@
 //!    to this browser: login CSRF); redirects (303) to the provider.
 //! 2. `GET /auth/google/callback?code&state`: checks the cookie against `state`, takes the
 //!    stored row (deleting it), exchanges the code with the PKCE verifier at the token
-//!    endpoint, and validates the ID token's claims: `iss`, `aud` = our client id, `exp`,
-//!    `nonce`. The ID token comes straight from the token endpoint over TLS, so its signature
-//!    need not be checked (OpenID Connect Core §3.1.3.7, item 6). The user is found by Google
-//!    subject, else linked by verified email, else created; a session starts (cookie) and
-//!    the browser goes back to `returnTo` or `APP_URL`.
+//!    endpoint, and validates the ID token: its RS256 signature against the provider's JWKS
+//!    (`GOOGLE_JWKS_URL`, cached an hour and fetched again when a token names a key id the
+//!    cache lacks, as Google rotates keys), then `iss`, `aud` = our client id, `azp` (when
+//!    present, and required with several audiences), `exp`, `iat` (not in the future, at most
+//!    ten minutes old) and `nonce`. Outside development every Google URL must be https
+//!    (config), so neither the code exchange nor the keys can be tampered with in transit.
+//!    An address Google has not verified (`email_verified` false) never signs in: it could
+//!    create or take over an account by an address its holder does not own
+//!    (`authError=email_not_verified`). The user is found by Google subject, else linked by
+//!    email, else created; a session starts (cookie) and the browser goes back to
+//!    `returnTo` or `APP_URL`.
 //!
 //! Failures after the provider round trip redirect to the app with `?authError=<code>`, so
 //! the user lands somewhere useful; a request that is not a sign-in in flight gets 400.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::future::Cache;
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
@@ -44,8 +56,72 @@ use crate::users::{self, NewUser};
 
 const STATE_COOKIE: &str = "oauth_state";
 const STATE_TTL_MINUTES: i32 = 10;
-/// Clock skew tolerated on the ID token's `exp`.
+/// Clock skew tolerated on the ID token's `exp` and `iat`.
 const CLOCK_SKEW_SECONDS: i64 = 60;
+/// Oldest `iat` accepted: the token comes straight from the token endpoint, so it was just
+/// issued; an old one is a replay.
+const MAX_ID_TOKEN_AGE_SECONDS: i64 = 600;
+/// How long the provider's JWKS is trusted before it is fetched again (Google rotates keys
+/// over days and publishes new ones well before use; an unknown `kid` refetches at once).
+const JWKS_TTL: Duration = Duration::from_secs(3600);
+
+/// The provider's signing keys (JWKS), cached by URL; shared by every sign-in of a replica.
+pub struct ProviderKeys {
+    sets: Cache<String, Arc<JwkSet>>,
+}
+
+impl Default for ProviderKeys {
+    fn default() -> Self {
+        Self {
+            sets: Cache::builder()
+                .max_capacity(4)
+                .time_to_live(JWKS_TTL)
+                .build(),
+        }
+    }
+}
+
+impl ProviderKeys {
+    /// The key `kid` from the JWKS at `url`: from the cache, else fetched (single flight);
+    /// a `kid` the cached set lacks fetches the set once more (a rotated key).
+    async fn key(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        kid: &str,
+    ) -> Result<DecodingKey, SignInFailure> {
+        let cached = self.sets.get(url.as_str()).await;
+        let set = match cached {
+            Some(set) if set.find(kid).is_some() => set,
+            Some(_) => {
+                self.sets.invalidate(url.as_str()).await;
+                self.load(http, url).await?
+            }
+            None => self.load(http, url).await?,
+        };
+        let jwk = set.find(kid).ok_or_else(|| {
+            SignInFailure::new("invalid_id_token", format!("no key {kid:?} in the JWKS"))
+        })?;
+        DecodingKey::from_jwk(jwk)
+            .map_err(|error| SignInFailure::new("invalid_id_token", format!("JWKS key: {error}")))
+    }
+
+    async fn load(&self, http: &reqwest::Client, url: &Url) -> Result<Arc<JwkSet>, SignInFailure> {
+        self.sets
+            .try_get_with(url.as_str().to_owned(), async {
+                let response = http
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|error| error.to_string())?;
+                let set: JwkSet = response.json().await.map_err(|error| error.to_string())?;
+                Ok::<_, String>(Arc::new(set))
+            })
+            .await
+            .map_err(|error| SignInFailure::new("provider_error", format!("JWKS: {error}")))
+    }
+}
 
 /// The token response, keeping the OpenID Connect `id_token`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,7 +410,14 @@ async fn finish(
     let id_token = token.extra_fields().id_token.as_deref().ok_or_else(|| {
         SignInFailure::new("invalid_id_token", "the token response has no id_token")
     })?;
-    let claims = validate_id_token(id_token, config, &pending.nonce, chrono::Utc::now())?;
+    let claims = verify_id_token(state, config, id_token).await?;
+    check_claims(&claims, config, &pending.nonce, chrono::Utc::now())?;
+    if !claims.email_verified() {
+        return Err(SignInFailure::new(
+            "email_not_verified",
+            "Google has not verified this email address",
+        ));
+    }
     let email = claims
         .email
         .as_deref()
@@ -415,6 +498,8 @@ pub struct IdTokenClaims {
     aud: Audience,
     sub: String,
     exp: i64,
+    iat: Option<i64>,
+    azp: Option<String>,
     nonce: Option<String>,
     email: Option<String>,
     #[serde(default)]
@@ -448,24 +533,48 @@ impl IdTokenClaims {
     }
 }
 
-fn validate_id_token(
+/// The ID token's claims once its signature verified against the provider's JWKS (RS256
+/// only: the `alg` a token names is never trusted), with `iss`, `aud` and `exp` checked.
+async fn verify_id_token(
+    state: &AppState,
+    config: &GoogleConfig,
     id_token: &str,
+) -> Result<IdTokenClaims, SignInFailure> {
+    let invalid = |detail: String| SignInFailure::new("invalid_id_token", detail);
+    let header = jsonwebtoken::decode_header(id_token)
+        .map_err(|error| invalid(format!("not a JWT: {error}")))?;
+    if header.alg != Algorithm::RS256 {
+        return Err(invalid(format!("algorithm {:?} is not RS256", header.alg)));
+    }
+    let kid = header
+        .kid
+        .ok_or_else(|| invalid("the header names no key (kid)".to_owned()))?;
+    let key = state
+        .google_keys
+        .key(&state.http, &config.jwks_url, &kid)
+        .await?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&[&config.client_id]);
+    validation.set_issuer(&[
+        config.issuer.as_str(),
+        config.issuer.trim_start_matches("https://"),
+    ]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = CLOCK_SKEW_SECONDS.unsigned_abs();
+    jsonwebtoken::decode::<IdTokenClaims>(id_token, &key, &validation)
+        .map(|data| data.claims)
+        .map_err(|error| invalid(format!("signature or claims: {error}")))
+}
+
+/// The claims checks (repeated after the library's, so they hold on their own): issuer,
+/// audience and authorized party, expiry, issue time, nonce, subject.
+fn check_claims(
+    claims: &IdTokenClaims,
     config: &GoogleConfig,
     expected_nonce: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<IdTokenClaims, SignInFailure> {
+) -> Result<(), SignInFailure> {
     let invalid = |detail: &str| SignInFailure::new("invalid_id_token", detail.to_owned());
-    let mut parts = id_token.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("not a JWT"));
-    };
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| invalid("payload is not base64url"))?;
-    let claims: IdTokenClaims =
-        serde_json::from_slice(&payload).map_err(|_| invalid("claims are not valid JSON"))?;
     let bare_issuer = config.issuer.trim_start_matches("https://");
     if claims.iss != config.issuer && claims.iss != bare_issuer {
         return Err(invalid("issuer mismatch"));
@@ -477,8 +586,27 @@ fn validate_id_token(
     if !audience_ok {
         return Err(invalid("audience mismatch"));
     }
+    // `azp` is the client the token was issued to: ours, and required when the token is
+    // meant for several audiences.
+    let several_audiences = matches!(&claims.aud, Audience::Many(audiences) if audiences.len() > 1);
+    match claims.azp.as_deref() {
+        Some(azp) if azp != config.client_id => {
+            return Err(invalid("authorized party (azp) mismatch"));
+        }
+        None if several_audiences => return Err(invalid("no authorized party (azp)")),
+        _ => {}
+    }
     if claims.exp + CLOCK_SKEW_SECONDS < now.timestamp() {
         return Err(invalid("expired"));
+    }
+    let Some(iat) = claims.iat else {
+        return Err(invalid("no issue time (iat)"));
+    };
+    if iat > now.timestamp() + CLOCK_SKEW_SECONDS {
+        return Err(invalid("issued in the future (iat)"));
+    }
+    if iat + MAX_ID_TOKEN_AGE_SECONDS + CLOCK_SKEW_SECONDS < now.timestamp() {
+        return Err(invalid("issued too long ago (iat)"));
     }
     if claims.nonce.as_deref() != Some(expected_nonce) {
         return Err(invalid("nonce mismatch"));
@@ -486,7 +614,7 @@ fn validate_id_token(
     if claims.sub.is_empty() {
         return Err(invalid("no subject"));
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -500,44 +628,35 @@ mod tests {
             client_secret: secrecy::SecretString::from("secret".to_owned()),
             auth_url: Url::parse("https://idp.test/auth").unwrap(),
             token_url: Url::parse("https://idp.test/token").unwrap(),
+            jwks_url: Url::parse("https://idp.test/certs").unwrap(),
             issuer: "https://accounts.google.com".into(),
             redirect_url: Url::parse("http://localhost:8080/auth/google/callback").unwrap(),
         }
     }
 
-    fn jwt(claims: serde_json::Value) -> String {
-        let encode = |value: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
-        format!(
-            "{}.{}.{}",
-            encode(br#"{"alg":"RS256","typ":"JWT"}"#),
-            encode(claims.to_string().as_bytes()),
-            encode(b"signature")
-        )
-    }
-
-    fn claims(overrides: serde_json::Value) -> serde_json::Value {
+    fn claims(overrides: serde_json::Value) -> IdTokenClaims {
         let mut claims = serde_json::json!({
             "iss": "https://accounts.google.com", "aud": "client-1", "sub": "123",
-            "exp": 2_000_000_000_i64, "nonce": "n-1", "email": "a@example.com",
-            "email_verified": true,
+            "exp": 2_000_000_000_i64, "iat": 1_899_999_900_i64, "nonce": "n-1",
+            "email": "a@example.com", "email_verified": true,
         });
         for (key, value) in overrides.as_object().unwrap() {
             claims[key] = value.clone();
         }
-        claims
+        serde_json::from_value(claims).unwrap()
     }
 
     #[test]
     fn id_token_claims_are_checked() {
         let now = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
-        let ok =
-            validate_id_token(&jwt(claims(serde_json::json!({}))), &config(), "n-1", now).unwrap();
+        let ok = claims(serde_json::json!({}));
+        check_claims(&ok, &config(), "n-1", now).unwrap();
         assert!(ok.email_verified());
-        // Google's bare issuer form and an audience list are accepted.
-        validate_id_token(
-            &jwt(claims(
-                serde_json::json!({"iss": "accounts.google.com", "aud": ["x", "client-1"]}),
-            )),
+        // Google's bare issuer form and an audience list naming us as `azp` are accepted.
+        check_claims(
+            &claims(serde_json::json!({
+                "iss": "accounts.google.com", "aud": ["x", "client-1"], "azp": "client-1",
+            })),
             &config(),
             "n-1",
             now,
@@ -546,12 +665,19 @@ mod tests {
         for (bad, why) in [
             (serde_json::json!({"iss": "https://evil.test"}), "issuer"),
             (serde_json::json!({"aud": "other-client"}), "audience"),
+            (serde_json::json!({"azp": "other-client"}), "azp"),
+            (serde_json::json!({"aud": ["x", "client-1"]}), "azp"),
             (serde_json::json!({"exp": 1_800_000_000_i64}), "expired"),
+            (serde_json::json!({"iat": null}), "iat"),
+            (serde_json::json!({"iat": 1_900_000_500_i64}), "future"),
+            (
+                serde_json::json!({"iat": 1_899_990_000_i64}),
+                "too long ago",
+            ),
             (serde_json::json!({"nonce": "replayed"}), "nonce"),
         ] {
-            let error = validate_id_token(&jwt(claims(bad)), &config(), "n-1", now).unwrap_err();
+            let error = check_claims(&claims(bad), &config(), "n-1", now).unwrap_err();
             assert!(error.detail.contains(why), "{why}: {}", error.detail);
         }
-        assert!(validate_id_token("not-a-jwt", &config(), "n-1", now).is_err());
     }
 }

@@ -76,6 +76,8 @@ pub struct AppState {
     pub sync_tokens: sync_protocol::TokenKey,
     /// The bucket of attachments (`S3_*`).
     pub storage: ObjectStore,
+    /// Google's ID token signing keys (JWKS), cached.
+    pub google_keys: Arc<google::ProviderKeys>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             http,
             request_logs,
             open_api: Arc::new(open_api::OpenApiState::default()),
+            google_keys: Arc::new(google::ProviderKeys::default()),
         })
     }
 }

@@ -1,5 +1,9 @@
-//! Open API request logs: one row per request, refused ones included, written off the request
-//! path by a background writer in batches; app-team admins read them with `logs.list`.
+//! Open API request logs: one row per request with a valid key, refused ones included, written
+//! off the request path by a background writer in batches; app-team admins read them with
+//! `logs.list`. Rows are bounded whatever the client sends: an allow-list of headers, each
+//! value cut, credentials redacted by name and by value. Requests without a valid key belong
+//! to no team: they are counted, and only a sample per client IP is written. The daily
+//! `purge-retention` job deletes rows past `REQUEST_LOG_RETENTION_DAYS`.
 //!
 //! Backpressure, not loss: the queue to the writer is bounded, and [`RequestLogSink::record`]
 //! waits for room, so when Postgres falls behind the open API slows down instead of dropping
@@ -8,11 +12,14 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::mpsc;
@@ -23,6 +30,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::pagination::{KeysetCursor, finish_page};
+use crate::rate_limit::IpRateLimiter;
 use crate::rpc::{Input, Rpc, RpcQuery, RpcRouter};
 use crate::session::Protected;
 use crate::teams::{Role, member_role};
@@ -38,6 +46,41 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// What is kept of a request header that carries a credential.
 const REDACTED: &str = "[redacted]";
+/// Longest header value kept (characters); longer ones are cut, ending in `…`.
+pub const MAX_HEADER_VALUE_CHARS: usize = 256;
+/// Longest path kept (characters).
+pub const MAX_PATH_CHARS: usize = 512;
+/// Longest user agent and request id kept (characters).
+const MAX_SHORT_FIELD_CHARS: usize = 256;
+/// Request log rows kept for requests without a valid key, per client IP and minute (per
+/// replica); beyond it they are only counted (`open_api_unauthenticated_requests_total`).
+const UNAUTHENTICATED_ROWS_PER_IP_MINUTE: u32 = 10;
+/// The same, for all client IPs together (per replica): many addresses cannot fill the table.
+const UNAUTHENTICATED_ROWS_PER_MINUTE: u32 = 120;
+
+/// The request headers a log keeps: what an integrator needs to see why a request did what
+/// it did. Anything else a client sends is left out, so junk headers cannot grow a row.
+/// `authorization` and `cookie` are kept only as `[redacted]` (it shows the key went in the
+/// wrong place).
+const LOGGED_HEADERS: [&str; 17] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "idempotency-key",
+    "if-match",
+    "if-none-match",
+    "origin",
+    "referer",
+    "user-agent",
+    "x-api-key",
+    "x-request-id",
+];
 
 /// One open API request, as logged.
 #[derive(Debug, Clone)]
@@ -60,8 +103,24 @@ pub struct RequestLog {
     pub request_headers: RedactedHeaders,
 }
 
-/// Request headers by lowercase name, with every credential replaced by `[redacted]`; an
-/// API key keeps only its public prefix, so a log still shows which key was presented.
+impl RequestLog {
+    /// Cut the client-chosen text fields to their bounds and redact anything shaped like a
+    /// credential in them: a row has a bounded size whatever the client sent.
+    fn bounded(mut self) -> Self {
+        self.path = bounded_text(&self.path, MAX_PATH_CHARS);
+        self.user_agent = self
+            .user_agent
+            .map(|agent| bounded_text(&agent, MAX_SHORT_FIELD_CHARS));
+        self.request_id = self
+            .request_id
+            .map(|id| bounded_text(&id, MAX_SHORT_FIELD_CHARS));
+        self
+    }
+}
+
+/// Request headers by lowercase name: only [`LOGGED_HEADERS`], each value cut to
+/// [`MAX_HEADER_VALUE_CHARS`], every credential replaced by `[redacted]`; an API key keeps
+/// only its public prefix, so a log still shows which key was presented.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RedactedHeaders(pub BTreeMap<String, String>);
@@ -69,48 +128,129 @@ pub struct RedactedHeaders(pub BTreeMap<String, String>);
 impl RedactedHeaders {
     pub fn from_headers(headers: &HeaderMap, api_key_prefix: Option<&str>) -> Self {
         let mut kept = BTreeMap::new();
-        for (name, value) in headers {
-            let name = name.as_str();
-            let value = if is_credential(name) {
-                match (name, api_key_prefix) {
-                    ("x-api-key", Some(prefix)) => format!("{prefix}…{REDACTED}"),
-                    _ => REDACTED.to_owned(),
+        for name in LOGGED_HEADERS {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                continue;
+            }
+            let value = match (name, api_key_prefix) {
+                ("x-api-key", Some(prefix)) => format!("{prefix}…{REDACTED}"),
+                ("x-api-key" | "authorization" | "cookie", _) => REDACTED.to_owned(),
+                _ => {
+                    // Repeated headers are joined, as HTTP allows for most of them.
+                    let joined = values
+                        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    bounded_text(&joined, MAX_HEADER_VALUE_CHARS)
                 }
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
             };
-            // Repeated headers are joined, as HTTP allows for most of them.
-            kept.entry(name.to_owned())
-                .and_modify(|existing: &mut String| {
-                    existing.push_str(", ");
-                    existing.push_str(&value);
-                })
-                .or_insert(value);
+            kept.insert(name.to_owned(), value);
         }
         Self(kept)
     }
 }
 
-/// Headers whose values are secrets. `x-api-key` and `authorization` are how callers
-/// authenticate; cookies and proxy credentials may ride along from browsers and gateways.
-fn is_credential(name: &str) -> bool {
-    matches!(
-        name,
-        "x-api-key" | "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || name.contains("secret")
-        || name.contains("token")
+/// `text` with credentials redacted, cut to `max_chars` characters (ending in `…` when cut).
+/// Redaction comes first, so a cut can never leave part of a secret behind.
+pub fn bounded_text(text: &str, max_chars: usize) -> String {
+    let redacted = redact_secrets(text);
+    match redacted.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &redacted[..end]),
+        None => redacted,
+    }
 }
+
+/// Redaction by value, whatever header or field it came in: anything shaped like one of our
+/// API keys keeps only its public prefix, and a value carrying a bearer or basic credential
+/// or a session cookie is replaced whole.
+pub fn redact_secrets(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if ["bearer ", "basic ", "session="]
+        .iter()
+        .any(|marker| lower.contains(marker))
+    {
+        return REDACTED.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("jk_") {
+        out.push_str(&rest[..start]);
+        let token = &rest[start..];
+        let token_len = token
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(token.len());
+        let token = &token[..token_len];
+        if token.len() <= KEY_PREFIX_LEN {
+            // At most a prefix (`jk_live_<id>`): public.
+            out.push_str(token);
+        } else {
+            // Keep what precedes the secret (the last `_`), never more than a prefix.
+            let kept = token
+                .rfind('_')
+                .filter(|at| *at >= "jk_".len())
+                .unwrap_or("jk_".len())
+                .min(KEY_PREFIX_LEN);
+            out.push_str(&token[..kept]);
+            out.push('…');
+            out.push_str(REDACTED);
+        }
+        rest = &rest[start + token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Length of a key's public prefix, `jk_live_<8 characters>`.
+const KEY_PREFIX_LEN: usize = 16;
 
 /// Where handlers send log rows. Cheap to clone.
 #[derive(Clone)]
 pub struct RequestLogSink {
     sender: mpsc::Sender<RequestLog>,
+    unauthenticated: Arc<UnauthenticatedBudget>,
+}
+
+/// How many rows requests without a valid key may write: they belong to no team (nobody can
+/// list them), so beyond a sample for operators they are only counted.
+struct UnauthenticatedBudget {
+    per_ip: IpRateLimiter,
+    overall: DefaultDirectRateLimiter,
+}
+
+impl UnauthenticatedBudget {
+    fn new() -> Self {
+        Self {
+            per_ip: IpRateLimiter::per_minute(UNAUTHENTICATED_ROWS_PER_IP_MINUTE),
+            overall: RateLimiter::direct(Quota::per_minute(
+                NonZeroU32::new(UNAUTHENTICATED_ROWS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
+            )),
+        }
+    }
+
+    fn admits(&self, client_ip: IpAddr) -> bool {
+        self.per_ip.check(client_ip.to_canonical()).is_ok() && self.overall.check().is_ok()
+    }
 }
 
 impl RequestLogSink {
-    /// Queue a row, waiting for room when the writer is behind (backpressure).
+    /// Queue a row, waiting for room when the writer is behind (backpressure). A request
+    /// without a valid key (no team) is counted in `open_api_unauthenticated_requests_total`
+    /// and written only within the unauthenticated budget.
     pub async fn record(&self, log: RequestLog) {
-        if self.sender.send(log).await.is_err() {
+        if log.team_id.is_none() {
+            let logged = self.unauthenticated.admits(log.client_ip);
+            metrics::counter!(
+                "open_api_unauthenticated_requests_total",
+                "service" => crate::SERVICE,
+                "logged" => if logged { "true" } else { "false" }
+            )
+            .increment(1);
+            if !logged {
+                return;
+            }
+        }
+        if self.sender.send(log.bounded()).await.is_err() {
             // Only once the writer was told to finish: a request still running after the
             // server stopped serving.
             tracing::error!("the request log writer has stopped; a request log row is lost");
@@ -146,7 +286,10 @@ pub fn spawn_writer(pool: PgPool, capacity: usize) -> (RequestLogSink, RequestLo
     let closing = CancellationToken::new();
     let handle = tokio::spawn(write_batches(pool, receiver, closing.clone()));
     (
-        RequestLogSink { sender },
+        RequestLogSink {
+            sender,
+            unauthenticated: Arc::new(UnauthenticatedBudget::new()),
+        },
         RequestLogWriter { handle, closing },
     )
 }
@@ -425,25 +568,124 @@ mod tests {
 
     use super::*;
 
+    const KEY: &str = "jk_live_abcd1234_s3cr3tS3CR3Ts3cr3tS3CR3Ts3cr3tS3CR3Ts3cr3tS3C";
+
     #[test]
     fn credentials_are_redacted_and_an_api_key_keeps_only_its_prefix() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", HeaderValue::from_static("jk_abcd1234_s3cr3t"));
+        headers.insert("x-api-key", HeaderValue::from_static(KEY));
         headers.insert("authorization", HeaderValue::from_static("Bearer s3cr3t"));
         headers.insert("cookie", HeaderValue::from_static("session=s3cr3t"));
         headers.insert("x-refresh-token", HeaderValue::from_static("s3cr3t"));
         headers.insert("user-agent", HeaderValue::from_static("curl/8"));
         headers.append("accept", HeaderValue::from_static("a/b"));
         headers.append("accept", HeaderValue::from_static("c/d"));
-        let kept = RedactedHeaders::from_headers(&headers, Some("jk_abcd1234"));
+        let kept = RedactedHeaders::from_headers(&headers, Some("jk_live_abcd1234"));
         let text = serde_json::to_string(&kept).unwrap_or_default();
         assert!(!text.contains("s3cr3t"), "{text}");
-        assert_eq!(kept.0["x-api-key"], "jk_abcd1234…[redacted]");
+        assert_eq!(kept.0["x-api-key"], "jk_live_abcd1234…[redacted]");
         assert_eq!(kept.0["authorization"], "[redacted]");
-        assert_eq!(kept.0["x-refresh-token"], "[redacted]");
+        assert_eq!(kept.0["cookie"], "[redacted]");
+        assert!(
+            !kept.0.contains_key("x-refresh-token"),
+            "not on the allow-list"
+        );
         assert_eq!(kept.0["user-agent"], "curl/8");
         assert_eq!(kept.0["accept"], "a/b, c/d");
         let without_prefix = RedactedHeaders::from_headers(&headers, None);
         assert_eq!(without_prefix.0["x-api-key"], "[redacted]");
+    }
+
+    /// Issue 15: a full key sent under another header name (or inside any value) was stored.
+    #[test]
+    fn keys_and_bearer_values_are_redacted_by_value_in_any_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "user-agent",
+            HeaderValue::from_str(&format!("bot/1 (key {KEY})"))
+                .unwrap_or(HeaderValue::from_static("")),
+        );
+        headers.insert("referer", HeaderValue::from_static("Bearer abc.def.ghi"));
+        headers.insert(
+            "origin",
+            HeaderValue::from_static("https://x.test; session=s3cr3t"),
+        );
+        let kept = RedactedHeaders::from_headers(&headers, None);
+        let text = serde_json::to_string(&kept).unwrap_or_default();
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("abc.def"),
+            "{text}"
+        );
+        assert_eq!(
+            kept.0["user-agent"],
+            "bot/1 (key jk_live_abcd1234…[redacted])"
+        );
+        assert_eq!(kept.0["referer"], "[redacted]");
+        assert_eq!(kept.0["origin"], "[redacted]");
+        // In the path too, and a key-like token of another shape never keeps its tail.
+        assert_eq!(
+            bounded_text(&format!("/api/v1/{KEY}/x"), MAX_PATH_CHARS),
+            "/api/v1/jk_live_abcd1234…[redacted]/x"
+        );
+        assert_eq!(
+            redact_secrets("jk_bbbb2222_TOPSECRET"),
+            "jk_bbbb2222…[redacted]"
+        );
+        assert_eq!(
+            redact_secrets("jk_liveabcdefghijklmnopqrstuvwxyz"),
+            "jk_…[redacted]"
+        );
+        assert_eq!(
+            redact_secrets("prefix jk_live_abcd1234 only"),
+            "prefix jk_live_abcd1234 only"
+        );
+    }
+
+    /// Issue 15: 30 KB of junk headers made a 31.6 KB row (one reached 380 KB).
+    #[test]
+    fn junk_headers_are_left_out_and_every_kept_value_is_capped() {
+        let mut headers = HeaderMap::new();
+        let junk = "x".repeat(30_000);
+        for index in 0..20 {
+            headers.insert(
+                axum::http::HeaderName::from_bytes(format!("x-junk-{index}").as_bytes())
+                    .unwrap_or(axum::http::HeaderName::from_static("x-junk")),
+                HeaderValue::from_str(&junk).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        for _ in 0..50 {
+            headers.append(
+                "accept",
+                HeaderValue::from_str(&junk).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        headers.insert(
+            "user-agent",
+            HeaderValue::from_str(&junk).unwrap_or(HeaderValue::from_static("")),
+        );
+        let kept = RedactedHeaders::from_headers(&headers, None);
+        assert_eq!(kept.0.keys().collect::<Vec<_>>(), ["accept", "user-agent"]);
+        for value in kept.0.values() {
+            assert_eq!(
+                value.chars().count(),
+                MAX_HEADER_VALUE_CHARS + 1,
+                "cut, with …"
+            );
+        }
+        let size = serde_json::to_string(&kept).unwrap_or_default().len();
+        assert!(size < 1_000, "{size} bytes");
+        // Every allowed header at its cap still makes a small row.
+        let mut all = HeaderMap::new();
+        for name in LOGGED_HEADERS {
+            all.insert(
+                name,
+                HeaderValue::from_str(&junk).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        let size = serde_json::to_string(&RedactedHeaders::from_headers(&all, None))
+            .unwrap_or_default()
+            .len();
+        assert!(size < 8 * 1024, "{size} bytes");
+        assert_eq!(bounded_text("ééé", 2), "éé…");
     }
 }

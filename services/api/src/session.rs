@@ -12,7 +12,9 @@
 //! browser's `Origin`, or `Referer`): that is the CSRF protection, since a cookie is sent on
 //! cross-site requests and a bearer header is not. Sessions last 7 days, extended to 7 days
 //! from now when used more than a day after the last extension (so the database sees at most
-//! one write per session and day). Revocation is checked on every request: no cache.
+//! one write per session and day), but never past their absolute lifetime
+//! (`SESSION_ABSOLUTE_LIFETIME_DAYS` from sign-in, default 30): a stolen token that keeps
+//! being used still dies. Revocation is checked on every request: no cache.
 
 use std::sync::{Arc, Mutex};
 
@@ -204,25 +206,37 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Sess
     if token.is_empty() || token.len() > 128 {
         return Err(INVALID);
     }
+    let absolute_lifetime = state.config.session_absolute_lifetime;
     let row: Option<SessionRow> = sqlx::query_as(
         "SELECT s.session_id, s.user_id, s.created_at, s.expires_at
            FROM sessions s JOIN users u ON u.user_id = s.user_id
           WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+            AND s.created_at > now() - make_interval(secs => $2)
             AND u.deleted_at IS NULL",
     )
     .bind(hash_token(&token))
+    .bind(absolute_lifetime.as_secs_f64())
     .fetch_optional(&state.db)
     .await?;
     let mut row = row.ok_or(INVALID)?;
-    // Slide: at most one write per session and day.
-    if row.expires_at < Utc::now() + chrono::Duration::days(SESSION_DAYS - 1) {
+    // Slide: at most one write per session and day, never past the absolute lifetime (once
+    // the expiry reached it, there is nothing left to extend).
+    let end_of_life = row.created_at
+        + chrono::Duration::from_std(absolute_lifetime).unwrap_or(chrono::Duration::MAX);
+    if row.expires_at < Utc::now() + chrono::Duration::days(SESSION_DAYS - 1)
+        && row.expires_at < end_of_life
+    {
         let extended: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "UPDATE sessions SET expires_at = now() + make_interval(days => $2), last_seen_at = now()
+            "UPDATE sessions
+                SET expires_at = LEAST(now() + make_interval(days => $2),
+                                       created_at + make_interval(secs => $3)),
+                    last_seen_at = now()
               WHERE session_id = $1 AND revoked_at IS NULL
               RETURNING expires_at",
         )
         .bind(row.session_id)
         .bind(SESSION_DAYS as i32)
+        .bind(absolute_lifetime.as_secs_f64())
         .fetch_optional(&state.db)
         .await?;
         row.expires_at = extended.ok_or(INVALID)?;
@@ -276,17 +290,25 @@ impl FromRequestParts<AppState> for Sensitive {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Protected(session) = Protected::from_request_parts(parts, state).await?;
-        let fresh_age = chrono::Duration::from_std(state.config.session_fresh_age)
-            .unwrap_or(chrono::Duration::MAX);
-        if session.created_at + fresh_age < Utc::now() {
-            return Err(ApiError::defined(
-                "SESSION_NOT_FRESH",
-                StatusCode::FORBIDDEN,
-                "This needs a recent sign-in: sign in again and retry",
-            ));
-        }
+        require_fresh(&session, &state.config)?;
         Ok(Sensitive(session))
     }
+}
+
+/// The [`Sensitive`] tier's check, for procedures that are sensitive only for some inputs
+/// (`teams.changeRole` to or from owner): `403 SESSION_NOT_FRESH` unless the session is
+/// younger than `SESSION_FRESH_AGE_SECONDS`.
+pub fn require_fresh(session: &Session, config: &Config) -> Result<(), ApiError> {
+    let fresh_age =
+        chrono::Duration::from_std(config.session_fresh_age).unwrap_or(chrono::Duration::MAX);
+    if session.created_at + fresh_age < Utc::now() {
+        return Err(ApiError::defined(
+            "SESSION_NOT_FRESH",
+            StatusCode::FORBIDDEN,
+            "This needs a recent sign-in: sign in again and retry",
+        ));
+    }
+    Ok(())
 }
 
 /// Lets the session extractor re-send the cookie with a fresh `Max-Age` after sliding.

@@ -28,7 +28,7 @@ use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::error::ApiError;
 use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
-use crate::session::Protected;
+use crate::session::{Protected, require_fresh};
 use crate::validation::{Issues, check_email};
 
 pub fn routes() -> RpcRouter {
@@ -118,12 +118,13 @@ pub async fn member_role(
 /// a `team.member_left` (`left`) per team. A team where the user was the only member is
 /// soft-deleted with its pending invitations revoked. The teams are locked (in id order) and
 /// the last-owner rule is checked again under the lock: a team that would be left ownerless
-/// with members answers `LAST_OWNER`.
+/// with members answers `LAST_OWNER`. Returns the teams deleted, whose API keys the caller
+/// must invalidate once the transaction commits ([`crate::api_keys::KeyVerifier::team_deleted`]).
 pub async fn leave_all_teams(
     conn: &mut PgConnection,
     user_id: Uuid,
     changes: &mut Changes,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Uuid>, ApiError> {
     let memberships: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT t.team_id, m.role FROM teams t
            JOIN team_members m ON m.team_id = t.team_id
@@ -134,11 +135,16 @@ pub async fn leave_all_teams(
     .bind(user_id)
     .fetch_all(&mut *conn)
     .await?;
+    let mut deleted_teams = Vec::new();
     for (team_id, role) in memberships {
         let role = Role::try_from(role).map_err(ApiError::internal)?;
-        end_membership(&mut *conn, team_id, user_id, role, None, changes).await?;
+        let (_, team_deleted) =
+            end_membership(&mut *conn, team_id, user_id, role, None, changes).await?;
+        if team_deleted {
+            deleted_teams.push(team_id);
+        }
     }
-    Ok(())
+    Ok(deleted_teams)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -917,6 +923,7 @@ impl Input for ChangeRoleInput {}
 /// `teams.changeRole {teamId, userId, role}` → the membership. Owners set any role (their own
 /// too); admins move people between `member` and `admin` but never touch an owner nor make
 /// one. Demoting the last owner is `LAST_OWNER`. Setting the current role changes nothing.
+/// Making or unmaking an owner is sensitive (a fresh session, else `SESSION_NOT_FRESH`).
 async fn change_role(
     State(state): State<AppState>,
     Protected(session): Protected,
@@ -945,6 +952,10 @@ async fn change_role(
     }
     if target.role == input.role {
         return Ok(Rpc(target));
+    }
+    // Ownership moves control of the team (and its API access): a fresh session only.
+    if target.role == Role::Owner || input.role == Role::Owner {
+        require_fresh(&session, &state.config)?;
     }
     if target.role == Role::Owner {
         let (other_owners, _) = other_members(&mut tx, input.team_id, input.user_id).await?;
@@ -981,7 +992,8 @@ pub struct MemberInput {
 impl Input for MemberInput {}
 
 /// `teams.removeMember {teamId, userId}` → the membership's tombstone. Admins remove members;
-/// only owners remove admins and owners. The caller leaves with `teams.leave`, not here. The
+/// only owners remove admins and owners, and only with a fresh session (`SESSION_NOT_FRESH`).
+/// The caller leaves with `teams.leave`, not here. The
 /// tombstone syncs to the team and to the removed user; `team.member_left` (`removed`).
 async fn remove_member(
     State(state): State<AppState>,
@@ -1009,6 +1021,10 @@ async fn remove_member(
         return Err(ApiError::forbidden(
             "Only owners can remove admins and owners",
         ));
+    }
+    // Taking away someone's control of the team: a fresh session only.
+    if target_role >= Role::Admin {
+        require_fresh(&session, &state.config)?;
     }
     let mut changes = Changes::new();
     let (member, _) = end_membership(
@@ -1057,6 +1073,9 @@ async fn leave(
     .await?;
     changes.write(&mut tx).await?;
     tx.commit().await?;
+    if team_deleted {
+        state.api_keys.team_deleted(input.team_id).await;
+    }
     Ok(Rpc(Left {
         membership,
         team_deleted,

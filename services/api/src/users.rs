@@ -314,7 +314,7 @@ async fn delete(
     .ok_or_else(|| ApiError::not_found("User"))?;
     let mut changes = Changes::new();
     changes.record(&[Scope::User(user.user_id)], Op::Delete, &user)?;
-    crate::teams::leave_all_teams(&mut tx, user.user_id, &mut changes).await?;
+    let deleted_teams = crate::teams::leave_all_teams(&mut tx, user.user_id, &mut changes).await?;
     changes.write(&mut tx).await?;
     session::revoke_sessions(
         &mut tx,
@@ -333,6 +333,9 @@ async fn delete(
     )
     .await?;
     tx.commit().await?;
+    for team_id in deleted_teams {
+        state.api_keys.team_deleted(team_id).await;
+    }
     Ok((
         [(SET_COOKIE, clear_session_cookie(&state.config))],
         Rpc(Deleted { deleted_at }),

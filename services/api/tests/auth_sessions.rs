@@ -211,6 +211,48 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
     api.stop().await;
 }
 
+/// Issue 15: each use slid a session 7 days forever. It now ends 30 days after sign-in
+/// (`SESSION_ABSOLUTE_LIFETIME_DAYS`), however it is used.
+#[tokio::test]
+async fn sessions_never_outlive_their_absolute_lifetime() {
+    let api = TestApi::start().await;
+    let user = api.login("tess@example.com").await;
+
+    // 29 days old, due to slide: it slides only to its 30th day.
+    sqlx::query(
+        "UPDATE sessions SET created_at = now() - interval '29 days',
+                             expires_at = now() + interval '12 hours' WHERE user_id = $1",
+    )
+    .bind(user.user_id)
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        api.query(Some(&user), "users/me", json!({})).await.status,
+        200
+    );
+    let capped = session_expiry(&api, &user).await;
+    let end_of_life = chrono::Utc::now() + chrono::Duration::days(1);
+    assert!(
+        (capped - end_of_life).num_seconds().abs() < 60,
+        "slid to {capped}, past the 30th day"
+    );
+
+    // Past 30 days, even with an expiry still ahead (slid before the limit existed): 401.
+    sqlx::query(
+        "UPDATE sessions SET created_at = now() - interval '30 days 1 minute',
+                             expires_at = now() + interval '6 days' WHERE user_id = $1",
+    )
+    .bind(user.user_id)
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    let dead = api.query(Some(&user), "users/me", json!({})).await;
+    assert_eq!(dead.status, 401);
+    assert_eq!(dead.code(), "UNAUTHORIZED");
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn the_public_session_procedure_answers_without_credentials() {
     let api = TestApi::start().await;

@@ -331,3 +331,34 @@ async fn a_profile_change_emits_user_profile_updated() {
     assert_eq!(json!(event.version), user["version"]);
     api.stop().await;
 }
+
+/// Issue 15: nothing ever deleted `request_logs`. `purge-retention` now deletes rows older
+/// than `REQUEST_LOG_RETENTION_DAYS`, in batches (more than one batch here).
+#[tokio::test]
+async fn purge_retention_deletes_request_logs_past_their_retention_in_batches() {
+    let api = TestApi::start_with(|config| {
+        config.cron_job_secret = Some(secrecy::SecretString::from(SECRET));
+        config.request_log_retention = Duration::from_secs(7 * 86_400);
+    })
+    .await;
+    sqlx::query(
+        "INSERT INTO request_logs
+                (request_log_id, created_at, method, path, status, duration_us, client_ip,
+                 request_bytes, response_bytes, request_headers)
+         SELECT gen_random_uuid(), now() - make_interval(days => CASE WHEN n <= 2500 THEN 8 ELSE 6 END),
+                'GET', '/api/v1/usage', 200, 1, '192.0.2.1', 0, 0, '{}'::jsonb
+           FROM generate_series(1, 2600) AS n",
+    )
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    let (status, body) = hook(&api, "purge-retention", Some(SECRET)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["requestLogs"], 2500);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM request_logs")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 100);
+    api.stop().await;
+}

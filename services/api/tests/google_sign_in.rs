@@ -95,6 +95,13 @@ async fn start_api(provider: &StandInProvider) -> TestApi {
     .await
 }
 
+async fn user_count(api: &TestApi) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap()
+}
+
 async fn me_with_cookie(api: &TestApi, session_cookie: &str) -> (u16, Value) {
     let response = api
         .client
@@ -218,11 +225,7 @@ async fn id_token_nonce_and_user_refusal_end_in_an_app_error_without_a_session()
     let denied = sign_in(&api, None).await;
     assert!(denied.session_cookie.is_none());
     assert!(denied.landing.contains("authError=access_denied"));
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&api.pool)
-        .await
-        .unwrap();
-    assert_eq!(users, 0);
+    assert_eq!(user_count(&api).await, 0);
     api.stop().await;
 }
 
@@ -236,9 +239,9 @@ async fn an_existing_account_is_linked_only_by_a_verified_address() {
     let unverified = sign_in(&api, None).await;
     assert!(unverified.session_cookie.is_none());
     assert!(
-        unverified
-            .landing
-            .contains("authError=account_link_refused")
+        unverified.landing.contains("authError=email_not_verified"),
+        "{}",
+        unverified.landing
     );
 
     provider.sign_in_as(identity("google-sub-4", "margaret@example.com", true));
@@ -285,5 +288,62 @@ async fn cookie_sessions_need_an_allowed_origin_to_change_state() {
     assert_eq!(allowed.status(), 200);
     let body: Value = allowed.json().await.unwrap();
     assert_eq!(body["json"]["name"], "Barbara L.");
+    api.stop().await;
+}
+
+/// Issue 15: an unverified Google address created an account (and could claim an address its
+/// holder does not own). It now signs nobody in and creates nothing.
+#[tokio::test]
+async fn an_unverified_google_address_never_creates_an_account() {
+    let provider = StandInProvider::start().await;
+    let api = start_api(&provider).await;
+    provider.sign_in_as(identity(
+        "google-sub-6",
+        "nobody-verified@example.com",
+        false,
+    ));
+    let flow = sign_in(&api, None).await;
+    assert!(flow.session_cookie.is_none());
+    assert!(
+        flow.landing.contains("authError=email_not_verified"),
+        "{}",
+        flow.landing
+    );
+    assert_eq!(user_count(&api).await, 0);
+    api.stop().await;
+}
+
+/// Issue 15: the ID token's signature was never checked, so any token with the right claims
+/// signed anybody in. Now it is verified against the provider's JWKS (cached; a rotated key
+/// is fetched when a token names it).
+#[tokio::test]
+async fn id_tokens_must_be_signed_by_a_key_in_the_providers_jwks() {
+    let provider = StandInProvider::start().await;
+    let api = start_api(&provider).await;
+    provider.sign_in_as(identity("google-sub-7", "signed@example.com", true));
+
+    provider.set_faults(Faults {
+        forged_signature: true,
+        ..Faults::default()
+    });
+    let forged = sign_in(&api, None).await;
+    assert!(forged.session_cookie.is_none());
+    assert!(
+        forged.landing.contains("authError=invalid_id_token"),
+        "{}",
+        forged.landing
+    );
+    assert_eq!(user_count(&api).await, 0);
+
+    provider.set_faults(Faults::default());
+    assert!(sign_in(&api, None).await.session_cookie.is_some());
+    assert!(sign_in(&api, None).await.session_cookie.is_some());
+    let fetches = provider.jwks_fetches();
+    assert_eq!(fetches, 1, "the JWKS is cached");
+
+    // A rotation: the new key id is not cached, so the JWKS is fetched again.
+    provider.rotate_key();
+    assert!(sign_in(&api, None).await.session_cookie.is_some());
+    assert_eq!(provider.jwks_fetches(), fetches + 1);
     api.stop().await;
 }

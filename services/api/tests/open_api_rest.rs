@@ -691,3 +691,81 @@ async fn the_openapi_document_matches_its_snapshot_and_is_served_without_a_key()
     );
     api.stop().await;
 }
+
+/// Issue 15: 500 keyless requests with 30 KB of junk headers wrote 500 rows of ~31.6 KB.
+/// Now keyless requests write a bounded sample per client IP, and every row is small.
+#[tokio::test]
+async fn keyless_floods_write_a_bounded_sample_of_small_rows() {
+    let api = TestApi::start().await;
+    let team = api_team(&api, "flood@rest.test", false).await;
+    let junk = "j".repeat(1_500);
+    for _ in 0..60 {
+        let mut request = api
+            .client
+            .get(format!("{}/api/v1/nonexistent", api.base_url))
+            .header("user-agent", "u".repeat(5_000));
+        for index in 0..20 {
+            request = request.header(format!("x-junk-{index}"), junk.as_str());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    // One keyed request after them: the writer keeps order, so once its row is there every
+    // row of the flood that was going to be written is too.
+    assert_eq!(get(&api, "/api/v1/usage", &team.key).await.status, 200);
+    log_rows(&api, "/api/v1/usage", 1).await;
+    let sizes: Vec<i32> = sqlx::query_scalar(
+        "SELECT octet_length(to_jsonb(r)::text) FROM request_logs r WHERE path = '/api/v1/nonexistent'",
+    )
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    assert!(
+        !sizes.is_empty() && sizes.len() <= 20,
+        "{} keyless rows from one IP",
+        sizes.len()
+    );
+    assert!(sizes.iter().all(|size| *size < 4_096), "{sizes:?}");
+    api.stop().await;
+}
+
+/// Issue 15: a full key sent as `api-key:` (not `x-api-key`) was stored in the log row.
+#[tokio::test]
+async fn a_key_under_any_header_name_or_in_the_path_is_never_stored() {
+    let api = TestApi::start().await;
+    let team = api_team(&api, "misplaced@rest.test", false).await;
+    let secret = team.key.rsplit('_').next().unwrap().to_owned();
+    // First, so its row is written before the ones waited for below (the writer keeps order).
+    api.client
+        .get(format!("{}/api/v1/{}", api.base_url, team.key))
+        .header("x-api-key", team.key.as_str())
+        .send()
+        .await
+        .unwrap();
+    for (header, value) in [
+        ("api-key", team.key.clone()),
+        ("user-agent", format!("sdk/1 {}", team.key)),
+        ("x-forwarded-authorization", format!("Bearer {}", team.key)),
+    ] {
+        api.client
+            .get(format!("{}/api/v1/usage", api.base_url))
+            .header("x-api-key", team.key.as_str())
+            .header(header, value)
+            .send()
+            .await
+            .unwrap();
+    }
+    log_rows(&api, "/api/v1/usage", 3).await;
+    let all: Vec<(String,)> = sqlx::query_as("SELECT to_jsonb(r)::text FROM request_logs r")
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    for (row,) in &all {
+        assert!(
+            !row.contains(&secret),
+            "the key's secret is in a log row: {row}"
+        );
+    }
+    api.stop().await;
+}

@@ -1051,3 +1051,70 @@ async fn account_deletion_leaves_every_team() {
     assert_eq!(owner_count(&api, &shared).await, 1);
     api.stop().await;
 }
+
+/// Issue 15: ownership and access changes went through with any old session. Making or
+/// unmaking an owner and removing an admin now need a fresh one, like the other sensitive
+/// procedures; ordinary role changes and removals do not.
+#[tokio::test]
+async fn ownership_changes_and_removing_an_admin_need_a_fresh_session() {
+    let api = TestApi::start().await;
+    let owner = api.login("fresh-owner@example.com").await;
+    let co_owner = api.login("fresh-co-owner@example.com").await;
+    let admin = api.login("fresh-admin@example.com").await;
+    let member = api.login("fresh-member@example.com").await;
+    let other = api.login("fresh-other@example.com").await;
+    let team_id = api
+        .team_with(
+            &owner,
+            &[
+                (&co_owner, "admin"),
+                (&admin, "admin"),
+                (&member, "member"),
+                (&other, "member"),
+            ],
+        )
+        .await;
+    api.call(
+        Some(&owner),
+        "teams/changeRole",
+        json!({ "teamId": team_id, "userId": co_owner.user_id, "role": "owner" }),
+    )
+    .await
+    .ok();
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
+        .bind(owner.user_id)
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let call = |procedure: &'static str, user: &TestUser, role: Option<&str>| {
+        let mut input = json!({ "teamId": team_id, "userId": user.user_id });
+        if let Some(role) = role {
+            input["role"] = json!(role);
+        }
+        api.call(Some(&owner), procedure, input)
+    };
+    for stale in [
+        call("teams/changeRole", &member, Some("owner")).await,
+        call("teams/changeRole", &co_owner, Some("admin")).await,
+        call("teams/removeMember", &admin, None).await,
+        call("teams/removeMember", &co_owner, None).await,
+    ] {
+        assert_eq!(stale.status, 403);
+        assert_eq!(stale.code(), "SESSION_NOT_FRESH");
+    }
+    // Not sensitive: between member and admin, and removing a member.
+    call("teams/changeRole", &member, Some("admin")).await.ok();
+    call("teams/changeRole", &member, Some("member")).await.ok();
+    call("teams/removeMember", &other, None).await.ok();
+    // The co-owner's fresh session can.
+    let promoted = api
+        .call(
+            Some(&co_owner),
+            "teams/changeRole",
+            json!({ "teamId": team_id, "userId": member.user_id, "role": "owner" }),
+        )
+        .await
+        .ok();
+    assert_eq!(promoted["role"], "owner");
+    api.stop().await;
+}

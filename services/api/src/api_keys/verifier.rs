@@ -11,12 +11,15 @@
 //!   one scrypt.
 //! - **Off the runtime, bounded.** scrypt runs in `spawn_blocking` behind a semaphore of
 //!   `API_KEY_SCRYPT_CONCURRENCY` permits.
-//! - **Failures are rate-limited** per client IP and per key prefix (GCRA, `governor`): after
-//!   `API_KEY_FAILURES_PER_MINUTE` failures, uncached verifications from that IP or for that
-//!   prefix answer `429 RATE_LIMITED` without touching the database or scrypt. Cache hits
-//!   (keys already proven) are never limited.
+//! - **Failures are rate-limited** per client IP (GCRA, `governor`): after
+//!   `API_KEY_FAILURES_PER_MINUTE` failures, uncached verifications from that IP answer
+//!   `429 RATE_LIMITED` without touching the database or scrypt. Cache hits (keys already
+//!   proven) are never limited. Nothing is limited per key or prefix: the prefix is public,
+//!   so a limit on it would let anybody lock a key out of its own traffic; the secret's 256
+//!   bits make guessing pointless, and the scrypt semaphore bounds what failures cost.
 //! - **Revocation** is broadcast over NATS core pub/sub (`<namespace>.api_keys.invalidate`);
-//!   every replica subscribes and refuses the key from then on. A replica also remembers
+//!   every replica subscribes and refuses the key from then on. Deleting an app team (which
+//!   takes its API team along) is broadcast the same way and refuses all of its keys. A replica also remembers
 //!   recently revoked ids, so a load that raced the revocation cannot put the key back. A
 //!   replica that missed the broadcast (NATS down at that moment) still stops trusting the key
 //!   when its cache entry expires: the TTL bounds the window.
@@ -83,6 +86,9 @@ enum Invalidation {
     ApiKeyRevoked { api_key_id: Uuid },
     #[serde(rename_all = "camelCase")]
     AllowlistChanged { api_team_id: Uuid },
+    /// The app team (and with it its API team and every key) was deleted.
+    #[serde(rename_all = "camelCase")]
+    TeamDeleted { team_id: Uuid },
 }
 
 /// An API team's allow-list as loaded at `loaded_at` (before its query ran).
@@ -158,10 +164,11 @@ pub struct KeyVerifier {
     revoked: Mutex<HashMap<Uuid, Instant>>,
     /// When each API team's allow-list last changed (kept twice the TTL).
     allowlist_changed: Mutex<HashMap<Uuid, Instant>>,
+    /// App teams deleted recently (kept twice the TTL): their keys are refused.
+    deleted_teams: Mutex<HashMap<Uuid, Instant>>,
     scrypt_permits: Arc<Semaphore>,
     scrypt_runs: AtomicU64,
     ip_failures: FailureLimiter<IpAddr>,
-    prefix_failures: FailureLimiter<String>,
     last_used: LastUsed,
 }
 
@@ -187,10 +194,10 @@ impl KeyVerifier {
                 .build(),
             revoked: Mutex::default(),
             allowlist_changed: Mutex::default(),
+            deleted_teams: Mutex::default(),
             scrypt_permits: Arc::new(Semaphore::new(config.scrypt_concurrency.max(1))),
             scrypt_runs: AtomicU64::new(0),
             ip_failures: FailureLimiter::per_minute(config.failures_per_minute),
-            prefix_failures: FailureLimiter::per_minute(config.failures_per_minute),
             last_used: LastUsed::default(),
         }
     }
@@ -241,7 +248,7 @@ impl KeyVerifier {
             Some(verified) => verified,
             None => self.load(cache_key, presented, client_ip).await?,
         };
-        if self.is_revoked(verified.api_key_id) {
+        if self.is_revoked(verified.api_key_id) || self.is_team_deleted(verified.team_id) {
             self.keys.invalidate(&cache_key).await;
             return Err(invalid_key());
         }
@@ -272,16 +279,12 @@ impl KeyVerifier {
             self.ip_failures.record(client_ip);
             return Err(invalid_key());
         };
-        if let Some(wait) = self.prefix_failures.blocked_for(prefix) {
-            return Err(rate_limited(wait));
-        }
         self.keys
             .try_get_with(cache_key, async {
                 let outcome = self.load_uncached(prefix, presented).await;
                 if matches!(outcome, Err(LoadError::Invalid)) {
                     tracing::debug!(prefix, %client_ip, "api key verification failed");
                     self.ip_failures.record(client_ip);
-                    self.prefix_failures.record(prefix.to_owned());
                 }
                 outcome
             })
@@ -415,6 +418,13 @@ impl KeyVerifier {
             .await;
     }
 
+    /// An app team was deleted (committed), and with it its API team: refuse its keys here at
+    /// once and tell every other replica, so no cached key outlives the team.
+    pub async fn team_deleted(&self, team_id: Uuid) {
+        self.apply(&Invalidation::TeamDeleted { team_id });
+        self.broadcast(&Invalidation::TeamDeleted { team_id }).await;
+    }
+
     /// An API team's allow-list changed (committed): reload it here and on every replica.
     pub async fn allowlist_changed(&self, api_team_id: Uuid) {
         self.apply(&Invalidation::AllowlistChanged { api_team_id });
@@ -460,11 +470,20 @@ impl KeyVerifier {
                 changed.retain(|_, at| now.duration_since(*at) < keep);
                 changed.insert(*api_team_id, now);
             }
+            Invalidation::TeamDeleted { team_id } => {
+                let mut deleted = lock(&self.deleted_teams);
+                deleted.retain(|_, at| now.duration_since(*at) < keep);
+                deleted.insert(*team_id, now);
+            }
         }
     }
 
     fn is_revoked(&self, api_key_id: Uuid) -> bool {
         lock(&self.revoked).contains_key(&api_key_id)
+    }
+
+    fn is_team_deleted(&self, team_id: Uuid) -> bool {
+        lock(&self.deleted_teams).contains_key(&team_id)
     }
 
     fn allowlist_changed_since(&self, api_team_id: Uuid, loaded_at: Instant) -> bool {

@@ -1,9 +1,10 @@
 //! A stand-in for Google's OAuth 2.0 / OpenID Connect endpoints, speaking the protocol the
 //! api's production code calls: `GET /authorize` (authorization code request with PKCE S256,
-//! state and nonce; "the user consents" at once and is redirected back) and `POST /token`
+//! state and nonce; "the user consents" at once and is redirected back), `POST /token`
 //! (form-encoded code exchange, client authenticated with HTTP Basic, PKCE verifier checked,
-//! answers with an access token and an ID token). It is strict where Google is strict, so
-//! a test passes only when the client does the protocol right.
+//! answers with an access token and an RS256-signed ID token) and `GET /jwks` (the public
+//! signing keys, as Google's `oauth2/v3/certs`). It is strict where Google is strict, so a
+//! test passes only when the client does the protocol right.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -21,6 +22,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+
+#[path = "stand_in_keys.rs"]
+mod stand_in_keys;
+use stand_in_keys::{KEY_1, KEY_2, StandInKey};
 
 pub const CLIENT_ID: &str = "stand-in-client";
 pub const CLIENT_SECRET: &str = "stand-in-secret";
@@ -41,6 +46,9 @@ pub struct Faults {
     pub wrong_nonce: Option<String>,
     /// Answer `/authorize` with `error=access_denied`.
     pub deny: bool,
+    /// Sign the ID token with a key the JWKS does not hold, under the published key's id
+    /// (a forged token).
+    pub forged_signature: bool,
 }
 
 struct Grant {
@@ -59,6 +67,16 @@ struct Inner {
     exchanges: usize,
     /// The query of every `/authorize` request.
     authorize_requests: Vec<HashMap<String, String>>,
+    /// Signs ID tokens and is the only key `/jwks` serves; `rotate_key` switches to the second.
+    rotated: bool,
+    /// `/jwks` requests served.
+    jwks_fetches: usize,
+}
+
+impl Inner {
+    fn signing_key(&self) -> &'static StandInKey {
+        if self.rotated { &KEY_2 } else { &KEY_1 }
+    }
 }
 
 #[derive(Clone)]
@@ -75,6 +93,7 @@ impl StandInProvider {
         let app = Router::new()
             .route("/authorize", get(authorize))
             .route("/token", post(token))
+            .route("/jwks", get(jwks))
             .with_state(Provider {
                 issuer: base_url.clone(),
                 inner: inner.clone(),
@@ -95,6 +114,15 @@ impl StandInProvider {
         self.inner.lock().unwrap().exchanges
     }
 
+    /// Sign with the second key from now on, and publish only it (a key rotation).
+    pub fn rotate_key(&self) {
+        self.inner.lock().unwrap().rotated = true;
+    }
+
+    pub fn jwks_fetches(&self) -> usize {
+        self.inner.lock().unwrap().jwks_fetches
+    }
+
     pub fn last_authorize_request(&self) -> HashMap<String, String> {
         self.inner
             .lock()
@@ -112,6 +140,7 @@ impl StandInProvider {
             client_secret: secrecy::SecretString::from(CLIENT_SECRET.to_owned()),
             auth_url: format!("{}/authorize", self.base_url).parse().unwrap(),
             token_url: format!("{}/token", self.base_url).parse().unwrap(),
+            jwks_url: format!("{}/jwks", self.base_url).parse().unwrap(),
             issuer: self.base_url.clone(),
             redirect_url: format!("{api_base_url}/auth/google/callback")
                 .parse()
@@ -251,19 +280,41 @@ async fn token(
         "nonce": inner.faults.wrong_nonce.clone().unwrap_or(grant.nonce),
         "iat": now,
         "exp": now + 3600,
+        "azp": CLIENT_ID,
     });
-    let id_token = format!(
-        "{}.{}.{}",
-        b64(br#"{"alg":"RS256","kid":"stand-in","typ":"JWT"}"#),
-        b64(claims.to_string().as_bytes()),
-        b64(b"stand-in-signature")
-    );
+    let published = inner.signing_key();
+    let signer = if inner.faults.forged_signature {
+        if inner.rotated { &KEY_1 } else { &KEY_2 }
+    } else {
+        published
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(published.kid.to_owned());
+    let id_token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(signer.private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
     axum::Json(json!({
         "access_token": format!("at-{}", uuid::Uuid::new_v4().simple()),
         "token_type": "Bearer",
         "expires_in": 3599,
         "scope": "openid email profile",
         "id_token": id_token,
+    }))
+    .into_response()
+}
+
+async fn jwks(State(provider): State<Provider>) -> Response {
+    let mut inner = provider.inner.lock().unwrap();
+    inner.jwks_fetches += 1;
+    let key = inner.signing_key();
+    axum::Json(json!({
+        "keys": [{
+            "kty": "RSA", "alg": "RS256", "use": "sig",
+            "kid": key.kid, "n": key.n, "e": "AQAB",
+        }]
     }))
     .into_response()
 }
