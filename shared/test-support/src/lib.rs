@@ -5,7 +5,8 @@
 //! - [`nats_url`]: the shared NATS server (tests isolate themselves by stream/subject prefix).
 //! - [`PrivateNats`] / [`PrivatePostgres`]: servers owned by one test, which it can stop and
 //!   start again on the same port to exercise reconnection.
-//! - [`binary`]: the path of a workspace binary, for tests that run real processes.
+//! - [`binary`]: the path of a freshly built workspace binary, for tests that run real
+//!   processes; [`ChildGuard`] kills such a process when the test ends, even by panicking.
 //! - [`TestBucket`]: a bucket of its own on the local S3-protocol server.
 //! - [`orpc_client::OrpcClientScripts`]: the `@orpc/client` conformance scripts, run with Node.
 
@@ -161,19 +162,129 @@ where
     }
 }
 
-/// The path of a workspace binary (`api`, `worker`, ...), built by `cargo build --bins`
-/// (the README's test command does that first). Found next to the running test executable.
+/// The service binaries, built together as `cargo xtask test` builds them (the same packages,
+/// so the same feature set: a second build is a no-op).
+const SERVICE_PACKAGES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
+
+/// The path of a workspace binary (`api`, `worker`, ...), next to the running test executable.
+/// The first call in a test process runs `cargo build` for the service packages into the
+/// test's own target directory (cargo's build lock serialises parallel test processes; when
+/// nothing changed it is a quick no-op), so an end-to-end test never runs an old build.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test-binary>
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    BUILT.get_or_init(|| build_service_binaries(profile_dir));
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "binary {} not built; run `cargo build --bins` first (the README's test command does)",
-        path.display()
-    );
+    assert!(path.exists(), "binary {} was not built", path.display());
     path
+}
+
+fn build_service_binaries(profile_dir: &std::path::Path) {
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(&workspace);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    for package in SERVICE_PACKAGES {
+        command.args(["--package", package]);
+    }
+    let status = command.status().unwrap();
+    assert!(status.success(), "building the service binaries failed");
+}
+
+/// A child process that is killed and reaped when the guard drops, so a test that fails (or
+/// panics) half-way does not leave its services running.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait for an in-process service's task to end after its shutdown was requested, and fail
+/// the test unless it returned `Ok` within `bound` (a crash or error at shutdown is a bug).
+pub async fn assert_stops_ok<E: std::fmt::Debug>(
+    service: &str,
+    bound: Duration,
+    handle: tokio::task::JoinHandle<Result<(), E>>,
+) {
+    let result = tokio::time::timeout(bound, handle)
+        .await
+        .unwrap_or_else(|_| panic!("{service} did not stop within {bound:?}"))
+        .unwrap_or_else(|error| panic!("{service} panicked: {error}"));
+    if let Err(error) = result {
+        panic!("{service} stopped with an error: {error:?}");
+    }
+}
+
+/// Wait until every consumer of the JetStream `streams` on `nats_url` has nothing left to
+/// deliver and nothing awaiting an ack (no retry scheduled, no handler running): after that,
+/// nothing already published can be delivered again. Returns whether it happened in `timeout`.
+/// Tests assert "no more deliveries" after this instead of after a fixed sleep.
+pub async fn consumers_settled(nats_url: &str, streams: &[String], timeout: Duration) -> bool {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    eventually(timeout, || async {
+        for name in streams {
+            let Ok(stream) = jetstream.get_stream(name).await else {
+                continue; // not created yet: nothing in it
+            };
+            let consumers: Vec<_> = stream
+                .consumers()
+                .try_collect()
+                .await
+                .unwrap_or_else(|error| panic!("listing the consumers of {name}: {error}"));
+            if consumers
+                .iter()
+                .any(|info| info.num_pending > 0 || info.num_ack_pending > 0)
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await
 }
 
 /// GET a URL and return (status, body); connection errors become status 0.
@@ -189,6 +300,23 @@ pub async fn get(url: &str) -> (u16, String) {
 
 #[cfg(test)]
 mod tests {
+    use super::ChildGuard;
+
+    /// A test that panics while its processes run must not leave them behind.
+    #[test]
+    fn a_dropped_child_guard_kills_and_reaps_its_process() {
+        let guard = ChildGuard::new(std::process::Command::new("sleep").arg("60").spawn().unwrap());
+        let proc_entry = std::path::PathBuf::from(format!("/proc/{}", guard.id()));
+        assert!(proc_entry.exists());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("the test fails half-way");
+        }));
+        assert!(panicked.is_err());
+        // Killed and reaped: not even a zombie entry is left.
+        assert!(!proc_entry.exists(), "the child outlived its guard");
+    }
+
     #[test]
     fn replaces_database_in_urls() {
         assert_eq!(

@@ -1,16 +1,46 @@
 //! NATS and Postgres servers owned by a single test, restartable on the same port.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A TCP port nothing listens on right now.
+/// Ports tests reserve: below Linux's ephemeral range (32768-60999 by default), so the kernel
+/// never hands one of them to a `bind(0)` or an outgoing connection of a parallel test.
+const RESERVED_PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// The lock files of the ports this process reserved, held until it exits.
+static RESERVATIONS: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+/// A TCP port nothing listens on now, reserved for this test process until it exits: the
+/// port is outside the ephemeral range and holds a file lock (`flock`, released by the kernel
+/// when the process ends) that every other test process respects. A server may therefore stop
+/// and re-bind it later without a parallel test taking it in between.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let dir = std::env::temp_dir().join("journal-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let span = u32::from(RESERVED_PORTS.end - RESERVED_PORTS.start);
+    let start = uuid::Uuid::new_v4().as_u128() as u32 % span;
+    for offset in 0..span {
+        let port = RESERVED_PORTS.start + ((start + offset) % span) as u16;
+        let Ok(lock) = File::create(dir.join(format!("{port}.lock"))) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // another test process holds it
+        }
+        // Something outside the tests (a dev server) may listen there.
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        RESERVATIONS.lock().unwrap().push(lock);
+        return port;
+    }
+    panic!("no free port left in {RESERVED_PORTS:?}");
 }
 
 fn wait_for_port(port: u16, up: bool, timeout: Duration) {
@@ -254,4 +284,37 @@ fn postgres_bin_dir() -> PathBuf {
             root.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The old `free_port` bound port 0 and let go: the kernel could give the same port to
+    /// any parallel bind before the server re-bound it.
+    #[test]
+    fn free_ports_are_outside_the_ephemeral_range_and_locked() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let bounds: Vec<u16> = range
+            .split_whitespace()
+            .map(|bound| bound.parse().unwrap())
+            .collect();
+        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        for port in &ports {
+            assert!(
+                *port < bounds[0] || *port > bounds[1],
+                "port {port} is in the ephemeral range {bounds:?}"
+            );
+            // Another process (a new open file description) cannot take the reservation.
+            let lock = File::open(
+                std::env::temp_dir()
+                    .join("journal-test-ports")
+                    .join(format!("{port}.lock")),
+            )
+            .unwrap();
+            assert!(lock.try_lock().is_err(), "port {port} is not locked");
+        }
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
 }

@@ -179,7 +179,7 @@ impl TestApi {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        test_support::assert_stops_ok("the api", Duration::from_secs(15), self.handle).await;
         self.pool.close().await;
         if self.replica {
             return;
