@@ -91,10 +91,10 @@ pub struct CreateInput {
 impl Input for CreateInput {
     fn check(&self, issues: &mut Issues) {
         issues.string_length("name", self.name.trim(), 1, 100);
-        if let Some(expires_at) = self.expires_at {
-            if expires_at.at() <= Utc::now() {
-                issues.custom("expiresAt", "Must be a time in the future");
-            }
+        if let Some(expires_at) = self.expires_at
+            && expires_at.at() <= Utc::now()
+        {
+            issues.custom("expiresAt", "Must be a time in the future");
         }
     }
 }

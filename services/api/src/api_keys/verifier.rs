@@ -113,6 +113,16 @@ enum LoadError {
     Internal(String),
 }
 
+impl From<sqlx::Error> for LoadError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::error::is_database_unavailable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
+    }
+}
+
 impl From<&LoadError> for ApiError {
     fn from(error: &LoadError) -> Self {
         match error {
@@ -308,13 +318,7 @@ impl KeyVerifier {
         .bind(prefix)
         .fetch_optional(&self.db)
         .await
-        .map_err(|error| {
-            if crate::error::is_database_unavailable(&error) {
-                LoadError::Unavailable(error.to_string())
-            } else {
-                LoadError::Internal(error.to_string())
-            }
-        })?;
+        .map_err(LoadError::from)?;
         let Some(row) = row else {
             return Err(LoadError::Invalid);
         };
@@ -383,13 +387,7 @@ impl KeyVerifier {
                 .bind(api_team_id)
                 .fetch_all(&self.db)
                 .await
-                .map_err(|error| {
-                    if crate::error::is_database_unavailable(&error) {
-                        LoadError::Unavailable(error.to_string())
-                    } else {
-                        LoadError::Internal(error.to_string())
-                    }
-                })?;
+                .map_err(LoadError::from)?;
                 let networks = cidrs
                     .iter()
                     .map(|cidr| {
