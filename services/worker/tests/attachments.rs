@@ -685,7 +685,10 @@ async fn a_put_after_verification_is_never_served() {
     let upload_key = format!("attachments/{}/{attachment_id}", ada.user_id);
     let verified_key = format!("verified/{}/{attachment_id}", ada.user_id);
     let keys = system.bucket.keys().await;
-    assert!(!keys.contains(&upload_key), "the upload key is gone: {keys:?}");
+    assert!(
+        !keys.contains(&upload_key),
+        "the upload key is gone: {keys:?}"
+    );
     assert!(keys.contains(&verified_key), "{keys:?}");
 
     let mut swapped = b"<html><script>alert(document.cookie)</script>".to_vec();
