@@ -46,10 +46,36 @@ pub fn service_router(service: &'static str, routes: Router, readiness: Readines
         )
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+/// The longest client-supplied request id kept (a UUID is 36 characters).
+const MAX_CLIENT_REQUEST_ID_LEN: usize = 64;
+
+/// A caller's `x-request-id` is echoed and logged, so only a plain correlation id is kept:
+/// letters, digits and `-` up to 64 characters. Anything else (a pasted API key or token,
+/// junk, control characters) is dropped and a fresh UUID takes its place, so no secret a
+/// client puts there reaches the logs.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let unsafe_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_some_and(|value| !is_plain_request_id(value.as_bytes()));
+    if unsafe_id {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+fn is_plain_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_CLIENT_REQUEST_ID_LEN
+        // No `_`: our API keys (`jk_live_<id>_<secret>`) always contain one.
+        && value.iter().all(|byte| byte.is_ascii_alphanumeric() || *byte == b'-')
 }
 
 fn route_of(request: &Request) -> String {
@@ -132,5 +158,48 @@ pub async fn serve(
             tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests outlived the shutdown grace; closing them");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn echoed_request_id(sent: &str) -> String {
+        let app = service_router("test", Router::new(), Readiness::default());
+        let request = axum::http::Request::builder()
+            .uri("/healthz")
+            .header(REQUEST_ID_HEADER, sent)
+            .body(Body::empty());
+        let Ok(request) = request else {
+            panic!("request builds");
+        };
+        let Ok(response) = app.oneshot(request).await else {
+            panic!("router answers");
+        };
+        response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_plain_request_id_is_kept_and_anything_else_replaced() {
+        assert_eq!(echoed_request_id("trace-42-abc").await, "trace-42-abc");
+        let key = "jk_live_AbCdEf12_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+        let replaced = echoed_request_id(key).await;
+        assert_ne!(replaced, key);
+        assert!(uuid_like(&replaced), "{replaced}");
+        let long = "a".repeat(65);
+        assert!(uuid_like(&echoed_request_id(&long).await));
+        assert!(uuid_like(&echoed_request_id("Bearer abc").await));
+    }
+
+    fn uuid_like(value: &str) -> bool {
+        value.len() == 36 && value.bytes().filter(|byte| *byte == b'-').count() == 4
     }
 }
