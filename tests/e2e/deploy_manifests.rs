@@ -1100,7 +1100,9 @@ fn no_shipped_sync_token_secret_passes_in_production() {
         vars.insert("ENVIRONMENT".to_owned(), "production".to_owned());
         let api = api::Config::read(EnvReader::from_map(vars.clone()));
         assert!(
-            api.as_ref().err().is_some_and(|error| error.names("SYNC_TOKEN_SECRET")),
+            api.as_ref()
+                .err()
+                .is_some_and(|error| error.names("SYNC_TOKEN_SECRET")),
             "{what}: the api accepts the shipped SYNC_TOKEN_SECRET in production"
         );
         let streamer = sync_streamer::Config::read(EnvReader::from_map(vars));

@@ -857,8 +857,8 @@ async fn doom_chunk(
             row.verified_key.as_deref(),
             row.thumbnail_key.as_deref(),
         )
-            .await
-            .map_err(storage_unavailable)?;
+        .await
+        .map_err(storage_unavailable)?;
     }
     let full = doomed.len() >= usize::try_from(CHUNK).unwrap_or(usize::MAX);
     Ok(Some((

@@ -194,7 +194,10 @@ mod tests {
         assert!(!placeholder.to_string().contains("REPLACE_ME"));
         let generated = Config::read(EnvReader::from_map([
             ("ENVIRONMENT", "production"),
-            ("SYNC_TOKEN_SECRET", "q3X9vT0bW2e8Lr5NfK7yHcZ1aMdP4uGs6jQiVoEx"),
+            (
+                "SYNC_TOKEN_SECRET",
+                "q3X9vT0bW2e8Lr5NfK7yHcZ1aMdP4uGs6jQiVoEx",
+            ),
             ("SYNC_TOKEN_MAX_LIFETIME_SECONDS", "3600"),
         ]))
         .unwrap();

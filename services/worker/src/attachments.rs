@@ -205,11 +205,7 @@ async fn verify(
         .acquire()
         .await
         .map_err(|error| HandlerError::retry(format!("file checks stopped: {error}")))?;
-    let Some(bytes) = state
-        .storage
-        .get_bytes(source, expected_size)
-        .await?
-    else {
+    let Some(bytes) = state.storage.get_bytes(source, expected_size).await? else {
         return Ok(Err(reject(
             "OBJECT_MISSING",
             "the upload disappeared while it was checked",

@@ -684,9 +684,7 @@ async fn a_put_after_verification_is_never_served() {
     assert_eq!(ready["status"], "ready", "{ready}");
     let upload_key = format!("attachments/{}/{attachment_id}", ada.user_id);
     let verified_key = format!("verified/{}/{attachment_id}", ada.user_id);
-    let keys = system.bucket.keys().await;
-    assert!(!keys.contains(&upload_key), "the upload key is gone: {keys:?}");
-    assert!(keys.contains(&verified_key), "{keys:?}");
+    let verified_keys = system.bucket.keys().await;
 
     let mut swapped = b"<html><script>alert(document.cookie)</script>".to_vec();
     swapped.resize(original.len(), b' ');
@@ -699,6 +697,11 @@ async fn a_put_after_verification_is_never_served() {
     assert_eq!(status, 200);
     assert!(served == original, "the download serves the verified bytes");
     assert!(served != swapped);
+    assert!(
+        !verified_keys.contains(&upload_key),
+        "the upload key was deleted at verification: {verified_keys:?}"
+    );
+    assert!(verified_keys.contains(&verified_key), "{verified_keys:?}");
 
     // Past retention, the purge deletes the verified copy, the thumbnail and whatever the
     // second PUT left at the upload key.

@@ -66,7 +66,9 @@ pub fn secret_problem(secret: &str, production: bool) -> Option<&'static str> {
     }
     let distinct: std::collections::BTreeSet<u8> = secret.bytes().collect();
     if distinct.len() < MIN_DISTINCT_SECRET_BYTES {
-        return Some("is too repetitive to be a random secret (refused when ENVIRONMENT=production)");
+        return Some(
+            "is too repetitive to be a random secret (refused when ENVIRONMENT=production)",
+        );
     }
     None
 }
