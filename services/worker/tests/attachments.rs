@@ -132,6 +132,19 @@ async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) 
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// Run the `purge-retention` cron hook (the api needs `CRON_SECRET`); its report.
+async fn purge_retention(system: &System) -> Value {
+    let response = system
+        .client
+        .post(format!("{}/cron/purge-retention", system.api_url))
+        .bearer_auth(CRON_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 /// The `attachments` rows in the api's changesets: (scope, op, row).
 async fn attachment_changes(system: &System) -> Vec<(String, i32, Value)> {
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -712,14 +725,7 @@ async fn a_put_after_verification_is_never_served() {
     .execute(&system.api_pool)
     .await
     .unwrap();
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    purge_retention(&system).await;
     assert!(system.bucket.keys().await.is_empty());
     system.stop().await;
 }
@@ -804,15 +810,7 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
         .await
         .unwrap();
     }
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = purge_retention(&system).await;
     assert_eq!(body["report"]["attachments"], 1, "{body}");
     assert_eq!(body["report"]["journalEntries"], 1, "{body}");
     assert!(system.bucket.keys().await.is_empty());
