@@ -132,6 +132,19 @@ async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) 
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// Run the `purge-retention` cron hook (the api needs `CRON_SECRET`); its report.
+async fn purge_retention(system: &System) -> Value {
+    let response = system
+        .client
+        .post(format!("{}/cron/purge-retention", system.api_url))
+        .bearer_auth(CRON_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 /// The `attachments` rows in the api's changesets: (scope, op, row).
 async fn attachment_changes(system: &System) -> Vec<(String, i32, Value)> {
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -684,12 +697,7 @@ async fn a_put_after_verification_is_never_served() {
     assert_eq!(ready["status"], "ready", "{ready}");
     let upload_key = format!("attachments/{}/{attachment_id}", ada.user_id);
     let verified_key = format!("verified/{}/{attachment_id}", ada.user_id);
-    let keys = system.bucket.keys().await;
-    assert!(
-        !keys.contains(&upload_key),
-        "the upload key is gone: {keys:?}"
-    );
-    assert!(keys.contains(&verified_key), "{keys:?}");
+    let verified_keys = system.bucket.keys().await;
 
     let mut swapped = b"<html><script>alert(document.cookie)</script>".to_vec();
     swapped.resize(original.len(), b' ');
@@ -702,6 +710,11 @@ async fn a_put_after_verification_is_never_served() {
     assert_eq!(status, 200);
     assert!(served == original, "the download serves the verified bytes");
     assert!(served != swapped);
+    assert!(
+        !verified_keys.contains(&upload_key),
+        "the upload key was deleted at verification: {verified_keys:?}"
+    );
+    assert!(verified_keys.contains(&verified_key), "{verified_keys:?}");
 
     // Past retention, the purge deletes the verified copy, the thumbnail and whatever the
     // second PUT left at the upload key.
@@ -712,14 +725,7 @@ async fn a_put_after_verification_is_never_served() {
     .execute(&system.api_pool)
     .await
     .unwrap();
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    purge_retention(&system).await;
     assert!(system.bucket.keys().await.is_empty());
     system.stop().await;
 }
@@ -804,15 +810,7 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
         .await
         .unwrap();
     }
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = purge_retention(&system).await;
     assert_eq!(body["report"]["attachments"], 1, "{body}");
     assert_eq!(body["report"]["journalEntries"], 1, "{body}");
     assert!(system.bucket.keys().await.is_empty());
