@@ -107,3 +107,37 @@ pub async fn wait_ready_status(services: &[RunningService], want_status: u16, ti
         }
     }
 }
+
+/// Wait until the services on `database_url` and `namespace` have nothing in flight: every
+/// outbox published and every consumer settled (nothing to deliver, nothing awaiting an ack).
+/// What follows from the work so far has happened by then, so a test can assert that nothing
+/// more did without sleeping.
+pub async fn wait_settled(database_url: &str, namespace: &str) {
+    let streams = ["EVENTS", "TASKS", "CHANGES"]
+        .map(|base| format!("{}_{base}", namespace.to_ascii_uppercase()));
+    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+    let settled = test_support::eventually(Duration::from_secs(60), || async {
+        let nats = test_support::nats_url();
+        if !test_support::consumers_settled(&nats, &streams, Duration::ZERO).await {
+            return false;
+        }
+        for schema in ["api", "worker", "cron", "notifier", "sync"] {
+            // A service that never started has no outbox.
+            let unsent: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT (SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL)
+                   WHERE to_regclass('{schema}.outbox') IS NOT NULL"
+            ))
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if unsent.unwrap_or(0) > 0 {
+                return false;
+            }
+        }
+        // A handler may have written to an outbox between the two looks.
+        test_support::consumers_settled(&nats, &streams, Duration::ZERO).await
+    })
+    .await;
+    pool.close().await;
+    assert!(settled, "the services did not settle within 60 s");
+}

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
@@ -17,34 +17,36 @@ use nix::unistd::Pid;
 use prost::Message;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use test_support::{TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
 use uuid::Uuid;
 
 const OTHER_JOBS: &str =
     "purge-expired-sessions,purge-retention,roll-over-usage,clean-up-abandoned-uploads";
 
 struct CronProcess {
-    child: Child,
+    child: ChildGuard,
 }
 
 impl CronProcess {
     async fn start(db: &TestDb, namespace: &str, replica: &str) -> Self {
         let port = free_port();
-        let child = Command::new(binary("cron"))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", namespace)
-            .env("LOG_FORMAT", "json")
-            .env("CRON_SCHEDULE_DISPATCH_DUE_PROMPTS", "*/2 * * * * *")
-            .env("CRON_DISABLED_JOBS", OTHER_JOBS)
-            .env("CRON_REPLICA_ID", replica)
-            .env("CRON_LEASE_SECONDS", "5")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = ChildGuard::new(
+            Command::new(binary("cron"))
+                .env("PORT", port.to_string())
+                .env("HOST", "127.0.0.1")
+                .env("DATABASE_URL", db.url())
+                .env("NATS_URL", nats_url())
+                .env("BUS_NAMESPACE", namespace)
+                .env("LOG_FORMAT", "json")
+                .env("CRON_SCHEDULE_DISPATCH_DUE_PROMPTS", "*/2 * * * * *")
+                .env("CRON_DISABLED_JOBS", OTHER_JOBS)
+                .env("CRON_REPLICA_ID", replica)
+                .env("CRON_LEASE_SECONDS", "5")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
         let ready_url = format!("http://127.0.0.1:{port}/readyz");
         let ready = eventually(Duration::from_secs(30), || {
             let url = ready_url.clone();
@@ -86,7 +88,7 @@ async fn runs(pool: &PgPool) -> Vec<Run> {
     )
     .fetch_all(pool)
     .await
-    .unwrap_or_default()
+    .unwrap()
 }
 
 async fn cron_pool(db: &TestDb) -> PgPool {
@@ -142,8 +144,6 @@ async fn two_cron_processes_run_each_tick_exactly_once() {
     assert!(enough, "{:?}", runs(&pool).await);
     a.signal(Signal::SIGTERM).await;
     b.signal(Signal::SIGTERM).await;
-    // The relays have published before they stopped; give JetStream a moment to settle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let history = runs(&pool).await;
     assert!(
@@ -167,6 +167,12 @@ async fn two_cron_processes_run_each_tick_exactly_once() {
     // The bus got exactly one task per run, naming the run and its tick.
     let tasks = published_tasks(&namespace).await;
     assert_eq!(tasks.len(), history.len(), "{tasks:?}");
+    // The relays publish before their process exits: nothing is left in the outbox.
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(unsent, 0, "a replica exited with unpublished tasks");
     let from_tasks: BTreeSet<(String, i64)> = tasks
         .iter()
         .map(|task| (task.cron_run_id.clone(), task.scheduled_for_ms))
@@ -201,7 +207,9 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     let last_before = before.last().unwrap().scheduled_for;
     // Down for a little over three ticks.
     tokio::time::sleep(Duration::from_millis(7_000)).await;
-    let restarted_at = Utc::now();
+    // Cron picks the catch-up tick from its own clock once it has started, some time after
+    // the spawn: the bounds below hold wherever a tick boundary falls in its start-up.
+    let spawned_at = Utc::now();
     let cron = CronProcess::start(&db, &namespace, "replica-b").await;
     let caught_up = eventually(Duration::from_secs(10), || async {
         runs(&pool)
@@ -211,8 +219,20 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     })
     .await;
     assert!(caught_up, "{:?}", runs(&pool).await);
-    // Let it run on schedule again for a tick or two.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let it run on schedule again.
+    let on_schedule = eventually(Duration::from_secs(20), || async {
+        let history = runs(&pool).await;
+        let catch_up = history.iter().find(|run| run.trigger == "catch_up");
+        catch_up.is_some_and(|catch_up| {
+            history.iter().any(|run| {
+                run.scheduled_for > catch_up.scheduled_for
+                    && run.trigger == "schedule"
+                    && run.finished_at.is_some()
+            })
+        })
+    })
+    .await;
+    assert!(on_schedule, "{:?}", runs(&pool).await);
     cron.signal(Signal::SIGTERM).await;
 
     let history = runs(&pool).await;
@@ -224,9 +244,17 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     let catch_up = catch_ups[0];
     assert_eq!(catch_up.outcome, "succeeded");
     assert_eq!(catch_up.replica_id, "replica-b");
-    // It stands for the latest tick before the restart...
-    assert!(catch_up.scheduled_for <= restarted_at);
-    assert!(restarted_at - catch_up.scheduled_for < chrono::Duration::seconds(3));
+    // It stands for the latest tick before the restart: one cron saw as past when it decided,
+    // which was after the spawn and before the run started.
+    assert!(
+        catch_up.scheduled_for <= catch_up.started_at,
+        "{catch_up:?}"
+    );
+    assert!(
+        catch_up.scheduled_for > spawned_at - chrono::Duration::seconds(2),
+        "the catch-up ran a tick older than the last one before the restart ({spawned_at}): \
+         {catch_up:?}"
+    );
     // ...and records the ticks it did not run, none of which has a run of its own.
     let skipped = (catch_up.scheduled_for - last_before).num_seconds() / 2 - 1;
     assert!(skipped >= 2, "down {skipped} ticks");

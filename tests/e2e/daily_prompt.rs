@@ -236,8 +236,8 @@ async fn a_due_prompt_reaches_suprsend_once() {
     })
     .await;
     assert!(more_ticks);
-    // Give the last tick's task time to travel through the api and the notifier.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every tick's task has gone through the api and the notifier.
+    e2e_tests::wait_settled(db.url(), &namespace).await;
     assert_eq!(triggers().len(), 1, "{:?}", triggers());
     // Ada was identified on sign-up.
     let identified = requests.lock().unwrap().iter().any(|(path, body)| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use messages::journal::v1::JournalEntryCreated;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use test_support::{TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
 
 fn cli(db: &TestDb, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary("worker"))
@@ -32,16 +32,18 @@ async fn dead_letters_are_listed_and_redriven_through_the_operator_command() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
     let port = free_port();
-    let mut worker = Command::new(binary("worker"))
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", db.url())
-        .env("NATS_URL", nats_url())
-        .env("BUS_NAMESPACE", &namespace)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut worker = ChildGuard::new(
+        Command::new(binary("worker"))
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", db.url())
+            .env("NATS_URL", nats_url())
+            .env("BUS_NAMESPACE", &namespace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let ready_url = format!("http://127.0.0.1:{port}/readyz");
     assert!(
         eventually(Duration::from_secs(30), || {

@@ -1,96 +1,296 @@
-//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a service exports its request spans over OTLP/HTTP
-//! (protobuf to `<endpoint>/v1/traces`); the spans carry the service name. A stand-in
-//! collector on localhost receives them.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the services export their spans over OTLP/HTTP
+//! (protobuf to `<endpoint>/v1/traces`), each under its own `service.name`, and one trace
+//! follows a request through the bus: an export asked of the api is built by the worker and
+//! announced by the notifier, all in the api request's trace. A stand-in collector on
+//! localhost receives and decodes the spans.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use test_support::{TestDb, binary, eventually, free_port, get, nats_url};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use serde_json::{Value, json};
+use test_support::{ChildGuard, TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
 
-type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+const SUPRSEND_KEY: &str = "otlp-suprsend-key";
 
-#[tokio::test]
-async fn request_spans_are_exported_over_otlp_http() {
-    let received: Received = Arc::default();
-    let collector = Router::new().route(
+/// One decoded span: the service that exported it, its trace, name and attributes.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    trace_id: Vec<u8>,
+    name: String,
+    attributes: BTreeMap<String, String>,
+}
+
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|value| value.value.as_ref()) {
+        Some(any_value::Value::StringValue(text)) => text.clone(),
+        Some(any_value::Value::IntValue(number)) => number.to_string(),
+        Some(any_value::Value::BoolValue(flag)) => flag.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attributes(pairs: &[KeyValue]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|pair| (pair.key.clone(), text(pair.value.as_ref())))
+        .collect()
+}
+
+/// A collector that decodes every batch; anything but an OTLP protobuf body fails the request
+/// and is recorded as a problem.
+async fn collector() -> (String, Spans, Arc<Mutex<Vec<String>>>) {
+    let spans = Spans::default();
+    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = Router::new().route(
         "/v1/traces",
         post({
-            let received = received.clone();
+            let spans = spans.clone();
+            let problems = problems.clone();
             move |headers: HeaderMap, body: Bytes| async move {
                 let content_type = headers
                     .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                received.lock().unwrap().push((content_type, body.to_vec()));
-                ""
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("");
+                if content_type != "application/x-protobuf" {
+                    problems
+                        .lock()
+                        .unwrap()
+                        .push(format!("content type {content_type:?}"));
+                    return StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                }
+                let request = match ExportTraceServiceRequest::decode(body) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        problems
+                            .lock()
+                            .unwrap()
+                            .push(format!("undecodable: {error}"));
+                        return StatusCode::BAD_REQUEST;
+                    }
+                };
+                let mut received = spans.lock().unwrap();
+                for resource_spans in request.resource_spans {
+                    let resource = attributes(
+                        &resource_spans
+                            .resource
+                            .map(|resource| resource.attributes)
+                            .unwrap_or_default(),
+                    );
+                    let service = resource.get("service.name").cloned().unwrap_or_default();
+                    for scope_spans in resource_spans.scope_spans {
+                        for span in scope_spans.spans {
+                            received.push(Span {
+                                service: service.clone(),
+                                trace_id: span.trace_id,
+                                name: span.name,
+                                attributes: attributes(&span.attributes),
+                            });
+                        }
+                    }
+                }
+                StatusCode::OK
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, collector).await });
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans, problems)
+}
 
-    let db = TestDb::new().await;
-    let namespace = e2e_tests::unique_namespace();
-    let port = free_port();
-    let mut child = Command::new(binary("api"))
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", db.url())
-        .env("NATS_URL", nats_url())
-        .env("BUS_NAMESPACE", &namespace)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let url = format!("{base}/readyz");
+/// A SuprSend stand-in that accepts everything with the right key.
+async fn suprsend() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    let requests: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let app = Router::new().fallback({
+        let requests = requests.clone();
+        move |uri: axum::http::Uri, headers: HeaderMap, body: String| async move {
+            let authorized = headers
+                .get("authorization")
+                .is_some_and(|value| value == format!("Bearer {SUPRSEND_KEY}").as_str());
+            if !authorized {
+                return StatusCode::UNAUTHORIZED;
+            }
+            let body = serde_json::from_str(&body).unwrap_or(Value::Null);
+            requests.lock().unwrap().push((uri.path().to_owned(), body));
+            StatusCode::ACCEPTED
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, requests)
+}
+
+struct Process {
+    name: &'static str,
+    child: ChildGuard,
+    base_url: String,
+}
+
+impl Process {
+    async fn start(
+        name: &'static str,
+        db: &TestDb,
+        namespace: &str,
+        collector_url: &str,
+        env: &[(&str, String)],
+    ) -> Self {
+        let port = free_port();
+        let mut command = Command::new(binary(name));
+        command
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", db.url())
+            .env("NATS_URL", nats_url())
+            .env("BUS_NAMESPACE", namespace)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url)
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = ChildGuard::new(command.spawn().unwrap());
+        let base_url = format!("http://127.0.0.1:{port}");
+        let ready_url = format!("{base_url}/readyz");
+        let ready = eventually(Duration::from_secs(30), || {
+            let url = ready_url.clone();
             async move { get(&url).await.0 == 200 }
         })
-        .await
-    );
-    for _ in 0..3 {
-        assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+        .await;
+        assert!(ready, "{name} never became ready");
+        Self {
+            name,
+            child,
+            base_url,
+        }
     }
-    // SIGTERM flushes the batch of spans on the way out.
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
 
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            !received.lock().unwrap().is_empty()
-        })
-        .await,
-        "no spans exported"
-    );
-    let batches = received.lock().unwrap().clone();
-    let all_bytes: Vec<u8> = batches.iter().flat_map(|(_, body)| body.clone()).collect();
-    assert!(
-        batches
+    /// SIGTERM flushes the batch of spans on the way out.
+    fn stop(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{} exit status", self.name);
+    }
+}
+
+#[tokio::test]
+async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_notifier() {
+    let (collector_url, spans, problems) = collector().await;
+    let (suprsend_url, notifications) = suprsend().await;
+    let db = TestDb::new().await;
+    let namespace = e2e_tests::unique_namespace();
+    let bucket = TestBucket::new().await;
+    let mut api_env = bucket.env();
+    api_env.push(("AUTH_DEV_LOGIN", "true".to_owned()));
+    let api = Process::start("api", &db, &namespace, &collector_url, &api_env).await;
+    let worker = Process::start("worker", &db, &namespace, &collector_url, &bucket.env()).await;
+    let notifier = Process::start(
+        "notifier",
+        &db,
+        &namespace,
+        &collector_url,
+        &[
+            ("SUPRSEND_BASE_URL", suprsend_url),
+            ("SUPRSEND_API_KEY", SUPRSEND_KEY.to_owned()),
+        ],
+    )
+    .await;
+
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{}/auth/dev/login", api.base_url))
+        .json(&json!({"email": "ada@example.com", "name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let export = client
+        .post(format!("{}/rpc/exports/create", api.base_url))
+        .bearer_auth(&token)
+        .json(&json!({ "json": null }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let export: Value = export.json().await.unwrap();
+    let export_id = export["json"]["exportId"].as_str().unwrap().to_owned();
+    let announced = eventually(Duration::from_secs(60), || async {
+        notifications
+            .lock()
+            .unwrap()
             .iter()
-            .all(|(content_type, _)| content_type == "application/x-protobuf"),
-        "{batches:?}"
+            .any(|(path, body)| path == "/trigger/" && body.to_string().contains(&export_id))
+    })
+    .await;
+    assert!(
+        announced,
+        "the export was never announced: {:?}",
+        notifications.lock().unwrap()
     );
-    let contains = |needle: &str| {
-        all_bytes
-            .windows(needle.len())
-            .any(|window| window == needle.as_bytes())
-    };
-    assert!(contains("http_request"), "the request span is exported");
-    assert!(contains("/healthz"), "with its route");
-    assert!(contains("api"), "under the service name");
+    for process in [api, worker, notifier] {
+        process.stop();
+    }
+    assert!(
+        problems.lock().unwrap().is_empty(),
+        "{:?}",
+        problems.lock().unwrap()
+    );
+
+    let spans = spans.lock().unwrap().clone();
+    let services: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["api", "notifier", "worker"]),
+        "every span carries its service's name"
+    );
+    // The export request's span, with its route.
+    let request = spans
+        .iter()
+        .find(|span| {
+            span.service == "api"
+                && span
+                    .attributes
+                    .values()
+                    .any(|value| value.contains("/rpc/exports/create"))
+        })
+        .unwrap_or_else(|| panic!("no api span for the export request: {spans:#?}"));
+    assert_eq!(request.name, "http_request", "{request:?}");
+    assert_eq!(request.trace_id.len(), 16, "{request:?}");
+    assert!(request.trace_id.iter().any(|byte| *byte != 0));
+    // The worker's and the notifier's handling of it belong to the same trace.
+    let in_trace: BTreeSet<&str> = spans
+        .iter()
+        .filter(|span| span.trace_id == request.trace_id)
+        .map(|span| span.service.as_str())
+        .collect();
+    assert_eq!(
+        in_trace,
+        BTreeSet::from(["api", "notifier", "worker"]),
+        "the trace of the export request: {:#?}",
+        spans
+            .iter()
+            .filter(|span| span.trace_id == request.trace_id)
+            .collect::<Vec<_>>()
+    );
     e2e_tests::delete_namespace(&nats_url(), &namespace).await;
 }

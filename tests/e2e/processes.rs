@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use test_support::{TestDb, binary, free_port, get, nats_url};
+use test_support::{ChildGuard, TestDb, binary, free_port, get, nats_url};
 
 const BINARIES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
 
@@ -56,6 +56,49 @@ fn the_development_sync_token_secret_is_refused_in_production_with_exit_2() {
     }
 }
 
+/// The binaries the end-to-end tests run are built from the current sources: none is older
+/// than a file its dep-info (`target/<profile>/<name>.d`, written by cargo) lists.
+#[test]
+fn the_binaries_under_test_are_newer_than_their_sources() {
+    for name in BINARIES {
+        let path = binary(name);
+        let built = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let dep_info = std::fs::read_to_string(path.with_extension("d")).unwrap();
+        let (_, sources) = dep_info.split_once(": ").unwrap();
+        let mut checked = 0;
+        for source in sources.split_whitespace() {
+            let Ok(metadata) = std::fs::metadata(source) else {
+                continue; // generated files of an earlier build
+            };
+            checked += 1;
+            assert!(
+                metadata.modified().unwrap() <= built,
+                "{} is older than its source {source}",
+                path.display()
+            );
+        }
+        assert!(
+            checked > 10,
+            "{name}: only {checked} sources in its dep-info"
+        );
+    }
+}
+
+/// In production the notifier without a SuprSend key would record every notification as
+/// `skipped` and send none: it refuses to start instead.
+#[test]
+fn the_notifier_refuses_production_without_a_suprsend_key() {
+    let output = Command::new(binary("notifier"))
+        .env("ENVIRONMENT", "production")
+        .env_remove("SUPRSEND_API_KEY")
+        .env("PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SUPRSEND_API_KEY"), "{stderr}");
+}
+
 #[test]
 fn unreachable_database_fails_start_with_exit_1() {
     let output = Command::new(binary("worker"))
@@ -81,17 +124,19 @@ async fn sigterm_stops_every_service_with_exit_0() {
     let namespace = e2e_tests::unique_namespace();
     for name in BINARIES {
         let port = free_port();
-        let mut child = Command::new(binary(name))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", &namespace)
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = ChildGuard::new(
+            Command::new(binary(name))
+                .env("PORT", port.to_string())
+                .env("HOST", "127.0.0.1")
+                .env("DATABASE_URL", db.url())
+                .env("NATS_URL", nats_url())
+                .env("BUS_NAMESPACE", &namespace)
+                .env("LOG_FORMAT", "json")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
         let ready_url = format!("http://127.0.0.1:{port}/readyz");
         let ready = test_support::eventually(Duration::from_secs(30), || {
             let url = ready_url.clone();

@@ -4,34 +4,36 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use test_support::{TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
 
 struct Process {
-    child: Child,
+    child: ChildGuard,
     base_url: String,
 }
 
 impl Process {
     async fn start(name: &str, db: &TestDb, namespace: &str) -> Self {
         let port = free_port();
-        let child = Command::new(binary(name))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", namespace)
-            .env("AUTH_DEV_LOGIN", "true")
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = ChildGuard::new(
+            Command::new(binary(name))
+                .env("PORT", port.to_string())
+                .env("HOST", "127.0.0.1")
+                .env("DATABASE_URL", db.url())
+                .env("NATS_URL", nats_url())
+                .env("BUS_NAMESPACE", namespace)
+                .env("AUTH_DEV_LOGIN", "true")
+                .env("LOG_FORMAT", "json")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
         let base_url = format!("http://127.0.0.1:{port}");
         let ready_url = format!("{base_url}/readyz");
         let ready = eventually(Duration::from_secs(30), || {

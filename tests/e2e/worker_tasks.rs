@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer;
@@ -17,10 +17,10 @@ use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use test_support::{TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{ChildGuard, TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
 
 struct Process {
-    child: Child,
+    child: ChildGuard,
     base_url: String,
 }
 
@@ -41,7 +41,7 @@ impl Process {
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().unwrap();
+        let child = ChildGuard::new(command.spawn().unwrap());
         let base_url = format!("http://127.0.0.1:{port}");
         let ready_url = format!("{base_url}/readyz");
         let ready = eventually(Duration::from_secs(30), || {

@@ -68,7 +68,10 @@ const login = await fetch(`${apiUrl}/auth/dev/login`, {
   headers: { 'content-type': 'application/json' },
   body: JSON.stringify({ email: `sync-client-${randomUUID()}@example.com`, name: 'Sync Client' }),
 })
+// A failed sign-in must fail here, naming the status, not later as a missing token.
+assert.equal(login.status, 200, `dev login answered ${login.status}: ${await login.clone().text()}`)
 const { token: sessionToken } = (await login.json()) as { token: string }
+assert.equal(typeof sessionToken, 'string', 'dev login returned no token')
 const api = createORPCClient<ApiRouter>(bearer(apiUrl, sessionToken))
 
 const first = await api.journalEntries.create({ title: 'synced first', content: 'x' })

@@ -67,7 +67,7 @@ async fn failing_handler_retries_to_its_limit_with_growing_delays_then_dead_lett
         .await,
         "never dead-lettered"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    fixture.wait_settled().await;
     let times: Vec<_> = recorder
         .deliveries
         .lock()
@@ -192,7 +192,7 @@ async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
     fixture.bus.publish(&probe(2, ""), "same-id").await.unwrap();
 
     assert!(eventually(WAIT, || async { recorder.count() >= 2 }).await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    fixture.wait_settled().await;
     assert_eq!(recorder.count(), 2, "each message id is handled once");
     shutdown.cancel();
     router.join().await;
@@ -280,7 +280,7 @@ async fn two_replicas_share_work_and_each_message_is_handled_once() {
         .await;
 
     assert!(eventually(WAIT, || async { first.count() + second.count() >= 200 }).await);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    fixture.wait_settled().await;
     let ids: Vec<String> = first
         .deliveries
         .lock()

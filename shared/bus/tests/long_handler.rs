@@ -74,8 +74,8 @@ async fn progress_acks_keep_a_long_handler_from_being_redelivered() {
         })
         .await
     );
-    // Well past another ack wait: nothing was, or will be, redelivered.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Acked and nothing awaiting a redelivery: nothing was, or will be, redelivered.
+    fixture.wait_settled().await;
     assert_eq!(
         calls.started.load(Ordering::SeqCst),
         1,

@@ -10,12 +10,28 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 
+/// Whether emitting one row sends a NOTIFY. A marker notified after the emit's commit ends
+/// the look: notifications arrive in commit order, so any NOTIFY of the emit comes first, and
+/// no fixed wait decides "none came".
 async fn notified_after_emit(fixture: &common::Fixture, listener: &mut PgListener) -> bool {
+    const MARKER: &str = "test-marker";
     fixture.emit([common::probe(1, "")]).await;
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), listener.recv()).await,
-        Ok(Ok(_))
-    )
+    sqlx::query("SELECT pg_notify('worker_outbox', $1)")
+        .bind(MARKER)
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
+    let mut notified = false;
+    loop {
+        let notification = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .expect("the marker notification never arrived")
+            .unwrap();
+        if notification.payload() == MARKER {
+            return notified;
+        }
+        notified = true;
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bus::{Bus, HandlerError, Meta, Msg, State};
 use messages::journal::v1::BusProbe;
@@ -16,6 +16,7 @@ pub struct Fixture {
     pub db: TestDb,
     pub pool: PgPool,
     pub bus: Bus,
+    nats_url: String,
 }
 
 impl Fixture {
@@ -36,7 +37,12 @@ impl Fixture {
         let bus = Bus::start(async_nats::jetstream::new(client), &namespace, "bustest")
             .await
             .unwrap();
-        Self { db, pool, bus }
+        Self {
+            db,
+            pool,
+            bus,
+            nats_url: nats_url.to_owned(),
+        }
     }
 
     /// Emit probes through the outbox, one transaction each.
@@ -60,6 +66,18 @@ impl Fixture {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    /// Wait until every consumer of the namespace has delivered and settled everything (no
+    /// retry scheduled, no handler running), then nothing more can arrive; fails the test
+    /// when that does not happen within 30 s.
+    pub async fn wait_settled(&self) {
+        let streams = ["EVENTS", "TASKS", "CHANGES"].map(|base| self.bus.stream_name(base));
+        assert!(
+            test_support::consumers_settled(&self.nats_url, &streams, Duration::from_secs(30))
+                .await,
+            "the consumers did not settle"
+        );
     }
 
     pub async fn cleanup(self) {
