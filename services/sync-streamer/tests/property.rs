@@ -325,7 +325,11 @@ async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
         };
         // This task alone changes memberships and always re-adds the member, so the removal
         // must succeed.
-        assert_eq!(removed.status, 200, "membership removal failed: {}", removed.json);
+        assert_eq!(
+            removed.status, 200,
+            "membership removal failed: {}",
+            removed.json
+        );
         shared
             .memberships
             .lock()

@@ -183,7 +183,11 @@ pub fn binary(name: &str) -> PathBuf {
 
 fn build_service_binaries(profile_dir: &std::path::Path) {
     let target_dir = profile_dir.parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let profile = profile_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = std::process::Command::new(cargo);
@@ -305,7 +309,12 @@ mod tests {
     /// A test that panics while its processes run must not leave them behind.
     #[test]
     fn a_dropped_child_guard_kills_and_reaps_its_process() {
-        let guard = ChildGuard::new(std::process::Command::new("sleep").arg("60").spawn().unwrap());
+        let guard = ChildGuard::new(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap(),
+        );
         let proc_entry = std::path::PathBuf::from(format!("/proc/{}", guard.id()));
         assert!(proc_entry.exists());
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
