@@ -358,7 +358,8 @@ async fn key_lifecycle_from_enable_to_revoke_and_the_key_is_never_stored_or_logg
             json!({
                 "teamId": team_id,
                 "name": "short",
-                "expiresAt": chrono::Utc::now().timestamp_millis() + 1_500,
+                // Room for the first verification (scrypt) on a busy machine.
+                "expiresAt": chrono::Utc::now().timestamp_millis() + 8_000,
             }),
         )
         .await
@@ -366,7 +367,14 @@ async fn key_lifecycle_from_enable_to_revoke_and_the_key_is_never_stored_or_logg
     let short_key = expiring["key"].as_str().unwrap();
     assert!(expiring["expiresAt"].is_i64());
     assert_eq!(whoami(&api, short_key, None).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let expires_at = expiring["expiresAt"].as_i64().unwrap();
+    assert!(
+        chrono::Utc::now().timestamp_millis() < expires_at,
+        "the machine took longer than the key's lifetime to verify it once"
+    );
+    // Wait for the expiry instant itself, then the cached key must be refused at once.
+    let until_expiry = expires_at - chrono::Utc::now().timestamp_millis() + 100;
+    tokio::time::sleep(Duration::from_millis(until_expiry.max(0) as u64)).await;
     assert_eq!(whoami(&api, short_key, None).await.status, 401);
 
     // Missing or malformed header.
@@ -436,8 +444,12 @@ async fn a_cached_key_costs_no_scrypt_and_a_burst_with_a_fresh_key_runs_exactly_
     api.stop().await;
 }
 
+/// Generous for a busy machine (the latency target lives in the benchmarks), and far below
+/// the tests' 60 s cache TTL, so only the invalidation can make these pass.
+const CROSS_REPLICA_BOUND: Duration = Duration::from_secs(15);
+
 #[tokio::test]
-async fn revocation_and_allowlist_changes_reach_another_replica_within_a_second() {
+async fn revocation_and_allowlist_changes_reach_another_replica_before_its_cache_expires() {
     let a = TestApi::start().await;
     let b = a.replica(|_| {}).await;
     let (owner, team_id) = api_team(&a, "replicas@example.com").await;
@@ -456,7 +468,7 @@ async fn revocation_and_allowlist_changes_reach_another_replica_within_a_second(
     // An allow-list change on A: B's cached allow-list is dropped.
     set_allowlist(&a, &owner, &team_id, &["192.0.2.0/24"]).await;
     let started = Instant::now();
-    let refused = test_support::eventually(Duration::from_secs(1), || async {
+    let refused = test_support::eventually(CROSS_REPLICA_BOUND, || async {
         whoami(&b, &key, None).await.status == 403
     })
     .await;
@@ -466,13 +478,13 @@ async fn revocation_and_allowlist_changes_reach_another_replica_within_a_second(
         started.elapsed()
     );
     set_allowlist(&a, &owner, &team_id, &[]).await;
-    let allowed = test_support::eventually(Duration::from_secs(1), || async {
+    let allowed = test_support::eventually(CROSS_REPLICA_BOUND, || async {
         whoami(&b, &key, None).await.status == 200
     })
     .await;
     assert!(allowed);
 
-    // Revocation on A: B refuses its cached key within a second.
+    // Revocation on A: B refuses its cached key long before its cache entry would expire.
     a.call(
         Some(&owner),
         "apiKeys/revoke",
@@ -481,7 +493,7 @@ async fn revocation_and_allowlist_changes_reach_another_replica_within_a_second(
     .await
     .ok();
     let started = Instant::now();
-    let refused = test_support::eventually(Duration::from_secs(1), || async {
+    let refused = test_support::eventually(CROSS_REPLICA_BOUND, || async {
         whoami(&b, &key, None).await.status == 401
     })
     .await;

@@ -118,19 +118,35 @@ async fn a_stalled_database_slows_callers_down_and_loses_nothing() {
         .execute(&mut *blocker)
         .await
         .unwrap();
+    let recorded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let producer = {
         let sink = sink.clone();
+        let recorded = std::sync::Arc::clone(&recorded);
         tokio::spawn(async move {
             for n in 0..20 {
                 let at = Utc::now() + chrono::TimeDelta::microseconds(n);
                 sink.record(log(team_id, at, 200, "/api/v1/prompts", "jk_bbbb2222"))
                     .await;
+                recorded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the writer's INSERT waits for the lock and the producer has filled the
+    // queue behind it (its first batch, then 4 more); then the producer must be stuck.
+    let stalled = test_support::eventually(Duration::from_secs(30), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO request_logs%'",
+        )
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+        waiting > 0 && recorded.load(std::sync::atomic::Ordering::SeqCst) >= 5
+    })
+    .await;
+    assert!(stalled, "the writer never waited for the locked table");
     assert!(
-        !producer.is_finished(),
+        !producer.is_finished() && recorded.load(std::sync::atomic::Ordering::SeqCst) < 20,
         "recording 20 rows through a queue of 4 must wait while the table is locked"
     );
     blocker.rollback().await.unwrap();

@@ -66,7 +66,7 @@ pub struct Config {
     /// `SUPRSEND_BASE_URL` (default `https://hub.suprsend.com`).
     pub suprsend_base_url: String,
     /// `SUPRSEND_API_KEY`: unset, notifications are recorded (`skipped`) but not sent —
-    /// for development without a SuprSend workspace.
+    /// for development without a SuprSend workspace; required with `ENVIRONMENT=production`.
     pub suprsend_api_key: Option<SecretString>,
     /// `SUPRSEND_TIMEOUT_SECONDS` (default 10): one call's limit; a timeout is retried.
     pub suprsend_timeout: Duration,
@@ -96,6 +96,15 @@ impl Config {
             .optional::<String>("SUPRSEND_API_KEY")
             .filter(|key| !key.trim().is_empty())
             .map(|key| SecretString::from(key.trim().to_owned()));
+        // Without a key every notification is only recorded as `skipped`: fine on a laptop,
+        // silent loss in production.
+        let environment = platform::config::read_environment(&mut env);
+        if environment == platform::config::Environment::Production && suprsend_api_key.is_none() {
+            env.reject(
+                "SUPRSEND_API_KEY",
+                "is required with ENVIRONMENT=production (without it nothing is sent)",
+            );
+        }
         let suprsend_timeout =
             env.seconds_with_default("SUPRSEND_TIMEOUT_SECONDS", Duration::from_secs(10));
         if suprsend_timeout.is_zero() {
@@ -285,5 +294,24 @@ mod tests {
         assert!(config.suprsend_api_key.is_some());
         assert!(!format!("{config:?}").contains("secret-key"));
         assert_eq!(config.workflows, Workflows::default());
+    }
+
+    #[test]
+    fn production_requires_the_suprsend_key() {
+        let error = Config::read(EnvReader::from_map([("ENVIRONMENT", "production")])).unwrap_err();
+        assert!(error.names("SUPRSEND_API_KEY"), "{error}");
+        let error = Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("SUPRSEND_API_KEY", "  "),
+        ]))
+        .unwrap_err();
+        assert!(error.names("SUPRSEND_API_KEY"), "{error}");
+        Config::read(EnvReader::from_map([
+            ("ENVIRONMENT", "production"),
+            ("SUPRSEND_API_KEY", "secret-key"),
+        ]))
+        .unwrap();
+        // Development still runs without one.
+        Config::read(EnvReader::from_map([("ENVIRONMENT", "development")])).unwrap();
     }
 }

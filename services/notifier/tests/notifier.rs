@@ -81,7 +81,7 @@ impl Fixture {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        test_support::assert_stops_ok("the notifier", Duration::from_secs(15), self.handle).await;
         let _ = self.bus.delete_streams().await;
     }
 
@@ -316,8 +316,12 @@ async fn other_client_errors_are_dead_lettered_with_the_response_body() {
     assert_eq!(attempts, 1);
     let key = format!("prompt.due:{message_id}");
     assert_eq!(fixture.status(&key).await, Some(("rejected".into(), 1)));
-    // Not retried.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not retried: the message is settled (no redelivery scheduled) after one request.
+    let streams = ["EVENTS", "TASKS", "CHANGES"].map(|base| fixture.bus.stream_name(base));
+    assert!(
+        test_support::consumers_settled(&nats_url(), &streams, Duration::from_secs(30)).await,
+        "the notifier's consumer did not settle"
+    );
     assert_eq!(fixture.stand_in.received().len(), 1);
     fixture.stop().await;
 }

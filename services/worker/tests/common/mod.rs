@@ -137,12 +137,8 @@ impl System {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let worker = tokio::time::timeout(Duration::from_secs(20), self.worker)
-            .await
-            .expect("the worker stops within 20 s")
-            .unwrap();
-        assert!(worker.is_ok(), "worker: {worker:?}");
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.api).await;
+        test_support::assert_stops_ok("the worker", Duration::from_secs(20), self.worker).await;
+        test_support::assert_stops_ok("the api", Duration::from_secs(20), self.api).await;
         self.worker_pool.close().await;
         self.api_pool.close().await;
         let client = async_nats::connect(nats_url()).await.unwrap();
