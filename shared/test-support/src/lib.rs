@@ -162,54 +162,46 @@ where
     }
 }
 
-/// The service binaries, built together as `cargo xtask test` builds them (the same packages,
-/// so the same feature set: a second build is a no-op).
-const SERVICE_PACKAGES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
-
 /// The path of a workspace binary (`api`, `worker`, ...), next to the running test executable.
-/// The first call in a test process runs `cargo build` for the service packages into the
-/// test's own target directory (cargo's build lock serialises parallel test processes; when
-/// nothing changed it is a quick no-op), so an end-to-end test never runs an old build.
+/// `cargo xtask test` builds the service binaries before the tests run; a binary that is
+/// missing, or older than any source file its dep-info lists, is refused with the command
+/// to run, so an end-to-end test never runs an old build. (Building from inside the test
+/// was tried: under nextest the inner `cargo build` rebuilt dependencies, minutes per test
+/// process.)
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test-binary>
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    BUILT.get_or_init(|| build_service_binaries(profile_dir));
     let path = profile_dir.join(name);
-    assert!(path.exists(), "binary {} was not built", path.display());
+    assert!(
+        path.exists(),
+        "binary {} was not built: run `cargo xtask test`, or `cargo build -p {name}` first",
+        path.display()
+    );
+    if let Some(source) = source_newer_than(&path) {
+        panic!(
+            "binary {} is older than its source {source}: run `cargo xtask test`, or \
+             `cargo build -p {name}` first",
+            path.display()
+        );
+    }
     path
 }
 
-fn build_service_binaries(profile_dir: &std::path::Path) {
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = profile_dir
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = std::process::Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(&workspace);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    for package in SERVICE_PACKAGES {
-        command.args(["--package", package]);
-    }
-    let status = command.status().unwrap();
-    assert!(status.success(), "building the service binaries failed");
+/// A source file listed in the binary's dep-info (`<binary>.d`, written by cargo) that was
+/// modified after the binary was built.
+pub fn source_newer_than(binary: &std::path::Path) -> Option<String> {
+    let built = std::fs::metadata(binary).ok()?.modified().ok()?;
+    let dep_info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    let (_, sources) = dep_info.split_once(": ")?;
+    sources
+        .split_whitespace()
+        .find(|source| {
+            std::fs::metadata(source)
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|modified| modified > built)
+        })
+        .map(str::to_owned)
 }
 
 /// A child process that is killed and reaped when the guard drops, so a test that fails (or
