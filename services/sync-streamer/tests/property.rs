@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::api_common::Answer;
 use common::*;
 use rand::RngExt;
 use rand::SeedableRng;

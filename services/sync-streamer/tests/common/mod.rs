@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use api_common::{Answer, TestApi, TestUser};
+pub use api_common::{TestApi, TestUser};
 
 /// One streamer replica.
 pub struct Streamer {
