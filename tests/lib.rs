@@ -122,15 +122,24 @@ pub async fn wait_settled(database_url: &str, namespace: &str) {
             return false;
         }
         for schema in ["api", "worker", "cron", "notifier", "sync"] {
-            // A service that never started has no outbox.
-            let unsent: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT (SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL)
-                   WHERE to_regclass('{schema}.outbox') IS NOT NULL"
+            // A service that never started has no outbox (and a statement naming a missing
+            // table fails at parse time, whatever its WHERE says: ask first).
+            let table = format!("{schema}.outbox");
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&table)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            if !exists {
+                continue;
+            }
+            let unsent: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {table} WHERE sent_at IS NULL"
             ))
-            .fetch_optional(&pool)
+            .fetch_one(&pool)
             .await
             .unwrap();
-            if unsent.unwrap_or(0) > 0 {
+            if unsent > 0 {
                 return false;
             }
         }

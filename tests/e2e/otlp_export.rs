@@ -190,7 +190,9 @@ impl Process {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: `Process::stop` waits for the child synchronously, and the collector must
+// keep answering meanwhile (the services flush their last spans while they stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_notifier() {
     let (collector_url, spans, problems) = collector().await;
     let (suprsend_url, notifications) = suprsend().await;
@@ -256,6 +258,19 @@ async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_noti
         problems.lock().unwrap()
     );
 
+    // The last batches may still be in flight to the collector.
+    let all_three = eventually(Duration::from_secs(15), || async {
+        let spans = spans.lock().unwrap();
+        let services: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+        ["api", "notifier", "worker"]
+            .iter()
+            .all(|service| services.contains(service))
+    })
+    .await;
+    assert!(
+        all_three,
+        "spans from the api, the worker and the notifier arrived"
+    );
     let spans = spans.lock().unwrap().clone();
     let services: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
     assert_eq!(
