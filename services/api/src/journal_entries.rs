@@ -141,6 +141,35 @@ fn check_mood(issues: &mut Issues, mood: i16) {
     issues.number_range("mood", i64::from(mood), 1, 5);
 }
 
+/// The document's `tags`: what [`check_tags`] enforces (utoipa has no attribute for the
+/// items' length).
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    tags_schema_builder().build()
+}
+
+/// [`tags_schema`] where `null` means none (create).
+fn nullable_tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    tags_schema_builder()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
+}
+
+fn tags_schema_builder() -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(50))
+                // No NUL (the server refuses it in every string: Postgres text cannot hold it).
+                .pattern(Some(r"^[^\u0000]*$")),
+        )
+        .max_items(Some(50))
+        .description(Some("Up to 50 tags of 1–50 characters."))
+}
+
 fn check_tags(issues: &mut Issues, tags: &[String]) {
     issues.array_length("tags", tags.len(), 50);
     for (index, tag) in tags.iter().enumerate() {
@@ -164,17 +193,21 @@ fn to_date(text: &str) -> Option<NaiveDate> {
     description = "A new journal entry (in the open API, a team entry of the key's team)."
 )]
 pub struct CreateInput {
-    /// 1–200 characters (trimmed).
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1–200 characters, not blank (stored trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
+    )]
     pub title: String,
     /// Up to 100,000 characters.
-    #[schema(max_length = 100_000)]
+    #[schema(max_length = 100_000, pattern = r"^[^\u0000]*$")]
     pub content: String,
     /// 1–5.
     #[schema(minimum = 1, maximum = 5)]
     pub mood: Option<i16>,
     /// Up to 50 tags of 1–50 characters.
-    #[schema(max_items = 50)]
+    #[schema(schema_with = nullable_tags_schema, required = false)]
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
@@ -187,7 +220,7 @@ pub struct CreateInput {
 
 impl Input for CreateInput {
     fn check(&self, issues: &mut Issues) {
-        issues.string_length("title", self.title.trim(), 1, 200);
+        issues.trimmed_string_length("title", &self.title, 1, 200);
         issues.string_length("content", &self.content, 0, 100_000);
         if let Some(mood) = self.mood {
             check_mood(issues, mood);
@@ -596,13 +629,24 @@ pub struct UpdateInput {
     #[schema(ignore)]
     pub journal_entry_id: Uuid,
     pub expected_version: Option<i64>,
-    /// 1–200 characters (trimmed).
+    /// 1–200 characters, not blank (stored trimmed).
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 200)]
+    #[schema(
+        value_type = String,
+        required = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
+    )]
     pub title: Option<String>,
     /// Up to 100,000 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = String, required = false, max_length = 100_000)]
+    #[schema(
+        value_type = String,
+        required = false,
+        max_length = 100_000,
+        pattern = r"^[^\u0000]*$"
+    )]
     pub content: Option<String>,
     /// 1–5; `null` clears it.
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
@@ -610,7 +654,7 @@ pub struct UpdateInput {
     pub mood: Option<Option<i16>>,
     /// Up to 50 tags of 1–50 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
-    #[schema(value_type = Vec<String>, required = false, max_items = 50)]
+    #[schema(schema_with = tags_schema, required = false)]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]
@@ -620,7 +664,7 @@ pub struct UpdateInput {
 impl Input for UpdateInput {
     fn check(&self, issues: &mut Issues) {
         if let Some(title) = &self.title {
-            issues.string_length("title", title.trim(), 1, 200);
+            issues.trimmed_string_length("title", title, 1, 200);
         }
         if let Some(content) = &self.content {
             issues.string_length("content", content, 0, 100_000);

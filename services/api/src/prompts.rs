@@ -58,9 +58,10 @@ pub struct Schedule {
     #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub time: String,
     /// An IANA time zone, e.g. `Europe/Paris`.
+    #[schema(schema_with = timezone_schema)]
     pub timezone: String,
     /// ISO weekdays (1 = Monday … 7 = Sunday), at least one.
-    #[schema(min_items = 1, max_items = 7)]
+    #[schema(schema_with = weekdays_schema)]
     pub weekdays: Vec<i16>,
 }
 
@@ -161,8 +162,39 @@ fn parse_time(text: &str) -> Option<NaiveTime> {
     NaiveTime::parse_from_str(text, "%H:%M").ok()
 }
 
+/// The document's `weekdays`: what [`check_schedule`] enforces (utoipa has no attribute for
+/// the items' range).
+fn weekdays_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+                .minimum(Some(1))
+                .maximum(Some(7)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(7))
+        .unique_items(true)
+        .description(Some(
+            "ISO weekdays (1 = Monday … 7 = Sunday), at least one.",
+        ))
+        .build()
+}
+
+/// The document's `timezone`: the IANA names [`parse_timezone`] accepts (chrono-tz's).
+fn timezone_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name())))
+        .description(Some("An IANA time zone, e.g. `Europe/Paris`."))
+        .build()
+}
+
 fn check_text(issues: &mut Issues, text: &str) {
-    issues.string_length("text", text.trim(), 1, 500);
+    issues.trimmed_string_length("text", text, 1, 500);
 }
 
 fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
@@ -235,8 +267,12 @@ async fn require_team_admin(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreatePromptInput)]
 pub struct CreateInput {
-    /// 1–500 characters (trimmed).
-    #[schema(min_length = 1, max_length = 500)]
+    /// 1–500 characters, not blank (stored trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
+    )]
     pub text: String,
     /// Set by the server in the open API (the key's team).
     #[schema(ignore)]

@@ -374,6 +374,26 @@ impl Issues {
         }
     }
 
+    /// Text stored trimmed: at least `min` characters once trimmed (so not blank), at most
+    /// `max` as sent. The OpenAPI document says the same with `minLength`, `maxLength` and a
+    /// `pattern` of "some character `str::trim` keeps" (Rust's `White_Space` set spelled out,
+    /// since a regex engine's `\s` differs from it), which a client can check without
+    /// knowing how we trim.
+    pub fn trimmed_string_length(
+        &mut self,
+        path: impl IntoPath,
+        value: &str,
+        min: usize,
+        max: usize,
+    ) {
+        let trimmed = value.trim();
+        if trimmed.chars().count() < min {
+            self.string_length(path, trimmed, min, max);
+        } else {
+            self.string_length(path, value, min, max);
+        }
+    }
+
     /// A number within `min..=max`.
     pub fn number_range(&mut self, path: impl IntoPath, value: i64, min: i64, max: i64) {
         if value < min {

@@ -176,7 +176,7 @@ pub(super) async fn get_entry(
     path = "/api/v1/journal-entries",
     tag = "journal entries",
     params(
-        ("limit" = Option<i64>, Query, description = "1–100, default 20"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1–100, default 20"),
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
