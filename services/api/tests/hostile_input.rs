@@ -821,6 +821,10 @@ fn count_panics() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
 
 struct Wall {
     api: TestApi,
+    /// Hostile requests go through their own client that keeps no idle connection: the
+    /// server may close a connection after refusing a request whose body it did not read,
+    /// and the fixture's own calls (sign-in again) must not race that close on a reused one.
+    hostile: reqwest::Client,
     dice: Dice,
     fixture: Fixture,
     user: common::TestUser,
@@ -1017,6 +1021,10 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
     }
     let mut wall = Wall {
         api,
+        hostile: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
         dice: Dice(seed),
         fixture,
         user,
@@ -1040,11 +1048,10 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
                 let query: String = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("data", &body)
                     .finish();
-                wall.api.client.get(format!("{url}?{query}"))
+                wall.hostile.get(format!("{url}?{query}"))
             } else {
                 let mut request = wall
-                    .api
-                    .client
+                    .hostile
                     .request(method.clone(), &url)
                     .body(body.clone());
                 if wall.dice.chance(90) {
@@ -1138,8 +1145,7 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
                 _ => body,
             };
             let mut request = wall
-                .api
-                .client
+                .hostile
                 .request(method.clone(), &url)
                 .body(body.clone());
             if wall.dice.chance(90) {
