@@ -1,9 +1,14 @@
 //! Helpers for the end-to-end tests in `e2e/`: start the five real services in-process on
-//! port 0 against real Postgres and NATS.
+//! port 0 against real Postgres and NATS, or as the real binaries ([`ServiceProcess`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use test_support::ChildGuard;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,6 +32,95 @@ impl RunningService {
             Ok(Err(join_error)) => Err(format!("{} panicked: {join_error}", self.name)),
             Err(_) => Err(format!("{} did not stop within 15 s", self.name)),
         }
+    }
+}
+
+/// One service binary (`api`, `worker`, ...) running as a child process: killed when dropped,
+/// so a failing test leaves nothing running.
+pub struct ServiceProcess {
+    pub name: String,
+    pub child: ChildGuard,
+    pub base_url: String,
+}
+
+impl ServiceProcess {
+    /// Spawn binary `name` (refused when missing or older than its sources) on a free port
+    /// against `database_url`, the test NATS server and bus namespace `namespace`, with `env`
+    /// set on top (it may override any of those), and wait until `/readyz` answers 200.
+    pub async fn start(
+        name: &str,
+        database_url: &str,
+        namespace: &str,
+        env: &[(&str, String)],
+    ) -> Self {
+        let port = test_support::free_port();
+        let mut command = Command::new(test_support::binary(name));
+        command
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_URL", database_url)
+            .env("NATS_URL", test_support::nats_url())
+            .env("BUS_NAMESPACE", namespace)
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = ChildGuard::new(
+            command
+                .spawn()
+                .unwrap_or_else(|error| panic!("spawning {name}: {error}")),
+        );
+        let mut process = Self {
+            name: name.to_owned(),
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        let ready_url = format!("{}/readyz", process.base_url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if test_support::get(&ready_url).await.0 == 200 {
+                return process;
+            }
+            // A process that exited will never be ready: say so now, not after the timeout.
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!("{name} exited before it was ready: {status}");
+            }
+            if Instant::now() >= deadline {
+                let (status, body) = test_support::get(&ready_url).await;
+                panic!("{name} never became ready: /readyz {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Wait (without blocking the runtime) for the process to exit within `timeout`; its exit
+    /// code, `None` when a signal ended it. Fails the test when it does not exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then require exit code 0 within 15 s (it drains and stops cleanly).
+    pub async fn stop(mut self) {
+        self.signal(Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(15)).await;
+        assert_eq!(code, Some(0), "{} exit status after SIGTERM", self.name);
     }
 }
 

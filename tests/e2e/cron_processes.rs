@@ -5,67 +5,36 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
 use chrono::{DateTime, Utc};
+use e2e_tests::ServiceProcess;
 use futures::StreamExt;
 use messages::journal::v1::DispatchDuePrompts;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use prost::Message;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{TestDb, eventually, nats_url};
 use uuid::Uuid;
 
 const OTHER_JOBS: &str =
     "purge-expired-sessions,purge-retention,roll-over-usage,clean-up-abandoned-uploads";
 
-struct CronProcess {
-    child: ChildGuard,
-}
-
-impl CronProcess {
-    async fn start(db: &TestDb, namespace: &str, replica: &str) -> Self {
-        let port = free_port();
-        let child = ChildGuard::new(
-            Command::new(binary("cron"))
-                .env("PORT", port.to_string())
-                .env("HOST", "127.0.0.1")
-                .env("DATABASE_URL", db.url())
-                .env("NATS_URL", nats_url())
-                .env("BUS_NAMESPACE", namespace)
-                .env("LOG_FORMAT", "json")
-                .env("CRON_SCHEDULE_DISPATCH_DUE_PROMPTS", "*/2 * * * * *")
-                .env("CRON_DISABLED_JOBS", OTHER_JOBS)
-                .env("CRON_REPLICA_ID", replica)
-                .env("CRON_LEASE_SECONDS", "5")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        let ready_url = format!("http://127.0.0.1:{port}/readyz");
-        let ready = eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(ready, "cron {replica} never became ready");
-        Self { child }
-    }
-
-    async fn signal(mut self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-        let exited = eventually(Duration::from_secs(15), || {
-            let done = self.child.try_wait().unwrap().is_some();
-            async move { done }
-        })
-        .await;
-        assert!(exited, "cron did not exit after {signal}");
-    }
+/// A `cron` process ticking `dispatch-due-prompts` every 2 s, the other jobs off, with a
+/// 5 s leader lease.
+async fn start_cron(db: &TestDb, namespace: &str, replica: &str) -> ServiceProcess {
+    let env = [
+        (
+            "CRON_SCHEDULE_DISPATCH_DUE_PROMPTS",
+            "*/2 * * * * *".to_owned(),
+        ),
+        ("CRON_DISABLED_JOBS", OTHER_JOBS.to_owned()),
+        ("CRON_REPLICA_ID", replica.to_owned()),
+        ("CRON_LEASE_SECONDS", "5".to_owned()),
+    ];
+    ServiceProcess::start("cron", db.url(), namespace, &env).await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -133,8 +102,8 @@ async fn published_tasks(namespace: &str) -> Vec<DispatchDuePrompts> {
 async fn two_cron_processes_run_each_tick_exactly_once() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
-    let a = CronProcess::start(&db, &namespace, "replica-a").await;
-    let b = CronProcess::start(&db, &namespace, "replica-b").await;
+    let a = start_cron(&db, &namespace, "replica-a").await;
+    let b = start_cron(&db, &namespace, "replica-b").await;
     let pool = cron_pool(&db).await;
     // Both replicas fire every tick for ~12 s.
     let enough = eventually(Duration::from_secs(30), || async {
@@ -142,8 +111,8 @@ async fn two_cron_processes_run_each_tick_exactly_once() {
     })
     .await;
     assert!(enough, "{:?}", runs(&pool).await);
-    a.signal(Signal::SIGTERM).await;
-    b.signal(Signal::SIGTERM).await;
+    a.stop().await;
+    b.stop().await;
 
     let history = runs(&pool).await;
     assert!(
@@ -194,7 +163,7 @@ async fn two_cron_processes_run_each_tick_exactly_once() {
 async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
-    let cron = CronProcess::start(&db, &namespace, "replica-a").await;
+    let mut cron = start_cron(&db, &namespace, "replica-a").await;
     let pool = cron_pool(&db).await;
     let ran = eventually(Duration::from_secs(20), || async {
         runs(&pool).await.len() >= 2
@@ -202,7 +171,8 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     .await;
     assert!(ran);
     // Killed: no graceful anything.
-    cron.signal(Signal::SIGKILL).await;
+    cron.signal(Signal::SIGKILL);
+    cron.wait_exit(Duration::from_secs(15)).await;
     let before = runs(&pool).await;
     let last_before = before.last().unwrap().scheduled_for;
     // Down for a little over three ticks.
@@ -210,7 +180,7 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     // Cron picks the catch-up tick from its own clock once it has started, some time after
     // the spawn: the bounds below hold wherever a tick boundary falls in its start-up.
     let spawned_at = Utc::now();
-    let cron = CronProcess::start(&db, &namespace, "replica-b").await;
+    let cron = start_cron(&db, &namespace, "replica-b").await;
     let caught_up = eventually(Duration::from_secs(10), || async {
         runs(&pool)
             .await
@@ -233,7 +203,7 @@ async fn ticks_missed_while_down_are_caught_up_by_one_run() {
     })
     .await;
     assert!(on_schedule, "{:?}", runs(&pool).await);
-    cron.signal(Signal::SIGTERM).await;
+    cron.stop().await;
 
     let history = runs(&pool).await;
     let catch_ups: Vec<&Run> = history

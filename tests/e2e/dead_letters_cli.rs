@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use e2e_tests::ServiceProcess;
 use messages::journal::v1::JournalEntryCreated;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{TestDb, binary, eventually, nats_url};
 
 fn cli(db: &TestDb, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary("worker"))
@@ -31,27 +30,7 @@ fn cli(db: &TestDb, args: &[&str]) -> (i32, String, String) {
 async fn dead_letters_are_listed_and_redriven_through_the_operator_command() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
-    let port = free_port();
-    let mut worker = ChildGuard::new(
-        Command::new(binary("worker"))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", &namespace)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let ready_url = format!("http://127.0.0.1:{port}/readyz");
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await
-    );
+    let worker = ServiceProcess::start("worker", db.url(), &namespace, &[]).await;
 
     let client = platform::nats::connect(&nats_url(), "dead-letter-test")
         .await
@@ -113,7 +92,6 @@ async fn dead_letters_are_listed_and_redriven_through_the_operator_command() {
         "the running worker did not re-run the dead letter"
     );
 
-    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(worker.wait().unwrap().code(), Some(0));
+    worker.stop().await;
     e2e_tests::delete_namespace(&nats_url(), &namespace).await;
 }

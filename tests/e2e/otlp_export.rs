@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,13 +14,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use e2e_tests::ServiceProcess;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::{Value, json};
-use test_support::{ChildGuard, TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
+use test_support::{TestBucket, TestDb, eventually, nats_url};
 
 const SUPRSEND_KEY: &str = "otlp-suprsend-key";
 
@@ -137,61 +135,8 @@ async fn suprsend() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
     (url, requests)
 }
 
-struct Process {
-    name: &'static str,
-    child: ChildGuard,
-    base_url: String,
-}
-
-impl Process {
-    async fn start(
-        name: &'static str,
-        db: &TestDb,
-        namespace: &str,
-        collector_url: &str,
-        env: &[(&str, String)],
-    ) -> Self {
-        let port = free_port();
-        let mut command = Command::new(binary(name));
-        command
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", namespace)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url)
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = ChildGuard::new(command.spawn().unwrap());
-        let base_url = format!("http://127.0.0.1:{port}");
-        let ready_url = format!("{base_url}/readyz");
-        let ready = eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(ready, "{name} never became ready");
-        Self {
-            name,
-            child,
-            base_url,
-        }
-    }
-
-    /// SIGTERM flushes the batch of spans on the way out.
-    fn stop(mut self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "{} exit status", self.name);
-    }
-}
-
-// Multi-threaded: `Process::stop` waits for the child synchronously, and the collector must
-// keep answering meanwhile (the services flush their last spans while they stop).
+// Multi-threaded so the stand-in collector keeps answering on its own thread while the
+// services flush their last spans on the way out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_notifier() {
     let (collector_url, spans, problems) = collector().await;
@@ -199,18 +144,22 @@ async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_noti
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
     let bucket = TestBucket::new().await;
+    let otlp = ("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url.clone());
     let mut api_env = bucket.env();
     api_env.push(("AUTH_DEV_LOGIN", "true".to_owned()));
-    let api = Process::start("api", &db, &namespace, &collector_url, &api_env).await;
-    let worker = Process::start("worker", &db, &namespace, &collector_url, &bucket.env()).await;
-    let notifier = Process::start(
+    api_env.push(otlp.clone());
+    let api = ServiceProcess::start("api", db.url(), &namespace, &api_env).await;
+    let mut worker_env = bucket.env();
+    worker_env.push(otlp.clone());
+    let worker = ServiceProcess::start("worker", db.url(), &namespace, &worker_env).await;
+    let notifier = ServiceProcess::start(
         "notifier",
-        &db,
+        db.url(),
         &namespace,
-        &collector_url,
         &[
             ("SUPRSEND_BASE_URL", suprsend_url),
             ("SUPRSEND_API_KEY", SUPRSEND_KEY.to_owned()),
+            otlp,
         ],
     )
     .await;
@@ -250,7 +199,8 @@ async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_noti
         notifications.lock().unwrap()
     );
     for process in [api, worker, notifier] {
-        process.stop();
+        // SIGTERM flushes the last batch of spans on the way out.
+        process.stop().await;
     }
     assert!(
         problems.lock().unwrap().is_empty(),

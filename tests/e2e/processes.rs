@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use test_support::{ChildGuard, TestDb, binary, free_port, get, nats_url};
+use e2e_tests::ServiceProcess;
+use test_support::{TestDb, binary, free_port, get};
 
 const BINARIES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
 
@@ -62,26 +60,46 @@ fn the_development_sync_token_secret_is_refused_in_production_with_exit_2() {
 fn the_binaries_under_test_are_newer_than_their_sources() {
     for name in BINARIES {
         let path = binary(name);
-        let built = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let dep_info = std::fs::read_to_string(path.with_extension("d")).unwrap();
-        let (_, sources) = dep_info.split_once(": ").unwrap();
-        let mut checked = 0;
-        for source in sources.split_whitespace() {
-            let Ok(metadata) = std::fs::metadata(source) else {
-                continue; // generated files of an earlier build
-            };
-            checked += 1;
-            assert!(
-                metadata.modified().unwrap() <= built,
-                "{} is older than its source {source}",
-                path.display()
-            );
-        }
+        // `binary` already refused a stale build; this also proves the check compared
+        // something (a dep-info that listed nothing would pass vacuously).
+        let checked = test_support::sources_checked(&path)
+            .unwrap_or_else(|problem| panic!("{}: {problem}", path.display()));
         assert!(
             checked > 10,
             "{name}: only {checked} sources in its dep-info"
         );
     }
+}
+
+/// The freshness check refuses what it should: a binary without dep-info, and one whose
+/// listed source is newer than it.
+#[test]
+fn the_freshness_check_refuses_a_stale_or_unexplained_binary() {
+    let dir = std::env::temp_dir().join(format!("freshness-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake_binary = dir.join("service");
+    std::fs::write(&fake_binary, b"built").unwrap();
+    let problem = test_support::sources_checked(&fake_binary).unwrap_err();
+    assert!(problem.contains("dep-info"), "{problem}");
+
+    let source = dir.join("main.rs");
+    std::fs::write(&source, b"fn main() {}").unwrap();
+    std::fs::write(
+        fake_binary.with_extension("d"),
+        format!("{}: {}\n", fake_binary.display(), source.display()),
+    )
+    .unwrap();
+    let built = std::fs::metadata(&fake_binary).unwrap().modified().unwrap();
+    let file = std::fs::File::options().write(true).open(&source).unwrap();
+    file.set_modified(built + std::time::Duration::from_secs(5))
+        .unwrap();
+    let problem = test_support::sources_checked(&fake_binary).unwrap_err();
+    assert!(problem.contains("older than its source"), "{problem}");
+
+    file.set_modified(built - std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(test_support::sources_checked(&fake_binary), Ok(1));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// In production the notifier without a SuprSend key would record every notification as
@@ -123,41 +141,9 @@ async fn sigterm_stops_every_service_with_exit_0() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
     for name in BINARIES {
-        let port = free_port();
-        let mut child = ChildGuard::new(
-            Command::new(binary(name))
-                .env("PORT", port.to_string())
-                .env("HOST", "127.0.0.1")
-                .env("DATABASE_URL", db.url())
-                .env("NATS_URL", nats_url())
-                .env("BUS_NAMESPACE", &namespace)
-                .env("LOG_FORMAT", "json")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        let ready_url = format!("http://127.0.0.1:{port}/readyz");
-        let ready = test_support::eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(ready, "{name} never became ready");
-
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not exit within 15 s of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert_eq!(status.code(), Some(0), "{name} exit status after SIGTERM");
+        let service = ServiceProcess::start(name, db.url(), &namespace, &[]).await;
+        let ready_url = format!("{}/readyz", service.base_url);
+        service.stop().await;
         assert_eq!(
             get(&ready_url).await.0,
             0,

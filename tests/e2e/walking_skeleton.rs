@@ -4,53 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use e2e_tests::ServiceProcess;
 use serde_json::{Value, json};
-use test_support::{ChildGuard, TestDb, binary, eventually, free_port, get, nats_url};
-
-struct Process {
-    child: ChildGuard,
-    base_url: String,
-}
-
-impl Process {
-    async fn start(name: &str, db: &TestDb, namespace: &str) -> Self {
-        let port = free_port();
-        let child = ChildGuard::new(
-            Command::new(binary(name))
-                .env("PORT", port.to_string())
-                .env("HOST", "127.0.0.1")
-                .env("DATABASE_URL", db.url())
-                .env("NATS_URL", nats_url())
-                .env("BUS_NAMESPACE", namespace)
-                .env("AUTH_DEV_LOGIN", "true")
-                .env("LOG_FORMAT", "json")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        let base_url = format!("http://127.0.0.1:{port}");
-        let ready_url = format!("{base_url}/readyz");
-        let ready = eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(ready, "{name} never became ready");
-        Self { child, base_url }
-    }
-
-    fn stop(mut self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert_eq!(status.code(), Some(0));
-    }
-}
+use test_support::{TestDb, binary, eventually, nats_url};
 
 async fn rpc(
     client: &reqwest::Client,
@@ -74,8 +33,9 @@ async fn rpc(
 async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstream() {
     let db = TestDb::new().await;
     let namespace = e2e_tests::unique_namespace();
-    let api = Process::start("api", &db, &namespace).await;
-    let worker = Process::start("worker", &db, &namespace).await;
+    let dev_login = [("AUTH_DEV_LOGIN", "true".to_owned())];
+    let api = ServiceProcess::start("api", db.url(), &namespace, &dev_login).await;
+    let worker = ServiceProcess::start("worker", db.url(), &namespace, &[]).await;
     let client = reqwest::Client::new();
 
     let login: Value = client
@@ -218,7 +178,7 @@ async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstr
     );
     assert!(String::from_utf8_lossy(&listing.stdout).contains("0 dead letter(s)"));
 
-    api.stop();
-    worker.stop();
+    api.stop().await;
+    worker.stop().await;
     e2e_tests::delete_namespace(&nats_url(), &namespace).await;
 }

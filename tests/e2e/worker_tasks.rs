@@ -9,76 +9,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer;
+use e2e_tests::ServiceProcess;
 use futures::StreamExt;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use test_support::{ChildGuard, TestBucket, TestDb, binary, eventually, free_port, get, nats_url};
-
-struct Process {
-    child: ChildGuard,
-    base_url: String,
-}
-
-impl Process {
-    async fn start(name: &str, db: &TestDb, namespace: &str, env: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let mut command = Command::new(binary(name));
-        command
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", nats_url())
-            .env("BUS_NAMESPACE", namespace)
-            .env("AUTH_DEV_LOGIN", "true")
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = ChildGuard::new(command.spawn().unwrap());
-        let base_url = format!("http://127.0.0.1:{port}");
-        let ready_url = format!("{base_url}/readyz");
-        let ready = eventually(Duration::from_secs(30), || {
-            let url = ready_url.clone();
-            async move { get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(
-            ready,
-            "{name} never became ready: {:?}",
-            get(&ready_url).await
-        );
-        Self { child, base_url }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Wait for the process to exit; its exit code (None when killed by a signal).
-    fn wait(mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the process did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use test_support::{TestBucket, TestDb, eventually, nats_url};
 
 struct Setup {
     db: TestDb,
     namespace: String,
     bucket: TestBucket,
-    api: Process,
+    api: ServiceProcess,
     client: reqwest::Client,
     token: String,
     user_id: String,
@@ -90,7 +34,8 @@ impl Setup {
         let db = TestDb::new().await;
         let namespace = e2e_tests::unique_namespace();
         let bucket = TestBucket::new().await;
-        let api = Process::start("api", &db, &namespace, &[]).await;
+        let dev_login = [("AUTH_DEV_LOGIN", "true".to_owned())];
+        let api = ServiceProcess::start("api", db.url(), &namespace, &dev_login).await;
         let client = reqwest::Client::new();
         let login: Value = client
             .post(format!("{}/auth/dev/login", api.base_url))
@@ -118,11 +63,11 @@ impl Setup {
         }
     }
 
-    async fn worker(&self, pause_ms: u64) -> Process {
+    async fn worker(&self, pause_ms: u64) -> ServiceProcess {
         let mut env = self.bucket.env();
         env.push(("WORKER_TEST_EXPORT_PAUSE_MS", pause_ms.to_string()));
         env.push(("SHUTDOWN_GRACE_SECONDS", "15".to_owned()));
-        Process::start("worker", &self.db, &self.namespace, &env).await
+        ServiceProcess::start("worker", self.db.url(), &self.namespace, &env).await
     }
 
     async fn rpc(&self, procedure: &str, input: Value) -> Value {
@@ -214,9 +159,9 @@ impl Setup {
         count
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.api.signal(Signal::SIGTERM);
-        assert_eq!(self.api.wait(Duration::from_secs(20)), Some(0));
+        assert_eq!(self.api.wait_exit(Duration::from_secs(20)).await, Some(0));
         self.worker_pool.close().await;
         e2e_tests::delete_namespace(&nats_url(), &self.namespace).await;
     }
@@ -229,13 +174,13 @@ const EVENTS_EMITTED: &str = "SELECT count(*) FROM worker.outbox
 #[tokio::test]
 async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once() {
     let setup = Setup::start().await;
-    let doomed = setup.worker(600_000).await;
+    let mut doomed = setup.worker(600_000).await;
     let export_id = setup.request_export().await;
     setup.wait_for_upload(&export_id).await;
 
     doomed.signal(Signal::SIGKILL);
     assert_eq!(
-        doomed.wait(Duration::from_secs(10)),
+        doomed.wait_exit(Duration::from_secs(10)).await,
         None,
         "killed by the signal"
     );
@@ -248,7 +193,7 @@ async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once(
 
     // Another replica gets the task once its ack wait (30 s) has passed.
     let started = Instant::now();
-    let survivor = setup.worker(0).await;
+    let mut survivor = setup.worker(0).await;
     let ready = eventually(Duration::from_secs(90), || async {
         setup.export_status(&export_id).await == "ready"
     })
@@ -295,20 +240,24 @@ async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once(
     assert_eq!(archive["journalEntries"][0]["title"], "Kept");
 
     survivor.signal(Signal::SIGTERM);
-    assert_eq!(survivor.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(survivor.wait_exit(Duration::from_secs(30)).await, Some(0));
     setup.stop().await;
 }
 
 #[tokio::test]
 async fn sigterm_mid_export_finishes_it_before_exiting() {
     let setup = Setup::start().await;
-    let worker = setup.worker(3_000).await;
+    let mut worker = setup.worker(3_000).await;
     let export_id = setup.request_export().await;
     setup.wait_for_upload(&export_id).await;
 
     worker.signal(Signal::SIGTERM);
     let stopping = Instant::now();
-    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "clean exit");
+    assert_eq!(
+        worker.wait_exit(Duration::from_secs(30)).await,
+        Some(0),
+        "clean exit"
+    );
     eprintln!(
         "stopped {:.1} s after SIGTERM",
         stopping.elapsed().as_secs_f64()

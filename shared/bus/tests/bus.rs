@@ -221,7 +221,21 @@ async fn rows_committed_while_nats_is_down_are_published_after_it_returns_in_ord
     fixture
         .emit((0..10).flat_map(|sequence| keys.iter().map(move |key| probe(sequence, key))))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the relay has tried and failed (it records the error on the rows), so the
+    // count below is taken after a real publish attempt, not before the relay woke up.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE last_error IS NOT NULL AND sent_at IS NULL",
+            )
+            .fetch_one(&fixture.pool)
+            .await
+            .unwrap()
+                > 0
+        })
+        .await,
+        "the relay never attempted a publish while NATS was down"
+    );
     assert_eq!(
         fixture.unsent().await,
         50,

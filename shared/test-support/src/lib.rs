@@ -173,35 +173,45 @@ pub fn binary(name: &str) -> PathBuf {
     // target/<profile>/deps/<test-binary>
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "binary {} was not built: run `cargo xtask test`, or `cargo build -p {name}` first",
-        path.display()
-    );
-    if let Some(source) = source_newer_than(&path) {
+    if let Err(problem) = sources_checked(&path) {
         panic!(
-            "binary {} is older than its source {source}: run `cargo xtask test`, or \
-             `cargo build -p {name}` first",
+            "{problem}: run `cargo xtask test`, or `cargo build -p {name}` first ({})",
             path.display()
         );
     }
     path
 }
 
-/// A source file listed in the binary's dep-info (`<binary>.d`, written by cargo) that was
-/// modified after the binary was built.
-pub fn source_newer_than(binary: &std::path::Path) -> Option<String> {
-    let built = std::fs::metadata(binary).ok()?.modified().ok()?;
-    let dep_info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
-    let (_, sources) = dep_info.split_once(": ")?;
-    sources
-        .split_whitespace()
-        .find(|source| {
-            std::fs::metadata(source)
-                .and_then(|metadata| metadata.modified())
-                .is_ok_and(|modified| modified > built)
-        })
-        .map(str::to_owned)
+/// Check that `binary` exists and is at least as new as every source file its dep-info
+/// (`<binary>.d`, written by cargo) lists; returns how many sources were compared. A missing
+/// dep-info is refused too: without it nothing says the build is current.
+pub fn sources_checked(binary: &std::path::Path) -> Result<usize, String> {
+    let built = std::fs::metadata(binary)
+        .and_then(|metadata| metadata.modified())
+        .map_err(|error| format!("the binary was not built ({error})"))?;
+    let dep_info_path = binary.with_extension("d");
+    let dep_info = std::fs::read_to_string(&dep_info_path).map_err(|error| {
+        format!(
+            "its dep-info {} cannot be read ({error})",
+            dep_info_path.display()
+        )
+    })?;
+    let (_, sources) = dep_info
+        .split_once(": ")
+        .ok_or_else(|| format!("its dep-info {} lists no sources", dep_info_path.display()))?;
+    let mut checked = 0;
+    for source in sources.split_whitespace() {
+        // Generated files of an earlier build may be gone; they are not sources.
+        let Ok(modified) = std::fs::metadata(source).and_then(|metadata| metadata.modified())
+        else {
+            continue;
+        };
+        if modified > built {
+            return Err(format!("the binary is older than its source {source}"));
+        }
+        checked += 1;
+    }
+    Ok(checked)
 }
 
 /// A child process that is killed and reaped when the guard drops, so a test that fails (or
