@@ -1,5 +1,7 @@
 //! The api's production paths when what it depends on fails: Google's token endpoint failing
-//! or never answering during a sign-in. Real HTTP to a stand-in provider.
+//! or never answering during a sign-in, and Postgres going away in the middle of a write.
+//! Real HTTP to a stand-in provider, a real Postgres whose backend is terminated (or whose
+//! server is stopped) while a transaction is held at a known point by a test-only trigger.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,9 +11,10 @@ mod oidc_provider;
 
 use std::time::{Duration, Instant};
 
-use common::TestApi;
+use common::{TestApi, TestUser};
 use oidc_provider::{Faults, Identity, StandInProvider, TokenAnswer};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use serde_json::{Value, json};
 
 const APP: &str = "http://localhost:3000";
 
@@ -170,5 +173,249 @@ async fn a_failing_or_silent_google_token_endpoint_ends_in_an_app_error_without_
         "signed in once Google answers"
     );
     assert_eq!(count(&api, "SELECT count(*) FROM users").await, 1);
+    api.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postgres going away in the middle of a write
+
+/// Hold every outbox insert of the bus message `name` in `pg_sleep` (a trigger made by this
+/// test, in its own database): a write that emits it stops there, inside its transaction,
+/// after its earlier statements.
+async fn hold_outbox_inserts(pool: &sqlx::PgPool, name: &str) {
+    sqlx::query(
+        "CREATE FUNCTION hold_outbox_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(120); RETURN NEW; END $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER hold_outbox_insert BEFORE INSERT ON outbox FOR EACH ROW
+         WHEN (NEW.headers->>'Bus-Message' = '{name}') EXECUTE FUNCTION hold_outbox_insert()"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn release_outbox_inserts(pool: &sqlx::PgPool) {
+    sqlx::query("DROP TRIGGER hold_outbox_insert ON outbox")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP FUNCTION hold_outbox_insert()")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The backend of the write held in the trigger (not one of `gone`), once it is there.
+async fn held_backend(pool: &sqlx::PgPool, gone: &[i32]) -> i32 {
+    let deadline = Instant::now() + ANSWER_BOUND;
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'PgSleep'
+                AND pid <> ALL($1)",
+        )
+        .bind(gone)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no write reached the trigger");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An answer with its `Retry-After`.
+struct Answered {
+    status: u16,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+/// Send `request` in a task of its own (it is held by the trigger until the test acts).
+fn in_flight(request: reqwest::RequestBuilder) -> tokio::task::JoinHandle<Answered> {
+    tokio::spawn(async move {
+        let response = request.timeout(ANSWER_BOUND).send().await.unwrap();
+        Answered {
+            status: response.status().as_u16(),
+            retry_after: response
+                .headers()
+                .get(RETRY_AFTER)
+                .map(|value| value.to_str().unwrap().to_owned()),
+            body: response.json().await.unwrap_or(Value::Null),
+        }
+    })
+}
+
+fn rpc(api: &TestApi, user: &TestUser, procedure: &str, input: Value) -> reqwest::RequestBuilder {
+    api.client
+        .post(format!("{}/rpc/{procedure}", api.base_url))
+        .bearer_auth(&user.token)
+        .json(&json!({ "json": input }))
+}
+
+/// 503 `SERVICE_UNAVAILABLE` with `Retry-After`, in the RPC envelope or (open API) without.
+fn assert_unavailable(answered: &Answered, what: &str) {
+    assert_eq!(answered.status, 503, "{what}: {}", answered.body);
+    assert_eq!(
+        answered.retry_after.as_deref(),
+        Some(
+            api::error::UNAVAILABLE_RETRY_AFTER_SECONDS
+                .to_string()
+                .as_str()
+        ),
+        "{what}"
+    );
+    let error = answered.body.get("json").unwrap_or(&answered.body);
+    assert_eq!(
+        error["code"], "SERVICE_UNAVAILABLE",
+        "{what}: {}",
+        answered.body
+    );
+}
+
+/// `journalEntries/create` (and the open API's `POST /api/v1/journal-entries`, the same
+/// write) whose backend is terminated while the transaction is held after inserting the entry,
+/// at its event's outbox insert: 503 with `Retry-After` (it was a 500 INTERNAL_SERVER_ERROR:
+/// the outbox's Postgres error was not judged as one), neither the entry nor any outbox row
+/// of it exists, and the next write goes through normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_entry_write_whose_backend_is_terminated_midway_is_503_and_writes_nothing() {
+    let api = TestApi::start().await;
+    let user = api.login("midway@example.com").await;
+    let team_id = api.team_with(&user, &[]).await;
+    api.call(Some(&user), "apiTeams/enable", json!({"teamId": team_id}))
+        .await
+        .ok();
+    let key = api
+        .call(
+            Some(&user),
+            "apiKeys/create",
+            json!({"teamId": team_id, "name": "midway"}),
+        )
+        .await
+        .ok()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = "SELECT count(*) FROM journal_entries";
+    let outbox = "SELECT count(*) FROM outbox";
+    let outbox_before = count(&api, outbox).await;
+    assert_eq!(count(&api, entries).await, 0);
+
+    hold_outbox_inserts(&api.pool, "journal_entry.created").await;
+    let requests = [
+        (
+            "RPC journalEntries/create",
+            rpc(
+                &api,
+                &user,
+                "journalEntries/create",
+                json!({"title": "held", "content": "c"}),
+            ),
+        ),
+        (
+            "POST /api/v1/journal-entries",
+            api.client
+                .post(format!("{}/api/v1/journal-entries", api.base_url))
+                .header("x-api-key", &key)
+                .json(&json!({"title": "held", "content": "c"})),
+        ),
+    ];
+    let mut terminated_pids = Vec::new();
+    for (what, request) in requests {
+        let answer = in_flight(request);
+        let pid = held_backend(&api.pool, &terminated_pids).await;
+        terminated_pids.push(pid);
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+        assert!(terminated, "{what}");
+        assert_unavailable(&answer.await.unwrap(), what);
+    }
+    release_outbox_inserts(&api.pool).await;
+    assert_eq!(count(&api, entries).await, 0, "no entry was written");
+    assert_eq!(count(&api, outbox).await, outbox_before, "no outbox row");
+
+    let created = api
+        .call(
+            Some(&user),
+            "journalEntries/create",
+            json!({"title": "after", "content": "c"}),
+        )
+        .await
+        .ok();
+    let listed = api
+        .query(Some(&user), "journalEntries/list", Value::Null)
+        .await
+        .ok();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["journalEntryId"], created["journalEntryId"]);
+    assert_eq!(api.events_named("journal_entry.created").await, 1);
+    let rest = api
+        .client
+        .post(format!("{}/api/v1/journal-entries", api.base_url))
+        .header("x-api-key", &key)
+        .json(&json!({"title": "after", "content": "c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 201);
+    assert_eq!(count(&api, entries).await, 2);
+    api.stop().await;
+}
+
+/// `teams/create` (the team, the creator's membership, then their event and changesets)
+/// held at its first outbox insert while its Postgres server stops: 503 with `Retry-After`
+/// (it was a 500), and once the server is back neither the team nor the membership nor any
+/// outbox row of them exists; the next `teams/create` goes through normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_write_whose_postgres_stops_midway_is_503_and_writes_nothing() {
+    let mut postgres = test_support::PrivatePostgres::start();
+    let api = TestApi::start_on(test_support::TestDb::on_server(&postgres.admin_url()).await).await;
+    let user = api.login("team-midway@example.com").await;
+    let teams = "SELECT count(*) FROM teams";
+    let members = "SELECT count(*) FROM team_members";
+    let outbox = "SELECT count(*) FROM outbox";
+    let outbox_before = count(&api, outbox).await;
+
+    hold_outbox_inserts(&api.pool, "team.member_joined").await;
+    let answer = in_flight(rpc(&api, &user, "teams/create", json!({"name": "Held"})));
+    held_backend(&api.pool, &[]).await;
+    postgres.stop();
+    assert_unavailable(&answer.await.unwrap(), "teams/create");
+
+    postgres.resume();
+    let recovered = test_support::eventually(ANSWER_BOUND, || async {
+        api.call(Some(&user), "users/me", Value::Null).await.status == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the api did not recover after Postgres came back"
+    );
+    release_outbox_inserts(&api.pool).await;
+    assert_eq!(count(&api, teams).await, 0, "no team was written");
+    assert_eq!(count(&api, members).await, 0, "no membership was written");
+    assert_eq!(count(&api, outbox).await, outbox_before, "no outbox row");
+
+    let team = api
+        .call(Some(&user), "teams/create", json!({"name": "After"}))
+        .await
+        .ok();
+    assert_eq!(team["name"], "After");
+    assert_eq!(team["role"], "owner");
+    assert_eq!(count(&api, teams).await, 1);
+    assert_eq!(count(&api, members).await, 1);
+    assert_eq!(api.events_named("team.member_joined").await, 1);
     api.stop().await;
 }
