@@ -53,6 +53,15 @@ pub struct GoogleConfig {
     pub issuer: String,
     /// `GOOGLE_REDIRECT_URL` (default `<PUBLIC_URL>/auth/google/callback`).
     pub redirect_url: Url,
+    /// `GOOGLE_HTTP_TIMEOUT_SECONDS` (default 10, 1 to 60): the longest a call to the
+    /// provider (code exchange, signing keys) may take, connecting through reading the body;
+    /// past it the sign-in ends in `authError` instead of holding the browser.
+    pub http_timeout: Duration,
+}
+
+impl GoogleConfig {
+    pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone)]
@@ -485,6 +494,13 @@ fn read_google(
         .map(|url| url.to_string())
         .unwrap_or_default();
     let redirect_url = read_url(env, "GOOGLE_REDIRECT_URL", &default_redirect);
+    let http_timeout = env.seconds_with_default(
+        "GOOGLE_HTTP_TIMEOUT_SECONDS",
+        GoogleConfig::DEFAULT_HTTP_TIMEOUT,
+    );
+    if http_timeout.is_zero() || http_timeout > GoogleConfig::MAX_HTTP_TIMEOUT {
+        env.reject("GOOGLE_HTTP_TIMEOUT_SECONDS", "must be between 1 and 60");
+    }
     Some(GoogleConfig {
         client_id,
         client_secret: client_secret?,
@@ -493,6 +509,7 @@ fn read_google(
         jwks_url,
         issuer,
         redirect_url,
+        http_timeout,
     })
 }
 
@@ -537,6 +554,29 @@ mod tests {
         let development = Config::read(EnvReader::from_map(http_urls)).unwrap();
         let google = development.google.unwrap();
         assert_eq!(google.jwks_url.as_str(), "http://idp.example/certs");
+    }
+
+    #[test]
+    fn the_google_http_timeout_is_bounded() {
+        let google = [
+            ("GOOGLE_CLIENT_ID", "id"),
+            ("GOOGLE_CLIENT_SECRET", "secret"),
+        ];
+        let default = Config::read(EnvReader::from_map(google)).unwrap();
+        assert_eq!(
+            default.google.unwrap().http_timeout,
+            Duration::from_secs(10)
+        );
+        let mut three = google.to_vec();
+        three.push(("GOOGLE_HTTP_TIMEOUT_SECONDS", "3"));
+        let three = Config::read(EnvReader::from_map(three)).unwrap();
+        assert_eq!(three.google.unwrap().http_timeout, Duration::from_secs(3));
+        for bad in ["0", "61", "-1", "ten"] {
+            let mut env = google.to_vec();
+            env.push(("GOOGLE_HTTP_TIMEOUT_SECONDS", bad));
+            let error = Config::read(EnvReader::from_map(env)).unwrap_err();
+            assert!(error.names("GOOGLE_HTTP_TIMEOUT_SECONDS"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -222,8 +222,14 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl From<bus::BusError> for ApiError {
+    /// A Postgres error writing the outbox is judged like any other database error: an
+    /// outage mid-transaction (the connection terminated while the event is written) is 503,
+    /// not a bug.
     fn from(error: bus::BusError) -> Self {
-        Self::internal(error)
+        match error {
+            bus::BusError::Postgres(error) => Self::from(error),
+            other => Self::internal(other),
+        }
     }
 }
 

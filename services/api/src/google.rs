@@ -88,6 +88,7 @@ impl ProviderKeys {
         &self,
         http: &reqwest::Client,
         url: &Url,
+        timeout: Duration,
         kid: &str,
     ) -> Result<DecodingKey, SignInFailure> {
         let cached = self.sets.get(url.as_str()).await;
@@ -95,9 +96,9 @@ impl ProviderKeys {
             Some(set) if set.find(kid).is_some() => set,
             Some(_) => {
                 self.sets.invalidate(url.as_str()).await;
-                self.load(http, url).await?
+                self.load(http, url, timeout).await?
             }
-            None => self.load(http, url).await?,
+            None => self.load(http, url, timeout).await?,
         };
         let jwk = set.find(kid).ok_or_else(|| {
             SignInFailure::new("invalid_id_token", format!("no key {kid:?} in the JWKS"))
@@ -106,11 +107,17 @@ impl ProviderKeys {
             .map_err(|error| SignInFailure::new("invalid_id_token", format!("JWKS key: {error}")))
     }
 
-    async fn load(&self, http: &reqwest::Client, url: &Url) -> Result<Arc<JwkSet>, SignInFailure> {
+    async fn load(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<Arc<JwkSet>, SignInFailure> {
         self.sets
             .try_get_with(url.as_str().to_owned(), async {
                 let response = http
                     .get(url.clone())
+                    .timeout(timeout)
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
@@ -396,9 +403,10 @@ async fn finish(
         .filter(|code| !code.is_empty())
         .ok_or_else(|| SignInFailure::new("missing_code", "the callback has no code"))?;
     let http = state.http.clone();
+    let timeout = config.http_timeout;
     let http_client = move |request: oauth2::HttpRequest| {
         let http = http.clone();
-        async move { send(&http, request).await }
+        async move { send(&http, timeout, request).await }
     };
     let token = client(config)
         .map_err(|error| SignInFailure::new("configuration", error.to_string()))?
@@ -465,15 +473,18 @@ fn internal(error: impl std::fmt::Display) -> SignInFailure {
 pub struct HttpClientError(String);
 
 /// oauth2's HTTP calls through our reqwest client (no redirects: a token endpoint that
-/// redirects is refused, which also closes an SSRF path).
+/// redirects is refused, which also closes an SSRF path), each bounded by `timeout` from
+/// connecting to the end of the body (`GOOGLE_HTTP_TIMEOUT_SECONDS`).
 async fn send(
     http: &reqwest::Client,
+    timeout: Duration,
     request: oauth2::HttpRequest,
 ) -> Result<oauth2::HttpResponse, HttpClientError> {
     let (parts, body) = request.into_parts();
     let response = http
         .request(parts.method, parts.uri.to_string())
         .headers(parts.headers)
+        .timeout(timeout)
         .body(body)
         .send()
         .await
@@ -551,7 +562,7 @@ async fn verify_id_token(
         .ok_or_else(|| invalid("the header names no key (kid)".to_owned()))?;
     let key = state
         .google_keys
-        .key(&state.http, &config.jwks_url, &kid)
+        .key(&state.http, &config.jwks_url, config.http_timeout, &kid)
         .await?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[&config.client_id]);
@@ -631,6 +642,7 @@ mod tests {
             jwks_url: Url::parse("https://idp.test/certs").unwrap(),
             issuer: "https://accounts.google.com".into(),
             redirect_url: Url::parse("http://localhost:8080/auth/google/callback").unwrap(),
+            http_timeout: GoogleConfig::DEFAULT_HTTP_TIMEOUT,
         }
     }
 

@@ -64,7 +64,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-client-IP limit on the sign-in endpoints.
     pub auth_limiter: Arc<IpRateLimiter>,
-    /// Outgoing HTTP (Google's token endpoint): no redirects followed, bounded timeouts.
+    /// Outgoing HTTP (Google's token endpoint and keys): no redirects followed, bounded
+    /// timeouts (each Google call by `GOOGLE_HTTP_TIMEOUT_SECONDS`, which overrides the
+    /// client's own 15 s).
     pub http: reqwest::Client,
     /// API key verification (cached, shared by every request of this replica).
     pub api_keys: Arc<KeyVerifier>,

@@ -123,7 +123,10 @@ struct HubInner {
     state: Mutex<HubState>,
     ring_capacity: usize,
     next_id: AtomicU64,
+    /// Whether a consumer is delivering CHANGES now (readiness).
     tailing: AtomicBool,
+    /// Whether `position` is the tail's (it has run once): what a stream's handoff needs.
+    positioned: AtomicBool,
     /// Wakes waiters for a position (tests, materializer waits).
     advanced: Notify,
 }
@@ -156,6 +159,7 @@ impl Hub {
                 ring_capacity: ring_capacity.max(1),
                 next_id: AtomicU64::new(1),
                 tailing: AtomicBool::new(false),
+                positioned: AtomicBool::new(false),
                 advanced: Notify::new(),
             }),
         }
@@ -168,9 +172,17 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the tail is running (readiness).
+    /// Whether a consumer is delivering CHANGES to the hub now (readiness). False from the
+    /// moment the NATS connection drops until a new consumer runs after it comes back.
     pub fn is_tailing(&self) -> bool {
         self.inner.tailing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the tail has started once, so [`position`](Self::position) is where it is
+    /// (a stream's handoff needs that; it stays true while NATS is away: the catch-up reads
+    /// Postgres and the queue fills once the tail resumes from the position).
+    pub fn has_position(&self) -> bool {
+        self.inner.positioned.load(Ordering::Relaxed)
     }
 
     pub fn position(&self) -> u64 {
@@ -345,12 +357,18 @@ pub async fn run_tail(
     stream_name: String,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     while !shutdown.is_cancelled() {
-        match tail_once(&hub, &jetstream, &stream_name, &shutdown).await {
+        let mut ran = false;
+        match tail_once(&hub, &jetstream, &stream_name, &shutdown, &mut ran).await {
             Ok(()) => break,
             Err(error) => {
                 hub.inner.tailing.store(false, Ordering::Relaxed);
+                // A tail that ran (then lost its connection) restarts at once.
+                if ran {
+                    backoff = FIRST_BACKOFF;
+                }
                 tracing::warn!(%error, "CHANGES tail failed; restarting");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -368,12 +386,14 @@ async fn tail_once(
     jetstream: &jetstream::Context,
     stream_name: &str,
     shutdown: &CancellationToken,
+    ran: &mut bool,
 ) -> Result<(), String> {
+    let connection = ConnectionWatch::new(jetstream.client());
     let stream = jetstream
         .get_stream(stream_name)
         .await
         .map_err(|error| error.to_string())?;
-    let start = if hub.position() == 0 {
+    let start = if !hub.has_position() {
         // First start: from the stream's end (older changesets are in the read model).
         let info = stream.get_info().await.map_err(|error| error.to_string())?;
         hub.advance_to(info.state.last_sequence);
@@ -382,12 +402,26 @@ async fn tail_once(
         hub.position() + 1
     };
     let mut messages = ordered_from(&stream, start).await?;
+    hub.inner.positioned.store(true, Ordering::Relaxed);
     hub.inner.tailing.store(true, Ordering::Relaxed);
+    *ran = true;
     tracing::info!(start, "tailing CHANGES");
     loop {
         let message = tokio::select! {
             message = messages.next() => message,
             () = shutdown.cancelled() => return Ok(()),
+            () = connection.lost() => {
+                // Not tailing until a new consumer runs (readiness says so meanwhile).
+                hub.inner.tailing.store(false, Ordering::Relaxed);
+                tokio::select! {
+                    () = connection.back() => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                return Err(format!(
+                    "the NATS connection was lost (tailed up to {}); a new consumer resumes after it",
+                    hub.position()
+                ));
+            }
         };
         let Some(message) = message else {
             return Err("the CHANGES consumer ended".to_owned());
@@ -403,6 +437,58 @@ async fn tail_once(
                 tracing::warn!(seq, %error, "skipping a CHANGES message that is not a changeset");
                 hub.advance_to(seq);
             }
+        }
+    }
+}
+
+/// Tells a consumer that the NATS connection it was created on is gone.
+///
+/// An ordered consumer is an in-memory ephemeral consumer on the server: a restarted server
+/// has lost it, and async-nats finds out only after five `consumer info` attempts with
+/// back-off (about 15 s) before the message stream fails — or, after a long outage, through
+/// missed heartbeats and its own re-creation retries. Meanwhile nothing is delivered. A tail
+/// that watches its connection instead restarts its consumer from its own position as soon as
+/// the connection is back.
+pub struct ConnectionWatch {
+    client: async_nats::Client,
+    /// (server id, client id) of the connection when the watch started: a reconnection, even
+    /// one between two polls, changes the client id; a restarted server, the server id.
+    identity: (String, u64),
+}
+
+impl ConnectionWatch {
+    const POLL: Duration = Duration::from_millis(100);
+
+    /// Watch the client's current connection. Start it before creating the consumer: a
+    /// reconnection in between then restarts the consumer once more, never too few times.
+    pub fn new(client: async_nats::Client) -> Self {
+        let identity = Self::identity(&client);
+        Self { client, identity }
+    }
+
+    fn identity(client: &async_nats::Client) -> (String, u64) {
+        let info = client.server_info();
+        (info.server_id, info.client_id)
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Resolves once the watched connection is down or replaced.
+    pub async fn lost(&self) {
+        loop {
+            if !self.connected() || Self::identity(&self.client) != self.identity {
+                return;
+            }
+            tokio::time::sleep(Self::POLL).await;
+        }
+    }
+
+    /// Resolves once the client is connected (again).
+    pub async fn back(&self) {
+        while !self.connected() {
+            tokio::time::sleep(Self::POLL).await;
         }
     }
 }

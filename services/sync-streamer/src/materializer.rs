@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::frames::LiveChangeset;
-use crate::hub::ordered_from;
+use crate::hub::{ConnectionWatch, ordered_from};
 
 const LEASE_NAME: &str = "materializer";
 
@@ -145,6 +145,7 @@ impl Materializer {
         let mut watermark: i64 = sqlx::query_scalar("SELECT watermark FROM materializer_state")
             .fetch_one(&self.db)
             .await?;
+        let connection = ConnectionWatch::new(self.jetstream.client());
         let stream = self
             .jetstream
             .get_stream(&self.stream_name)
@@ -166,6 +167,11 @@ impl Materializer {
             let first = tokio::select! {
                 message = tokio::time::timeout(wait, messages.next()) => message.ok(),
                 () = shutdown.cancelled() => return Ok(()),
+                // Its consumer may be gone with the connection (see `ConnectionWatch`): lead
+                // again from the watermark with a new one.
+                () = connection.lost() => {
+                    return Err(LeadError::Nats("the NATS connection was lost".to_owned()));
+                }
             };
             let mut batch = Vec::new();
             let mut last_seq = watermark as u64;

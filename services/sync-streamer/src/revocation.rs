@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::frames::CloseReason;
-use crate::hub::Hub;
+use crate::hub::{ConnectionWatch, Hub};
 
 /// How far back revocations are remembered (longer than any sync token lives).
 pub const LOOKBACK: Duration = Duration::from_secs(3600);
@@ -83,6 +83,7 @@ async fn follow(
     hub: &Hub,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
+    let connection = ConnectionWatch::new(jetstream.client());
     let stream = jetstream
         .get_stream(events_stream)
         .await
@@ -103,6 +104,14 @@ async fn follow(
         let message = tokio::select! {
             message = messages.next() => message,
             () = shutdown.cancelled() => return Ok(()),
+            // Its consumer may be gone with the connection (see `ConnectionWatch`).
+            () = connection.lost() => {
+                tokio::select! {
+                    () = connection.back() => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                return Err("the NATS connection was lost".to_owned());
+            }
         };
         let message = message
             .ok_or("the consumer ended")?

@@ -239,7 +239,7 @@ async fn open(
         return Err(StreamError::ShuttingDown);
     }
     // Before the tail runs, the hub's position means nothing: the handoff needs it.
-    if !state.hub.is_tailing() {
+    if !state.hub.has_position() {
         return Err(StreamError::NotReady);
     }
     let token = request.token.ok_or(StreamError::MissingToken)?;

@@ -4,7 +4,8 @@
 //! (form-encoded code exchange, client authenticated with HTTP Basic, PKCE verifier checked,
 //! answers with an access token and an RS256-signed ID token) and `GET /jwks` (the public
 //! signing keys, as Google's `oauth2/v3/certs`). It is strict where Google is strict, so a
-//! test passes only when the client does the protocol right.
+//! test passes only when the client does the protocol right. It can also fail the way a
+//! provider (or a proxy in front of it) fails: a 5xx, a garbled body, no answer at all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -12,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Form, Query, State};
-use axum::http::header::{AUTHORIZATION, LOCATION};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +51,24 @@ pub struct Faults {
     /// Sign the ID token with a key the JWKS does not hold, under the published key's id
     /// (a forged token).
     pub forged_signature: bool,
+    /// How `/token` answers (its checks still run, and use the code up).
+    pub token_answer: TokenAnswer,
+}
+
+/// What `/token` sends back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// The tokens (the protocol's answer).
+    #[default]
+    Tokens,
+    /// `500` with an HTML error page, as a failing provider or its proxy sends.
+    ServerError,
+    /// `200 application/json` whose body is cut off mid-document.
+    Garbled,
+    /// Nothing: the connection stays open and no status line ever comes.
+    Silence,
+    /// The status line and headers of a JSON answer, then never a byte of the body.
+    StalledBody,
 }
 
 struct Grant {
@@ -65,6 +85,8 @@ struct Inner {
     grants: HashMap<String, Grant>,
     /// Every `/token` request that passed the checks.
     exchanges: usize,
+    /// Every `/token` request received, whatever the answer.
+    token_requests: usize,
     /// The query of every `/authorize` request.
     authorize_requests: Vec<HashMap<String, String>>,
     /// Signs ID tokens and is the only key `/jwks` serves; `rotate_key` switches to the second.
@@ -114,6 +136,11 @@ impl StandInProvider {
         self.inner.lock().unwrap().exchanges
     }
 
+    /// `/token` requests received (answered or not).
+    pub fn token_requests(&self) -> usize {
+        self.inner.lock().unwrap().token_requests
+    }
+
     /// Sign with the second key from now on, and publish only it (a key rotation).
     pub fn rotate_key(&self) {
         self.inner.lock().unwrap().rotated = true;
@@ -145,6 +172,7 @@ impl StandInProvider {
             redirect_url: format!("{api_base_url}/auth/google/callback")
                 .parse()
                 .unwrap(),
+            http_timeout: api::config::GoogleConfig::DEFAULT_HTTP_TIMEOUT,
         }
     }
 }
@@ -229,6 +257,38 @@ async fn token(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
+    let answer = {
+        let mut inner = provider.inner.lock().unwrap();
+        inner.token_requests += 1;
+        inner.faults.token_answer
+    };
+    let tokens = exchange(&provider, &headers, form);
+    match answer {
+        TokenAnswer::Tokens => tokens,
+        TokenAnswer::ServerError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html><body><h1>500</h1>That's an error.</body></html>",
+        )
+            .into_response(),
+        TokenAnswer::Garbled => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json")],
+            r#"{"access_token":"at-1","token_type":"Bearer","id_tok"#,
+        )
+            .into_response(),
+        TokenAnswer::Silence => std::future::pending().await,
+        TokenAnswer::StalledBody => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json")],
+            Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>()),
+        )
+            .into_response(),
+    }
+}
+
+/// `/token`'s checks and, when they pass, the tokens.
+fn exchange(provider: &Provider, headers: &HeaderMap, form: TokenForm) -> Response {
     let expected_basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))

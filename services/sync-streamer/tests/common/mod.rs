@@ -436,3 +436,11 @@ pub fn unique_email(name: &str) -> String {
 pub fn ids(copy: &LocalCopy) -> HashSet<String> {
     copy.rows.keys().cloned().collect()
 }
+
+impl Streamer {
+    /// Whether the service and every one of its background tasks still run (none returned,
+    /// panicked or was aborted).
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished() && self.background.iter().all(|task| !task.is_finished())
+    }
+}
