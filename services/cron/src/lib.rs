@@ -35,7 +35,7 @@ pub const DEFAULT_PORT: u16 = 8083;
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/cron");
 
 /// Ticks younger than this are left to the scheduler by the periodic misfire check.
-const MISFIRE_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +50,9 @@ pub struct Config {
     pub lease: Duration,
     /// `CRON_MISFIRE_CHECK_SECONDS` (default 30): how often missed ticks are looked for.
     pub misfire_check: Duration,
+    /// `CRON_MISFIRE_GRACE_SECONDS` (default 30): a tick is taken for missed by the periodic
+    /// check once it is this old and unaccounted for; younger ones are the scheduler's.
+    pub misfire_grace: Duration,
     /// `CRON_HISTORY_RETENTION_DAYS` (default 90): run history kept.
     pub history_retention: Duration,
     /// `CRON_REPLICA_ID` (default `<hostname>-<pid>-<random>`): names this replica in the
@@ -119,6 +122,11 @@ impl Config {
         if misfire_check.is_zero() {
             env.reject("CRON_MISFIRE_CHECK_SECONDS", "must be at least 1");
         }
+        let misfire_grace =
+            env.seconds_with_default("CRON_MISFIRE_GRACE_SECONDS", DEFAULT_MISFIRE_GRACE);
+        if misfire_grace.is_zero() {
+            env.reject("CRON_MISFIRE_GRACE_SECONDS", "must be at least 1");
+        }
         let history_days: u64 = env.with_default("CRON_HISTORY_RETENTION_DAYS", 90);
         let replica_id = env
             .optional::<String>("CRON_REPLICA_ID")
@@ -131,6 +139,7 @@ impl Config {
             jobs,
             lease,
             misfire_check,
+            misfire_grace,
             history_retention: Duration::from_secs(history_days.saturating_mul(86_400)),
             replica_id,
         })
@@ -154,6 +163,7 @@ impl Config {
                 .collect(),
             lease: Duration::from_secs(60),
             misfire_check: Duration::from_secs(30),
+            misfire_grace: DEFAULT_MISFIRE_GRACE,
             history_retention: Duration::from_secs(90 * 86_400),
             replica_id: runner::default_replica_id(),
         }
@@ -267,6 +277,7 @@ pub async fn run(
         runner.clone(),
         config.jobs.clone(),
         config.misfire_check,
+        config.misfire_grace,
         shutdown.clone(),
     ));
 
@@ -307,6 +318,7 @@ async fn check_misfires(
     runner: Runner,
     jobs: Vec<Job>,
     every: Duration,
+    grace: Duration,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -316,7 +328,7 @@ async fn check_misfires(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(error) = runner.catch_up(&jobs, MISFIRE_GRACE).await {
+        if let Err(error) = runner.catch_up(&jobs, grace).await {
             tracing::warn!(%error, "misfire check failed");
         }
     }

@@ -383,16 +383,25 @@ impl Runner {
         }
     }
 
-    /// The misfire policy: for each enabled job whose latest tick at or before
-    /// `now - grace` is later than every tick accounted for (and than the job's registration),
-    /// run that one tick once, as `catch_up`, recording the ticks missed before it. Earlier
+    /// The misfire policy: a job whose latest tick at or before `now - grace` is later than
+    /// every tick accounted for (and than the job's registration) has missed ticks. It runs
+    /// once, as `catch_up`, for its latest tick at or before `now` — which may be younger than
+    /// `grace`: it was missed too (or the scheduler is claiming it right now, and the claim
+    /// lets only one of the two run it) — recording the ticks missed before it. Earlier
     /// missed ticks are not run. Returns how many catch-up runs this replica made.
+    ///
+    /// Running the grace-old tick instead left a tick missed within the last `grace` to a
+    /// second catch-up one check later: a Postgres outage that ended less than `grace` after
+    /// a tick was caught up by two runs.
     pub async fn catch_up(&self, jobs: &[Job], grace: Duration) -> Result<usize, RunError> {
         let now = Utc::now();
         let horizon = now - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut runs = 0;
         for job in jobs.iter().filter(|job| job.enabled) {
-            let Some(latest) = job.schedule.latest_tick(horizon) else {
+            let (Some(missed_by_now), Some(latest)) = (
+                job.schedule.latest_tick(horizon),
+                job.schedule.latest_tick(now),
+            ) else {
                 continue;
             };
             let state: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
@@ -405,7 +414,7 @@ impl Runner {
                 return Err(RunError::UnknownJob(job.name().to_owned()));
             };
             let accounted_until = last_scheduled_for.unwrap_or(created_at);
-            if latest <= accounted_until {
+            if missed_by_now <= accounted_until {
                 continue;
             }
             let missed = job

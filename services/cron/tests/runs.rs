@@ -226,3 +226,70 @@ async fn a_missed_stretch_of_ticks_is_caught_up_once() {
     assert!((9..=10).contains(missed), "missed {missed}");
     assert_eq!(outbox_ids(&pool).await.len(), 1);
 }
+
+/// Postgres came back shortly after a tick the scheduler could not run: the periodic check
+/// (a grace of 10 s) finds the older missed tick and runs the latest tick, younger than the
+/// grace, once. It used to run the grace-old tick and leave the young one to a second
+/// catch-up once the grace had passed over it: two runs for one outage.
+#[tokio::test]
+async fn an_outage_that_ended_just_after_a_tick_is_caught_up_by_one_run() {
+    let db = TestDb::new().await;
+    let pool = cron_pool(&db).await;
+    let now = whole_seconds(Utc::now());
+    // Ticks once a minute at three seconds: 21 s ago (the last one run), 11 s ago (missed,
+    // older than the grace) and 1 s ago (missed, younger than the grace).
+    let at = |ago: i64| now - chrono::Duration::seconds(ago);
+    let mut seconds: Vec<u32> = [21, 11, 1]
+        .iter()
+        .map(|ago| chrono::Timelike::second(&at(*ago)))
+        .collect();
+    seconds.sort_unstable();
+    let seconds: Vec<String> = seconds.iter().map(u32::to_string).collect();
+    let spec = *JOBS
+        .iter()
+        .find(|spec| spec.kind == JobKind::DispatchDuePrompts)
+        .unwrap();
+    let job = Job {
+        spec,
+        schedule: format!("{} * * * * *", seconds.join(",")).parse().unwrap(),
+        enabled: true,
+    };
+    assert_eq!(job.schedule.latest_tick(now), Some(at(1)));
+    let runner = Runner::new(pool.clone(), "replica-a".into(), Duration::from_secs(30));
+    runner.register(std::slice::from_ref(&job)).await.unwrap();
+    sqlx::query("UPDATE jobs SET last_scheduled_for = $1")
+        .bind(at(21))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(10);
+    assert_eq!(
+        runner
+            .catch_up(std::slice::from_ref(&job), grace)
+            .await
+            .unwrap(),
+        1
+    );
+    // Later checks, the grace long past both missed ticks: nothing more is owed.
+    assert_eq!(
+        runner
+            .catch_up(std::slice::from_ref(&job), Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+    let runs = history(&pool).await;
+    assert_eq!(runs.len(), 1, "one catch-up for the outage: {runs:?}");
+    let (scheduled_for, outcome, trigger, _, missed) = &runs[0];
+    assert_eq!(
+        (outcome.as_str(), trigger.as_str()),
+        ("succeeded", "catch_up")
+    );
+    assert_eq!(
+        *scheduled_for,
+        at(1),
+        "the latest tick, not the grace-old one"
+    );
+    assert_eq!(*missed, 1, "the tick 11 s ago was not run");
+    assert_eq!(outbox_ids(&pool).await.len(), 1);
+}
