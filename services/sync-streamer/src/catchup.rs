@@ -8,6 +8,8 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::frames::LiveChangeset;
+
 /// The read model's state when a stream starts.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -33,6 +35,37 @@ struct MemberRow {
     deleted_at: Option<i64>,
     #[serde(default)]
     updated_at: i64,
+}
+
+impl Snapshot {
+    /// Bring the memberships forward over a changeset of the user's own scope that the read
+    /// model has not applied yet (its sequence is above the watermark).
+    pub fn apply_own_memberships(&mut self, changeset: &LiveChangeset, user_id: Uuid) {
+        for change in changeset
+            .changes
+            .iter()
+            .filter(|change| change.table == "team_members")
+        {
+            let Some((team_id, active, updated_at_ms)) = own_membership(change.data.get(), user_id)
+            else {
+                continue;
+            };
+            let membership = Membership {
+                team_id,
+                seq: changeset.seq,
+                active,
+                updated_at_ms,
+            };
+            match self
+                .memberships
+                .iter_mut()
+                .find(|known| known.team_id == team_id)
+            {
+                Some(known) => *known = membership,
+                None => self.memberships.push(membership),
+            }
+        }
+    }
 }
 
 /// A `team_members` row's team and whether it is active, when it is `user_id`'s membership.

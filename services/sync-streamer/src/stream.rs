@@ -283,7 +283,7 @@ async fn open(
             state.config.max_streams_per_user,
         )
         .ok_or(StreamError::TooManyStreams)?;
-    let snapshot = catchup::snapshot(&state.db, claims.user_id).await?;
+    let mut snapshot = catchup::snapshot(&state.db, claims.user_id).await?;
 
     let token_teams: HashSet<Uuid> = claims.team_ids.iter().copied().collect();
     let mut effective = HashSet::new();
@@ -293,6 +293,25 @@ async fn open(
     let reset = since > 0 && since < snapshot.horizon;
     if reset {
         since = 0;
+    }
+    if since > snapshot.watermark {
+        // The client is ahead of the read model: it saw changesets live (a tail runs ahead of
+        // the materializer, e.g. while a new leader takes over) that the read model has not
+        // applied. Its memberships as of its cursor are the read model's plus its own
+        // membership changes in (watermark, since]: a removal it was told about live must
+        // not be served again, nor a later re-join taken for a team it still holds.
+        let seen = changesets_between(state, snapshot.watermark + 1, since)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "reading the changesets up to the client's cursor failed");
+                StreamError::NotReady
+            })?;
+        for changeset in seen
+            .iter()
+            .filter(|changeset| changeset.scope == user_scope)
+        {
+            snapshot.apply_own_memberships(changeset, claims.user_id);
+        }
     }
     for membership in &snapshot.memberships {
         if membership.active && token_teams.contains(&membership.team_id) {
@@ -349,6 +368,25 @@ async fn open(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The changesets in `from..=to` (`from` ≥ 1): from the ring when it reaches them, else from
+/// JetStream up to the stream's end (a cursor beyond it has nothing more to read).
+async fn changesets_between(
+    state: &StreamState,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Arc<LiveChangeset>>, String> {
+    if let Some(changesets) = state.hub.range(from, to) {
+        return Ok(changesets);
+    }
+    let stream = state
+        .jetstream
+        .get_stream(&state.changes_stream)
+        .await
+        .map_err(|error| error.to_string())?;
+    let to = to.min(stream.cached_info().state.last_sequence);
+    hub::read_range(&state.jetstream, &state.changes_stream, from, to).await
 }
 
 /// The client went away.
@@ -675,19 +713,24 @@ impl Connection {
                 })
             }
         };
-        if let Some(json) = json {
-            self.send(&json, Some(changeset.seq)).await?;
-            self.cursor = changeset.seq;
-        }
+        let moves_cursor = json.is_some() || !left.is_empty();
+        // A removal goes out before the changeset that carries it, with the cursor before
+        // that changeset: a client cut off between the two frames resumes before the removal
+        // and is told again, whereas one that had the changeset's cursor would not be.
         for team_id in left {
             self.effective.remove(&team_id);
-            self.cursor = changeset.seq;
             let frame = Frame::ScopeRemoved {
                 scope: format!("team.{team_id}"),
                 team_id: team_id.to_string(),
                 cursor: self.cursor.to_string(),
             };
             self.send(&frame.to_json(), Some(self.cursor)).await?;
+        }
+        if let Some(json) = json {
+            self.send(&json, Some(changeset.seq)).await?;
+        }
+        if moves_cursor {
+            self.cursor = changeset.seq;
         }
         Ok(Flow::Continue)
     }

@@ -4,15 +4,24 @@
 //! materializer leader killed in the middle. At the end every client's copy equals the
 //! database's state for its scopes, every client's cursors only increased, and every
 //! `change` frame carried its whole changeset.
+//!
+//! The expectation is the test's own: a model of memberships that changes only after the api
+//! confirmed a change (the database must agree with it), and the live rows of the model's
+//! scopes in the api's tables. Every write's answer is checked against the model too: only
+//! named refusals pass (a team the author does not belong to, a deleted entry's update).
+//! On a mismatch the differing keys are printed with their read-model copies and the frames
+//! that carried them, and the client's whole log and the CHANGES stream go to a file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::api_common::Answer;
 use common::*;
 use rand::RngExt;
 use rand::SeedableRng;
@@ -22,6 +31,11 @@ use serde_json::{Value, json};
 const WRITE_PHASE: Duration = Duration::from_secs(10);
 /// How long a final resume waits without a frame before it counts as caught up.
 const QUIET: Duration = Duration::from_millis(2500);
+/// Fewer successful writes than this and the run proved nothing (even a slow machine manages
+/// several times as many in the write phase).
+const MIN_SUCCESSFUL_WRITES: usize = 30;
+/// Membership moves (a removal and the re-join) that must complete in the write phase.
+const MIN_MEMBERSHIP_MOVES: usize = 2;
 
 struct Shared {
     api: TestApi,
@@ -29,8 +43,25 @@ struct Shared {
     teams: Vec<String>,
     /// Live replica URLs.
     replicas: Mutex<Vec<String>>,
-    /// Entries created so far: (id, author index).
-    entries: Mutex<Vec<(String, usize)>>,
+    entries: Mutex<Vec<Entry>>,
+    /// The test's own model of who belongs where: (team index, user index). Only
+    /// `change_memberships` changes it, after the api confirmed the change.
+    memberships: Mutex<BTreeSet<(usize, usize)>>,
+    /// Odd while a membership move (a removal and the re-join) runs.
+    membership_epoch: AtomicU64,
+    successful_writes: AtomicUsize,
+    refused_writes: AtomicUsize,
+    membership_moves: AtomicUsize,
+}
+
+/// An entry created so far.
+#[derive(Clone)]
+struct Entry {
+    id: String,
+    /// User index.
+    author: usize,
+    /// Team index (`None`: personal).
+    team: Option<usize>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,8 +94,20 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         users,
         teams: vec![team_a, team_b],
         entries: Mutex::new(Vec::new()),
+        // Team A: user 0 (owner), 1, 2; team B: user 3 (owner), 0.
+        memberships: Mutex::new(BTreeSet::from([(0, 0), (0, 1), (0, 2), (1, 3), (1, 0)])),
+        membership_epoch: AtomicU64::new(0),
+        successful_writes: AtomicUsize::new(0),
+        refused_writes: AtomicUsize::new(0),
+        membership_moves: AtomicUsize::new(0),
     });
 
+    for (index, user) in shared.users.iter().enumerate() {
+        println!("user {index} is {}", user.user_id);
+    }
+    for (index, team) in shared.teams.iter().enumerate() {
+        println!("team {index} is {team}");
+    }
     let deadline = Instant::now() + WRITE_PHASE;
     let mut writers = Vec::new();
     for writer in 0..3 {
@@ -104,13 +147,13 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         .unwrap()
         .retain(|url| *url == survivor.base_url);
     leader.kill();
-    let took_over = test_support::eventually(Duration::from_secs(5), || async {
+    let took_over = test_support::eventually(Duration::from_secs(30), || async {
         survivor.leadership.is_leader()
     })
     .await;
     assert!(
         took_over,
-        "the surviving replica did not take over within 5 s"
+        "the surviving replica did not take over within 30 s"
     );
 
     println!("leader killed; waiting for the writers");
@@ -125,6 +168,20 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         .collect();
     println!("clients done; settling");
     settle(&shared.api).await;
+    let successful_writes = shared.successful_writes.load(Ordering::Relaxed);
+    let membership_moves = shared.membership_moves.load(Ordering::Relaxed);
+    println!(
+        "{successful_writes} writes succeeded, {} refused, {membership_moves} membership moves",
+        shared.refused_writes.load(Ordering::Relaxed)
+    );
+    assert!(
+        successful_writes >= MIN_SUCCESSFUL_WRITES,
+        "only {successful_writes} writes succeeded: the run exercised too little"
+    );
+    assert!(
+        membership_moves >= MIN_MEMBERSHIP_MOVES,
+        "only {membership_moves} membership moves completed"
+    );
 
     let client = async_nats::connect(test_support::nats_url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
@@ -139,13 +196,23 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
     for (index, mut client) in copies.into_iter().enumerate() {
         // A last resume from the cursor, once everything is written.
         println!("user {index}: final resume");
+        let sessions_before = client.sessions;
         client.session(&shared, &survivor.base_url, None).await;
-        let expected = expected_rows(&shared.api, shared.users[index].user_id).await;
-        assert_eq!(
-            client.copy.live(),
-            expected,
-            "user {index}'s copy differs from the database"
+        assert!(
+            client.sessions > sessions_before,
+            "user {index}'s final resume never opened a stream"
         );
+        // The teams come from the test's model, not from the api's SQL; the database must
+        // agree with the model too (every confirmed membership change happened).
+        shared.check_memberships(index).await;
+        let user_id = shared.users[index].user_id;
+        let teams = shared.model_teams(index);
+        let expected = expected_rows_in(&shared.api, user_id, &teams).await;
+        let live = client.copy.live();
+        if live != expected {
+            let report = difference(&shared, &client, &expected).await;
+            panic!("user {index}'s copy differs from the database:\n{report}");
+        }
         assert!(
             client
                 .copy
@@ -201,54 +268,76 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
 async fn write(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
     let api = &shared.api;
     while Instant::now() < deadline {
-        let author = rng.random_range(0..shared.users.len());
-        let user = &shared.users[author];
-        let known: Vec<(String, usize)> = shared.entries.lock().unwrap().clone();
+        let known: Vec<Entry> = shared.entries.lock().unwrap().clone();
         let pick = rng.random_range(0..10);
         if pick < 4 || known.is_empty() {
+            let author = rng.random_range(0..shared.users.len());
             let mut input =
                 json!({"title": format!("t{}", rng.random_range(0..1000)), "content": "c"});
-            if rng.random_bool(0.5) {
-                input["teamId"] = json!(shared.teams[rng.random_range(0..shared.teams.len())]);
+            let team = rng
+                .random_bool(0.5)
+                .then(|| rng.random_range(0..shared.teams.len()));
+            if let Some(team) = team {
+                input["teamId"] = json!(shared.teams[team]);
             }
-            let answer = api.call(Some(user), "journalEntries/create", input).await;
+            let epoch = shared.membership_epoch.load(Ordering::SeqCst);
+            let answer = api
+                .call(Some(&shared.users[author]), "journalEntries/create", input)
+                .await;
+            let member = shared.member_throughout(epoch, author, team);
             if answer.status == 200 {
-                shared.entries.lock().unwrap().push((
-                    answer.json["journalEntryId"].as_str().unwrap().to_owned(),
+                shared.entries.lock().unwrap().push(Entry {
+                    id: answer.json["journalEntryId"].as_str().unwrap().to_owned(),
                     author,
-                ));
+                    team,
+                });
             }
+            // A team the author does not belong to is not found.
+            check_write(&shared, "journalEntries/create", &answer, member, false);
         } else {
-            let (entry_id, owner) = known[rng.random_range(0..known.len())].clone();
-            let user = &shared.users[owner];
+            let entry = known[rng.random_range(0..known.len())].clone();
             let procedure = match pick {
                 4..=6 => "journalEntries/update",
                 7 | 8 => "journalEntries/delete",
                 _ => "journalEntries/restore",
             };
-            let mut input = json!({"journalEntryId": entry_id});
+            let mut input = json!({"journalEntryId": entry.id});
             if procedure == "journalEntries/update" {
                 input["title"] = json!(format!("u{}", rng.random_range(0..1000)));
             }
-            // Refusals (a member who left, a deleted entry) are part of the mix.
-            let _ = api.call(Some(user), procedure, input).await;
+            // The author writes, so never FORBIDDEN: a team entry whose author left the team is
+            // not found, a deleted entry cannot be updated (another writer deleted it); deleting
+            // a deleted entry or restoring a live one answers it unchanged.
+            let epoch = shared.membership_epoch.load(Ordering::SeqCst);
+            let answer = api
+                .call(Some(&shared.users[entry.author]), procedure, input)
+                .await;
+            let member = shared.member_throughout(epoch, entry.author, entry.team);
+            check_write(
+                &shared,
+                procedure,
+                &answer,
+                member,
+                procedure == "journalEntries/update",
+            );
         }
     }
 }
 
 /// Membership changes: user 1 is removed from and re-invited to team A; user 0 leaves and
-/// rejoins team B.
+/// rejoins team B. Each move makes the membership epoch odd while it runs.
 async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
     let api = &shared.api;
     let users = &shared.users;
-    let (team_a, team_b) = (&shared.teams[0], &shared.teams[1]);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..900))).await;
-        let (owner, member, team) = if rng.random_bool(0.5) {
-            (&users[0], &users[1], team_a)
+        let (owner, member_index, team_index) = if rng.random_bool(0.5) {
+            (&users[0], 1, 0)
         } else {
-            (&users[3], &users[0], team_b)
+            (&users[3], 0, 1)
         };
+        let (member, team) = (&users[member_index], &shared.teams[team_index]);
+        shared.membership_epoch.fetch_add(1, Ordering::SeqCst);
         let removed = if member.user_id == users[0].user_id {
             api.call(Some(member), "teams/leave", json!({"teamId": team}))
                 .await
@@ -260,9 +349,19 @@ async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
             )
             .await
         };
-        if removed.status != 200 {
-            continue;
-        }
+        // This task alone changes memberships and always re-adds the member, so the removal
+        // must succeed.
+        assert_eq!(
+            removed.status, 200,
+            "membership removal failed: {}",
+            removed.json
+        );
+        shared
+            .memberships
+            .lock()
+            .unwrap()
+            .remove(&(team_index, member_index));
+        shared.check_memberships(member_index).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
         api.call(
             Some(owner),
@@ -289,7 +388,87 @@ async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
         )
         .await
         .ok();
+        shared
+            .memberships
+            .lock()
+            .unwrap()
+            .insert((team_index, member_index));
+        shared.check_memberships(member_index).await;
+        shared.membership_epoch.fetch_add(1, Ordering::SeqCst);
+        shared.membership_moves.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+impl Shared {
+    /// Whether `user` belonged to `team` (`None`: a personal entry, always theirs) for the
+    /// whole of a call that started at membership epoch `epoch`, per the test's model; `None`
+    /// when a membership move ran meanwhile (either answer is right then).
+    fn member_throughout(&self, epoch: u64, user: usize, team: Option<usize>) -> Option<bool> {
+        let stable =
+            epoch.is_multiple_of(2) && self.membership_epoch.load(Ordering::SeqCst) == epoch;
+        if !stable {
+            return None;
+        }
+        Some(team.is_none_or(|team| self.memberships.lock().unwrap().contains(&(team, user))))
+    }
+
+    /// The teams `user` belongs to per the model.
+    fn model_teams(&self, user: usize) -> Vec<uuid::Uuid> {
+        let mut teams: Vec<uuid::Uuid> = self
+            .memberships
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, member)| *member == user)
+            .map(|(team, _)| self.teams[*team].parse().unwrap())
+            .collect();
+        teams.sort();
+        teams
+    }
+
+    /// The database's teams of `user` are the model's (checked after every confirmed change).
+    async fn check_memberships(&self, user: usize) {
+        assert_eq!(
+            member_teams(&self.api, self.users[user].user_id).await,
+            self.model_teams(user),
+            "user {user}'s teams in the database differ from the confirmed changes"
+        );
+    }
+}
+
+/// Count a write's outcome. `member`: whether the author belonged to the entry's team
+/// throughout (`None`: it changed meanwhile); `may_be_deleted`: another writer may have
+/// deleted the entry (`ENTRY_DELETED`). Any other failure (a 500, a validation error, a
+/// non-member's write accepted, a member's refused) fails the test.
+fn check_write(
+    shared: &Shared,
+    procedure: &str,
+    answer: &Answer,
+    member: Option<bool>,
+    may_be_deleted: bool,
+) {
+    if answer.status == 200 {
+        assert_ne!(
+            member,
+            Some(false),
+            "{procedure}: the api accepted a write to a team its author had left: {}",
+            answer.json
+        );
+        shared.successful_writes.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let code = answer.code();
+    let expected = match code {
+        "NOT_FOUND" => member != Some(true),
+        "ENTRY_DELETED" => may_be_deleted,
+        _ => false,
+    };
+    assert!(
+        expected,
+        "{procedure} failed unexpectedly ({}, author a member: {member:?}): {}",
+        answer.status, answer.json
+    );
+    shared.refused_writes.fetch_add(1, Ordering::Relaxed);
 }
 
 struct Client {
@@ -299,6 +478,9 @@ struct Client {
     sessions: usize,
     /// (seq, number of changes) of every change frame.
     change_sizes: BTreeMap<u64, usize>,
+    /// What this client did and saw (connections, frames other than heartbeats), printed
+    /// when its copy differs from the database.
+    log: Vec<String>,
 }
 
 impl Client {
@@ -322,25 +504,50 @@ impl Client {
                     self.index
                 );
             }
+            // For the log: how far the read model was when the stream opened.
+            let watermark: Option<i64> =
+                sqlx::query_scalar("SELECT watermark FROM sync.materializer_state")
+                    .fetch_optional(&shared.api.pool)
+                    .await
+                    .unwrap();
             // A replica picked just before the leader was stopped refuses the connection: a
             // real client tries again elsewhere, and so does this one (its caller picks again).
             let mut sse = match try_open_stream(base_url, &token, since.as_deref()).await {
                 Ok(sse) => sse,
                 Err(error) => {
                     println!("user {}: cannot connect to {base_url}: {error}", self.index);
+                    self.log
+                        .push(format!("connect {base_url} since {since:?}: {error}"));
                     return;
                 }
             };
             if trace {
                 println!("user {}: status {}", self.index, sse.status);
             }
-            if sse.status == 401 {
-                // Stale or expired token: get a new one.
+            self.log.push(format!(
+                "connect #{} {base_url} since {since:?} (read model at {watermark:?}) token teams {:?}: {} {}",
+                self.sessions + 1,
+                token_teams(shared, &token),
+                sse.status,
+                sse.error.as_ref().map(|error| error["code"].clone()).unwrap_or_default()
+            ));
+            if sse.status != 200 {
+                let code = sse
+                    .error
+                    .as_ref()
+                    .and_then(|error| error["code"].as_str())
+                    .unwrap_or("");
+                // The one refusal this run provokes: the user joined a team the token does
+                // not list (a re-join after this token was issued). Get a new token.
+                assert!(
+                    sse.status == 401 && code == "SYNC_TOKEN_STALE",
+                    "user {}: the stream answered {}: {:?}",
+                    self.index,
+                    sse.status,
+                    sse.error
+                );
                 self.token = None;
                 continue;
-            }
-            if sse.status != 200 {
-                return;
             }
             self.sessions += 1;
             self.copy.caught_up = false;
@@ -362,6 +569,7 @@ impl Client {
                 let kind = self.copy.apply(&event);
                 if kind != "heartbeat" {
                     quiet_until = tokio::time::Instant::now() + QUIET;
+                    self.log.push(format!("  id {:?} {}", event.id, event.data));
                 }
                 if kind == "change" {
                     let seq: u64 = event.id.as_deref().unwrap().parse().unwrap();
@@ -383,7 +591,132 @@ impl Client {
                 _ => return,
             }
         }
+        if read_for.is_none() {
+            panic!(
+                "user {}: the final resume did not get a stream in 5 tries",
+                self.index
+            );
+        }
     }
+}
+
+/// The teams a sync token lists (for the log).
+fn token_teams(shared: &Shared, token: &str) -> Vec<usize> {
+    let config = sync_streamer::Config::for_tests(shared.api.db.url(), &test_support::nats_url());
+    let key = sync_protocol::TokenKey::new(config.sync.token_secret.clone());
+    let claims = key
+        .verify(token, chrono::Utc::now().timestamp_millis())
+        .unwrap();
+    claims
+        .team_ids
+        .iter()
+        .map(|team_id| {
+            shared
+                .teams
+                .iter()
+                .position(|team| *team == team_id.to_string())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// What differs between a client's copy and what it should hold: the extra keys, the missing
+/// ones and those at another version, each with the read model's copies of the row and the
+/// client's frames that carried it; then the client's connections and membership frames.
+async fn difference(shared: &Shared, client: &Client, expected: &BTreeMap<String, i64>) -> String {
+    let live = client.copy.live();
+    let mut report = String::new();
+    let keys: BTreeSet<&String> = live.keys().chain(expected.keys()).collect();
+    for key in keys {
+        let (have, want) = (live.get(key), expected.get(key));
+        if have == want {
+            continue;
+        }
+        let kind = match (have, want) {
+            (Some(_), None) => "extra",
+            (None, Some(_)) => "missing",
+            _ => "other version",
+        };
+        report.push_str(&format!(
+            "{kind} {key}: copy {have:?} (held: {}), expected {want:?}\n",
+            client
+                .copy
+                .rows
+                .get(key)
+                .map_or("nothing".to_owned(), Value::to_string)
+        ));
+        let row_id = key.split_once('/').unwrap().1;
+        let copies: Vec<(String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT scope, version, seq, deleted FROM sync.rows WHERE row_id = $1 ORDER BY scope",
+        )
+        .bind(row_id)
+        .fetch_all(&shared.api.pool)
+        .await
+        .unwrap();
+        for (scope, version, seq, deleted) in copies {
+            report.push_str(&format!(
+                "  read model {scope}: version {version} seq {seq} deleted {deleted}\n"
+            ));
+        }
+        for line in client.log.iter().filter(|line| line.contains(row_id)) {
+            report.push_str(&format!("  seen {line}\n"));
+        }
+    }
+    // The whole story, for a closer look: the client's log and every changeset published.
+    let path = std::env::temp_dir().join(format!(
+        "sync-property-{}-user{}.log",
+        shared.api.namespace, client.index
+    ));
+    let mut dump = client.log.join("\n");
+    dump.push_str("\n\nCHANGES:\n");
+    let last = last_change_seq(&shared.api).await;
+    let nats = async_nats::connect(test_support::nats_url()).await.unwrap();
+    let stream = async_nats::jetstream::new(nats)
+        .get_stream(format!(
+            "{}_CHANGES",
+            shared.api.namespace.to_ascii_uppercase()
+        ))
+        .await
+        .unwrap();
+    for seq in 1..=last {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let Ok(changeset) =
+            <messages::sync::v1::Changeset as prost::Message>::decode(message.payload.as_ref())
+        else {
+            continue;
+        };
+        let changes: Vec<String> = changeset
+            .changes
+            .iter()
+            .map(|change| {
+                format!(
+                    "{}/{} v{} op{}",
+                    change.table, change.row_id, change.version, change.op
+                )
+            })
+            .collect();
+        dump.push_str(&format!(
+            "{seq} {} {}\n",
+            changeset.scope,
+            changes.join(", ")
+        ));
+    }
+    std::fs::write(&path, dump).unwrap();
+    report.push_str(&format!("full log: {}\n", path.display()));
+    report.push_str("connections and membership frames:\n");
+    for line in &client.log {
+        if line.starts_with("connect")
+            || line.contains("scope_removed")
+            || line.contains("closed")
+            || line.contains("team_members")
+        {
+            let short: String = line.chars().take(400).collect();
+            report.push_str(&format!("  {short}\n"));
+        }
+    }
+    report
 }
 
 /// A client that connects to a random live replica, reads for a random while, disconnects.
@@ -394,6 +727,7 @@ async fn follow(shared: Arc<Shared>, index: usize, mut rng: StdRng, deadline: In
         token: None,
         sessions: 0,
         change_sizes: BTreeMap::new(),
+        log: Vec::new(),
     };
     while Instant::now() < deadline {
         let base_url = {

@@ -62,7 +62,7 @@ impl Streamer {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        test_support::assert_stops_ok("the streamer", Duration::from_secs(15), self.handle).await;
     }
 
     /// Kill it abruptly: the task is aborted, so it neither hands the lease over nor closes
@@ -329,19 +329,41 @@ impl LocalCopy {
 }
 
 /// What `user` should hold: the live rows of their scopes in the api's database (key → version).
+/// Their teams come from a query written here from the rule (a live membership row in a live
+/// team), not from the api's own SQL, so a membership bug in the api cannot agree with itself.
 pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<String, i64> {
-    let teams: Vec<uuid::Uuid> = sqlx::query_scalar(api::teams::MY_TEAMS_SQL)
-        .bind(user_id)
-        .fetch_all(&api.pool)
-        .await
-        .unwrap();
+    let teams = member_teams(api, user_id).await;
+    expected_rows_in(api, user_id, &teams).await
+}
+
+/// The live teams `user_id` has a live membership row in, per the database.
+pub async fn member_teams(api: &TestApi, user_id: uuid::Uuid) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar(
+        "SELECT team_id FROM teams WHERE deleted_at IS NULL AND EXISTS (
+             SELECT 1 FROM team_members
+             WHERE team_members.team_id = teams.team_id AND team_members.user_id = $1
+               AND team_members.deleted_at IS NULL)
+         ORDER BY team_id",
+    )
+    .bind(user_id)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap()
+}
+
+/// What `user` should hold when they belong to exactly `teams`.
+pub async fn expected_rows_in(
+    api: &TestApi,
+    user_id: uuid::Uuid,
+    teams: &[uuid::Uuid],
+) -> BTreeMap<String, i64> {
     let mut expected = BTreeMap::new();
     let entries: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
         "SELECT journal_entry_id, version FROM journal_entries WHERE deleted_at IS NULL
          AND ((team_id IS NULL AND author_user_id = $1) OR team_id = ANY($2))",
     )
     .bind(user_id)
-    .bind(&teams)
+    .bind(teams)
     .fetch_all(&api.pool)
     .await
     .unwrap();
@@ -353,7 +375,7 @@ pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<Strin
          AND (owner_user_id = $1 OR team_id = ANY($2))",
     )
     .bind(user_id)
-    .bind(&teams)
+    .bind(teams)
     .fetch_all(&api.pool)
     .await
     .unwrap();
@@ -363,7 +385,7 @@ pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<Strin
     let team_rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
         "SELECT team_id, version FROM teams WHERE team_id = ANY($1) AND deleted_at IS NULL",
     )
-    .bind(&teams)
+    .bind(teams)
     .fetch_all(&api.pool)
     .await
     .unwrap();
@@ -374,7 +396,7 @@ pub async fn expected_rows(api: &TestApi, user_id: uuid::Uuid) -> BTreeMap<Strin
         "SELECT team_id, user_id, version FROM team_members WHERE deleted_at IS NULL
          AND team_id = ANY($1)",
     )
-    .bind(&teams)
+    .bind(teams)
     .fetch_all(&api.pool)
     .await
     .unwrap();
