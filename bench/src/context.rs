@@ -1,5 +1,6 @@
 //! What every scenario gets: connection settings, timings, and pool helpers.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,7 +21,29 @@ pub struct BenchContext {
     pub duration: Duration,
     /// Time per variant whose samples are discarded before measuring starts.
     pub warmup: Duration,
+    /// Whether `--duration` was given (`duration` is then that value rather than the
+    /// default): scenarios with a default of their own use it only when it was.
+    pub duration_given: bool,
+    /// Options of the `system-create` scenario.
+    pub system: SystemOptions,
     database_ready: OnceCell<()>,
+}
+
+/// `system-create`'s options (`--rates`, `--variants`, ...; see docs/benchmarks.md).
+#[derive(Debug, Clone, Default)]
+pub struct SystemOptions {
+    /// Open-loop rates (creates per second); `None`: the scenario's defaults.
+    pub rates: Option<Vec<f64>>,
+    /// Connections of the closed-loop run; `Some(0)` skips it, `None`: the default (64).
+    pub closed_connections: Option<usize>,
+    /// Variants to run (`many-users`, `one-user`); `None`: both.
+    pub variants: Option<Vec<String>>,
+    /// Users of the `many-users` variant; `None`: the default (200).
+    pub users: Option<usize>,
+    /// Directory with the five release service binaries; `None`: the bench binary's own.
+    pub bin_dir: Option<PathBuf>,
+    /// How long to wait after a run for the system to work off its backlog; `None`: 30 s.
+    pub drain_timeout: Option<Duration>,
 }
 
 impl BenchContext {
@@ -35,6 +58,8 @@ impl BenchContext {
             nats_url,
             duration,
             warmup,
+            duration_given: false,
+            system: SystemOptions::default(),
             database_ready: OnceCell::new(),
         }
     }

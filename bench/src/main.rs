@@ -7,11 +7,14 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bench::context::{DEFAULT_DATABASE_URL, DEFAULT_NATS_URL};
+use bench::context::{DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, SystemOptions};
 use bench::scenarios::registry;
 use bench::{BenchContext, DynScenario, Measurement, report};
 use clap::Parser;
 use clap::builder::{PossibleValue, PossibleValuesParser};
+
+/// `--duration`'s default.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,9 +36,9 @@ struct Cli {
     #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL)]
     nats_url: String,
 
-    /// Seconds measured per variant (fractions allowed).
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
-    duration: Duration,
+    /// Seconds measured per variant (fractions allowed); default 10 (system-create: 15).
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
 
     /// Seconds of warmup per variant, discarded before measuring (fractions allowed).
     #[arg(long, default_value = "2", value_parser = parse_seconds)]
@@ -44,6 +47,52 @@ struct Cli {
     /// Also print one JSON object per measurement (lines starting with `{`).
     #[arg(long)]
     json: bool,
+
+    /// system-create: open-loop rates, creates/s, comma-separated (default 500,1000,2000,4000,6000;
+    /// `none` for no open-loop run).
+    #[arg(long, value_parser = parse_rates)]
+    rates: Option<Rates>,
+
+    /// system-create: connections of the closed-loop run (default 64; 0 skips it).
+    #[arg(long)]
+    closed_connections: Option<usize>,
+
+    /// system-create: variants, comma-separated (default many-users,one-user).
+    #[arg(long, value_delimiter = ',', value_parser = ["many-users", "one-user"])]
+    variants: Option<Vec<String>>,
+
+    /// system-create: users of the many-users variant (default 200).
+    #[arg(long)]
+    users: Option<usize>,
+
+    /// system-create: directory of the five release service binaries (default: the directory
+    /// of this bench binary, i.e. the cargo target dir's `release/`).
+    #[arg(long)]
+    bin_dir: Option<std::path::PathBuf>,
+
+    /// system-create: seconds to wait after each run for the backlog to drain (default 30).
+    #[arg(long, value_parser = parse_seconds)]
+    drain_timeout: Option<Duration>,
+}
+
+/// `--rates`' value (a newtype so clap does not take the `Vec` for a repeated option).
+#[derive(Debug, Clone)]
+struct Rates(Vec<f64>);
+
+fn parse_rates(text: &str) -> Result<Rates, String> {
+    if text == "none" {
+        return Ok(Rates(Vec::new()));
+    }
+    text.split(',')
+        .map(|rate| {
+            let rate = rate.trim();
+            match rate.parse::<f64>() {
+                Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+                _ => Err(format!("`{rate}` is not a positive rate per second")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Rates)
 }
 
 fn scenario_parser() -> PossibleValuesParser {
@@ -81,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    anyhow::ensure!(!cli.duration.is_zero(), "--duration must be positive");
+    if let Some(duration) = cli.duration {
+        anyhow::ensure!(!duration.is_zero(), "--duration must be positive");
+    }
 
     let selected: Vec<&dyn DynScenario> = if cli.scenario == "all" {
         scenarios.iter().map(|s| s.as_ref()).collect()
@@ -98,7 +149,21 @@ async fn main() -> anyhow::Result<()> {
         cli.scenario
     );
 
-    let ctx = BenchContext::new(cli.database_url, cli.nats_url, cli.duration, cli.warmup);
+    let mut ctx = BenchContext::new(
+        cli.database_url,
+        cli.nats_url,
+        cli.duration.unwrap_or(DEFAULT_DURATION),
+        cli.warmup,
+    );
+    ctx.duration_given = cli.duration.is_some();
+    ctx.system = SystemOptions {
+        rates: cli.rates.map(|rates| rates.0),
+        closed_connections: cli.closed_connections,
+        variants: cli.variants,
+        users: cli.users,
+        bin_dir: cli.bin_dir,
+        drain_timeout: cli.drain_timeout,
+    };
     let mut failed = Vec::new();
     for scenario in selected {
         eprintln!("== {}: {}", scenario.name(), scenario.description());
@@ -120,6 +185,12 @@ fn print_results(measurements: &[Measurement], json: bool) -> anyhow::Result<()>
     let mut out = std::io::stdout().lock();
     writeln!(out)?;
     write!(out, "{}", report::table(measurements))?;
+    if measurements.iter().any(|m| m.system.is_some()) {
+        writeln!(out)?;
+        write!(out, "{}", report::system_table(measurements))?;
+        writeln!(out)?;
+        write!(out, "{}", report::cpu_table(measurements))?;
+    }
     if json {
         for measurement in measurements {
             writeln!(out, "{}", measurement.to_json_line()?)?;

@@ -7,6 +7,7 @@ pub mod events;
 pub mod open_api_create;
 pub mod rpc_create;
 pub mod sync;
+pub mod system_create;
 pub mod task_replicas;
 pub mod tasks;
 
@@ -25,6 +26,7 @@ pub fn registry() -> Vec<Box<dyn DynScenario>> {
         Box::new(rpc_create::RpcCreate),
         Box::new(open_api_create::OpenApiCreate),
         Box::new(sync::Sync),
+        Box::new(system_create::SystemCreate),
     ]
 }
 

@@ -213,6 +213,7 @@ fn measurement(
         },
         first_error: None,
         recorded_at: chrono::Utc::now(),
+        system: None,
     }
 }
 
