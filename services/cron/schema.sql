@@ -82,7 +82,10 @@ CREATE TABLE jobs (
     last_scheduled_for timestamptz,
     lease_run_id uuid,
     lease_holder text,
-    lease_expires_at timestamptz
+    lease_expires_at timestamptz,
+    -- The replica whose configuration set `schedule` and `enabled` (the newest start wins;
+    -- every replica follows the stored values).
+    configured_by text
 );
 
 -- Run history: one row per tick of a job at most (`job_runs_one_per_tick`), whichever

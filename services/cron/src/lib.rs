@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::jobs::{JOBS, Job, JobSpec, Schedule};
-use crate::runner::{Runner, Trigger};
+use crate::runner::{Runner, StoredJob, Trigger};
 
 pub const SERVICE: &str = "cron";
 /// The Postgres schema this service owns; no other service touches it.
@@ -240,8 +240,12 @@ pub async fn run(
         shutdown.clone(),
     );
     let runner = Runner::new(infra.db.clone(), config.replica_id.clone(), config.lease);
-    runner.register(&config.jobs).await?;
-    tracing::info!(replica_id = runner.replica_id(), "jobs registered");
+    let replaced = runner.register(&config.jobs).await?;
+    tracing::info!(
+        replica_id = runner.replica_id(),
+        replaced = replaced.len(),
+        "jobs registered"
+    );
     // Ticks missed while no replica was running: each job's latest one runs once, now.
     let caught_up = runner.catch_up(&config.jobs, Duration::ZERO).await?;
     if caught_up > 0 {
@@ -249,33 +253,22 @@ pub async fn run(
     }
 
     let in_flight = TaskTracker::new();
-    let mut scheduler = JobScheduler::new().await?;
-    for job in config.jobs.iter().filter(|job| job.enabled) {
-        let runner = runner.clone();
-        let job = job.clone();
-        let in_flight = in_flight.clone();
-        let schedule = job.schedule.as_str().to_owned();
-        scheduler
-            .add(ScheduledJob::new_async(schedule, move |_, _| {
-                let runner = runner.clone();
-                let job = job.clone();
-                Box::pin(in_flight.track_future(async move {
-                    // The scheduler fires at (or just after) a tick: the tick is the latest
-                    // one at or before now.
-                    let Some(tick) = job.schedule.latest_tick(Utc::now()) else {
-                        return;
-                    };
-                    if let Err(error) = runner.run_tick(&job, tick, Trigger::Schedule, 0).await {
-                        tracing::warn!(job = job.name(), %error, "tick not run; the misfire check retries it");
-                    }
-                }))
-            })?)
+    let scheduler = JobScheduler::new().await?;
+    let mut scheduled = ScheduledJobs::default();
+    for job in &config.jobs {
+        scheduled
+            .follow(&scheduler, &runner, &in_flight, job.clone())
             .await?;
     }
     scheduler.start().await?;
-    let misfires = tokio::spawn(check_misfires(
-        runner.clone(),
-        config.jobs.clone(),
+    let misfires = tokio::spawn(follow_schedules_and_catch_up(
+        FollowContext {
+            scheduler: scheduler.clone(),
+            runner: runner.clone(),
+            in_flight: in_flight.clone(),
+            configured: config.jobs.clone(),
+        },
+        scheduled,
         config.misfire_check,
         config.misfire_grace,
         shutdown.clone(),
@@ -300,6 +293,7 @@ pub async fn run(
     .await;
     // No new ticks; let a run in progress finish (it takes milliseconds) within the grace.
     shutdown.cancel();
+    let mut scheduler = scheduler;
     if let Err(error) = scheduler.shutdown().await {
         tracing::warn!(%error, "scheduler shutdown");
     }
@@ -312,11 +306,86 @@ pub async fn run(
     Ok(())
 }
 
-/// Now and then, run once any job's latest tick that no replica accounted for (Postgres was
-/// unreachable at the tick, say). Young ticks are left to the scheduler.
-async fn check_misfires(
+/// The jobs this replica's scheduler fires, with their scheduler ids: the stored
+/// configuration, which may differ from this replica's own.
+#[derive(Default)]
+struct ScheduledJobs {
+    jobs: Vec<(Job, Option<uuid::Uuid>)>,
+}
+
+impl ScheduledJobs {
+    /// Fire `job` on its schedule from now on (replacing the job of the same name, if any;
+    /// a disabled job is only removed).
+    async fn follow(
+        &mut self,
+        scheduler: &JobScheduler,
+        runner: &Runner,
+        in_flight: &TaskTracker,
+        job: Job,
+    ) -> Result<(), Error> {
+        if let Some(position) = self
+            .jobs
+            .iter()
+            .position(|(current, _)| current.name() == job.name())
+        {
+            let (_, scheduler_id) = self.jobs.remove(position);
+            if let Some(scheduler_id) = scheduler_id {
+                scheduler.remove(&scheduler_id).await?;
+            }
+        }
+        let scheduler_id = if job.enabled {
+            let runner = runner.clone();
+            let fired = job.clone();
+            let in_flight = in_flight.clone();
+            let schedule = job.schedule.as_str().to_owned();
+            Some(
+                scheduler
+                    .add(ScheduledJob::new_async(schedule, move |_, _| {
+                        let runner = runner.clone();
+                        let job = fired.clone();
+                        Box::pin(in_flight.track_future(async move {
+                            // The scheduler fires at (or just after) a tick: the tick is the
+                            // latest one at or before now.
+                            let Some(tick) = job.schedule.latest_tick(Utc::now()) else {
+                                return;
+                            };
+                            if let Err(error) =
+                                runner.run_tick(&job, tick, Trigger::Schedule, 0).await
+                            {
+                                tracing::warn!(job = job.name(), %error, "tick not run; the misfire check retries it");
+                            }
+                        }))
+                    })?)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        self.jobs.push((job, scheduler_id));
+        Ok(())
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        self.jobs.iter().map(|(job, _)| job.clone()).collect()
+    }
+}
+
+/// What following the stored schedules needs.
+struct FollowContext {
+    scheduler: JobScheduler,
     runner: Runner,
-    jobs: Vec<Job>,
+    in_flight: TaskTracker,
+    /// This replica's own configuration, to report disagreement with the stored one.
+    configured: Vec<Job>,
+}
+
+/// Now and then: switch to the stored schedules where a newer replica replaced them (one
+/// source of truth: `cron.jobs`), then run once any job's latest tick that no replica
+/// accounted for (Postgres was unreachable at the tick, say). Young ticks are left to the
+/// scheduler.
+async fn follow_schedules_and_catch_up(
+    context: FollowContext,
+    mut scheduled: ScheduledJobs,
     every: Duration,
     grace: Duration,
     shutdown: CancellationToken,
@@ -328,10 +397,56 @@ async fn check_misfires(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(error) = runner.catch_up(&jobs, grace).await {
+        if let Err(error) = follow_stored_schedules(&context, &mut scheduled).await {
+            tracing::warn!(%error, "reading the stored schedules failed");
+        }
+        if let Err(error) = context.runner.catch_up(&scheduled.jobs(), grace).await {
             tracing::warn!(%error, "misfire check failed");
         }
     }
+}
+
+async fn follow_stored_schedules(
+    context: &FollowContext,
+    scheduled: &mut ScheduledJobs,
+) -> Result<(), Error> {
+    let stored = context.runner.stored_jobs(&scheduled.jobs()).await?;
+    for StoredJob { job, configured_by } in stored {
+        let Some(current) = scheduled
+            .jobs
+            .iter()
+            .map(|(current, _)| current)
+            .find(|current| current.name() == job.name())
+        else {
+            continue;
+        };
+        let differs_from_own = context.configured.iter().any(|own| {
+            own.name() == job.name()
+                && (own.schedule.as_str() != job.schedule.as_str() || own.enabled != job.enabled)
+        });
+        metrics::gauge!("cron_schedule_overridden", "job" => job.name()).set(if differs_from_own {
+            1.0
+        } else {
+            0.0
+        });
+        if current.schedule.as_str() == job.schedule.as_str() && current.enabled == job.enabled {
+            continue;
+        }
+        tracing::warn!(
+            job = job.name(),
+            variable = %job.spec.schedule_variable(),
+            schedule = job.schedule.as_str(),
+            enabled = job.enabled,
+            previous_schedule = current.schedule.as_str(),
+            previous_enabled = current.enabled,
+            configured_by = configured_by.as_deref().unwrap_or("unknown"),
+            "another replica's configuration replaced this job's schedule; following the stored one"
+        );
+        scheduled
+            .follow(&context.scheduler, &context.runner, &context.in_flight, job)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `retention.purge_due`: the bus's tables and the run history of the `cron` schema.

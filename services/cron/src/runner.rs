@@ -12,6 +12,10 @@
 //! - **Misfire**: [`Runner::catch_up`] runs a job's latest missed tick once, recording how
 //!   many ticks before it were skipped; it runs at start (ticks missed while every replica
 //!   was down) and periodically (ticks missed because Postgres was unreachable).
+//! - **One schedule**: `cron.jobs` holds the schedule every replica follows. A replica that
+//!   starts with other `CRON_SCHEDULE_*` / `CRON_DISABLED_JOBS` values replaces it (the newest
+//!   deployment wins, loudly: [`Runner::register`]); a claim refuses a tick that is not one of
+//!   the stored schedule, and running replicas switch to it ([`Runner::stored_jobs`]).
 
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::jobs::Job;
+use crate::jobs::{Job, Schedule};
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,19 @@ pub enum Claim {
     AlreadyAccounted,
     /// Another run still holds the lease; the tick is recorded `skipped`.
     Skipped { holder: String },
+    /// The tick is not one of the stored schedule (or the stored job is disabled): this
+    /// replica's configuration disagrees with the newest one. Nothing is recorded.
+    NotScheduled { stored_schedule: String },
+}
+
+/// A stored schedule this replica's configuration replaced at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleReplaced {
+    pub job_name: &'static str,
+    pub previous_schedule: String,
+    pub previous_enabled: bool,
+    /// The replica that stored the previous configuration, when known.
+    pub previous_configured_by: Option<String>,
 }
 
 /// How a claimed run ended.
@@ -87,11 +104,21 @@ pub struct Runner {
 /// A job's row as a claim sees it.
 #[derive(sqlx::FromRow)]
 struct JobState {
+    schedule: String,
+    enabled: bool,
     last_scheduled_for: Option<DateTime<Utc>>,
     lease_run_id: Option<Uuid>,
     lease_holder: Option<String>,
     /// The lease is held and unexpired.
     leased: bool,
+}
+
+/// A job as `cron.jobs` holds it.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub job: Job,
+    /// The replica whose configuration stored it (`None` before this was recorded).
+    pub configured_by: Option<String>,
 }
 
 /// Missed ticks counted for the history stop here (a per-second schedule down for a day).
@@ -112,21 +139,92 @@ impl Runner {
 
     /// Record the jobs (schedule, enabled) so the history and the lease have a row to hang on.
     /// The first replica to see a job sets `created_at`, which bounds its first catch-up.
-    pub async fn register(&self, jobs: &[Job]) -> Result<(), sqlx::Error> {
+    ///
+    /// The stored schedule is the one every replica follows, and the newest start sets it: a
+    /// rolling deploy that changes `CRON_SCHEDULE_*` takes effect with its first new replica.
+    /// Replacing a different stored configuration is logged as a warning naming both values,
+    /// and returned.
+    pub async fn register(&self, jobs: &[Job]) -> Result<Vec<ScheduleReplaced>, sqlx::Error> {
+        let mut replaced = Vec::new();
         for job in jobs {
+            let mut tx = self.pool.begin().await?;
+            let previous: Option<(String, bool, Option<String>)> = sqlx::query_as(
+                "SELECT schedule, enabled, configured_by FROM jobs WHERE job_name = $1 FOR UPDATE",
+            )
+            .bind(job.name())
+            .fetch_optional(&mut *tx)
+            .await?;
             sqlx::query(
-                "INSERT INTO jobs (job_name, schedule, enabled) VALUES ($1, $2, $3)
+                "INSERT INTO jobs (job_name, schedule, enabled, configured_by) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (job_name) DO UPDATE
-                    SET schedule = EXCLUDED.schedule, enabled = EXCLUDED.enabled, updated_at = now()
+                    SET schedule = EXCLUDED.schedule, enabled = EXCLUDED.enabled,
+                        configured_by = EXCLUDED.configured_by, updated_at = now()
                   WHERE (jobs.schedule, jobs.enabled) IS DISTINCT FROM (EXCLUDED.schedule, EXCLUDED.enabled)",
             )
             .bind(job.name())
             .bind(job.schedule.as_str())
             .bind(job.enabled)
-            .execute(&self.pool)
+            .bind(&self.replica_id)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
+            if let Some((previous_schedule, previous_enabled, previous_configured_by)) = previous
+                && (previous_schedule != job.schedule.as_str() || previous_enabled != job.enabled)
+            {
+                tracing::warn!(
+                    job = job.name(),
+                    variable = %job.spec.schedule_variable(),
+                    schedule = job.schedule.as_str(),
+                    enabled = job.enabled,
+                    previous_schedule = %previous_schedule,
+                    previous_enabled,
+                    previous_configured_by = previous_configured_by.as_deref().unwrap_or("unknown"),
+                    "this replica's configuration replaces the stored schedule; every replica follows it from now on"
+                );
+                replaced.push(ScheduleReplaced {
+                    job_name: job.name(),
+                    previous_schedule,
+                    previous_enabled,
+                    previous_configured_by,
+                });
+            }
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// `jobs` as stored: the schedule and enabled flag every replica follows, with the
+    /// replica that set them. A stored schedule that does not parse (edited by hand) is
+    /// ignored with a warning, and the job keeps this replica's configuration.
+    pub async fn stored_jobs(&self, jobs: &[Job]) -> Result<Vec<StoredJob>, sqlx::Error> {
+        let names: Vec<&str> = jobs.iter().map(Job::name).collect();
+        let rows: Vec<(String, String, bool, Option<String>)> = sqlx::query_as(
+            "SELECT job_name, schedule, enabled, configured_by FROM jobs WHERE job_name = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Some((_, schedule, enabled, configured_by)) =
+                rows.iter().find(|(name, ..)| name == job.name())
+            else {
+                continue;
+            };
+            match schedule.parse::<Schedule>() {
+                Ok(schedule) => stored.push(StoredJob {
+                    job: Job {
+                        spec: job.spec,
+                        schedule,
+                        enabled: *enabled,
+                    },
+                    configured_by: configured_by.clone(),
+                }),
+                Err(error) => {
+                    tracing::warn!(job = job.name(), %error, "the stored schedule does not parse; keeping this replica's");
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// Claim `scheduled_for` of `job` for this replica (see the module docs).
@@ -139,7 +237,7 @@ impl Runner {
     ) -> Result<Claim, RunError> {
         let mut tx = self.pool.begin().await?;
         let state: Option<JobState> = sqlx::query_as(
-            "SELECT last_scheduled_for, lease_run_id, lease_holder,
+            "SELECT schedule, enabled, last_scheduled_for, lease_run_id, lease_holder,
                     coalesce(lease_expires_at > clock_timestamp(), false) AS leased
                FROM jobs WHERE job_name = $1 FOR UPDATE",
         )
@@ -147,6 +245,8 @@ impl Runner {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(JobState {
+            schedule: stored_schedule,
+            enabled: stored_enabled,
             last_scheduled_for,
             lease_run_id,
             lease_holder,
@@ -155,6 +255,16 @@ impl Runner {
         else {
             return Err(RunError::UnknownJob(job.name().to_owned()));
         };
+        // One source of truth: a replica on another configuration runs only ticks of the
+        // stored schedule (a stored schedule that does not parse leaves this replica's).
+        let stored_tick = stored_schedule == job.schedule.as_str()
+            || stored_schedule
+                .parse::<Schedule>()
+                .map(|stored| stored.latest_tick(scheduled_for) == Some(scheduled_for))
+                .unwrap_or(true);
+        if !stored_enabled || !stored_tick {
+            return Ok(Claim::NotScheduled { stored_schedule });
+        }
         if last_scheduled_for.is_some_and(|last| last >= scheduled_for) {
             return Ok(Claim::AlreadyAccounted);
         }
@@ -316,6 +426,16 @@ impl Runner {
         {
             Claim::Run(run) => run,
             Claim::AlreadyAccounted => return Ok(None),
+            Claim::NotScheduled { stored_schedule } => {
+                tracing::warn!(
+                    job = job.name(),
+                    %scheduled_for,
+                    schedule = job.schedule.as_str(),
+                    %stored_schedule,
+                    "tick not run: the stored schedule (or disabling) from a newer configuration differs from this replica's"
+                );
+                return Ok(None);
+            }
             Claim::Skipped { holder } => {
                 tracing::warn!(job = job.name(), %scheduled_for, %holder, "previous run still holds the lease; tick skipped");
                 count_run(job, trigger, "skipped");

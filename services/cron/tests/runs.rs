@@ -293,3 +293,94 @@ async fn an_outage_that_ended_just_after_a_tick_is_caught_up_by_one_run() {
     assert_eq!(*missed, 1, "the tick 11 s ago was not run");
     assert_eq!(outbox_ids(&pool).await.len(), 1);
 }
+
+/// Two replicas configured with different schedules for one job: the newer start replaces the
+/// stored schedule (and says so), and from then on only ticks of the stored schedule run,
+/// whichever replica fires them. Before, each replica ran its own schedule's ticks.
+#[tokio::test]
+async fn the_stored_schedule_is_the_one_every_replica_runs() {
+    let db = TestDb::new().await;
+    let pool = cron_pool(&db).await;
+    let old = Runner::new(pool.clone(), "old-replica".into(), Duration::from_secs(30));
+    let new = Runner::new(pool.clone(), "new-replica".into(), Duration::from_secs(30));
+    let every_two = every_two_seconds();
+    let every_three = Job {
+        schedule: "*/3 * * * * *".parse().unwrap(),
+        ..every_two.clone()
+    };
+
+    assert!(
+        old.register(std::slice::from_ref(&every_two))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the first registration replaces nothing"
+    );
+    let replaced = new
+        .register(std::slice::from_ref(&every_three))
+        .await
+        .unwrap();
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_eq!(replaced[0].previous_schedule, "*/2 * * * * *");
+    assert_eq!(
+        replaced[0].previous_configured_by.as_deref(),
+        Some("old-replica")
+    );
+    let stored = old
+        .stored_jobs(std::slice::from_ref(&every_two))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].job.schedule.as_str(), "*/3 * * * * *");
+    assert_eq!(stored[0].configured_by.as_deref(), Some("new-replica"));
+
+    // A tick of the old replica's schedule that is not one of the stored schedule.
+    let minute = whole_seconds(Utc::now()) + chrono::Duration::seconds(60);
+    let minute = minute - chrono::Duration::seconds(minute.timestamp() % 60);
+    let even_only = minute + chrono::Duration::seconds(2);
+    let claim = old
+        .claim(&every_two, even_only, Trigger::Schedule, 0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&claim, Claim::NotScheduled { stored_schedule } if stored_schedule == "*/3 * * * * *"),
+        "{claim:?}"
+    );
+    assert_eq!(
+        old.run_tick(&every_two, even_only, Trigger::Schedule, 0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        history(&pool).await.is_empty(),
+        "nothing is recorded for a refused tick"
+    );
+
+    // A tick of both schedules runs, whichever replica fires it.
+    let both = minute + chrono::Duration::seconds(6);
+    let ran = old
+        .run_tick(&every_two, both, Trigger::Schedule, 0)
+        .await
+        .unwrap();
+    assert!(matches!(ran, Some(Finished::Succeeded { .. })), "{ran:?}");
+
+    // Disabling is stored the same way: a newer replica that disables the job stops it.
+    let disabled = Job {
+        enabled: false,
+        ..every_three.clone()
+    };
+    assert_eq!(
+        old.register(std::slice::from_ref(&disabled))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let later = minute + chrono::Duration::seconds(9);
+    let claim = new
+        .claim(&every_three, later, Trigger::Schedule, 0)
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::NotScheduled { .. }), "{claim:?}");
+}
