@@ -412,7 +412,9 @@ async fn apply_batch(
             Op::Update
         };
         if let Some(user_changes) = changes.get_mut(&totals.user_id) {
-            user_changes.record(op, &totals).map_err(HandlerError::retry)?;
+            user_changes
+                .record(op, &totals)
+                .map_err(HandlerError::retry)?;
         }
     }
     for user_changes in changes.into_values() {
@@ -444,10 +446,22 @@ async fn upsert_activity(conn: &mut PgConnection, rows: &[&Activity]) -> Result<
              updated_at = now()
          WHERE journal_entry_activity.version < EXCLUDED.version",
     )
-    .bind(rows.iter().map(|row| row.journal_entry_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.author_user_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| row.journal_entry_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.author_user_id)
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|row| row.team_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.entry_created_at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| row.entry_created_at)
+            .collect::<Vec<_>>(),
+    )
     .bind(
         rows.iter()
             .map(|row| row.message_id.clone())
@@ -456,8 +470,16 @@ async fn upsert_activity(conn: &mut PgConnection, rows: &[&Activity]) -> Result<
     .bind(rows.iter().map(|row| row.version).collect::<Vec<_>>())
     .bind(rows.iter().map(|row| row.word_count).collect::<Vec<_>>())
     .bind(rows.iter().map(|row| row.entry_date).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.created_local_date).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.created_local_hour).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| row.created_local_date)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.created_local_hour)
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|row| row.deleted).collect::<Vec<_>>())
     .execute(conn)
     .await?

@@ -86,7 +86,8 @@ impl Config {
         if batch_size == 0 {
             env.reject("WORKER_BATCH_SIZE", "must be at least 1");
         }
-        let max_ack_wait = env.seconds_with_default("WORKER_ACK_WAIT_SECONDS", DEFAULT_MAX_ACK_WAIT);
+        let max_ack_wait =
+            env.seconds_with_default("WORKER_ACK_WAIT_SECONDS", DEFAULT_MAX_ACK_WAIT);
         if max_ack_wait < Duration::from_secs(1) {
             env.reject("WORKER_ACK_WAIT_SECONDS", "must be at least 1");
         }

@@ -387,13 +387,12 @@ impl Harness {
 
     /// The changesets of `user`'s scope in the worker's outbox, oldest first.
     async fn changesets(&self, user: Uuid) -> Vec<Changeset> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT payload FROM outbox WHERE subject = $1 ORDER BY position",
-        )
-        .bind(format!("changes.user.{user}"))
-        .fetch_all(&self.pool)
-        .await
-        .unwrap();
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = $1 ORDER BY position")
+                .bind(format!("changes.user.{user}"))
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
         rows.iter()
             .map(|payload| Changeset::decode(payload.as_slice()).unwrap())
             .collect()
@@ -579,12 +578,13 @@ async fn a_poison_event_in_a_batch_is_dead_lettered_alone_and_the_rest_apply() {
     assert_eq!(dead[0].1, 1, "dead-lettered at once, not retried");
     assert!(dead[0].2.contains("created_local_hour 25"), "{}", dead[0].2);
     harness.assert_insights(ada, &oracle(&events, ada)).await;
-    let poisoned: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM journal_entry_activity WHERE journal_entry_id = $1")
-            .bind(poison.entry)
-            .fetch_one(&harness.pool)
-            .await
-            .unwrap();
+    let poisoned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM journal_entry_activity WHERE journal_entry_id = $1",
+    )
+    .bind(poison.entry)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
     assert_eq!(poisoned, 0);
     harness.cleanup().await;
 }

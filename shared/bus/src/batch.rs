@@ -147,8 +147,7 @@ impl BatchPipeline {
                         Ok(()) => {
                             acked += 1;
                             if let Some(emitted) = delivery.meta.emitted_at_micros {
-                                let latency =
-                                    (headers::now_micros() - emitted).max(0) as f64 / 1e6;
+                                let latency = (headers::now_micros() - emitted).max(0) as f64 / 1e6;
                                 metrics::histogram!("bus_end_to_end_seconds", "handler" => handler.clone())
                                     .record(latency);
                             }

@@ -29,7 +29,7 @@ pub mod streams;
 mod error;
 mod pipeline;
 
-pub use error::{BusError, HandlerError};
 pub use batch::{Batch, Batched};
+pub use error::{BusError, HandlerError};
 pub use router::{BusRouter, Meta, Msg, State};
 pub use streams::Bus;

@@ -59,7 +59,10 @@ async fn apply(
     if !recorder.cured.load(Ordering::SeqCst) && call.iter().any(|(seq, _)| *seq == POISON) {
         return Err(HandlerError::permanent("sequence 7 is poison"));
     }
-    if call.iter().any(|(seq, attempt)| *seq == FLAKY && *attempt == 1) {
+    if call
+        .iter()
+        .any(|(seq, attempt)| *seq == FLAKY && *attempt == 1)
+    {
         return Err(HandlerError::retry("sequence 13 fails once"));
     }
     // "Commit": every message of the call at once.
