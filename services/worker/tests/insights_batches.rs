@@ -72,18 +72,22 @@ impl Event {
 
 /// What the insights of `user` must be: (entry count, words, active days, first day, last
 /// day, current streak, longest streak, hour histogram) and the live days.
+/// (entry count, words, active days, first day, last day, current streak, longest streak,
+/// hour histogram).
+type Totals = (
+    i32,
+    i64,
+    i32,
+    Option<NaiveDate>,
+    Option<NaiveDate>,
+    i32,
+    i32,
+    Vec<i32>,
+);
+
 #[derive(Debug, PartialEq)]
 struct Expected {
-    totals: (
-        i32,
-        i64,
-        i32,
-        Option<NaiveDate>,
-        Option<NaiveDate>,
-        i32,
-        i32,
-        Vec<i32>,
-    ),
+    totals: Totals,
     days: BTreeMap<NaiveDate, (i32, i64)>,
 }
 
@@ -428,16 +432,7 @@ impl Harness {
     /// The stored insights of `user` against the oracle, and what clients received (the
     /// latest change of every row) against the stored rows.
     async fn assert_insights(&self, user: Uuid, expected: &Expected) {
-        let totals: (
-            i32,
-            i64,
-            i32,
-            Option<NaiveDate>,
-            Option<NaiveDate>,
-            i32,
-            i32,
-            Vec<i32>,
-        ) = sqlx::query_as(
+        let totals: Totals = sqlx::query_as(
             "SELECT entry_count, word_count, active_days, first_entry_day, last_entry_day,
                     current_streak_days, longest_streak_days, hour_histogram
                FROM entry_insights WHERE user_id = $1",
