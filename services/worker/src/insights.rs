@@ -4,18 +4,23 @@
 //! `entry_insight_days`.
 //!
 //! Every event carries the entry's facts as of its version (`JournalEntryFacts`, filled in by
-//! the api). One transaction per event:
-//! 1. record the message id (a redelivery changes nothing);
-//! 2. lock the user's `entry_insights` row, so one user's events apply one at a time;
-//! 3. upsert the entry's row in `journal_entry_activity` unless a newer version is already
-//!    there (events may arrive out of order after a retry);
-//! 4. recompute the day(s) the entry left and joined, then the user's totals, from the rows
-//!    (never by incrementing, so nothing drifts), and write a changeset for every synced row
-//!    whose content changed, with its version moved on.
+//! the api). The handlers are batch handlers (`BusRouter::on_batch`): one transaction per
+//! fetched batch of events, whatever its size:
+//! 1. lock the authors' `entry_insights` rows (in user id order), so one user's batches apply
+//!    one at a time while different users' run in parallel;
+//! 2. fold the events, in delivery order, into the entries' `journal_entry_activity` rows: an
+//!    event applies only if its version is newer than the row's (events may arrive out of
+//!    order after a retry), and the changed rows are written with one multi-row statement;
+//! 3. recount the days the entries left and joined, then each author's totals — once per
+//!    batch, from the rows (never by incrementing, so nothing drifts) — and write one
+//!    changeset per author for every synced row whose content changed, its version moved on.
+//!
+//! No message ids are recorded: the effect is idempotent by (entry, version) — a redelivered,
+//! duplicated or replayed event is never newer than what is stored, so it changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use bus::{HandlerError, Meta, Msg, State};
+use bus::{Batch, HandlerError, State};
 use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
 use messages::journal::v1::{
     JournalEntryCreated, JournalEntryDeleted, JournalEntryFacts, JournalEntryRestored,
@@ -139,11 +144,7 @@ impl EntryChange {
     }
 }
 
-pub async fn on_entry_created(
-    State(state): State<WorkerState>,
-    Msg(event): Msg<JournalEntryCreated>,
-    meta: Meta,
-) -> Result<(), HandlerError> {
+fn created_change(event: &JournalEntryCreated) -> Result<EntryChange, HandlerError> {
     let mut change = EntryChange::parse(
         &event.journal_entry_id,
         &event.author_user_id,
@@ -158,139 +159,332 @@ pub async fn on_entry_created(
             event.created_at_ms,
         )?));
     }
-    apply(&state, &change, &meta).await
+    Ok(change)
 }
 
-pub async fn on_entry_updated(
-    State(state): State<WorkerState>,
-    Msg(event): Msg<JournalEntryUpdated>,
-    meta: Meta,
-) -> Result<(), HandlerError> {
-    let change = EntryChange::parse(
+fn updated_change(event: &JournalEntryUpdated) -> Result<EntryChange, HandlerError> {
+    EntryChange::parse(
         &event.journal_entry_id,
         &event.author_user_id,
         &event.team_id,
         event.version,
         false,
         event.facts.as_ref(),
-    )?;
-    apply(&state, &change, &meta).await
+    )
 }
 
-pub async fn on_entry_deleted(
-    State(state): State<WorkerState>,
-    Msg(event): Msg<JournalEntryDeleted>,
-    meta: Meta,
-) -> Result<(), HandlerError> {
-    let change = EntryChange::parse(
+fn deleted_change(event: &JournalEntryDeleted) -> Result<EntryChange, HandlerError> {
+    EntryChange::parse(
         &event.journal_entry_id,
         &event.author_user_id,
         &event.team_id,
         event.version,
         true,
         event.facts.as_ref(),
-    )?;
-    apply(&state, &change, &meta).await
+    )
 }
 
-pub async fn on_entry_restored(
-    State(state): State<WorkerState>,
-    Msg(event): Msg<JournalEntryRestored>,
-    meta: Meta,
-) -> Result<(), HandlerError> {
-    let change = EntryChange::parse(
+fn restored_change(event: &JournalEntryRestored) -> Result<EntryChange, HandlerError> {
+    EntryChange::parse(
         &event.journal_entry_id,
         &event.author_user_id,
         &event.team_id,
         event.version,
         false,
         event.facts.as_ref(),
-    )?;
-    apply(&state, &change, &meta).await
+    )
 }
 
-async fn apply(state: &WorkerState, change: &EntryChange, meta: &Meta) -> Result<(), HandlerError> {
+/// Every event of the batch parsed, in delivery order, with its message id. One event that
+/// makes no sense fails the batch: the bus then handles the messages one by one and
+/// dead-letters just that one.
+fn parse_batch<E>(
+    batch: Batch<E>,
+    parse: impl Fn(&E) -> Result<EntryChange, HandlerError>,
+) -> Result<Vec<(EntryChange, String)>, HandlerError> {
+    batch
+        .into_iter()
+        .map(|item| -> Result<(EntryChange, String), HandlerError> {
+            Ok((parse(&item.message)?, item.meta.message_id))
+        })
+        .collect()
+}
+
+pub async fn on_entries_created(
+    State(state): State<WorkerState>,
+    batch: Batch<JournalEntryCreated>,
+) -> Result<(), HandlerError> {
+    apply_batch(&state, &parse_batch(batch, created_change)?).await
+}
+
+pub async fn on_entries_updated(
+    State(state): State<WorkerState>,
+    batch: Batch<JournalEntryUpdated>,
+) -> Result<(), HandlerError> {
+    apply_batch(&state, &parse_batch(batch, updated_change)?).await
+}
+
+pub async fn on_entries_deleted(
+    State(state): State<WorkerState>,
+    batch: Batch<JournalEntryDeleted>,
+) -> Result<(), HandlerError> {
+    apply_batch(&state, &parse_batch(batch, deleted_change)?).await
+}
+
+pub async fn on_entries_restored(
+    State(state): State<WorkerState>,
+    batch: Batch<JournalEntryRestored>,
+) -> Result<(), HandlerError> {
+    apply_batch(&state, &parse_batch(batch, restored_change)?).await
+}
+
+/// An entry's row in `journal_entry_activity`: what insights know about it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Activity {
+    journal_entry_id: Uuid,
+    author_user_id: Uuid,
+    team_id: Option<Uuid>,
+    entry_created_at: DateTime<Utc>,
+    message_id: String,
+    version: i64,
+    word_count: i32,
+    entry_date: Option<NaiveDate>,
+    created_local_date: Option<NaiveDate>,
+    created_local_hour: Option<i16>,
+    deleted: bool,
+}
+
+const ACTIVITY_COLUMNS: &str = "journal_entry_id, author_user_id, team_id, entry_created_at, \
+     message_id, version, word_count, entry_date, created_local_date, created_local_hour, deleted";
+
+impl Activity {
+    /// The first event seen of an entry.
+    fn first(change: &EntryChange, message_id: &str, now: DateTime<Utc>) -> Self {
+        let facts = change.facts.as_ref();
+        Self {
+            journal_entry_id: change.journal_entry_id,
+            author_user_id: change.author_user_id,
+            team_id: change.team_id,
+            entry_created_at: facts.map_or(now, |facts| facts.created_at),
+            message_id: message_id.to_owned(),
+            version: change.version,
+            word_count: facts.map_or(0, |facts| facts.word_count),
+            entry_date: facts.and_then(|facts| facts.entry_date),
+            created_local_date: facts.map(|facts| facts.created_local_date),
+            created_local_hour: facts.map(|facts| facts.created_local_hour),
+            deleted: change.deleted,
+        }
+    }
+
+    /// Apply a later event if its version is newer (after retries events can arrive out of
+    /// order, and a stale `updated` must not resurrect a deleted entry). Returns whether it
+    /// was applied.
+    fn apply(&mut self, change: &EntryChange, message_id: &str) -> bool {
+        if change.version <= self.version {
+            return false;
+        }
+        self.message_id = message_id.to_owned();
+        self.version = change.version;
+        self.deleted = change.deleted;
+        if let Some(facts) = &change.facts {
+            self.word_count = facts.word_count;
+            self.entry_date = facts.entry_date;
+            self.entry_created_at = facts.created_at;
+            // When it was written does not change; the first event seen says it.
+            self.created_local_date = self.created_local_date.or(Some(facts.created_local_date));
+            self.created_local_hour = self.created_local_hour.or(Some(facts.created_local_hour));
+        }
+        true
+    }
+
+    /// The day it counts for, while it is live.
+    fn live_day(&self) -> Option<NaiveDate> {
+        if self.deleted {
+            None
+        } else {
+            self.entry_date.or(self.created_local_date)
+        }
+    }
+}
+
+/// Apply a batch of entry events (delivery order) in one transaction: lock the authors'
+/// insights rows, fold the events into the entries' rows (newer version wins), write the
+/// changed rows with one statement, recount the days they left and joined and each author's
+/// totals once, and write one changeset per author. Idempotent by (entry, version): a
+/// redelivered or replayed event is not newer than what is stored and changes nothing.
+async fn apply_batch(
+    state: &WorkerState,
+    events: &[(EntryChange, String)],
+) -> Result<(), HandlerError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let authors: Vec<Uuid> = events
+        .iter()
+        .map(|(change, _)| change.author_user_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let entry_ids: Vec<Uuid> = events
+        .iter()
+        .map(|(change, _)| change.journal_entry_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut tx = state.db.begin().await?;
-    if !bus::idempotency::first_time(&mut tx, &meta.handler, &meta.message_id).await? {
+    let insights = lock_insights(&mut tx, &authors).await?;
+    let stored: BTreeMap<Uuid, Activity> = sqlx::query_as::<_, Activity>(&format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM journal_entry_activity WHERE journal_entry_id = ANY($1)"
+    ))
+    .bind(&entry_ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (row.journal_entry_id, row))
+    .collect();
+
+    let now = Utc::now();
+    let mut next = stored.clone();
+    // Entry → the author whose insights it moves (the event's, as the events say).
+    let mut applied: BTreeMap<Uuid, Uuid> = BTreeMap::new();
+    for (change, message_id) in events {
+        let moved = match next.get_mut(&change.journal_entry_id) {
+            Some(row) => row.apply(change, message_id),
+            None => {
+                next.insert(
+                    change.journal_entry_id,
+                    Activity::first(change, message_id, now),
+                );
+                true
+            }
+        };
+        if moved {
+            applied.insert(change.journal_entry_id, change.author_user_id);
+        }
+    }
+    if applied.is_empty() {
+        // Every event was stale or a redelivery: nothing to write (the rollback only drops
+        // the empty insights rows `lock_insights` may have created).
         return Ok(());
     }
-    let user_id = change.author_user_id;
-    let insights = lock_insights(&mut tx, user_id).await?;
-    let day_before: Option<NaiveDate> = sqlx::query_scalar(
-        "SELECT coalesce(entry_date, created_local_date) FROM journal_entry_activity
-          WHERE journal_entry_id = $1 AND NOT deleted",
-    )
-    .bind(change.journal_entry_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .flatten();
-    let applied = upsert_entry(&mut tx, change, &meta.message_id).await?;
-    if !applied {
-        // A newer version of the entry is already recorded: this event is stale.
-        tx.commit().await?;
-        return Ok(());
+    let rows: Vec<&Activity> = applied
+        .keys()
+        .filter_map(|entry_id| next.get(entry_id))
+        .collect();
+    let written = upsert_activity(&mut tx, &rows).await?;
+    if written != rows.len() as u64 {
+        // Cannot happen while the authors' rows are locked; retry rather than publish
+        // figures computed from rows that moved.
+        return Err(HandlerError::retry(format!(
+            "{written} of {} journal_entry_activity rows written",
+            rows.len()
+        )));
     }
-    let day_after: Option<NaiveDate> = sqlx::query_scalar(
-        "SELECT coalesce(entry_date, created_local_date) FROM journal_entry_activity
-          WHERE journal_entry_id = $1 AND NOT deleted",
-    )
-    .bind(change.journal_entry_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .flatten();
-    let mut changes = UserChanges::new(user_id);
-    let days: BTreeSet<NaiveDate> = day_before.into_iter().chain(day_after).collect();
-    for day in days {
-        refresh_day(&mut tx, user_id, day, &mut changes).await?;
+
+    let mut touched_days: BTreeSet<(Uuid, NaiveDate)> = BTreeSet::new();
+    for (entry_id, author) in &applied {
+        let before = stored.get(entry_id).and_then(Activity::live_day);
+        let after = next.get(entry_id).and_then(Activity::live_day);
+        touched_days.extend(before.into_iter().chain(after).map(|day| (*author, day)));
     }
-    refresh_totals(&mut tx, insights, &mut changes).await?;
-    changes.write(&mut tx).await?;
+    let mut changes: BTreeMap<Uuid, UserChanges> = applied
+        .values()
+        .map(|author| (*author, UserChanges::new(*author)))
+        .collect();
+    for day in refresh_days(&mut tx, &touched_days).await? {
+        let op = match (&day.deleted_at, day.version) {
+            (Some(_), _) => Op::Delete,
+            (None, 1) => Op::Insert,
+            (None, _) => Op::Update,
+        };
+        if let Some(user_changes) = changes.get_mut(&day.user_id) {
+            user_changes.record(op, &day).map_err(HandlerError::retry)?;
+        }
+    }
+    let moved_authors: Vec<&EntryInsights> = changes
+        .keys()
+        .filter_map(|author| insights.get(author))
+        .collect();
+    for totals in refresh_totals(&mut tx, &moved_authors).await? {
+        let op = if totals.version == 1 {
+            Op::Insert
+        } else {
+            Op::Update
+        };
+        if let Some(user_changes) = changes.get_mut(&totals.user_id) {
+            user_changes
+                .record(op, &totals)
+                .map_err(HandlerError::retry)?;
+        }
+    }
+    for user_changes in changes.into_values() {
+        user_changes.write(&mut tx).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
 
-/// Record the entry's new state unless a newer version is already there. Returns whether it
-/// was applied.
-async fn upsert_entry(
-    conn: &mut PgConnection,
-    change: &EntryChange,
-    message_id: &str,
-) -> Result<bool, sqlx::Error> {
-    let facts = change.facts.as_ref();
-    let applied = sqlx::query(
+/// Write the entries' rows in one statement. The version guard repeats the rule the fold
+/// applied (the rows are locked through their authors, so it always holds).
+async fn upsert_activity(conn: &mut PgConnection, rows: &[&Activity]) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
         "INSERT INTO journal_entry_activity
                 (journal_entry_id, author_user_id, team_id, entry_created_at, message_id, version,
                  word_count, entry_date, created_local_date, created_local_hour, deleted)
-         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6, coalesce($7, 0), $8, $9, $10, $11)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[],
+                              $6::bigint[], $7::int[], $8::date[], $9::date[], $10::smallint[],
+                              $11::bool[])
          ON CONFLICT (journal_entry_id) DO UPDATE SET
              message_id = EXCLUDED.message_id,
              version = EXCLUDED.version,
              deleted = EXCLUDED.deleted,
-             word_count = CASE WHEN $12 THEN EXCLUDED.word_count ELSE journal_entry_activity.word_count END,
-             entry_date = CASE WHEN $12 THEN EXCLUDED.entry_date ELSE journal_entry_activity.entry_date END,
-             entry_created_at = CASE WHEN $12 THEN EXCLUDED.entry_created_at ELSE journal_entry_activity.entry_created_at END,
-             -- When it was written does not change; the first event seen says it.
-             created_local_date = coalesce(journal_entry_activity.created_local_date, EXCLUDED.created_local_date),
-             created_local_hour = coalesce(journal_entry_activity.created_local_hour, EXCLUDED.created_local_hour),
+             word_count = EXCLUDED.word_count,
+             entry_date = EXCLUDED.entry_date,
+             entry_created_at = EXCLUDED.entry_created_at,
+             created_local_date = EXCLUDED.created_local_date,
+             created_local_hour = EXCLUDED.created_local_hour,
              updated_at = now()
          WHERE journal_entry_activity.version < EXCLUDED.version",
     )
-    .bind(change.journal_entry_id)
-    .bind(change.author_user_id)
-    .bind(change.team_id)
-    .bind(facts.map(|facts| facts.created_at))
-    .bind(message_id)
-    .bind(change.version)
-    .bind(facts.map(|facts| facts.word_count))
-    .bind(facts.and_then(|facts| facts.entry_date))
-    .bind(facts.map(|facts| facts.created_local_date))
-    .bind(facts.map(|facts| facts.created_local_hour))
-    .bind(change.deleted)
-    .bind(facts.is_some())
+    .bind(
+        rows.iter()
+            .map(|row| row.journal_entry_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.author_user_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|row| row.team_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| row.entry_created_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.message_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|row| row.version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.word_count).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.entry_date).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|row| row.created_local_date)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.created_local_hour)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|row| row.deleted).collect::<Vec<_>>())
     .execute(conn)
     .await?
     .rows_affected();
-    Ok(applied == 1)
+    Ok(written)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,161 +560,205 @@ const INSIGHTS_COLUMNS: &str = "user_id, entry_count, word_count, active_days, f
 const DAY_COLUMNS: &str =
     "user_id, day, entry_count, word_count, created_at, updated_at, deleted_at, version";
 
-/// The user's insights row, created (empty, version 0) if missing, locked for the transaction.
+/// The users' insights rows, created (empty, version 0) if missing, locked for the
+/// transaction — in user id order, so batches that share users never deadlock.
 async fn lock_insights(
     conn: &mut PgConnection,
-    user_id: Uuid,
-) -> Result<EntryInsights, sqlx::Error> {
+    users: &[Uuid],
+) -> Result<BTreeMap<Uuid, EntryInsights>, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO entry_insights (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+        "INSERT INTO entry_insights (user_id)
+         SELECT user_id FROM unnest($1::uuid[]) AS users(user_id) ORDER BY user_id
+         ON CONFLICT (user_id) DO NOTHING",
     )
-    .bind(user_id)
+    .bind(users)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(&format!(
-        "SELECT {INSIGHTS_COLUMNS} FROM entry_insights WHERE user_id = $1 FOR UPDATE"
+    let rows: Vec<EntryInsights> = sqlx::query_as(&format!(
+        "SELECT {INSIGHTS_COLUMNS} FROM entry_insights WHERE user_id = ANY($1)
+          ORDER BY user_id FOR UPDATE"
     ))
-    .bind(user_id)
-    .fetch_one(&mut *conn)
-    .await
-}
-
-/// Recount one day; publish the day row if it changed (a tombstone when it became empty).
-async fn refresh_day(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    day: NaiveDate,
-    changes: &mut UserChanges,
-) -> Result<(), HandlerError> {
-    let (entry_count, word_count): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(word_count), 0)::bigint FROM journal_entry_activity
-          WHERE author_user_id = $1 AND coalesce(entry_date, created_local_date) = $2
-            AND NOT deleted",
-    )
-    .bind(user_id)
-    .bind(day)
-    .fetch_one(&mut *conn)
+    .bind(users)
+    .fetch_all(&mut *conn)
     .await?;
-    let entry_count = i32::try_from(entry_count).unwrap_or(i32::MAX);
-    let row: Option<EntryInsightDay> = if entry_count > 0 {
-        sqlx::query_as(&format!(
-            "INSERT INTO entry_insight_days (user_id, day, entry_count, word_count)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, day) DO UPDATE SET
-                 entry_count = EXCLUDED.entry_count, word_count = EXCLUDED.word_count,
-                 deleted_at = NULL, updated_at = now(),
-                 version = entry_insight_days.version + 1
-             WHERE entry_insight_days.entry_count <> EXCLUDED.entry_count
-                OR entry_insight_days.word_count <> EXCLUDED.word_count
-                OR entry_insight_days.deleted_at IS NOT NULL
-             RETURNING {DAY_COLUMNS}"
-        ))
-        .bind(user_id)
-        .bind(day)
-        .bind(entry_count)
-        .bind(word_count)
-        .fetch_optional(&mut *conn)
-        .await?
-    } else {
-        sqlx::query_as(&format!(
-            "UPDATE entry_insight_days
-                SET entry_count = 0, word_count = 0, deleted_at = now(), updated_at = now(),
-                    version = version + 1
-              WHERE user_id = $1 AND day = $2 AND deleted_at IS NULL
-              RETURNING {DAY_COLUMNS}"
-        ))
-        .bind(user_id)
-        .bind(day)
-        .fetch_optional(&mut *conn)
-        .await?
-    };
-    if let Some(row) = row {
-        let op = match (&row.deleted_at, row.version) {
-            (Some(_), _) => Op::Delete,
-            (None, 1) => Op::Insert,
-            (None, _) => Op::Update,
-        };
-        changes.record(op, &row).map_err(HandlerError::retry)?;
-    }
-    Ok(())
+    Ok(rows.into_iter().map(|row| (row.user_id, row)).collect())
 }
 
-/// Recompute the user's totals from the day rows and the entries; publish them if they changed.
+/// Recount the given (user, day) pairs; write the day rows that changed (a tombstone when a
+/// day became empty) and return them, by user and day.
+async fn refresh_days(
+    conn: &mut PgConnection,
+    days: &BTreeSet<(Uuid, NaiveDate)>,
+) -> Result<Vec<EntryInsightDay>, sqlx::Error> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts: Vec<(Uuid, NaiveDate, i64, i64)> = sqlx::query_as(
+        "SELECT d.user_id, d.day, count(a.journal_entry_id), coalesce(sum(a.word_count), 0)::bigint
+           FROM unnest($1::uuid[], $2::date[]) AS d(user_id, day)
+           LEFT JOIN journal_entry_activity a
+             ON a.author_user_id = d.user_id
+            AND coalesce(a.entry_date, a.created_local_date) = d.day
+            AND NOT a.deleted
+          GROUP BY d.user_id, d.day",
+    )
+    .bind(days.iter().map(|(user, _)| *user).collect::<Vec<_>>())
+    .bind(days.iter().map(|(_, day)| *day).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let (live, emptied): (Vec<_>, Vec<_>) = counts
+        .into_iter()
+        .partition(|(_, _, entry_count, _)| *entry_count > 0);
+    let mut written: Vec<EntryInsightDay> = Vec::new();
+    if !live.is_empty() {
+        written.extend(
+            sqlx::query_as::<_, EntryInsightDay>(&format!(
+                "INSERT INTO entry_insight_days (user_id, day, entry_count, word_count)
+                 SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[], $4::bigint[])
+                 ON CONFLICT (user_id, day) DO UPDATE SET
+                     entry_count = EXCLUDED.entry_count, word_count = EXCLUDED.word_count,
+                     deleted_at = NULL, updated_at = now(),
+                     version = entry_insight_days.version + 1
+                 WHERE entry_insight_days.entry_count <> EXCLUDED.entry_count
+                    OR entry_insight_days.word_count <> EXCLUDED.word_count
+                    OR entry_insight_days.deleted_at IS NOT NULL
+                 RETURNING {DAY_COLUMNS}"
+            ))
+            .bind(live.iter().map(|(user, ..)| *user).collect::<Vec<_>>())
+            .bind(live.iter().map(|(_, day, ..)| *day).collect::<Vec<_>>())
+            .bind(
+                live.iter()
+                    .map(|(_, _, count, _)| i32::try_from(*count).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(live.iter().map(|(.., words)| *words).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    if !emptied.is_empty() {
+        written.extend(
+            sqlx::query_as::<_, EntryInsightDay>(
+                "UPDATE entry_insight_days d
+                    SET entry_count = 0, word_count = 0, deleted_at = now(), updated_at = now(),
+                        version = d.version + 1
+                   FROM unnest($1::uuid[], $2::date[]) AS e(user_id, day)
+                  WHERE d.user_id = e.user_id AND d.day = e.day AND d.deleted_at IS NULL
+                  RETURNING d.user_id, d.day, d.entry_count, d.word_count, d.created_at,
+                            d.updated_at, d.deleted_at, d.version",
+            )
+            .bind(emptied.iter().map(|(user, ..)| *user).collect::<Vec<_>>())
+            .bind(emptied.iter().map(|(_, day, ..)| *day).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    written.sort_by_key(|row| (row.user_id, row.day));
+    Ok(written)
+}
+
+/// Recompute the users' totals from their day rows and entries; write the ones that changed
+/// and return them.
 async fn refresh_totals(
     conn: &mut PgConnection,
-    current: EntryInsights,
-    changes: &mut UserChanges,
-) -> Result<(), HandlerError> {
-    let user_id = current.user_id;
-    let days: Vec<(NaiveDate, i32, i64)> = sqlx::query_as(
-        "SELECT day, entry_count, word_count FROM entry_insight_days
-          WHERE user_id = $1 AND deleted_at IS NULL ORDER BY day",
+    current: &[&EntryInsights],
+) -> Result<Vec<EntryInsights>, sqlx::Error> {
+    if current.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<Uuid> = current.iter().map(|row| row.user_id).collect();
+    let days: Vec<(Uuid, NaiveDate, i32, i64)> = sqlx::query_as(
+        "SELECT user_id, day, entry_count, word_count FROM entry_insight_days
+          WHERE user_id = ANY($1) AND deleted_at IS NULL ORDER BY user_id, day",
     )
-    .bind(user_id)
+    .bind(&users)
     .fetch_all(&mut *conn)
     .await?;
-    let hours: Vec<(i16, i64)> = sqlx::query_as(
-        "SELECT created_local_hour, count(*) FROM journal_entry_activity
-          WHERE author_user_id = $1 AND NOT deleted AND created_local_hour IS NOT NULL
-          GROUP BY created_local_hour",
+    let hours: Vec<(Uuid, i16, i64)> = sqlx::query_as(
+        "SELECT author_user_id, created_local_hour, count(*) FROM journal_entry_activity
+          WHERE author_user_id = ANY($1) AND NOT deleted AND created_local_hour IS NOT NULL
+          GROUP BY author_user_id, created_local_hour",
     )
-    .bind(user_id)
+    .bind(&users)
     .fetch_all(&mut *conn)
     .await?;
-    let mut hour_histogram = vec![0i32; HOURS];
-    for (hour, count) in hours {
-        if let Some(slot) = usize::try_from(hour)
-            .ok()
-            .and_then(|hour| hour_histogram.get_mut(hour))
-        {
-            *slot = i32::try_from(count).unwrap_or(i32::MAX);
+    let mut changed: Vec<(Uuid, Totals)> = Vec::new();
+    for row in current {
+        let user_days: Vec<(NaiveDate, i32, i64)> = days
+            .iter()
+            .filter(|(user, ..)| *user == row.user_id)
+            .map(|(_, day, count, words)| (*day, *count, *words))
+            .collect();
+        let user_hours = hours
+            .iter()
+            .filter(|(user, ..)| *user == row.user_id)
+            .map(|(_, hour, count)| (*hour, *count));
+        let next = Totals::compute(&user_days, user_hours);
+        if row.version == 0 || Totals::of(row) != next {
+            changed.push((row.user_id, next));
         }
     }
-    let day_list: Vec<NaiveDate> = days.iter().map(|(day, ..)| *day).collect();
-    let streaks = Streaks::of(&day_list);
-    let next = Totals {
-        entry_count: days
-            .iter()
-            .fold(0i32, |sum, (_, count, _)| sum.saturating_add(*count)),
-        word_count: days
-            .iter()
-            .fold(0i64, |sum, (.., words)| sum.saturating_add(*words)),
-        active_days: i32::try_from(days.len()).unwrap_or(i32::MAX),
-        first_entry_day: day_list.first().copied(),
-        last_entry_day: day_list.last().copied(),
-        current_streak_days: streaks.current,
-        longest_streak_days: streaks.longest,
-        hour_histogram,
-    };
-    if current.version > 0 && Totals::of(&current) == next {
-        return Ok(());
+    if changed.is_empty() {
+        return Ok(Vec::new());
     }
-    let updated: EntryInsights = sqlx::query_as(&format!(
-        "UPDATE entry_insights SET
-             entry_count = $2, word_count = $3, active_days = $4, first_entry_day = $5,
-             last_entry_day = $6, current_streak_days = $7, longest_streak_days = $8,
-             hour_histogram = $9, updated_at = now(), version = version + 1
-          WHERE user_id = $1
-          RETURNING {INSIGHTS_COLUMNS}"
-    ))
-    .bind(user_id)
-    .bind(next.entry_count)
-    .bind(next.word_count)
-    .bind(next.active_days)
-    .bind(next.first_entry_day)
-    .bind(next.last_entry_day)
-    .bind(next.current_streak_days)
-    .bind(next.longest_streak_days)
-    .bind(&next.hour_histogram)
-    .fetch_one(&mut *conn)
-    .await?;
-    let op = if updated.version == 1 {
-        Op::Insert
-    } else {
-        Op::Update
+    let column = |value: fn(&Totals) -> i32| -> Vec<i32> {
+        changed.iter().map(|(_, totals)| value(totals)).collect()
     };
-    changes.record(op, &updated).map_err(HandlerError::retry)?;
-    Ok(())
+    let histograms: Vec<String> = changed
+        .iter()
+        .map(|(_, totals)| {
+            let counts: Vec<String> = totals
+                .hour_histogram
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("{{{}}}", counts.join(","))
+        })
+        .collect();
+    let mut updated: Vec<EntryInsights> = sqlx::query_as(
+        "UPDATE entry_insights i SET
+             entry_count = t.entry_count, word_count = t.word_count, active_days = t.active_days,
+             first_entry_day = t.first_entry_day, last_entry_day = t.last_entry_day,
+             current_streak_days = t.current_streak_days,
+             longest_streak_days = t.longest_streak_days,
+             hour_histogram = t.hour_histogram::int[], updated_at = now(), version = i.version + 1
+           FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::int[], $5::date[], $6::date[],
+                       $7::int[], $8::int[], $9::text[])
+                AS t(user_id, entry_count, word_count, active_days, first_entry_day,
+                     last_entry_day, current_streak_days, longest_streak_days, hour_histogram)
+          WHERE i.user_id = t.user_id
+          RETURNING i.user_id, i.entry_count, i.word_count, i.active_days, i.first_entry_day,
+                    i.last_entry_day, i.current_streak_days, i.longest_streak_days,
+                    i.hour_histogram, i.created_at, i.updated_at, i.version",
+    )
+    .bind(changed.iter().map(|(user, _)| *user).collect::<Vec<_>>())
+    .bind(column(|totals| totals.entry_count))
+    .bind(
+        changed
+            .iter()
+            .map(|(_, totals)| totals.word_count)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|totals| totals.active_days))
+    .bind(
+        changed
+            .iter()
+            .map(|(_, totals)| totals.first_entry_day)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changed
+            .iter()
+            .map(|(_, totals)| totals.last_entry_day)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|totals| totals.current_streak_days))
+    .bind(column(|totals| totals.longest_streak_days))
+    .bind(histograms)
+    .fetch_all(&mut *conn)
+    .await?;
+    updated.sort_by_key(|row| row.user_id);
+    Ok(updated)
 }
 
 /// The derived part of [`EntryInsights`], to tell whether anything changed.
@@ -537,6 +775,39 @@ struct Totals {
 }
 
 impl Totals {
+    /// From a user's live days (`(day, entries, words)`, ascending) and their live entries
+    /// counted by the hour they were written.
+    fn compute(
+        days: &[(NaiveDate, i32, i64)],
+        hours: impl IntoIterator<Item = (i16, i64)>,
+    ) -> Self {
+        let mut hour_histogram = vec![0i32; HOURS];
+        for (hour, count) in hours {
+            if let Some(slot) = usize::try_from(hour)
+                .ok()
+                .and_then(|hour| hour_histogram.get_mut(hour))
+            {
+                *slot = i32::try_from(count).unwrap_or(i32::MAX);
+            }
+        }
+        let day_list: Vec<NaiveDate> = days.iter().map(|(day, ..)| *day).collect();
+        let streaks = Streaks::of(&day_list);
+        Self {
+            entry_count: days
+                .iter()
+                .fold(0i32, |sum, (_, count, _)| sum.saturating_add(*count)),
+            word_count: days
+                .iter()
+                .fold(0i64, |sum, (.., words)| sum.saturating_add(*words)),
+            active_days: i32::try_from(days.len()).unwrap_or(i32::MAX),
+            first_entry_day: day_list.first().copied(),
+            last_entry_day: day_list.last().copied(),
+            current_streak_days: streaks.current,
+            longest_streak_days: streaks.longest,
+            hour_histogram,
+        }
+    }
+
     fn of(insights: &EntryInsights) -> Self {
         Self {
             entry_count: insights.entry_count,

@@ -35,6 +35,10 @@ pub const SERVICE: &str = "worker";
 pub const SCHEMA: &str = "worker";
 pub const DEFAULT_PORT: u16 = 8082;
 
+/// The longest ack wait of the worker's consumers: how long a message whose replica died
+/// waits before another replica gets it.
+pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(10);
+
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/worker");
 
 #[derive(Debug, Clone)]
@@ -48,6 +52,13 @@ pub struct Config {
     pub s3: S3Config,
     /// `WORKER_CONCURRENCY`: deliveries each handler runs at once per replica (default 32).
     pub concurrency: usize,
+    /// `WORKER_BATCH_SIZE`: entry events the insights handlers apply in one transaction at
+    /// most (default 256).
+    pub batch_size: usize,
+    /// `WORKER_ACK_WAIT_SECONDS`: the longest ack wait of the worker's consumers (default 10):
+    /// a message whose replica died is redelivered after at most this long, while progress
+    /// acks (every third of it) keep running handlers' messages.
+    pub max_ack_wait: Duration,
     /// `EXPORT_LINK_TTL_SECONDS`: how long an export's download link is valid (default and
     /// maximum seven days, the longest a SigV4 presigned URL can live).
     pub export_link_ttl: Duration,
@@ -70,6 +81,15 @@ impl Config {
         let concurrency = env.with_default("WORKER_CONCURRENCY", 32_usize);
         if concurrency == 0 {
             env.reject("WORKER_CONCURRENCY", "must be at least 1");
+        }
+        let batch_size = env.with_default("WORKER_BATCH_SIZE", bus::router::DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            env.reject("WORKER_BATCH_SIZE", "must be at least 1");
+        }
+        let max_ack_wait =
+            env.seconds_with_default("WORKER_ACK_WAIT_SECONDS", DEFAULT_MAX_ACK_WAIT);
+        if max_ack_wait < Duration::from_secs(1) {
+            env.reject("WORKER_ACK_WAIT_SECONDS", "must be at least 1");
         }
         let export_link_ttl =
             env.seconds_with_default("EXPORT_LINK_TTL_SECONDS", platform::s3::MAX_PRESIGN_EXPIRY);
@@ -94,6 +114,8 @@ impl Config {
             environment,
             s3,
             concurrency,
+            batch_size,
+            max_ack_wait,
             export_link_ttl,
             export_pause_after_upload,
         })
@@ -108,6 +130,8 @@ impl Config {
             environment: Environment::Development,
             s3: S3Config::for_tests(platform::s3::DEFAULT_ENDPOINT, platform::s3::DEFAULT_BUCKET),
             concurrency: 32,
+            batch_size: bus::router::DEFAULT_BATCH_SIZE,
+            max_ack_wait: DEFAULT_MAX_ACK_WAIT,
             export_link_ttl: platform::s3::MAX_PRESIGN_EXPIRY,
             export_pause_after_upload: Duration::ZERO,
         }
@@ -205,10 +229,13 @@ pub async fn run(
     };
     let consumers = BusRouter::new(bus, infra.db.clone(), state)
         .concurrency(config.concurrency)
-        .on::<JournalEntryCreated, _, _>(insights::on_entry_created)
-        .on::<JournalEntryUpdated, _, _>(insights::on_entry_updated)
-        .on::<JournalEntryDeleted, _, _>(insights::on_entry_deleted)
-        .on::<JournalEntryRestored, _, _>(insights::on_entry_restored)
+        .max_ack_wait(config.max_ack_wait)
+        .batch_size(config.batch_size)
+        // One transaction per fetched batch: a burst of one user's entries is a few commits.
+        .on_batch::<JournalEntryCreated, _, _>(insights::on_entries_created)
+        .on_batch::<JournalEntryUpdated, _, _>(insights::on_entries_updated)
+        .on_batch::<JournalEntryDeleted, _, _>(insights::on_entries_deleted)
+        .on_batch::<JournalEntryRestored, _, _>(insights::on_entries_restored)
         .task::<ExportUserData, _, _>(exports::export_user_data)
         .task::<VerifyAttachment, _, _>(attachments::verify_attachment)
         // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.

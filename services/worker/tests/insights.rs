@@ -347,19 +347,10 @@ async fn stale_and_replayed_events_change_nothing_and_bad_facts_are_dead_lettere
         facts: facts(10, "2026-04-01", created),
     };
     let handled = |count: i64| {
-        let pool = system.worker_pool.clone();
+        let system = &system;
         async move {
-            eventually(Duration::from_secs(20), || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query_scalar::<_, i64>(
-                        "SELECT count(*) FROM processed_messages WHERE handler LIKE 'worker--journal_entry_%'",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                        == count
-                }
+            eventually(Duration::from_secs(20), || async {
+                system.entry_events_handled().await == count
             })
             .await
         }

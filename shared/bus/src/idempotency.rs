@@ -21,6 +21,27 @@ pub async fn first_time(
     Ok(inserted == 1)
 }
 
+/// [`first_time`] for a batch, in one statement: records every id of `message_ids` not
+/// recorded yet for `handler` and returns those (the messages whose effect is still to do).
+/// For batch handlers whose effect is not idempotent by itself.
+pub async fn first_times(
+    conn: &mut PgConnection,
+    handler: &str,
+    message_ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO processed_messages (handler, message_id)
+         SELECT $1, id FROM unnest($2::text[]) AS ids(id)
+         ON CONFLICT DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(handler)
+    .bind(message_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
 /// Whether `handler` has recorded `message_id` already: a cheap look before expensive work
 /// that [`first_time`] then records in the effect's transaction.
 pub async fn already_processed(

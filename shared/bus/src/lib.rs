@@ -7,12 +7,15 @@
 //! - [`router`]: `BusRouter::new(bus, state).on::<E>(handler).task::<T>(handler)` — plain
 //!   async fns with extractors ([`State`], [`Msg`], [`Meta`]), run through tower layers that
 //!   trace, ack, retry with backoff and dead-letter.
+//! - [`batch`]: `on_batch::<E>(handler)` — one call (one transaction) per fetched batch, with
+//!   the same per-message acks, retries and dead letters (a failed batch is retried one by one).
 //! - [`dead_letter`]: the dead-letter store, in-service re-drive, and the operator command.
 //! - [`query`]: typed NATS request/reply (`queries.<name>`), for synchronous questions to the
 //!   service that owns the data.
 //! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
 
+pub mod batch;
 pub mod dead_letter;
 pub mod headers;
 pub mod idempotency;
@@ -26,6 +29,7 @@ pub mod streams;
 mod error;
 mod pipeline;
 
+pub use batch::{Batch, Batched};
 pub use error::{BusError, HandlerError};
 pub use router::{BusRouter, Meta, Msg, State};
 pub use streams::Bus;

@@ -9,7 +9,8 @@
 //! ```
 //! Each registration gets one durable consumer (`<service>--<event>` for events, shared by
 //! the service's replicas; `<queue>--<task>` for tasks), a bounded number of concurrent
-//! deliveries, and the tower pipeline in [`crate::pipeline`].
+//! deliveries, and the tower pipeline in [`crate::pipeline`]. `on_batch` registers a handler
+//! that gets every message of a fetched batch at once ([`crate::batch`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batch, BatchFn, BatchPipeline, Batched};
 use crate::dead_letter::{self, DeadLetterStore};
 use crate::pipeline::{Delivery, HandlerFn, Pipeline};
 use crate::streams::Bus;
@@ -116,6 +118,9 @@ pub(crate) struct Registration {
     pub(crate) relative_subject: String,
     pub(crate) config: DeliveryConfig,
     pub(crate) handler: HandlerFn,
+    /// Set for `on_batch` registrations: the handler of a whole fetched batch (`handler` is
+    /// the same handler on a batch of one, for the fallback and re-drives).
+    pub(crate) batch: Option<BatchFn>,
 }
 
 /// Registers handlers and runs their consumers.
@@ -124,8 +129,13 @@ pub struct BusRouter<S> {
     pool: PgPool,
     state: S,
     concurrency: usize,
+    batch_size: usize,
+    max_ack_wait: Option<Duration>,
     registrations: Vec<Registration>,
 }
+
+/// Messages a batch handler gets at most at once, unless [`BusRouter::batch_size`] says.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
     /// `pool` is the service's own pool: its schema holds the dead letters.
@@ -135,6 +145,8 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
             pool,
             state,
             concurrency: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_ack_wait: None,
             registrations: Vec::new(),
         }
     }
@@ -142,6 +154,65 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
     /// Deliveries handled at once per handler in this process (default 32).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Cap every consumer's ack wait (a message's `expire_in`): a delivery whose process died
+    /// is redelivered after at most this long. Running handlers send progress acks every
+    /// third of it, so a long one is not redelivered while it runs.
+    pub fn max_ack_wait(mut self, max_ack_wait: Duration) -> Self {
+        self.max_ack_wait = Some(max_ack_wait.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// Messages a batch handler ([`Self::on_batch`]) gets at most at once (default 256).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Handle an event a fetched batch at a time: `handler(State<S>, Batch<E>)` gets every
+    /// message the consumer had ready (up to the batch size, in delivery order) and should
+    /// apply them in one transaction. If it fails, the messages are handled again one by one
+    /// (each a batch of one), so a poison message is retried or dead-lettered alone. Messages
+    /// are acked only after it returned `Ok`. One batch runs at a time per process.
+    pub fn on_batch<E, H, Fut>(mut self, handler: H) -> Self
+    where
+        E: Event + Clone,
+        H: Fn(State<S>, Batch<E>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let consumer_name = format!("{}--{}", self.bus.service(), E::NAME.replace('.', "_"));
+        let state = self.state.clone();
+        let batch_fn: BatchFn = Arc::new(move |items: Vec<(bytes::Bytes, Meta)>| {
+            let decoded: Result<Vec<Batched<E>>, HandlerError> = items
+                .into_iter()
+                .map(|(payload, meta)| {
+                    <E as prost::Message>::decode(payload)
+                        .map(|message| Batched { message, meta })
+                        .map_err(|error| {
+                            HandlerError::permanent(format!("undecodable payload: {error}"))
+                        })
+                })
+                .collect();
+            let handler = handler.clone();
+            let state = state.clone();
+            Box::pin(async move {
+                let messages = decoded?;
+                handler(State(state), Batch { messages }).await
+            })
+        });
+        let single = batch_fn.clone();
+        let handler_fn: HandlerFn =
+            Arc::new(move |payload: bytes::Bytes, meta: Meta| single(vec![(payload, meta)]));
+        self.registrations.push(Registration {
+            consumer_name,
+            stream_base: "EVENTS",
+            relative_subject: E::subject(),
+            config: E::CONFIG,
+            handler: handler_fn,
+            batch: Some(batch_fn),
+        });
         self
     }
 
@@ -222,6 +293,7 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
             relative_subject: M::subject(),
             config: M::CONFIG,
             handler: handler_fn,
+            batch: None,
         });
         self
     }
@@ -233,7 +305,10 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         let mut tasks = Vec::new();
         let mut attached = Vec::new();
         let mut handlers = Vec::new();
-        for registration in self.registrations {
+        for mut registration in self.registrations {
+            if let Some(max) = self.max_ack_wait {
+                registration.config.expire_in = registration.config.expire_in.min(max);
+            }
             let pipeline = Pipeline::new(
                 registration.consumer_name.clone(),
                 registration.config,
@@ -243,14 +318,36 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
             handlers.push((registration.consumer_name.clone(), pipeline.clone()));
             let flag = Arc::new(AtomicBool::new(false));
             attached.push((registration.consumer_name.clone(), flag.clone()));
-            tasks.push(tokio::spawn(consume(
-                self.bus.clone(),
-                registration,
-                pipeline,
-                self.concurrency,
-                flag,
-                shutdown.clone(),
-            )));
+            let limits = Limits {
+                concurrency: self.concurrency,
+                batch_size: self.batch_size,
+            };
+            match registration.batch.clone() {
+                Some(batch) => {
+                    let batches = BatchPipeline {
+                        handler_name: registration.consumer_name.clone(),
+                        config: registration.config,
+                        batch,
+                        single: pipeline,
+                    };
+                    tasks.push(tokio::spawn(consume_batches(
+                        self.bus.clone(),
+                        registration,
+                        batches,
+                        limits,
+                        flag,
+                        shutdown.clone(),
+                    )));
+                }
+                None => tasks.push(tokio::spawn(consume(
+                    self.bus.clone(),
+                    registration,
+                    pipeline,
+                    limits,
+                    flag,
+                    shutdown.clone(),
+                ))),
+            }
         }
         tasks.push(tokio::spawn(dead_letter::serve_redrives(
             self.pool.clone(),
@@ -318,10 +415,19 @@ impl platform::health::ReadinessCheck for ConsumersAttached {
     }
 }
 
+/// How much a consumer takes at once.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Deliveries of a single-message handler at once.
+    concurrency: usize,
+    /// Messages of one batch of a batch handler.
+    batch_size: usize,
+}
+
 async fn ensure_consumer(
     bus: &Bus,
     registration: &Registration,
-    concurrency: usize,
+    limits: Limits,
 ) -> Result<consumer::Consumer<pull::Config>, BusError> {
     let stream = bus
         .jetstream()
@@ -336,28 +442,45 @@ async fn ensure_consumer(
         // Unlimited at the server: the pipeline counts attempts and dead-letters, so a message
         // whose last attempt crashed the process is still seen (and dead-lettered) again.
         max_deliver: -1,
-        max_ack_pending: (concurrency as i64).saturating_mul(16).max(256),
+        max_ack_pending: (limits.concurrency as i64)
+            .saturating_mul(16)
+            .max(256)
+            .max((limits.batch_size as i64).saturating_mul(2)),
         deliver_policy: consumer::DeliverPolicy::All,
         ..Default::default()
     };
-    stream
-        .get_or_create_consumer(&registration.consumer_name, config)
+    let existing = stream
+        .get_or_create_consumer(&registration.consumer_name, config.clone())
         .await
-        .map_err(|error| BusError::jetstream("creating consumer", error))
+        .map_err(|error| BusError::jetstream("creating consumer", error))?;
+    // A consumer created by an earlier release keeps its settings until told otherwise: move
+    // the ones we tune (ack wait, in-flight limit) to what this release wants.
+    let current = &existing.cached_info().config;
+    if current.ack_wait == config.ack_wait && current.max_ack_pending == config.max_ack_pending {
+        return Ok(existing);
+    }
+    match stream.create_consumer(config).await {
+        Ok(updated) => Ok(updated),
+        Err(error) => {
+            tracing::warn!(consumer = %registration.consumer_name, %error, "cannot update the consumer's settings; using them as they are");
+            Ok(existing)
+        }
+    }
 }
 
 async fn consume(
     bus: Bus,
     registration: Registration,
     pipeline: Pipeline,
-    concurrency: usize,
+    limits: Limits,
     attached: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
+    let concurrency = limits.concurrency;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut failures = 0u32;
     'reconnect: while !shutdown.is_cancelled() {
-        let messages = match ensure_consumer(&bus, &registration, concurrency).await {
+        let messages = match ensure_consumer(&bus, &registration, limits).await {
             Ok(consumer) => consumer
                 .stream()
                 .max_messages_per_batch(concurrency)
@@ -426,4 +549,129 @@ async fn consume(
     // Drain: wait until every in-flight delivery has released its permit.
     let _ = permits.acquire_many(concurrency as u32).await;
     tracing::info!(consumer = %registration.consumer_name, "consumer stopped");
+}
+
+/// A batch consumer: fetch what is ready (waiting for the first message), hand it to the batch
+/// pipeline, and only then fetch again — one batch at a time, so the messages of one key are
+/// applied in the consumer's delivery order and nothing fetched waits out its ack wait.
+async fn consume_batches(
+    bus: Bus,
+    registration: Registration,
+    pipeline: BatchPipeline,
+    limits: Limits,
+    attached: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    'reconnect: while !shutdown.is_cancelled() {
+        let consumer = match ensure_consumer(&bus, &registration, limits).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                attached.store(false, Ordering::Relaxed);
+                failures = failures.saturating_add(1);
+                tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
+                let delay = Duration::from_millis(200u64 << failures.min(5));
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'reconnect,
+                    () = tokio::time::sleep(delay) => continue 'reconnect,
+                }
+            }
+        };
+        attached.store(true, Ordering::Relaxed);
+        failures = 0;
+        loop {
+            let fetched = tokio::select! {
+                () = shutdown.cancelled() => break 'reconnect,
+                fetched = fetch_batch(&consumer, limits.batch_size) => fetched,
+            };
+            match fetched {
+                Ok(messages) if messages.is_empty() => {}
+                Ok(messages) => {
+                    let deliveries = messages
+                        .into_iter()
+                        .map(|message| {
+                            Delivery::from_jetstream(&bus, &registration.consumer_name, message)
+                        })
+                        .collect();
+                    // Not cancelled by shutdown: a started batch finishes (and is acked).
+                    pipeline.process(deliveries).await;
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = %registration.consumer_name, %error, "pull failed; re-attaching");
+                    attached.store(false, Ordering::Relaxed);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'reconnect,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => continue 'reconnect,
+                    }
+                }
+            }
+        }
+    }
+    attached.store(false, Ordering::Relaxed);
+    tracing::info!(consumer = %registration.consumer_name, "consumer stopped");
+}
+
+/// How long one pull waits for a first message before asking again (a short wait also notices
+/// a lost connection or a deleted consumer soon).
+const LONG_POLL: Duration = Duration::from_secs(5);
+
+/// Up to `batch_size` messages: what the consumer has ready now; when nothing is, wait (up to
+/// [`LONG_POLL`]) for one, then take what else is ready. Empty when the wait ran out.
+async fn fetch_batch(
+    consumer: &consumer::Consumer<pull::Config>,
+    batch_size: usize,
+) -> Result<Vec<async_nats::jetstream::Message>, BusError> {
+    let mut messages = fetch_ready(consumer, batch_size).await?;
+    if !messages.is_empty() {
+        return Ok(messages);
+    }
+    let mut first = consumer
+        .batch()
+        .max_messages(1)
+        .expires(LONG_POLL)
+        .messages()
+        .await
+        .map_err(|error| BusError::jetstream("pulling", error))?;
+    collect_until_error(&mut first, &mut messages, "pulling").await?;
+    if messages.is_empty() || batch_size <= 1 {
+        return Ok(messages);
+    }
+    messages.extend(fetch_ready(consumer, batch_size - 1).await?);
+    Ok(messages)
+}
+
+/// The messages the consumer can deliver at once (no waiting), up to `limit`.
+async fn fetch_ready(
+    consumer: &consumer::Consumer<pull::Config>,
+    limit: usize,
+) -> Result<Vec<async_nats::jetstream::Message>, BusError> {
+    let mut ready = consumer
+        .fetch()
+        .max_messages(limit)
+        .messages()
+        .await
+        .map_err(|error| BusError::jetstream("fetching", error))?;
+    let mut messages = Vec::new();
+    collect_until_error(&mut ready, &mut messages, "fetching").await?;
+    Ok(messages)
+}
+
+/// Drain a pull into `messages`. An error after some messages arrived ends the pull but keeps
+/// them (they are handled; the next pull reports the error again if it lasts).
+async fn collect_until_error(
+    pull: &mut pull::Batch,
+    messages: &mut Vec<async_nats::jetstream::Message>,
+    operation: &'static str,
+) -> Result<(), BusError> {
+    while let Some(message) = pull.next().await {
+        match message {
+            Ok(message) => messages.push(message),
+            Err(error) if messages.is_empty() => return Err(BusError::jetstream(operation, error)),
+            Err(error) => {
+                tracing::debug!(%error, "pull ended early; handling what arrived");
+                break;
+            }
+        }
+    }
+    Ok(())
 }

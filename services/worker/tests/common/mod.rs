@@ -228,13 +228,40 @@ impl System {
         assert!(settled, "the worker did not handle every entry event");
     }
 
+    /// The `journal_entry.*` events in the stream, once the worker's four consumers have
+    /// settled every one of them (acked after the effect committed, or dead-lettered); -1
+    /// while any is pending, awaiting an ack or not created yet. (The insights handlers record
+    /// no message ids: their effect is idempotent by entry version.)
     pub async fn entry_events_handled(&self) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM processed_messages WHERE handler LIKE 'worker--journal_entry_%'",
-        )
-        .fetch_one(&self.worker_pool)
-        .await
-        .unwrap()
+        use futures::TryStreamExt;
+        let client = async_nats::connect(nats_url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let events = format!(
+            "{}_EVENTS",
+            self.namespace.to_ascii_uppercase().replace(['.', '-'], "_")
+        );
+        let Ok(stream) = jetstream.get_stream(events).await else {
+            return -1;
+        };
+        for event in ["created", "updated", "deleted", "restored"] {
+            let Ok(info) = stream
+                .consumer_info(format!("worker--journal_entry_{event}"))
+                .await
+            else {
+                return -1;
+            };
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                return -1;
+            }
+        }
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(format!("{}.events.journal_entry.>", self.namespace))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        subjects.iter().map(|(_, count)| *count as i64).sum()
     }
 
     /// The changesets in the worker's outbox, oldest first.
