@@ -256,6 +256,7 @@ async fn revoke_session(
     let mut tx = state.db.begin().await?;
     let revoked = session::revoke_sessions(
         &mut tx,
+        &state.sessions,
         session.user_id,
         Revoke::One(input.session_id),
         RevokeReason::Revoked,
@@ -281,6 +282,7 @@ async fn revoke_other_sessions(
     let mut tx = state.db.begin().await?;
     let revoked = session::revoke_sessions(
         &mut tx,
+        &state.sessions,
         session.user_id,
         Revoke::AllBut(session.session_id),
         RevokeReason::RevokedOthers,
@@ -299,6 +301,7 @@ async fn revoke_all_sessions(
     let mut tx = state.db.begin().await?;
     let revoked = session::revoke_sessions(
         &mut tx,
+        &state.sessions,
         session.user_id,
         Revoke::All,
         RevokeReason::RevokedAll,
@@ -321,6 +324,7 @@ async fn logout(
     let mut tx = state.db.begin().await?;
     session::revoke_sessions(
         &mut tx,
+        &state.sessions,
         session.user_id,
         Revoke::One(session.session_id),
         RevokeReason::Logout,

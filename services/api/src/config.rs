@@ -88,6 +88,8 @@ pub struct Config {
     /// `SESSION_ABSOLUTE_LIFETIME_DAYS` (default 30): no session outlives this from its
     /// sign-in, however often it slides.
     pub session_absolute_lifetime: Duration,
+    /// The cache of verified sessions (`SESSION_CACHE_*`).
+    pub session_cache: SessionCacheConfig,
     /// `AUTH_RATE_LIMIT_PER_MINUTE`: sign-in requests per client IP and minute (default 30).
     pub auth_rate_limit_per_minute: u32,
     /// `TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed (default
@@ -188,6 +190,43 @@ impl Default for CdnConfig {
     }
 }
 
+/// The cache of verified sessions (see `session_cache`).
+#[derive(Debug, Clone)]
+pub struct SessionCacheConfig {
+    /// `SESSION_CACHE_TTL_SECONDS` (default 30, 0 to 3600; 0 turns the cache off): how long a
+    /// verified session is trusted without reading Postgres. Revocations through the api
+    /// reach every replica at once over the bus; this bounds what a replica misses while its
+    /// NATS connection is down, and a session row changed by hand in SQL.
+    pub ttl: Duration,
+    /// `SESSION_CACHE_CAPACITY` (default 100,000, at least 1): sessions kept per replica.
+    pub capacity: u64,
+}
+
+impl SessionCacheConfig {
+    pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+    fn read(env: &mut EnvReader) -> Self {
+        let ttl = env.seconds_with_default("SESSION_CACHE_TTL_SECONDS", Duration::from_secs(30));
+        if ttl > Self::MAX_TTL {
+            env.reject("SESSION_CACHE_TTL_SECONDS", "must be 3600 or less");
+        }
+        let capacity = env.with_default("SESSION_CACHE_CAPACITY", 100_000_u64);
+        if capacity == 0 {
+            env.reject("SESSION_CACHE_CAPACITY", "must be at least 1");
+        }
+        Self { ttl, capacity }
+    }
+}
+
+impl Default for SessionCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            capacity: 100_000,
+        }
+    }
+}
+
 /// How API keys are verified (see `api_keys::verifier`).
 #[derive(Debug, Clone)]
 pub struct ApiKeyConfig {
@@ -280,6 +319,7 @@ impl Config {
         if session_absolute_days == 0 {
             env.reject("SESSION_ABSOLUTE_LIFETIME_DAYS", "must be at least 1");
         }
+        let session_cache = SessionCacheConfig::read(&mut env);
         let auth_rate_limit_per_minute = env.with_default("AUTH_RATE_LIMIT_PER_MINUTE", 30_u32);
         if auth_rate_limit_per_minute == 0 {
             env.reject("AUTH_RATE_LIMIT_PER_MINUTE", "must be at least 1");
@@ -327,6 +367,7 @@ impl Config {
             session_absolute_lifetime: Duration::from_secs(
                 session_absolute_days.saturating_mul(86_400),
             ),
+            session_cache,
             auth_rate_limit_per_minute,
             trusted_proxies,
             google,
@@ -361,6 +402,7 @@ impl Config {
             session_cookie_secure: false,
             session_fresh_age: Duration::from_secs(86_400),
             session_absolute_lifetime: Duration::from_secs(30 * 86_400),
+            session_cache: SessionCacheConfig::default(),
             auth_rate_limit_per_minute: 1_000,
             trusted_proxies: Vec::new(),
             google: None,
@@ -617,6 +659,24 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(default_in_production.names("SYNC_TOKEN_SECRET"));
+    }
+
+    #[test]
+    fn the_session_cache_settings_are_checked() {
+        let default = Config::read(EnvReader::from_map([("PORT", "8080")])).unwrap();
+        assert_eq!(default.session_cache.ttl, Duration::from_secs(30));
+        assert_eq!(default.session_cache.capacity, 100_000);
+        let off = Config::read(EnvReader::from_map([("SESSION_CACHE_TTL_SECONDS", "0")])).unwrap();
+        assert!(off.session_cache.ttl.is_zero());
+        for (name, bad) in [
+            ("SESSION_CACHE_TTL_SECONDS", "3601"),
+            ("SESSION_CACHE_TTL_SECONDS", "-1"),
+            ("SESSION_CACHE_TTL_SECONDS", "soon"),
+            ("SESSION_CACHE_CAPACITY", "0"),
+        ] {
+            let error = Config::read(EnvReader::from_map([(name, bad)])).unwrap_err();
+            assert!(error.names(name), "{name}={bad}: {error}");
+        }
     }
 
     #[test]

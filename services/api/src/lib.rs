@@ -18,9 +18,11 @@ pub mod open_api;
 pub mod pagination;
 pub mod prompts;
 pub mod rate_limit;
+pub mod readiness;
 pub mod request_logs;
 pub mod rpc;
 pub mod session;
+pub mod session_cache;
 pub mod sync_token;
 pub mod teams;
 pub mod users;
@@ -31,9 +33,10 @@ use std::sync::Arc;
 use axum::Router;
 use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
+use messages::definition::BusMessage;
 use messages::journal::v1::{
     AttachmentVerified, CleanUpAbandonedUploads, DispatchDuePrompts, PurgeExpiredSessions,
-    RetentionPurgeDue, RollOverUsage,
+    RetentionPurgeDue, RollOverUsage, SessionRevoked,
 };
 use platform::PlatformError;
 use platform::infra::Infra;
@@ -47,7 +50,9 @@ use crate::api_keys::KeyVerifier;
 pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::rate_limit::IpRateLimiter;
+use crate::readiness::ApiReadiness;
 use crate::request_logs::{RequestLogSink, RequestLogWriter};
+use crate::session_cache::SessionCache;
 
 pub const SERVICE: &str = "api";
 /// The Postgres schema this service owns; no other service touches it.
@@ -80,6 +85,8 @@ pub struct AppState {
     pub storage: ObjectStore,
     /// Google's ID token signing keys (JWKS), cached.
     pub google_keys: Arc<google::ProviderKeys>,
+    /// Verified sessions (`SESSION_CACHE_*`), dropped on revocation on every replica.
+    pub sessions: Arc<SessionCache>,
 }
 
 impl AppState {
@@ -102,10 +109,12 @@ impl AppState {
             bus.subject(api_keys::verifier::INVALIDATION_SUBJECT),
             &config.api_keys,
         ));
+        let sessions = Arc::new(SessionCache::new(&config.session_cache));
         Ok(Self {
             db,
             bus,
             api_keys,
+            sessions,
             storage: ObjectStore::new(&config.s3),
             auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
             sync_tokens: sync_protocol::TokenKey::new(config.sync_token_secret.clone()),
@@ -192,7 +201,7 @@ pub fn routes(state: AppState) -> Router {
 /// (e.g. the API key verifier's scrypt counter).
 pub struct Service {
     state: AppState,
-    readiness: platform::health::Readiness,
+    readiness: ApiReadiness,
     listener: TcpListener,
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
@@ -233,6 +242,17 @@ impl Service {
             .start_background(shutdown.clone())
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
+        // Likewise: every replica drops the sessions any replica revokes.
+        let session_revocations = session_cache::Listener::new(
+            infra.jetstream.clone(),
+            state.bus.stream_name("EVENTS"),
+            state
+                .bus
+                .subject(&<SessionRevoked as BusMessage>::subject()),
+        )
+        .start(Arc::clone(&state.sessions), shutdown.clone())
+        .await
+        .map_err(Error::Nats)?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());
         let bucket_check = spawn_bucket_check(&state, shutdown.clone());
         // The worker's questions about a user's data (exports), answered from this schema.
@@ -256,7 +276,13 @@ impl Service {
             // The worker's verdict on an upload marks the attachment ready or rejected.
             .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified)
             .spawn(shutdown.clone());
-        let readiness = infra.readiness().with_check(consumers.readiness_check());
+        // Not the platform's readiness: NATS is reported, but only Postgres decides.
+        let readiness = ApiReadiness::new(
+            infra.db.clone(),
+            infra.jetstream.clone(),
+            consumers.readiness_check(),
+        );
+        let nats_gauge = readiness.spawn_gauge(shutdown.clone());
         let consumers = tokio::spawn(consumers.join());
         Ok(Self {
             state,
@@ -270,6 +296,8 @@ impl Service {
                 export_queries,
                 consumers,
                 bucket_check,
+                session_revocations,
+                nats_gauge,
             ],
             request_log_writer,
         })
@@ -281,8 +309,16 @@ impl Service {
 
     /// Serve until the shutdown token is cancelled, then wait for the background tasks.
     pub async fn serve(self) -> Result<(), Error> {
-        let app =
-            platform::http::service_router(SERVICE, routes(self.state.clone()), self.readiness);
+        // The api's `/readyz` goes first; the platform's router (with its own `/readyz`, where
+        // NATS would decide) serves everything else.
+        let app = self
+            .readiness
+            .route()
+            .fallback_service(platform::http::service_router(
+                SERVICE,
+                routes(self.state.clone()),
+                platform::health::Readiness::default(),
+            ));
         let grace = self.state.config.common.shutdown_grace;
         let served = platform::http::serve(self.listener, app, self.shutdown.clone(), grace).await;
         self.shutdown.cancel();

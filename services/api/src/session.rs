@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::session_cache::{CachedSession, SessionCache, TokenHash};
 
 pub const SESSION_COOKIE: &str = "session";
 pub const SESSION_DAYS: i64 = 7;
@@ -207,25 +208,53 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Sess
         return Err(INVALID);
     }
     let absolute_lifetime = state.config.session_absolute_lifetime;
-    let row: Option<SessionRow> = sqlx::query_as(
-        "SELECT s.session_id, s.user_id, s.created_at, s.expires_at
-           FROM sessions s JOIN users u ON u.user_id = s.user_id
-          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-            AND s.created_at > now() - make_interval(secs => $2)
-            AND u.deleted_at IS NULL",
+    let token_hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+    // A cached session is trusted only while the clock says it is alive; an expired one goes
+    // to Postgres like an unknown one (which refuses it).
+    let cached = state
+        .sessions
+        .get(&token_hash)
+        .await
+        .filter(|session| session.is_live(Utc::now(), absolute_lifetime));
+    let from_cache = cached.is_some();
+    metrics::counter!(
+        "api_session_lookups_total",
+        "source" => if from_cache { "cache" } else { "postgres" }
     )
-    .bind(hash_token(&token))
-    .bind(absolute_lifetime.as_secs_f64())
-    .fetch_optional(&state.db)
-    .await?;
-    let mut row = row.ok_or(INVALID)?;
+    .increment(1);
+    let mut session = match cached {
+        Some(session) => session,
+        None => {
+            let row: Option<SessionRow> = sqlx::query_as(
+                "SELECT s.session_id, s.user_id, s.created_at, s.expires_at
+                   FROM sessions s JOIN users u ON u.user_id = s.user_id
+                  WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+                    AND s.created_at > now() - make_interval(secs => $2)
+                    AND u.deleted_at IS NULL",
+            )
+            .bind(token_hash.as_slice())
+            .bind(absolute_lifetime.as_secs_f64())
+            .fetch_optional(&state.db)
+            .await?;
+            let Some(row) = row else {
+                state.sessions.remove(&token_hash).await;
+                return Err(INVALID);
+            };
+            CachedSession {
+                session_id: row.session_id,
+                user_id: row.user_id,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+            }
+        }
+    };
     // Slide: at most one write per session and day, never past the absolute lifetime (once
-    // the expiry reached it, there is nothing left to extend).
-    let end_of_life = row.created_at
+    // the expiry reached it, there is nothing left to extend). A cached session slides too.
+    let end_of_life = session.created_at
         + chrono::Duration::from_std(absolute_lifetime).unwrap_or(chrono::Duration::MAX);
-    if row.expires_at < Utc::now() + chrono::Duration::days(SESSION_DAYS - 1)
-        && row.expires_at < end_of_life
-    {
+    let slides = session.expires_at < Utc::now() + chrono::Duration::days(SESSION_DAYS - 1)
+        && session.expires_at < end_of_life;
+    if slides {
         let extended: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE sessions
                 SET expires_at = LEAST(now() + make_interval(days => $2),
@@ -234,21 +263,28 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Sess
               WHERE session_id = $1 AND revoked_at IS NULL
               RETURNING expires_at",
         )
-        .bind(row.session_id)
+        .bind(session.session_id)
         .bind(SESSION_DAYS as i32)
         .bind(absolute_lifetime.as_secs_f64())
         .fetch_optional(&state.db)
         .await?;
-        row.expires_at = extended.ok_or(INVALID)?;
+        let Some(extended) = extended else {
+            state.sessions.remove(&token_hash).await;
+            return Err(INVALID);
+        };
+        session.expires_at = extended;
         if via_cookie && let Some(refresh) = parts.extensions.get::<CookieRefresh>() {
             refresh.set(session_cookie(&state.config, &token));
         }
     }
+    if slides || !from_cache {
+        state.sessions.insert(token_hash, session).await;
+    }
     Ok(Some(Session {
-        session_id: row.session_id,
-        user_id: row.user_id,
-        created_at: row.created_at,
-        expires_at: row.expires_at,
+        session_id: session.session_id,
+        user_id: session.user_id,
+        created_at: session.created_at,
+        expires_at: session.expires_at,
         via_cookie,
     }))
 }
@@ -376,9 +412,13 @@ pub enum Revoke {
 }
 
 /// Revoke sessions of `user_id` inside the caller's transaction, emitting `session.revoked`
-/// for each (the sync-streamer closes their streams). Returns how many were revoked.
+/// for each (the sync-streamer closes their streams; every api replica drops them from its
+/// session cache). This replica forgets them at once, before the commit: a request reading
+/// the row meanwhile cannot re-cache it, and a rollback only costs a few lookups. Returns how
+/// many were revoked.
 pub async fn revoke_sessions(
     conn: &mut PgConnection,
+    sessions: &SessionCache,
     user_id: Uuid,
     which: Revoke,
     reason: RevokeReason,
@@ -398,6 +438,9 @@ pub async fn revoke_sessions(
     .bind(reason.as_str())
     .fetch_all(&mut *conn)
     .await?;
+    for (session_id, _) in &revoked {
+        sessions.forget(*session_id);
+    }
     for (session_id, revoked_at) in &revoked {
         let event = SessionRevoked {
             session_id: session_id.to_string(),

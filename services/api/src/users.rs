@@ -318,6 +318,7 @@ async fn delete(
     changes.write(&mut tx).await?;
     session::revoke_sessions(
         &mut tx,
+        &state.sessions,
         user.user_id,
         Revoke::All,
         RevokeReason::AccountDeleted,

@@ -121,6 +121,7 @@ async fn age_sessions(api: &TestApi, user: &TestUser) {
         .execute(&api.pool)
         .await
         .unwrap();
+    api.forget_cached_sessions();
 }
 
 /// Everything the api's tracing emits, at every level, for this test process.

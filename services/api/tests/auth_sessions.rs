@@ -179,6 +179,7 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
     .execute(&api.pool)
     .await
     .unwrap();
+    api.forget_cached_sessions();
     let before = session_expiry(&api, &user).await;
     assert!(before < fresh);
     api.query(Some(&user), "users/me", json!({})).await.ok();
@@ -194,6 +195,7 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
         .execute(&api.pool)
         .await
         .unwrap();
+    api.forget_cached_sessions();
     api.query(Some(&user), "users/me", json!({})).await.ok();
     let slid = session_expiry(&api, &user).await;
     let expected = chrono::Utc::now() + chrono::Duration::days(7);
@@ -205,6 +207,7 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
         .execute(&api.pool)
         .await
         .unwrap();
+    api.forget_cached_sessions();
     let expired = api.query(Some(&user), "users/me", json!({})).await;
     assert_eq!(expired.status, 401);
     assert_eq!(expired.code(), "UNAUTHORIZED");
@@ -227,6 +230,7 @@ async fn sessions_never_outlive_their_absolute_lifetime() {
     .execute(&api.pool)
     .await
     .unwrap();
+    api.forget_cached_sessions();
     assert_eq!(
         api.query(Some(&user), "users/me", json!({})).await.status,
         200
@@ -247,6 +251,7 @@ async fn sessions_never_outlive_their_absolute_lifetime() {
     .execute(&api.pool)
     .await
     .unwrap();
+    api.forget_cached_sessions();
     let dead = api.query(Some(&user), "users/me", json!({})).await;
     assert_eq!(dead.status, 401);
     assert_eq!(dead.code(), "UNAUTHORIZED");
@@ -326,6 +331,7 @@ async fn profile_update_validates_and_syncs_and_delete_needs_a_fresh_session() {
         .execute(&api.pool)
         .await
         .unwrap();
+    api.forget_cached_sessions();
     let stale = api.call(Some(&user), "users/delete", json!({})).await;
     assert_eq!(stale.status, 403);
     assert_eq!(stale.code(), "SESSION_NOT_FRESH");

@@ -1086,6 +1086,7 @@ async fn ownership_changes_and_removing_an_admin_need_a_fresh_session() {
         .execute(&api.pool)
         .await
         .unwrap();
+    api.forget_cached_sessions();
     let call = |procedure: &'static str, user: &TestUser, role: Option<&str>| {
         let mut input = json!({ "teamId": team_id, "userId": user.user_id });
         if let Some(role) = role {

@@ -314,6 +314,12 @@ impl TestApi {
             .collect()
     }
 
+    /// Drop this instance's cached sessions: a test that changes a session row in SQL (not
+    /// through the api, which would drop them itself) makes the next request read it.
+    pub fn forget_cached_sessions(&self) {
+        self.state.sessions.forget_all();
+    }
+
     pub async fn events_named(&self, name: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = $1")
             .bind(name)
