@@ -97,8 +97,7 @@ async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstr
     .unwrap();
     assert_eq!(author, user_id);
     // The relay deletes what it publishes: the outbox id is in the stream, as Nats-Msg-Id.
-    let jetstream =
-        async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let events = jetstream
         .get_stream(format!("{}_EVENTS", namespace.to_ascii_uppercase()))
         .await
@@ -117,11 +116,12 @@ async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstr
         message_id, outbox_id,
         "the message id the worker saw is the outbox id"
     );
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM api.outbox WHERE outbox_id::text = $1")
-        .bind(&outbox_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api.outbox WHERE outbox_id::text = $1")
+            .bind(&outbox_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(left, 0, "a published row is deleted");
 
     // Client mistakes are 4xx in oRPC's error shape, never 500.

@@ -348,7 +348,11 @@ async fn a_journal_entry_write_whose_backend_is_terminated_midway_is_503_and_wri
     }
     release_outbox_inserts(&api.pool).await;
     assert_eq!(count(&api, entries).await, 0, "no entry was written");
-    assert_eq!(emitted_count(&api).await, outbox_before, "no message emitted");
+    assert_eq!(
+        emitted_count(&api).await,
+        outbox_before,
+        "no message emitted"
+    );
 
     let created = api
         .call(
@@ -410,7 +414,11 @@ async fn a_team_write_whose_postgres_stops_midway_is_503_and_writes_nothing() {
     release_outbox_inserts(&api.pool).await;
     assert_eq!(count(&api, teams).await, 0, "no team was written");
     assert_eq!(count(&api, members).await, 0, "no membership was written");
-    assert_eq!(emitted_count(&api).await, outbox_before, "no message emitted");
+    assert_eq!(
+        emitted_count(&api).await,
+        outbox_before,
+        "no message emitted"
+    );
 
     let team = api
         .call(Some(&user), "teams/create", json!({"name": "After"}))

@@ -188,9 +188,10 @@ async fn a_postgres_outage_is_caught_up_by_one_run_and_the_schedule_goes_on() {
     // consumes this namespace's tasks, so their work queue keeps them).
     let mut outbox: Vec<Uuid> = Vec::new();
     for (stream, prefix) in [("EVENTS", "events."), ("TASKS", "tasks.")] {
-        let messages = test_support::emitted(&pool, "outbox", &nats_url(), &namespace, stream, prefix)
-            .await
-            .unwrap();
+        let messages =
+            test_support::emitted(&pool, "outbox", &nats_url(), &namespace, stream, prefix)
+                .await
+                .unwrap();
         outbox.extend(
             messages
                 .iter()

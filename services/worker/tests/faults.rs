@@ -342,7 +342,10 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
     }
     // Published messages leave the outbox: look in both.
     assert_eq!(
-        system.worker_emitted("EVENTS", "events.export.ready").await.len(),
+        system
+            .worker_emitted("EVENTS", "events.export.ready")
+            .await
+            .len(),
         0,
         "export.ready"
     );
@@ -401,7 +404,10 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
         assert_eq!(count(&system.worker_pool, sql).await, 1, "{table}");
     }
     assert_eq!(
-        system.worker_emitted("EVENTS", "events.export.ready").await.len(),
+        system
+            .worker_emitted("EVENTS", "events.export.ready")
+            .await
+            .len(),
         1,
         "export.ready"
     );

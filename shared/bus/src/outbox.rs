@@ -120,10 +120,9 @@ impl OutboxBatch {
             return Ok(Vec::new());
         }
         // The trace context is the caller's, the same for every row; each row adds its name.
-        let trace_headers: BTreeMap<String, String> =
-            platform::telemetry::current_trace_headers()
-                .into_iter()
-                .collect();
+        let trace_headers: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
+            .into_iter()
+            .collect();
         let mut row_headers = Vec::with_capacity(self.names.len());
         for name in &self.names {
             let mut header_map = trace_headers.clone();

@@ -219,7 +219,13 @@ async fn rows_from_the_old_insert_are_published_once_and_rows_an_old_relay_marke
     // An old api keeps writing with its own INSERT.
     let mut written = Vec::new();
     for sequence in 0..20 {
-        written.push(old_emit(&fixture.pool, &probe(sequence, if sequence % 2 == 0 { "k" } else { "" })).await);
+        written.push(
+            old_emit(
+                &fixture.pool,
+                &probe(sequence, if sequence % 2 == 0 { "k" } else { "" }),
+            )
+            .await,
+        );
     }
 
     let published = relay::drain(&fixture.bus, &fixture.pool, &RelayConfig::new("worker"))
@@ -230,7 +236,12 @@ async fn rows_from_the_old_insert_are_published_once_and_rows_an_old_relay_marke
     let stream_ids: Vec<String> = in_stream.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(
         stream_ids.iter().collect::<HashSet<_>>(),
-        written.iter().map(Uuid::to_string).collect::<Vec<_>>().iter().collect::<HashSet<_>>(),
+        written
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .iter()
+            .collect::<HashSet<_>>(),
         "each old-insert row published exactly once, the marked row not at all"
     );
     assert_eq!(stream_ids.len(), 20);
@@ -298,12 +309,23 @@ async fn an_old_relay_beside_the_new_one_publishes_each_message_once_in_total_an
         ROWS as u64,
         "each row published once in total (new {by_new}, old {by_old})"
     );
-    assert!(by_new > 0 && by_old > 0, "both relays took part: new {by_new}, old {by_old}");
+    assert!(
+        by_new > 0 && by_old > 0,
+        "both relays took part: new {by_new}, old {by_old}"
+    );
 
     let in_stream = stream_probes(&fixture).await;
-    assert_eq!(in_stream.len() as i64, ROWS, "the stream holds each message once");
     assert_eq!(
-        in_stream.iter().map(|(id, _)| id).collect::<HashSet<_>>().len() as i64,
+        in_stream.len() as i64,
+        ROWS,
+        "the stream holds each message once"
+    );
+    assert_eq!(
+        in_stream
+            .iter()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len() as i64,
         ROWS
     );
     for (key, sequences) in sequences_by_key(&in_stream) {
@@ -346,10 +368,7 @@ async fn two_relays_keep_each_keys_order() {
         .emit((0..40).flat_map(|sequence| keys.iter().map(move |key| probe(sequence, key))))
         .await;
     assert!(
-        eventually(WAIT, || async {
-            outbox_rows(&fixture.pool).await == 0
-        })
-        .await,
+        eventually(WAIT, || async { outbox_rows(&fixture.pool).await == 0 }).await,
         "the relays never emptied the outbox"
     );
     shutdown.cancel();
@@ -359,7 +378,11 @@ async fn two_relays_keep_each_keys_order() {
     let in_stream = stream_probes(&fixture).await;
     assert_eq!(in_stream.len(), 200);
     for (key, sequences) in sequences_by_key(&in_stream) {
-        assert_eq!(sequences, (0..40).collect::<Vec<_>>(), "order kept for key {key}");
+        assert_eq!(
+            sequences,
+            (0..40).collect::<Vec<_>>(),
+            "order kept for key {key}"
+        );
     }
     fixture.cleanup().await;
 }
@@ -399,10 +422,11 @@ async fn a_batch_writes_its_rows_in_one_statement_and_they_leave_in_push_order()
         .await
         .unwrap();
     assert_eq!(statements, 1, "30 rows, one INSERT");
-    let by_position: Vec<Uuid> = sqlx::query_scalar("SELECT outbox_id FROM outbox ORDER BY position")
-        .fetch_all(&fixture.pool)
-        .await
-        .unwrap();
+    let by_position: Vec<Uuid> =
+        sqlx::query_scalar("SELECT outbox_id FROM outbox ORDER BY position")
+            .fetch_all(&fixture.pool)
+            .await
+            .unwrap();
     assert_eq!(by_position, pushed, "positions follow push order");
     let names: Vec<String> = sqlx::query_scalar("SELECT headers->>'Bus-Message' FROM outbox")
         .fetch_all(&fixture.pool)
@@ -419,7 +443,10 @@ async fn a_batch_writes_its_rows_in_one_statement_and_they_leave_in_push_order()
     assert_eq!(by_key["a"], (0..30).step_by(3).collect::<Vec<_>>());
     assert_eq!(by_key["b"], (1..30).step_by(3).collect::<Vec<_>>());
     assert_eq!(
-        in_stream.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        in_stream
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>(),
         pushed.iter().map(Uuid::to_string).collect::<Vec<_>>(),
         "one relay publishes the batch in push order"
     );

@@ -287,7 +287,11 @@ impl TestApi {
     /// The messages emitted through the outbox to `stream_base` with a subject under
     /// `subject_prefix`: unsent rows and published messages (the relay deletes what it
     /// publishes), each once.
-    pub async fn emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<test_support::Emitted> {
+    pub async fn emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
         test_support::emitted(
             &self.pool,
             "outbox",

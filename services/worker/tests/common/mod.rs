@@ -215,24 +215,49 @@ impl System {
 
     /// The messages the api emitted to `stream_base` under `subject_prefix`: unsent outbox
     /// rows and published messages (the relay deletes what it publishes), each once.
-    pub async fn api_emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<test_support::Emitted> {
-        test_support::emitted(&self.api_pool, "outbox", &nats_url(), &self.namespace, stream_base, subject_prefix)
-            .await
-            .unwrap()
+    pub async fn api_emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.api_pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            stream_base,
+            subject_prefix,
+        )
+        .await
+        .unwrap()
     }
 
     /// Like [`Self::api_emitted`], for the worker's outbox. The stream is shared with the api:
     /// filter by subject or content where both could emit.
-    pub async fn worker_emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<test_support::Emitted> {
-        test_support::emitted(&self.worker_pool, "outbox", &nats_url(), &self.namespace, stream_base, subject_prefix)
-            .await
-            .unwrap()
+    pub async fn worker_emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.worker_pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            stream_base,
+            subject_prefix,
+        )
+        .await
+        .unwrap()
     }
 
     /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
     pub async fn wait_for_worker(&self) {
         let settled = eventually(Duration::from_secs(30), || async {
-            let emitted = self.api_emitted("EVENTS", "events.journal_entry.").await.len() as i64;
+            let emitted = self
+                .api_emitted("EVENTS", "events.journal_entry.")
+                .await
+                .len() as i64;
             emitted == self.entry_events_handled().await
         })
         .await;
