@@ -20,9 +20,13 @@ CREATE TABLE outbox (
     publish_attempts integer NOT NULL DEFAULT 0,
     last_error text
 );
+-- A lean outbox: the relay deletes the rows it publishes, so the table holds the unsent
+-- backlog and nothing else is indexed than the relay's claim (by position) and its per-key
+-- order check and follower claim (by key, position). The indexes stay partial: every live row
+-- is unsent anyway, and rows an earlier release's relay marked sent stay out of them.
 CREATE INDEX outbox_unsent_idx ON outbox (position) WHERE sent_at IS NULL;
 CREATE INDEX outbox_unsent_key_idx ON outbox (ordering_key, position) WHERE sent_at IS NULL;
-CREATE INDEX outbox_sent_at_idx ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+COMMENT ON COLUMN outbox.sent_at IS 'set only by relays before the lean outbox (they marked rows sent, this one deletes them); such rows are never published again and are pruned after the retention period';
 
 -- Relays that are draining continuously (under load) and need no wake-up.
 CREATE TABLE outbox_relay_state (

@@ -96,19 +96,33 @@ async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstr
     .await
     .unwrap();
     assert_eq!(author, user_id);
-    let outbox_id: String =
-        // The outbox also carries the sign-up's `user.created` and the changesets.
-        sqlx::query_scalar(
-            "SELECT outbox_id::text FROM api.outbox
-              WHERE sent_at IS NOT NULL AND headers->>'Bus-Message' = 'journal_entry.created'",
-        )
-        .fetch_one(&pool)
+    // The relay deletes what it publishes: the outbox id is in the stream, as Nats-Msg-Id.
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let events = jetstream
+        .get_stream(format!("{}_EVENTS", namespace.to_ascii_uppercase()))
         .await
         .unwrap();
+    let published = events
+        .get_last_raw_message_by_subject(&format!("{namespace}.events.journal_entry.created"))
+        .await
+        .unwrap();
+    let outbox_id = published
+        .headers
+        .get(bus::headers::MESSAGE_ID)
+        .unwrap()
+        .as_str()
+        .to_owned();
     assert_eq!(
         message_id, outbox_id,
         "the message id the worker saw is the outbox id"
     );
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api.outbox WHERE outbox_id::text = $1")
+            .bind(&outbox_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "a published row is deleted");
 
     // Client mistakes are 4xx in oRPC's error shape, never 500.
     let (status, body) = rpc(

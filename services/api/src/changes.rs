@@ -1,6 +1,6 @@
 //! Sync changesets (ARCHITECTURE §5): every create/update/delete of a synced row records the
 //! row, as clients receive it, for each scope that can see it; [`Changes::write`] puts one
-//! changeset per scope into the outbox in the caller's transaction, so a changeset exists
+//! changeset per scope into the outbox in the caller's transaction (one INSERT), so a changeset exists
 //! exactly when its transaction commits. The relay publishes it on `changes.<scope>`.
 //!
 //! Who sees what:
@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use bus::outbox::OutboxBatch;
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
 use prost::Message;
 use serde::Serialize;
@@ -105,9 +106,18 @@ impl Changes {
         self.by_scope.is_empty()
     }
 
-    /// Write one changeset per scope to the outbox (inside the caller's transaction). Each
-    /// scope's changesets keep their order (the scope is the ordering key).
+    /// Write one changeset per scope to the outbox (inside the caller's transaction), all in
+    /// one INSERT. Each scope's changesets keep their order (the scope is the ordering key).
     pub async fn write(self, conn: &mut PgConnection) -> Result<(), ApiError> {
+        let mut batch = OutboxBatch::new();
+        self.push_to(&mut batch);
+        batch.write(conn).await?;
+        Ok(())
+    }
+
+    /// Add one changeset per scope to `batch`, for a caller that writes other messages in the
+    /// same statement (a create and its event).
+    pub fn push_to(self, batch: &mut OutboxBatch) {
         let written_at_ms = chrono::Utc::now().timestamp_millis();
         for (scope, changes) in self.by_scope {
             let key = scope.key();
@@ -117,15 +127,12 @@ impl Changes {
                 changes,
                 written_at_ms,
             };
-            bus::outbox::emit_raw(
-                conn,
+            batch.push_raw(
                 &subject,
                 "changeset",
-                &changeset.encode_to_vec(),
+                changeset.encode_to_vec(),
                 Some(&subject),
-            )
-            .await?;
+            );
         }
-        Ok(())
     }
 }

@@ -318,10 +318,13 @@ pub async fn create_entry(
         version: created.version,
         facts: Some(facts),
     };
-    bus::outbox::emit_ordered(&mut tx, &event, &created.journal_entry_id.to_string()).await?;
+    // The event and the changeset in one INSERT: one round trip fewer per create.
+    let mut outbox = bus::outbox::OutboxBatch::new();
+    outbox.push_ordered(&event, &created.journal_entry_id.to_string());
     let mut changes = Changes::new();
     changes.record(&[created.scope()], Op::Insert, &created)?;
-    changes.write(&mut tx).await?;
+    changes.push_to(&mut outbox);
+    outbox.write(&mut tx).await?;
     tx.commit().await?;
     Ok(created)
 }

@@ -67,15 +67,10 @@ async fn scheduled_prompt(
 }
 
 async fn prompt_due_events(api: &TestApi) -> Vec<PromptDue> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'prompt.due' ORDER BY position",
-    )
-    .fetch_all(&api.pool)
-    .await
-    .unwrap();
-    payloads
+    api.emitted("EVENTS", "events.prompt.due")
+        .await
         .iter()
-        .map(|payload| PromptDue::decode(payload.as_slice()).unwrap())
+        .map(|message| PromptDue::decode(message.payload.as_slice()).unwrap())
         .collect()
 }
 
@@ -316,12 +311,12 @@ async fn a_profile_change_emits_user_profile_updated() {
         )
         .await
         .ok();
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'user.profile_updated'",
-    )
-    .fetch_all(&api.pool)
-    .await
-    .unwrap();
+    let payloads: Vec<Vec<u8>> = api
+        .emitted("EVENTS", "events.user.profile_updated")
+        .await
+        .into_iter()
+        .map(|message| message.payload)
+        .collect();
     assert_eq!(payloads.len(), 1);
     let event = UserProfileUpdated::decode(payloads[0].as_slice()).unwrap();
     assert_eq!(event.user_id, alice.user_id.to_string());

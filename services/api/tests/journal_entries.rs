@@ -540,12 +540,12 @@ async fn team_entries_follow_membership_and_roles() {
     assert_eq!(scopes_of(&entry_id), vec![team_scope.clone(); 4]);
     assert_eq!(scopes_of(id(&personal)), vec![bob_scope]);
     // The admin's edit names who made it.
-    let updated_by: Vec<String> = sqlx::query_scalar(
-        "SELECT encode(payload, 'escape') FROM outbox WHERE headers->>'Bus-Message' = 'journal_entry.updated'",
-    )
-    .fetch_all(&api.pool)
-    .await
-    .unwrap();
+    let updated_by: Vec<String> = api
+        .emitted("EVENTS", "events.journal_entry.updated")
+        .await
+        .into_iter()
+        .map(|message| String::from_utf8_lossy(&message.payload).into_owned())
+        .collect();
     assert_eq!(updated_by.len(), 1);
     assert!(updated_by[0].contains(&admin.user_id.to_string()));
 

@@ -110,13 +110,12 @@ async fn owner_count(api: &TestApi, team_id: &str) -> i64 {
 }
 
 async fn outbox_payloads(api: &TestApi, name: &str) -> Vec<Vec<u8>> {
-    sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE headers->>'Bus-Message' = $1 ORDER BY position",
-    )
-    .bind(name)
-    .fetch_all(&api.pool)
-    .await
-    .unwrap()
+    api.emitted("EVENTS", &format!("events.{name}"))
+        .await
+        .into_iter()
+        .filter(|message| message.name == name)
+        .map(|message| message.payload)
+        .collect()
 }
 
 fn assert_error(answer: &Answer, status: u16, code: &str) {

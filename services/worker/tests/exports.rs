@@ -284,13 +284,9 @@ async fn an_export_holds_all_of_the_users_data_and_its_link_downloads_it() {
         system.bucket.keys().await,
         vec![format!("exports/{}/{export_id}.json", ada.user_id)]
     );
-    let events: Vec<(Vec<u8>,)> =
-        sqlx::query_as("SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'export.ready'")
-            .fetch_all(&system.worker_pool)
-            .await
-            .unwrap();
+    let events = system.worker_emitted("EVENTS", "events.export.ready").await;
     assert_eq!(events.len(), 1);
-    let event = ExportReady::decode(events[0].0.as_slice()).unwrap();
+    let event = ExportReady::decode(events[0].payload.as_slice()).unwrap();
     assert_eq!(event.export_id, export_id);
     assert_eq!(event.user_id, ada.user_id.to_string());
     assert_eq!(event.download_url, url);

@@ -227,11 +227,10 @@ async fn assert_unverified(system: &System, user: &User, attachment_id: &str) {
         "{error}"
     );
     assert_eq!(
-        count(
-            &system.worker_pool,
-            "SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = 'attachment.verified'"
-        )
-        .await,
+        system
+            .worker_emitted("EVENTS", "events.attachment.verified")
+            .await
+            .len(),
         0
     );
     assert_eq!(
@@ -246,12 +245,12 @@ async fn assert_unverified(system: &System, user: &User, attachment_id: &str) {
 
 /// The single verdict the worker emitted.
 async fn verdicts(system: &System) -> Vec<AttachmentVerified> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE headers->>'Bus-Message' = 'attachment.verified'",
-    )
-    .fetch_all(&system.worker_pool)
-    .await
-    .unwrap();
+    let payloads: Vec<Vec<u8>> = system
+        .worker_emitted("EVENTS", "events.attachment.verified")
+        .await
+        .into_iter()
+        .map(|message| message.payload)
+        .collect();
     payloads
         .iter()
         .map(|payload| AttachmentVerified::decode(payload.as_slice()).unwrap())
@@ -334,10 +333,6 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
     for (table, sql) in [
         ("data_exports", "SELECT count(*) FROM data_exports"),
         (
-            "export.ready",
-            "SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = 'export.ready'",
-        ),
-        (
             "processed_messages",
             "SELECT count(*) FROM processed_messages WHERE handler = 'exports--export_user_data'",
         ),
@@ -345,6 +340,15 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
     ] {
         assert_eq!(count(&system.worker_pool, sql).await, 0, "{table}");
     }
+    // Published messages leave the outbox: look in both.
+    assert_eq!(
+        system
+            .worker_emitted("EVENTS", "events.export.ready")
+            .await
+            .len(),
+        0,
+        "export.ready"
+    );
     let pending = system
         .ok(&ada, "exports/get", json!({"exportId": export_id}))
         .await;
@@ -393,16 +397,20 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
     for (table, sql) in [
         ("data_exports", "SELECT count(*) FROM data_exports"),
         (
-            "export.ready",
-            "SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = 'export.ready'",
-        ),
-        (
             "processed_messages",
             "SELECT count(*) FROM processed_messages WHERE handler = 'exports--export_user_data'",
         ),
     ] {
         assert_eq!(count(&system.worker_pool, sql).await, 1, "{table}");
     }
+    assert_eq!(
+        system
+            .worker_emitted("EVENTS", "events.export.ready")
+            .await
+            .len(),
+        1,
+        "export.ready"
+    );
     assert_eq!(
         count(&system.worker_pool, "SELECT count(*) FROM dead_letters").await,
         0

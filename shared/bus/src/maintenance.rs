@@ -1,7 +1,7 @@
 //! The daily retention purge of the bus's own tables. Every service runs it for its own schema
-//! when the cron service's `retention.purge_due` event arrives (the relay also prunes sent
-//! outbox rows as it goes; this is the scheduled, recorded pass that also covers a service
-//! whose relay is idle).
+//! when the cron service's `retention.purge_due` event arrives. The relay deletes the rows it
+//! publishes; rows marked sent by a relay of an earlier release are pruned here and by the
+//! relay as it goes (this is the scheduled, recorded pass that also covers an idle relay).
 
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use crate::relay;
 /// How long the bus's rows are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct BusRetention {
-    /// Sent outbox rows (default 24 h, as the relay's own pruning).
+    /// Outbox rows marked sent by an earlier release's relay (default 24 h, as the relay's
+    /// own pruning).
     pub outbox: Duration,
     /// Idempotency records (default 30 days): longer than any stream keeps a message (TASKS
     /// 14 days), so no redelivery can outlive its record.
@@ -35,7 +36,7 @@ pub struct Purged {
     pub processed_messages: u64,
 }
 
-/// Delete sent outbox rows and idempotency records past `retention`, in chunks.
+/// Delete outbox rows marked sent and idempotency records past `retention`, in chunks.
 pub async fn purge(pool: &PgPool, retention: BusRetention) -> Result<Purged, sqlx::Error> {
     let outbox_rows = relay::prune(pool, retention.outbox).await?;
     let mut processed_messages = 0;

@@ -1,11 +1,11 @@
 //! The transactional outbox: messages are rows in the service's own schema, written in the
-//! same transaction as the state change that causes them. The relay publishes them.
+//! same transaction as the state change that causes them. The relay publishes them and
+//! deletes them in the transaction that claimed them (see [`crate::relay`]).
 
 use std::collections::BTreeMap;
 
 use messages::definition::BusMessage;
 use sqlx::PgConnection;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::BusError;
@@ -43,20 +43,111 @@ pub async fn emit_raw(
     payload: &[u8],
     ordering_key: Option<&str>,
 ) -> Result<Uuid, BusError> {
-    let outbox_id = Uuid::now_v7();
-    let mut header_map: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
-        .into_iter()
-        .collect();
-    header_map.insert(headers::MESSAGE_NAME.to_owned(), name.to_owned());
-    sqlx::query(
-        "INSERT INTO outbox (outbox_id, subject, payload, headers, ordering_key) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(outbox_id)
-    .bind(relative_subject)
-    .bind(payload)
-    .bind(Json(header_map))
-    .bind(ordering_key)
-    .execute(conn)
-    .await?;
+    let mut batch = OutboxBatch::new();
+    let outbox_id = batch.push_raw(relative_subject, name, payload.to_vec(), ordering_key);
+    batch.write(conn).await?;
     Ok(outbox_id)
+}
+
+/// Several messages written to the outbox with one multi-row INSERT (one round trip), in the
+/// order they were pushed: that is their `position` order, so messages sharing an ordering
+/// key leave in push order.
+///
+/// ```ignore
+/// let mut batch = OutboxBatch::new();
+/// batch.push_ordered(&JournalEntryCreated { .. }, &entry_id);
+/// batch.push_raw("changes.user.<id>", "changeset", payload, Some("changes.user.<id>"));
+/// batch.write(&mut tx).await?;
+/// ```
+#[derive(Debug, Default)]
+pub struct OutboxBatch {
+    outbox_ids: Vec<Uuid>,
+    subjects: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    names: Vec<String>,
+    ordering_keys: Vec<Option<String>>,
+}
+
+impl OutboxBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a typed message (no ordering key). Returns its outbox id.
+    pub fn push<M: BusMessage>(&mut self, message: &M) -> Uuid {
+        self.push_raw(&M::subject(), M::NAME, message.encode_to_vec(), None)
+    }
+
+    /// Add a typed message kept in order with the other messages of `ordering_key`.
+    pub fn push_ordered<M: BusMessage>(&mut self, message: &M, ordering_key: &str) -> Uuid {
+        self.push_raw(
+            &M::subject(),
+            M::NAME,
+            message.encode_to_vec(),
+            Some(ordering_key),
+        )
+    }
+
+    /// Add a message to a subject relative to the namespace (e.g. a sync changeset).
+    pub fn push_raw(
+        &mut self,
+        relative_subject: &str,
+        name: &str,
+        payload: Vec<u8>,
+        ordering_key: Option<&str>,
+    ) -> Uuid {
+        let outbox_id = Uuid::now_v7();
+        self.outbox_ids.push(outbox_id);
+        self.subjects.push(relative_subject.to_owned());
+        self.payloads.push(payload);
+        self.names.push(name.to_owned());
+        self.ordering_keys.push(ordering_key.map(str::to_owned));
+        outbox_id
+    }
+
+    pub fn len(&self) -> usize {
+        self.outbox_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outbox_ids.is_empty()
+    }
+
+    /// Write every pushed message inside the caller's transaction, in one statement. Returns
+    /// the outbox ids in push order. An empty batch writes nothing.
+    pub async fn write(self, conn: &mut PgConnection) -> Result<Vec<Uuid>, BusError> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The trace context is the caller's, the same for every row; each row adds its name.
+        let trace_headers: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
+            .into_iter()
+            .collect();
+        let mut row_headers = Vec::with_capacity(self.names.len());
+        for name in &self.names {
+            let mut header_map = trace_headers.clone();
+            header_map.insert(headers::MESSAGE_NAME.to_owned(), name.clone());
+            row_headers.push(
+                serde_json::to_string(&header_map)
+                    .map_err(|error| BusError::Encode(error.to_string()))?,
+            );
+        }
+        // ORDER BY ordinality: `position` (a volatile nextval default, evaluated after the
+        // sort) follows push order, which keeps one key's messages in order.
+        sqlx::query(
+            "INSERT INTO outbox (outbox_id, subject, payload, headers, ordering_key)
+             SELECT outbox_id, subject, payload, headers::jsonb, ordering_key
+               FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[])
+                    WITH ORDINALITY AS m(outbox_id, subject, payload, headers, ordering_key, n)
+              ORDER BY n",
+        )
+        .bind(&self.outbox_ids)
+        .bind(&self.subjects)
+        .bind(&self.payloads)
+        .bind(&row_headers)
+        .bind(&self.ordering_keys)
+        .execute(conn)
+        .await?;
+        Ok(self.outbox_ids)
+    }
 }

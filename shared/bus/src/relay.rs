@@ -1,4 +1,4 @@
-//! The outbox relay: publishes committed outbox rows to JetStream.
+//! The outbox relay: publishes committed outbox rows to JetStream, then deletes them.
 //!
 //! - Wakes on LISTEN/NOTIFY (the insert trigger notifies at commit), with a slow poll as a
 //!   safety net for notifications lost while reconnecting.
@@ -6,17 +6,24 @@
 //!   no cursor over ids (they commit out of order), and concurrent relays never take the
 //!   same row. A row whose ordering key has an earlier unsent row is not eligible, so one
 //!   key's messages go out in order even with several relays.
-//! - Publishes the whole batch, waits for every JetStream ack, marks the acked rows sent.
-//!   A crash between publish and commit re-publishes with the same `Nats-Msg-Id`, which the
-//!   stream's duplicate window drops.
+//! - Publishes the whole batch, waits for every JetStream ack, and deletes the acked rows in
+//!   the claiming transaction (one `DELETE … WHERE outbox_id = ANY($1)` per batch): the
+//!   outbox is insert-then-delete, so a row costs its insert and one delete, never an UPDATE
+//!   that rewrites the row and all its index entries. A crash between publish and commit
+//!   re-publishes with the same `Nats-Msg-Id`, which the stream's duplicate window drops.
+//! - Rolling deploys: an older relay marks rows `sent_at` instead of deleting them. Both
+//!   claim only `sent_at IS NULL` rows under row locks, so either relay publishes a row and
+//!   the other never sees it again; rows an older relay marked sent are pruned after the
+//!   retention period.
 //! - While NATS is down, rows wait and the relay retries with backoff; nothing is lost.
-//! - Sent rows are deleted after the retention period.
 //! - Under load the relay drains continuously and marks itself busy in
 //!   `outbox_relay_state`; while any relay is busy the insert trigger skips its NOTIFY.
 //!   Postgres serializes the commits of notifying transactions on one lock (measured here:
 //!   1.8k instead of 6.1k commits/s), so a NOTIFY per insert would cap every producer. When the
 //!   outbox is empty the relay clears the mark and polls a few more times over ~80 ms for rows
 //!   whose transaction began while it was busy and committed just after.
+//! - Reports the outbox's depth and the age of its oldest unsent row as gauges, at most once
+//!   a second.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,7 +43,8 @@ pub struct RelayConfig {
     /// The schema whose outbox this relay drains (the NOTIFY channel is `<schema>_outbox`).
     pub schema: String,
     pub batch_size: i64,
-    /// Sent rows older than this are pruned.
+    /// Rows marked sent (by a relay of an earlier release, which kept them) are pruned once
+    /// older than this.
     pub retention: Duration,
     /// Poll interval when no notification arrives.
     pub poll_interval: Duration,
@@ -83,6 +91,7 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
     let mut failures: u32 = 0;
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
     let relay_id = Uuid::new_v4();
+    let mut gauges = OutboxGauges::new(&config.schema);
     tracing::info!(schema = %config.schema, %relay_id, "outbox relay started");
     loop {
         if shutdown.is_cancelled() {
@@ -91,7 +100,10 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
         if listener.is_none() {
             listener = connect_listener(&pool, &channel).await;
         }
-        match drain_adaptive(&bus, &pool, &config, relay_id).await {
+        let drained = drain_adaptive(&bus, &pool, &config, relay_id, &mut gauges).await;
+        // Also after a failure: a backlog growing while NATS is down is what the gauges are for.
+        gauges.refresh_if_due(&pool).await;
+        match drained {
             Ok(published) => {
                 if failures > 0 {
                     tracing::info!(published, "outbox relay recovered");
@@ -111,7 +123,7 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
         if last_prune.elapsed() > Duration::from_secs(600) {
             last_prune = Instant::now();
             if let Err(error) = prune(&pool, config.retention).await {
-                tracing::warn!(%error, "pruning sent outbox rows failed");
+                tracing::warn!(%error, "pruning outbox rows marked sent failed");
             }
         }
         // Sleep until a commit notifies us, the poll interval passes, or shutdown.
@@ -178,6 +190,7 @@ async fn drain_adaptive(
     pool: &PgPool,
     config: &RelayConfig,
     relay_id: Uuid,
+    gauges: &mut OutboxGauges,
 ) -> Result<u64, crate::BusError> {
     let mut total = 0;
     let mut busy_since: Option<Instant> = None;
@@ -185,6 +198,8 @@ async fn drain_adaptive(
         loop {
             let (published, claimed) = publish_batch(bus, pool, config).await?;
             total += published;
+            // A busy relay can drain for minutes; keep the gauges current meanwhile.
+            gauges.refresh_if_due(pool).await;
             match busy_since {
                 None if claimed >= BUSY_THRESHOLD => {
                     set_busy(pool, relay_id, true).await?;
@@ -242,16 +257,20 @@ pub async fn drain(bus: &Bus, pool: &PgPool, config: &RelayConfig) -> Result<u64
     }
 }
 
-/// Claim, publish and mark one batch. Returns (published, claimed).
+/// Claim, publish and delete one batch. Returns (published, claimed).
 async fn publish_batch(
     bus: &Bus,
     pool: &PgPool,
     config: &RelayConfig,
 ) -> Result<(u64, u64), crate::BusError> {
     let mut tx = pool.begin().await?;
-    // Marking rows sent need not wait for its WAL flush: if a crash loses the mark, the rows
-    // are published again with the same Nats-Msg-Id inside the duplicate window and dropped.
-    // (The producer's transaction — state change plus outbox row — stays synchronous.)
+    // Deleting published rows need not wait for its WAL flush: if a crash loses the delete,
+    // the rows come back unsent and are published again with the same Nats-Msg-Id, which the
+    // stream drops inside its duplicate window (2 min; an unflushed commit is at most three
+    // WAL writer delays old, and the republish follows the restart). Were Postgres down for
+    // longer, the copy is one more at-least-once redelivery, which handlers absorb. The
+    // producer's transaction — state change plus outbox row — stays synchronous, so no
+    // acknowledged message is ever lost.
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
@@ -318,7 +337,8 @@ async fn publish_batch(
         }
     }
     if !sent.is_empty() {
-        sqlx::query("UPDATE outbox SET sent_at = now(), publish_attempts = publish_attempts + 1 WHERE outbox_id = ANY($1)")
+        // Deleted, not marked: nothing reads a published row again (the stream has it).
+        sqlx::query("DELETE FROM outbox WHERE outbox_id = ANY($1)")
             .bind(&sent)
             .execute(&mut *tx)
             .await?;
@@ -400,8 +420,11 @@ async fn record_failure(pool: &PgPool, rows: &[OutboxRow], sent: &[Uuid], error:
     .await;
 }
 
-/// Delete sent rows older than `retention`, in chunks so no long lock is held (and the state
-/// rows of relays that stopped long ago).
+/// Delete rows marked sent longer than `retention` ago, in chunks so no long lock is held (and
+/// the state rows of relays that stopped long ago). This relay deletes what it publishes;
+/// marked rows come only from a relay of an earlier release (during a rolling deploy). With
+/// no index on `sent_at` this scans the outbox, which holds only the unsent backlog and those
+/// rows, once every ten minutes.
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM outbox_relay_state WHERE busy_until IS NULL OR busy_until < now() - interval '1 day'")
         .execute(pool)
@@ -423,4 +446,58 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
             return Ok(total);
         }
     }
+}
+
+/// The outbox gauges of one schema: `bus_outbox_unsent_rows` (depth) and
+/// `bus_outbox_oldest_unsent_seconds` (age of the oldest unsent row, 0 when empty), labelled
+/// `schema`. Refreshed by one query (a count over the small table, the first entry of
+/// `outbox_unsent_idx`), at most once a second.
+struct OutboxGauges {
+    schema: String,
+    refreshed_at: Option<Instant>,
+}
+
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl OutboxGauges {
+    fn new(schema: &str) -> Self {
+        Self {
+            schema: schema.to_owned(),
+            refreshed_at: None,
+        }
+    }
+
+    async fn refresh_if_due(&mut self, pool: &PgPool) {
+        if self
+            .refreshed_at
+            .is_some_and(|at| at.elapsed() < GAUGE_INTERVAL)
+        {
+            return;
+        }
+        self.refreshed_at = Some(Instant::now());
+        match outbox_depth(pool).await {
+            Ok((unsent, oldest_seconds)) => {
+                let schema = self.schema.clone();
+                metrics::gauge!("bus_outbox_unsent_rows", "schema" => schema.clone())
+                    .set(unsent as f64);
+                metrics::gauge!("bus_outbox_oldest_unsent_seconds", "schema" => schema)
+                    .set(oldest_seconds);
+            }
+            // A metric is not worth failing the relay for; the next refresh tries again.
+            Err(error) => tracing::debug!(%error, "reading the outbox depth failed"),
+        }
+    }
+}
+
+/// The number of unsent outbox rows and the age in seconds of the oldest (by position, the
+/// index's order; 0 when there is none).
+pub async fn outbox_depth(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL),
+                coalesce((SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
+                            FROM outbox WHERE sent_at IS NULL
+                           ORDER BY position LIMIT 1), 0)",
+    )
+    .fetch_one(pool)
+    .await
 }

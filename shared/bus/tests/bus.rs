@@ -168,8 +168,13 @@ async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
         .task::<BusProbe, _, _>(record)
         .spawn(shutdown.clone());
 
-    // One outbox row relayed, then "the relay crashed before marking it sent": relayed again.
+    // One outbox row relayed, then "the relay's delete was lost in a crash" (it commits
+    // with synchronous_commit off): the row is back and relayed again.
     fixture.emit([probe(1, "")]).await;
+    sqlx::query("CREATE TABLE outbox_before_crash AS SELECT * FROM outbox")
+        .execute(&fixture.pool)
+        .await
+        .unwrap();
     let config = RelayConfig::new("worker");
     assert_eq!(
         relay::drain(&fixture.bus, &fixture.pool, &config)
@@ -177,7 +182,7 @@ async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
             .unwrap(),
         1
     );
-    sqlx::query("UPDATE outbox SET sent_at = NULL")
+    sqlx::query("INSERT INTO outbox SELECT * FROM outbox_before_crash")
         .execute(&fixture.pool)
         .await
         .unwrap();
@@ -324,19 +329,21 @@ async fn two_replicas_share_work_and_each_message_is_handled_once() {
 }
 
 #[tokio::test]
-async fn sent_rows_are_pruned_after_retention() {
+async fn rows_an_older_relay_marked_sent_are_pruned_after_retention() {
     let fixture = Fixture::new(&nats_url()).await;
     fixture
-        .emit((0..3).map(|sequence| probe(sequence, "")))
+        .emit((0..4).map(|sequence| probe(sequence, "")))
         .await;
-    relay::drain(&fixture.bus, &fixture.pool, &RelayConfig::new("worker"))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE outbox SET sent_at = now() - interval '2 days' WHERE position = (SELECT min(position) FROM outbox)")
-        .execute(&fixture.pool)
-        .await
-        .unwrap();
-    fixture.emit([probe(9, "")]).await;
+    // A relay of the release before the lean outbox marked rows sent instead of deleting
+    // them: one long ago, two recently; the fourth row is unsent.
+    sqlx::query(
+        "UPDATE outbox SET sent_at = CASE WHEN position = (SELECT min(position) FROM outbox)
+                                         THEN now() - interval '2 days' ELSE now() END
+          WHERE position < (SELECT max(position) FROM outbox)",
+    )
+    .execute(&fixture.pool)
+    .await
+    .unwrap();
     let pruned = relay::prune(&fixture.pool, Duration::from_secs(24 * 3600))
         .await
         .unwrap();
@@ -345,7 +352,8 @@ async fn sent_rows_are_pruned_after_retention() {
         .fetch_one(&fixture.pool)
         .await
         .unwrap();
-    assert_eq!(left, 3, "recent sent rows and unsent rows stay");
+    assert_eq!(left, 3, "recently marked rows and unsent rows stay");
+    assert_eq!(fixture.unsent().await, 1);
     fixture.cleanup().await;
 }
 

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod emitted;
 pub mod orpc_client;
 mod private_servers;
 mod s3;
@@ -20,6 +21,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use emitted::{Emitted, emitted};
 pub use private_servers::{PrivateNats, PrivatePostgres, free_port};
 pub use s3::{TestBucket, s3_endpoint};
 

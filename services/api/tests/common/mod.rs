@@ -284,20 +284,35 @@ impl TestApi {
         team_id
     }
 
-    /// The changesets in the outbox, oldest first, as `(scope, changeset)`.
-    pub async fn changesets(&self) -> Vec<Changeset> {
-        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT payload FROM outbox WHERE subject LIKE 'changes.%' ORDER BY position",
+    /// The messages emitted through the outbox to `stream_base` with a subject under
+    /// `subject_prefix`: unsent rows and published messages (the relay deletes what it
+    /// publishes), each once.
+    pub async fn emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            stream_base,
+            subject_prefix,
         )
-        .fetch_all(&self.pool)
         .await
-        .unwrap();
-        rows.into_iter()
-            .map(|(payload,)| Changeset::decode(payload.as_slice()).unwrap())
+        .unwrap()
+    }
+
+    /// The changesets emitted, oldest first (per scope, in order).
+    pub async fn changesets(&self) -> Vec<Changeset> {
+        self.emitted("CHANGES", "changes.")
+            .await
+            .into_iter()
+            .map(|message| Changeset::decode(message.payload.as_slice()).unwrap())
             .collect()
     }
 
-    /// How many outbox messages of bus name `name` (e.g. `journal_entry.created`) exist.
     /// The changes of `table` in the outbox's changesets, oldest first, as `(scope, change)`.
     pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
         self.changesets()
@@ -320,11 +335,12 @@ impl TestApi {
         self.state.sessions.forget_all();
     }
 
+    /// How many events of bus name `name` (e.g. `journal_entry.created`) were emitted.
     pub async fn events_named(&self, name: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
+        self.emitted("EVENTS", &format!("events.{name}"))
             .await
-            .unwrap()
+            .iter()
+            .filter(|message| message.name == name)
+            .count() as i64
     }
 }

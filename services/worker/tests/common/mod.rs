@@ -213,15 +213,51 @@ impl System {
         team_id
     }
 
+    /// The messages the api emitted to `stream_base` under `subject_prefix`: unsent outbox
+    /// rows and published messages (the relay deletes what it publishes), each once.
+    pub async fn api_emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.api_pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            stream_base,
+            subject_prefix,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Like [`Self::api_emitted`], for the worker's outbox. The stream is shared with the api:
+    /// filter by subject or content where both could emit.
+    pub async fn worker_emitted(
+        &self,
+        stream_base: &str,
+        subject_prefix: &str,
+    ) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.worker_pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            stream_base,
+            subject_prefix,
+        )
+        .await
+        .unwrap()
+    }
+
     /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
     pub async fn wait_for_worker(&self) {
         let settled = eventually(Duration::from_secs(30), || async {
-            let emitted: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox WHERE headers->>'Bus-Message' LIKE 'journal_entry.%'",
-            )
-            .fetch_one(&self.api_pool)
-            .await
-            .unwrap();
+            let emitted = self
+                .api_emitted("EVENTS", "events.journal_entry.")
+                .await
+                .len() as i64;
             emitted == self.entry_events_handled().await
         })
         .await;
@@ -264,16 +300,13 @@ impl System {
         subjects.iter().map(|(_, count)| *count as i64).sum()
     }
 
-    /// The changesets in the worker's outbox, oldest first.
+    /// The changesets the worker emitted, oldest first (per scope, in order). Published ones
+    /// come from the CHANGES stream, which the api's share: callers filter by table.
     pub async fn worker_changesets(&self) -> Vec<Changeset> {
-        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT payload FROM outbox WHERE subject LIKE 'changes.%' ORDER BY position",
-        )
-        .fetch_all(&self.worker_pool)
-        .await
-        .unwrap();
-        rows.into_iter()
-            .map(|(payload,)| Changeset::decode(payload.as_slice()).unwrap())
+        self.worker_emitted("CHANGES", "changes.")
+            .await
+            .into_iter()
+            .map(|message| Changeset::decode(message.payload.as_slice()).unwrap())
             .collect()
     }
 
