@@ -389,16 +389,28 @@ impl Harness {
         }
     }
 
-    /// The changesets of `user`'s scope in the worker's outbox, oldest first.
+    /// Every changeset the worker emitted under `subject_prefix`: published ones (the relay
+    /// deletes what it publishes) and unsent outbox rows, each once, oldest first.
+    async fn emitted_changes(&self, subject_prefix: &str) -> Vec<test_support::Emitted> {
+        test_support::emitted(
+            &self.pool,
+            "outbox",
+            &nats_url(),
+            &self.namespace,
+            "CHANGES",
+            subject_prefix,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The changesets of `user`'s scope the worker emitted, oldest first.
     async fn changesets(&self, user: Uuid) -> Vec<Changeset> {
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = $1 ORDER BY position")
-                .bind(format!("changes.user.{user}"))
-                .fetch_all(&self.pool)
-                .await
-                .unwrap();
-        rows.iter()
-            .map(|payload| Changeset::decode(payload.as_slice()).unwrap())
+        self.emitted_changes(&format!("changes.user.{user}"))
+            .await
+            .iter()
+            .filter(|message| message.subject == format!("changes.user.{user}"))
+            .map(|message| Changeset::decode(message.payload.as_slice()).unwrap())
             .collect()
     }
 
@@ -422,10 +434,7 @@ impl Harness {
             .await,
             text("SELECT i::text FROM entry_insights i ORDER BY user_id").await,
             text("SELECT d::text FROM entry_insight_days d ORDER BY user_id, day").await,
-            sqlx::query_scalar("SELECT count(*) FROM outbox")
-                .fetch_one(&self.pool)
-                .await
-                .unwrap(),
+            self.emitted_changes("changes.").await.len() as i64,
         )
     }
 
