@@ -74,6 +74,18 @@ async fn apply(
     Ok(())
 }
 
+/// Wait until the router's consumers exist: before that, "nothing pending" is vacuously true.
+async fn wait_attached(router: &bus::router::RunningRouter) {
+    assert!(
+        test_support::eventually(Duration::from_secs(30), || async {
+            router.detached().is_empty()
+        })
+        .await,
+        "consumers not attached: {:?}",
+        router.detached()
+    );
+}
+
 async fn publish(fixture: &common::Fixture, sequences: std::ops::RangeInclusive<i64>) {
     for sequence in sequences {
         fixture
@@ -96,6 +108,7 @@ async fn a_batch_handler_gets_what_is_ready_in_order_in_few_calls() {
         .batch_size(64)
         .on_batch::<Numbered, _, _>(apply)
         .spawn(shutdown.clone());
+    wait_attached(&router).await;
     fixture.wait_settled().await;
     // One more, alone, once the consumer is idle: a batch of one.
     publish(&fixture, 200..=200).await;
@@ -127,6 +140,7 @@ async fn a_failed_batch_is_handled_one_by_one_so_a_poison_message_dies_alone() {
         .on_batch::<Numbered, _, _>(apply)
         .spawn(shutdown.clone());
     let store = DeadLetterStore::new(fixture.pool.clone());
+    wait_attached(&router).await;
     fixture.wait_settled().await;
 
     let dead = store.list(false).await.unwrap();
