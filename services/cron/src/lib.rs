@@ -323,15 +323,17 @@ impl ScheduledJobs {
         in_flight: &TaskTracker,
         job: Job,
     ) -> Result<(), Error> {
-        if let Some(position) = self
+        // The old entry stays listed until the new one is scheduled: if the scheduler fails,
+        // the next check still sees the difference and tries again.
+        let position = self
             .jobs
             .iter()
-            .position(|(current, _)| current.name() == job.name())
+            .position(|(current, _)| current.name() == job.name());
+        if let Some(position) = position
+            && let Some(scheduler_id) = self.jobs[position].1
         {
-            let (_, scheduler_id) = self.jobs.remove(position);
-            if let Some(scheduler_id) = scheduler_id {
-                scheduler.remove(&scheduler_id).await?;
-            }
+            scheduler.remove(&scheduler_id).await?;
+            self.jobs[position].1 = None;
         }
         let scheduler_id = if job.enabled {
             let runner = runner.clone();
@@ -361,7 +363,10 @@ impl ScheduledJobs {
         } else {
             None
         };
-        self.jobs.push((job, scheduler_id));
+        match position {
+            Some(position) => self.jobs[position] = (job, scheduler_id),
+            None => self.jobs.push((job, scheduler_id)),
+        }
         Ok(())
     }
 
