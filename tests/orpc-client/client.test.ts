@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto'
 import { createORPCClient, isDefinedError, ORPCError, safe } from '@orpc/client'
 import type { Client } from '@orpc/client'
 import { RPCLink } from '@orpc/client/fetch'
+import { BatchLinkPlugin } from '@orpc/client/plugins'
 
 // ---------------------------------------------------------------------------------------------
 // Our router, as the client sees it (ARCHITECTURE §9). Timestamps are epoch milliseconds.
@@ -168,6 +169,20 @@ function link(token: string | undefined, method?: 'GET' | 'POST'): RPCLink<NoCon
     url: `${apiUrl}/rpc`,
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
     method: (_options, path) => method ?? (GET_PROCEDURES.has(path.join('.')) ? 'GET' : 'POST'),
+    fetch: (request, init) => {
+      sent.push(`${request.method} ${new URL(request.url).pathname}`)
+      return fetch(request, init)
+    },
+  })
+}
+
+/** A link that batches the calls made in the same tick (oRPC's `BatchLinkPlugin`). */
+function batchLink(token: string, mode: 'streaming' | 'buffered'): RPCLink<NoContext> {
+  return new RPCLink<NoContext>({
+    url: `${apiUrl}/rpc`,
+    headers: { authorization: `Bearer ${token}` },
+    method: (_options, path) => (GET_PROCEDURES.has(path.join('.')) ? 'GET' : 'POST'),
+    plugins: [new BatchLinkPlugin({ mode, groups: [{ condition: () => true, context: {} }] })],
     fetch: (request, init) => {
       sent.push(`${request.method} ${new URL(request.url).pathname}`)
       return fetch(request, init)
@@ -419,6 +434,47 @@ await check('journalEntries.update with a stale expectedVersion is the declared 
   assert.equal(conflict.data.currentVersion, updated.version)
   assertEpochMs(conflict.data.currentUpdatedAt, 'EDIT_CONFLICT data.currentUpdatedAt')
 })
+
+for (const mode of ['streaming', 'buffered'] as const) {
+  await check(`BatchLinkPlugin (${mode}): three calls in one request, each with its own result`, async () => {
+    const batched = createORPCClient<Router>(batchLink(token, mode))
+    const before = sent.length
+    const title = `batched ${mode}`
+    const [createdResult, missingResult, meResult] = await Promise.allSettled([
+      batched.journalEntries.create({ title, content: 'a' }),
+      batched.journalEntries.update({ journalEntryId: '00000000-0000-4000-8000-00000000dead', expectedVersion: 1, title: 'x' }),
+      batched.users.me(),
+    ])
+    // users.me is a GET call and the other two POSTs: one batch request per method.
+    assert.deepEqual(
+      sent.slice(before).sort(),
+      ['GET /rpc/users/me', 'POST /rpc/journalEntries/create/__batch__'],
+      `sent ${JSON.stringify(sent.slice(before))}`,
+    )
+    assert.equal(createdResult.status, 'fulfilled', describe((createdResult as PromiseRejectedResult).reason))
+    assert.equal(createdResult.value.title, title)
+    assertEpochMs(createdResult.value.createdAt, 'batched createdAt')
+    assert.equal(missingResult.status, 'rejected')
+    assertOrpcError(missingResult.reason, 'NOT_FOUND', 404)
+    assert.equal(meResult.status, 'fulfilled')
+    assert.equal(meResult.value.userId, userId)
+  })
+
+  await check(`BatchLinkPlugin (${mode}): GET-able calls share one GET ?batch= request`, async () => {
+    assert.ok(created, 'needs the entry created above')
+    const batched = createORPCClient<Router>(batchLink(token, mode))
+    const before = sent.length
+    const [page, entry, me] = await Promise.all([
+      batched.journalEntries.list({ limit: 1 }),
+      batched.journalEntries.get({ journalEntryId: created.journalEntryId }),
+      batched.users.me(),
+    ])
+    assert.deepEqual(sent.slice(before), ['GET /rpc/journalEntries/list/__batch__'])
+    assert.equal(page.items.length, 1)
+    assert.equal(entry.journalEntryId, created.journalEntryId)
+    assert.equal(me.userId, userId)
+  })
+}
 
 if (failed) {
   console.log('\norpc-client: some checks FAILED (see above)')

@@ -86,6 +86,28 @@ fn run(description: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Chromium for the browser test (`services/sync-streamer/tests/browser.rs`): Debian's
+/// `chromium`, installed with apt-get when missing and possible. When it cannot be, the other
+/// tests still run and the browser test fails saying what to install.
+pub fn ensure_chromium() {
+    if std::path::Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some()
+    {
+        return;
+    }
+    match apt_install(&["chromium"]) {
+        Ok(true) => {}
+        Ok(false) => eprintln!(
+            "xtask: Chromium is missing and cannot be installed here (no apt-get, or not root \
+             and no sudo); the sync-streamer's browser test will fail: install `chromium` or \
+             set CHROMIUM"
+        ),
+        Err(error) => eprintln!(
+            "xtask: installing Chromium failed ({error:#}); the sync-streamer's browser test \
+             will fail"
+        ),
+    }
+}
+
 fn apt_install(packages: &[&str]) -> Result<bool> {
     if !have("apt-get") {
         return Ok(false);
@@ -403,7 +425,8 @@ fn s3s_fs_program() -> Result<std::path::PathBuf> {
             root.display()
         ),
         Command::new(cargo)
-            .args(["install", "--locked", "--quiet"])
+            // Cargo's own progress: this takes minutes and must not look like a hang.
+            .args(["install", "--locked"])
             .arg(format!("s3s-fs@{S3S_FS_VERSION}"))
             .args(["--features", "binary", "--root"])
             .arg(&root)

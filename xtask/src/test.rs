@@ -14,6 +14,7 @@ pub async fn run(args: Vec<String>) -> Result<()> {
     infra::ensure().await?;
     ensure_orpc_client_packages();
     ensure_schemathesis();
+    infra::ensure_chromium();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // End-to-end tests run the real binaries; build them first.
     let mut build = Command::new(&cargo);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
+use platform::config::{CommonConfig, ConfigError, EnvReader, origin_of, parse_origins};
 use platform::s3::S3Config;
 use secrecy::SecretString;
 use url::Url;
@@ -305,7 +305,7 @@ impl Config {
         let public_url = read_url(&mut env, "PUBLIC_URL", "http://localhost:8080");
         let app_url = read_url(&mut env, "APP_URL", "http://localhost:3000");
         let allowed_origins = match env.optional::<String>("ALLOWED_ORIGINS") {
-            Some(list) => parse_origins(&mut env, &list),
+            Some(list) => parse_origins(&mut env, "ALLOWED_ORIGINS", &list),
             None => {
                 let mut origins = vec![origin_of(&app_url), origin_of(&public_url)];
                 origins.dedup();
@@ -438,11 +438,6 @@ fn read_sync_token_secret(env: &mut EnvReader, production: bool) -> SecretString
     secret
 }
 
-/// `scheme://host[:port]`, as browsers send it in `Origin`.
-pub fn origin_of(url: &Url) -> String {
-    url.origin().ascii_serialization()
-}
-
 fn read_url(env: &mut EnvReader, name: &str, default: &str) -> Url {
     let raw: String = env.with_default(name, default.to_owned());
     match Url::parse(&raw) {
@@ -452,24 +447,6 @@ fn read_url(env: &mut EnvReader, name: &str, default: &str) -> Url {
             Url::parse(default).unwrap_or_else(|_| unreachable!("defaults parse"))
         }
     }
-}
-
-fn parse_origins(env: &mut EnvReader, list: &str) -> Vec<String> {
-    let mut origins = Vec::new();
-    for item in list
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
-        match Url::parse(item) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => origins.push(origin_of(&url)),
-            _ => env.reject(
-                "ALLOWED_ORIGINS",
-                format!("`{item}` is not an origin such as https://app.example.com"),
-            ),
-        }
-    }
-    origins
 }
 
 fn parse_cidrs(env: &mut EnvReader, list: &str) -> Vec<IpNet> {

@@ -49,10 +49,11 @@ use url::Url;
 use crate::AppState;
 use crate::auth::session_origin;
 use crate::client_ip::ClientIp;
-use crate::config::{GoogleConfig, origin_of};
+use crate::config::GoogleConfig;
 use crate::error::{ApiError, PlainError};
 use crate::session::{self, hash_token, session_cookie};
 use crate::users::{self, NewUser};
+use platform::config::origin_of;
 
 const STATE_COOKIE: &str = "oauth_state";
 const STATE_TTL_MINUTES: i32 = 10;

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod readiness;
 pub mod request_logs;
 pub mod rpc;
+pub mod rpc_batch;
 pub mod session;
 pub mod session_cache;
 pub mod sync_token;
@@ -175,7 +176,7 @@ pub fn rpc_procedures() -> Vec<rpc::Procedure> {
 /// The service's routes (without the shared health and metrics routes): the sign-in
 /// endpoints under `/auth`, the user-app RPC under `/rpc`, CORS for the allowed origins.
 pub fn routes(state: AppState) -> Router {
-    let rpc = rpc_router()
+    let procedures = rpc_router()
         .into_router()
         // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
         .route(
@@ -183,6 +184,12 @@ pub fn routes(state: AppState) -> Router {
             axum::routing::any(|| async { ApiError::ProcedureNotFound }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
+    // A batch (`x-orpc-batch`) runs each of its calls through the same procedures.
+    let batch = rpc_batch::BatchDispatch::new(procedures.clone().with_state(state.clone()));
+    let rpc = procedures.layer(axum::middleware::from_fn_with_state(
+        batch,
+        rpc_batch::middleware,
+    ));
     Router::new()
         .merge(auth::http_routes())
         .merge(cron_jobs::routes())

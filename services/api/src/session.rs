@@ -170,7 +170,7 @@ fn check_origin(parts: &Parts, config: &Config) -> Result<(), ApiError> {
                 .get(REFERER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|referer| url::Url::parse(referer).ok())
-                .map(|url| crate::config::origin_of(&url))
+                .map(|url| platform::config::origin_of(&url))
         });
     match origin {
         Some(origin) if config.allowed_origins.contains(&origin) => Ok(()),

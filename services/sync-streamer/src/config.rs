@@ -53,6 +53,9 @@ pub struct SyncConfig {
     pub ring_capacity: usize,
     /// `SYNC_CATCHUP_CONCURRENCY`: catch-ups reading Postgres at once per replica (default 8).
     pub catchup_concurrency: usize,
+    /// `ALLOWED_ORIGINS`: the origins whose pages may open streams (CORS), comma-separated;
+    /// by default the origin of `APP_URL` (default `http://localhost:3000`), as the api.
+    pub allowed_origins: Vec<String>,
 }
 
 impl SyncConfig {
@@ -96,6 +99,7 @@ impl SyncConfig {
         let materializer_batch = positive(env, "SYNC_MATERIALIZER_BATCH", 1000) as usize;
         let ring_capacity = positive(env, "SYNC_RING_CAPACITY", 20_000) as usize;
         let catchup_concurrency = positive(env, "SYNC_CATCHUP_CONCURRENCY", 8) as usize;
+        let allowed_origins = read_allowed_origins(env);
         Self {
             token_secret,
             token_max_lifetime,
@@ -110,9 +114,34 @@ impl SyncConfig {
             materializer_batch,
             ring_capacity,
             catchup_concurrency,
+            allowed_origins,
         }
     }
 }
+
+/// `ALLOWED_ORIGINS`, else the origin of `APP_URL`: the same variables, and the same default,
+/// as the api's, so one setting serves both.
+fn read_allowed_origins(env: &mut EnvReader) -> Vec<String> {
+    if let Some(list) = env.optional::<String>("ALLOWED_ORIGINS") {
+        return platform::config::parse_origins(env, "ALLOWED_ORIGINS", &list);
+    }
+    let app_url: String = env.with_default("APP_URL", DEFAULT_APP_URL.to_owned());
+    match url::Url::parse(&app_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            vec![platform::config::origin_of(&url)]
+        }
+        _ => {
+            env.reject(
+                "APP_URL",
+                format!("`{app_url}` is not an absolute http(s) URL"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The web app's address in development (the api's default too).
+const DEFAULT_APP_URL: &str = "http://localhost:3000";
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -211,5 +240,34 @@ mod tests {
         assert_eq!(config.sync.heartbeat, Duration::from_secs(10));
         assert_eq!(config.sync.chunk_rows, 500);
         assert_eq!(config.sync.token_max_lifetime, Duration::from_secs(900));
+        assert_eq!(config.sync.allowed_origins, vec!["http://localhost:3000"]);
+    }
+
+    #[test]
+    fn allowed_origins_come_from_the_list_or_the_app_url() {
+        let listed = Config::read(EnvReader::from_map([(
+            "ALLOWED_ORIGINS",
+            "https://app.example.com, http://localhost:5173/",
+        )]))
+        .unwrap();
+        assert_eq!(
+            listed.sync.allowed_origins,
+            vec!["https://app.example.com", "http://localhost:5173"]
+        );
+        let from_app = Config::read(EnvReader::from_map([(
+            "APP_URL",
+            "https://journal.example.com/app",
+        )]))
+        .unwrap();
+        assert_eq!(
+            from_app.sync.allowed_origins,
+            vec!["https://journal.example.com"]
+        );
+        let bad = Config::read(EnvReader::from_map([(
+            "ALLOWED_ORIGINS",
+            "app.example.com",
+        )]))
+        .unwrap_err();
+        assert!(bad.names("ALLOWED_ORIGINS"));
     }
 }

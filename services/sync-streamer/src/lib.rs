@@ -4,6 +4,7 @@
 
 pub mod catchup;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod frames;
 pub mod hub;
@@ -163,7 +164,8 @@ impl Service {
     pub async fn serve(self) -> Result<(), Error> {
         let app = platform::http::service_router(
             SERVICE,
-            stream::routes(self.state.clone()),
+            stream::routes(self.state.clone())
+                .layer(cors::layer(&self.state.config.allowed_origins)),
             self.readiness,
         );
         let served =

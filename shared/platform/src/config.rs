@@ -4,9 +4,10 @@
 //! malformed variables and reports them together, each by name, so a misconfigured deployment
 //! is fixed in one pass rather than one restart per variable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -54,6 +55,30 @@ pub enum EnvSource {
 pub struct EnvReader {
     source: EnvSource,
     errors: Vec<VariableError>,
+    names_read: Option<NamesRead>,
+}
+
+/// The names of the variables a reader was asked for, whether set or not: what a service's
+/// configuration reads, so deployment manifests can be checked against it (a variable no
+/// service reads is a setting that silently does nothing).
+#[derive(Debug, Clone, Default)]
+pub struct NamesRead(Arc<Mutex<BTreeSet<String>>>);
+
+impl NamesRead {
+    pub fn names(&self) -> BTreeSet<String> {
+        match self.0.lock() {
+            Ok(names) => names.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn record(&self, name: &str) {
+        let mut names = match self.0.lock() {
+            Ok(names) => names,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        names.insert(name.to_owned());
+    }
 }
 
 impl EnvReader {
@@ -61,6 +86,7 @@ impl EnvReader {
         Self {
             source: EnvSource::Process,
             errors: Vec::new(),
+            names_read: None,
         }
     }
 
@@ -77,10 +103,20 @@ impl EnvReader {
         Self {
             source: EnvSource::Map(map),
             errors: Vec::new(),
+            names_read: None,
         }
     }
 
+    /// Also record the name of every variable asked for into `names_read`.
+    pub fn recording(mut self, names_read: &NamesRead) -> Self {
+        self.names_read = Some(names_read.clone());
+        self
+    }
+
     fn raw(&self, name: &str) -> Option<String> {
+        if let Some(names_read) = &self.names_read {
+            names_read.record(name);
+        }
         let value = match &self.source {
             EnvSource::Process => std::env::var(name).ok(),
             EnvSource::Map(map) => map.get(name).cloned(),
@@ -334,6 +370,31 @@ impl FromStr for Environment {
 /// `ENVIRONMENT`, default development.
 pub fn read_environment(env: &mut EnvReader) -> Environment {
     env.with_default("ENVIRONMENT", Environment::Development)
+}
+
+/// An origin as a browser sends it in `Origin`: `https://app.example.com`, no path.
+pub fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// A comma-separated list of origins (`ALLOWED_ORIGINS`), each an absolute http(s) URL reduced
+/// to its origin; anything else is rejected by name.
+pub fn parse_origins(env: &mut EnvReader, name: &str, list: &str) -> Vec<String> {
+    let mut origins = Vec::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        match url::Url::parse(item) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => origins.push(origin_of(&url)),
+            _ => env.reject(
+                name,
+                format!("`{item}` is not an origin such as https://app.example.com"),
+            ),
+        }
+    }
+    origins
 }
 
 /// `PORT` with the service's default port.
