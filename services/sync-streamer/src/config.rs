@@ -53,6 +53,12 @@ pub struct SyncConfig {
     pub ring_capacity: usize,
     /// `SYNC_CATCHUP_CONCURRENCY`: catch-ups reading Postgres at once per replica (default 8).
     pub catchup_concurrency: usize,
+    /// `SYNC_TAIL_READY_LAG_SECONDS`: `/readyz` fails while the oldest changeset the tail has
+    /// not taken has been in CHANGES longer than this (default 5).
+    pub tail_ready_lag: Duration,
+    /// `SYNC_TAIL_STALL_SECONDS`: a tail that took nothing for this long while CHANGES has
+    /// changesets after its position this old gets a new consumer (default 3).
+    pub tail_stall: Duration,
 }
 
 impl SyncConfig {
@@ -96,6 +102,8 @@ impl SyncConfig {
         let materializer_batch = positive(env, "SYNC_MATERIALIZER_BATCH", 1000) as usize;
         let ring_capacity = positive(env, "SYNC_RING_CAPACITY", 20_000) as usize;
         let catchup_concurrency = positive(env, "SYNC_CATCHUP_CONCURRENCY", 8) as usize;
+        let tail_ready_lag = Duration::from_secs(positive(env, "SYNC_TAIL_READY_LAG_SECONDS", 5));
+        let tail_stall = Duration::from_secs(positive(env, "SYNC_TAIL_STALL_SECONDS", 3));
         Self {
             token_secret,
             token_max_lifetime,
@@ -110,6 +118,8 @@ impl SyncConfig {
             materializer_batch,
             ring_capacity,
             catchup_concurrency,
+            tail_ready_lag,
+            tail_stall,
         }
     }
 }
