@@ -74,8 +74,7 @@ pub async fn run(
                 backoff.reset();
             }
             tracing::warn!(%error, "session.revoked listener failed; restarting");
-            if !pause_until_connected(&jetstream.client(), backoff.next_delay(), &shutdown).await
-            {
+            if !pause_until_connected(&jetstream.client(), backoff.next_delay(), &shutdown).await {
                 break;
             }
         }

@@ -734,9 +734,11 @@ impl Frames {
     }
 
     fn caught_up(&self) -> bool {
-        self.events.lock().unwrap().iter().any(|(_, event)| {
-            event.data["type"] == "delta" && event.data["isLastChunk"] == true
-        })
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, event)| event.data["type"] == "delta" && event.data["isLastChunk"] == true)
     }
 
     /// When the `change` frame carrying row `row_id` arrived.
@@ -843,8 +845,9 @@ async fn watermark(pool: &sqlx::PgPool) -> u64 {
 }
 
 fn session_of(token: &str) -> uuid::Uuid {
-    let key =
-        sync_protocol::TokenKey::new(secrecy::SecretString::from(sync_protocol::DEVELOPMENT_SECRET));
+    let key = sync_protocol::TokenKey::new(secrecy::SecretString::from(
+        sync_protocol::DEVELOPMENT_SECRET,
+    ));
     key.verify(token, chrono::Utc::now().timestamp_millis())
         .expect("the api's sync token verifies")
         .session_id
@@ -906,7 +909,8 @@ async fn live_sync_is_back_within_two_seconds_of_nats() {
             .await
             .and_then(|_| ada_frames.change_of(&row_id))
             .map(|at| at - back);
-        let materialized = first_true_after(back, || async { watermark(&api.pool).await >= seq }).await;
+        let materialized =
+            first_true_after(back, || async { watermark(&api.pool).await >= seq }).await;
         println!(
             "outage {outage} ({down_for:?}): ready after {ready:?}, change frame after \
              {framed:?}, materialized after {materialized:?}"
@@ -930,7 +934,10 @@ async fn live_sync_is_back_within_two_seconds_of_nats() {
                 .await
                 .and_then(|_| bob_frames.closed());
             let (at, reason) = closed.expect("bob's stream was never closed");
-            assert_eq!(reason, "\"session_revoked\"", "bob's stream closed for another reason");
+            assert_eq!(
+                reason, "\"session_revoked\"",
+                "bob's stream closed for another reason"
+            );
             assert!(
                 at - back <= AFTER_NATS,
                 "the revoked session's stream closed {:?} after NATS was back (bound {AFTER_NATS:?})",
@@ -941,7 +948,10 @@ async fn live_sync_is_back_within_two_seconds_of_nats() {
         }
     }
     assert_eq!(ada_frames.closed(), None, "ada's stream closed");
-    assert!(streamer.is_running(), "the streamer or one of its tasks exited");
+    assert!(
+        streamer.is_running(),
+        "the streamer or one of its tasks exited"
+    );
     drop((ada_frames, bob_frames));
     streamer.stop().await;
     api.stop().await;
@@ -974,7 +984,11 @@ async fn readyz_fails_while_the_tail_is_behind_the_stream_head() {
         streamer.hub.wait_for(first, WAIT).await,
         "the tail never took the first changeset"
     );
-    assert_eq!(readyz(&streamer).await.0, 200, "ready while the tail is at the head");
+    assert_eq!(
+        readyz(&streamer).await.0,
+        200,
+        "ready while the tail is at the head"
+    );
 
     // The tail stops (as a consumer that delivers nothing would); changesets keep coming.
     streamer.tail.abort();
@@ -989,8 +1003,14 @@ async fn readyz_fails_while_the_tail_is_behind_the_stream_head() {
     let (status, body) = readyz(&streamer).await;
     assert!(unready, "/readyz with the tail behind: {status} {body}");
     let report: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(report["checks"]["nats"], "ok", "only the tail is unready: {body}");
-    assert_eq!(report["checks"]["postgres"], "ok", "only the tail is unready: {body}");
+    assert_eq!(
+        report["checks"]["nats"], "ok",
+        "only the tail is unready: {body}"
+    );
+    assert_eq!(
+        report["checks"]["postgres"], "ok",
+        "only the tail is unready: {body}"
+    );
 
     let metrics = get(&format!("{}/metrics", streamer.base_url)).await.1;
     let gauge = |name: &str| -> f64 {
@@ -1024,7 +1044,13 @@ async fn the_read_model_is_back_within_a_second_of_postgres() {
     let frames = Frames::open(&streamer.base_url, &sync_token(&api, &ada).await).await;
     let scope = format!("user.{}", ada.user_id);
     let nats_url = test_support::nats_url();
-    let before = publish_change(&nats_url, &api.namespace, &scope, &uuid::Uuid::new_v4().to_string()).await;
+    let before = publish_change(
+        &nats_url,
+        &api.namespace,
+        &scope,
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .await;
     assert!(
         eventually(WAIT, || async { watermark(&api.pool).await >= before }).await,
         "the read model never applied the first changeset"
@@ -1037,12 +1063,15 @@ async fn the_read_model_is_back_within_a_second_of_postgres() {
         let back = Instant::now();
         let row_id = uuid::Uuid::new_v4().to_string();
         let seq = publish_change(&nats_url, &api.namespace, &scope, &row_id).await;
-        let materialized = first_true_after(back, || async { watermark(&api.pool).await >= seq }).await;
+        let materialized =
+            first_true_after(back, || async { watermark(&api.pool).await >= seq }).await;
         let framed = first_true_after(back, || async { frames.change_of(&row_id).is_some() })
             .await
             .and_then(|_| frames.change_of(&row_id))
             .map(|at| at - back);
-        println!("outage {outage}: materialized after {materialized:?}, change frame after {framed:?}");
+        println!(
+            "outage {outage}: materialized after {materialized:?}, change frame after {framed:?}"
+        );
         assert!(
             framed.is_some_and(|after| after <= AFTER_POSTGRES),
             "outage {outage}: the change frame came {framed:?} after Postgres was back"
