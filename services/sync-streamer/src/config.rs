@@ -56,6 +56,12 @@ pub struct SyncConfig {
     /// `ALLOWED_ORIGINS`: the origins whose pages may open streams (CORS), comma-separated;
     /// by default the origin of `APP_URL` (default `http://localhost:3000`), as the api.
     pub allowed_origins: Vec<String>,
+    /// `SYNC_TAIL_READY_LAG_SECONDS`: `/readyz` fails while the oldest changeset the tail has
+    /// not taken has been in CHANGES longer than this (default 5).
+    pub tail_ready_lag: Duration,
+    /// `SYNC_TAIL_STALL_SECONDS`: a tail that took nothing for this long while CHANGES has
+    /// changesets after its position this old gets a new consumer (default 3).
+    pub tail_stall: Duration,
 }
 
 impl SyncConfig {
@@ -100,6 +106,8 @@ impl SyncConfig {
         let ring_capacity = positive(env, "SYNC_RING_CAPACITY", 20_000) as usize;
         let catchup_concurrency = positive(env, "SYNC_CATCHUP_CONCURRENCY", 8) as usize;
         let allowed_origins = read_allowed_origins(env);
+        let tail_ready_lag = Duration::from_secs(positive(env, "SYNC_TAIL_READY_LAG_SECONDS", 5));
+        let tail_stall = Duration::from_secs(positive(env, "SYNC_TAIL_STALL_SECONDS", 3));
         Self {
             token_secret,
             token_max_lifetime,
@@ -115,6 +123,8 @@ impl SyncConfig {
             ring_capacity,
             catchup_concurrency,
             allowed_origins,
+            tail_ready_lag,
+            tail_stall,
         }
     }
 }

@@ -8,13 +8,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::frames::{CloseReason, LiveChangeset};
 
 /// What a client's queue hands its stream next.
@@ -29,6 +30,10 @@ struct QueueState {
     items: VecDeque<Arc<LiveChangeset>>,
     bytes: usize,
     closed: Option<CloseReason>,
+    /// When the oldest changeset in `items` arrived.
+    waiting_since: Option<Instant>,
+    /// When the oldest changeset the stream took and has not finished sending arrived.
+    sending_since: Option<Instant>,
 }
 
 /// One client's buffer of live changesets, bounded in bytes.
@@ -59,10 +64,14 @@ impl ClientQueue {
             // Too slow: drop what waits (the client resumes from its cursor) and close.
             state.items.clear();
             state.bytes = 0;
+            state.waiting_since = None;
             state.closed = Some(CloseReason::SlowClient);
             metrics::counter!("sync_slow_client_disconnects_total").increment(1);
         } else {
             state.bytes += changeset.bytes;
+            if state.items.is_empty() {
+                state.waiting_since = Some(Instant::now());
+            }
             state.items.push_back(Arc::clone(changeset));
         }
         drop(state);
@@ -89,7 +98,24 @@ impl ClientQueue {
             return None;
         }
         state.bytes = 0;
+        let taken_since = state.waiting_since.take();
+        state.sending_since = state.sending_since.or(taken_since);
         Some(Next::Changesets(state.items.drain(..).collect()))
+    }
+
+    /// The stream has written everything it took with [`try_next`](Self::try_next) or
+    /// [`next`](Self::next).
+    pub fn sent(&self) {
+        self.lock().sending_since = None;
+    }
+
+    /// When the oldest changeset this client has not been sent yet arrived.
+    fn oldest_unsent(&self) -> Option<Instant> {
+        let state = self.lock();
+        match (state.sending_since, state.waiting_since) {
+            (Some(sending), Some(waiting)) => Some(sending.min(waiting)),
+            (sending, waiting) => sending.or(waiting),
+        }
     }
 
     /// Wait for changesets or a close.
@@ -129,6 +155,8 @@ struct HubInner {
     positioned: AtomicBool,
     /// Wakes waiters for a position (tests, materializer waits).
     advanced: Notify,
+    /// Tells the tail to replace its consumer (the lag monitor found it stalled).
+    stalled: Notify,
 }
 
 /// A client's registration; dropping it unregisters the client.
@@ -161,6 +189,7 @@ impl Hub {
                 tailing: AtomicBool::new(false),
                 positioned: AtomicBool::new(false),
                 advanced: Notify::new(),
+                stalled: Notify::new(),
             }),
         }
     }
@@ -192,6 +221,27 @@ impl Hub {
     /// Open streams on this replica.
     pub fn client_count(&self) -> usize {
         self.lock().clients.len()
+    }
+
+    /// How long the oldest changeset that reached this replica's hub and is not yet written
+    /// to its client has waited, over all open streams (zero when none waits).
+    pub fn oldest_unsent_age(&self) -> Duration {
+        let queues: Vec<Arc<ClientQueue>> = self
+            .lock()
+            .clients
+            .values()
+            .map(|(queue, _)| Arc::clone(queue))
+            .collect();
+        queues
+            .iter()
+            .filter_map(|queue| queue.oldest_unsent())
+            .min()
+            .map_or(Duration::ZERO, |oldest| oldest.elapsed())
+    }
+
+    /// Make the tail replace its consumer and resume after its position.
+    pub(crate) fn restart_tail(&self) {
+        self.inner.stalled.notify_waiters();
     }
 
     /// Register a client for `scopes`, unless the user already has `max_per_user` streams.
@@ -350,15 +400,15 @@ impl Hub {
     }
 }
 
-/// Tail CHANGES from its end into the hub until `shutdown`; restarts after errors.
+/// Tail CHANGES from its end into the hub until `shutdown`; restarts after errors, when the
+/// connection is replaced, and when the lag monitor finds it stalled.
 pub async fn run_tail(
     hub: Hub,
     jetstream: jetstream::Context,
     stream_name: String,
     shutdown: CancellationToken,
 ) {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let mut ran = false;
         match tail_once(&hub, &jetstream, &stream_name, &shutdown, &mut ran).await {
@@ -367,14 +417,13 @@ pub async fn run_tail(
                 hub.inner.tailing.store(false, Ordering::Relaxed);
                 // A tail that ran (then lost its connection) restarts at once.
                 if ran {
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                 }
                 tracing::warn!(%error, "CHANGES tail failed; restarting");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
+                let delay = backoff.next_delay();
+                if !pause_until_connected(&jetstream.client(), delay, &shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -389,19 +438,33 @@ async fn tail_once(
     ran: &mut bool,
 ) -> Result<(), String> {
     let connection = ConnectionWatch::new(jetstream.client());
-    let stream = jetstream
-        .get_stream(stream_name)
-        .await
-        .map_err(|error| error.to_string())?;
-    let start = if !hub.has_position() {
-        // First start: from the stream's end (older changesets are in the read model).
-        let info = stream.get_info().await.map_err(|error| error.to_string())?;
-        hub.advance_to(info.state.last_sequence);
-        info.state.last_sequence + 1
-    } else {
-        hub.position() + 1
+    // A restart requested before this consumer exists is already served by it.
+    let stalled = hub.inner.stalled.notified();
+    tokio::pin!(stalled);
+    stalled.as_mut().enable();
+    let setup = async {
+        let stream = jetstream
+            .get_stream(stream_name)
+            .await
+            .map_err(|error| error.to_string())?;
+        let start = if !hub.has_position() {
+            // First start: from the stream's end (older changesets are in the read model).
+            let info = stream.get_info().await.map_err(|error| error.to_string())?;
+            hub.advance_to(info.state.last_sequence);
+            info.state.last_sequence + 1
+        } else {
+            hub.position() + 1
+        };
+        ordered_from(&stream, start)
+            .await
+            .map(|messages| (messages, start))
     };
-    let mut messages = ordered_from(&stream, start).await?;
+    // A request sent as the connection drops would wait out its whole timeout.
+    let (mut messages, start) = tokio::select! {
+        consumer = setup => consumer?,
+        () = connection.lost() => return Err("the NATS connection was lost while creating the consumer".to_owned()),
+        () = shutdown.cancelled() => return Ok(()),
+    };
     hub.inner.positioned.store(true, Ordering::Relaxed);
     hub.inner.tailing.store(true, Ordering::Relaxed);
     *ran = true;
@@ -410,13 +473,15 @@ async fn tail_once(
         let message = tokio::select! {
             message = messages.next() => message,
             () = shutdown.cancelled() => return Ok(()),
+            () = &mut stalled => {
+                return Err(format!(
+                    "no progress past {} while the stream head is ahead; a new consumer resumes after it",
+                    hub.position()
+                ));
+            }
             () = connection.lost() => {
                 // Not tailing until a new consumer runs (readiness says so meanwhile).
                 hub.inner.tailing.store(false, Ordering::Relaxed);
-                tokio::select! {
-                    () = connection.back() => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
                 return Err(format!(
                     "the NATS connection was lost (tailed up to {}); a new consumer resumes after it",
                     hub.position()
@@ -437,58 +502,6 @@ async fn tail_once(
                 tracing::warn!(seq, %error, "skipping a CHANGES message that is not a changeset");
                 hub.advance_to(seq);
             }
-        }
-    }
-}
-
-/// Tells a consumer that the NATS connection it was created on is gone.
-///
-/// An ordered consumer is an in-memory ephemeral consumer on the server: a restarted server
-/// has lost it, and async-nats finds out only after five `consumer info` attempts with
-/// back-off (about 15 s) before the message stream fails — or, after a long outage, through
-/// missed heartbeats and its own re-creation retries. Meanwhile nothing is delivered. A tail
-/// that watches its connection instead restarts its consumer from its own position as soon as
-/// the connection is back.
-pub struct ConnectionWatch {
-    client: async_nats::Client,
-    /// (server id, client id) of the connection when the watch started: a reconnection, even
-    /// one between two polls, changes the client id; a restarted server, the server id.
-    identity: (String, u64),
-}
-
-impl ConnectionWatch {
-    const POLL: Duration = Duration::from_millis(100);
-
-    /// Watch the client's current connection. Start it before creating the consumer: a
-    /// reconnection in between then restarts the consumer once more, never too few times.
-    pub fn new(client: async_nats::Client) -> Self {
-        let identity = Self::identity(&client);
-        Self { client, identity }
-    }
-
-    fn identity(client: &async_nats::Client) -> (String, u64) {
-        let info = client.server_info();
-        (info.server_id, info.client_id)
-    }
-
-    fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    /// Resolves once the watched connection is down or replaced.
-    pub async fn lost(&self) {
-        loop {
-            if !self.connected() || Self::identity(&self.client) != self.identity {
-                return;
-            }
-            tokio::time::sleep(Self::POLL).await;
-        }
-    }
-
-    /// Resolves once the client is connected (again).
-    pub async fn back(&self) {
-        while !self.connected() {
-            tokio::time::sleep(Self::POLL).await;
         }
     }
 }

@@ -4,10 +4,12 @@
 
 pub mod catchup;
 pub mod config;
+pub mod connection;
 pub mod cors;
 pub mod error;
 pub mod frames;
 pub mod hub;
+pub mod lag;
 pub mod materializer;
 pub mod revocation;
 pub mod stream;
@@ -51,23 +53,47 @@ pub struct Service {
     shutdown: CancellationToken,
     grace: std::time::Duration,
     background: Vec<JoinHandle<()>>,
+    tail: tokio::task::AbortHandle,
 }
 
-/// `/readyz` fails until the replica tails CHANGES.
-struct TailCheck(Hub);
+/// `/readyz` fails unless a consumer tails CHANGES and the tail is within `max_lag` of the
+/// stream's head (a consumer that exists but delivers nothing is not enough).
+struct TailCheck {
+    hub: Hub,
+    jetstream: async_nats::jetstream::Context,
+    stream_name: String,
+    max_lag: std::time::Duration,
+}
 
 impl ReadinessCheck for TailCheck {
     fn name(&self) -> &str {
         "changes_tail"
     }
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        let tailing = self.0.is_tailing();
         Box::pin(async move {
-            if tailing {
-                Ok(())
-            } else {
-                Err("not tailing CHANGES".to_owned())
+            if !self.hub.is_tailing() {
+                return Err("not tailing CHANGES".to_owned());
             }
+            if self.jetstream.client().connection_state()
+                != async_nats::connection::State::Connected
+            {
+                return Err("not tailing CHANGES (NATS disconnected)".to_owned());
+            }
+            let position = self.hub.position();
+            let lag = lag::measure(&self.jetstream, &self.stream_name, position)
+                .await
+                .map_err(|error| format!("cannot see the head of CHANGES: {error}"))?;
+            if lag.age > self.max_lag {
+                return Err(format!(
+                    "the tail is {} changesets and {:.1} s behind the head of CHANGES \
+                     (at {position}, head {}; ready within {} s)",
+                    lag.messages,
+                    lag.age.as_secs_f64(),
+                    lag.head,
+                    self.max_lag.as_secs_f64()
+                ));
+            }
+            Ok(())
         })
     }
 }
@@ -78,7 +104,7 @@ impl Service {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
+        let infra = connect(&config).await?;
         let bus = Bus::start(
             infra.jetstream.clone(),
             &config.common.bus_namespace,
@@ -101,12 +127,22 @@ impl Service {
             leadership: leadership.clone(),
             replica_id: Uuid::new_v4(),
         };
+        let tail = tokio::spawn(hub::run_tail(
+            hub.clone(),
+            infra.jetstream.clone(),
+            changes_stream.clone(),
+            shutdown.clone(),
+        ));
+        let tail_abort = tail.abort_handle();
         let background = vec![
             tokio::spawn(materializer.run(shutdown.clone())),
-            tokio::spawn(hub::run_tail(
+            tail,
+            tokio::spawn(lag::run_monitor(
                 hub.clone(),
                 infra.jetstream.clone(),
                 changes_stream.clone(),
+                infra.db.clone(),
+                sync.tail_stall,
                 shutdown.clone(),
             )),
             tokio::spawn(revocation::run(
@@ -118,7 +154,12 @@ impl Service {
                 shutdown.clone(),
             )),
         ];
-        let readiness = infra.readiness().with_check(TailCheck(hub.clone()));
+        let readiness = infra.readiness().with_check(TailCheck {
+            hub: hub.clone(),
+            jetstream: infra.jetstream.clone(),
+            stream_name: changes_stream.clone(),
+            max_lag: sync.tail_ready_lag,
+        });
         let state = StreamState {
             db: infra.db.clone(),
             jetstream: infra.jetstream.clone(),
@@ -139,6 +180,7 @@ impl Service {
             shutdown,
             grace: config.common.shutdown_grace,
             background,
+            tail: tail_abort,
         })
     }
 
@@ -153,6 +195,11 @@ impl Service {
             .iter()
             .map(JoinHandle::abort_handle)
             .collect()
+    }
+
+    /// The CHANGES tail's task alone (tests simulate a tail that stopped taking changesets).
+    pub fn tail_abort_handle(&self) -> tokio::task::AbortHandle {
+        self.tail.clone()
     }
 
     pub fn hub(&self) -> Hub {
@@ -177,6 +224,30 @@ impl Service {
         served?;
         Ok(())
     }
+}
+
+/// Postgres as `Infra::start` opens it; NATS with the streamer's reconnect delay cap (see
+/// [`connection`]: the platform's client waits up to 4 s between reconnect attempts, longer
+/// than live sync may stay silent after NATS returns).
+async fn connect(config: &Config) -> Result<Infra, Error> {
+    let common = &config.common;
+    let db = platform::db::connect_and_migrate(
+        &common.database_url,
+        SCHEMA,
+        common.database_max_connections,
+        &MIGRATOR,
+    )
+    .await?;
+    tracing::info!(schema = SCHEMA, "postgres connected and schema migrated");
+    let nats = connection::connect(&common.nats_url, SERVICE)
+        .await
+        .map_err(Error::Nats)?;
+    tracing::info!("nats connected");
+    Ok(Infra {
+        db,
+        jetstream: async_nats::jetstream::new(nats.clone()),
+        nats,
+    })
 }
 
 /// Run the service on `listener` until `shutdown` is cancelled.

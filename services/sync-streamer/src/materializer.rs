@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::frames::LiveChangeset;
-use crate::hub::{ConnectionWatch, ordered_from};
+use crate::hub::ordered_from;
 
 const LEASE_NAME: &str = "materializer";
+/// The longest one lease attempt may take while recovering from a failure.
+const RECOVERY_ATTEMPT: Duration = Duration::from_millis(400);
 
 /// (scope, table, row id).
 type RowKey<'a> = (&'a str, &'a str, &'a str);
@@ -67,26 +70,61 @@ enum LeadError {
 
 impl Materializer {
     /// Compete for the lease and materialize while holding it, until `shutdown`.
+    ///
+    /// After a failure (Postgres or NATS away) it retries with a short bounded back-off, each
+    /// lease attempt cut short at [`RECOVERY_ATTEMPT`]: a pool acquire left to itself retries
+    /// its connection at up to 1 s intervals, so the read model would resume up to a second
+    /// after Postgres did.
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = self.lease / 3;
+        let mut backoff = Backoff::default();
+        let mut failures: u32 = 0;
         while !shutdown.is_cancelled() {
-            match self.try_acquire().await {
+            let attempt = if failures == 0 {
+                self.try_acquire().await.map_err(|error| error.to_string())
+            } else {
+                tokio::time::timeout(RECOVERY_ATTEMPT, self.try_acquire())
+                    .await
+                    .map_err(|_| "Postgres did not answer".to_owned())
+                    .and_then(|acquired| acquired.map_err(|error| error.to_string()))
+            };
+            let failure = match attempt {
                 Ok(true) => {
-                    tracing::info!(replica = %self.replica_id, "materializer lease acquired");
+                    if failures == 0 {
+                        tracing::info!(replica = %self.replica_id, "materializer lease acquired");
+                    }
                     self.leadership.set(true);
                     let result = self.lead(&shutdown).await;
                     self.leadership.set(false);
-                    match result {
-                        Ok(()) => {}
-                        Err(error) => tracing::warn!(%error, "materializer stopped leading"),
-                    }
+                    result
+                        .err()
+                        .map(|error| format!("materializer stopped leading: {error}"))
                 }
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "materializer lease check failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(poll) => {}
-                () = shutdown.cancelled() => break,
+                Ok(false) => None,
+                Err(error) => Some(format!("materializer lease check failed: {error}")),
+            };
+            let delay = match failure {
+                None => {
+                    if failures > 0 {
+                        tracing::info!(failures, "materializer recovered");
+                    }
+                    failures = 0;
+                    backoff.reset();
+                    poll
+                }
+                Some(error) => {
+                    // One warning per outage, not four a second.
+                    if failures == 0 {
+                        tracing::warn!(%error, "materializer failed; retrying");
+                    } else {
+                        tracing::debug!(%error, failures, "materializer still failing");
+                    }
+                    failures = failures.saturating_add(1);
+                    backoff.next_delay()
+                }
+            };
+            if !pause_until_connected(&self.jetstream.client(), delay, &shutdown).await {
+                break;
             }
         }
         // Hand over at once instead of making the next leader wait out the lease.
@@ -137,29 +175,43 @@ impl Materializer {
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), LeadError> {
+        // One connection for the whole term: no wait for a pooled one between batches, and
+        // when Postgres goes away the next statement fails at once (a pool acquire would keep
+        // retrying its connection, backing off to 1 s) and `run` recovers on its short back-off.
+        let mut conn = self.db.acquire().await?;
         sqlx::query(
             "INSERT INTO materializer_state (singleton) VALUES (true) ON CONFLICT DO NOTHING",
         )
-        .execute(&self.db)
+        .execute(&mut *conn)
         .await?;
         let mut watermark: i64 = sqlx::query_scalar("SELECT watermark FROM materializer_state")
-            .fetch_one(&self.db)
+            .fetch_one(&mut *conn)
             .await?;
         let connection = ConnectionWatch::new(self.jetstream.client());
-        let stream = self
-            .jetstream
-            .get_stream(&self.stream_name)
-            .await
-            .map_err(|error| LeadError::Nats(error.to_string()))?;
-        let mut messages = ordered_from(&stream, watermark as u64 + 1)
-            .await
-            .map_err(LeadError::Nats)?;
+        let setup = async {
+            let stream = self
+                .jetstream
+                .get_stream(&self.stream_name)
+                .await
+                .map_err(|error| LeadError::Nats(error.to_string()))?;
+            ordered_from(&stream, watermark as u64 + 1)
+                .await
+                .map_err(LeadError::Nats)
+        };
+        // A request sent as the connection drops would wait out its whole timeout.
+        let mut messages = tokio::select! {
+            messages = setup => messages?,
+            () = connection.lost() => {
+                return Err(LeadError::Nats("the NATS connection was lost while creating the consumer".to_owned()));
+            }
+            () = shutdown.cancelled() => return Ok(()),
+        };
         let renew_every = self.lease / 3;
         let mut last_renewal = Instant::now();
         let mut last_purge: Option<Instant> = None;
         loop {
             if last_purge.is_none_or(|at| at.elapsed() >= self.purge_interval) {
-                self.purge().await?;
+                self.purge(&mut conn).await?;
                 last_purge = Some(Instant::now());
             }
             // Wait for the first message at most until the next renewal is due.
@@ -196,12 +248,12 @@ impl Materializer {
                 pending = futures::FutureExt::now_or_never(messages.next());
             }
             if last_seq == watermark as u64 {
-                let mut conn = self.db.acquire().await?;
                 self.renew(&mut conn).await?;
                 last_renewal = Instant::now();
                 continue;
             }
-            self.apply(&batch, watermark, last_seq as i64).await?;
+            self.apply(&mut conn, &batch, watermark, last_seq as i64)
+                .await?;
             metrics::counter!("sync_materialized_changesets_total").increment(batch.len() as u64);
             metrics::gauge!("sync_materializer_watermark").set(last_seq as f64);
             watermark = last_seq as i64;
@@ -212,6 +264,7 @@ impl Materializer {
     /// One batch in one transaction: renew the lease, check the watermark, upsert, advance.
     async fn apply(
         &self,
+        conn: &mut sqlx::PgConnection,
         batch: &[LiveChangeset],
         from_watermark: i64,
         to_watermark: i64,
@@ -258,7 +311,7 @@ impl Materializer {
             deleted.push(is_deleted);
             data.push(json);
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = conn.begin().await?;
         self.renew(&mut tx).await?;
         let current: i64 =
             sqlx::query_scalar("SELECT watermark FROM materializer_state FOR UPDATE")
@@ -296,9 +349,9 @@ impl Materializer {
 
     /// Delete tombstones older than the retention and raise the horizon past them: a cursor
     /// below the horizon may have missed a deletion and gets a `reset`.
-    async fn purge(&self) -> Result<(), LeadError> {
+    async fn purge(&self, conn: &mut sqlx::PgConnection) -> Result<(), LeadError> {
         let retention_ms = i64::try_from(self.tombstone_retention.as_millis()).unwrap_or(i64::MAX);
-        let mut tx = self.db.begin().await?;
+        let mut tx = conn.begin().await?;
         self.renew(&mut tx).await?;
         let purged: Option<i64> = sqlx::query_scalar(
             "WITH purged AS (

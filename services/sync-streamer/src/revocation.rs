@@ -16,8 +16,9 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::frames::CloseReason;
-use crate::hub::{ConnectionWatch, Hub};
+use crate::hub::Hub;
 
 /// How far back revocations are remembered (longer than any sync token lives).
 pub const LOOKBACK: Duration = Duration::from_secs(3600);
@@ -55,7 +56,9 @@ pub async fn run(
     hub: Hub,
     shutdown: CancellationToken,
 ) {
+    let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
+        let mut ran = false;
         if let Err(error) = follow(
             &jetstream,
             &events_stream,
@@ -63,13 +66,16 @@ pub async fn run(
             &revoked,
             &hub,
             &shutdown,
+            &mut ran,
         )
         .await
         {
+            if ran {
+                backoff.reset();
+            }
             tracing::warn!(%error, "session.revoked listener failed; restarting");
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = shutdown.cancelled() => break,
+            if !pause_until_connected(&jetstream.client(), backoff.next_delay(), &shutdown).await {
+                break;
             }
         }
     }
@@ -82,36 +88,40 @@ async fn follow(
     revoked: &RevokedSessions,
     hub: &Hub,
     shutdown: &CancellationToken,
+    ran: &mut bool,
 ) -> Result<(), String> {
     let connection = ConnectionWatch::new(jetstream.client());
-    let stream = jetstream
-        .get_stream(events_stream)
-        .await
-        .map_err(|error| error.to_string())?;
-    let start_time = time::OffsetDateTime::now_utc() - LOOKBACK;
-    let mut messages = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject.to_owned(),
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?
-        .messages()
-        .await
-        .map_err(|error| error.to_string())?;
+    let setup = async {
+        let stream = jetstream
+            .get_stream(events_stream)
+            .await
+            .map_err(|error| error.to_string())?;
+        let start_time = time::OffsetDateTime::now_utc() - LOOKBACK;
+        stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| error.to_string())?
+            .messages()
+            .await
+            .map_err(|error| error.to_string())
+    };
+    // A request sent as the connection drops would wait out its whole timeout.
+    let mut messages = tokio::select! {
+        messages = setup => messages?,
+        () = connection.lost() => return Err("the NATS connection was lost while creating the consumer".to_owned()),
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    *ran = true;
     loop {
         let message = tokio::select! {
             message = messages.next() => message,
             () = shutdown.cancelled() => return Ok(()),
             // Its consumer may be gone with the connection (see `ConnectionWatch`).
-            () = connection.lost() => {
-                tokio::select! {
-                    () = connection.back() => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-                return Err("the NATS connection was lost".to_owned());
-            }
+            () = connection.lost() => return Err("the NATS connection was lost".to_owned()),
         };
         let message = message
             .ok_or("the consumer ended")?

@@ -641,6 +641,7 @@ impl Connection {
                                 return Ok(());
                             }
                         }
+                        queue.sent();
                     }
                     Next::Closed(reason) => return self.close(reason).await,
                 },

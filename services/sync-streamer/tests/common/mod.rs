@@ -26,6 +26,8 @@ pub struct Streamer {
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), sync_streamer::Error>>,
     background: Vec<tokio::task::AbortHandle>,
+    /// The CHANGES tail's task (also in `background`).
+    pub tail: tokio::task::AbortHandle,
 }
 
 impl Streamer {
@@ -43,6 +45,7 @@ impl Streamer {
         let leadership = service.leadership();
         let hub = service.hub();
         let background = service.abort_handles();
+        let tail = service.tail_abort_handle();
         let handle = tokio::spawn(service.serve());
         let ready = test_support::eventually(Duration::from_secs(30), || {
             let url = format!("{base_url}/readyz");
@@ -57,6 +60,7 @@ impl Streamer {
             shutdown,
             handle,
             background,
+            tail,
         }
     }
 

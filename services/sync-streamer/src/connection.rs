@@ -1,0 +1,167 @@
+//! The streamer's NATS connection and how its consumers get back on it quickly.
+//!
+//! After a NATS restart three things decided how long live sync stayed silent:
+//! - the client's reconnect delay: async-nats waits up to 4 s between attempts once an outage
+//!   lasted a few seconds, so the connection itself came back up to 4 s after the server did;
+//! - the consumers' retry back-off, which grew to 5 s (tail) or was a fixed 1 s (revocation,
+//!   materializer);
+//! - the ordered consumers' idle heartbeat (15 s in async-nats): a consumer the restarted
+//!   server no longer has is noticed only after it, unless its connection is watched.
+//!
+//! So the streamer connects with a reconnect delay capped at [`RECONNECT_DELAY_CAP`], every
+//! consumer watches its connection ([`ConnectionWatch`]) and retries with [`Backoff`] (capped
+//! at [`Backoff::CAP`]).
+
+use std::time::Duration;
+
+/// The longest the client waits between two reconnect attempts.
+pub const RECONNECT_DELAY_CAP: Duration = Duration::from_millis(250);
+
+/// Connect to NATS like `platform::nats::connect` does, with the reconnect delay capped.
+pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        .connect(url)
+        .await
+        // The error names the address, never credentials (they are not part of it).
+        .map_err(|error| format!("could not connect to NATS (NATS_URL): {error}"))
+}
+
+/// No wait for the first attempt, then 10 ms doubling up to [`RECONNECT_DELAY_CAP`]: a server
+/// that is back is found within the cap, and a server that stays away gets four attempts a
+/// second (each a refused TCP connect, cheap on both sides).
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(8);
+    Duration::from_millis(10u64 << exponent).min(RECONNECT_DELAY_CAP)
+}
+
+/// Retry delays for a consumer that failed: short and bounded, since each retry is one cheap
+/// JetStream request and the bound is what decides how soon live frames flow again.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(50);
+    pub const CAP: Duration = Duration::from_millis(250);
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        delay
+    }
+
+    /// After a success (a consumer that ran): the next failure retries at once.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Tells a consumer that the NATS connection it was created on is gone.
+///
+/// An ordered consumer is an in-memory ephemeral consumer on the server: a restarted server
+/// has lost it, and async-nats finds out only after a missed idle heartbeat (15 s) and five
+/// `consumer info` attempts with back-off. Meanwhile nothing is delivered. A consumer that
+/// watches its connection instead restarts from its own position as soon as the connection
+/// is back.
+pub struct ConnectionWatch {
+    client: async_nats::Client,
+    /// (server id, client id) of the connection when the watch started: a reconnection, even
+    /// one between two polls, changes the client id; a restarted server, the server id.
+    identity: (String, u64),
+}
+
+impl ConnectionWatch {
+    const POLL: Duration = Duration::from_millis(50);
+
+    /// Watch the client's current connection. Start it before creating the consumer: a
+    /// reconnection in between then restarts the consumer once more, never too few times.
+    pub fn new(client: async_nats::Client) -> Self {
+        let identity = Self::identity(&client);
+        Self { client, identity }
+    }
+
+    fn identity(client: &async_nats::Client) -> (String, u64) {
+        let info = client.server_info();
+        (info.server_id, info.client_id)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Resolves once the watched connection is down or replaced.
+    pub async fn lost(&self) {
+        loop {
+            if !self.connected() || Self::identity(&self.client) != self.identity {
+                return;
+            }
+            tokio::time::sleep(Self::POLL).await;
+        }
+    }
+
+    /// Resolves once the client is connected (again).
+    pub async fn back(&self) {
+        while !self.connected() {
+            tokio::time::sleep(Self::POLL).await;
+        }
+    }
+}
+
+/// Wait for `delay`, then for the client to be connected; `false` if `shutdown` came first.
+/// (A JetStream request made while disconnected waits out its whole timeout.)
+pub async fn pause_until_connected(
+    client: &async_nats::Client,
+    delay: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let watch = ConnectionWatch::new(client.clone());
+    tokio::select! {
+        () = async {
+            tokio::time::sleep(delay).await;
+            watch.back().await;
+        } => true,
+        () = shutdown.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_stay_under_the_cap() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(10));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(20));
+        for attempts in [10, 100, usize::MAX] {
+            assert_eq!(reconnect_delay(attempts), RECONNECT_DELAY_CAP);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
+        assert_eq!(
+            delays,
+            [50, 100, 200, 250, 250].map(Duration::from_millis).to_vec()
+        );
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Backoff::FIRST);
+    }
+}
