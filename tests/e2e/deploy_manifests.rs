@@ -3,7 +3,7 @@
 //! typed structs (only the fields checked here) and checked against the five binaries' names
 //! and ports. When `docker-compose` is installed, the compose file is also validated by it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
