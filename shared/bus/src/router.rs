@@ -758,7 +758,7 @@ async fn fetch_ready(
             .map_err(|error| BusError::jetstream("fetching", error))?;
         let mut messages = Vec::new();
         collect_until_error(&mut ready, &mut messages, "fetching").await?;
-        Ok(messages)
+        Ok::<_, BusError>(messages)
     };
     tokio::time::timeout(FETCH_READY_TIMEOUT, fetch)
         .await
