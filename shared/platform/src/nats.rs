@@ -88,6 +88,9 @@ pub fn spawn_connected_gauge(
     service: &'static str,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    // Installed now, or the first value would go to no recorder (the HTTP router installs it
+    // later, when the service starts serving).
+    let _ = crate::metrics::handle();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
