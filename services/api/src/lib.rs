@@ -51,7 +51,6 @@ use crate::api_keys::KeyVerifier;
 pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::rate_limit::IpRateLimiter;
-use crate::readiness::ApiReadiness;
 use crate::request_logs::{RequestLogSink, RequestLogWriter};
 use crate::session_cache::SessionCache;
 
@@ -208,7 +207,7 @@ pub fn routes(state: AppState) -> Router {
 /// (e.g. the API key verifier's scrypt counter).
 pub struct Service {
     state: AppState,
-    readiness: ApiReadiness,
+    readiness: platform::health::Readiness,
     listener: TcpListener,
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
@@ -283,13 +282,9 @@ impl Service {
             // The worker's verdict on an upload marks the attachment ready or rejected.
             .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified)
             .spawn(shutdown.clone());
-        // Not the platform's readiness: NATS is reported, but only Postgres decides.
-        let readiness = ApiReadiness::new(
-            infra.db.clone(),
-            infra.jetstream.clone(),
-            consumers.readiness_check(),
-        );
-        let nats_gauge = readiness.spawn_gauge(shutdown.clone());
+        // NATS and the consumers are reported; only Postgres decides (see `readiness`).
+        let readiness = readiness::readiness(&infra, consumers.readiness_check());
+        let nats_gauge = readiness::spawn_nats_gauge(&infra, shutdown.clone());
         let consumers = tokio::spawn(consumers.join());
         Ok(Self {
             state,
@@ -316,16 +311,8 @@ impl Service {
 
     /// Serve until the shutdown token is cancelled, then wait for the background tasks.
     pub async fn serve(self) -> Result<(), Error> {
-        // The api's `/readyz` goes first; the platform's router (with its own `/readyz`, where
-        // NATS would decide) serves everything else.
-        let app = self
-            .readiness
-            .route()
-            .fallback_service(platform::http::service_router(
-                SERVICE,
-                routes(self.state.clone()),
-                platform::health::Readiness::default(),
-            ));
+        let app =
+            platform::http::service_router(SERVICE, routes(self.state.clone()), self.readiness);
         let grace = self.state.config.common.shutdown_grace;
         let served = platform::http::serve(self.listener, app, self.shutdown.clone(), grace).await;
         self.shutdown.cancel();

@@ -36,8 +36,10 @@ pub const SCHEMA: &str = "worker";
 pub const DEFAULT_PORT: u16 = 8082;
 
 /// The longest ack wait of the worker's consumers: how long a message whose replica died
-/// waits before another replica gets it.
-pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(10);
+/// waits before another replica gets it. Progress acks every third of it keep a running
+/// handler's message; 5 s leaves room to redo a killed replica's message within 10 s of
+/// the kill (issue 17; tests/e2e/worker_kill.rs).
+pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(5);
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/worker");
 
@@ -55,7 +57,7 @@ pub struct Config {
     /// `WORKER_BATCH_SIZE`: entry events the insights handlers apply in one transaction at
     /// most (default 256).
     pub batch_size: usize,
-    /// `WORKER_ACK_WAIT_SECONDS`: the longest ack wait of the worker's consumers (default 10):
+    /// `WORKER_ACK_WAIT_SECONDS`: the longest ack wait of the worker's consumers (default 5):
     /// a message whose replica died is redelivered after at most this long, while progress
     /// acks (every third of it) keep running handlers' messages.
     pub max_ack_wait: Duration,

@@ -9,6 +9,7 @@
 //!   trace, ack, retry with backoff and dead-letter.
 //! - [`batch`]: `on_batch::<E>(handler)` — one call (one transaction) per fetched batch, with
 //!   the same per-message acks, retries and dead letters (a failed batch is retried one by one).
+//! - [`consumer_gauges`]: per-consumer pending, ack-pending and redelivered gauges.
 //! - [`dead_letter`]: the dead-letter store, in-service re-drive, and the operator command.
 //! - [`query`]: typed NATS request/reply (`queries.<name>`), for synchronous questions to the
 //!   service that owns the data.
@@ -16,6 +17,7 @@
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
 
 pub mod batch;
+pub mod consumer_gauges;
 pub mod dead_letter;
 pub mod headers;
 pub mod idempotency;
@@ -28,6 +30,7 @@ pub mod streams;
 
 mod error;
 mod pipeline;
+mod reattach;
 
 pub use batch::{Batch, Batched};
 pub use error::{BusError, HandlerError};

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use messages::definition::{BusMessage, DeliveryConfig, Destination, Event, Task};
 use messages::journal::v1::RetentionPurgeDue;
 use sqlx::PgPool;
@@ -27,8 +27,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, BatchFn, BatchPipeline, Batched};
+use crate::consumer_gauges;
 use crate::dead_letter::{self, DeadLetterStore};
 use crate::pipeline::{Delivery, HandlerFn, Pipeline};
+use crate::reattach::{self, Reconnects};
 use crate::streams::Bus;
 use crate::{BusError, HandlerError};
 
@@ -305,7 +307,12 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         let mut tasks = Vec::new();
         let mut attached = Vec::new();
         let mut handlers = Vec::new();
+        let mut watched = Vec::new();
         for mut registration in self.registrations {
+            watched.push(consumer_gauges::Watched {
+                stream: self.bus.stream_name(registration.stream_base),
+                consumer: registration.consumer_name.clone(),
+            });
             if let Some(max) = self.max_ack_wait {
                 registration.config.expire_in = registration.config.expire_in.min(max);
             }
@@ -349,6 +356,11 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
                 ))),
             }
         }
+        tasks.push(tokio::spawn(consumer_gauges::refresh(
+            self.bus.clone(),
+            watched,
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(dead_letter::serve_redrives(
             self.pool.clone(),
             handlers,
@@ -468,6 +480,37 @@ async fn ensure_consumer(
     }
 }
 
+/// Make sure `registration`'s consumer exists. Abandoned when the client connects again
+/// meanwhile (the attempt may be waiting for an answer that died with the old connection):
+/// `Ok(None)` then, and the caller tries again at once.
+async fn attach(
+    bus: &Bus,
+    registration: &Registration,
+    limits: Limits,
+    reconnects: &Reconnects,
+    seen: u64,
+) -> Result<Option<consumer::Consumer<pull::Config>>, BusError> {
+    tokio::select! {
+        () = reconnects.after(seen) => Ok(None),
+        attached = ensure_consumer(bus, registration, limits) => attached.map(Some),
+    }
+}
+
+/// After a failed attach or pull: pause (longer the more failures in a row, at most
+/// [`reattach::MAX_ATTACH_RETRY_DELAY`]; ended early by a reconnection). False on shutdown.
+async fn pause_before_retry(
+    delay: Duration,
+    reconnects: &Reconnects,
+    seen: u64,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+        () = reconnects.after(seen) => true,
+    }
+}
+
 async fn consume(
     bus: Bus,
     registration: Registration,
@@ -478,30 +521,40 @@ async fn consume(
 ) {
     let concurrency = limits.concurrency;
     let permits = Arc::new(Semaphore::new(concurrency));
+    let reconnects = Reconnects::new(&bus);
     let mut failures = 0u32;
     'reconnect: while !shutdown.is_cancelled() {
-        let messages = match ensure_consumer(&bus, &registration, limits).await {
-            Ok(consumer) => consumer
+        let seen = reconnects.current();
+        let attached_consumer = tokio::select! {
+            () = shutdown.cancelled() => break 'reconnect,
+            attached = attach(&bus, &registration, limits, &reconnects, seen) => attached,
+        };
+        // Opening the pull stream subscribes and starts pulling; no round trip to wait for.
+        let opened = match attached_consumer {
+            Ok(Some(consumer)) => consumer
                 .stream()
                 .max_messages_per_batch(concurrency)
-                .heartbeat(Duration::from_secs(5))
+                .heartbeat(reattach::PULL_HEARTBEAT)
                 .expires(Duration::from_secs(30))
                 .messages()
                 .await
+                .map(Some)
                 .map_err(|error| BusError::jetstream("pulling", error)),
+            Ok(None) => Ok(None),
             Err(error) => Err(error),
         };
-        let mut messages = match messages {
-            Ok(messages) => messages,
+        let mut messages = match opened {
+            Ok(Some(messages)) => messages,
+            Ok(None) => continue 'reconnect,
             Err(error) => {
                 attached.store(false, Ordering::Relaxed);
                 failures = failures.saturating_add(1);
                 tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
-                let delay = Duration::from_millis(200u64 << failures.min(5));
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'reconnect,
-                    () = tokio::time::sleep(delay) => continue 'reconnect,
+                let delay = reattach::attach_retry_delay(failures);
+                if pause_before_retry(delay, &reconnects, seen, &shutdown).await {
+                    continue 'reconnect;
                 }
+                break 'reconnect;
             }
         };
         attached.store(true, Ordering::Relaxed);
@@ -516,6 +569,27 @@ async fn consume(
             };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break 'reconnect,
+                () = reconnects.after(seen) => {
+                    // The pull request died with the old connection (the client would find
+                    // out by itself, but unboundedly late): re-attach now, after handing the
+                    // pipeline what had already arrived.
+                    drop(permit);
+                    for message in take_arrived(&mut messages) {
+                        let delivery =
+                            Delivery::from_jetstream(&bus, &registration.consumer_name, message);
+                        let pipeline = pipeline.clone();
+                        let permits = permits.clone();
+                        tokio::spawn(async move {
+                            let Ok(permit) = permits.acquire_owned().await else {
+                                return;
+                            };
+                            pipeline.process(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    tracing::info!(consumer = %registration.consumer_name, "nats connection re-established; re-attaching");
+                    continue 'reconnect;
+                }
                 next = messages.next() => next,
             };
             match next {
@@ -533,10 +607,10 @@ async fn consume(
                     // stream that fails at once does not spin.
                     tracing::warn!(consumer = %registration.consumer_name, %error, "pull stream error; re-attaching");
                     attached.store(false, Ordering::Relaxed);
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'reconnect,
-                        () = tokio::time::sleep(Duration::from_millis(250)) => continue 'reconnect,
+                    if pause_before_retry(STREAM_ERROR_PAUSE, &reconnects, seen, &shutdown).await {
+                        continue 'reconnect;
                     }
+                    break 'reconnect;
                 }
                 None => {
                     attached.store(false, Ordering::Relaxed);
@@ -551,6 +625,18 @@ async fn consume(
     tracing::info!(consumer = %registration.consumer_name, "consumer stopped");
 }
 
+/// The pause before re-attaching after a pull stream's error.
+const STREAM_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
+/// The messages a pull stream has already received and not yet yielded, without waiting.
+fn take_arrived(messages: &mut pull::Stream) -> Vec<async_nats::jetstream::Message> {
+    let mut arrived = Vec::new();
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        arrived.push(message);
+    }
+    arrived
+}
+
 /// A batch consumer: fetch what is ready (waiting for the first message), hand it to the batch
 /// pipeline, and only then fetch again — one batch at a time, so the messages of one key are
 /// applied in the consumer's delivery order and nothing fetched waits out its ack wait.
@@ -562,19 +648,26 @@ async fn consume_batches(
     attached: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
+    let reconnects = Reconnects::new(&bus);
     let mut failures = 0u32;
     'reconnect: while !shutdown.is_cancelled() {
-        let consumer = match ensure_consumer(&bus, &registration, limits).await {
-            Ok(consumer) => consumer,
+        let seen = reconnects.current();
+        let found = tokio::select! {
+            () = shutdown.cancelled() => break 'reconnect,
+            found = attach(&bus, &registration, limits, &reconnects, seen) => found,
+        };
+        let consumer = match found {
+            Ok(Some(consumer)) => consumer,
+            Ok(None) => continue 'reconnect,
             Err(error) => {
                 attached.store(false, Ordering::Relaxed);
                 failures = failures.saturating_add(1);
                 tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
-                let delay = Duration::from_millis(200u64 << failures.min(5));
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'reconnect,
-                    () = tokio::time::sleep(delay) => continue 'reconnect,
+                let delay = reattach::attach_retry_delay(failures);
+                if pause_before_retry(delay, &reconnects, seen, &shutdown).await {
+                    continue 'reconnect;
                 }
+                break 'reconnect;
             }
         };
         attached.store(true, Ordering::Relaxed);
@@ -582,6 +675,13 @@ async fn consume_batches(
         loop {
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break 'reconnect,
+                // A pull on the old connection could wait out its expiry (or, for a `no_wait`
+                // fetch, its timeout): start afresh. A message that arrived in that very moment
+                // is dropped with the pull and redelivered after its ack wait.
+                () = reconnects.after(seen) => {
+                    tracing::info!(consumer = %registration.consumer_name, "nats connection re-established; re-attaching");
+                    continue 'reconnect;
+                }
                 fetched = fetch_batch(&consumer, limits.batch_size) => fetched,
             };
             match fetched {
@@ -599,10 +699,10 @@ async fn consume_batches(
                 Err(error) => {
                     tracing::warn!(consumer = %registration.consumer_name, %error, "pull failed; re-attaching");
                     attached.store(false, Ordering::Relaxed);
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'reconnect,
-                        () = tokio::time::sleep(Duration::from_millis(250)) => continue 'reconnect,
+                    if pause_before_retry(STREAM_ERROR_PAUSE, &reconnects, seen, &shutdown).await {
+                        continue 'reconnect;
                     }
+                    break 'reconnect;
                 }
             }
         }
@@ -614,6 +714,10 @@ async fn consume_batches(
 /// How long one pull waits for a first message before asking again (a short wait also notices
 /// a lost connection or a deleted consumer soon).
 const LONG_POLL: Duration = Duration::from_secs(5);
+
+/// The longest a `no_wait` fetch waits for the server's answer: it comes at once, unless the
+/// connection died with the request (the client sets no deadline of its own then).
+const FETCH_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Up to `batch_size` messages: what the consumer has ready now; when nothing is, wait (up to
 /// [`LONG_POLL`]) for one, then take what else is ready. Empty when the wait ran out.
@@ -645,15 +749,20 @@ async fn fetch_ready(
     consumer: &consumer::Consumer<pull::Config>,
     limit: usize,
 ) -> Result<Vec<async_nats::jetstream::Message>, BusError> {
-    let mut ready = consumer
-        .fetch()
-        .max_messages(limit)
-        .messages()
+    let fetch = async {
+        let mut ready = consumer
+            .fetch()
+            .max_messages(limit)
+            .messages()
+            .await
+            .map_err(|error| BusError::jetstream("fetching", error))?;
+        let mut messages = Vec::new();
+        collect_until_error(&mut ready, &mut messages, "fetching").await?;
+        Ok::<_, BusError>(messages)
+    };
+    tokio::time::timeout(FETCH_READY_TIMEOUT, fetch)
         .await
-        .map_err(|error| BusError::jetstream("fetching", error))?;
-    let mut messages = Vec::new();
-    collect_until_error(&mut ready, &mut messages, "fetching").await?;
-    Ok(messages)
+        .map_err(|_| BusError::jetstream("fetching", "no answer from the server"))?
 }
 
 /// Drain a pull into `messages`. An error after some messages arrived ends the pull but keeps

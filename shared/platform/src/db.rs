@@ -139,11 +139,39 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `SELECT 1` with a deadline: the readiness probe for Postgres.
+/// `SELECT 1` on a pooled connection, with a deadline.
 pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// The readiness probe for Postgres: [`ping`]; if that fails, once more on a fresh
+/// connection (not from the pool) before reporting the failure. A pooled connection can be
+/// dead while Postgres is fine (after a restart, or a terminated backend): the pool drops it
+/// on release, so the service is not unready for it.
+pub async fn ping_with_fresh_retry(pool: &PgPool, timeout: Duration) -> Result<(), String> {
+    let Err(pooled) = ping(pool, timeout).await else {
+        return Ok(());
+    };
+    let options = pool.connect_options();
+    let fresh = tokio::time::timeout(timeout, async {
+        let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut connection).await?;
+        connection.close().await
+    })
+    .await;
+    match fresh {
+        Ok(Ok(())) => {
+            tracing::info!(error = %pooled, "a pooled connection failed the readiness check; a fresh one passed");
+            Ok(())
+        }
+        Ok(Err(error)) => Err(format!("{pooled}; on a fresh connection: {error}")),
+        Err(_) => Err(format!(
+            "{pooled}; a fresh connection did not answer within {} ms",
+            timeout.as_millis()
+        )),
     }
 }

@@ -42,8 +42,13 @@ impl Infra {
         })
     }
 
-    /// Readiness over this service's Postgres and NATS.
+    /// Readiness over this service's Postgres and NATS, both deciding.
     pub fn readiness(&self) -> Readiness {
         Readiness::new(self.db.clone(), self.jetstream.clone())
+    }
+
+    /// Readiness where Postgres decides and NATS is only reported (`degraded: …`).
+    pub fn readiness_with_nats_reported(&self) -> Readiness {
+        Readiness::with_nats_reported(self.db.clone(), self.jetstream.clone())
     }
 }

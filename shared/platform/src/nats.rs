@@ -6,6 +6,22 @@ use async_nats::jetstream;
 
 use crate::PlatformError;
 
+/// The longest pause between two reconnection attempts. The client's default grows to 4 s,
+/// so after an outage it came back up to 4 s after NATS did; every consumer re-attaches only
+/// once the client is connected again (issue 17: live within 2 s). A refused connection
+/// costs the server nothing, so trying four times a second is cheap.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+/// The pause before reconnection attempt `attempts` (1 = the first after the connection
+/// was lost): at once, then doubling from 50 ms up to [`MAX_RECONNECT_DELAY`].
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(10);
+    (Duration::from_millis(50) * 2u32.pow(doublings)).min(MAX_RECONNECT_DELAY)
+}
+
 /// Connect to NATS. The first connection must succeed (a wrong URL should fail loudly at
 /// start); after that the client reconnects by itself whenever the server goes away.
 pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, PlatformError> {
@@ -13,6 +29,7 @@ pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client,
         .name(client_name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
         .connect(url)
         .await
         .map_err(|source| PlatformError::NatsConnect {
@@ -63,6 +80,32 @@ pub async fn ping(jetstream: &jetstream::Context, timeout: Duration) -> Result<(
     }
 }
 
+/// Keep a 0/1 gauge `name{service}` of whether `client` is connected, refreshed every second
+/// until `shutdown`: for a service whose readiness only reports NATS, what alerts on it.
+pub fn spawn_connected_gauge(
+    client: async_nats::Client,
+    name: &'static str,
+    service: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    // Installed now, or the first value would go to no recorder (the HTTP router installs it
+    // later, when the service starts serving).
+    let _ = crate::metrics::handle();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let connected =
+                        client.connection_state() == async_nats::connection::State::Connected;
+                    metrics::gauge!(name, "service" => service).set(if connected { 1.0 } else { 0.0 });
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    })
+}
+
 /// Drop credentials from a URL before it is logged.
 fn redact_url(url: &str) -> String {
     match url.split_once('@') {
@@ -76,6 +119,18 @@ fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reconnect_attempts_are_at_most_a_quarter_second_apart() {
+        assert_eq!(super::reconnect_delay(1), super::Duration::ZERO);
+        assert_eq!(super::reconnect_delay(2), super::Duration::from_millis(50));
+        assert_eq!(super::reconnect_delay(3), super::Duration::from_millis(100));
+        assert_eq!(super::reconnect_delay(5), super::MAX_RECONNECT_DELAY);
+        assert_eq!(
+            super::reconnect_delay(usize::MAX),
+            super::MAX_RECONNECT_DELAY
+        );
+    }
+
     #[test]
     fn credentials_are_redacted() {
         assert_eq!(
