@@ -55,7 +55,14 @@ impl ServiceProcess {
         namespace: &str,
         env: &[(&str, String)],
     ) -> Self {
-        Self::start_on_port(name, test_support::free_port(), database_url, namespace, env).await
+        Self::start_on_port(
+            name,
+            test_support::free_port(),
+            database_url,
+            namespace,
+            env,
+        )
+        .await
     }
 
     /// [`ServiceProcess::start`] on a given port, e.g. the port of a replica that was killed,

@@ -217,9 +217,10 @@ fn apply(event: &str, state: &mut State) {
     };
     if let Some(cursor) = id {
         if cursor < state.cursor {
-            state
-                .broken
-                .push(format!("cursor went back from {} to {cursor}", state.cursor));
+            state.broken.push(format!(
+                "cursor went back from {} to {cursor}",
+                state.cursor
+            ));
         }
         state.cursor = cursor;
     }
@@ -239,7 +240,9 @@ fn apply(event: &str, state: &mut State) {
         }
         Some("change") => {
             let Some(cursor) = id else {
-                state.broken.push(format!("a change without a cursor: {frame}"));
+                state
+                    .broken
+                    .push(format!("a change without a cursor: {frame}"));
                 return;
             };
             match state.sessions.last_mut() {
@@ -277,7 +280,9 @@ fn apply(event: &str, state: &mut State) {
 fn upsert_entry(state: &mut State, row: &Value, now: Instant) {
     let (Some(id), Some(version)) = (row["journalEntryId"].as_str(), row["version"].as_i64())
     else {
-        state.broken.push(format!("an entry without id or version: {row}"));
+        state
+            .broken
+            .push(format!("an entry without id or version: {row}"));
         return;
     };
     state.arrivals.entry(id.to_owned()).or_insert(now);

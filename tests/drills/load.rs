@@ -92,8 +92,10 @@ impl Load {
                         match create_entry(&client, &api, &session, &title).await {
                             Outcome::Acknowledged(id) => report.acknowledged.push(id),
                             Outcome::Refused(status, code) => {
-                                *report.refusals.entry(format!("{status} {code}")).or_default() +=
-                                    1;
+                                *report
+                                    .refusals
+                                    .entry(format!("{status} {code}"))
+                                    .or_default() += 1;
                             }
                             Outcome::NoAnswer => {
                                 *report.refusals.entry("no answer".to_owned()).or_default() += 1;

@@ -20,7 +20,6 @@ use crate::ServiceProcess;
 pub use client::SseClient;
 pub use load::{Load, LoadReport};
 
-
 /// How long every eventual condition of a drill may take (a busy 2-core machine).
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -145,7 +144,11 @@ impl Node {
     pub fn assert_alive(&mut self) {
         if let Some(process) = self.process.as_mut() {
             let exited = process.child.try_wait().expect("polling a service process");
-            assert!(exited.is_none(), "{} exited by itself: {exited:?}", self.name);
+            assert!(
+                exited.is_none(),
+                "{} exited by itself: {exited:?}",
+                self.name
+            );
         }
     }
 
@@ -360,7 +363,11 @@ impl Cluster {
             namespace,
             ..
         } = self;
-        for node in [api, streamer, notifier].into_iter().chain(workers).chain(crons) {
+        for node in [api, streamer, notifier]
+            .into_iter()
+            .chain(workers)
+            .chain(crons)
+        {
             node.stop().await;
         }
         pool.close().await;
@@ -377,7 +384,12 @@ impl Cluster {
             .get_stream(format!("{}_{base}", self.namespace.to_ascii_uppercase()))
             .await
             .expect("the stream");
-        stream.info().await.expect("stream info").state.last_sequence
+        stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence
     }
 
     /// The CHANGES stream's changesets: sequence → scope.
@@ -414,10 +426,9 @@ impl Cluster {
         {
             let message = message.expect("a CHANGES message");
             let seq = message.info().expect("message info").stream_sequence;
-            let changeset = <messages::sync::v1::Changeset as prost::Message>::decode(
-                message.payload.as_ref(),
-            )
-            .expect("a changeset");
+            let changeset =
+                <messages::sync::v1::Changeset as prost::Message>::decode(message.payload.as_ref())
+                    .expect("a changeset");
             scopes.insert(seq, changeset.scope);
             if seq >= last {
                 break;
@@ -602,8 +613,10 @@ impl Bounds {
         let verdict = if took <= bound { "within" } else { "OVER" };
         eprintln!("drill recovery: {what}: {took:?} ({verdict} the bound of {bound:?})");
         if took > bound {
-            self.missed
-                .push(format!("{what}: {took:?} > {bound:?} (over by {:?})", took - bound));
+            self.missed.push(format!(
+                "{what}: {took:?} > {bound:?} (over by {:?})",
+                took - bound
+            ));
         }
     }
 

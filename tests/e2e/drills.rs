@@ -21,11 +21,11 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use e2e_tests::drills::{
     Bounds, Cluster, Load, NATS_RECOVERY_BOUND, POSTGRES_RECOVERY_BOUND, Shape, SseClient, Timing,
     User, Verdict, WAIT, WORKER_REDO_BOUND, rounds,
 };
-use chrono::{DateTime, TimeDelta, Utc};
 use test_support::eventually;
 use uuid::Uuid;
 
@@ -130,7 +130,14 @@ async fn bounded(seed_hint: &str, drill: impl std::future::Future<Output = ()>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_and_restarted_under_writes_with_clients_attached() {
     bounded("NATS", async {
-        let mut drill = Drill::start("nats-kill", Shape { workers: 1, crons: 1 }).await;
+        let mut drill = Drill::start(
+            "nats-kill",
+            Shape {
+                workers: 1,
+                crons: 1,
+            },
+        )
+        .await;
         for round in 1..=rounds() {
             drill.pause().await;
             tokio::task::block_in_place(|| drill.cluster.nats.stop());
@@ -154,7 +161,14 @@ async fn nats_killed_and_restarted_under_writes_with_clients_attached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_api_and_streamer_killed_mid_load_and_restarted() {
     bounded("process kill", async {
-        let mut drill = Drill::start("process-kill", Shape { workers: 2, crons: 1 }).await;
+        let mut drill = Drill::start(
+            "process-kill",
+            Shape {
+                workers: 2,
+                crons: 1,
+            },
+        )
+        .await;
         for round in 1..=rounds() {
             let mut victims = vec!["worker", "api", "sync-streamer"];
             // A random order per round.
@@ -231,7 +245,14 @@ async fn kill_a_worker(drill: &mut Drill, round: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_and_stopped_for_10_s_under_writes() {
     bounded("Postgres", async {
-        let mut drill = Drill::start("postgres", Shape { workers: 1, crons: 1 }).await;
+        let mut drill = Drill::start(
+            "postgres",
+            Shape {
+                workers: 1,
+                crons: 1,
+            },
+        )
+        .await;
         for round in 1..=rounds() {
             drill.pause().await;
             tokio::task::block_in_place(|| {
@@ -386,7 +407,11 @@ async fn check_cron_history(drill: &Drill, killed_runs: &[Uuid]) {
         .iter()
         .flat_map(|run| run.message_ids.iter().map(Uuid::to_string))
         .collect();
-    assert_eq!(emitted.len(), succeeded.len(), "one task per run: {history:?}");
+    assert_eq!(
+        emitted.len(),
+        succeeded.len(),
+        "one task per run: {history:?}"
+    );
     // The cron drill's cluster publishes no other task: TASKS holds each stored once.
     let stored = drill.cluster.last_sequence("TASKS").await;
     assert_eq!(
