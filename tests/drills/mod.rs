@@ -352,26 +352,15 @@ impl Cluster {
 
     /// Stop every service with SIGTERM (each must exit 0).
     pub async fn stop(self) {
-        let Self {
-            api,
-            streamer,
-            workers,
-            crons,
-            notifier,
-            pool,
-            nats,
-            namespace,
-            ..
-        } = self;
-        for node in [api, streamer, notifier]
+        let nodes = [self.api, self.streamer, self.notifier]
             .into_iter()
-            .chain(workers)
-            .chain(crons)
-        {
+            .chain(self.workers)
+            .chain(self.crons);
+        for node in nodes {
             node.stop().await;
         }
-        pool.close().await;
-        crate::delete_namespace(&nats.url(), &namespace).await;
+        self.pool.close().await;
+        crate::delete_namespace(&self.nats.url(), &self.namespace).await;
     }
 
     /// The last sequence of the namespace's stream `base` (`EVENTS`, `TASKS`, `CHANGES`):
