@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod drills;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,25 @@ impl ServiceProcess {
         namespace: &str,
         env: &[(&str, String)],
     ) -> Self {
-        let port = test_support::free_port();
+        Self::start_on_port(
+            name,
+            test_support::free_port(),
+            database_url,
+            namespace,
+            env,
+        )
+        .await
+    }
+
+    /// [`ServiceProcess::start`] on a given port, e.g. the port of a replica that was killed,
+    /// so its clients reconnect to the same address.
+    pub async fn start_on_port(
+        name: &str,
+        port: u16,
+        database_url: &str,
+        namespace: &str,
+        env: &[(&str, String)],
+    ) -> Self {
         let mut command = Command::new(test_support::binary(name));
         command
             .env("PORT", port.to_string())
@@ -207,12 +227,16 @@ pub async fn wait_ready_status(services: &[RunningService], want_status: u16, ti
 /// What follows from the work so far has happened by then, so a test can assert that nothing
 /// more did without sleeping.
 pub async fn wait_settled(database_url: &str, namespace: &str) {
+    wait_settled_on(database_url, &test_support::nats_url(), namespace).await;
+}
+
+/// [`wait_settled`] against the NATS server at `nats_url` (a test's private one).
+pub async fn wait_settled_on(database_url: &str, nats_url: &str, namespace: &str) {
     let streams = ["EVENTS", "TASKS", "CHANGES"]
         .map(|base| format!("{}_{base}", namespace.to_ascii_uppercase()));
     let pool = sqlx::PgPool::connect(database_url).await.unwrap();
     let settled = test_support::eventually(Duration::from_secs(60), || async {
-        let nats = test_support::nats_url();
-        if !test_support::consumers_settled(&nats, &streams, Duration::ZERO).await {
+        if !test_support::consumers_settled(nats_url, &streams, Duration::ZERO).await {
             return false;
         }
         for schema in ["api", "worker", "cron", "notifier", "sync"] {
@@ -238,7 +262,7 @@ pub async fn wait_settled(database_url: &str, namespace: &str) {
             }
         }
         // A handler may have written to an outbox between the two looks.
-        test_support::consumers_settled(&nats, &streams, Duration::ZERO).await
+        test_support::consumers_settled(nats_url, &streams, Duration::ZERO).await
     })
     .await;
     pool.close().await;
