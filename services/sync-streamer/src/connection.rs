@@ -8,38 +8,11 @@
 //! - the ordered consumers' idle heartbeat (15 s in async-nats): a consumer the restarted
 //!   server no longer has is noticed only after it, unless its connection is watched.
 //!
-//! So the streamer connects with a reconnect delay capped at [`RECONNECT_DELAY_CAP`], every
-//! consumer watches its connection ([`ConnectionWatch`]) and retries with [`Backoff`] (capped
-//! at [`Backoff::CAP`]).
+//! So the client's reconnect delay is capped (`platform::nats::connect`, for every service),
+//! every consumer watches its connection ([`ConnectionWatch`]) and retries with [`Backoff`]
+//! (capped at [`Backoff::CAP`]).
 
 use std::time::Duration;
-
-/// The longest the client waits between two reconnect attempts.
-pub const RECONNECT_DELAY_CAP: Duration = Duration::from_millis(250);
-
-/// Connect to NATS like `platform::nats::connect` does, with the reconnect delay capped.
-pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
-        .name(client_name)
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
-        .reconnect_delay_callback(reconnect_delay)
-        .connect(url)
-        .await
-        // The error names the address, never credentials (they are not part of it).
-        .map_err(|error| format!("could not connect to NATS (NATS_URL): {error}"))
-}
-
-/// No wait for the first attempt, then 10 ms doubling up to [`RECONNECT_DELAY_CAP`]: a server
-/// that is back is found within the cap, and a server that stays away gets four attempts a
-/// second (each a refused TCP connect, cheap on both sides).
-fn reconnect_delay(attempts: usize) -> Duration {
-    if attempts <= 1 {
-        return Duration::ZERO;
-    }
-    let exponent = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(8);
-    Duration::from_millis(10u64 << exponent).min(RECONNECT_DELAY_CAP)
-}
 
 /// Retry delays for a consumer that failed: short and bounded, since each retry is one cheap
 /// JetStream request and the bound is what decides how soon live frames flow again.
@@ -142,16 +115,6 @@ pub async fn pause_until_connected(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reconnect_delays_stay_under_the_cap() {
-        assert_eq!(reconnect_delay(1), Duration::ZERO);
-        assert_eq!(reconnect_delay(2), Duration::from_millis(10));
-        assert_eq!(reconnect_delay(3), Duration::from_millis(20));
-        for attempts in [10, 100, usize::MAX] {
-            assert_eq!(reconnect_delay(attempts), RECONNECT_DELAY_CAP);
-        }
-    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {

@@ -104,7 +104,7 @@ impl Service {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let infra = connect(&config).await?;
+        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
         let bus = Bus::start(
             infra.jetstream.clone(),
             &config.common.bus_namespace,
@@ -224,30 +224,6 @@ impl Service {
         served?;
         Ok(())
     }
-}
-
-/// Postgres as `Infra::start` opens it; NATS with the streamer's reconnect delay cap (see
-/// [`connection`]: the platform's client waits up to 4 s between reconnect attempts, longer
-/// than live sync may stay silent after NATS returns).
-async fn connect(config: &Config) -> Result<Infra, Error> {
-    let common = &config.common;
-    let db = platform::db::connect_and_migrate(
-        &common.database_url,
-        SCHEMA,
-        common.database_max_connections,
-        &MIGRATOR,
-    )
-    .await?;
-    tracing::info!(schema = SCHEMA, "postgres connected and schema migrated");
-    let nats = connection::connect(&common.nats_url, SERVICE)
-        .await
-        .map_err(Error::Nats)?;
-    tracing::info!("nats connected");
-    Ok(Infra {
-        db,
-        jetstream: async_nats::jetstream::new(nats.clone()),
-        nats,
-    })
 }
 
 /// Run the service on `listener` until `shutdown` is cancelled.
