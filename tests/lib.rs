@@ -268,3 +268,29 @@ pub async fn wait_settled_on(database_url: &str, nats_url: &str, namespace: &str
     pool.close().await;
     assert!(settled, "the services did not settle within 60 s");
 }
+
+/// A user signed in through the api's dev login (`AUTH_DEV_LOGIN=true`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevUser {
+    /// The session token: `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user_id: uuid::Uuid,
+}
+
+/// Sign in `email` with the dev login of the api at `api_url` (it must answer 200).
+pub async fn dev_login(
+    client: &reqwest::Client,
+    api_url: &str,
+    email: &str,
+    name: &str,
+) -> DevUser {
+    let response = client
+        .post(format!("{api_url}/auth/dev/login"))
+        .json(&serde_json::json!({ "email": email, "name": name }))
+        .send()
+        .await
+        .expect("dev login request");
+    assert_eq!(response.status(), 200, "dev login of {email}");
+    response.json().await.expect("dev login body")
+}

@@ -277,20 +277,16 @@ impl Cluster {
         let mut users = Vec::new();
         for index in 0..count {
             let email = format!("drill-{index}-{}@example.com", Uuid::new_v4().simple());
-            let response = client
-                .post(format!("{}/auth/dev/login", self.api.base_url()))
-                .json(&json!({"email": email, "name": format!("Drill {index}")}))
-                .send()
-                .await
-                .expect("dev login");
-            assert_eq!(response.status(), 200, "dev login");
-            let body: Value = response.json().await.expect("dev login body");
+            let login = crate::dev_login(
+                &client,
+                &self.api.base_url(),
+                &email,
+                &format!("Drill {index}"),
+            )
+            .await;
             users.push(User {
-                user_id: body["userId"]
-                    .as_str()
-                    .and_then(|id| id.parse().ok())
-                    .expect("userId"),
-                session: body["token"].as_str().expect("token").to_owned(),
+                user_id: login.user_id,
+                session: login.token,
             });
         }
         users

@@ -120,17 +120,10 @@ async fn a_due_prompt_reaches_suprsend_once() {
     // Ada signs up and schedules a prompt for every day at this minute (UTC); the prompt is
     // made to look a day old, since an occurrence before a prompt existed is never due.
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{}/auth/dev/login", services[0].base_url))
-        .json(&json!({"email": "ada@example.com", "name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap();
-    let user_id = login["userId"].as_str().unwrap().to_owned();
+    let login =
+        e2e_tests::dev_login(&client, &services[0].base_url, "ada@example.com", "Ada").await;
+    let token = login.token.as_str();
+    let user_id = login.user_id.to_string();
     let now = Utc::now();
     let created: Value = client
         .post(format!("{}/rpc/prompts/create", services[0].base_url))

@@ -165,16 +165,9 @@ async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_noti
     .await;
 
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{}/auth/dev/login", api.base_url))
-        .json(&json!({"email": "ada@example.com", "name": "Ada"}))
-        .send()
+    let token = e2e_tests::dev_login(&client, &api.base_url, "ada@example.com", "Ada")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
+        .token;
     let export = client
         .post(format!("{}/rpc/exports/create", api.base_url))
         .bearer_auth(&token)

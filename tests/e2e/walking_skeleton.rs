@@ -38,17 +38,9 @@ async fn entry_created_over_rpc_reaches_the_worker_through_the_outbox_and_jetstr
     let worker = ServiceProcess::start("worker", db.url(), &namespace, &[]).await;
     let client = reqwest::Client::new();
 
-    let login: Value = client
-        .post(format!("{}/auth/dev/login", api.base_url))
-        .json(&json!({"email": "ada@example.com", "name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let user_id = login["userId"].as_str().unwrap().to_owned();
+    let login = e2e_tests::dev_login(&client, &api.base_url, "ada@example.com", "Ada").await;
+    let token = login.token;
+    let user_id = login.user_id.to_string();
 
     let (status, body) = rpc(
         &client,

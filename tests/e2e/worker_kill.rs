@@ -60,17 +60,10 @@ async fn a_killed_workers_export_is_redone_within_ten_seconds_exactly_once() {
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
 
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{}/auth/dev/login", api.base_url))
-        .json(&json!({"email": "kill@example.com", "name": "Kill"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap();
-    let user_id = login["userId"].as_str().unwrap();
+    let login = e2e_tests::dev_login(&client, &api.base_url, "kill@example.com", "Kill").await;
+    let token = login.token.as_str();
+    let user_id = login.user_id.to_string();
+    let user_id = user_id.as_str();
     call(
         &client,
         &api,

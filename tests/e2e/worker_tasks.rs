@@ -37,23 +37,15 @@ impl Setup {
         let dev_login = [("AUTH_DEV_LOGIN", "true".to_owned())];
         let api = ServiceProcess::start("api", db.url(), &namespace, &dev_login).await;
         let client = reqwest::Client::new();
-        let login: Value = client
-            .post(format!("{}/auth/dev/login", api.base_url))
-            .json(&json!({"email": "ada@example.com", "name": "Ada"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let login = e2e_tests::dev_login(&client, &api.base_url, "ada@example.com", "Ada").await;
         let worker_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(db.url())
             .await
             .unwrap();
         Self {
-            token: login["token"].as_str().unwrap().to_owned(),
-            user_id: login["userId"].as_str().unwrap().to_owned(),
+            token: login.token,
+            user_id: login.user_id.to_string(),
             db,
             namespace,
             bucket,

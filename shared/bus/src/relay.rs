@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::headers;
+use crate::reattach::{self, Reconnects};
 use crate::streams::Bus;
 
 /// Relay settings.
@@ -92,6 +93,7 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
     let relay_id = Uuid::new_v4();
     let mut gauges = OutboxGauges::new(&config.schema);
+    let reconnects = Reconnects::new(&bus);
     tracing::info!(schema = %config.schema, %relay_id, "outbox relay started");
     loop {
         if shutdown.is_cancelled() {
@@ -100,7 +102,15 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
         if listener.is_none() {
             listener = connect_listener(&pool, &channel).await;
         }
-        let drained = drain_adaptive(&bus, &pool, &config, relay_id, &mut gauges).await;
+        // A drain begun on a connection that died waits out its acks (`ack_timeout`): when the
+        // client connects again meanwhile, it is abandoned and started over at once (its claim
+        // rolls back; rows it did publish go out again with the same Nats-Msg-Id, which the
+        // stream's duplicate window drops), so events flow within the bound after NATS returns.
+        let seen = reconnects.current();
+        let drained = tokio::select! {
+            drained = drain_adaptive(&bus, &pool, &config, relay_id, &mut gauges) => drained,
+            () = reconnects.after(seen) => continue,
+        };
         // Also after a failure: a backlog growing while NATS is down is what the gauges are for.
         gauges.refresh_if_due(&pool).await;
         match drained {
@@ -112,11 +122,13 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures);
+                let delay = reattach::attach_retry_delay(failures);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "outbox relay could not publish; rows wait");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(delay) => continue,
+                    // NATS is back: publish now rather than after the pause.
+                    () = reconnects.after(seen) => continue,
                 }
             }
         }
@@ -238,11 +250,6 @@ async fn connect_listener(pool: &PgPool, channel: &str) -> Option<PgListener> {
     let mut listener = PgListener::connect_with(pool).await.ok()?;
     listener.listen(channel).await.ok()?;
     Some(listener)
-}
-
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(6);
-    Duration::from_millis(100u64 << exponent).min(Duration::from_secs(5))
 }
 
 /// Publish batches until the outbox has no eligible rows. Returns how many were published.
