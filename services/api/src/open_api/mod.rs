@@ -75,6 +75,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         // The contract and its reference page are free and need no key.
         .route("/api/v1/openapi.json", get(docs::openapi_json))
         .route("/api/docs", get(docs::reference_page))
+        .route(docs::SCALAR_BUNDLE_PATH, get(docs::scalar_bundle))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
