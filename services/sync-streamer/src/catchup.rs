@@ -121,6 +121,9 @@ pub struct Row {
 struct ScopeReader {
     scope: String,
     after: u64,
+    /// In a team's scope, the client's own membership row (`<team>:<user>`): it is in the
+    /// client's user scope too, and each row version goes out once.
+    own_membership: Option<String>,
     buffer: VecDeque<Row>,
     exhausted: bool,
 }
@@ -136,7 +139,9 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
+    /// `user_id` is the client's: its own membership rows are read from its user scope only.
     pub fn new(
+        user_id: Uuid,
         scopes: Vec<(String, u64)>,
         watermark: u64,
         page_rows: usize,
@@ -147,6 +152,9 @@ impl CatchUp {
             readers: scopes
                 .into_iter()
                 .map(|(scope, after)| ScopeReader {
+                    own_membership: scope
+                        .strip_prefix("team.")
+                        .map(|team_id| format!("{team_id}:{user_id}")),
                     scope,
                     after,
                     buffer: VecDeque::new(),
@@ -175,6 +183,7 @@ impl CatchUp {
                      WHERE scope = $1 AND seq > $2 AND seq <= $3
                        AND ($4 OR NOT deleted)
                        AND ($5::text[] IS NULL OR table_name = ANY($5))
+                       AND ($7::text IS NULL OR NOT (table_name = 'team_members' AND row_id = $7))
                      ORDER BY seq
                      LIMIT $6",
                 )
@@ -184,6 +193,7 @@ impl CatchUp {
                 .bind(self.include_tombstones)
                 .bind(self.tables.as_deref())
                 .bind(self.page_rows as i64)
+                .bind(reader.own_membership.as_deref())
                 .fetch_all(db)
                 .await?
             }
@@ -192,12 +202,14 @@ impl CatchUp {
                     "SELECT seq, table_name, data::text FROM rows
                      WHERE scope = $1 AND seq = $2
                        AND ($3 OR NOT deleted)
-                       AND ($4::text[] IS NULL OR table_name = ANY($4))",
+                       AND ($4::text[] IS NULL OR table_name = ANY($4))
+                       AND ($5::text IS NULL OR NOT (table_name = 'team_members' AND row_id = $5))",
                 )
                 .bind(&reader.scope)
                 .bind(seq as i64)
                 .bind(self.include_tombstones)
                 .bind(self.tables.as_deref())
+                .bind(reader.own_membership.as_deref())
                 .fetch_all(db)
                 .await?
             }

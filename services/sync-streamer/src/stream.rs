@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::catchup::{self, CatchUp, Row};
 use crate::config::SyncConfig;
 use crate::error::StreamError;
-use crate::frames::{CloseReason, Frame, LiveChangeset};
+use crate::frames::{CloseReason, Frame, LiveChange, LiveChangeset};
 use crate::hub::{self, Hub, Next, Registration};
 use crate::revocation::RevokedSessions;
 
@@ -460,6 +460,7 @@ impl Connection {
             scopes.push((format!("team.{team_id}"), after));
         }
         let catch_up = CatchUp::new(
+            self.claims.user_id,
             scopes,
             watermark,
             self.state.config.chunk_rows,
@@ -695,13 +696,30 @@ impl Connection {
         } else {
             return Ok(Flow::Continue);
         }
+        // The client's own membership row is in its user scope and the team's: it goes out
+        // with the user scope's changeset only, so each row version reaches the client once.
+        let own_membership = changeset
+            .scope
+            .strip_prefix("team.")
+            .map(|team_id| format!("{team_id}:{}", self.claims.user_id));
+        let is_duplicate = |change: &LiveChange| {
+            own_membership
+                .as_deref()
+                .is_some_and(|row_id| change.table == "team_members" && change.row_id == row_id)
+        };
+        let filtered = self.tables.is_some() || changeset.changes.iter().any(is_duplicate);
         let json = match &self.tables {
-            None => Some(changeset.full_frame()),
-            Some(tables) => {
+            None if !filtered => Some(changeset.full_frame()),
+            tables => {
                 let changes: Vec<_> = changeset
                     .changes
                     .iter()
-                    .filter(|change| tables.contains(&change.table))
+                    .filter(|change| {
+                        tables
+                            .as_ref()
+                            .is_none_or(|tables| tables.contains(&change.table))
+                            && !is_duplicate(change)
+                    })
                     .collect();
                 (!changes.is_empty()).then(|| {
                     Arc::from(

@@ -462,6 +462,55 @@ async fn revocation_expiry_and_shutdown_close_streams() {
     api.stop().await;
 }
 
+/// A member's own membership row lives in the team's scope and in the member's: the member
+/// receives each of its versions once (catch-up and live), while the other members still get
+/// it from the team's scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_own_membership_row_arrives_once_per_version() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let carol = api.login(&unique_email("carol")).await;
+    let team_id = api
+        .team_with(&ada, &[(&bob, "member"), (&carol, "member")])
+        .await;
+    settle(&api).await;
+    let bob_membership = format!("team_members/{team_id}:{}", bob.user_id);
+
+    let mut bob_sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    let mut bob_copy = LocalCopy::default();
+    drain(&mut bob_sse, &mut bob_copy, Duration::from_millis(500)).await;
+    let mut carol_sse =
+        open_stream(&streamer.base_url, &sync_token(&api, &carol).await, None).await;
+    let mut carol_copy = LocalCopy::default();
+    drain(&mut carol_sse, &mut carol_copy, Duration::from_millis(500)).await;
+    assert_eq!(bob_copy.received[&bob_membership].len(), 1, "catch-up");
+
+    // Live: the role changes (a new version of the row, in both scopes).
+    let changed = api
+        .call(
+            Some(&ada),
+            "teams/changeRole",
+            json!({"teamId": team_id, "userId": bob.user_id, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.json);
+    drain(&mut bob_sse, &mut bob_copy, Duration::from_secs(2)).await;
+    drain(&mut carol_sse, &mut carol_copy, Duration::from_secs(2)).await;
+    let versions = &bob_copy.received[&bob_membership];
+    assert_eq!(versions.len(), 2, "bob got versions {versions:?}");
+    assert!(versions[1] > versions[0]);
+    assert_eq!(
+        carol_copy.received[&bob_membership], *versions,
+        "the other members still follow the row"
+    );
+    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
     let api = TestApi::start().await;

@@ -257,6 +257,8 @@ pub struct LocalCopy {
     pub frames: usize,
     /// Frames seen by type (`closed:<reason>` for closes).
     pub kinds: BTreeMap<String, usize>,
+    /// Every row version received (`delta` and `change`), in order: key → versions.
+    pub received: BTreeMap<String, Vec<i64>>,
 }
 
 impl LocalCopy {
@@ -313,6 +315,10 @@ impl LocalCopy {
 
     fn upsert(&mut self, table: &str, data: &Value) {
         let key = row_key(table, data);
+        self.received
+            .entry(key.clone())
+            .or_default()
+            .push(data["version"].as_i64().unwrap_or_default());
         let newer = self
             .rows
             .get(&key)
