@@ -204,6 +204,14 @@ impl ApiError {
         response
     }
 
+    /// The RPC error body (`{"json": {...}}`) with another message: for a batch item refused
+    /// for a reason the variant's own message does not say.
+    pub fn envelope_with_message(&self, message: String) -> serde_json::Result<serde_json::Value> {
+        let mut body = self.body();
+        body.message = message;
+        serde_json::to_value(Envelope { json: body })
+    }
+
     /// The error as a plain JSON body (no RPC envelope): for `/auth/*` and other non-RPC routes.
     pub fn into_plain_response(self) -> Response {
         let body = self.body();

@@ -50,6 +50,11 @@ pub const MAX_ITEMS: usize = 10;
 pub const MAX_BATCH_BODY_BYTES: usize = 4 * MAX_BODY_BYTES;
 /// The largest item response a batch relays (a full page of entries is far below it).
 const MAX_ITEM_RESPONSE_BYTES: usize = 8 * MAX_BODY_BYTES;
+/// What a buffered batch holds in memory before it answers, all items together: an item whose
+/// response would pass it answers `413 PAYLOAD_TOO_LARGE` instead (call it alone, or stream
+/// the batch, which holds one response at a time). Without it, ten items of the item limit
+/// would hold 80 MiB per request.
+pub const MAX_BUFFERED_RESPONSE_BYTES: usize = 16 * MAX_BODY_BYTES;
 /// oRPC's event-iterator keep-alive: a comment while no item has finished.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -101,6 +106,9 @@ struct BatchItemResponse {
     headers: BTreeMap<String, HeaderField>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Value>,
+    /// The response body's size as the procedure wrote it (the buffered batch's budget).
+    #[serde(skip)]
+    body_bytes: usize,
 }
 
 /// Serve a batch when the request says it is one; pass anything else on untouched.
@@ -299,25 +307,42 @@ async fn item_response(index: usize, response: Response) -> BatchItemResponse {
             body: Some(Value::from(
                 "A streamed output cannot be part of a batch; call it alone",
             )),
+            body_bytes: 0,
         };
     }
-    let body = match axum::body::to_bytes(body, MAX_ITEM_RESPONSE_BYTES).await {
-        Ok(bytes) => item_body(&bytes),
+    let bytes = match axum::body::to_bytes(body, MAX_ITEM_RESPONSE_BYTES).await {
+        Ok(bytes) => bytes,
         Err(error) => {
+            let error = error.into_inner();
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return too_large(
+                    index,
+                    format!(
+                        "This response passes the {} MiB a batch item may carry: call this procedure alone",
+                        MAX_ITEM_RESPONSE_BYTES / (1024 * 1024)
+                    ),
+                );
+            }
             tracing::warn!(%error, index, "a batch item's response could not be read");
             return BatchItemResponse {
                 index,
                 status: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
                 headers: BTreeMap::new(),
                 body: Some(Value::from("The response could not be read")),
+                body_bytes: 0,
             };
         }
     };
+    let (body, body_bytes) = (item_body(&bytes), bytes.len());
     BatchItemResponse {
         index,
         status: parts.status.as_u16(),
         headers: item_headers(&parts.headers),
         body,
+        body_bytes,
     }
 }
 
@@ -360,7 +385,19 @@ fn item_headers(headers: &HeaderMap) -> BTreeMap<String, HeaderField> {
 /// response, so a browser keeps them (the client alone cannot set a cookie from a body).
 async fn buffered(mut calls: impl Stream<Item = BatchItemResponse> + Unpin) -> Response {
     let mut items = Vec::new();
+    let mut held = 0usize;
     while let Some(item) = calls.next().await {
+        if held + item.body_bytes > MAX_BUFFERED_RESPONSE_BYTES {
+            items.push(too_large(
+                item.index,
+                format!(
+                    "The batch's responses pass {} MiB together: call this procedure alone, or send the batch in streaming mode",
+                    MAX_BUFFERED_RESPONSE_BYTES / (1024 * 1024)
+                ),
+            ));
+            continue;
+        }
+        held += item.body_bytes;
         items.push(item);
     }
     let mut response = (StatusCode::MULTI_STATUS, axum::Json(&items)).into_response();
@@ -377,6 +414,19 @@ async fn buffered(mut calls: impl Stream<Item = BatchItemResponse> + Unpin) -> R
         }
     }
     response
+}
+
+/// `413 PAYLOAD_TOO_LARGE` for an item, in the error shape of a single call, with the reason.
+fn too_large(index: usize, message: String) -> BatchItemResponse {
+    BatchItemResponse {
+        index,
+        status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+        headers: BTreeMap::new(),
+        body: ApiError::PayloadTooLarge
+            .envelope_with_message(message)
+            .ok(),
+        body_bytes: 0,
+    }
 }
 
 /// An event stream: an opening comment, then one `message` event per call as it finishes,

@@ -397,3 +397,73 @@ async fn cookies_a_call_sets_reach_the_browser_in_buffered_mode() {
     assert_eq!(after.status, 401, "signed out");
     api.stop().await;
 }
+
+/// A buffered batch holds its responses until the last one: past
+/// `MAX_BUFFERED_RESPONSE_BYTES` together, an item answers `413` with the reason instead of
+/// growing the request's memory; the same batch streamed answers every item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffered_batch_bounds_the_responses_it_holds() {
+    let api = TestApi::start().await;
+    let user = api.login("big-pages@example.com").await;
+    let content = "x".repeat(100_000);
+    for index in 0..100 {
+        api.call(
+            Some(&user),
+            "journalEntries/create",
+            json!({ "title": format!("big {index}"), "content": content }),
+        )
+        .await
+        .ok();
+    }
+    // Three pages of 60 entries of 100,000 characters: about 6 MB each, 18 MB together.
+    let page =
+        json!({ "url": url(&api, "journalEntries/list"), "body": { "json": { "limit": 60 } } });
+    let items = json!([page, page, page, { "url": url(&api, "users/me") }]);
+    let response = post_batch(&api, &user, "buffered", &items).await;
+    assert_eq!(response.status(), 207);
+    let answered = by_index(response.json::<Vec<Value>>().await.unwrap());
+    let statuses: Vec<u64> = answered
+        .iter()
+        .map(|item| item["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses[3], 200);
+    let mut pages = statuses[..3].to_vec();
+    pages.sort_unstable();
+    assert_eq!(pages, [200, 200, 413], "{statuses:?}");
+    let refused = answered.iter().find(|item| item["status"] == 413).unwrap();
+    assert_eq!(refused["body"]["json"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(
+        refused["body"]["json"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("streaming mode"),
+        "{}",
+        refused["body"]["json"]["message"]
+    );
+    let served = answered.iter().find(|item| item["status"] == 200).unwrap();
+    assert_eq!(
+        served["body"]["json"]["items"].as_array().unwrap().len(),
+        60
+    );
+
+    // One page of 100 (about 10 MB) passes what one item may carry: 413, not a 500.
+    let whole =
+        json!([{ "url": url(&api, "journalEntries/list"), "body": { "json": { "limit": 100 } } }]);
+    let response = post_batch(&api, &user, "buffered", &whole).await;
+    let answered = response.json::<Vec<Value>>().await.unwrap();
+    assert_eq!(answered[0]["status"], 413, "{}", answered[0]["body"]);
+    assert!(
+        answered[0]["body"]["json"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("call this procedure alone")
+    );
+
+    let response = post_batch(&api, &user, "streaming", &items).await;
+    let streamed = by_index(streamed_items(&response.text().await.unwrap()));
+    assert!(
+        streamed.iter().all(|item| item["status"] == 200),
+        "streaming holds one response at a time"
+    );
+    api.stop().await;
+}
