@@ -13,7 +13,11 @@ use test_support::{TestDb, nats_url};
 
 /// The demo user's catch-up from cursor 0: the rows of every `delta` frame, by table, until
 /// the frame marked `isLastChunk`.
-async fn catch_up(client: &reqwest::Client, sync_url: &str, token: &str) -> BTreeMap<String, Vec<Value>> {
+async fn catch_up(
+    client: &reqwest::Client,
+    sync_url: &str,
+    token: &str,
+) -> BTreeMap<String, Vec<Value>> {
     let mut response = client
         .get(format!("{sync_url}/sync/stream?since=0"))
         .bearer_auth(token)
@@ -86,12 +90,21 @@ async fn demo_data_seeded_through_the_api_syncs_reaches_the_worker_and_is_seeded
     // The team, Sam's membership, two prompts, four entries.
     assert_eq!(first.created, 8, "{first:?}");
     let second = demo_seed::seed(&client, &api_url).await.unwrap();
-    assert_eq!(second.created, 0, "a second run creates nothing: {second:?}");
+    assert_eq!(
+        second.created, 0,
+        "a second run creates nothing: {second:?}"
+    );
     assert_eq!(second.team_id, first.team_id);
     assert_eq!(second.demo_user_id, first.demo_user_id);
     let pool = db.pool().await;
     let mut counts = Vec::new();
-    for table in ["users", "teams", "team_members", "prompts", "journal_entries"] {
+    for table in [
+        "users",
+        "teams",
+        "team_members",
+        "prompts",
+        "journal_entries",
+    ] {
         let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM api.{table}"))
             .fetch_one(&pool)
             .await
@@ -115,7 +128,13 @@ async fn demo_data_seeded_through_the_api_syncs_reaches_the_worker_and_is_seeded
     assert!(word_count > 0 && version > 0);
 
     // The demo user's apps get all of it in the sync catch-up.
-    let demo = dev_login(&client, &api_url, demo_seed::DEMO_EMAIL, demo_seed::DEMO_NAME).await;
+    let demo = dev_login(
+        &client,
+        &api_url,
+        demo_seed::DEMO_EMAIL,
+        demo_seed::DEMO_NAME,
+    )
+    .await;
     let token: Value = client
         .post(format!("{api_url}/rpc/sync/token"))
         .bearer_auth(&demo.token)

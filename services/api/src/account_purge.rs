@@ -123,10 +123,11 @@ pub async fn purge_account(
         .await
         .map_err(crate::attachments::storage_unavailable)?;
     }
-    let export_ids: Vec<Uuid> = sqlx::query_scalar("SELECT export_id FROM exports WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_all(&state.db)
-        .await?;
+    let export_ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT export_id FROM exports WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&state.db)
+            .await?;
     crate::exports::delete_archives(&state.storage, user_id, &export_ids).await?;
 
     // 2. The rows, in one transaction.

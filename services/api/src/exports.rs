@@ -203,7 +203,9 @@ pub async fn on_export_ready(
                 .storage
                 .delete(&messages::export_archive_key(user_id, export_id))
                 .await
-                .map_err(|error| HandlerError::retry(format!("deleting a revoked export: {error}")))?;
+                .map_err(|error| {
+                    HandlerError::retry(format!("deleting a revoked export: {error}"))
+                })?;
             tracing::info!(%export_id, %user_id, "export of a deleted account finished late; archive deleted");
         }
     }

@@ -329,14 +329,13 @@ async fn apply_batch(
     let mut insights = lock_insights(&mut tx, &authors).await?;
     // Events about an account the worker already purged (`user.purged`) arrive late: they
     // recreate nothing (checked under the authors' locks, which the purge takes too).
-    let purged: BTreeSet<Uuid> = sqlx::query_scalar(
-        "SELECT user_id FROM purged_users WHERE user_id = ANY($1)",
-    )
-    .bind(&authors)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    let purged: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM purged_users WHERE user_id = ANY($1)")
+            .bind(&authors)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
     if !purged.is_empty() {
         // `lock_insights` may have created their rows again.
         sqlx::query("DELETE FROM entry_insights WHERE user_id = ANY($1)")

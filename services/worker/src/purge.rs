@@ -58,7 +58,9 @@ pub async fn on_user_purged(
     .fetch_all(&mut *tx)
     .await?;
     for day in &days {
-        changes.record(Op::Delete, day).map_err(HandlerError::retry)?;
+        changes
+            .record(Op::Delete, day)
+            .map_err(HandlerError::retry)?;
     }
     // The totals row: published once (version > 0) and not yet tombstoned by an earlier run.
     if first_time

@@ -83,7 +83,10 @@ async fn export_link(system: &System, user: &User) -> String {
         if export["status"] == "ready" {
             return export["downloadUrl"].as_str().unwrap().to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "never ready: {export}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {export}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -186,7 +189,10 @@ async fn a_deleted_account_loses_its_export_links_at_once_and_its_data_after_the
     let deleted = system.ok(&ada, "users/delete", json!({})).await;
     assert!(deleted["deletedAt"].as_i64().is_some());
     let refused = reqwest::get(&ada_link).await.unwrap().status();
-    assert_eq!(refused, 404, "a deleted account's export link must not download");
+    assert_eq!(
+        refused, 404,
+        "a deleted account's export link must not download"
+    );
     let revoked: (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
         sqlx::query_as("SELECT revoked_at, download_url FROM exports WHERE user_id = $1")
             .bind(ada.user_id)
@@ -250,21 +256,21 @@ async fn a_deleted_account_loses_its_export_links_at_once_and_its_data_after_the
     // Attachments: objects gone, rows soft-deleted.
     let keys = system.bucket.keys().await;
     assert!(
-        !keys.iter().any(|key| key.contains(&ada.user_id.to_string())
-            || key.contains(&attachment_id)),
+        !keys
+            .iter()
+            .any(|key| key.contains(&ada.user_id.to_string()) || key.contains(&attachment_id)),
         "the original, its verified copy and its thumbnail go: {keys:?}"
     );
     assert!(
         keys.iter().any(|key| key.contains(&bobs_attachment)),
         "{keys:?}"
     );
-    let attachment: (Option<chrono::DateTime<chrono::Utc>>, String) = sqlx::query_as(
-        "SELECT deleted_at, file_name FROM attachments WHERE attachment_id = $1",
-    )
-    .bind(Uuid::parse_str(&attachment_id).unwrap())
-    .fetch_one(&system.api_pool)
-    .await
-    .unwrap();
+    let attachment: (Option<chrono::DateTime<chrono::Utc>>, String) =
+        sqlx::query_as("SELECT deleted_at, file_name FROM attachments WHERE attachment_id = $1")
+            .bind(Uuid::parse_str(&attachment_id).unwrap())
+            .fetch_one(&system.api_pool)
+            .await
+            .unwrap();
     assert!(attachment.0.is_some());
     assert_eq!(attachment.1, "");
     // The account row: anonymised, sessions gone.
@@ -298,7 +304,11 @@ async fn a_deleted_account_loses_its_export_links_at_once_and_its_data_after_the
 
     // Bob's data is untouched.
     let bobs_now = system
-        .ok(&bob, "journalEntries/get", json!({"journalEntryId": bobs_id}))
+        .ok(
+            &bob,
+            "journalEntries/get",
+            json!({"journalEntryId": bobs_id}),
+        )
         .await;
     assert_eq!(bobs_now["content"], "bob keeps this");
     assert!(bobs_now["deletedAt"].is_null());

@@ -196,11 +196,9 @@ pub async fn seed(client: &reqwest::Client, api_url: &str) -> Result<Seeded, See
             .await?;
         created += 1;
     }
-    let team_prompt_id = match prompts
-        .items
-        .into_iter()
-        .find(|prompt| prompt.team_id.as_deref() == Some(team_id.as_str()) && prompt.text == TEAM_PROMPT)
-    {
+    let team_prompt_id = match prompts.items.into_iter().find(|prompt| {
+        prompt.team_id.as_deref() == Some(team_id.as_str()) && prompt.text == TEAM_PROMPT
+    }) {
         Some(prompt) => prompt.prompt_id,
         None => {
             let prompt: PromptRow = api
