@@ -200,7 +200,7 @@ pub async fn purge_account(
     .await?;
     for (api_key_id, api_team_id, team_id, prefix, revoked_at) in &keys {
         bus::outbox::emit_ordered(
-            &mut *tx,
+            &mut tx,
             &ApiKeyRevoked {
                 api_key_id: api_key_id.to_string(),
                 api_team_id: api_team_id.to_string(),
@@ -234,7 +234,7 @@ pub async fn purge_account(
     changes.record(&mut tx, Scope::User(user_id), &user).await?;
     changes.finish(&mut tx).await?;
     bus::outbox::emit(
-        &mut *tx,
+        &mut tx,
         &UserPurged {
             user_id: user_id.to_string(),
             purged_at_ms: chrono::Utc::now().timestamp_millis(),
