@@ -345,3 +345,63 @@ async fn a_deleted_account_loses_its_export_links_at_once_and_its_data_after_the
 
     system.stop().await;
 }
+
+/// An export still being built when the account is deleted: its archive is uploaded after
+/// `users.delete` deleted the others, so the api deletes it when `export.ready` arrives, and
+/// the export never becomes ready.
+#[tokio::test]
+async fn an_export_finished_after_the_deletion_is_deleted_when_it_reports_ready() {
+    let system = System::start().await;
+    let ada = system.login("ada@example.com").await;
+    // A pending export whose task the worker is still on (the row alone: no real task, so
+    // the test decides when the worker "finishes").
+    let export_id: Uuid =
+        sqlx::query_scalar("INSERT INTO exports (user_id) VALUES ($1) RETURNING export_id")
+            .bind(ada.user_id)
+            .fetch_one(&system.api_pool)
+            .await
+            .unwrap();
+    system.ok(&ada, "users/delete", json!({})).await;
+    // Whatever the worker did meanwhile, the archive now appears late, and so does its event.
+    let key = messages::export_archive_key(ada.user_id, export_id);
+    system
+        .bucket
+        .store()
+        .put_bytes(&key, b"{}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    let client = async_nats::connect(test_support::nats_url()).await.unwrap();
+    let bus = bus::Bus::start(
+        async_nats::jetstream::new(client),
+        &system.namespace,
+        "tests",
+    )
+    .await
+    .unwrap();
+    bus.publish(
+        &messages::journal::v1::ExportReady {
+            export_id: export_id.to_string(),
+            user_id: ada.user_id.to_string(),
+            download_url: "http://127.0.0.1:9000/late".to_owned(),
+            expires_at_ms: chrono::Utc::now().timestamp_millis() + 3_600_000,
+            size_bytes: 2,
+        },
+        &Uuid::now_v7().to_string(),
+    )
+    .await
+    .unwrap();
+    let gone = eventually(Duration::from_secs(20), || async {
+        !system.bucket.keys().await.contains(&key)
+    })
+    .await;
+    assert!(gone, "the late archive of a deleted account stayed");
+    let row: (String, Option<String>, bool) = sqlx::query_as(
+        "SELECT status, download_url, revoked_at IS NOT NULL FROM exports WHERE export_id = $1",
+    )
+    .bind(export_id)
+    .fetch_one(&system.api_pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("pending".to_owned(), None, true));
+    system.stop().await;
+}
