@@ -90,7 +90,10 @@ CREATE TABLE users (
     email_verified boolean NOT NULL DEFAULT false,
     -- A deleted account frees its address (`email` becomes a placeholder) but keeps it here
     -- until the purge, so support can still tell whose account it was.
-    deleted_email text
+    deleted_email text,
+    -- When the account purge (ACCOUNT_PURGE_RETENTION_DAYS after `deleted_at`) removed what
+    -- the account owned and anonymised this row (docs/api.md, "Account deletion").
+    purged_at timestamptz
 );
 CREATE UNIQUE INDEX users_email_idx ON users (lower(email));
 CREATE UNIQUE INDEX users_google_subject_idx ON users (google_subject);
@@ -333,7 +336,10 @@ CREATE TABLE exports (
     ready_at timestamptz,
     size_bytes bigint,
     download_url text,
-    download_expires_at timestamptz
+    download_expires_at timestamptz,
+    -- Set when the account is deleted: the archive's object is deleted in the same request
+    -- (a presigned link cannot be revoked; a missing object refuses it) and the link is gone.
+    revoked_at timestamptz
 );
 CREATE INDEX exports_user_idx ON exports (user_id, requested_at DESC);
 

@@ -149,3 +149,11 @@ CREATE TABLE data_exports (
     message_id text NOT NULL
 );
 CREATE INDEX data_exports_user_idx ON data_exports (user_id, completed_at DESC);
+
+-- Users whose account the api purged (`user.purged`): their insights, entry activity and
+-- export records are gone, and entry events about them that arrive late are ignored rather
+-- than recreating any of it.
+CREATE TABLE purged_users (
+    user_id uuid PRIMARY KEY,
+    purged_at timestamptz NOT NULL DEFAULT now()
+);

@@ -14,8 +14,13 @@ pub enum DbCommand {
     New { schema: String, name: String },
     /// Apply pending migrations for one schema, or all when none is given.
     Up { schema: Option<String> },
-    /// Load demo data (`seeds/*.sql`, in name order, each in one transaction). Idempotent.
-    Seed,
+    /// Seed the demo data through the running api's own procedures (so it syncs and reaches
+    /// the worker); `cargo xtask dev` does this by itself. Idempotent. See seeds/README.md.
+    Seed {
+        /// The api to seed through.
+        #[arg(long, env = "API_URL", default_value = crate::dev::API_URL)]
+        api_url: String,
+    },
     /// Generate the next migration of `<schema>` from its declaration
     /// (`services/<service>/schema.sql`): only backward-compatible DDL; anything else is
     /// refused with the two-step path (see docs/migrations.md).
@@ -58,13 +63,7 @@ pub async fn run(command: DbCommand) -> Result<()> {
             }
             Ok(())
         }
-        DbCommand::Seed => {
-            let endpoints = infra::ensure().await?;
-            for schema in SCHEMAS {
-                migrate(&endpoints.database_url, schema).await?;
-            }
-            seed(&endpoints.database_url).await
-        }
+        DbCommand::Seed { api_url } => seed(&api_url).await,
     }
 }
 
@@ -203,29 +202,19 @@ pub async fn migrate(database_url: &str, schema: &str) -> Result<()> {
     Ok(())
 }
 
-async fn seed(database_url: &str) -> Result<()> {
-    let dir = repo_root().join("seeds");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        println!("no seed files in {}", dir.display());
-        return Ok(());
-    }
-    let pool = platform::db::connect(&infra::secret(database_url), "public", 2).await?;
-    for file in files {
-        let sql = std::fs::read_to_string(&file)?;
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(&sql)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("seeding {}", file.display()))?;
-        tx.commit().await?;
-        println!("seeded {}", file.display());
-    }
-    pool.close().await;
+async fn seed(api_url: &str) -> Result<()> {
+    let seeded = demo_seed::seed(&reqwest::Client::new(), api_url)
+        .await
+        .with_context(|| {
+            format!(
+                "seeding through the api at {api_url} (start the system with `cargo xtask dev`, \
+                 which seeds by itself, or point --api-url / API_URL at a running api with \
+                 AUTH_DEV_LOGIN=true)"
+            )
+        })?;
+    println!(
+        "seeded through {api_url}: {} row(s) created (demo user {}, team {})",
+        seeded.created, seeded.demo_user_id, seeded.team_id
+    );
     Ok(())
 }

@@ -22,7 +22,10 @@ const SERVICES: [(&str, u16, &str); 5] = [
     ("notifier", 8084, "34"),
 ];
 
-pub async fn run(release: bool) -> Result<()> {
+/// Where `cargo xtask dev` runs the api.
+pub const API_URL: &str = "http://127.0.0.1:8080";
+
+pub async fn run(release: bool, seed: bool) -> Result<()> {
     let endpoints = infra::ensure().await?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = std::process::Command::new(&cargo);
@@ -83,6 +86,19 @@ pub async fn run(release: bool) -> Result<()> {
             redact(&endpoints.database_url),
             endpoints.nats_url
         );
+        if seed {
+            // Through the api's own procedures, so the demo data syncs and reaches the worker.
+            match demo_seed::seed(&reqwest::Client::new(), API_URL).await {
+                Ok(seeded) => println!(
+                    "Demo data: sign in with the dev login as {} (or {}); {} row(s) created now \
+                     (seeds/README.md).",
+                    demo_seed::DEMO_EMAIL,
+                    demo_seed::MEMBER_EMAIL,
+                    seeded.created
+                ),
+                Err(error) => eprintln!("xtask: seeding the demo data failed: {error}"),
+            }
+        }
         println!("Press Ctrl-C to stop everything.\n");
     } else {
         eprintln!("xtask: not every service became ready within 60 s; see the logs above");

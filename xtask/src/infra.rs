@@ -9,7 +9,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::repo_root;
@@ -436,9 +435,4 @@ fn s3s_fs_program() -> Result<std::path::PathBuf> {
     .context("installing s3s-fs (needs network access to crates.io)")?;
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(program)
-}
-
-/// The database URL as a secret, for platform helpers.
-pub fn secret(url: &str) -> SecretString {
-    SecretString::from(url.to_owned())
 }

@@ -24,11 +24,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole system: Postgres and NATS (started or installed if needed) and all five
-    /// services with readable, prefixed logs. Ctrl-C stops everything.
+    /// services with readable, prefixed logs; once they are ready, seed the demo data through
+    /// the api (idempotent; see seeds/README.md). Ctrl-C stops everything.
     Dev {
         /// Build and run in release mode.
         #[arg(long)]
         release: bool,
+        /// Do not seed the demo data.
+        #[arg(long)]
+        no_seed: bool,
     },
     /// Run every test: makes sure Postgres and NATS are up, builds the binaries, then runs
     /// the workspace tests (cargo-nextest when installed, cargo test otherwise). Extra
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Dev { release } => dev::run(release).await,
+            Command::Dev { release, no_seed } => dev::run(release, !no_seed).await,
             Command::Test { args } => test::run(args).await,
             Command::Infra => infra::ensure().await.map(|_| ()),
             Command::Db { command } => db::run(command).await,

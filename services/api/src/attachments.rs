@@ -162,7 +162,7 @@ pub struct Attachment {
     pub verified_key: Option<String>,
 }
 
-const COLUMNS: &str = "attachment_id, owner_user_id, journal_entry_id, team_id, file_name, \
+pub(crate) const COLUMNS: &str = "attachment_id, owner_user_id, journal_entry_id, team_id, file_name, \
      content_type, size_bytes, status, rejection_code, rejection_message, \
      thumbnail_key IS NOT NULL AS has_thumbnail, width, height, upload_expires_at, created_at, \
      updated_at, deleted_at, version, object_key, thumbnail_key, verified_key";
@@ -183,7 +183,7 @@ impl Attachment {
     }
 
     /// Record this row's change (a deleted row is a tombstone).
-    fn record(&self, changes: &mut Changes, op: Op) -> Result<(), ApiError> {
+    pub(crate) fn record(&self, changes: &mut Changes, op: Op) -> Result<(), ApiError> {
         let op = if self.deleted_at.is_some() {
             Op::Delete
         } else {
@@ -201,7 +201,7 @@ impl Attachment {
 }
 
 /// Object storage failing is not the client's fault: `503 STORAGE_UNAVAILABLE` (logged).
-fn storage_unavailable(error: StorageError) -> ApiError {
+pub(crate) fn storage_unavailable(error: StorageError) -> ApiError {
     tracing::error!(%error, "object storage");
     ApiError::defined(
         "STORAGE_UNAVAILABLE",
@@ -728,7 +728,7 @@ pub async fn restore_for_entry(
 
 /// Every object of an attachment: the upload key (a presigned PUT may have written it again
 /// after verification), the verified copy and the thumbnail.
-async fn delete_objects(
+pub(crate) async fn delete_objects(
     storage: &ObjectStore,
     object_key: &str,
     verified_key: Option<&str>,

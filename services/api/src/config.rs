@@ -105,6 +105,10 @@ pub struct Config {
     /// `SOFT_DELETE_RETENTION_DAYS` (default 30): soft-deleted rows older than this are
     /// purged by the daily `purge-retention` job.
     pub soft_delete_retention: Duration,
+    /// `ACCOUNT_PURGE_RETENTION_DAYS` (default 30; 0 purges at the next run): how long after
+    /// `users.delete` the daily `purge-retention` job purges what the account owned
+    /// (docs/api.md, "Account deletion").
+    pub account_purge_retention: Duration,
     /// `REQUEST_LOG_RETENTION_DAYS` (default 30): open API request logs older than this are
     /// deleted by the daily `purge-retention` job.
     pub request_log_retention: Duration,
@@ -341,6 +345,7 @@ impl Config {
         if retention_days == 0 {
             env.reject("SOFT_DELETE_RETENTION_DAYS", "must be at least 1");
         }
+        let account_purge_days: u64 = env.with_default("ACCOUNT_PURGE_RETENTION_DAYS", 30);
         let request_log_retention_days: u64 = env.with_default("REQUEST_LOG_RETENTION_DAYS", 30);
         if request_log_retention_days == 0 {
             env.reject("REQUEST_LOG_RETENTION_DAYS", "must be at least 1");
@@ -375,6 +380,7 @@ impl Config {
             cron_job_secret: cron_job_secret
                 .map(|secret| SecretString::from(secret.trim().to_owned())),
             soft_delete_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            account_purge_retention: Duration::from_secs(account_purge_days.saturating_mul(86_400)),
             request_log_retention: Duration::from_secs(
                 request_log_retention_days.saturating_mul(86_400),
             ),
@@ -409,6 +415,7 @@ impl Config {
             api_keys: ApiKeyConfig::default(),
             cron_job_secret: None,
             soft_delete_retention: Duration::from_secs(30 * 86_400),
+            account_purge_retention: Duration::from_secs(30 * 86_400),
             request_log_retention: Duration::from_secs(30 * 86_400),
             sync_token_secret: SecretString::from(sync_protocol::DEVELOPMENT_SECRET),
             sync_token_ttl: Duration::from_secs(900),

@@ -13,7 +13,8 @@
 //!   transaction. The hour of look-back lets a late or caught-up run still send today's prompt.
 //! - `purge-expired-sessions`: sessions past expiry or revoked, expired OAuth states.
 //! - `roll-over-usage`: [`crate::metering::roll_over_periods`].
-//! - `purge-retention`: soft-deleted attachments (their objects first), journal entries,
+//! - `purge-retention`: first the deleted accounts past `ACCOUNT_PURGE_RETENTION_DAYS`
+//!   ([`crate::account_purge`]); then soft-deleted attachments (their objects first), journal entries,
 //!   prompts and memberships older than `SOFT_DELETE_RETENTION_DAYS`, deleted accounts' kept
 //!   addresses, old dispatch records and the bus's own tables; open API request logs older
 //!   than `REQUEST_LOG_RETENTION_DAYS`.
@@ -101,6 +102,8 @@ pub enum JobReport {
     RollOverUsage { subscriptions: u64 },
     #[serde(rename = "purge-retention", rename_all = "camelCase")]
     PurgeRetention {
+        /// What the account purge did ([`crate::account_purge`]).
+        deleted_accounts: crate::account_purge::AccountPurge,
         attachments: u64,
         journal_entries: u64,
         prompts: u64,
@@ -159,7 +162,15 @@ async fn run_job(
             subscriptions: crate::metering::roll_over_periods(&state.db).await?,
         }),
         ApiJob::PurgeRetention => {
+            // Accounts first: what their purge soft-deletes is then hard-deleted by the
+            // ordinary retention purge `SOFT_DELETE_RETENTION_DAYS` later.
+            let deleted_accounts = crate::account_purge::purge_due_accounts(
+                state,
+                state.config.account_purge_retention,
+            )
+            .await?;
             purge_retention(
+                deleted_accounts,
                 &state.db,
                 &state.storage,
                 state.config.soft_delete_retention,
@@ -376,6 +387,7 @@ async fn delete_in_chunks(
 }
 
 pub async fn purge_retention(
+    deleted_accounts: crate::account_purge::AccountPurge,
     db: &PgPool,
     storage: &ObjectStore,
     retention: Duration,
@@ -444,6 +456,7 @@ pub async fn purge_retention(
     )
     .await?;
     Ok(JobReport::PurgeRetention {
+        deleted_accounts,
         attachments,
         journal_entries,
         prompts,

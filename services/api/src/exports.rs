@@ -51,7 +51,8 @@ const LIST_LIMIT: i64 = 20;
 #[serde(rename_all = "camelCase")]
 pub struct Export {
     pub export_id: Uuid,
-    /// `pending`, `ready`, or `expired` (ready, but the download link has expired).
+    /// `pending`, `ready`, `expired` (ready, but the download link has expired) or `revoked`
+    /// (the account was deleted: the archive is gone).
     pub status: String,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
@@ -66,10 +67,12 @@ pub struct Export {
 }
 
 const EXPORT_COLUMNS: &str = "export_id, \
-     CASE WHEN status = 'ready' AND download_expires_at <= now() THEN 'expired' ELSE status END \
+     CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
+          WHEN status = 'ready' AND download_expires_at <= now() THEN 'expired' ELSE status END \
        AS status, \
      requested_at, ready_at, size_bytes, \
-     CASE WHEN download_expires_at > now() THEN download_url END AS download_url, \
+     CASE WHEN download_expires_at > now() AND revoked_at IS NULL THEN download_url END \
+       AS download_url, \
      download_expires_at AS expires_at";
 
 /// `exports.create` → the export (pending).
@@ -171,10 +174,10 @@ pub async fn on_export_ready(
             ready.expires_at_ms
         ))
     })?;
-    sqlx::query(
+    let marked = sqlx::query(
         "UPDATE exports SET status = 'ready', ready_at = coalesce(ready_at, now()),
                 size_bytes = $2, download_url = $3, download_expires_at = $4
-          WHERE export_id = $1 AND user_id = $5",
+          WHERE export_id = $1 AND user_id = $5 AND revoked_at IS NULL",
     )
     .bind(export_id)
     .bind(ready.size_bytes)
@@ -182,7 +185,68 @@ pub async fn on_export_ready(
     .bind(expires_at)
     .bind(user_id)
     .execute(&state.db)
+    .await?
+    .rows_affected();
+    if marked == 0 {
+        // An export that was still being built when its account was deleted: `users.delete`
+        // deleted the archives that existed then; this one was uploaded afterwards, so its
+        // link must not work either.
+        let revoked: Option<bool> = sqlx::query_scalar(
+            "SELECT revoked_at IS NOT NULL FROM exports WHERE export_id = $1 AND user_id = $2",
+        )
+        .bind(export_id)
+        .bind(user_id)
+        .fetch_optional(&state.db)
+        .await?;
+        if revoked == Some(true) {
+            state
+                .storage
+                .delete(&messages::export_archive_key(user_id, export_id))
+                .await
+                .map_err(|error| {
+                    HandlerError::retry(format!("deleting a revoked export: {error}"))
+                })?;
+            tracing::info!(%export_id, %user_id, "export of a deleted account finished late; archive deleted");
+        }
+    }
+    Ok(())
+}
+
+/// Revoke every export link of `user_id` at once (in the caller's transaction, which deletes
+/// the account): the rows are marked revoked, and their archives are deleted from object
+/// storage before the transaction commits. A presigned URL cannot be revoked, but once its
+/// object is gone it answers 404. If storage fails, the caller's transaction fails with it
+/// (`503 STORAGE_UNAVAILABLE`) and the account is not deleted: no link outlives a deletion.
+/// Returns how many exports were revoked.
+pub async fn revoke_for_user(
+    conn: &mut sqlx::PgConnection,
+    storage: &platform::s3::ObjectStore,
+    user_id: Uuid,
+) -> Result<u64, ApiError> {
+    let revoked: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE exports SET revoked_at = now(), download_url = NULL
+          WHERE user_id = $1 AND revoked_at IS NULL
+          RETURNING export_id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
     .await?;
+    delete_archives(storage, user_id, &revoked).await?;
+    Ok(revoked.len() as u64)
+}
+
+/// Delete the archives of `export_ids` (deleting a missing object succeeds).
+pub async fn delete_archives(
+    storage: &platform::s3::ObjectStore,
+    user_id: Uuid,
+    export_ids: &[Uuid],
+) -> Result<(), ApiError> {
+    for export_id in export_ids {
+        storage
+            .delete(&messages::export_archive_key(user_id, export_id))
+            .await
+            .map_err(crate::attachments::storage_unavailable)?;
+    }
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub fn routes() -> RpcRouter {
         .mutation("journalEntries.restore", restore)
 }
 
-const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
+pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
                        mood, tags, entry_date, created_at, updated_at, deleted_at, version";
 
 /// What a write returns: the entry and, for its event's facts, its author's timezone (read in
@@ -128,7 +128,7 @@ impl SyncedRow for JournalEntry {
 }
 
 impl JournalEntry {
-    fn scope(&self) -> Scope {
+    pub(crate) fn scope(&self) -> Scope {
         Scope::owner(self.author_user_id, self.team_id)
     }
 

@@ -1,6 +1,7 @@
 //! The `api` service: auth and sessions, journal entries (more modules arrive with the api
 //! issue), the transactional outbox and its relay. See docs/architecture.md.
 
+pub mod account_purge;
 pub mod api_keys;
 pub mod api_teams;
 pub mod attachments;

@@ -100,7 +100,7 @@ impl SyncedRow for Prompt {
 }
 
 impl Prompt {
-    fn scope(&self) -> Scope {
+    pub(crate) fn scope(&self) -> Scope {
         Scope::owner(
             self.owner_user_id.unwrap_or(self.author_user_id),
             self.team_id,
@@ -673,6 +673,29 @@ async fn today(
         date: day.format("%Y-%m-%d").to_string(),
         prompt,
     }))
+}
+
+/// The account purge (`crate::account_purge`): soft-delete the personal prompts of `user_id`
+/// (deleted ones too) with their text and schedule cleared, in the caller's transaction. A
+/// prompt the user wrote for a team stays: it is the team's. Returns the rows changed (their
+/// tombstones are the caller's to record).
+pub(crate) async fn purge_personal(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+) -> Result<Vec<Prompt>, ApiError> {
+    let rows: Vec<PromptRow> = sqlx::query_as(&format!(
+        "UPDATE prompts
+            SET text = '', schedule_time = NULL, schedule_timezone = NULL,
+                schedule_weekdays = NULL, deleted_at = coalesce(deleted_at, now()),
+                updated_at = now(), version = version + 1
+          WHERE owner_user_id = $1
+            AND (deleted_at IS NULL OR text <> '' OR schedule_time IS NOT NULL)
+          RETURNING {COLUMNS}"
+    ))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Prompt::from).collect())
 }
 
 #[cfg(test)]

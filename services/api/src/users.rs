@@ -54,7 +54,7 @@ impl SyncedRow for User {
     }
 }
 
-const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \
+pub(crate) const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \
                             created_at, updated_at, deleted_at, version";
 
 pub async fn load(db: &sqlx::PgPool, user_id: Uuid) -> Result<User, ApiError> {
@@ -268,7 +268,9 @@ pub struct Deleted {
 
 /// `users.delete` (sensitive): soft-deletes the account, frees its address for a new sign-up
 /// (kept in `deleted_email` until the purge), leaves the caller's teams, revokes every
-/// session. One transaction.
+/// session and every export link (the archives are deleted before the commit). One
+/// transaction. What the account owned is purged `ACCOUNT_PURGE_RETENTION_DAYS` later
+/// ([`crate::account_purge`]; docs/api.md, "Account deletion").
 async fn delete(
     State(state): State<AppState>,
     Sensitive(session): Sensitive,
@@ -324,6 +326,9 @@ async fn delete(
         RevokeReason::AccountDeleted,
     )
     .await?;
+    // Last, just before the commit: object storage failing fails the deletion (503), so no
+    // export link outlives it.
+    crate::exports::revoke_for_user(&mut tx, &state.storage, user.user_id).await?;
     let deleted_at = user.deleted_at.unwrap_or_else(Utc::now);
     bus::outbox::emit(
         &mut tx,

@@ -46,7 +46,7 @@ pub struct ExportSettings {
 
 /// The object key of an export's archive.
 pub fn object_key(user_id: Uuid, export_id: Uuid) -> String {
-    format!("exports/{user_id}/{export_id}.json")
+    messages::export_archive_key(user_id, export_id)
 }
 
 fn parse_id(field: &str, value: &str) -> Result<Uuid, HandlerError> {

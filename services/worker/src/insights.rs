@@ -325,14 +325,39 @@ async fn apply_batch(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut tx = state.db.begin().await?;
+    let mut insights = lock_insights(&mut tx, &authors).await?;
+    // Events about an account the worker already purged (`user.purged`) arrive late: they
+    // recreate nothing (checked under the authors' locks, which the purge takes too).
+    let purged: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM purged_users WHERE user_id = ANY($1)")
+            .bind(&authors)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    if !purged.is_empty() {
+        // `lock_insights` may have created their rows again.
+        sqlx::query("DELETE FROM entry_insights WHERE user_id = ANY($1)")
+            .bind(purged.iter().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        insights.retain(|user_id, _| !purged.contains(user_id));
+    }
+    let events: Vec<&(EntryChange, String)> = events
+        .iter()
+        .filter(|(change, _)| !purged.contains(&change.author_user_id))
+        .collect();
+    if events.is_empty() {
+        tx.commit().await?;
+        return Ok(());
+    }
     let entry_ids: Vec<Uuid> = events
         .iter()
         .map(|(change, _)| change.journal_entry_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut tx = state.db.begin().await?;
-    let insights = lock_insights(&mut tx, &authors).await?;
     let stored: BTreeMap<Uuid, Activity> = sqlx::query_as::<_, Activity>(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM journal_entry_activity WHERE journal_entry_id = ANY($1)"
     ))
@@ -347,7 +372,7 @@ async fn apply_batch(
     let mut next = stored.clone();
     // Entry → the author whose insights it moves (the event's, as the events say).
     let mut applied: BTreeMap<Uuid, Uuid> = BTreeMap::new();
-    for (change, message_id) in events {
+    for (change, message_id) in &events {
         let moved = match next.get_mut(&change.journal_entry_id) {
             Some(row) => row.apply(change, message_id),
             None => {
@@ -554,15 +579,15 @@ impl SyncedRow for EntryInsightDay {
     }
 }
 
-const INSIGHTS_COLUMNS: &str = "user_id, entry_count, word_count, active_days, first_entry_day, \
+pub(crate) const INSIGHTS_COLUMNS: &str = "user_id, entry_count, word_count, active_days, first_entry_day, \
      last_entry_day, current_streak_days, longest_streak_days, hour_histogram, created_at, \
      updated_at, version";
-const DAY_COLUMNS: &str =
+pub(crate) const DAY_COLUMNS: &str =
     "user_id, day, entry_count, word_count, created_at, updated_at, deleted_at, version";
 
 /// The users' insights rows, created (empty, version 0) if missing, locked for the
 /// transaction — in user id order, so batches that share users never deadlock.
-async fn lock_insights(
+pub(crate) async fn lock_insights(
     conn: &mut PgConnection,
     users: &[Uuid],
 ) -> Result<BTreeMap<Uuid, EntryInsights>, sqlx::Error> {

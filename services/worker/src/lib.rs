@@ -1,12 +1,14 @@
 //! The `worker` service: the heavy asynchronous handlers, scaled horizontally (docs/worker.md):
 //! entry insights from the `journal_entry.*` events ([`insights`]), data exports
-//! ([`exports`]) and attachment verification with thumbnails ([`attachments`]). Replicas
+//! ([`exports`]), attachment verification with thumbnails ([`attachments`]) and the removal
+//! of a purged account's data ([`purge`]). Replicas
 //! share each handler's durable consumer.
 
 pub mod attachments;
 pub mod changes;
 pub mod exports;
 pub mod insights;
+pub mod purge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use bus::relay::{self, RelayConfig};
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
-    JournalEntryUpdated, VerifyAttachment,
+    JournalEntryUpdated, UserPurged, VerifyAttachment,
 };
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
@@ -240,6 +242,8 @@ pub async fn run(
         .on_batch::<JournalEntryRestored, _, _>(insights::on_entries_restored)
         .task::<ExportUserData, _, _>(exports::export_user_data)
         .task::<VerifyAttachment, _, _>(attachments::verify_attachment)
+        // The api's account purge: this schema's rows about the user go.
+        .on::<UserPurged, _, _>(purge::on_user_purged)
         // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
         .purge_bus_tables_daily()
         .spawn(shutdown.clone());

@@ -18,7 +18,15 @@ pub mod sync {
     }
 }
 
+use std::fmt::Display;
 use std::time::Duration;
+
+/// The object key of a data export's archive, `exports/<userId>/<exportId>.json`: part of the
+/// contract between the worker, which writes it, and the api, which deletes it when the
+/// account is deleted (a presigned link cannot be revoked; a missing object refuses it).
+pub fn export_archive_key(user_id: impl Display, export_id: impl Display) -> String {
+    format!("exports/{user_id}/{export_id}.json")
+}
 
 use definition::DeliveryConfig;
 use journal::v1::{
@@ -26,7 +34,7 @@ use journal::v1::{
     DispatchDuePrompts, ExportDataReply, ExportDataRequest, ExportReady, ExportUserData,
     JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
     PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked, TeamInvitationCreated,
-    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated,
+    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated, UserPurged,
     VerifyAttachment,
 };
 
@@ -60,6 +68,7 @@ define_event!(
     NOTIFICATION_DELIVERY
 );
 define_event!(UserDeleted, "user.deleted");
+define_event!(UserPurged, "user.purged");
 define_event!(
     TeamInvitationCreated,
     "team.invitation_created",

@@ -57,7 +57,7 @@ pub fn declaration_path(root: &Path, schema: &str) -> Result<PathBuf> {
 
 /// Apply the pending migrations of `dir` to `schema` on `database_url`, exactly as each
 /// service does at start (`platform::db::connect` + `platform::db::migrate`: search_path is
-/// the schema, history in `<schema>._sqlx_migrations`). `cargo xtask db up`, `db seed`, the
+/// the schema, history in `<schema>._sqlx_migrations`). `cargo xtask db up`, the
 /// scratch databases of `db g`/`db check`, and this crate's tests all go through here; the
 /// services' tests run the same files through the embedded `sqlx::migrate!` of each service
 /// and the same `platform::db::migrate`. Returns the number of applied migrations.
