@@ -15,14 +15,7 @@ import { randomUUID } from 'node:crypto'
 import { chromium } from 'playwright-core'
 import type { Page } from 'playwright-core'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (!value) {
-    console.error(`${name} must be set`)
-    process.exit(2)
-  }
-  return value
-}
+import { Checks, required, until } from './harness.js'
 
 const apiUrl = required('API_URL')
 /** The streamer as the browser reaches it: through the proxy. */
@@ -35,31 +28,7 @@ const foreignPageUrl = required('FOREIGN_PAGE_URL')
 const proxyUrl = required('PROXY_CONTROL_URL')
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium'
 
-let failed = false
-async function check(name: string, body: () => Promise<void>): Promise<void> {
-  try {
-    await body()
-    console.log(`ok      ${name}`)
-  } catch (error) {
-    failed = true
-    console.log(`FAILED  ${name}`)
-    console.log(error instanceof Error ? (error.stack ?? error.message) : String(error))
-  }
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) {
-      return value
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
+const checks = new Checks()
 
 // Sign in and get a sync token, as the app does through the api.
 const login = await fetch(`${apiUrl}/auth/dev/login`, {
@@ -151,7 +120,7 @@ try {
   await page.goto(pageUrl)
   assert.notEqual(new URL(pageUrl).origin, new URL(syncUrl).origin, 'the page and the streamer are different origins')
 
-  await check('an EventSource from an allowed origin opens the stream (CORS)', async () => {
+  await checks.check('an EventSource from an allowed origin opens the stream (CORS)', async () => {
     await openStream(page)
     await until('the stream to open and send its first frame', async () => {
       const state = await syncState(page)
@@ -159,7 +128,7 @@ try {
     })
   })
 
-  await check('live changes reach the page', async () => {
+  await checks.check('live changes reach the page', async () => {
     await createEntries(5, 'before the cut')
     await until('5 entries in the page', async () => {
       const ids = entryIds((await syncState(page)).changes)
@@ -167,7 +136,7 @@ try {
     })
   })
 
-  await check("a network cut: the browser's own reconnect with Last-Event-ID resumes with no gap and no repeat", async () => {
+  await checks.check("a network cut: the browser's own reconnect with Last-Event-ID resumes with no gap and no repeat", async () => {
     const before = await syncState(page)
     const lastId = before.changes[before.changes.length - 1]?.id
     assert.ok(lastId, 'a change frame carried an id')
@@ -215,7 +184,7 @@ try {
     assert.ok(resumed, `a reconnect carried Last-Event-ID ${lastId}:\n${streamRequests.join('\n---\n')}`)
   })
 
-  await check('the oRPC stream answers a cross-origin fetch (preflight, then frames)', async () => {
+  await checks.check('the oRPC stream answers a cross-origin fetch (preflight, then frames)', async () => {
     const firstEvent = await page.evaluate(
       async ({ url, token }) => {
         const response = await fetch(url, {
@@ -240,7 +209,7 @@ try {
     assert.ok(firstEvent.text.includes('event: message'), firstEvent.text)
   })
 
-  await check('an EventSource from an origin the streamer does not allow is refused by the browser', async () => {
+  await checks.check('an EventSource from an origin the streamer does not allow is refused by the browser', async () => {
     const foreign = await browser.newPage()
     await foreign.goto(foreignPageUrl)
     await openStream(foreign)
@@ -257,8 +226,4 @@ try {
   await browser.close()
 }
 
-if (failed) {
-  console.log('\nbrowser-sync: some checks FAILED (see above)')
-  process.exit(1)
-}
-console.log('\nbrowser-sync: all checks passed')
+checks.finish('\nbrowser-sync: all checks passed')

@@ -12,6 +12,8 @@ import type { Client } from '@orpc/client'
 import { RPCLink } from '@orpc/client/fetch'
 import { BatchLinkPlugin } from '@orpc/client/plugins'
 
+import { Checks } from './harness.js'
+
 // ---------------------------------------------------------------------------------------------
 // Our router, as the client sees it (ARCHITECTURE §9). Timestamps are epoch milliseconds.
 
@@ -197,18 +199,7 @@ function lastSent(): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Checks.
 
-let failed = false
-
-async function check(name: string, body: () => Promise<void>): Promise<void> {
-  try {
-    await body()
-    console.log(`ok      ${name}`)
-  } catch (error) {
-    failed = true
-    console.log(`FAILED  ${name}`)
-    console.log(indent(describe(error)))
-  }
-}
+const checks = new Checks({ describe: (error) => indent(describe(error)) })
 
 function describe(error: unknown): string {
   if (error instanceof ORPCError) {
@@ -274,7 +265,7 @@ const anonymous = createORPCClient<Router>(link(undefined))
 const missing = createORPCClient<Missing>(link(token))
 const allGet = createORPCClient<Router>(link(token, 'GET'))
 
-await check('users.me (GET) returns the signed-in user', async () => {
+await checks.check('users.me (GET) returns the signed-in user', async () => {
   const me: User = await client.users.me()
   assert.equal(lastSent(), 'GET /rpc/users/me')
   assert.equal(me.userId, userId)
@@ -284,7 +275,7 @@ await check('users.me (GET) returns the signed-in user', async () => {
   assert.equal(me.deletedAt, null)
 })
 
-await check('auth.session (GET) returns the session and the user', async () => {
+await checks.check('auth.session (GET) returns the session and the user', async () => {
   const current = await client.auth.session()
   assert.equal(lastSent(), 'GET /rpc/auth/session')
   assert.ok(current.session !== null && current.user !== null, 'signed in')
@@ -293,7 +284,7 @@ await check('auth.session (GET) returns the session and the user', async () => {
 })
 
 let created: JournalEntry | undefined
-await check('journalEntries.create (POST) returns the typed entry', async () => {
+await checks.check('journalEntries.create (POST) returns the typed entry', async () => {
   created = await client.journalEntries.create({
     title: 'From @orpc/client',
     content: 'Hello from RPCLink',
@@ -315,7 +306,7 @@ await check('journalEntries.create (POST) returns the typed entry', async () => 
   assert.equal(typeof created.version, 'number')
 })
 
-await check('journalEntries.get (GET, input in ?data=) returns the same entry', async () => {
+await checks.check('journalEntries.get (GET, input in ?data=) returns the same entry', async () => {
   assert.ok(created, 'needs the entry created above')
   const fetched = await client.journalEntries.get({ journalEntryId: created.journalEntryId })
   const request = lastSent() ?? ''
@@ -323,7 +314,7 @@ await check('journalEntries.get (GET, input in ?data=) returns the same entry', 
   assert.deepEqual(fetched, created)
 })
 
-await check('journalEntries.list (GET) takes Dates (meta), full-text search and cursors', async () => {
+await checks.check('journalEntries.list (GET) takes Dates (meta), full-text search and cursors', async () => {
   assert.ok(created, 'needs the entry created above')
   const second = await client.journalEntries.create({ title: 'Second RPCLink entry', content: 'paging', tags: ['orpc'] })
   const justBefore = new Date(created.createdAt - 1)
@@ -352,7 +343,7 @@ await check('journalEntries.list (GET) takes Dates (meta), full-text search and 
   )
 })
 
-await check('auth.listSessions (GET) lists the current session', async () => {
+await checks.check('auth.listSessions (GET) lists the current session', async () => {
   const sessions = await client.auth.listSessions()
   assert.equal(lastSent(), 'GET /rpc/auth/listSessions')
   assert.equal(sessions.length, 1)
@@ -363,7 +354,7 @@ await check('auth.listSessions (GET) lists the current session', async () => {
   assertEpochMs(session.lastSeenAt, 'listSessions lastSeenAt')
 })
 
-await check('a validation error is BAD_REQUEST 400 with issues naming `title` (safe())', async () => {
+await checks.check('a validation error is BAD_REQUEST 400 with issues naming `title` (safe())', async () => {
   const [error, data, isDefined, isSuccess] = await safe(client.journalEntries.create({ title: '', content: 'x' }))
   assert.equal(isSuccess, false, `expected an error, got ${JSON.stringify(data)}`)
   assert.equal(isDefined, false, 'a validation error is not a declared error')
@@ -378,7 +369,7 @@ await check('a validation error is BAD_REQUEST 400 with issues naming `title` (s
   assert.equal(typeof issue.message, 'string')
 })
 
-await check('a call without a session is UNAUTHORIZED 401', async () => {
+await checks.check('a call without a session is UNAUTHORIZED 401', async () => {
   const error = await failure(anonymous.journalEntries.create({ title: 'x', content: 'y' }))
   assertOrpcError(error, 'UNAUTHORIZED', 401)
   assert.equal(error.defined, false)
@@ -386,23 +377,23 @@ await check('a call without a session is UNAUTHORIZED 401', async () => {
   assertOrpcError(meError, 'UNAUTHORIZED', 401)
 })
 
-await check('auth.session without a session (public) returns nulls', async () => {
+await checks.check('auth.session without a session (public) returns nulls', async () => {
   const current = await anonymous.auth.session()
   assert.deepEqual(current, { session: null, user: null })
 })
 
-await check('an unknown procedure is NOT_FOUND 404', async () => {
+await checks.check('an unknown procedure is NOT_FOUND 404', async () => {
   const error = await failure(missing.journalEntries.doesNotExist({ x: 1 }))
   assertOrpcError(error, 'NOT_FOUND', 404)
 })
 
-await check('a POST-only procedure called with GET is METHOD_NOT_SUPPORTED 405', async () => {
+await checks.check('a POST-only procedure called with GET is METHOD_NOT_SUPPORTED 405', async () => {
   const error = await failure(allGet.journalEntries.create({ title: 'x', content: 'y' }))
   assert.ok((lastSent() ?? '').startsWith('GET /rpc/journalEntries/create'), `sent ${lastSent()}`)
   assertOrpcError(error, 'METHOD_NOT_SUPPORTED', 405)
 })
 
-await check('journalEntries.update with a stale expectedVersion is the declared EDIT_CONFLICT', async () => {
+await checks.check('journalEntries.update with a stale expectedVersion is the declared EDIT_CONFLICT', async () => {
   assert.ok(created, 'needs the entry created above')
   const [firstError, updated] = await safe(
     client.journalEntries.update({
@@ -436,7 +427,7 @@ await check('journalEntries.update with a stale expectedVersion is the declared 
 })
 
 for (const mode of ['streaming', 'buffered'] as const) {
-  await check(`BatchLinkPlugin (${mode}): three calls in one request, each with its own result`, async () => {
+  await checks.check(`BatchLinkPlugin (${mode}): three calls in one request, each with its own result`, async () => {
     const batched = createORPCClient<Router>(batchLink(token, mode))
     const before = sent.length
     const title = `batched ${mode}`
@@ -460,7 +451,7 @@ for (const mode of ['streaming', 'buffered'] as const) {
     assert.equal(meResult.value.userId, userId)
   })
 
-  await check(`BatchLinkPlugin (${mode}): GET-able calls share one GET ?batch= request`, async () => {
+  await checks.check(`BatchLinkPlugin (${mode}): GET-able calls share one GET ?batch= request`, async () => {
     assert.ok(created, 'needs the entry created above')
     const batched = createORPCClient<Router>(batchLink(token, mode))
     const before = sent.length
@@ -476,8 +467,4 @@ for (const mode of ['streaming', 'buffered'] as const) {
   })
 }
 
-if (failed) {
-  console.log('\norpc-client: some checks FAILED (see above)')
-  process.exit(1)
-}
-console.log(`\norpc-client: all checks passed (${sent.length} RPC requests)`)
+checks.finish(`\norpc-client: all checks passed (${sent.length} RPC requests)`)

@@ -13,14 +13,7 @@ import assert from 'node:assert/strict'
 
 import { chromium } from 'playwright-core'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (!value) {
-    console.error(`${name} must be set`)
-    process.exit(2)
-  }
-  return value
-}
+import { required } from './harness.js'
 
 const apiUrl = required('API_URL')
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium'

@@ -11,14 +11,7 @@ import createClient from 'openapi-fetch'
 
 import type { components, paths } from '../../clients/open-api/openapi.d.ts'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (!value) {
-    console.error(`${name} must be set`)
-    process.exit(2)
-  }
-  return value
-}
+import { Checks, required } from './harness.js'
 
 type JournalEntry = components['schemas']['JournalEntry']
 
@@ -27,17 +20,7 @@ const journal = createClient<paths>({
   headers: { 'x-api-key': required('API_KEY') },
 })
 
-let failed = false
-async function check(name: string, body: () => Promise<void>): Promise<void> {
-  try {
-    await body()
-    console.log(`ok      ${name}`)
-  } catch (error) {
-    failed = true
-    console.log(`FAILED  ${name}`)
-    console.log(error instanceof Error ? (error.stack ?? error.message) : String(error))
-  }
-}
+const checks = new Checks()
 
 /** Compile-time only: never called. Each line must fail `tsc`. */
 export function wrongCallsDoNotCompile(): void {
@@ -54,7 +37,7 @@ export function wrongCallsDoNotCompile(): void {
   void entry.body
 }
 
-await check('create, get, update, list and delete an entry with typed calls', async () => {
+await checks.check('create, get, update, list and delete an entry with typed calls', async () => {
   const created = await journal.POST('/api/v1/journal-entries', {
     body: { title: 'From the typed client', content: 'openapi-fetch', tags: ['typed'] },
   })
@@ -89,7 +72,7 @@ await check('create, get, update, list and delete an entry with typed calls', as
   assert.equal(gone.error?.code, 'NOT_FOUND')
 })
 
-await check('prompts and usage', async () => {
+await checks.check('prompts and usage', async () => {
   const created = await journal.POST('/api/v1/prompts', { body: { text: 'What did you learn today?' } })
   assert.equal(created.response.status, 201, JSON.stringify(created.error))
   const prompts = await journal.GET('/api/v1/prompts')
@@ -98,14 +81,11 @@ await check('prompts and usage', async () => {
   assert.ok(usage.data && usage.data.used >= 1 && usage.data.limit > 0, JSON.stringify(usage.data))
 })
 
-await check('a refused request is a typed ErrorBody with the invalid fields', async () => {
+await checks.check('a refused request is a typed ErrorBody with the invalid fields', async () => {
   const refused = await journal.POST('/api/v1/journal-entries', { body: { title: '', content: 'x' } })
   assert.equal(refused.response.status, 400)
   assert.equal(refused.error?.code, 'BAD_REQUEST')
   assert.ok(refused.error?.issues?.some((issue) => issue.path[0] === 'title'), JSON.stringify(refused.error))
 })
 
-if (failed) {
-  process.exit(1)
-}
-console.log('open-api-client: all checks passed')
+checks.finish('open-api-client: all checks passed')

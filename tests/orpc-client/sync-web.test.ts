@@ -13,14 +13,7 @@ import { randomUUID } from 'node:crypto'
 import { chromium } from 'playwright-core'
 import type { Page } from 'playwright-core'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (!value) {
-    console.error(`${name} must be set`)
-    process.exit(2)
-  }
-  return value
-}
+import { Checks, required } from './harness.js'
 
 const apiUrl = required('API_URL')
 const syncUrl = required('SYNC_URL')
@@ -33,21 +26,7 @@ const teamId = required('TEAM_ID')
 const tokenTtlMs = Number(required('TOKEN_TTL_MS'))
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium'
 
-let failed = false
-async function check(name: string, body: () => Promise<void>): Promise<void> {
-  if (failed) {
-    console.log(`skipped ${name} (an earlier check failed)`)
-    return
-  }
-  try {
-    await body()
-    console.log(`ok      ${name}`)
-  } catch (error) {
-    failed = true
-    console.log(`FAILED  ${name}`)
-    console.log(error instanceof Error ? (error.stack ?? error.message) : String(error))
-  }
-}
+const checks = new Checks({ stopAfterFailure: true })
 
 async function rpc(session: string, procedure: string, input: unknown): Promise<any> {
   const response = await fetch(`${apiUrl}/rpc/${procedure}`, {
@@ -170,7 +149,7 @@ try {
   const mine: string[] = []
   const teams: string[] = []
 
-  await check('catch-up then live: personal and team rows in the store, each version once', async () => {
+  await checks.check('catch-up then live: personal and team rows in the store, each version once', async () => {
     mine.push(await createEntry(memberToken, 'mine 1'), await createEntry(memberToken, 'mine 2'))
     teams.push(await createEntry(ownerToken, 'team 1', teamId), await createEntry(ownerToken, 'team 2', teamId))
     await startClient(page)
@@ -195,7 +174,7 @@ try {
     assert.deepEqual(log.frames.filter((frame) => frame.startsWith('closed')), [])
   })
 
-  await check('the token is refreshed before it expires, without a gap or a repeat', async () => {
+  await checks.check('the token is refreshed before it expires, without a gap or a repeat', async () => {
     const before = tokenFetches
     const created: string[] = []
     const until = Date.now() + tokenTtlMs + 4_000
@@ -211,7 +190,7 @@ try {
     mine.push(...created)
   })
 
-  await check('rows and cursor persist in IndexedDB: a reload resumes from the cursor', async () => {
+  await checks.check('rows and cursor persist in IndexedDB: a reload resumes from the cursor', async () => {
     await page.evaluate(async () => {
       const client = (window as any).client
       await client.stop()
@@ -229,7 +208,7 @@ try {
     mine.push(whileAway)
   })
 
-  await check('scope_removed: leaving a team drops its rows', async () => {
+  await checks.check('scope_removed: leaving a team drops its rows', async () => {
     await rpc(ownerToken, 'teams/removeMember', { teamId, userId: memberUserId })
     await waitFor(page, 'the removal', ({ ids, log }) => log.events.includes('scope_removed') && teams.every((id) => !ids.includes(id)))
     const teamRows = await page.evaluate(
@@ -241,7 +220,7 @@ try {
     assert.ok(mine.filter((id) => id !== mine[1]).every((id) => ids.includes(id)), 'personal rows stay')
   })
 
-  await check('closed: scopes_changed after a join: a new token, then the new team\'s rows', async () => {
+  await checks.check('closed: scopes_changed after a join: a new token, then the new team\'s rows', async () => {
     const team = await rpc(ownerToken, 'teams/create', { name: 'Second team' })
     const secondTeam = team.teamId as string
     const teamEntry = await createEntry(ownerToken, 'second team entry', secondTeam)
@@ -258,7 +237,7 @@ try {
     await assertDeliveredOnce(page)
   })
 
-  await check('reset: a cursor older than the retention drops the copy and catches up whole', async () => {
+  await checks.check('reset: a cursor older than the retention drops the copy and catches up whole', async () => {
     await page.evaluate(async () => {
       const client = (window as any).client
       await client.stop()
@@ -286,7 +265,7 @@ try {
     await assertDeliveredOnce(page)
   })
 
-  await check('the demo page lists a user\'s entries live', async () => {
+  await checks.check('the demo page lists a user\'s entries live', async () => {
     const email = `demo-${randomUUID()}@example.com`
     const demo = await context.newPage()
     const query = new URLSearchParams({ api: apiUrl, sync: syncUrl, email, autostart: '1' })
@@ -306,7 +285,4 @@ try {
 } finally {
   await browser.close()
 }
-if (failed) {
-  process.exit(1)
-}
-console.log('sync-web: all checks passed')
+checks.finish('sync-web: all checks passed')

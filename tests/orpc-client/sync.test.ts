@@ -13,6 +13,8 @@ import { createORPCClient, getEventMeta, ORPCError } from '@orpc/client'
 import type { Client } from '@orpc/client'
 import { RPCLink } from '@orpc/client/fetch'
 
+import { Checks, describeError } from './harness.js'
+
 type NoContext = Record<never, never>
 type Procedure<TInput, TOutput> = Client<NoContext, TInput, TOutput, Error>
 
@@ -47,17 +49,10 @@ if (!apiUrl || !syncUrl) {
   process.exit(2)
 }
 
-let failed = false
-async function check(name: string, body: () => Promise<void>): Promise<void> {
-  try {
-    await body()
-    console.log(`ok      ${name}`)
-  } catch (error) {
-    failed = true
-    console.log(`FAILED  ${name}`)
-    console.log(error instanceof ORPCError ? `ORPCError ${JSON.stringify(error.toJSON())}` : error instanceof Error ? error.stack : String(error))
-  }
-}
+const checks = new Checks({
+  describe: (error) =>
+    error instanceof ORPCError ? `ORPCError ${JSON.stringify(error.toJSON())}` : describeError(error),
+})
 
 function bearer(url: string, token: string): RPCLink<NoContext> {
   return new RPCLink<NoContext>({ url: `${url}/rpc`, headers: { authorization: `Bearer ${token}` } })
@@ -79,12 +74,12 @@ const { token: syncToken, expiresAt } = await api.sync.token()
 const streamer = createORPCClient<SyncRouter>(bearer(syncUrl, syncToken))
 
 let cursor = ''
-await check('sync.token returns a token and its expiry', async () => {
+await checks.check('sync.token returns a token and its expiry', async () => {
   assert.equal(typeof syncToken, 'string')
   assert.ok(expiresAt > Date.now(), 'expiresAt is in the future (epoch ms)')
 })
 
-await check('for await: delta catch-up with isLastChunk, then a live change with event ids', async () => {
+await checks.check('for await: delta catch-up with isLastChunk, then a live change with event ids', async () => {
   const iterator = await streamer.sync.stream({})
   let caughtUp = false
   let sawFirst = false
@@ -120,7 +115,7 @@ await check('for await: delta catch-up with isLastChunk, then a live change with
   assert.ok(created, 'went live')
 })
 
-await check('lastEventId resumes after the cursor (only what changed since)', async () => {
+await checks.check('lastEventId resumes after the cursor (only what changed since)', async () => {
   const later = await api.journalEntries.create({ title: 'while away', content: 'z' })
   const iterator = await streamer.sync.stream({ tables: ['journal_entries'] }, { lastEventId: cursor })
   // It arrives in the catch-up, or live if the read model has not applied it yet.
@@ -136,7 +131,7 @@ await check('lastEventId resumes after the cursor (only what changed since)', as
   assert.deepEqual(titles, [later.title])
 })
 
-await check('a bad token is a typed error before the stream (ORPCError 401)', async () => {
+await checks.check('a bad token is a typed error before the stream (ORPCError 401)', async () => {
   const anonymous = createORPCClient<SyncRouter>(bearer(syncUrl, `${syncToken}x`))
   try {
     const iterator = await anonymous.sync.stream({})
@@ -151,8 +146,4 @@ await check('a bad token is a typed error before the stream (ORPCError 401)', as
   }
 })
 
-if (failed) {
-  console.log('\nsync-client: some checks FAILED (see above)')
-  process.exit(1)
-}
-console.log('\nsync-client: all checks passed')
+checks.finish('\nsync-client: all checks passed')

@@ -16,7 +16,7 @@ use std::io::Read;
 use api::open_api::docs::{DOCS_CONTENT_SECURITY_POLICY, SCALAR_BUNDLE_PATH};
 use common::TestApi;
 use reqwest::header;
-use test_support::orpc_client::OrpcClientScripts;
+use test_support::orpc_client::{OrpcClientScripts, chromium};
 
 fn vendored_bundle() -> Vec<u8> {
     std::fs::read(
@@ -100,15 +100,6 @@ async fn the_page_and_its_assets_come_from_the_api() {
     let other = get("/api/docs/scalar-0.0.1.js", &[]).await.unwrap();
     assert_eq!(other.status(), 404);
     api.stop().await;
-}
-
-fn chromium() -> String {
-    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "Chromium is missing at {path}: `apt-get install chromium` (cargo xtask test does it), or set CHROMIUM"
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

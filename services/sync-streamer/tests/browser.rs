@@ -20,7 +20,7 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::routing::{get, post};
 use common::{Streamer, TestApi};
-use test_support::orpc_client::OrpcClientScripts;
+use test_support::orpc_client::{OrpcClientScripts, chromium};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -118,15 +118,6 @@ async fn restore(State(proxy): State<CuttableProxy>) -> &'static str {
 
 async fn requests(State(proxy): State<CuttableProxy>) -> axum::Json<Vec<String>> {
     axum::Json(proxy.inner.lock().unwrap().request_heads.clone())
-}
-
-fn chromium() -> String {
-    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "Chromium is missing at {path}: `apt-get install chromium` (cargo xtask test does it), or set CHROMIUM"
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use common::{Streamer, TestApi};
-use test_support::orpc_client::OrpcClientScripts;
+use test_support::orpc_client::{OrpcClientScripts, chromium};
 use tokio::net::TcpListener;
 
 /// A page that loads the library as an ES module and hands it to the test as `window.SyncWeb`.
@@ -101,15 +101,6 @@ async fn serve(listener: TcpListener, files: Files) {
         .route("/control/raise-horizon", post(raise_horizon))
         .with_state(files);
     axum::serve(listener, app).await.unwrap();
-}
-
-fn chromium() -> String {
-    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        Path::new(&path).exists(),
-        "Chromium is missing at {path}: `apt-get install chromium` (cargo xtask test does it), or set CHROMIUM"
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,3 +60,14 @@ impl OrpcClientScripts {
         format!("{stdout}{stderr}")
     }
 }
+
+/// Debian's Chromium for the browser tests (`CHROMIUM` overrides the path); panics with how
+/// to install it when it is missing.
+pub fn chromium() -> String {
+    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "Chromium is missing at {path}: `apt-get install chromium` (cargo xtask test does it), or set CHROMIUM"
+    );
+    path
+}
