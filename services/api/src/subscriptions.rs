@@ -192,7 +192,9 @@ pub async fn load_history(
     items.truncate(usize::try_from(limit).unwrap_or(0));
     let next_before = if more {
         // Periods are a month apart: the millisecond cursor never skips one.
-        items.last().map(|last| last.period_start.timestamp_millis())
+        items
+            .last()
+            .map(|last| last.period_start.timestamp_millis())
     } else {
         None
     };
@@ -314,7 +316,9 @@ async fn change_plan(
     let mut tx = state.db.begin().await?;
     let role = caller_role(&mut tx, input.team_id, session.user_id).await?;
     if role != Role::Owner {
-        return Err(ApiError::forbidden("Only owners can change the team's plan"));
+        return Err(ApiError::forbidden(
+            "Only owners can change the team's plan",
+        ));
     }
     // Locked: plan changes and access switches of one API team happen one at a time.
     let api_team_id = api_team_id(&mut tx, input.team_id, true)

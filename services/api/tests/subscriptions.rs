@@ -255,9 +255,11 @@ async fn only_owners_change_the_plan_with_a_fresh_session_and_the_change_is_an_e
         (not_enabled.status, not_enabled.code()),
         (409, "API_NOT_ENABLED")
     );
-    assert!(events::<SubscriptionPlanChanged>(&api, "subscription.plan_changed")
-        .await
-        .is_empty());
+    assert!(
+        events::<SubscriptionPlanChanged>(&api, "subscription.plan_changed")
+            .await
+            .is_empty()
+    );
 
     // The owner: the plan changes, the period and its count stay.
     let before = api
@@ -344,7 +346,10 @@ async fn limits_follow_a_plan_change_on_every_replica_and_a_downgrade_refuses_at
         }
     }
     let followed = followed.expect("the other replica kept the free rate for 10 s");
-    assert!(followed < Duration::from_secs(3), "followed after {followed:?}");
+    assert!(
+        followed < Duration::from_secs(3),
+        "followed after {followed:?}"
+    );
 
     // Used past the free quota on `pro`: still admitted …
     set_subscription(&api, &team_id, "usage_count = 10000").await;
@@ -372,7 +377,10 @@ async fn limits_follow_a_plan_change_on_every_replica_and_a_downgrade_refuses_at
         )
         .await
         .ok();
-    assert_eq!((status["usageCount"].as_i64(), status["remaining"].as_i64()), (Some(10_001), Some(0)));
+    assert_eq!(
+        (status["usageCount"].as_i64(), status["remaining"].as_i64()),
+        (Some(10_001), Some(0))
+    );
     other.stop().await;
     api.stop().await;
 }
@@ -440,8 +448,14 @@ async fn each_closed_period_is_kept_with_its_count() {
         "period_end = now() - interval '1 second', usage_count = 7",
     )
     .await;
-    assert_eq!(api::metering::roll_over_periods(&api.pool).await.unwrap(), 1);
-    assert_eq!(api::metering::roll_over_periods(&api.pool).await.unwrap(), 0);
+    assert_eq!(
+        api::metering::roll_over_periods(&api.pool).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        api::metering::roll_over_periods(&api.pool).await.unwrap(),
+        0
+    );
 
     let history = api
         .query(
@@ -487,7 +501,12 @@ async fn each_closed_period_is_kept_with_its_count() {
     assert_eq!(page.body["items"][0]["usageCount"], 7);
     let next = page.body["nextBefore"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let older = rest(&api, &key, &format!("/api/v1/usage/history?limit=1&before={next}")).await;
+    let older = rest(
+        &api,
+        &key,
+        &format!("/api/v1/usage/history?limit=1&before={next}"),
+    )
+    .await;
     assert_eq!(older.body["items"][0]["usageCount"], 42);
     assert!(older.body["nextBefore"].is_null());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -500,7 +519,10 @@ async fn each_closed_period_is_kept_with_its_count() {
     // Each closed period was announced once.
     let closed = events::<SubscriptionPeriodClosed>(&api, "subscription.period_closed").await;
     assert_eq!(
-        closed.iter().map(|event| event.usage_count).collect::<Vec<_>>(),
+        closed
+            .iter()
+            .map(|event| event.usage_count)
+            .collect::<Vec<_>>(),
         [42, 7]
     );
     assert_eq!(closed[0].team_id, team_id);
@@ -551,7 +573,12 @@ async fn disabled_api_access_refuses_the_teams_keys_on_every_replica_until_enabl
                 "{path}: {:?}",
                 answer.body
             );
-            assert!(answer.body["message"].as_str().unwrap().contains("disabled"));
+            assert!(
+                answer.body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("disabled")
+            );
         }
     }
     assert_eq!(usage_count(&api, &team_id).await, used);
@@ -560,7 +587,10 @@ async fn disabled_api_access_refuses_the_teams_keys_on_every_replica_until_enabl
         .await
         .ok();
     assert_eq!(api_team["apiAccessEnabled"], false);
-    assert_eq!(api_team["apiAccessDisabledByUserId"], admin.user_id.to_string());
+    assert_eq!(
+        api_team["apiAccessDisabledByUserId"],
+        admin.user_id.to_string()
+    );
     // Disabling again changes nothing.
     api.call(
         Some(&owner),

@@ -27,9 +27,8 @@ use journal::v1::{
     JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
     PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked,
     SubscriptionApiAccessChanged, SubscriptionPeriodClosed, SubscriptionPlanChanged,
-    TeamInvitationCreated,
-    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated,
-    VerifyAttachment,
+    TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted,
+    UserProfileUpdated, VerifyAttachment,
 };
 
 /// Events the notifier turns into SuprSend calls: SuprSend being slow or down for a while

@@ -16,9 +16,8 @@ use super::rest;
 #[allow(dead_code)] // Documents `RestErrorBody`, which borrows its issues.
 pub struct ErrorBody {
     /// Stable: `BAD_REQUEST`, `INVALID_API_KEY`, `IP_NOT_ALLOWED`, `API_ACCESS_DISABLED`,
-    /// `FORBIDDEN`, `NOT_FOUND`,
-    /// `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`, `USAGE_EXCEEDED`,
-    /// `INTERNAL_SERVER_ERROR`.
+    /// `FORBIDDEN`, `NOT_FOUND`, `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`,
+    /// `USAGE_EXCEEDED`, `INTERNAL_SERVER_ERROR`.
     code: String,
     message: String,
     /// On `BAD_REQUEST` validation errors: one per invalid field.

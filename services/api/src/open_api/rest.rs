@@ -22,8 +22,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::journal_entries::{self, JournalEntry};
 use crate::prompts::{self, Prompt};
-use crate::subscriptions::{self, SubscriptionStatus, UsageHistory};
 use crate::rpc::{Envelope, Input, decode};
+use crate::subscriptions::{self, SubscriptionStatus, UsageHistory};
 use crate::validation::{EpochMillis, Issue, Issues, PathSegment};
 
 pub fn routes() -> Router<AppState> {
@@ -440,7 +440,7 @@ pub(super) async fn subscription(
     tag = "usage",
     params(
         ("limit" = Option<i64>, Query, description = "Periods per page, 1–100 (default 12)", minimum = 1, maximum = 100),
-        ("before" = Option<i64>, Query, description = "Epoch milliseconds: only periods that started before (the previous page's `nextBefore`)", minimum = 0),
+        ("before" = Option<i64>, Query, description = "Epoch milliseconds: only periods that started before (the previous page's `nextBefore`)", minimum = 0, maximum = 253402300799999.0),
     ),
     responses(
         (status = 200, description = "Closed metering periods with their counts, newest first", body = UsageHistory),
@@ -493,6 +493,7 @@ pub(super) async fn usage_history(
     }
     issues.into_result()?;
     let mut conn = state.db.acquire().await?;
-    let history = subscriptions::load_history(&mut conn, caller.key.api_team_id, before, limit).await?;
+    let history =
+        subscriptions::load_history(&mut conn, caller.key.api_team_id, before, limit).await?;
     Ok(Json(history))
 }
