@@ -1,6 +1,7 @@
 -- subscriptions (api schema): usage history per closed metering period, and a switch to
--- disable a team's open API access. Written to match `cargo xtask db g` output for the
--- declaration (services/api/schema.sql); `db check` proves they agree.
+-- disable a team's open API access. Hand-written in the form `cargo xtask db g` emits (its
+-- versions had to fall in this release's reserved range); `cargo xtask db check` proves it
+-- produces the declaration (services/api/schema.sql).
 SET lock_timeout = '5s';
 
 CREATE TABLE subscription_usage_periods (
