@@ -252,7 +252,12 @@ CREATE TABLE api_teams (
     team_id uuid NOT NULL UNIQUE REFERENCES teams (team_id),
     enabled_by_user_id uuid NOT NULL REFERENCES users (user_id),
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Set while an owner or admin has switched the team's open API access off
+    -- (`subscriptions.disableApiAccess`): every request with its keys is refused
+    -- (403 API_ACCESS_DISABLED) until `subscriptions.enableApiAccess` clears it.
+    api_access_disabled_at timestamptz,
+    api_access_disabled_by_user_id uuid REFERENCES users (user_id)
 );
 
 -- One per API team: its plan and the current metering period. usage_count is the requests
@@ -269,6 +274,23 @@ CREATE TABLE subscriptions (
     CONSTRAINT subscriptions_period_order CHECK (period_end > period_start)
 );
 CREATE INDEX subscriptions_plan_idx ON subscriptions (plan_id);
+
+-- Closed metering periods: when a subscription's period rolls over (metering.rs), the period
+-- that ended is copied here with its count, in the same statement, so usage history survives
+-- the reset. plan_id and monthly_request_quota are the plan in force when it closed. Periods
+-- skipped entirely (no request for months) have no row: their count was 0.
+CREATE TABLE subscription_usage_periods (
+    subscription_id uuid NOT NULL REFERENCES subscriptions (subscription_id),
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    plan_id text NOT NULL REFERENCES plans (plan_id),
+    monthly_request_quota bigint NOT NULL,
+    usage_count bigint NOT NULL CHECK (usage_count >= 0),
+    closed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription_id, period_start),
+    CONSTRAINT subscription_usage_periods_order CHECK (period_end > period_start)
+);
+CREATE INDEX subscription_usage_periods_plan_idx ON subscription_usage_periods (plan_id);
 
 -- A key is `jk_live_<8 chars>_<43 chars>`. `prefix` (`jk_live_<8 chars>`) is shown and logged
 -- and finds the row; `key_hash` is the scrypt PHC string of the whole key, which is never

@@ -93,12 +93,16 @@ pub async fn api_team_id(
 // ---------------------------------------------------------------------------------------
 // Outputs
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A plan's limits.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
+    /// `free`, `pro`, …: stable ids.
     pub plan_id: String,
     pub name: String,
+    /// Requests per metering period (a calendar month).
     pub monthly_request_quota: i64,
+    /// Requests per second per key (per api replica).
     pub requests_per_second: i32,
 }
 
@@ -127,6 +131,12 @@ pub struct ApiTeam {
     pub updated_at: DateTime<Utc>,
     pub plan: Plan,
     pub subscription: Subscription,
+    /// false while an owner or admin has switched the team's open API access off
+    /// (`subscriptions.disableApiAccess`): its keys are refused with `API_ACCESS_DISABLED`.
+    pub api_access_enabled: bool,
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    pub api_access_disabled_at: Option<DateTime<Utc>>,
+    pub api_access_disabled_by_user_id: Option<Uuid>,
     /// CIDRs such as `203.0.113.0/24` or `2001:db8::/32`, IPv4 first, in address order;
     /// empty = every network may use the team's keys.
     pub ip_allowlist: Vec<String>,
@@ -139,18 +149,21 @@ struct ApiTeamRow {
     enabled_by_user_id: Uuid,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    api_access_disabled_at: Option<DateTime<Utc>>,
+    api_access_disabled_by_user_id: Option<Uuid>,
     #[sqlx(flatten)]
     plan: Plan,
     #[sqlx(flatten)]
     subscription: Subscription,
 }
 
-async fn load_api_team(
+pub(crate) async fn load_api_team(
     conn: &mut PgConnection,
     team_id: Uuid,
 ) -> Result<Option<ApiTeam>, ApiError> {
     let row: Option<ApiTeamRow> = sqlx::query_as(
         "SELECT a.api_team_id, a.team_id, a.enabled_by_user_id, a.created_at, a.updated_at,
+                a.api_access_disabled_at, a.api_access_disabled_by_user_id,
                 p.plan_id, p.name, p.monthly_request_quota, p.requests_per_second,
                 s.subscription_id, s.period_start, s.period_end, s.usage_count
            FROM api_teams a
@@ -179,6 +192,9 @@ async fn load_api_team(
         updated_at: row.updated_at,
         plan: row.plan,
         subscription: row.subscription,
+        api_access_enabled: row.api_access_disabled_at.is_none(),
+        api_access_disabled_at: row.api_access_disabled_at,
+        api_access_disabled_by_user_id: row.api_access_disabled_by_user_id,
         ip_allowlist,
     }))
 }

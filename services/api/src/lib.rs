@@ -25,6 +25,7 @@ pub mod rpc;
 pub mod rpc_batch;
 pub mod session;
 pub mod session_cache;
+pub mod subscriptions;
 pub mod sync_token;
 pub mod teams;
 pub mod users;
@@ -162,6 +163,7 @@ fn rpc_router() -> rpc::RpcRouter {
         .merge(request_logs::routes())
         .merge(api_teams::routes())
         .merge(api_keys::routes())
+        .merge(subscriptions::routes())
         .merge(exports::routes())
         .merge(sync_token::routes())
         .merge(attachments::routes())

@@ -5,6 +5,13 @@
 //! The quota check and the count are one `UPDATE … WHERE usage_count < quota`: concurrent
 //! requests can never push the count past the quota, and a refused request is not counted.
 //! A replica counts the concurrent requests of one team in one such update ([`QuotaCounter`]).
+//! The same statement reads the plan (a plan change applies to the next request, on every
+//! replica) and the team's API access switch (a disabled team is refused at once, everywhere:
+//! `403 API_ACCESS_DISABLED`).
+//!
+//! When a period ends, [`roll_over`] copies it with its count into
+//! `subscription_usage_periods` and writes `subscription.period_closed`, in the transaction
+//! that resets the count, so no period's usage is lost.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,7 +22,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use chrono::{DateTime, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sqlx::{PgConnection, PgPool};
+use messages::journal::v1::SubscriptionPeriodClosed;
+use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -119,13 +127,17 @@ pub async fn count_requests(
     // At most twice: the second pass follows a rollover.
     for _ in 0..2 {
         // The CTE locks the row and reads the count the update starts from, so the statement
-        // can say how many of the requests it granted.
+        // can say how many of the requests it granted. A team whose API access is disabled
+        // matches nothing here and is told so below.
         let counted: Option<CountedRow> = sqlx::query_as(
             "WITH current AS (
                 SELECT s.subscription_id, s.usage_count, p.monthly_request_quota,
                        LEAST($2, p.monthly_request_quota - s.usage_count) AS granted
-                  FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
+                  FROM subscriptions s
+                  JOIN plans p ON p.plan_id = s.plan_id
+                  JOIN api_teams a ON a.api_team_id = s.api_team_id
                  WHERE s.api_team_id = $1
+                   AND a.api_access_disabled_at IS NULL
                    AND s.usage_count < p.monthly_request_quota
                    AND s.period_end > now()
                    FOR UPDATE OF s)
@@ -148,18 +160,24 @@ pub async fn count_requests(
                 resets_at: counted.period_end,
             });
         }
-        // Nothing counted: the quota is used up, or the period has ended.
-        let current: Option<(i64, i64, DateTime<Utc>, bool)> = sqlx::query_as(
-            "SELECT s.usage_count, p.monthly_request_quota, s.period_end, s.period_end <= now()
-               FROM subscriptions s JOIN plans p ON p.plan_id = s.plan_id
+        // Nothing counted: access is disabled, the quota is used up, or the period has ended.
+        let current: Option<(i64, i64, DateTime<Utc>, bool, bool)> = sqlx::query_as(
+            "SELECT s.usage_count, p.monthly_request_quota, s.period_end, s.period_end <= now(),
+                    a.api_access_disabled_at IS NOT NULL
+               FROM subscriptions s
+               JOIN plans p ON p.plan_id = s.plan_id
+               JOIN api_teams a ON a.api_team_id = s.api_team_id
               WHERE s.api_team_id = $1",
         )
         .bind(api_team_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some((usage_count, limit, resets_at, ended)) = current else {
+        let Some((usage_count, limit, resets_at, ended, disabled)) = current else {
             return Err(ApiError::forbidden("This team has no API subscription"));
         };
+        if disabled {
+            return Err(api_access_disabled());
+        }
         if ended {
             roll_over(&mut *conn, Some(api_team_id)).await?;
             continue;
@@ -174,6 +192,16 @@ pub async fn count_requests(
     Err(ApiError::Internal(
         "the subscription period did not roll over".to_owned(),
     ))
+}
+
+/// `403 API_ACCESS_DISABLED`: the key is good, but an owner or admin has switched the team's
+/// open API access off (`subscriptions.disableApiAccess`).
+pub fn api_access_disabled() -> ApiError {
+    ApiError::defined(
+        "API_ACCESS_DISABLED",
+        axum::http::StatusCode::FORBIDDEN,
+        "API access is disabled for this team; an owner or admin of the team can enable it again",
+    )
 }
 
 /// Counts requests like [`count_request`], coalescing the concurrent requests of one API
@@ -244,10 +272,26 @@ async fn flush(pool: PgPool, api_team_id: Uuid, queue: Arc<Mutex<TeamQueue>>) {
                     let _ = sender.send(Ok(counted.usage_of(index)));
                 }
             }
-            // A team without a subscription is refused as such; anything else is ours.
+            // A team without a subscription or with its access disabled is refused as such;
+            // anything else is ours.
             Err(ApiError::Forbidden(message)) => {
                 for sender in waiting {
                     let _ = sender.send(Err(ApiError::Forbidden(message.clone())));
+                }
+            }
+            Err(ApiError::Defined {
+                code,
+                status,
+                message,
+                data,
+            }) => {
+                for sender in waiting {
+                    let _ = sender.send(Err(ApiError::Defined {
+                        code,
+                        status,
+                        message: message.clone(),
+                        data: data.clone(),
+                    }));
                 }
             }
             Err(error) => {
@@ -273,34 +317,104 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Start a new period for every subscription whose period has ended: the first period that
-/// contains now, counted in whole months from the old start, with a zero count. Idempotent:
-/// a second run (another replica, a retried task) finds nothing to do. Returns how many
-/// subscriptions rolled over. The cron service schedules it.
+/// contains now, counted in whole months from the old start, with a zero count. The period
+/// that ended goes to the usage history with its count, and `subscription.period_closed` is
+/// written, in the same transaction. Idempotent: a second run (another replica, a retried
+/// task) finds nothing to do. Returns how many subscriptions rolled over. The cron service
+/// schedules it.
 pub async fn roll_over_periods(pool: &PgPool) -> Result<u64, ApiError> {
     let mut conn = pool.acquire().await?;
     roll_over(&mut conn, None).await
 }
 
+/// Roll over one API team's subscription if its period has ended (before reading or changing
+/// it: a late scheduled task must not show or bill an ended period as current). Inside a
+/// caller's transaction this is a savepoint of it.
+pub async fn roll_over_team(conn: &mut PgConnection, api_team_id: Uuid) -> Result<u64, ApiError> {
+    roll_over(conn, Some(api_team_id)).await
+}
+
+#[derive(sqlx::FromRow)]
+struct ClosedPeriod {
+    subscription_id: Uuid,
+    api_team_id: Uuid,
+    team_id: Uuid,
+    plan_id: String,
+    monthly_request_quota: i64,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    usage_count: i64,
+}
+
 async fn roll_over(conn: &mut PgConnection, api_team_id: Option<Uuid>) -> Result<u64, ApiError> {
-    // `age` counts whole calendar months; adding months clamps to the month's last day
-    // (a period from the 31st ends on the 30th, 28th/29th in February).
-    let rolled = sqlx::query(
-        "UPDATE subscriptions s
-            SET period_start = s.period_start + make_interval(months => elapsed.months),
-                period_end = s.period_start + make_interval(months => elapsed.months + 1),
-                usage_count = 0,
-                updated_at = now()
-           FROM (SELECT subscription_id,
-                        (extract(year FROM age(now(), period_start)) * 12
-                         + extract(month FROM age(now(), period_start)))::int AS months
-                   FROM subscriptions
-                  WHERE period_end <= now() AND ($1::uuid IS NULL OR api_team_id = $1)) elapsed
-          WHERE s.subscription_id = elapsed.subscription_id AND s.period_end <= now()",
+    let mut tx = conn.begin().await?;
+    // `ended` locks the rows (a concurrent rollover waits, then finds the period current and
+    // skips the row) and keeps the old period for the history. `age` counts whole calendar
+    // months; adding months clamps to the month's last day (a period from the 31st ends on
+    // the 30th, 28th/29th in February). The new period never starts before the old one ended
+    // (a period shorter than a month, as tests force, must not overlap the next).
+    let closed: Vec<ClosedPeriod> = sqlx::query_as(
+        "WITH ended AS (
+            SELECT s.subscription_id, s.api_team_id, s.plan_id, s.period_start, s.period_end,
+                   s.usage_count,
+                   (extract(year FROM age(now(), s.period_start)) * 12
+                    + extract(month FROM age(now(), s.period_start)))::int AS months
+              FROM subscriptions s
+             WHERE s.period_end <= now() AND ($1::uuid IS NULL OR s.api_team_id = $1)
+               FOR UPDATE OF s),
+         rolled AS (
+            UPDATE subscriptions s
+               SET period_start = greatest(e.period_start + make_interval(months => e.months),
+                                           e.period_end),
+                   period_end = e.period_start + make_interval(months => e.months + 1),
+                   usage_count = 0,
+                   updated_at = now()
+              FROM ended e
+             WHERE s.subscription_id = e.subscription_id
+         RETURNING s.subscription_id),
+         recorded AS (
+            INSERT INTO subscription_usage_periods
+                   (subscription_id, period_start, period_end, plan_id, monthly_request_quota,
+                    usage_count)
+            SELECT e.subscription_id, e.period_start, e.period_end, e.plan_id,
+                   p.monthly_request_quota, e.usage_count
+              FROM ended e
+              JOIN rolled r ON r.subscription_id = e.subscription_id
+              JOIN plans p ON p.plan_id = e.plan_id
+            ON CONFLICT (subscription_id, period_start) DO NOTHING
+         RETURNING subscription_id, period_start, period_end, plan_id, monthly_request_quota,
+                   usage_count)
+         SELECT c.subscription_id, e.api_team_id, a.team_id, c.plan_id, c.monthly_request_quota,
+                c.period_start, c.period_end, c.usage_count
+           FROM recorded c
+           JOIN ended e ON e.subscription_id = c.subscription_id
+           JOIN api_teams a ON a.api_team_id = e.api_team_id",
     )
     .bind(api_team_id)
-    .execute(&mut *conn)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(rolled.rows_affected())
+    let mut outbox = bus::outbox::OutboxBatch::new();
+    for period in &closed {
+        // Ordered by API team, with the plan changes: a consumer sees them in order.
+        outbox.push_ordered(
+            &SubscriptionPeriodClosed {
+                subscription_id: period.subscription_id.to_string(),
+                api_team_id: period.api_team_id.to_string(),
+                team_id: period.team_id.to_string(),
+                plan_id: period.plan_id.clone(),
+                monthly_request_quota: period.monthly_request_quota,
+                period_start_ms: period.period_start.timestamp_millis(),
+                period_end_ms: period.period_end.timestamp_millis(),
+                usage_count: period.usage_count,
+            },
+            &period.api_team_id.to_string(),
+        );
+    }
+    if !closed.is_empty() {
+        outbox.write(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(closed.len() as u64)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,9 +33,10 @@ use journal::v1::{
     ApiKeyCreated, ApiKeyRevoked, AttachmentVerified, BusProbe, CleanUpAbandonedUploads,
     DispatchDuePrompts, ExportDataReply, ExportDataRequest, ExportReady, ExportUserData,
     JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored, JournalEntryUpdated, PromptDue,
-    PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked, TeamInvitationCreated,
-    TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted, UserProfileUpdated, UserPurged,
-    VerifyAttachment,
+    PurgeExpiredSessions, RetentionPurgeDue, RollOverUsage, SessionRevoked,
+    SubscriptionApiAccessChanged, SubscriptionPeriodClosed, SubscriptionPlanChanged,
+    TeamInvitationCreated, TeamMemberJoined, TeamMemberLeft, UserCreated, UserDeleted,
+    UserProfileUpdated, UserPurged, VerifyAttachment,
 };
 
 /// Events the notifier turns into SuprSend calls: SuprSend being slow or down for a while
@@ -78,6 +79,14 @@ define_event!(TeamMemberJoined, "team.member_joined");
 define_event!(TeamMemberLeft, "team.member_left");
 define_event!(ApiKeyCreated, "api_key.created");
 define_event!(ApiKeyRevoked, "api_key.revoked");
+// For a billing system (docs/api.md, "Subscriptions"): plan changes, API access switched off
+// or on, and each closed metering period with its count.
+define_event!(SubscriptionPlanChanged, "subscription.plan_changed");
+define_event!(
+    SubscriptionApiAccessChanged,
+    "subscription.api_access_changed"
+);
+define_event!(SubscriptionPeriodClosed, "subscription.period_closed");
 define_event!(ExportReady, "export.ready", NOTIFICATION_DELIVERY);
 define_event!(PromptDue, "prompt.due", NOTIFICATION_DELIVERY);
 // Scheduled jobs (services/cron): tasks for the api, one event every service handles.

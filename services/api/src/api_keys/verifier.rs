@@ -25,6 +25,10 @@
 //!   when its cache entry expires: the TTL bounds the window.
 //! - **IP allow-lists** are cached per API team the same way and invalidated by the same
 //!   broadcast when they change.
+//! - **Plan changes** are broadcast the same way (`subscriptionChanged`), so every replica
+//!   reloads the per-key plan rate it caches (`open_api::key_context`) at once rather than
+//!   after that cache's TTL. (The monthly quota and the API access switch are read from
+//!   Postgres on every request and need no broadcast.)
 //! - **last_used_at** is written in the background: at most one write per key and minute per
 //!   replica, batched every second, never on the request path.
 
@@ -66,6 +70,9 @@ const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 const LAST_USED_FLUSH: Duration = Duration::from_secs(1);
 /// Longest presented key that is even hashed; longer is rejected outright.
 const MAX_PRESENTED_LEN: usize = 256;
+/// How long a plan change is remembered at least: longer than any cached plan rate lives
+/// (`open_api`'s key contexts, 30 s).
+const SUBSCRIPTION_CHANGE_MEMORY: Duration = Duration::from_secs(120);
 
 /// A key that verified: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +96,9 @@ enum Invalidation {
     /// The app team (and with it its API team and every key) was deleted.
     #[serde(rename_all = "camelCase")]
     TeamDeleted { team_id: Uuid },
+    /// The API team's plan changed: cached plan rates of its keys are stale.
+    #[serde(rename_all = "camelCase")]
+    SubscriptionChanged { api_team_id: Uuid },
 }
 
 /// An API team's allow-list as loaded at `loaded_at` (before its query ran).
@@ -176,6 +186,9 @@ pub struct KeyVerifier {
     allowlist_changed: Mutex<HashMap<Uuid, Instant>>,
     /// App teams deleted recently (kept twice the TTL): their keys are refused.
     deleted_teams: Mutex<HashMap<Uuid, Instant>>,
+    /// When each API team's plan last changed (kept twice the TTL and at least as long as
+    /// any plan-rate cache entry lives).
+    subscription_changed: Mutex<HashMap<Uuid, Instant>>,
     scrypt_permits: Arc<Semaphore>,
     scrypt_runs: AtomicU64,
     ip_failures: FailureLimiter<IpAddr>,
@@ -205,6 +218,7 @@ impl KeyVerifier {
             revoked: Mutex::default(),
             allowlist_changed: Mutex::default(),
             deleted_teams: Mutex::default(),
+            subscription_changed: Mutex::default(),
             scrypt_permits: Arc::new(Semaphore::new(config.scrypt_concurrency.max(1))),
             scrypt_runs: AtomicU64::new(0),
             ip_failures: FailureLimiter::per_minute(config.failures_per_minute),
@@ -431,6 +445,22 @@ impl KeyVerifier {
             .await;
     }
 
+    /// An API team's plan changed (committed): every replica reloads the plan rate it caches
+    /// for the team's keys.
+    pub async fn subscription_changed(&self, api_team_id: Uuid) {
+        self.apply(&Invalidation::SubscriptionChanged { api_team_id });
+        self.broadcast(&Invalidation::SubscriptionChanged { api_team_id })
+            .await;
+    }
+
+    /// Whether the API team's plan changed at or after `loaded_at` (as far as this replica
+    /// heard): a cached plan rate loaded then is stale.
+    pub fn subscription_changed_since(&self, api_team_id: Uuid, loaded_at: Instant) -> bool {
+        lock(&self.subscription_changed)
+            .get(&api_team_id)
+            .is_some_and(|changed_at| *changed_at >= loaded_at)
+    }
+
     async fn broadcast(&self, message: &Invalidation) {
         let payload = match serde_json::to_vec(message) {
             Ok(payload) => payload,
@@ -472,6 +502,13 @@ impl KeyVerifier {
                 let mut deleted = lock(&self.deleted_teams);
                 deleted.retain(|_, at| now.duration_since(*at) < keep);
                 deleted.insert(*team_id, now);
+            }
+            Invalidation::SubscriptionChanged { api_team_id } => {
+                // The plan-rate cache's TTL may exceed the key cache's: keep the longer.
+                let keep = keep.max(SUBSCRIPTION_CHANGE_MEMORY);
+                let mut changed = lock(&self.subscription_changed);
+                changed.retain(|_, at| now.duration_since(*at) < keep);
+                changed.insert(*api_team_id, now);
             }
         }
     }

@@ -16,9 +16,9 @@ use super::rest;
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)] // Documents `RestErrorBody`, which borrows its issues.
 pub struct ErrorBody {
-    /// Stable: `BAD_REQUEST`, `INVALID_API_KEY`, `IP_NOT_ALLOWED`, `FORBIDDEN`, `NOT_FOUND`,
-    /// `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`, `USAGE_EXCEEDED`,
-    /// `INTERNAL_SERVER_ERROR`.
+    /// Stable: `BAD_REQUEST`, `INVALID_API_KEY`, `IP_NOT_ALLOWED`, `API_ACCESS_DISABLED`,
+    /// `FORBIDDEN`, `NOT_FOUND`, `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`,
+    /// `USAGE_EXCEEDED`, `INTERNAL_SERVER_ERROR`.
     code: String,
     message: String,
     /// On `BAD_REQUEST` validation errors: one per invalid field.
@@ -76,6 +76,8 @@ impl Modify for ApiKeySecurity {
         rest::list_prompts,
         rest::create_prompt,
         rest::usage,
+        rest::subscription,
+        rest::usage_history,
     ),
     components(schemas(ErrorBody, ValidationIssue, IssuePathSegment)),
     modifiers(&ApiKeySecurity),

@@ -8,7 +8,8 @@
 //!
 //! Errors are plain JSON `{code, message}` (REST clients, not oRPC), with `issues` (code,
 //! path, message) on `400 BAD_REQUEST` validation errors:
-//! `400 BAD_REQUEST`, `401 INVALID_API_KEY`, `403 IP_NOT_ALLOWED`, `404 NOT_FOUND`,
+//! `400 BAD_REQUEST`, `401 INVALID_API_KEY`, `403 IP_NOT_ALLOWED`, `403 API_ACCESS_DISABLED`,
+//! `404 NOT_FOUND`,
 //! `413 PAYLOAD_TOO_LARGE`, `429 RATE_LIMITED` / `429 USAGE_EXCEEDED` (with `Retry-After`),
 //! `500 INTERNAL_SERVER_ERROR` (cause logged, never sent), `503 SERVICE_UNAVAILABLE` (Postgres
 //! unreachable; with `Retry-After`).
@@ -47,9 +48,11 @@ use crate::validation::Issue;
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Bodies over this size answer 413 (entries hold at most 100,000 characters).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// How long a key's creator and plan rate are cached: a plan change reaches the rate limit
-/// within this (the monthly quota is read from Postgres on every request, so it is exact).
-const KEY_CONTEXT_TTL: Duration = Duration::from_secs(30);
+/// How long a key's creator and plan rate are cached. A plan change is broadcast to every
+/// replica (`KeyVerifier::subscription_changed`), which reloads at once; a replica that
+/// missed the broadcast (NATS down at that moment) follows within this. The monthly quota and
+/// the API access switch are read from Postgres on every request, so they are exact.
+pub const KEY_CONTEXT_TTL: Duration = Duration::from_secs(30);
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
@@ -85,8 +88,8 @@ pub struct OpenApiState {
     pub key_rates: KeyRateLimiter,
     /// The monthly quota, counted in Postgres.
     pub quota: QuotaCounter,
-    /// api_key_id → its creator and its plan's rate.
-    contexts: Cache<Uuid, KeyContext>,
+    /// api_key_id → its creator and its plan's rate, and when they were read.
+    contexts: Cache<Uuid, (KeyContext, Instant)>,
 }
 
 impl Default for OpenApiState {
@@ -117,9 +120,15 @@ struct KeyContext {
 }
 
 async fn key_context(state: &AppState, key: &VerifiedKey) -> Result<KeyContext, ApiError> {
-    if let Some(context) = state.open_api.contexts.get(&key.api_key_id).await {
+    if let Some((context, loaded_at)) = state.open_api.contexts.get(&key.api_key_id).await
+        && !state
+            .api_keys
+            .subscription_changed_since(key.api_team_id, loaded_at)
+    {
         return Ok(context);
     }
+    // Taken before the query: a plan change committed while it runs marks this load stale.
+    let loaded_at = Instant::now();
     let context: Option<KeyContext> = sqlx::query_as(
         "SELECT k.created_by_user_id, p.requests_per_second
            FROM api_keys k
@@ -136,7 +145,7 @@ async fn key_context(state: &AppState, key: &VerifiedKey) -> Result<KeyContext, 
     state
         .open_api
         .contexts
-        .insert(key.api_key_id, context)
+        .insert(key.api_key_id, (context, loaded_at))
         .await;
     Ok(context)
 }

@@ -23,7 +23,8 @@ use crate::error::ApiError;
 use crate::journal_entries::{self, JournalEntry};
 use crate::prompts::{self, Prompt};
 use crate::rpc::{Envelope, Input, decode};
-use crate::validation::{Issue, Issues, PathSegment};
+use crate::subscriptions::{self, SubscriptionStatus, UsageHistory};
+use crate::validation::{EpochMillis, Issue, Issues, PathSegment};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/prompts", get(list_prompts).post(create_prompt))
         .route("/api/v1/usage", get(usage))
+        .route("/api/v1/usage/history", get(usage_history))
+        .route("/api/v1/subscription", get(subscription))
 }
 
 /// A JSON object body: at most [`MAX_BODY_BYTES`] (else 413), valid JSON (else 400
@@ -124,7 +127,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
         (status = 201, description = "The new team entry", body = JournalEntry),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
@@ -152,7 +155,7 @@ pub(super) async fn create_entry(
     responses(
         (status = 200, description = "The entry", body = JournalEntry),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
@@ -183,7 +186,7 @@ pub(super) async fn get_entry(
         (status = 200, description = "A page of the team's live entries, newest first", body = journal_entries::Page),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
@@ -237,7 +240,7 @@ pub(super) async fn list_entries(
         (status = 409, description = "`expectedVersion` is stale (`EDIT_CONFLICT`)", body = crate::open_api::docs::ErrorBody),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
@@ -270,7 +273,7 @@ pub(super) async fn update_entry(
     responses(
         (status = 204, description = "Deleted (soft)"),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
@@ -306,7 +309,7 @@ pub struct PromptList {
     responses(
         (status = 200, description = "The team's live prompts, newest first", body = PromptList),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
@@ -331,7 +334,7 @@ pub(super) async fn list_prompts(
         (status = 201, description = "The team's new prompt", body = Prompt),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
@@ -380,7 +383,7 @@ pub struct UsageReport {
     responses(
         (status = 200, description = "The plan and the current period's count (this request included)", body = UsageReport),
         (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
         (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
@@ -404,4 +407,93 @@ pub(super) async fn usage(
     report
         .map(Json)
         .ok_or_else(|| RestError(ApiError::forbidden("This team has no API subscription")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscription",
+    tag = "usage",
+    responses(
+        (status = 200, description = "The plan with its limits, the current period and its count (this request included)", body = SubscriptionStatus),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+/// `GET /api/v1/subscription` → the API team's subscription: plan and limits (quota and
+/// per-key rate), the current period, its count and what is left.
+pub(super) async fn subscription(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<SubscriptionStatus>, RestError> {
+    let mut conn = state.db.acquire().await?;
+    subscriptions::load_status(&mut conn, caller.key.api_team_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| RestError(ApiError::forbidden("This team has no API subscription")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage/history",
+    tag = "usage",
+    params(
+        ("limit" = Option<i64>, Query, description = "Periods per page, 1–100 (default 12)", minimum = 1, maximum = 100),
+        ("before" = Option<i64>, Query, description = "Epoch milliseconds: only periods that started before (the previous page's `nextBefore`)", minimum = 0, maximum = 253402300799999.0),
+    ),
+    responses(
+        (status = 200, description = "Closed metering periods with their counts, newest first", body = UsageHistory),
+        (status = 400, description = "Invalid query parameter (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
+        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
+        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+/// `GET /api/v1/usage/history?limit=&before=` → `{items, nextBefore}`: the API team's closed
+/// metering periods (plan, quota, count), newest first. The current period is
+/// `GET /api/v1/subscription`.
+pub(super) async fn usage_history(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<UsageHistory>, RestError> {
+    let mut limit = subscriptions::DEFAULT_HISTORY_LIMIT;
+    let mut before = None;
+    let mut issues = Issues::default();
+    let query = request.uri().query().unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse() {
+                Ok(value) => {
+                    limit = value;
+                    issues.number_range("limit", value, 1, subscriptions::MAX_HISTORY_LIMIT);
+                }
+                Err(_) => issues.push(Issue::new("invalid_type", "limit", "Expected an integer")),
+            },
+            "before" => match value.parse().ok().and_then(EpochMillis::from_millis) {
+                Some(at) => before = Some(at.at()),
+                None => issues.push(Issue::new(
+                    "invalid_type",
+                    "before",
+                    "Expected epoch milliseconds",
+                )),
+            },
+            other => {
+                let mut issue = Issue::new(
+                    "unrecognized_keys",
+                    Vec::<PathSegment>::new(),
+                    format!("Unrecognized query parameter: \"{other}\""),
+                );
+                issue.keys = Some(vec![other.to_owned()]);
+                issues.push(issue);
+            }
+        }
+    }
+    issues.into_result()?;
+    let mut conn = state.db.acquire().await?;
+    let history =
+        subscriptions::load_history(&mut conn, caller.key.api_team_id, before, limit).await?;
+    Ok(Json(history))
 }
