@@ -74,6 +74,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/subscription": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /api/v1/subscription` → the API team's subscription: plan and limits (quota and
+         *     per-key rate), the current period, its count and what is left.
+         */
+        get: operations["subscription"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/usage": {
         parameters: {
             query?: never;
@@ -83,6 +103,27 @@ export interface paths {
         };
         /** `GET /api/v1/usage` → the API team's plan and its current period's count. */
         get: operations["usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/usage/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /api/v1/usage/history?limit=&before=` → `{items, nextBefore}`: the API team's closed
+         *     metering periods (plan, quota, count), newest first. The current period is
+         *     `GET /api/v1/subscription`.
+         */
+        get: operations["usage_history"];
         put?: never;
         post?: never;
         delete?: never;
@@ -124,9 +165,9 @@ export interface components {
         /** @description The error body of every open API error. */
         ErrorBody: {
             /**
-             * @description Stable: `BAD_REQUEST`, `INVALID_API_KEY`, `IP_NOT_ALLOWED`, `FORBIDDEN`, `NOT_FOUND`,
-             *     `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`, `USAGE_EXCEEDED`,
-             *     `INTERNAL_SERVER_ERROR`.
+             * @description Stable: `BAD_REQUEST`, `INVALID_API_KEY`, `IP_NOT_ALLOWED`, `API_ACCESS_DISABLED`,
+             *     `FORBIDDEN`, `NOT_FOUND`, `PAYLOAD_TOO_LARGE`, `EDIT_CONFLICT`, `RATE_LIMITED`,
+             *     `USAGE_EXCEEDED`, `INTERNAL_SERVER_ERROR`.
              */
             code: string;
             /** @description On `BAD_REQUEST` validation errors: one per invalid field. */
@@ -172,6 +213,22 @@ export interface components {
         JournalEntryPage: {
             items: components["schemas"]["JournalEntry"][];
             nextCursor?: string | null;
+        };
+        /** @description A plan's limits. */
+        Plan: {
+            /**
+             * Format: int64
+             * @description Requests per metering period (a calendar month).
+             */
+            monthlyRequestQuota: number;
+            name: string;
+            /** @description `free`, `pro`, …: stable ids. */
+            planId: string;
+            /**
+             * Format: int32
+             * @description Requests per second per key (per api replica).
+             */
+            requestsPerSecond: number;
         };
         Prompt: {
             /** Format: uuid */
@@ -220,6 +277,43 @@ export interface components {
             /** @description ISO weekdays (1 = Monday … 7 = Sunday), at least one. */
             weekdays: number[];
         };
+        /** @description A team's subscription now: its plan, the current period and what it used. */
+        SubscriptionStatus: {
+            /**
+             * Format: int64
+             * @description Epoch milliseconds; set while API access is disabled.
+             */
+            apiAccessDisabledAt?: number | null;
+            /** @description false while API access is disabled: every request with the team's keys is refused. */
+            apiAccessEnabled: boolean;
+            /** Format: uuid */
+            apiTeamId: string;
+            /**
+             * Format: int64
+             * @description Epoch milliseconds: when the count starts again.
+             */
+            periodEnd: number;
+            /**
+             * Format: int64
+             * @description Epoch milliseconds: the current metering period, `[periodStart, periodEnd)`.
+             */
+            periodStart: number;
+            plan: components["schemas"]["Plan"];
+            /**
+             * Format: int64
+             * @description What the plan still allows in this period (0 when a downgrade left the count above it).
+             */
+            remaining: number;
+            /** Format: uuid */
+            subscriptionId: string;
+            /** Format: uuid */
+            teamId: string;
+            /**
+             * Format: int64
+             * @description Requests counted in the current period (over the REST API: this request included).
+             */
+            usageCount: number;
+        };
         /** @description A partial update: absent fields stay; `mood: null` and `entryDate: null` clear them; with `expectedVersion`, a stale edit answers 409 `EDIT_CONFLICT`. */
         UpdateJournalEntryInput: {
             /** @description Up to 100,000 characters. */
@@ -237,6 +331,45 @@ export interface components {
             tags?: string[];
             /** @description 1–200 characters, not blank (stored trimmed). */
             title?: string;
+        };
+        /** @description A page of the usage history, newest period first. */
+        UsageHistory: {
+            items: components["schemas"]["UsagePeriod"][];
+            /**
+             * Format: int64
+             * @description Pass as `before` for the next (older) page; null on the last page.
+             */
+            nextBefore?: number | null;
+        };
+        /** @description One closed metering period of the usage history. */
+        UsagePeriod: {
+            /**
+             * Format: int64
+             * @description Epoch milliseconds: when the period was rolled over and recorded.
+             */
+            closedAt: number;
+            /**
+             * Format: int64
+             * @description That plan's quota.
+             */
+            monthlyRequestQuota: number;
+            /**
+             * Format: int64
+             * @description Epoch milliseconds.
+             */
+            periodEnd: number;
+            /**
+             * Format: int64
+             * @description Epoch milliseconds.
+             */
+            periodStart: number;
+            /** @description The plan in force when the period closed. */
+            planId: string;
+            /**
+             * Format: int64
+             * @description Requests counted in the period.
+             */
+            usageCount: number;
         };
         UsageReport: {
             /** Format: int64 */
@@ -319,7 +452,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -379,7 +512,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -447,7 +580,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -504,7 +637,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -576,7 +709,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -650,7 +783,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -710,7 +843,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -730,6 +863,53 @@ export interface operations {
             };
             /** @description Body over 1 MiB (`PAYLOAD_TOO_LARGE`) */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    subscription: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plan with its limits, the current period and its count (this request included) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriptionStatus"];
+                };
+            };
+            /** @description Missing or invalid API key (`INVALID_API_KEY`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -775,7 +955,68 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`) or no subscription (`FORBIDDEN`) */
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    usage_history: {
+        parameters: {
+            query?: {
+                /** @description Periods per page, 1–100 (default 12) */
+                limit?: number;
+                /** @description Epoch milliseconds: only periods that started before (the previous page's `nextBefore`) */
+                before?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Closed metering periods with their counts, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageHistory"];
+                };
+            };
+            /** @description Invalid query parameter (`BAD_REQUEST`, with `issues[].path`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid API key (`INVALID_API_KEY`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`) */
             403: {
                 headers: {
                     [name: string]: unknown;
