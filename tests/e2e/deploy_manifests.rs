@@ -1243,7 +1243,12 @@ fn k8s_namespace_config_and_secrets() {
 }
 
 /// Variables each Deployment sets for itself: its own database role and NATS user.
-const PER_SERVICE_VARS: [&str; 4] = ["DATABASE_URL", "DATABASE_PASSWORD", "NATS_USER", "NATS_PASSWORD"];
+const PER_SERVICE_VARS: [&str; 4] = [
+    "DATABASE_URL",
+    "DATABASE_PASSWORD",
+    "NATS_USER",
+    "NATS_PASSWORD",
+];
 
 /// Issue 19: each service logs in as its own database role and NATS user, with passwords
 /// from the Secrets the bootstrap job and the NATS servers read, under the same keys.
@@ -1267,7 +1272,12 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
     );
     let keys = |name: &str| -> BTreeSet<String> {
         let secret: ConfigData = require(&manifests, "Secret", name).typed();
-        secret.string_data.keys().chain(secret.data.keys()).cloned().collect()
+        secret
+            .string_data
+            .keys()
+            .chain(secret.data.keys())
+            .cloned()
+            .collect()
     };
     let postgres_passwords = keys("journal-postgres-passwords");
     let nats_passwords = keys("journal-nats-passwords");
@@ -1284,23 +1294,46 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
         };
         let url = env("DATABASE_URL").value.clone().unwrap_or_default();
         let url = url::Url::parse(&url).unwrap();
-        assert_eq!(url.username(), role.role, "{}: DATABASE_URL user", role.service);
-        assert_eq!(url.password(), None, "{}: no password in DATABASE_URL", role.service);
+        assert_eq!(
+            url.username(),
+            role.role,
+            "{}: DATABASE_URL user",
+            role.service
+        );
+        assert_eq!(
+            url.password(),
+            None,
+            "{}: no password in DATABASE_URL",
+            role.service
+        );
         assert_eq!(
             env("DATABASE_PASSWORD").secret_key(),
             Some(("journal-postgres-passwords", role.role)),
             "{}: DATABASE_PASSWORD",
             role.service
         );
-        assert_eq!(env("NATS_USER").value.as_deref(), Some(role.role), "{}", role.service);
+        assert_eq!(
+            env("NATS_USER").value.as_deref(),
+            Some(role.role),
+            "{}",
+            role.service
+        );
         assert_eq!(
             env("NATS_PASSWORD").secret_key(),
             Some(("journal-nats-passwords", role.role)),
             "{}: NATS_PASSWORD",
             role.service
         );
-        assert!(postgres_passwords.contains(role.role), "journal-postgres-passwords lacks {}", role.role);
-        assert!(nats_passwords.contains(role.role), "journal-nats-passwords lacks {}", role.role);
+        assert!(
+            postgres_passwords.contains(role.role),
+            "journal-postgres-passwords lacks {}",
+            role.role
+        );
+        assert!(
+            nats_passwords.contains(role.role),
+            "journal-nats-passwords lacks {}",
+            role.role
+        );
     }
 
     // The NATS servers get every user's password under the name accounts.conf reads.
@@ -1310,7 +1343,10 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
     let accounts = read("deploy/k8s/nats/accounts.conf");
     for permissions in bus::permissions::service_permissions() {
         let variable = bus::permissions::password_variable(permissions.user);
-        assert!(accounts.contains(&format!("password: ${variable}")), "accounts.conf: {variable}");
+        assert!(
+            accounts.contains(&format!("password: ${variable}")),
+            "accounts.conf: {variable}"
+        );
         let var = nats_env
             .iter()
             .find(|var| var.name == variable)
@@ -1322,8 +1358,15 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
         );
     }
     let server_conf = read("deploy/k8s/nats/nats-server.conf");
-    for needed in ["include ./accounts.conf", "sync_interval: always", "cluster {"] {
-        assert!(server_conf.contains(needed), "nats-server.conf lacks `{needed}`");
+    for needed in [
+        "include ./accounts.conf",
+        "sync_interval: always",
+        "cluster {",
+    ] {
+        assert!(
+            server_conf.contains(needed),
+            "nats-server.conf lacks `{needed}`"
+        );
     }
 
     // The roles job sets every role's password from the same Secret.
@@ -1332,7 +1375,10 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
     let command = job_container.command.join(" ");
     for role in platform::roles::SERVICE_ROLES {
         let variable = platform::roles::password_variable(&role);
-        assert!(command.contains(&format!("-v {variable}=")), "postgres-roles: psql -v {variable}");
+        assert!(
+            command.contains(&format!("-v {variable}=")),
+            "postgres-roles: psql -v {variable}"
+        );
         assert!(
             job_container
                 .env
@@ -1342,7 +1388,10 @@ fn k8s_each_service_has_its_own_role_and_nats_user() {
             role.role
         );
     }
-    assert!(command.contains("roles.sql"), "postgres-roles runs roles.sql: {command}");
+    assert!(
+        command.contains("roles.sql"),
+        "postgres-roles runs roles.sql: {command}"
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -1384,14 +1433,32 @@ fn compose_services_use_their_own_role_and_nats_user() {
             .as_ref()
             .map(KeyValues::to_map)
             .unwrap_or_default();
-        let url = url::Url::parse(env.get("DATABASE_URL").map(String::as_str).unwrap_or("x:"))
-            .unwrap();
-        assert_eq!(url.username(), role.role, "{}: DATABASE_URL user", role.service);
-        assert_eq!(env.get("NATS_USER").map(String::as_str), Some(role.role), "{}", role.service);
-        assert!(env.contains_key("NATS_PASSWORD"), "{}: NATS_PASSWORD", role.service);
+        let url =
+            url::Url::parse(env.get("DATABASE_URL").map(String::as_str).unwrap_or("x:")).unwrap();
+        assert_eq!(
+            url.username(),
+            role.role,
+            "{}: DATABASE_URL user",
+            role.service
+        );
+        assert_eq!(
+            env.get("NATS_USER").map(String::as_str),
+            Some(role.role),
+            "{}",
+            role.service
+        );
+        assert!(
+            env.contains_key("NATS_PASSWORD"),
+            "{}: NATS_PASSWORD",
+            role.service
+        );
     }
     let mounts = |name: &str| -> Vec<String> {
-        compose_service(&compose, name).volumes.iter().filter_map(scalar_text).collect()
+        compose_service(&compose, name)
+            .volumes
+            .iter()
+            .filter_map(scalar_text)
+            .collect()
     };
     assert!(
         mounts("postgres-roles")
@@ -1412,7 +1479,10 @@ fn compose_services_use_their_own_role_and_nats_user() {
         .unwrap_or_default();
     for permissions in bus::permissions::service_permissions() {
         let variable = bus::permissions::password_variable(permissions.user);
-        assert!(nats_env.contains_key(&variable), "compose nats lacks {variable}");
+        assert!(
+            nats_env.contains_key(&variable),
+            "compose nats lacks {variable}"
+        );
     }
 }
 

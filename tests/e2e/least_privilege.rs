@@ -177,14 +177,18 @@ async fn a_role_without_its_schema_is_told_to_run_the_bootstrap() {
         .await
         .unwrap();
     admin.close().await;
-    let error =
-        platform::db::connect_and_migrate(&secret(&role_url(&db, "cron")), "cron", 1, &cron::MIGRATOR)
-            .await
-            .err()
-            .expect("the cron role may not create its schema");
+    let error = platform::db::connect_and_migrate(
+        &secret(&role_url(&db, "cron")),
+        "cron",
+        1,
+        &cron::MIGRATOR,
+    )
+    .await
+    .expect_err("the cron role may not create its schema");
     let message = error.to_string();
     assert!(
-        message.contains("schema `cron` does not exist") && message.contains("cargo xtask db roles"),
+        message.contains("schema `cron` does not exist")
+            && message.contains("cargo xtask db roles"),
         "{message}"
     );
 }
@@ -193,7 +197,10 @@ async fn a_role_without_its_schema_is_told_to_run_the_bootstrap() {
 /// `cargo xtask` runs.
 #[test]
 fn the_roles_sql_file_is_generated() {
-    check_generated("deploy/k8s/postgres/roles.sql", &platform::roles::bootstrap_file());
+    check_generated(
+        "deploy/k8s/postgres/roles.sql",
+        &platform::roles::bootstrap_file(),
+    );
 }
 
 /// `path` holds `expected`; `JOURNAL_WRITE_GENERATED=1` rewrites it instead.
@@ -332,14 +339,26 @@ async fn a_service_may_publish_its_own_subjects_only_and_needs_its_password() {
     platform::nats::ping(&jetstream, Duration::from_secs(2))
         .await
         .unwrap();
-    bus.publish_raw("events.export.ready", "export.ready", "x".into(), "own-1", &[])
-        .await
-        .expect("the worker publishes its own event");
+    bus.publish_raw(
+        "events.export.ready",
+        "export.ready",
+        "x".into(),
+        "own-1",
+        &[],
+    )
+    .await
+    .expect("the worker publishes its own event");
 
     // Another service's event: refused. JetStream never stores it; the publisher's ack
     // wait fails, and the server says why.
     let refused = bus
-        .publish_raw("events.user.created", "user.created", "x".into(), "foreign-1", &[])
+        .publish_raw(
+            "events.user.created",
+            "user.created",
+            "x".into(),
+            "foreign-1",
+            &[],
+        )
         .await;
     assert!(refused.is_err(), "the worker published the api's event");
     let (tx, mut server_errors) = tokio::sync::mpsc::unbounded_channel();
@@ -391,8 +410,7 @@ async fn a_service_may_publish_its_own_subjects_only_and_needs_its_password() {
     };
     let error = platform::nats::connect_with(&nats.url(), "worker", Some(&wrong))
         .await
-        .err()
-        .expect("a wrong password is refused");
+        .expect_err("a wrong password is refused");
     let message = error.to_string();
     assert!(
         message.contains("authorization violation")
@@ -403,8 +421,7 @@ async fn a_service_may_publish_its_own_subjects_only_and_needs_its_password() {
     );
     let error = platform::nats::connect(&nats.url(), "worker")
         .await
-        .err()
-        .expect("no credentials are refused");
+        .expect_err("no credentials are refused");
     assert!(error.to_string().contains("NATS_USER"), "{error}");
 }
 
@@ -490,7 +507,13 @@ macro_rules! start_as_itself {
     }};
 }
 
-async fn rpc(client: &reqwest::Client, api: &str, token: &str, procedure: &str, input: Value) -> Value {
+async fn rpc(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    procedure: &str,
+    input: Value,
+) -> Value {
     let response = client
         .post(format!("{api}/rpc/{procedure}"))
         .bearer_auth(token)
@@ -551,7 +574,14 @@ async fn the_system_works_under_its_roles_and_users() {
         json!({"title": "Least privilege", "content": "Each to its own"}),
     )
     .await;
-    let export = rpc(&client, &api_url, &user.token, "exports/create", Value::Null).await;
+    let export = rpc(
+        &client,
+        &api_url,
+        &user.token,
+        "exports/create",
+        Value::Null,
+    )
+    .await;
     let export_id = export["exportId"].as_str().unwrap().to_owned();
 
     let admin = db.pool().await;
@@ -585,8 +615,14 @@ async fn the_system_works_under_its_roles_and_users() {
         let token = user.token.clone();
         let export_id = export_id.clone();
         async move {
-            rpc(&client, &api_url, &token, "exports/get", json!({"exportId": export_id})).await
-                ["status"]
+            rpc(
+                &client,
+                &api_url,
+                &token,
+                "exports/get",
+                json!({"exportId": export_id}),
+            )
+            .await["status"]
                 == "ready"
         }
     })
@@ -603,7 +639,11 @@ async fn the_system_works_under_its_roles_and_users() {
         0,
         "nothing was dead-lettered"
     );
-    assert_eq!(nats.violations(), Vec::<String>::new(), "NATS refused something");
+    assert_eq!(
+        nats.violations(),
+        Vec::<String>::new(),
+        "NATS refused something"
+    );
     admin.close().await;
 
     for service in services {
@@ -614,7 +654,11 @@ async fn the_system_works_under_its_roles_and_users() {
             .unwrap();
         assert!(result.is_ok(), "{}: {result:?}", service.name);
     }
-    assert_eq!(nats.violations(), Vec::<String>::new(), "NATS refused something");
+    assert_eq!(
+        nats.violations(),
+        Vec::<String>::new(),
+        "NATS refused something"
+    );
 }
 
 #[test]

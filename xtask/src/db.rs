@@ -78,7 +78,7 @@ pub async fn run(command: DbCommand) -> Result<()> {
                     role.service,
                     role.role,
                     role.schema,
-                    crate::dev::redact(&url)
+                    without_password(&url)
                 );
             }
             Ok(())
@@ -211,6 +211,18 @@ fn new_migration(schema: &str, name: &str) -> Result<()> {
     std::fs::write(&path, header).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", path.display());
     Ok(())
+}
+
+/// `url` with its password (if any) masked: the role name is what the reader needs.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => crate::dev::redact(url),
+    }
 }
 
 /// Apply `schema`'s pending migrations as the role that owns it, as its service does at

@@ -461,18 +461,17 @@ pub async fn ensure_roles(database_url: &str) -> Result<()> {
         if url_has_password(database_url) {
             // Only roles without a password yet: `ALTER ROLE` on every run would race with
             // another xtask doing the same ("tuple concurrently updated").
-            let without: Vec<String> = sqlx::query_scalar(
-                "SELECT rolname::text FROM pg_authid WHERE rolpassword IS NULL",
-            )
-            .fetch_all(&admin)
-            .await
-            .unwrap_or_else(|_| {
-                // Not a superuser (pg_authid is hidden): set them all.
-                platform::roles::SERVICE_ROLES
-                    .iter()
-                    .map(|role| role.role.to_owned())
-                    .collect()
-            });
+            let without: Vec<String> =
+                sqlx::query_scalar("SELECT rolname::text FROM pg_authid WHERE rolpassword IS NULL")
+                    .fetch_all(&admin)
+                    .await
+                    .unwrap_or_else(|_| {
+                        // Not a superuser (pg_authid is hidden): set them all.
+                        platform::roles::SERVICE_ROLES
+                            .iter()
+                            .map(|role| role.role.to_owned())
+                            .collect()
+                    });
             let passwords: Vec<_> = platform::roles::SERVICE_ROLES
                 .iter()
                 .filter(|role| without.iter().any(|name| name == role.role))

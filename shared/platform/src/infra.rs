@@ -34,8 +34,7 @@ impl Infra {
         crate::db::migrate(&db, schema, migrator).await?;
         tracing::info!(schema, "postgres connected and schema migrated");
         let nats =
-            crate::nats::connect_with(&common.nats_url, service, common.nats_auth.as_ref())
-                .await?;
+            crate::nats::connect_with(&common.nats_url, service, common.nats_auth.as_ref()).await?;
         let jetstream = jetstream::new(nats.clone());
         tracing::info!("nats connected");
         Ok(Self {

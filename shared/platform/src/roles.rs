@@ -178,7 +178,9 @@ pub async fn bootstrap(admin: &PgPool) -> Result<(), PlatformError> {
     // A connection of its own, closed afterwards: the script runs its own transaction, and a
     // failure would leave that connection inside an aborted one.
     let mut connection = admin.acquire().await?.detach();
-    let result = sqlx::raw_sql(&bootstrap_sql()).execute(&mut connection).await;
+    let result = sqlx::raw_sql(&bootstrap_sql())
+        .execute(&mut connection)
+        .await;
     let _ = connection.close().await;
     result?;
     Ok(())
