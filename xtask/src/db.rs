@@ -21,6 +21,9 @@ pub enum DbCommand {
         #[arg(long, env = "API_URL", default_value = crate::dev::API_URL)]
         api_url: String,
     },
+    /// Create the services' database roles and their schemas (idempotent; `dev`, `test`,
+    /// `infra` and `up` do it too), and print the URL each service uses.
+    Roles,
     /// Generate the next migration of `<schema>` from its declaration
     /// (`services/<service>/schema.sql`): only backward-compatible DDL; anything else is
     /// refused with the two-step path (see docs/migrations.md).
@@ -59,11 +62,26 @@ pub async fn run(command: DbCommand) -> Result<()> {
         DbCommand::Up { schema } => {
             let endpoints = infra::ensure().await?;
             for schema in schemas(schema)? {
-                migrate(&endpoints.database_url, schema).await?;
+                migrate_as_owner(&endpoints.database_url, schema).await?;
             }
             Ok(())
         }
         DbCommand::Seed { api_url } => seed(&api_url).await,
+        DbCommand::Roles => {
+            let database_url = infra::ensure_postgres_only().await?;
+            infra::ensure_roles(&database_url).await?;
+            for role in platform::roles::SERVICE_ROLES {
+                let url = infra::service_database_url(&database_url, role.service)?;
+                println!(
+                    "{:>13}: role {} owns schema {}  DATABASE_URL={}",
+                    role.service,
+                    role.role,
+                    role.schema,
+                    without_password(&url)
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -192,6 +210,24 @@ fn new_migration(schema: &str, name: &str) -> Result<()> {
     std::fs::write(&path, header).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", path.display());
     Ok(())
+}
+
+/// `url` with its password (if any) masked: the role name is what the reader needs.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => crate::dev::redact(url),
+    }
+}
+
+/// Apply `schema`'s pending migrations as the role that owns it, as its service does at
+/// start, so the tables belong to that role.
+async fn migrate_as_owner(admin_url: &str, schema: &str) -> Result<()> {
+    migrate(&infra::schema_database_url(admin_url, schema)?, schema).await
 }
 
 /// Apply `schema`'s pending migrations, exactly as its service does at start (the same

@@ -49,7 +49,11 @@ pub async fn run(release: bool, seed: bool) -> Result<()> {
         let mut command = Command::new(profile_dir.join(name));
         command
             .env("PORT", port.to_string())
-            .env("DATABASE_URL", &endpoints.database_url)
+            // Each service logs in as its own role (docs/operations.md, "Database roles").
+            .env(
+                "DATABASE_URL",
+                infra::service_database_url(&endpoints.database_url, name)?,
+            )
             .env("NATS_URL", &endpoints.nats_url)
             .env(
                 "LOG_FORMAT",
@@ -82,7 +86,7 @@ pub async fn run(release: bool, seed: bool) -> Result<()> {
             println!("  {name:>13}  http://127.0.0.1:{port}  (/healthz /readyz /metrics)");
         }
         println!(
-            "  Postgres {}  NATS {}",
+            "  Postgres {} (each service as its role journal_<service>)  NATS {}",
             redact(&endpoints.database_url),
             endpoints.nats_url
         );
@@ -177,7 +181,7 @@ async fn stop_all(children: &mut [(&'static str, Child)]) {
     }
 }
 
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}<credentials>{}", &url[..scheme + 3], &url[at..])

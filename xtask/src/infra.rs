@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::repo_root;
@@ -34,6 +35,7 @@ pub fn endpoints() -> Endpoints {
 pub async fn ensure() -> Result<Endpoints> {
     let endpoints = endpoints();
     ensure_postgres(&endpoints.database_url).await?;
+    ensure_roles(&endpoints.database_url).await?;
     ensure_nats(&endpoints.nats_url).await?;
     ensure_s3(&endpoints.s3_endpoint)?;
     Ok(endpoints)
@@ -435,4 +437,81 @@ fn s3s_fs_program() -> Result<std::path::PathBuf> {
     .context("installing s3s-fs (needs network access to crates.io)")?;
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(program)
+}
+
+/// The password `cargo xtask` gives the services' roles when the administrator's URL carries
+/// one (a server that checks passwords, such as a fresh Debian cluster over TCP). With trust
+/// authentication it is never asked for. A development value, like the URL's `postgres`.
+pub const DEV_ROLE_PASSWORD: &str = "journal-dev";
+
+/// Create (idempotently) each service's role and schema in the database of `database_url`,
+/// connected as that URL's user, an administrator (docs/operations.md, "Database roles").
+pub async fn ensure_roles(database_url: &str) -> Result<()> {
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(PgConnectOptions::from_str(database_url)?)
+        .await
+        .context("cannot connect to Postgres as the administrator (DATABASE_URL)")?;
+    let result = async {
+        platform::roles::bootstrap(&admin).await.context(
+            "creating the services' database roles (DATABASE_URL's user must be a superuser \
+             or have CREATEROLE)",
+        )?;
+        if url_has_password(database_url) {
+            // Only roles without a password yet: `ALTER ROLE` on every run would race with
+            // another xtask doing the same ("tuple concurrently updated").
+            let without: Vec<String> =
+                sqlx::query_scalar("SELECT rolname::text FROM pg_authid WHERE rolpassword IS NULL")
+                    .fetch_all(&admin)
+                    .await
+                    .unwrap_or_else(|_| {
+                        // Not a superuser (pg_authid is hidden): set them all.
+                        platform::roles::SERVICE_ROLES
+                            .iter()
+                            .map(|role| role.role.to_owned())
+                            .collect()
+                    });
+            let passwords: Vec<_> = platform::roles::SERVICE_ROLES
+                .iter()
+                .filter(|role| without.iter().any(|name| name == role.role))
+                .map(|role| (role, secret(DEV_ROLE_PASSWORD)))
+                .collect();
+            platform::roles::set_passwords(&admin, &passwords).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    admin.close().await;
+    result
+}
+
+fn url_has_password(database_url: &str) -> bool {
+    url::Url::parse(database_url).is_ok_and(|url| url.password().is_some())
+}
+
+/// The URL `service` uses: its own role, with the development password when the
+/// administrator's URL has one.
+pub fn service_database_url(database_url: &str, service: &str) -> Result<String> {
+    let role = platform::roles::role_of_service(service)
+        .with_context(|| format!("no database role for service `{service}`"))?;
+    let mut url = url::Url::parse(&platform::roles::service_url(database_url, role)?)?;
+    if url_has_password(database_url) {
+        let _ = url.set_password(Some(DEV_ROLE_PASSWORD));
+    }
+    Ok(url.to_string())
+}
+
+/// The URL of the role owning `schema`.
+pub fn schema_database_url(database_url: &str, schema: &str) -> Result<String> {
+    let role = platform::roles::SERVICE_ROLES
+        .iter()
+        .find(|role| role.schema == schema)
+        .with_context(|| format!("no database role owns schema `{schema}`"))?;
+    service_database_url(database_url, role.service)
+}
+
+/// The database URL as a secret, for platform helpers.
+pub fn secret(url: &str) -> SecretString {
+    SecretString::from(url.to_owned())
 }

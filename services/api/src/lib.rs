@@ -224,10 +224,11 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-        let bus = Bus::start(
+        let bus = Bus::start_with(
             infra.jetstream.clone(),
             &config.common.bus_namespace,
             SERVICE,
+            config.common.streams,
         )
         .await?;
         let relay = relay::spawn(

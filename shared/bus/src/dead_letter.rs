@@ -248,6 +248,7 @@ async fn redrive_one(
 pub async fn admin_command(
     args: &[String],
     database_url: &secrecy::SecretString,
+    database_password: Option<&secrecy::SecretString>,
     schema: &str,
 ) -> Option<std::process::ExitCode> {
     use std::process::ExitCode;
@@ -255,7 +256,9 @@ pub async fn admin_command(
         return None;
     }
     let usage = "usage: dead-letters list [--all] [--json] | dead-letters redrive <dead_letter_id> | dead-letters redrive --all";
-    let pool = match platform::db::connect(database_url, schema, 2).await {
+    let pool = match platform::db::connect_with_password(database_url, database_password, schema, 2)
+        .await
+    {
         Ok(pool) => pool,
         Err(error) => {
             eprintln!("cannot connect to the database: {error}");
@@ -353,5 +356,11 @@ pub async fn admin_main(schema: &str) -> Option<std::process::ExitCode> {
         eprintln!("{error}");
         return Some(std::process::ExitCode::from(2));
     }
-    admin_command(&args, &common.database_url, schema).await
+    admin_command(
+        &args,
+        &common.database_url,
+        common.database_password.as_ref(),
+        schema,
+    )
+    .await
 }

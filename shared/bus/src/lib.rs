@@ -23,6 +23,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod maintenance;
 pub mod outbox;
+pub mod permissions;
 pub mod query;
 pub mod relay;
 pub mod router;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use messages::definition::BusMessage;
+pub use platform::config::{StreamSettings, StreamStorage};
 
 use crate::BusError;
 use crate::headers;
@@ -15,6 +16,7 @@ pub struct Bus {
     jetstream: jetstream::Context,
     namespace: String,
     service: &'static str,
+    settings: StreamSettings,
 }
 
 /// The three streams: (base name, subject root, retention, max age).
@@ -42,21 +44,42 @@ const STREAMS: [(&str, &str, stream::RetentionPolicy, Duration); 3] = [
 /// Longer than the relay's longest retry delay, so a re-published outbox row is dropped.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The base names of the three streams.
+pub const STREAM_NAMES: [&str; 3] = ["EVENTS", "TASKS", "CHANGES"];
+
 impl Bus {
-    /// Connect the bus and make sure the streams exist (idempotent; existing streams are left
-    /// as they are, so production settings made by ops — replicas, storage — survive).
+    /// [`Bus::start_with`] with the development settings (one replica, file storage).
     pub async fn start(
         jetstream: jetstream::Context,
         namespace: &str,
         service: &'static str,
     ) -> Result<Self, BusError> {
+        Self::start_with(jetstream, namespace, service, StreamSettings::default()).await
+    }
+
+    /// Connect the bus and make sure the streams exist, creating missing ones with
+    /// `settings` (`NATS_STREAM_REPLICAS`, `NATS_STREAM_STORAGE`). Idempotent: existing
+    /// streams are left as they are (a difference from `settings` is logged), so a stream is
+    /// never re-created or resized behind the operator's back.
+    pub async fn start_with(
+        jetstream: jetstream::Context,
+        namespace: &str,
+        service: &'static str,
+        settings: StreamSettings,
+    ) -> Result<Self, BusError> {
         let bus = Self {
             jetstream,
             namespace: namespace.to_owned(),
             service,
+            settings,
         };
         bus.provision_streams().await?;
         Ok(bus)
+    }
+
+    /// The settings missing streams are created with.
+    pub fn stream_settings(&self) -> StreamSettings {
+        self.settings
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -104,6 +127,10 @@ impl Bus {
     }
 
     async fn provision_streams(&self) -> Result<(), BusError> {
+        let storage = match self.settings.storage {
+            StreamStorage::File => stream::StorageType::File,
+            StreamStorage::Memory => stream::StorageType::Memory,
+        };
         for (base, root, retention, max_age) in STREAMS {
             let config = stream::Config {
                 name: self.stream_name(base),
@@ -111,13 +138,27 @@ impl Bus {
                 retention,
                 max_age,
                 duplicate_window: DUPLICATE_WINDOW,
-                storage: stream::StorageType::File,
+                storage,
+                num_replicas: self.settings.replicas,
                 ..Default::default()
             };
-            self.jetstream
+            let stream = self
+                .jetstream
                 .get_or_create_stream(config)
                 .await
                 .map_err(|error| BusError::jetstream("creating stream", error))?;
+            let existing = &stream.cached_info().config;
+            if existing.num_replicas != self.settings.replicas || existing.storage != storage {
+                tracing::warn!(
+                    stream = %existing.name,
+                    replicas = existing.num_replicas,
+                    storage = ?existing.storage,
+                    configured_replicas = self.settings.replicas,
+                    configured_storage = ?storage,
+                    "the stream exists with other settings than NATS_STREAM_REPLICAS / \
+                     NATS_STREAM_STORAGE; it is left as it is (see deploy/nats/streams.md)"
+                );
+            }
         }
         Ok(())
     }

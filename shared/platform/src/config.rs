@@ -174,6 +174,11 @@ impl EnvReader {
         SecretString::from(self.raw(name).unwrap_or_else(|| default.to_owned()))
     }
 
+    /// A secret that may be absent.
+    pub fn optional_secret(&mut self, name: &str) -> Option<SecretString> {
+        self.raw(name).map(SecretString::from)
+    }
+
     /// A required secret.
     pub fn required_secret(&mut self, name: &str) -> Option<SecretString> {
         match self.raw(name) {
@@ -295,7 +300,61 @@ pub struct CommonConfig {
     /// `BUS_NAMESPACE`: prefixes stream names and subjects so several deployments (or
     /// parallel tests) can share one NATS server. Empty in production.
     pub bus_namespace: String,
+    /// `DATABASE_PASSWORD`: when set, the password for `DATABASE_URL`'s user (so the URL
+    /// itself need not carry it, and a password needs no URL-encoding).
+    pub database_password: Option<SecretString>,
+    /// `NATS_USER` / `NATS_PASSWORD`: the service's own NATS user (both or neither).
+    pub nats_auth: Option<NatsAuth>,
+    /// `NATS_STREAM_REPLICAS` / `NATS_STREAM_STORAGE`: how the streams are created.
+    pub streams: StreamSettings,
 }
+
+/// A NATS user and its password. The password never appears in Debug output or errors.
+#[derive(Debug, Clone)]
+pub struct NatsAuth {
+    pub user: String,
+    pub password: SecretString,
+}
+
+/// Where JetStream keeps a stream's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStorage {
+    File,
+    Memory,
+}
+
+impl FromStr for StreamStorage {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "file" => Ok(Self::File),
+            "memory" => Ok(Self::Memory),
+            other => Err(format!("expected `file` or `memory`, got `{other}`")),
+        }
+    }
+}
+
+/// How the services create the EVENTS, TASKS and CHANGES streams when they are missing.
+/// Existing streams keep their settings (see `deploy/nats/streams.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `NATS_STREAM_REPLICAS`: 1 on one server (development), 3 on the production cluster.
+    pub replicas: usize,
+    /// `NATS_STREAM_STORAGE`: `file` (default; survives restarts) or `memory`.
+    pub storage: StreamStorage,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            storage: StreamStorage::File,
+        }
+    }
+}
+
+/// JetStream's limit on a stream's replicas.
+pub const MAX_STREAM_REPLICAS: usize = 5;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/journal";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -313,6 +372,9 @@ impl CommonConfig {
             database_max_connections: env.with_default("DATABASE_MAX_CONNECTIONS", 16),
             host: env.with_default("HOST", std::net::IpAddr::from([0, 0, 0, 0])),
             bus_namespace: read_bus_namespace(env),
+            database_password: env.optional_secret("DATABASE_PASSWORD"),
+            nats_auth: read_nats_auth(env),
+            streams: read_stream_settings(env),
         }
     }
 
@@ -327,7 +389,48 @@ impl CommonConfig {
             database_max_connections: 8,
             host: std::net::IpAddr::from([127, 0, 0, 1]),
             bus_namespace: String::new(),
+            database_password: None,
+            nats_auth: None,
+            streams: StreamSettings::default(),
         }
+    }
+}
+
+fn read_nats_auth(env: &mut EnvReader) -> Option<NatsAuth> {
+    let user: Option<String> = env.optional("NATS_USER");
+    let password = env.optional_secret("NATS_PASSWORD");
+    match (user, password) {
+        (Some(user), Some(password)) => Some(NatsAuth { user, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            env.reject("NATS_PASSWORD", "is required when NATS_USER is set");
+            None
+        }
+        (None, Some(_)) => {
+            env.reject("NATS_USER", "is required when NATS_PASSWORD is set");
+            None
+        }
+    }
+}
+
+fn read_stream_settings(env: &mut EnvReader) -> StreamSettings {
+    let defaults = StreamSettings::default();
+    let replicas = env.with_default("NATS_STREAM_REPLICAS", defaults.replicas);
+    let replicas = if (1..=MAX_STREAM_REPLICAS).contains(&replicas) {
+        replicas
+    } else {
+        env.reject(
+            "NATS_STREAM_REPLICAS",
+            format!(
+                "`{replicas}` is out of range: 1 to {MAX_STREAM_REPLICAS} (1 on a single server, \
+                 3 on a 3-node cluster)"
+            ),
+        );
+        defaults.replicas
+    };
+    StreamSettings {
+        replicas,
+        storage: env.with_default("NATS_STREAM_STORAGE", defaults.storage),
     }
 }
 
@@ -440,5 +543,63 @@ mod tests {
         env.finish().unwrap();
         assert_eq!(common.nats_url, DEFAULT_NATS_URL);
         assert_eq!(common.log_format, LogFormat::Pretty);
+        assert_eq!(common.streams, StreamSettings::default());
+        assert!(common.nats_auth.is_none());
+    }
+
+    #[test]
+    fn stream_settings_are_read_and_checked() {
+        let mut env = EnvReader::from_map([
+            ("NATS_STREAM_REPLICAS", "3"),
+            ("NATS_STREAM_STORAGE", "Memory"),
+        ]);
+        let common = CommonConfig::read(&mut env);
+        env.finish().unwrap();
+        assert_eq!(
+            common.streams,
+            StreamSettings {
+                replicas: 3,
+                storage: StreamStorage::Memory
+            }
+        );
+
+        for (replicas, expected) in [
+            ("0", "`0` is out of range: 1 to 5"),
+            ("7", "`7` is out of range: 1 to 5"),
+            ("three", "`three` is invalid"),
+        ] {
+            let mut env = EnvReader::from_map([("NATS_STREAM_REPLICAS", replicas)]);
+            let _ = CommonConfig::read(&mut env);
+            let message = env.finish().unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("NATS_STREAM_REPLICAS: {expected}")),
+                "{message}"
+            );
+        }
+        let mut env = EnvReader::from_map([("NATS_STREAM_STORAGE", "disk")]);
+        let _ = CommonConfig::read(&mut env);
+        let error = env.finish().unwrap_err();
+        assert!(error.names("NATS_STREAM_STORAGE"), "{error}");
+    }
+
+    #[test]
+    fn nats_user_and_password_come_together_and_the_password_is_never_shown() {
+        let mut env =
+            EnvReader::from_map([("NATS_USER", "journal_api"), ("NATS_PASSWORD", "hunter2")]);
+        let common = CommonConfig::read(&mut env);
+        env.finish().unwrap();
+        let auth = common.nats_auth.clone().unwrap();
+        assert_eq!(auth.user, "journal_api");
+        assert!(!format!("{common:?}").contains("hunter2"));
+
+        let mut env = EnvReader::from_map([("NATS_USER", "journal_api")]);
+        let _ = CommonConfig::read(&mut env);
+        let error = env.finish().unwrap_err();
+        assert!(error.names("NATS_PASSWORD"), "{error}");
+        let mut env = EnvReader::from_map([("NATS_PASSWORD", "hunter2")]);
+        let _ = CommonConfig::read(&mut env);
+        let error = env.finish().unwrap_err();
+        assert!(error.names("NATS_USER"), "{error}");
+        assert!(!error.to_string().contains("hunter2"));
     }
 }

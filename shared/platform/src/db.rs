@@ -34,9 +34,22 @@ pub async fn connect(
     schema: &str,
     max_connections: u32,
 ) -> Result<PgPool, PlatformError> {
-    let options = PgConnectOptions::from_str(database_url.expose_secret())?
+    connect_with_password(database_url, None, schema, max_connections).await
+}
+
+/// [`connect`], with `password` (`DATABASE_PASSWORD`) replacing any password in the URL.
+pub async fn connect_with_password(
+    database_url: &SecretString,
+    password: Option<&SecretString>,
+    schema: &str,
+    max_connections: u32,
+) -> Result<PgPool, PlatformError> {
+    let mut options = PgConnectOptions::from_str(database_url.expose_secret())?
         .options([("search_path", schema)])
         .application_name(schema);
+    if let Some(password) = password {
+        options = options.password(password.expose_secret());
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -75,10 +88,7 @@ pub async fn migrate(
     schema: &str,
     migrator: &Migrator,
 ) -> Result<(), PlatformError> {
-    let quoted = quote_identifier(schema);
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
-        .execute(pool)
-        .await?;
+    ensure_schema(pool, schema).await?;
     // A session-level lock: the same connection must take it, migrate and release it.
     let mut connection = pool.acquire().await?;
     let mut said_waiting = false;
@@ -116,6 +126,35 @@ pub async fn migrate(
         drop(connection.detach());
     }
     result
+}
+
+/// Create the schema when it is missing. Asked first rather than `CREATE SCHEMA IF NOT
+/// EXISTS`: Postgres checks the right to create schemas in the database before it looks for
+/// the schema, and a service's own role has no such right (docs/security.md, "Database
+/// roles"): its schema is created for it, owned by it, by the roles bootstrap.
+async fn ensure_schema(pool: &PgPool, schema: &str) -> Result<(), PlatformError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(pool)
+            .await?;
+    if exists {
+        return Ok(());
+    }
+    let quoted = quote_identifier(schema);
+    match sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+        .execute(pool)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // 42501 insufficient_privilege: say what to run instead of Postgres's bare refusal.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
+            Err(PlatformError::SchemaMissing {
+                schema: schema.to_owned(),
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// How often a process waiting for another one's migration of the same schema asks again.

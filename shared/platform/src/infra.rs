@@ -24,15 +24,17 @@ impl Infra {
         common: &CommonConfig,
         migrator: &Migrator,
     ) -> Result<Self, PlatformError> {
-        let db = crate::db::connect_and_migrate(
+        let db = crate::db::connect_with_password(
             &common.database_url,
+            common.database_password.as_ref(),
             schema,
             common.database_max_connections,
-            migrator,
         )
         .await?;
+        crate::db::migrate(&db, schema, migrator).await?;
         tracing::info!(schema, "postgres connected and schema migrated");
-        let nats = crate::nats::connect(&common.nats_url, service).await?;
+        let nats =
+            crate::nats::connect_with(&common.nats_url, service, common.nats_auth.as_ref()).await?;
         let jetstream = jetstream::new(nats.clone());
         tracing::info!("nats connected");
         Ok(Self {

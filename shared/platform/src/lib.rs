@@ -10,6 +10,7 @@ pub mod http;
 pub mod infra;
 pub mod metrics;
 pub mod nats;
+pub mod roles;
 pub mod s3;
 pub mod shutdown;
 pub mod telemetry;

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use secrecy::ExposeSecret;
 
 use crate::PlatformError;
+use crate::config::NatsAuth;
 
 /// The longest pause between two reconnection attempts. The client's default grows to 4 s,
 /// so after an outage it came back up to 4 s after NATS did; every consumer re-attaches only
@@ -22,20 +24,67 @@ pub fn reconnect_delay(attempts: usize) -> Duration {
     (Duration::from_millis(50) * 2u32.pow(doublings)).min(MAX_RECONNECT_DELAY)
 }
 
-/// Connect to NATS. The first connection must succeed (a wrong URL should fail loudly at
-/// start); after that the client reconnects by itself whenever the server goes away.
+/// Connect to NATS without credentials (development, tests). See [`connect_with`].
 pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, PlatformError> {
-    async_nats::ConnectOptions::new()
+    connect_with(url, client_name, None).await
+}
+
+/// Connect to NATS, as `auth`'s user when given. The first connection must succeed (a wrong
+/// URL or password should fail loudly at start); after that the client reconnects by itself
+/// whenever the server goes away. A message the server refuses for lack of permission is
+/// logged (the subject, never the credentials): JetStream would otherwise only time out.
+pub async fn connect_with(
+    url: &str,
+    client_name: &str,
+    auth: Option<&NatsAuth>,
+) -> Result<async_nats::Client, PlatformError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(auth) = auth {
+        options = options
+            .user_and_password(auth.user.clone(), auth.password.expose_secret().to_owned())
+            // Replies come to an inbox only this user may subscribe to (the shared `_INBOX.>`
+            // would let any service read another's replies).
+            .custom_inbox_prefix(inbox_prefix(&auth.user));
+    }
+    options
         .name(client_name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .reconnect_delay_callback(reconnect_delay)
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(error) = event {
+                tracing::warn!(%error, "nats server error");
+            }
+        })
         .connect(url)
         .await
-        .map_err(|source| PlatformError::NatsConnect {
-            url: redact_url(url),
-            source,
+        .map_err(|source| {
+            let refused = matches!(
+                source.kind(),
+                async_nats::ConnectErrorKind::AuthorizationViolation
+                    | async_nats::ConnectErrorKind::Authentication
+            );
+            match (refused, auth) {
+                (true, Some(auth)) => PlatformError::NatsAuth {
+                    url: redact_url(url),
+                    user: Some(auth.user.clone()),
+                },
+                (true, None) => PlatformError::NatsAuth {
+                    url: redact_url(url),
+                    user: None,
+                },
+                (false, _) => PlatformError::NatsConnect {
+                    url: redact_url(url),
+                    source,
+                },
+            }
         })
+}
+
+/// The inbox prefix of a service connecting as `user`: `_INBOX_<user>`. The NATS users'
+/// permissions (`bus::permissions`) allow each user its own inboxes only.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 /// The part of a JetStream API reply the probe reads. (The full account-info type of
