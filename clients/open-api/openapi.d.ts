@@ -12,13 +12,15 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * `GET /api/v1/journal-entries?limit=&cursor=` → `{items, nextCursor}`: the team's live
+         * List the team's entries
+         * @description `GET /api/v1/journal-entries?limit=&cursor=` → `{items, nextCursor}`: the team's live
          *     entries, newest first, keyset pages.
          */
         get: operations["list_entries"];
         put?: never;
         /**
-         * `POST /api/v1/journal-entries` → 201 the entry (a team entry, authored by the key's
+         * Create a team entry
+         * @description `POST /api/v1/journal-entries` → 201 the entry (a team entry, authored by the key's
          *     creator).
          */
         post: operations["create_entry"];
@@ -35,19 +37,24 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/journal-entries/{journalEntryId}` → a live entry of the team (else 404). */
+        /**
+         * Get an entry
+         * @description `GET /api/v1/journal-entries/{journalEntryId}` → a live entry of the team (else 404).
+         */
         get: operations["get_entry"];
         put?: never;
         post?: never;
         /**
-         * `DELETE /api/v1/journal-entries/{journalEntryId}` → 204: a soft delete (the sync clients
+         * Delete an entry
+         * @description `DELETE /api/v1/journal-entries/{journalEntryId}` → 204: a soft delete (the sync clients
          *     get the tombstone); afterwards the entry answers 404 here.
          */
         delete: operations["delete_entry"];
         options?: never;
         head?: never;
         /**
-         * `PATCH /api/v1/journal-entries/{journalEntryId}` → the entry: a partial update
+         * Update an entry
+         * @description `PATCH /api/v1/journal-entries/{journalEntryId}` → the entry: a partial update
          *     (`expectedVersion` optional, `mood`/`entryDate` null clear them).
          */
         patch: operations["update_entry"];
@@ -60,11 +67,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/prompts` → `{items}`: the team's live prompts, newest first. */
+        /**
+         * List the team's prompts
+         * @description `GET /api/v1/prompts` → `{items}`: the team's live prompts, newest first.
+         */
         get: operations["list_prompts"];
         put?: never;
         /**
-         * `POST /api/v1/prompts {text, schedule?}` → 201 the team's new prompt (the key's creator
+         * Create a team prompt
+         * @description `POST /api/v1/prompts {text, schedule?}` → 201 the team's new prompt (the key's creator
          *     must still be a team admin, as in the app).
          */
         post: operations["create_prompt"];
@@ -82,7 +93,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * `GET /api/v1/subscription` → the API team's subscription: plan and limits (quota and
+         * The subscription
+         * @description `GET /api/v1/subscription` → the API team's subscription: plan and limits (quota and
          *     per-key rate), the current period, its count and what is left.
          */
         get: operations["subscription"];
@@ -101,7 +113,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/usage` → the API team's plan and its current period's count. */
+        /**
+         * Current usage
+         * @description `GET /api/v1/usage` → the API team's plan and its current period's count.
+         */
         get: operations["usage"];
         put?: never;
         post?: never;
@@ -119,7 +134,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * `GET /api/v1/usage/history?limit=&before=` → `{items, nextBefore}`: the API team's closed
+         * Usage history
+         * @description `GET /api/v1/usage/history?limit=&before=` → `{items, nextBefore}`: the API team's closed
          *     metering periods (plan, quota, count), newest first. The current period is
          *     `GET /api/v1/subscription`.
          */

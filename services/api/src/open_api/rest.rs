@@ -134,6 +134,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
     ),
     security(("api_key" = []))
 )]
+/// Create a team entry
+///
 /// `POST /api/v1/journal-entries` → 201 the entry (a team entry, authored by the key's
 /// creator).
 pub(super) async fn create_entry(
@@ -161,6 +163,8 @@ pub(super) async fn create_entry(
     ),
     security(("api_key" = []))
 )]
+/// Get an entry
+///
 /// `GET /api/v1/journal-entries/{journalEntryId}` → a live entry of the team (else 404).
 pub(super) async fn get_entry(
     State(state): State<AppState>,
@@ -191,6 +195,8 @@ pub(super) async fn get_entry(
     ),
     security(("api_key" = []))
 )]
+/// List the team's entries
+///
 /// `GET /api/v1/journal-entries?limit=&cursor=` → `{items, nextCursor}`: the team's live
 /// entries, newest first, keyset pages.
 pub(super) async fn list_entries(
@@ -247,6 +253,8 @@ pub(super) async fn list_entries(
     ),
     security(("api_key" = []))
 )]
+/// Update an entry
+///
 /// `PATCH /api/v1/journal-entries/{journalEntryId}` → the entry: a partial update
 /// (`expectedVersion` optional, `mood`/`entryDate` null clear them).
 pub(super) async fn update_entry(
@@ -279,6 +287,8 @@ pub(super) async fn update_entry(
     ),
     security(("api_key" = []))
 )]
+/// Delete an entry
+///
 /// `DELETE /api/v1/journal-entries/{journalEntryId}` → 204: a soft delete (the sync clients
 /// get the tombstone); afterwards the entry answers 404 here.
 pub(super) async fn delete_entry(
@@ -314,6 +324,8 @@ pub struct PromptList {
     ),
     security(("api_key" = []))
 )]
+/// List the team's prompts
+///
 /// `GET /api/v1/prompts` → `{items}`: the team's live prompts, newest first.
 pub(super) async fn list_prompts(
     State(state): State<AppState>,
@@ -341,6 +353,8 @@ pub(super) async fn list_prompts(
     ),
     security(("api_key" = []))
 )]
+/// Create a team prompt
+///
 /// `POST /api/v1/prompts {text, schedule?}` → 201 the team's new prompt (the key's creator
 /// must still be a team admin, as in the app).
 pub(super) async fn create_prompt(
@@ -388,6 +402,8 @@ pub struct UsageReport {
     ),
     security(("api_key" = []))
 )]
+/// Current usage
+///
 /// `GET /api/v1/usage` → the API team's plan and its current period's count.
 pub(super) async fn usage(
     State(state): State<AppState>,
@@ -421,6 +437,8 @@ pub(super) async fn usage(
     ),
     security(("api_key" = []))
 )]
+/// The subscription
+///
 /// `GET /api/v1/subscription` → the API team's subscription: plan and limits (quota and
 /// per-key rate), the current period, its count and what is left.
 pub(super) async fn subscription(
@@ -451,6 +469,8 @@ pub(super) async fn subscription(
     ),
     security(("api_key" = []))
 )]
+/// Usage history
+///
 /// `GET /api/v1/usage/history?limit=&before=` → `{items, nextBefore}`: the API team's closed
 /// metering periods (plan, quota, count), newest first. The current period is
 /// `GET /api/v1/subscription`.
