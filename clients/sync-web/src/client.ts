@@ -380,6 +380,8 @@ export class SyncClient {
       clearTimeout(refreshTimer)
       clearTimeout(idleTimer)
       stopSignal.removeEventListener('abort', abort)
+      // Release the connection now (after a `closed` frame the body may still be open).
+      connection.abort()
     }
   }
 
