@@ -25,7 +25,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
-use crate::teams::{Role, member_role};
+use crate::teams::{Role, TeamInput, member_role};
 use crate::validation::{Issues, item};
 
 pub fn routes() -> RpcRouter {
@@ -201,14 +201,6 @@ pub(crate) async fn load_api_team(
 
 // ---------------------------------------------------------------------------------------
 // Procedures
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TeamInput {
-    team_id: Uuid,
-}
-
-impl Input for TeamInput {}
 
 /// `apiTeams.enable {teamId}` (sensitive) → `ApiTeam`. Owners and admins. Creates the API
 /// team and its subscription on the free plan (first period: one month from now) in one

@@ -34,7 +34,8 @@ use crate::error::ApiError;
 use crate::metering;
 use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
-use crate::teams::Role;
+use crate::teams::{Role, TeamInput};
+
 use crate::validation::{EpochMillis, Issues};
 
 pub fn routes() -> RpcRouter {
@@ -219,14 +220,6 @@ async fn plans(
     .await?;
     Ok(Rpc(plans))
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TeamInput {
-    team_id: Uuid,
-}
-
-impl Input for TeamInput {}
 
 /// `subscriptions.get {teamId}` (GET-able) → `SubscriptionStatus`, or `null` when API access
 /// was never enabled. Any member.

@@ -629,8 +629,10 @@ async fn list(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `{teamId}`: the input of every procedure that names only a team (teams, API teams,
+/// subscriptions).
 pub struct TeamInput {
-    team_id: Uuid,
+    pub team_id: Uuid,
 }
 
 impl Input for TeamInput {}
