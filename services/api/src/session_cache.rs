@@ -222,6 +222,11 @@ impl Listener {
         let start_time = time::OffsetDateTime::now_utc() - REPLAY;
         let messages = stream
             .create_consumer(consumer::pull::OrderedConfig {
+                // named, so it is created through the subject that carries its filter
+                // (what the NATS permissions allow: bus::permissions)
+                name: Some(bus::permissions::ordered_consumer_name(
+                    "api-session-revoked",
+                )),
                 filter_subject: self.subject.clone(),
                 deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
                 ..Default::default()

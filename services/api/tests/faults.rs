@@ -296,20 +296,7 @@ async fn a_journal_entry_write_whose_backend_is_terminated_midway_is_503_and_wri
     let api = TestApi::start().await;
     let user = api.login("midway@example.com").await;
     let team_id = api.team_with(&user, &[]).await;
-    api.call(Some(&user), "apiTeams/enable", json!({"teamId": team_id}))
-        .await
-        .ok();
-    let key = api
-        .call(
-            Some(&user),
-            "apiKeys/create",
-            json!({"teamId": team_id, "name": "midway"}),
-        )
-        .await
-        .ok()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = api.api_key_of(&user, &team_id, "midway").await.key;
     let entries = "SELECT count(*) FROM journal_entries";
     let outbox_before = emitted_count(&api).await;
     assert_eq!(count(&api, entries).await, 0);

@@ -404,20 +404,7 @@ async fn the_service_answers_503_while_its_postgres_is_down() {
     let api = TestApi::start_on(test_support::TestDb::on_server(&postgres.admin_url()).await).await;
     let owner = api.login("outage@example.com").await;
     let team_id = api.team_with(&owner, &[]).await;
-    api.call(Some(&owner), "apiTeams/enable", json!({"teamId": team_id}))
-        .await
-        .ok();
-    let key = api
-        .call(
-            Some(&owner),
-            "apiKeys/create",
-            json!({"teamId": team_id, "name": "k"}),
-        )
-        .await
-        .ok()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = api.api_key_of(&owner, &team_id, "k").await.key;
     let whoami = || {
         api.client
             .get(format!("{}/api/v1/whoami", api.base_url))
@@ -964,24 +951,10 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
 
     // The open API: a key of its own owner's team, on a plan the fuzzer cannot exhaust.
     let (rest_owner, rest_fixture) = Wall::fixture(&api, "wall-rest@example.com").await;
-    api.call(
-        Some(&rest_owner),
-        "apiTeams/enable",
-        json!({"teamId": rest_fixture.team_id}),
-    )
-    .await
-    .ok();
     let key = api
-        .call(
-            Some(&rest_owner),
-            "apiKeys/create",
-            json!({"teamId": rest_fixture.team_id, "name": "wall"}),
-        )
+        .api_key_of(&rest_owner, &rest_fixture.team_id, "wall")
         .await
-        .ok()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .key;
     sqlx::query(
         "INSERT INTO plans (plan_id, name, monthly_request_quota, requests_per_second)
          VALUES ('wall', 'Wall', 1000000000, 1000000) ON CONFLICT (plan_id) DO NOTHING",

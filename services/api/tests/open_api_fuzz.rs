@@ -47,18 +47,7 @@ async fn schemathesis_finds_no_5xx_or_contract_breach_in_the_open_api() {
         .await
         .ok();
     let team_id = team["teamId"].as_str().unwrap().to_owned();
-    api.call(Some(&owner), "apiTeams/enable", json!({"teamId": team_id}))
-        .await
-        .ok();
-    let created = api
-        .call(
-            Some(&owner),
-            "apiKeys/create",
-            json!({"teamId": team_id, "name": "fuzz"}),
-        )
-        .await
-        .ok();
-    let key = created["key"].as_str().unwrap().to_owned();
+    let key = api.api_key_of(&owner, &team_id, "fuzz").await.key;
     // A plan the fuzzer cannot exhaust, so every request reaches the endpoints.
     sqlx::query(
         "INSERT INTO plans (plan_id, name, monthly_request_quota, requests_per_second)

@@ -24,35 +24,16 @@ struct ApiTeam {
 async fn api_team(api: &TestApi, email: &str, free: bool) -> ApiTeam {
     let owner = api.login(email).await;
     let team_id = api.team_with(&owner, &[]).await;
-    api.call(
-        Some(&owner),
-        "apiTeams/enable",
-        json!({ "teamId": team_id }),
-    )
-    .await
-    .ok();
-    let created = api
-        .call(
-            Some(&owner),
-            "apiKeys/create",
-            json!({ "teamId": team_id, "name": "ci" }),
-        )
-        .await
-        .ok();
-    let api_team_id: Uuid = created["apiTeamId"].as_str().unwrap().parse().unwrap();
+    let api_key = api.api_key_of(&owner, &team_id, "ci").await;
     if !free {
         // The free plan's 2 requests per second would throttle the tests themselves.
-        sqlx::query("UPDATE subscriptions SET plan_id = 'pro' WHERE api_team_id = $1")
-            .bind(api_team_id)
-            .execute(&api.pool)
-            .await
-            .unwrap();
+        api.set_plan(api_key.api_team_id, "pro").await;
     }
     ApiTeam {
         owner,
         team_id,
-        api_team_id,
-        key: created["key"].as_str().unwrap().to_owned(),
+        api_team_id: api_key.api_team_id,
+        key: api_key.key,
     }
 }
 

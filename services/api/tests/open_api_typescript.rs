@@ -13,7 +13,6 @@ mod common;
 use std::path::Path;
 
 use common::TestApi;
-use serde_json::json;
 use test_support::orpc_client::OrpcClientScripts;
 
 fn repo() -> std::path::PathBuf {
@@ -74,31 +73,10 @@ async fn openapi_fetch_with_the_types_talks_to_the_api() {
     let api = TestApi::start().await;
     let owner = api.login("integrator@example.com").await;
     let team_id = api.team_with(&owner, &[]).await;
-    api.call(
-        Some(&owner),
-        "apiTeams/enable",
-        json!({ "teamId": team_id }),
-    )
-    .await
-    .ok();
+    let api_key = api.api_key_of(&owner, &team_id, "typed client").await;
     // The free plan's 2 requests per second would throttle the script's sequence of calls.
-    sqlx::query(
-        "UPDATE subscriptions SET plan_id = 'pro'
-          WHERE api_team_id = (SELECT api_team_id FROM api_teams WHERE team_id = $1::uuid)",
-    )
-    .bind(&team_id)
-    .execute(&api.pool)
-    .await
-    .unwrap();
-    let created = api
-        .call(
-            Some(&owner),
-            "apiKeys/create",
-            json!({ "teamId": team_id, "name": "typed client" }),
-        )
-        .await
-        .ok();
-    let key = created["key"].as_str().unwrap().to_owned();
+    api.set_plan(api_key.api_team_id, "pro").await;
+    let key = api_key.key;
 
     // The `@ts-expect-error` lines must each be an error, and the rest must compile.
     let typecheck = scripts.type_check().await;

@@ -57,22 +57,7 @@ async fn api_team(api: &TestApi, members: &[(&TestUser, &str)]) -> (TestUser, St
         .login(&format!("owner-{}@example.com", uuid::Uuid::new_v4()))
         .await;
     let team_id = api.team_with(&owner, members).await;
-    api.call(
-        Some(&owner),
-        "apiTeams/enable",
-        json!({ "teamId": team_id }),
-    )
-    .await
-    .ok();
-    let created = api
-        .call(
-            Some(&owner),
-            "apiKeys/create",
-            json!({ "teamId": team_id, "name": "integration" }),
-        )
-        .await
-        .ok();
-    let key = created["key"].as_str().unwrap().to_owned();
+    let key = api.api_key_of(&owner, &team_id, "integration").await.key;
     (owner, team_id, key)
 }
 

@@ -99,6 +99,11 @@ async fn follow(
         let start_time = time::OffsetDateTime::now_utc() - LOOKBACK;
         stream
             .create_consumer(consumer::pull::OrderedConfig {
+                // named, so it is created through the subject that carries its filter
+                // (what the NATS permissions allow: bus::permissions)
+                name: Some(bus::permissions::ordered_consumer_name(
+                    "sync-session-revoked",
+                )),
                 filter_subject: subject.to_owned(),
                 deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
                 ..Default::default()

@@ -9,66 +9,28 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::time::Duration;
 
-use common::{System, User};
+use common::{CRON_SECRET, System, User, png, purge_retention, upload_attachment};
 use messages::sync::v1::{ChangeOp, Changeset};
 use prost::Message;
 use serde_json::{Value, json};
 use test_support::eventually;
 use uuid::Uuid;
 
-const CRON_SECRET: &str = "cron-secret-0123456789";
-
-fn png() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(64, 32, |x, y| image::Rgb([x as u8, y as u8, 128]));
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .unwrap();
-    bytes
-}
-
-/// Upload a PNG for `entry` through the presigned PUT and wait until the worker verified it.
+/// Upload a PNG for `entry` and wait until the worker verified it; its id.
 async fn upload(system: &System, user: &User, entry: &str) -> String {
-    let body = png();
-    let created = system
-        .ok(
-            user,
-            "cdn/createUploadUrl",
-            json!({"fileName": "secret photo.png", "contentType": "image/png",
-                   "sizeBytes": body.len(), "journalEntryId": entry}),
-        )
-        .await;
-    let upload = &created["upload"];
-    let mut request = system.client.put(upload["url"].as_str().unwrap());
-    for (name, value) in upload["headers"].as_object().unwrap() {
-        if name != "content-length" {
-            request = request.header(name, value.as_str().unwrap());
-        }
-    }
-    assert_eq!(request.body(body).send().await.unwrap().status(), 200);
-    let attachment_id = created["attachment"]["attachmentId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    system
-        .ok(
-            user,
-            "cdn/completeUpload",
-            json!({"attachmentId": attachment_id}),
-        )
-        .await;
-    let ready = eventually(Duration::from_secs(60), || async {
-        system
-            .ok(user, "cdn/get", json!({"attachmentId": attachment_id}))
-            .await["status"]
-            == "ready"
-    })
+    let attachment = upload_attachment(
+        system,
+        user,
+        "secret photo.png",
+        "image/png",
+        png(64, 32),
+        Some(entry),
+    )
     .await;
-    assert!(ready, "the attachment was never verified");
-    attachment_id
+    assert_eq!(attachment["status"], "ready", "{attachment}");
+    attachment["attachmentId"].as_str().unwrap().to_owned()
 }
 
 /// Request an export and wait until its link is there; the link.
@@ -92,16 +54,7 @@ async fn export_link(system: &System, user: &User) -> String {
 }
 
 async fn purge(system: &System) -> Value {
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["report"]["deletedAccounts"].clone()
+    purge_retention(system).await["report"]["deletedAccounts"].clone()
 }
 
 /// Every `journal_entries` change the api emitted for `entry_id`: (scope, op, row).

@@ -15,108 +15,18 @@ use std::time::Duration;
 
 use bus::Bus;
 use chrono::Utc;
-use common::{System, User};
+use common::{
+    CRON_SECRET, System, User, create_upload, png, purge_retention, put_upload, settled_attachment,
+    upload_attachment,
+};
 use messages::journal::v1::CleanUpAbandonedUploads;
 use messages::sync::v1::Changeset;
 use prost::Message;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const CRON_SECRET: &str = "cron-secret-0123456789";
-
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-    });
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .unwrap();
-    bytes
-}
-
-/// `cdn.createUploadUrl` → its output (panics on an error).
-async fn create(
-    system: &System,
-    user: &User,
-    file_name: &str,
-    content_type: &str,
-    size: usize,
-    entry: Option<&str>,
-) -> Value {
-    let mut input = json!({"fileName": file_name, "contentType": content_type, "sizeBytes": size});
-    if let Some(entry) = entry {
-        input["journalEntryId"] = json!(entry);
-    }
-    system.ok(user, "cdn/createUploadUrl", input).await
-}
-
-/// PUT `body` to the presigned upload as a browser's `fetch` would: the headers it was given
-/// (but `Content-Length`, which the HTTP client computes from the body) with `content_type`.
-async fn put(system: &System, upload: &Value, content_type: &str, body: Vec<u8>) -> u16 {
-    let upload = &upload["upload"];
-    assert_eq!(upload["method"], "PUT");
-    let mut request = system.client.put(upload["url"].as_str().unwrap());
-    for (name, value) in upload["headers"].as_object().unwrap() {
-        if name != "content-length" && name != "content-type" {
-            request = request.header(name, value.as_str().unwrap());
-        }
-    }
-    let response = request
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
-}
-
 fn id(value: &Value, field: &str) -> String {
     value[field].as_str().unwrap().to_owned()
-}
-
-/// Poll `cdn.get` until the attachment leaves `verifying`.
-async fn settled(system: &System, user: &User, attachment_id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let attachment = system
-            .ok(user, "cdn/get", json!({"attachmentId": attachment_id}))
-            .await;
-        if attachment["status"] != "verifying" {
-            return attachment;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never verified: {attachment}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Upload `body` declared as `content_type`, complete it and wait for the verdict.
-async fn upload(
-    system: &System,
-    user: &User,
-    file_name: &str,
-    content_type: &str,
-    body: Vec<u8>,
-    entry: Option<&str>,
-) -> Value {
-    let created = create(system, user, file_name, content_type, body.len(), entry).await;
-    assert_eq!(put(system, &created, content_type, body).await, 200);
-    let attachment_id = id(&created["attachment"], "attachmentId");
-    let completed = system
-        .ok(
-            user,
-            "cdn/completeUpload",
-            json!({"attachmentId": attachment_id}),
-        )
-        .await;
-    assert!(
-        ["verifying", "ready", "rejected"].contains(&completed["status"].as_str().unwrap()),
-        "{completed}"
-    );
-    settled(system, user, &attachment_id).await
 }
 
 async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) {
@@ -130,19 +40,6 @@ async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) 
         .unwrap();
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
-}
-
-/// Run the `purge-retention` cron hook (the api needs `CRON_SECRET`); its report.
-async fn purge_retention(system: &System) -> Value {
-    let response = system
-        .client
-        .post(format!("{}/cron/purge-retention", system.api_url))
-        .bearer_auth(CRON_SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 /// The `attachments` rows in the api's changesets: (scope, op, row).
@@ -180,7 +77,7 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
     let bob = system.login("bob@example.com").await;
     let original = png(640, 320);
 
-    let created = create(
+    let created = create_upload(
         &system,
         &ada,
         "../../etc/Photo 1.png",
@@ -219,7 +116,7 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
         (409, Some("UPLOAD_NOT_FOUND"))
     );
     assert_eq!(
-        put(&system, &created, "image/png", original.clone()).await,
+        put_upload(&system, &created, "image/png", original.clone()).await,
         200
     );
     let key = format!("attachments/{}/{attachment_id}", ada.user_id);
@@ -232,7 +129,7 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
         )
         .await;
     assert_eq!(completed["status"], "verifying");
-    let ready = settled(&system, &ada, &attachment_id).await;
+    let ready = settled_attachment(&system, &ada, &attachment_id).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["hasThumbnail"], true);
     assert_eq!(
@@ -333,7 +230,7 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
         .await;
     let entry_id = id(&entry, "journalEntryId");
     let pdf = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n".to_vec();
-    let ready = upload(
+    let ready = upload_attachment(
         &system,
         &ada,
         "minutes.pdf",
@@ -391,16 +288,19 @@ async fn the_signature_refuses_another_type_or_length() {
     let system = System::start().await;
     let ada = system.login("ada@example.com").await;
     let body = png(8, 8);
-    let created = create(&system, &ada, "a.png", "image/png", body.len(), None).await;
+    let created = create_upload(&system, &ada, "a.png", "image/png", body.len(), None).await;
     assert_eq!(
-        put(&system, &created, "image/jpeg", body.clone()).await,
+        put_upload(&system, &created, "image/jpeg", body.clone()).await,
         403
     );
     let mut longer = body.clone();
     longer.extend_from_slice(&[0; 100]);
-    assert_eq!(put(&system, &created, "image/png", longer).await, 403);
     assert_eq!(
-        put(
+        put_upload(&system, &created, "image/png", longer).await,
+        403
+    );
+    assert_eq!(
+        put_upload(
             &system,
             &created,
             "image/png",
@@ -411,7 +311,7 @@ async fn the_signature_refuses_another_type_or_length() {
     );
     assert!(system.bucket.keys().await.is_empty(), "nothing was stored");
     // The exact type and length go through.
-    assert_eq!(put(&system, &created, "image/png", body).await, 200);
+    assert_eq!(put_upload(&system, &created, "image/png", body).await, 200);
     assert_eq!(system.bucket.keys().await.len(), 1);
     system.stop().await;
 }
@@ -514,7 +414,7 @@ async fn create_upload_url_refuses_large_files_and_other_types() {
 async fn a_non_image_sent_as_png_is_rejected_and_deleted() {
     let system = System::start().await;
     let ada = system.login("ada@example.com").await;
-    let rejected = upload(
+    let rejected = upload_attachment(
         &system,
         &ada,
         "notes.png",
@@ -547,7 +447,7 @@ async fn a_non_image_sent_as_png_is_rejected_and_deleted() {
     image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]))
         .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
         .unwrap();
-    let rejected = upload(&system, &ada, "photo.png", "image/png", jpeg, None).await;
+    let rejected = upload_attachment(&system, &ada, "photo.png", "image/png", jpeg, None).await;
     assert_eq!(rejected["rejectionCode"], "CONTENT_MISMATCH", "{rejected}");
     system.stop().await;
 }
@@ -564,13 +464,16 @@ async fn an_expired_upload_url_is_refused() {
     .await;
     let ada = system.login("ada@example.com").await;
     let body = png(4, 4);
-    let created = create(&system, &ada, "late.png", "image/png", body.len(), None).await;
+    let created = create_upload(&system, &ada, "late.png", "image/png", body.len(), None).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(put(&system, &created, "image/png", body.clone()).await, 403);
+    assert_eq!(
+        put_upload(&system, &created, "image/png", body.clone()).await,
+        403
+    );
     assert!(system.bucket.keys().await.is_empty());
 
     // Download links expire too.
-    let ready = upload(&system, &ada, "quick.png", "image/png", body, None).await;
+    let ready = upload_attachment(&system, &ada, "quick.png", "image/png", body, None).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     let link = system
         .ok(
@@ -603,13 +506,13 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     let ada = system.login("ada@example.com").await;
     // One uploaded but never completed, one never uploaded, one finished (stays).
     let body = png(4, 4);
-    let uploaded = create(&system, &ada, "a.png", "image/png", body.len(), None).await;
+    let uploaded = create_upload(&system, &ada, "a.png", "image/png", body.len(), None).await;
     assert_eq!(
-        put(&system, &uploaded, "image/png", body.clone()).await,
+        put_upload(&system, &uploaded, "image/png", body.clone()).await,
         200
     );
-    let never = create(&system, &ada, "b.png", "image/png", 10, None).await;
-    let done = upload(&system, &ada, "c.png", "image/png", body, None).await;
+    let never = create_upload(&system, &ada, "b.png", "image/png", 10, None).await;
+    let done = upload_attachment(&system, &ada, "c.png", "image/png", body, None).await;
     assert_eq!(done["status"], "ready");
     assert_eq!(system.bucket.keys().await.len(), 3);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -688,10 +591,10 @@ async fn a_put_after_verification_is_never_served() {
     .await;
     let ada = system.login("ada@example.com").await;
     let original = png(64, 64);
-    let created = create(&system, &ada, "a.png", "image/png", original.len(), None).await;
+    let created = create_upload(&system, &ada, "a.png", "image/png", original.len(), None).await;
     let attachment_id = id(&created["attachment"], "attachmentId");
     assert_eq!(
-        put(&system, &created, "image/png", original.clone()).await,
+        put_upload(&system, &created, "image/png", original.clone()).await,
         200
     );
     system
@@ -701,7 +604,7 @@ async fn a_put_after_verification_is_never_served() {
             json!({"attachmentId": attachment_id}),
         )
         .await;
-    let ready = settled(&system, &ada, &attachment_id).await;
+    let ready = settled_attachment(&system, &ada, &attachment_id).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     let upload_key = format!("attachments/{}/{attachment_id}", ada.user_id);
     let verified_key = format!("verified/{}/{attachment_id}", ada.user_id);
@@ -710,7 +613,7 @@ async fn a_put_after_verification_is_never_served() {
     let mut swapped = b"<html><script>alert(document.cookie)</script>".to_vec();
     swapped.resize(original.len(), b' ');
     assert_eq!(
-        put(&system, &created, "image/png", swapped.clone()).await,
+        put_upload(&system, &created, "image/png", swapped.clone()).await,
         200,
         "the upload URL is still valid"
     );
@@ -754,7 +657,7 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
         )
         .await;
     let entry_id = id(&entry, "journalEntryId");
-    let photo = upload(
+    let photo = upload_attachment(
         &system,
         &ada,
         "trip.png",

@@ -184,7 +184,7 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         H: Fn(State<S>, Batch<E>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let consumer_name = format!("{}--{}", self.bus.service(), E::NAME.replace('.', "_"));
+        let consumer_name = event_consumer_name(self.bus.service(), E::NAME);
         let state = self.state.clone();
         let batch_fn: BatchFn = Arc::new(move |items: Vec<(bytes::Bytes, Meta)>| {
             let decoded: Result<Vec<Batched<E>>, HandlerError> = items
@@ -225,7 +225,7 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         H: Handler<E, S, Args>,
         Args: 'static,
     {
-        let consumer_name = format!("{}--{}", self.bus.service(), E::NAME.replace('.', "_"));
+        let consumer_name = event_consumer_name(self.bus.service(), E::NAME);
         self.register::<E, H, Args>(consumer_name, "EVENTS", handler)
     }
 
@@ -236,11 +236,7 @@ impl<S: Clone + Send + Sync + 'static> BusRouter<S> {
         H: Handler<T, S, Args>,
         Args: 'static,
     {
-        let queue = match T::DESTINATION {
-            Destination::Task { queue } => queue,
-            Destination::Event => "events",
-        };
-        let consumer_name = format!("{queue}--{}", T::NAME.replace('.', "_"));
+        let consumer_name = task_consumer_name::<T>();
         self.register::<T, H, Args>(consumer_name, "TASKS", handler)
     }
 
@@ -425,6 +421,23 @@ impl platform::health::ReadinessCheck for ConsumersAttached {
             }
         })
     }
+}
+
+/// The durable consumer through which `service` receives the event named `event_name`
+/// (`worker--journal_entry_created`): one per service and event, since every service that
+/// handles an event gets every copy. The NATS permissions name it too.
+pub(crate) fn event_consumer_name(service: &str, event_name: &str) -> String {
+    format!("{service}--{}", event_name.replace('.', "_"))
+}
+
+/// The durable consumer of task `T` (`worker--export_user_data`): one per task, shared by
+/// the replicas of the service whose queue it is.
+pub(crate) fn task_consumer_name<T: Task>() -> String {
+    let queue = match T::DESTINATION {
+        Destination::Task { queue } => queue,
+        Destination::Event => "events",
+    };
+    format!("{queue}--{}", T::NAME.replace('.', "_"))
 }
 
 /// How much a consumer takes at once.

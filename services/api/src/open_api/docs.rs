@@ -121,9 +121,9 @@ const REFERENCE_PAGE: &str = concat!(
     <title>Journal open API</title>
     <meta charset="utf-8" />
     <meta name="viewport" content="width=device-width, initial-scale=1" />
+    <link rel="icon" href="data:," />
   </head>
   <body>
-    <link rel="icon" href="data:," />
     <div id="api-reference" data-url="/api/v1/openapi.json" data-configuration='"#,
     // Read by the bundle from the element (no inline script, which the policy refuses), so it
     // applies from the first render: nothing is fetched from Scalar's servers (web fonts,

@@ -115,6 +115,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
     }
 }
 
+/// The answers every API-key endpoint can give before its handler runs (the key, the caller's
+/// IP and the team's access, its rate and quota), documented once for all of them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents responses: the handlers answer with `ApiError`
+enum KeyRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or invalid API key (`INVALID_API_KEY`)"
+    )]
+    InvalidKey(crate::open_api::docs::ErrorBody),
+    #[response(
+        status = 403,
+        description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)"
+    )]
+    Forbidden(crate::open_api::docs::ErrorBody),
+    #[response(
+        status = 429,
+        description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`"
+    )]
+    Limited(crate::open_api::docs::ErrorBody),
+}
+
 // ---------------------------------------------------------------------------------------------
 // journal entries
 
@@ -126,11 +148,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
     responses(
         (status = 201, description = "The new team entry", body = JournalEntry),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -156,10 +176,8 @@ pub(super) async fn create_entry(
     params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
     responses(
         (status = 200, description = "The entry", body = JournalEntry),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -189,9 +207,7 @@ pub(super) async fn get_entry(
     responses(
         (status = 200, description = "A page of the team's live entries, newest first", body = journal_entries::Page),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -245,11 +261,9 @@ pub(super) async fn list_entries(
         (status = 200, description = "The updated entry", body = JournalEntry),
         (status = 409, description = "`expectedVersion` is stale (`EDIT_CONFLICT`)", body = crate::open_api::docs::ErrorBody),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -280,10 +294,8 @@ pub(super) async fn update_entry(
     params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
     responses(
         (status = 204, description = "Deleted (soft)"),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -318,9 +330,7 @@ pub struct PromptList {
     tag = "prompts",
     responses(
         (status = 200, description = "The team's live prompts, newest first", body = PromptList),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -345,11 +355,9 @@ pub(super) async fn list_prompts(
     responses(
         (status = 201, description = "The team's new prompt", body = Prompt),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
         (status = 404, description = "Not found, or another team's (`NOT_FOUND`)", body = crate::open_api::docs::ErrorBody),
         (status = 413, description = "Body over 1 MiB (`PAYLOAD_TOO_LARGE`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -396,9 +404,7 @@ pub struct UsageReport {
     tag = "usage",
     responses(
         (status = 200, description = "The plan and the current period's count (this request included)", body = UsageReport),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -431,9 +437,7 @@ pub(super) async fn usage(
     tag = "usage",
     responses(
         (status = 200, description = "The plan with its limits, the current period and its count (this request included)", body = SubscriptionStatus),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
     ),
     security(("api_key" = []))
 )]
@@ -463,9 +467,7 @@ pub(super) async fn subscription(
     responses(
         (status = 200, description = "Closed metering periods with their counts, newest first", body = UsageHistory),
         (status = 400, description = "Invalid query parameter (`BAD_REQUEST`, with `issues[].path`)", body = crate::open_api::docs::ErrorBody),
-        (status = 401, description = "Missing or invalid API key (`INVALID_API_KEY`)", body = crate::open_api::docs::ErrorBody),
-        (status = 403, description = "Caller IP not allowed (`IP_NOT_ALLOWED`), API access disabled (`API_ACCESS_DISABLED`) or no subscription (`FORBIDDEN`)", body = crate::open_api::docs::ErrorBody),
-        (status = 429, description = "Over the key's rate (`RATE_LIMITED`) or the monthly quota (`USAGE_EXCEEDED`), with `Retry-After`", body = crate::open_api::docs::ErrorBody),
+        KeyRefusals,
     ),
     security(("api_key" = []))
 )]

@@ -37,6 +37,13 @@ pub struct TestUser {
     pub email: String,
 }
 
+/// An open API key and its API team.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: String,
+    pub api_team_id: Uuid,
+}
+
 /// An RPC answer: the status and the `json` of the envelope (the error object on failure).
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -282,6 +289,37 @@ impl TestApi {
             .ok();
         }
         team_id
+    }
+
+    /// Open API access for `team_id` (its owner or an admin calls) and a new key named
+    /// `key_name`, shown once.
+    pub async fn api_key_of(&self, owner: &TestUser, team_id: &str, key_name: &str) -> ApiKey {
+        self.call(Some(owner), "apiTeams/enable", json!({ "teamId": team_id }))
+            .await
+            .ok();
+        let created = self
+            .call(
+                Some(owner),
+                "apiKeys/create",
+                json!({ "teamId": team_id, "name": key_name }),
+            )
+            .await
+            .ok();
+        ApiKey {
+            key: created["key"].as_str().unwrap().to_owned(),
+            api_team_id: created["apiTeamId"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+
+    /// Put `api_team_id` on `plan_id` straight in the database (no event, no sensitive-call
+    /// check), for tests whose own calls the free plan's rate would throttle.
+    pub async fn set_plan(&self, api_team_id: Uuid, plan_id: &str) {
+        sqlx::query("UPDATE subscriptions SET plan_id = $2 WHERE api_team_id = $1")
+            .bind(api_team_id)
+            .bind(plan_id)
+            .execute(&self.pool)
+            .await
+            .unwrap();
     }
 
     /// The messages emitted through the outbox to `stream_base` with a subject under

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use std::io::Cursor;
 use std::time::Duration;
 
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
@@ -334,4 +335,117 @@ pub fn row_json(change: &RowChange) -> Value {
 
 pub fn op(change: &RowChange) -> ChangeOp {
     ChangeOp::try_from(change.op).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// attachments and the retention purge
+
+/// The cron hooks' secret the tests give the api.
+pub const CRON_SECRET: &str = "cron-secret-0123456789";
+
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    bytes
+}
+
+/// `cdn.createUploadUrl` → its output (panics on an error).
+pub async fn create_upload(
+    system: &System,
+    user: &User,
+    file_name: &str,
+    content_type: &str,
+    size: usize,
+    entry: Option<&str>,
+) -> Value {
+    let mut input = json!({"fileName": file_name, "contentType": content_type, "sizeBytes": size});
+    if let Some(entry) = entry {
+        input["journalEntryId"] = json!(entry);
+    }
+    system.ok(user, "cdn/createUploadUrl", input).await
+}
+
+/// PUT `body` to the presigned upload as a browser's `fetch` would: the headers it was given
+/// (but `Content-Length`, which the HTTP client computes from the body) with `content_type`.
+pub async fn put_upload(system: &System, upload: &Value, content_type: &str, body: Vec<u8>) -> u16 {
+    let upload = &upload["upload"];
+    assert_eq!(upload["method"], "PUT");
+    let mut request = system.client.put(upload["url"].as_str().unwrap());
+    for (name, value) in upload["headers"].as_object().unwrap() {
+        if name != "content-length" && name != "content-type" {
+            request = request.header(name, value.as_str().unwrap());
+        }
+    }
+    let response = request
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// Poll `cdn.get` until the attachment leaves `verifying`.
+pub async fn settled_attachment(system: &System, user: &User, attachment_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attachment = system
+            .ok(user, "cdn/get", json!({"attachmentId": attachment_id}))
+            .await;
+        if attachment["status"] != "verifying" {
+            return attachment;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never verified: {attachment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Upload `body` declared as `content_type`, complete it and wait for the verdict.
+pub async fn upload_attachment(
+    system: &System,
+    user: &User,
+    file_name: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    entry: Option<&str>,
+) -> Value {
+    let created = create_upload(system, user, file_name, content_type, body.len(), entry).await;
+    assert_eq!(put_upload(system, &created, content_type, body).await, 200);
+    let attachment_id = created["attachment"]["attachmentId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let completed = system
+        .ok(
+            user,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+        )
+        .await;
+    assert!(
+        ["verifying", "ready", "rejected"].contains(&completed["status"].as_str().unwrap()),
+        "{completed}"
+    );
+    settled_attachment(system, user, &attachment_id).await
+}
+
+/// Run the `purge-retention` cron hook (the api needs `CRON_SECRET`); its report.
+pub async fn purge_retention(system: &System) -> Value {
+    let response = system
+        .client
+        .post(format!("{}/cron/purge-retention", system.api_url))
+        .bearer_auth(CRON_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
