@@ -773,8 +773,10 @@ impl Connection {
             .map(|part| part.seq)
             .max()
             .unwrap_or(self.taken);
+        // The client's own membership is in its scope and the team's: either part tells (a
+        // part that came alone after the wait as well).
         let mut left = Vec::new();
-        for part in parts.iter().filter(|part| part.scope == self.user_scope) {
+        for part in &parts {
             for change in part
                 .changes
                 .iter()

@@ -43,6 +43,8 @@ const QUIET: Duration = Duration::from_millis(2500);
 const MIN_SUCCESSFUL_WRITES: usize = 30;
 /// Membership moves (a join or a leave) that must complete in the write phase.
 const MIN_MEMBERSHIP_MOVES: usize = 4;
+/// Transactions with rows in several scopes (`edit_across_scopes`) the run must write.
+const MIN_MULTI_SCOPE_EDITS: usize = 10;
 /// The owners (user index per team index): they never leave, so the teams live on.
 const OWNERS: [usize; 2] = [0, 3];
 
@@ -61,6 +63,8 @@ struct Shared {
     successful_writes: AtomicUsize,
     refused_writes: AtomicUsize,
     membership_moves: AtomicUsize,
+    /// Transactions written across several scopes by `edit_across_scopes`.
+    multi_scope_edits: AtomicUsize,
 }
 
 /// An entry created so far.
@@ -109,6 +113,7 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         successful_writes: AtomicUsize::new(0),
         refused_writes: AtomicUsize::new(0),
         membership_moves: AtomicUsize::new(0),
+        multi_scope_edits: AtomicUsize::new(0),
     });
 
     for (index, user) in shared.users.iter().enumerate() {
@@ -127,6 +132,11 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
             deadline,
         )));
     }
+    writers.push(tokio::spawn(edit_across_scopes(
+        Arc::clone(&shared),
+        StdRng::seed_from_u64(seed + 5),
+        deadline,
+    )));
     writers.push(tokio::spawn(change_memberships(
         Arc::clone(&shared),
         StdRng::seed_from_u64(seed + 10),
@@ -190,6 +200,12 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
     assert!(
         membership_moves >= MIN_MEMBERSHIP_MOVES,
         "only {membership_moves} membership moves completed"
+    );
+    let multi_scope_edits = shared.multi_scope_edits.load(Ordering::Relaxed);
+    println!("{multi_scope_edits} transactions across scopes");
+    assert!(
+        multi_scope_edits >= MIN_MULTI_SCOPE_EDITS,
+        "only {multi_scope_edits} transactions across scopes"
     );
 
     let client = async_nats::connect(test_support::nats_url()).await.unwrap();
@@ -326,6 +342,58 @@ async fn write(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
                 procedure == "journalEntries/update",
             );
         }
+    }
+}
+
+/// Transactions whose rows lie in several scopes: a personal entry of one user and a team
+/// entry, sometimes a second user's personal entry too, retitled in one database transaction
+/// whose changesets the api's own `Changes` writes to its outbox (one part per scope). The
+/// api's own multi-scope writes all carry one row (a membership, in the team's scope and the
+/// member's); these carry different rows per part, so a client following several of the
+/// scopes sees whether they arrive merged.
+async fn edit_across_scopes(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+        let known: Vec<Entry> = shared.entries.lock().unwrap().clone();
+        let personal: Vec<&Entry> = known.iter().filter(|entry| entry.team.is_none()).collect();
+        let team: Vec<&Entry> = known.iter().filter(|entry| entry.team.is_some()).collect();
+        if personal.is_empty() || team.is_empty() {
+            continue;
+        }
+        let mut ids = vec![
+            personal[rng.random_range(0..personal.len())].id.clone(),
+            team[rng.random_range(0..team.len())].id.clone(),
+        ];
+        if rng.random_bool(0.3) {
+            ids.push(personal[rng.random_range(0..personal.len())].id.clone());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+        let title = format!("x{}", rng.random_range(0..1000));
+        let mut tx = shared.api.pool.begin().await.unwrap();
+        let entries: Vec<api::journal_entries::JournalEntry> = sqlx::query_as(
+            "UPDATE journal_entries SET title = $2, updated_at = now(), version = version + 1
+              WHERE journal_entry_id = ANY($1) AND deleted_at IS NULL
+              RETURNING journal_entry_id, author_user_id, team_id, prompt_id, title, content,
+                        mood, tags, entry_date, created_at, updated_at, deleted_at, version",
+        )
+        .bind(&ids)
+        .bind(&title)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let mut changes = api::changes::Changes::new();
+        for entry in &entries {
+            let scope = api::changes::Scope::owner(entry.author_user_id, entry.team_id);
+            changes
+                .record(&[scope], api::changes::Op::Update, entry)
+                .unwrap();
+        }
+        changes.write(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        shared.successful_writes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .multi_scope_edits
+            .fetch_add(usize::from(entries.len() > 1), Ordering::Relaxed);
     }
 }
 
