@@ -103,7 +103,7 @@ impl LiveChangeset {
             && !changeset.transaction_id.is_empty()
             && changeset.transaction_scopes.len() == changeset.part_count as usize
             && changeset.transaction_scopes.get(index) == Some(&changeset.scope))
-        .then(|| TransactionPart {
+        .then_some(TransactionPart {
             id: changeset.transaction_id,
             index,
             scopes: changeset.transaction_scopes,

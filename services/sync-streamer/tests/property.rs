@@ -940,18 +940,23 @@ impl Once {
     }
 }
 
+/// (table, row id, version).
+type RowVersion = (String, String, i64);
+/// A transaction part: its scope and row versions.
+type Part = (String, Vec<RowVersion>);
+
 /// Every committed transaction in CHANGES: its parts' scopes and row versions.
 struct Transactions {
     /// (table, row id, version) → transaction id.
     by_row: HashMap<(String, String, i64), String>,
     /// transaction id → (scope, rows) of each part.
-    parts: HashMap<String, Vec<(String, Vec<(String, String, i64)>)>>,
+    parts: HashMap<String, Vec<Part>>,
 }
 
 impl Transactions {
     async fn read(stream: &async_nats::jetstream::stream::Stream, last: u64) -> Self {
         let mut by_row = HashMap::new();
-        let mut parts: HashMap<String, Vec<(String, Vec<(String, String, i64)>)>> = HashMap::new();
+        let mut parts: HashMap<String, Vec<Part>> = HashMap::new();
         for seq in 1..=last {
             let message = stream.get_raw_message(seq).await.unwrap();
             let changeset =
