@@ -409,6 +409,7 @@ async fn create_in_sql(
             row_json: serde_json::to_vec(&entry)?,
         }],
         written_at_ms: Utc::now().timestamp_millis(),
+        ..Default::default()
     };
     outbox_insert(
         &mut tx,

@@ -566,6 +566,7 @@ async fn materializer(ctx: &BenchContext, rig: &ApiRig) -> anyhow::Result<Measur
                 row_json: serde_json::to_vec(&data)?,
             }],
             written_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
         };
         let subject = bus.subject(&format!("changes.{}", changeset.scope));
         acks.push(

@@ -3,6 +3,11 @@
 //! changeset per scope into the outbox in the caller's transaction (one INSERT), so a changeset exists
 //! exactly when its transaction commits. The relay publishes it on `changes.<scope>`.
 //!
+//! The changesets of one [`Changes`] are the parts of one sync transaction: they share a
+//! transaction id, and each carries its part index and the scopes of all parts, so the
+//! sync-streamer hands a client that follows several of them the transaction as one `change`
+//! frame (docs/sync.md, "Transactions").
+//!
 //! Who sees what:
 //! - a personal journal entry or prompt: its owner (`user.<id>`);
 //! - a team's entry or prompt, the team row: the team (`team.<id>`);
@@ -119,13 +124,21 @@ impl Changes {
     /// same statement (a create and its event).
     pub fn push_to(self, batch: &mut OutboxBatch) {
         let written_at_ms = chrono::Utc::now().timestamp_millis();
-        for (scope, changes) in self.by_scope {
-            let key = scope.key();
+        let transaction_id = Uuid::now_v7().to_string();
+        let transaction_scopes: Vec<String> = self.by_scope.keys().map(Scope::key).collect();
+        let part_count = u32::try_from(transaction_scopes.len()).unwrap_or(u32::MAX);
+        for (part_index, (key, changes)) in
+            (0u32..).zip(transaction_scopes.iter().zip(self.by_scope.into_values()))
+        {
             let subject = format!("changes.{key}");
             let changeset = Changeset {
-                scope: key,
+                scope: key.clone(),
                 changes,
                 written_at_ms,
+                transaction_id: transaction_id.clone(),
+                part_index,
+                part_count,
+                transaction_scopes: transaction_scopes.clone(),
             };
             batch.push_raw(
                 &subject,

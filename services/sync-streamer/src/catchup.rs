@@ -1,6 +1,12 @@
 //! Catch-up reads from the read model: the snapshot a stream starts from, and the rows after
 //! a cursor, merged across the client's scopes in stream order and cut into pages that end
 //! on a whole changeset, so every page's last sequence is a cursor the client can resume from.
+//!
+//! A row kept in several of the client's scopes (a membership: the team's and the member's
+//! own) goes out once per version: from the scope whose copy has the highest sequence (the
+//! transaction's last part the client follows). A page cut between the parts then cannot send
+//! the version again after a resume: the copies before the cut are left out, the one after it
+//! is sent.
 
 use std::collections::VecDeque;
 
@@ -121,9 +127,9 @@ pub struct Row {
 struct ScopeReader {
     scope: String,
     after: u64,
-    /// In a team's scope, the client's own membership row (`<team>:<user>`): it is in the
-    /// client's user scope too, and each row version goes out once.
-    own_membership: Option<String>,
+    /// The client's other scopes: a row version also there at a higher sequence goes out
+    /// from there.
+    others: Vec<String>,
     buffer: VecDeque<Row>,
     exhausted: bool,
 }
@@ -139,22 +145,23 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
-    /// `user_id` is the client's: its own membership rows are read from its user scope only.
     pub fn new(
-        user_id: Uuid,
         scopes: Vec<(String, u64)>,
         watermark: u64,
         page_rows: usize,
         include_tombstones: bool,
         tables: Option<Vec<String>>,
     ) -> Self {
+        let all: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
         Self {
             readers: scopes
                 .into_iter()
                 .map(|(scope, after)| ScopeReader {
-                    own_membership: scope
-                        .strip_prefix("team.")
-                        .map(|team_id| format!("{team_id}:{user_id}")),
+                    others: all
+                        .iter()
+                        .filter(|other| **other != scope)
+                        .cloned()
+                        .collect(),
                     scope,
                     after,
                     buffer: VecDeque::new(),
@@ -183,7 +190,11 @@ impl CatchUp {
                      WHERE scope = $1 AND seq > $2 AND seq <= $3
                        AND ($4 OR NOT deleted)
                        AND ($5::text[] IS NULL OR table_name = ANY($5))
-                       AND ($7::text IS NULL OR NOT (table_name = 'team_members' AND row_id = $7))
+                       AND NOT EXISTS (
+                           SELECT 1 FROM rows other
+                           WHERE other.scope = ANY($7) AND other.table_name = rows.table_name
+                             AND other.row_id = rows.row_id AND other.version = rows.version
+                             AND other.seq > rows.seq AND other.seq <= $3)
                      ORDER BY seq
                      LIMIT $6",
                 )
@@ -193,7 +204,7 @@ impl CatchUp {
                 .bind(self.include_tombstones)
                 .bind(self.tables.as_deref())
                 .bind(self.page_rows as i64)
-                .bind(reader.own_membership.as_deref())
+                .bind(&reader.others)
                 .fetch_all(db)
                 .await?
             }
@@ -203,13 +214,18 @@ impl CatchUp {
                      WHERE scope = $1 AND seq = $2
                        AND ($3 OR NOT deleted)
                        AND ($4::text[] IS NULL OR table_name = ANY($4))
-                       AND ($5::text IS NULL OR NOT (table_name = 'team_members' AND row_id = $5))",
+                       AND NOT EXISTS (
+                           SELECT 1 FROM rows other
+                           WHERE other.scope = ANY($5) AND other.table_name = rows.table_name
+                             AND other.row_id = rows.row_id AND other.version = rows.version
+                             AND other.seq > rows.seq AND other.seq <= $6)",
                 )
                 .bind(&reader.scope)
                 .bind(seq as i64)
                 .bind(self.include_tombstones)
                 .bind(self.tables.as_deref())
-                .bind(reader.own_membership.as_deref())
+                .bind(&reader.others)
+                .bind(self.watermark as i64)
                 .fetch_all(db)
                 .await?
             }

@@ -62,6 +62,10 @@ pub struct SyncConfig {
     /// `SYNC_TAIL_STALL_SECONDS`: a tail that took nothing for this long while CHANGES has
     /// changesets after its position this old gets a new consumer (default 3).
     pub tail_stall: Duration,
+    /// `SYNC_TRANSACTION_WAIT_MS`: how long a stream waits for the remaining parts of a
+    /// transaction it follows several scopes of, and the materializer for those of any
+    /// transaction, before it goes on without them (default 2000; docs/sync.md).
+    pub transaction_wait: Duration,
 }
 
 impl SyncConfig {
@@ -108,6 +112,8 @@ impl SyncConfig {
         let allowed_origins = read_allowed_origins(env);
         let tail_ready_lag = Duration::from_secs(positive(env, "SYNC_TAIL_READY_LAG_SECONDS", 5));
         let tail_stall = Duration::from_secs(positive(env, "SYNC_TAIL_STALL_SECONDS", 3));
+        let transaction_wait =
+            Duration::from_millis(positive(env, "SYNC_TRANSACTION_WAIT_MS", 2000));
         Self {
             token_secret,
             token_max_lifetime,
@@ -125,6 +131,7 @@ impl SyncConfig {
             allowed_origins,
             tail_ready_lag,
             tail_stall,
+            transaction_wait,
         }
     }
 }

@@ -18,10 +18,24 @@ pub struct LiveChangeset {
     pub changes: Vec<LiveChange>,
     /// When the api wrote it (epoch ms), for latency metrics.
     pub written_at_ms: i64,
+    /// The transaction it is a part of, when that transaction wrote several changesets;
+    /// `None` for a whole transaction (one part, or an old changeset without the fields).
+    pub transaction: Option<TransactionPart>,
     /// Roughly what it costs a client buffer.
     pub bytes: usize,
     /// The `change` frame with every change, serialized on first use.
     full_frame: OnceLock<Arc<str>>,
+}
+
+/// One part of a transaction that wrote changesets in several scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionPart {
+    /// The transaction id (the same in every part).
+    pub id: String,
+    /// This part's index in `scopes`.
+    pub index: usize,
+    /// Every part's scope, by part index.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,9 +97,21 @@ impl LiveChangeset {
                 data,
             });
         }
+        // Parts only when they describe themselves consistently; anything else is whole.
+        let index = changeset.part_index as usize;
+        let transaction = (changeset.part_count > 1
+            && !changeset.transaction_id.is_empty()
+            && changeset.transaction_scopes.len() == changeset.part_count as usize
+            && changeset.transaction_scopes.get(index) == Some(&changeset.scope))
+        .then_some(TransactionPart {
+            id: changeset.transaction_id,
+            index,
+            scopes: changeset.transaction_scopes,
+        });
         Ok(Self {
             seq,
             scope: changeset.scope,
+            transaction,
             changes,
             written_at_ms: changeset.written_at_ms,
             bytes,

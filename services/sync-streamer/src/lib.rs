@@ -123,6 +123,7 @@ impl Service {
             stream_name: changes_stream.clone(),
             lease: sync.lease,
             batch: sync.materializer_batch,
+            transaction_wait: sync.transaction_wait,
             tombstone_retention: sync.tombstone_retention,
             purge_interval: sync.purge_interval,
             leadership: leadership.clone(),

@@ -3,6 +3,12 @@
 //! the watermark, in batches. Each batch transaction renews the lease first (a replica that
 //! lost it cannot commit) and checks the watermark it started from, so two leaders can never
 //! interleave. Rows are version-guarded: replaying a changeset changes nothing.
+//!
+//! The watermark never lies inside a transaction: while some parts of a transaction that
+//! wrote several changesets are in and others are not, the changesets from its first part on
+//! wait in memory, so a stream's handoff at the watermark sees each transaction either whole
+//! in the read model or whole after it (docs/sync.md, "Transactions"). A transaction whose
+//! parts are not all in after `transaction_wait` stops holding the watermark back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +34,67 @@ type RowKey<'a> = (&'a str, &'a str, &'a str);
 /// (version, seq, deleted, row JSON).
 type RowState<'a> = (i64, i64, bool, &'a str);
 
+/// The transactions whose parts the leader has read some, not all, of.
+#[derive(Default)]
+struct OpenTransactions {
+    /// Transaction id → (its first part's sequence, part indexes read, part count, when the
+    /// first part was read).
+    by_id: HashMap<String, (u64, Vec<usize>, usize, Instant)>,
+    /// Recently given up: their late parts do not open them again.
+    given_up: std::collections::VecDeque<String>,
+}
+
+/// How many given-up transaction ids the leader remembers.
+const GIVEN_UP_MEMORY: usize = 1024;
+
+impl OpenTransactions {
+    fn add(&mut self, changeset: &LiveChangeset) {
+        let Some(part) = &changeset.transaction else {
+            return;
+        };
+        if self.given_up.contains(&part.id) {
+            return;
+        }
+        let entry = self
+            .by_id
+            .entry(part.id.clone())
+            .or_insert_with(|| (changeset.seq, Vec::new(), part.scopes.len(), Instant::now()));
+        if !entry.1.contains(&part.index) {
+            entry.1.push(part.index);
+        }
+        if entry.1.len() >= entry.2 {
+            self.by_id.remove(&part.id);
+        }
+    }
+
+    /// The first sequence of the oldest incomplete transaction.
+    fn first_seq(&self) -> Option<u64> {
+        self.by_id.values().map(|(first, ..)| *first).min()
+    }
+
+    fn first_deadline(&self, wait: Duration) -> Option<Instant> {
+        self.by_id.values().map(|(.., since)| *since + wait).min()
+    }
+
+    /// Stop waiting for transactions incomplete for longer than `wait`; returns how many.
+    fn expire(&mut self, wait: Duration) -> usize {
+        let expired: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(_, (.., since))| since.elapsed() >= wait)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.by_id.remove(id);
+            if self.given_up.len() >= GIVEN_UP_MEMORY {
+                self.given_up.pop_front();
+            }
+            self.given_up.push_back(id.clone());
+        }
+        expired.len()
+    }
+}
+
 /// Whether this replica leads (shared with readiness, metrics and tests).
 #[derive(Clone, Default)]
 pub struct Leadership {
@@ -50,6 +117,8 @@ pub struct Materializer {
     pub stream_name: String,
     pub lease: Duration,
     pub batch: usize,
+    /// How long an incomplete transaction may hold the watermark back.
+    pub transaction_wait: Duration,
     pub tombstone_retention: Duration,
     pub purge_interval: Duration,
     pub leadership: Leadership,
@@ -209,13 +278,22 @@ impl Materializer {
         let renew_every = self.lease / 3;
         let mut last_renewal = Instant::now();
         let mut last_purge: Option<Instant> = None;
+        // Read but not applied yet: everything from the first part of an incomplete
+        // transaction on (the watermark must not cut a transaction).
+        let mut carry: Vec<LiveChangeset> = Vec::new();
+        let mut open = OpenTransactions::default();
+        let mut consumed = watermark as u64;
         loop {
             if last_purge.is_none_or(|at| at.elapsed() >= self.purge_interval) {
                 self.purge(&mut conn).await?;
                 last_purge = Some(Instant::now());
             }
-            // Wait for the first message at most until the next renewal is due.
-            let wait = renew_every.saturating_sub(last_renewal.elapsed());
+            // Wait for the first message at most until the next renewal is due (or an
+            // incomplete transaction's wait ends).
+            let mut wait = renew_every.saturating_sub(last_renewal.elapsed());
+            if let Some(deadline) = open.first_deadline(self.transaction_wait) {
+                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            }
             let first = tokio::select! {
                 message = tokio::time::timeout(wait, messages.next()) => message.ok(),
                 () = shutdown.cancelled() => return Ok(()),
@@ -225,8 +303,7 @@ impl Materializer {
                     return Err(LeadError::Nats("the NATS connection was lost".to_owned()));
                 }
             };
-            let mut batch = Vec::new();
-            let mut last_seq = watermark as u64;
+            let mut taken = 0;
             let mut pending = first;
             while let Some(message) = pending {
                 let message = message
@@ -236,27 +313,48 @@ impl Materializer {
                     .info()
                     .map_err(|error| LeadError::Nats(error.to_string()))?
                     .stream_sequence;
-                last_seq = last_seq.max(seq);
+                consumed = consumed.max(seq);
                 match LiveChangeset::decode(seq, &message.payload) {
-                    Ok(changeset) => batch.push(changeset),
+                    Ok(changeset) => {
+                        open.add(&changeset);
+                        carry.push(changeset);
+                    }
                     Err(error) => tracing::warn!(seq, %error, "skipping an undecodable changeset"),
                 }
-                if batch.len() >= self.batch {
+                taken += 1;
+                if taken >= self.batch {
                     break;
                 }
                 // Take what is already here without waiting for more.
                 pending = futures::FutureExt::now_or_never(messages.next());
             }
-            if last_seq == watermark as u64 {
-                self.renew(&mut conn).await?;
-                last_renewal = Instant::now();
+            let given_up = open.expire(self.transaction_wait);
+            if given_up > 0 {
+                tracing::warn!(
+                    given_up,
+                    "transactions still missing parts after the wait; the watermark goes past them"
+                );
+                metrics::counter!("sync_materializer_split_transactions_total")
+                    .increment(given_up as u64);
+            }
+            // Up to just before the first part of the oldest incomplete transaction.
+            let to = open
+                .first_seq()
+                .map_or(consumed, |first| first.saturating_sub(1))
+                .min(consumed);
+            if to <= watermark as u64 {
+                if last_renewal.elapsed() >= renew_every || taken == 0 {
+                    self.renew(&mut conn).await?;
+                    last_renewal = Instant::now();
+                }
                 continue;
             }
-            self.apply(&mut conn, &batch, watermark, last_seq as i64)
-                .await?;
+            let split = carry.partition_point(|changeset| changeset.seq <= to);
+            let batch: Vec<LiveChangeset> = carry.drain(..split).collect();
+            self.apply(&mut conn, &batch, watermark, to as i64).await?;
             metrics::counter!("sync_materialized_changesets_total").increment(batch.len() as u64);
-            metrics::gauge!("sync_materializer_watermark").set(last_seq as f64);
-            watermark = last_seq as i64;
+            metrics::gauge!("sync_materializer_watermark").set(to as f64);
+            watermark = to as i64;
             last_renewal = Instant::now();
         }
     }

@@ -6,9 +6,16 @@
 //! to W, (4) sends what lies between W and the hub's position at registration (ring or
 //! JetStream), (5) goes live from its queue. A frame at or below the last cursor sent is
 //! dropped, so the handoff has neither a gap nor a duplicate.
+//!
+//! Live, the parts of one transaction in the scopes the client follows go out as one `change`
+//! frame, each row version once (docs/sync.md, "Transactions"): a part waits, at most
+//! `SYNC_TRANSACTION_WAIT_MS`, for the others the client follows; meanwhile other
+//! transactions' frames go out carrying the cursor from before the waiting part, so a client
+//! that resumes from any cursor it was sent gets every transaction whole and nothing twice.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,6 +346,12 @@ async fn open(
             removed.push(membership.team_id);
         }
     }
+    // A team sent again from its start: the client may hold rows of it (it was removed and
+    // re-added while away, or its role changed); it drops them first, so every row version
+    // it then gets is new to it.
+    if since > 0 {
+        removed.extend(full_resend.iter().copied());
+    }
     let (sender, receiver) = mpsc::channel::<Bytes>(4);
     let connection = Connection {
         state: state.clone(),
@@ -348,6 +361,11 @@ async fn open(
         effective,
         tables: request.tables,
         cursor: since,
+        taken: since,
+        assembling: Vec::new(),
+        finished: VecDeque::new(),
+        sent_versions: RecentVersions::default(),
+        frames_behind: false,
         flavor,
         sender,
         retry_sent: false,
@@ -407,6 +425,17 @@ struct Connection {
     tables: Option<Vec<String>>,
     /// The last cursor sent (or the client's own).
     cursor: u64,
+    /// The highest sequence taken from the handoff gap or the queue: the cursor once no
+    /// transaction waits for parts.
+    taken: u64,
+    /// Transactions waiting for more of the parts the client follows, oldest first.
+    assembling: Vec<Assembly>,
+    /// Transactions recently sent (whole or not): a late part of one goes out alone at once.
+    finished: VecDeque<String>,
+    /// Row versions recently sent live: none goes out twice.
+    sent_versions: RecentVersions,
+    /// A frame went out with a cursor behind `taken` (a transaction was waiting).
+    frames_behind: bool,
     flavor: Flavor,
     sender: mpsc::Sender<Bytes>,
     retry_sent: bool,
@@ -460,7 +489,6 @@ impl Connection {
             scopes.push((format!("team.{team_id}"), after));
         }
         let catch_up = CatchUp::new(
-            self.claims.user_id,
             scopes,
             watermark,
             self.state.config.chunk_rows,
@@ -503,9 +531,7 @@ impl Connection {
                 },
             };
             for changeset in gap {
-                if self.is_mine(&changeset)
-                    && matches!(Box::pin(self.live(&changeset)).await?, Flow::Stop)
-                {
+                if matches!(Box::pin(self.take(changeset)).await?, Flow::Stop) {
                     return Ok(());
                 }
             }
@@ -513,11 +539,11 @@ impl Connection {
         self.live_loop().await
     }
 
-    /// Whether a changeset from the ring is in this client's registered scopes.
-    fn is_mine(&self, changeset: &LiveChangeset) -> bool {
-        changeset.scope == self.user_scope
-            || changeset
-                .scope
+    /// Whether `scope` is one this client registered for (its own, its token's teams): the
+    /// hub hands it that scope's changesets.
+    fn follows(&self, scope: &str) -> bool {
+        scope == self.user_scope
+            || scope
                 .strip_prefix("team.")
                 .and_then(|team| team.parse::<Uuid>().ok())
                 .is_some_and(|team_id| self.claims.team_ids.contains(&team_id))
@@ -580,6 +606,7 @@ impl Connection {
         }
         drop(permit);
         self.cursor = final_cursor;
+        self.taken = final_cursor;
         Ok(Flow::Continue)
     }
 
@@ -634,11 +661,19 @@ impl Connection {
         tokio::pin!(expiry);
         let queue = Arc::clone(&self.registration.queue);
         loop {
+            // The oldest waiting transaction goes out as far as it got when its wait ends.
+            let waiting_until = self.assembling.first().map(|assembly| assembly.deadline);
+            let waited = async move {
+                match waiting_until {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 next = queue.next() => match next {
                     Next::Changesets(changesets) => {
                         for changeset in changesets {
-                            if let Flow::Stop = Box::pin(self.live(&changeset)).await? {
+                            if let Flow::Stop = Box::pin(self.take(changeset)).await? {
                                 return Ok(());
                             }
                         }
@@ -646,6 +681,17 @@ impl Connection {
                     }
                     Next::Closed(reason) => return self.close(reason).await,
                 },
+                () = waited => {
+                    let assembly = self.assembling.remove(0);
+                    tracing::debug!(
+                        transaction = %assembly.id,
+                        "sending a transaction without parts that did not arrive in time"
+                    );
+                    metrics::counter!("sync_stream_split_transactions_total").increment(1);
+                    if let Flow::Stop = Box::pin(self.deliver(&assembly.id, assembly.parts)).await? {
+                        return Ok(());
+                    }
+                }
                 _ = ticker.tick() => {
                     let frame = Frame::Heartbeat { timestamp: now_ms() };
                     self.send(&frame.to_json(), Some(self.cursor)).await?;
@@ -657,14 +703,81 @@ impl Connection {
         }
     }
 
-    /// One live changeset: scope checks, membership moves, the `change` frame.
-    async fn live(&mut self, changeset: &LiveChangeset) -> Result<Flow, Gone> {
-        if changeset.seq <= self.cursor {
+    /// One changeset from the handoff gap or the queue, in stream order: sent with the rest of
+    /// its transaction once the parts the client follows are all in.
+    async fn take(&mut self, changeset: Arc<LiveChangeset>) -> Result<Flow, Gone> {
+        if changeset.seq <= self.taken.max(self.cursor) || !self.follows(&changeset.scope) {
             return Ok(Flow::Continue);
         }
+        self.taken = changeset.seq;
+        let Some(part) = changeset.transaction.clone() else {
+            return self.deliver("", vec![changeset]).await;
+        };
+        let expected: Vec<usize> = part
+            .scopes
+            .iter()
+            .enumerate()
+            .filter(|(_, scope)| self.follows(scope))
+            .map(|(index, _)| index)
+            .collect();
+        if expected.len() <= 1 || self.finished.contains(&part.id) {
+            return self.deliver(&part.id, vec![changeset]).await;
+        }
+        let position = match self
+            .assembling
+            .iter()
+            .position(|assembly| assembly.id == part.id)
+        {
+            Some(position) => position,
+            None => {
+                self.assembling.push(Assembly {
+                    id: part.id.clone(),
+                    expected,
+                    parts: Vec::new(),
+                    deadline: tokio::time::Instant::now() + self.state.config.transaction_wait,
+                });
+                self.assembling.len() - 1
+            }
+        };
+        let assembly = &mut self.assembling[position];
+        assembly.parts.push(changeset);
+        let complete = assembly.expected.iter().all(|index| {
+            assembly.parts.iter().any(|part| {
+                part.transaction
+                    .as_ref()
+                    .is_some_and(|transaction| transaction.index == *index)
+            })
+        });
+        if !complete {
+            return Ok(Flow::Continue);
+        }
+        let assembly = self.assembling.remove(position);
+        self.deliver(&assembly.id, assembly.parts).await
+    }
+
+    /// One transaction's parts (those the client follows that arrived): membership moves, then
+    /// one `change` frame with each row version once.
+    async fn deliver(
+        &mut self,
+        transaction_id: &str,
+        parts: Vec<Arc<LiveChangeset>>,
+    ) -> Result<Flow, Gone> {
+        if !transaction_id.is_empty() {
+            if self.finished.len() >= FINISHED_MEMORY {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(transaction_id.to_owned());
+        }
+        let last_seq = parts
+            .iter()
+            .map(|part| part.seq)
+            .max()
+            .unwrap_or(self.taken);
+        // The client's own membership is in its scope and the team's: either part tells (a
+        // part that came alone after the wait as well).
         let mut left = Vec::new();
-        if changeset.scope == self.user_scope {
-            for change in changeset
+        for part in &parts {
+            for change in part
                 .changes
                 .iter()
                 .filter(|change| change.table == "team_members")
@@ -677,67 +790,78 @@ impl Connection {
                 if active && !self.effective.contains(&team_id) {
                     // Joined a team: the client needs that team's rows from the start, which
                     // a reconnect gives it once the read model has the membership.
-                    self.wait_for_watermark(changeset.seq).await;
+                    self.wait_for_watermark(last_seq).await;
                     self.close(CloseReason::ScopesChanged).await?;
                     return Ok(Flow::Stop);
                 }
-                if !active && self.effective.contains(&team_id) {
+                if !active && self.effective.contains(&team_id) && !left.contains(&team_id) {
                     left.push(team_id);
                 }
             }
-        } else if let Some(team_id) = changeset
-            .scope
-            .strip_prefix("team.")
-            .and_then(|team| team.parse::<Uuid>().ok())
-        {
-            if !self.effective.contains(&team_id) {
-                return Ok(Flow::Continue);
-            }
-        } else {
-            return Ok(Flow::Continue);
         }
-        // The client's own membership row is in its user scope and the team's: it goes out
-        // with the user scope's changeset only, so each row version reaches the client once.
-        let own_membership = changeset
-            .scope
-            .strip_prefix("team.")
-            .map(|team_id| format!("{team_id}:{}", self.claims.user_id));
-        let is_duplicate = |change: &LiveChange| {
-            own_membership
-                .as_deref()
-                .is_some_and(|row_id| change.table == "team_members" && change.row_id == row_id)
+        for team_id in &left {
+            self.effective.remove(team_id);
+        }
+        // The cursor moves past this transaction only when no other waits for parts: a
+        // client resuming from it must get every waiting transaction whole.
+        let cursor = if self.assembling.is_empty() {
+            self.taken
+        } else {
+            self.cursor
         };
-        let filtered = self.tables.is_some() || changeset.changes.iter().any(is_duplicate);
-        let json = match &self.tables {
-            None if !filtered => Some(changeset.full_frame()),
-            tables => {
-                let changes: Vec<_> = changeset
-                    .changes
-                    .iter()
-                    .filter(|change| {
-                        tables
-                            .as_ref()
-                            .is_none_or(|tables| tables.contains(&change.table))
-                            && !is_duplicate(change)
-                    })
-                    .collect();
-                (!changes.is_empty()).then(|| {
-                    Arc::from(
-                        Frame::Change {
-                            cursor: changeset.seq.to_string(),
-                            changes,
-                        }
-                        .to_json(),
-                    )
-                })
+        let visible: Vec<&LiveChangeset> = parts
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|part| {
+                part.scope == self.user_scope
+                    || part
+                        .scope
+                        .strip_prefix("team.")
+                        .and_then(|team| team.parse::<Uuid>().ok())
+                        .is_some_and(|team_id| self.effective.contains(&team_id))
+            })
+            .collect();
+        let mut in_frame = HashSet::new();
+        let mut changes: Vec<&LiveChange> = Vec::new();
+        let mut whole = true;
+        for part in &visible {
+            for change in &part.changes {
+                let wanted = self
+                    .tables
+                    .as_ref()
+                    .is_none_or(|tables| tables.contains(&change.table));
+                let key = version_key(change);
+                if wanted && in_frame.insert(key) && !self.sent_versions.contains(key) {
+                    changes.push(change);
+                } else {
+                    whole = false;
+                }
             }
+        }
+        let json = match (visible.as_slice(), whole) {
+            // One changeset sent as is: its frame is shared by every client that sees it.
+            ([only], true) if only.seq == cursor => Some(only.full_frame()),
+            _ => (!changes.is_empty()).then(|| {
+                Arc::from(
+                    Frame::Change {
+                        cursor: cursor.to_string(),
+                        changes: changes.clone(),
+                    }
+                    .to_json(),
+                )
+            }),
         };
-        let moves_cursor = json.is_some() || !left.is_empty();
+        for change in &changes {
+            self.sent_versions.insert(version_key(change));
+        }
+        // Frames sent while a transaction waited carry an older cursor: the first cursor
+        // past them moves it even when this transaction has nothing for the client.
+        let moves_cursor = json.is_some() || !left.is_empty() || self.frames_behind;
+        self.frames_behind = (self.frames_behind || json.is_some()) && cursor < self.taken;
         // A removal goes out before the changeset that carries it, with the cursor before
         // that changeset: a client cut off between the two frames resumes before the removal
         // and is told again, whereas one that had the changeset's cursor would not be.
         for team_id in left {
-            self.effective.remove(&team_id);
             let frame = Frame::ScopeRemoved {
                 scope: format!("team.{team_id}"),
                 team_id: team_id.to_string(),
@@ -746,10 +870,10 @@ impl Connection {
             self.send(&frame.to_json(), Some(self.cursor)).await?;
         }
         if let Some(json) = json {
-            self.send(&json, Some(changeset.seq)).await?;
+            self.send(&json, Some(cursor)).await?;
         }
         if moves_cursor {
-            self.cursor = changeset.seq;
+            self.cursor = cursor;
         }
         Ok(Flow::Continue)
     }
@@ -812,4 +936,51 @@ impl Connection {
 enum CatchUpError {
     Gone,
     Failed(String),
+}
+
+/// How many transaction ids a stream remembers as sent.
+const FINISHED_MEMORY: usize = 256;
+/// How many row versions a stream remembers as sent live.
+const SENT_VERSIONS_MEMORY: usize = 4096;
+
+/// A transaction some of whose parts the client follows have arrived, not all.
+struct Assembly {
+    id: String,
+    /// The part indexes the client follows.
+    expected: Vec<usize>,
+    parts: Vec<Arc<LiveChangeset>>,
+    /// When it goes out with what it has.
+    deadline: tokio::time::Instant,
+}
+
+/// A row version's key: a hash of (table, row id, version).
+fn version_key(change: &LiveChange) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (&change.table, &change.row_id, change.version).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The last [`SENT_VERSIONS_MEMORY`] row versions sent.
+#[derive(Default)]
+struct RecentVersions {
+    keys: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentVersions {
+    fn contains(&self, key: u64) -> bool {
+        self.keys.contains(&key)
+    }
+
+    fn insert(&mut self, key: u64) {
+        if !self.keys.insert(key) {
+            return;
+        }
+        if self.order.len() >= SENT_VERSIONS_MEMORY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        self.order.push_back(key);
+    }
 }

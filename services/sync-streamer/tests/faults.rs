@@ -793,6 +793,7 @@ async fn publish_change(nats_url: &str, namespace: &str, scope: &str, row_id: &s
             row_json: row.to_string().into_bytes(),
         }],
         written_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
     };
     let payload = prost::Message::encode_to_vec(&changeset);
     let subject = format!("{namespace}.changes.{scope}");

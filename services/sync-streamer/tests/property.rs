@@ -1,9 +1,16 @@
 //! The property that matters most (issue 6): concurrent writers (creates, updates, deletes,
 //! restores, membership changes, multi-row transactions) while clients connect, disconnect
 //! at random points and resume from their last cursor, across two streamer replicas with the
-//! materializer leader killed in the middle. At the end every client's copy equals the
-//! database's state for its scopes, every client's cursors only increased, and every
-//! `change` frame carried its whole changeset.
+//! materializer leader killed in the middle, while users join and leave teams (a leave, a
+//! removal by the owner, an invitation accepted). At the end every client's copy equals the
+//! database's state for its scopes and every client's cursors only increased; and per client
+//! (issue 18), each row version arrived once and each committed transaction whole, in one
+//! `change` frame holding exactly its rows in the client's scopes.
+//!
+//! "Once" counts what a client had when it resumed: rows of frames after its last cursor are
+//! sent again by design (a page's frames before its last, a `change` frame sent while an
+//! earlier transaction waited for a part), and a `scope_removed` (or `reset`) drops what the
+//! client held of that team, which may then come again.
 //!
 //! The expectation is the test's own: a model of memberships that changes only after the api
 //! confirmed a change (the database must agree with it), and the live rows of the model's
@@ -16,7 +23,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,8 +41,12 @@ const QUIET: Duration = Duration::from_millis(2500);
 /// Fewer successful writes than this and the run proved nothing (even a slow machine manages
 /// several times as many in the write phase).
 const MIN_SUCCESSFUL_WRITES: usize = 30;
-/// Membership moves (a removal and the re-join) that must complete in the write phase.
-const MIN_MEMBERSHIP_MOVES: usize = 2;
+/// Membership moves (a join or a leave) that must complete in the write phase.
+const MIN_MEMBERSHIP_MOVES: usize = 4;
+/// Transactions with rows in several scopes (`edit_across_scopes`) the run must write.
+const MIN_MULTI_SCOPE_EDITS: usize = 10;
+/// The owners (user index per team index): they never leave, so the teams live on.
+const OWNERS: [usize; 2] = [0, 3];
 
 struct Shared {
     api: TestApi,
@@ -47,11 +58,13 @@ struct Shared {
     /// The test's own model of who belongs where: (team index, user index). Only
     /// `change_memberships` changes it, after the api confirmed the change.
     memberships: Mutex<BTreeSet<(usize, usize)>>,
-    /// Odd while a membership move (a removal and the re-join) runs.
+    /// Odd while a membership move (a join or a leave) runs.
     membership_epoch: AtomicU64,
     successful_writes: AtomicUsize,
     refused_writes: AtomicUsize,
     membership_moves: AtomicUsize,
+    /// Transactions written across several scopes by `edit_across_scopes`.
+    multi_scope_edits: AtomicUsize,
 }
 
 /// An entry created so far.
@@ -100,6 +113,7 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         successful_writes: AtomicUsize::new(0),
         refused_writes: AtomicUsize::new(0),
         membership_moves: AtomicUsize::new(0),
+        multi_scope_edits: AtomicUsize::new(0),
     });
 
     for (index, user) in shared.users.iter().enumerate() {
@@ -118,6 +132,11 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
             deadline,
         )));
     }
+    writers.push(tokio::spawn(edit_across_scopes(
+        Arc::clone(&shared),
+        StdRng::seed_from_u64(seed + 5),
+        deadline,
+    )));
     writers.push(tokio::spawn(change_memberships(
         Arc::clone(&shared),
         StdRng::seed_from_u64(seed + 10),
@@ -182,6 +201,12 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         membership_moves >= MIN_MEMBERSHIP_MOVES,
         "only {membership_moves} membership moves completed"
     );
+    let multi_scope_edits = shared.multi_scope_edits.load(Ordering::Relaxed);
+    println!("{multi_scope_edits} transactions across scopes");
+    assert!(
+        multi_scope_edits >= MIN_MULTI_SCOPE_EDITS,
+        "only {multi_scope_edits} transactions across scopes"
+    );
 
     let client = async_nats::connect(test_support::nats_url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
@@ -192,6 +217,7 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
         ))
         .await
         .unwrap();
+    let transactions = Transactions::read(&stream, last_change_seq(&shared.api).await).await;
     let mut all_kinds: BTreeMap<String, usize> = BTreeMap::new();
     for (index, mut client) in copies.into_iter().enumerate() {
         // A last resume from the cursor, once everything is written.
@@ -220,24 +246,19 @@ async fn clients_converge_across_replicas_writers_and_a_leader_handover() {
                 .windows(2)
                 .all(|pair| pair[0] <= pair[1])
         );
-        // No transaction arrives partially: each change frame holds its whole changeset.
-        for (seq, count) in &client.change_sizes {
-            let message = stream.get_raw_message(*seq).await.unwrap();
-            let changeset =
-                <messages::sync::v1::Changeset as prost::Message>::decode(message.payload.as_ref())
-                    .unwrap();
-            assert_eq!(
-                changeset.changes.len(),
-                *count,
-                "changeset {seq} arrived partially"
-            );
-        }
+        // Each row version once, each transaction whole in one frame.
+        assert!(
+            client.once.violations.is_empty(),
+            "user {index} got row versions twice:\n{}",
+            client.once.violations.join("\n")
+        );
+        check_transactions(&transactions, &client, user_id);
         println!(
             "user {index}: {} rows, {} sessions, {} frames, {} change frames, last cursor {:?}",
             expected.len(),
             client.sessions,
             client.copy.frames,
-            client.change_sizes.len(),
+            client.change_frames.len(),
             client.copy.cursor
         );
         assert!(client.sessions >= 3, "the client reconnected several times");
@@ -324,75 +345,136 @@ async fn write(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
     }
 }
 
-/// Membership changes: user 1 is removed from and re-invited to team A; user 0 leaves and
-/// rejoins team B. Each move makes the membership epoch odd while it runs.
+/// Transactions whose rows lie in several scopes: a personal entry of one user and a team
+/// entry, sometimes a second user's personal entry too, retitled in one database transaction
+/// whose changesets the api's own `Changes` writes to its outbox (one part per scope). The
+/// api's own multi-scope writes all carry one row (a membership, in the team's scope and the
+/// member's); these carry different rows per part, so a client following several of the
+/// scopes sees whether they arrive merged.
+async fn edit_across_scopes(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+        let known: Vec<Entry> = shared.entries.lock().unwrap().clone();
+        let personal: Vec<&Entry> = known.iter().filter(|entry| entry.team.is_none()).collect();
+        let team: Vec<&Entry> = known.iter().filter(|entry| entry.team.is_some()).collect();
+        if personal.is_empty() || team.is_empty() {
+            continue;
+        }
+        let mut ids = vec![
+            personal[rng.random_range(0..personal.len())].id.clone(),
+            team[rng.random_range(0..team.len())].id.clone(),
+        ];
+        if rng.random_bool(0.3) {
+            ids.push(personal[rng.random_range(0..personal.len())].id.clone());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+        let title = format!("x{}", rng.random_range(0..1000));
+        let mut tx = shared.api.pool.begin().await.unwrap();
+        let entries: Vec<api::journal_entries::JournalEntry> = sqlx::query_as(
+            "UPDATE journal_entries SET title = $2, updated_at = now(), version = version + 1
+              WHERE journal_entry_id = ANY($1) AND deleted_at IS NULL
+              RETURNING journal_entry_id, author_user_id, team_id, prompt_id, title, content,
+                        mood, tags, entry_date, created_at, updated_at, deleted_at, version",
+        )
+        .bind(&ids)
+        .bind(&title)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let mut changes = api::changes::Changes::new();
+        for entry in &entries {
+            let scope = api::changes::Scope::owner(entry.author_user_id, entry.team_id);
+            changes
+                .record(&[scope], api::changes::Op::Update, entry)
+                .unwrap();
+        }
+        changes.write(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        shared.successful_writes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .multi_scope_edits
+            .fetch_add(usize::from(entries.len() > 1), Ordering::Relaxed);
+    }
+}
+
+/// Membership changes: a random non-owner joins a team it is not in (invited by the owner,
+/// accepts) or leaves one it is in (on its own or removed by the owner). Each move makes the
+/// membership epoch odd while it runs.
 async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
     let api = &shared.api;
     let users = &shared.users;
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..900))).await;
-        let (owner, member_index, team_index) = if rng.random_bool(0.5) {
-            (&users[0], 1, 0)
-        } else {
-            (&users[3], 0, 1)
-        };
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..700))).await;
+        let team_index = rng.random_range(0..shared.teams.len());
+        let owner = &users[OWNERS[team_index]];
+        let candidates: Vec<usize> = (0..users.len())
+            .filter(|user| *user != OWNERS[team_index])
+            .collect();
+        let member_index = candidates[rng.random_range(0..candidates.len())];
         let (member, team) = (&users[member_index], &shared.teams[team_index]);
+        let is_member = shared
+            .memberships
+            .lock()
+            .unwrap()
+            .contains(&(team_index, member_index));
         shared.membership_epoch.fetch_add(1, Ordering::SeqCst);
-        let removed = if member.user_id == users[0].user_id {
-            api.call(Some(member), "teams/leave", json!({"teamId": team}))
+        if is_member {
+            let removed = if rng.random_bool(0.5) {
+                api.call(Some(member), "teams/leave", json!({"teamId": team}))
+                    .await
+            } else {
+                api.call(
+                    Some(owner),
+                    "teams/removeMember",
+                    json!({"teamId": team, "userId": member.user_id}),
+                )
                 .await
+            };
+            // This task alone changes memberships, so the removal must succeed.
+            assert_eq!(
+                removed.status, 200,
+                "membership removal failed: {}",
+                removed.json
+            );
+            shared
+                .memberships
+                .lock()
+                .unwrap()
+                .remove(&(team_index, member_index));
         } else {
-            api.call(
-                Some(owner),
-                "teams/removeMember",
-                json!({"teamId": team, "userId": member.user_id}),
-            )
-            .await
-        };
-        // This task alone changes memberships and always re-adds the member, so the removal
-        // must succeed.
-        assert_eq!(
-            removed.status, 200,
-            "membership removal failed: {}",
-            removed.json
-        );
-        shared
-            .memberships
-            .lock()
-            .unwrap()
-            .remove(&(team_index, member_index));
-        shared.check_memberships(member_index).await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
-        api.call(
-            Some(owner),
-            "teams/invite",
-            json!({"teamId": team, "email": member.email}),
-        )
-        .await
-        .ok();
-        let invitations = api
-            .query(Some(member), "teams/listInvitations", Value::Null)
-            .await
-            .ok();
-        let invitation = invitations
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|invitation| invitation["teamId"] == team.as_str())
-            .unwrap()["teamInvitationId"]
-            .clone();
-        api.call(
-            Some(member),
-            "teams/acceptInvitation",
-            json!({"teamInvitationId": invitation}),
-        )
-        .await
-        .ok();
-        shared
-            .memberships
-            .lock()
-            .unwrap()
-            .insert((team_index, member_index));
+            let invited = api
+                .call(
+                    Some(owner),
+                    "teams/invite",
+                    json!({"teamId": team, "email": member.email}),
+                )
+                .await;
+            assert_eq!(invited.status, 200, "invitation failed: {}", invited.json);
+            let invitations = api
+                .query(Some(member), "teams/listInvitations", Value::Null)
+                .await
+                .ok();
+            let invitation = invitations
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|invitation| invitation["teamId"] == team.as_str())
+                .unwrap()["teamInvitationId"]
+                .clone();
+            let accepted = api
+                .call(
+                    Some(member),
+                    "teams/acceptInvitation",
+                    json!({"teamInvitationId": invitation}),
+                )
+                .await;
+            assert_eq!(accepted.status, 200, "accepting failed: {}", accepted.json);
+            shared
+                .memberships
+                .lock()
+                .unwrap()
+                .insert((team_index, member_index));
+        }
         shared.check_memberships(member_index).await;
         shared.membership_epoch.fetch_add(1, Ordering::SeqCst);
         shared.membership_moves.fetch_add(1, Ordering::Relaxed);
@@ -476,8 +558,10 @@ struct Client {
     copy: LocalCopy,
     token: Option<String>,
     sessions: usize,
-    /// (seq, number of changes) of every change frame.
-    change_sizes: BTreeMap<u64, usize>,
+    /// Every `change` frame, with the teams the client followed around it.
+    change_frames: Vec<ChangeFrame>,
+    /// Row versions received, for the exactly-once check.
+    once: Once,
     /// What this client did and saw (connections, frames other than heartbeats), printed
     /// when its copy differs from the database.
     log: Vec<String>,
@@ -566,20 +650,37 @@ impl Client {
                 let Some(event) = sse.next(wait).await else {
                     break;
                 };
+                let teams_before = own_teams(&self.copy, user.user_id);
                 let kind = self.copy.apply(&event);
+                self.once.frame(&event, &kind, self.sessions);
                 if kind != "heartbeat" {
                     quiet_until = tokio::time::Instant::now() + QUIET;
                     self.log.push(format!("  id {:?} {}", event.id, event.data));
                 }
                 if kind == "change" {
-                    let seq: u64 = event.id.as_deref().unwrap().parse().unwrap();
-                    self.change_sizes
-                        .insert(seq, event.data["changes"].as_array().unwrap().len());
+                    self.change_frames.push(ChangeFrame {
+                        session: self.sessions,
+                        rows: event.data["changes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|change| {
+                                (
+                                    change["table"].as_str().unwrap().to_owned(),
+                                    change["rowId"].as_str().unwrap().to_owned(),
+                                    change["version"].as_i64().unwrap(),
+                                )
+                            })
+                            .collect(),
+                        teams_before,
+                        teams_after: own_teams(&self.copy, user.user_id),
+                    });
                 }
                 if kind == "closed" {
                     break;
                 }
             }
+            self.once.session_ended();
             match self.copy.closed.as_deref() {
                 // Reconnect at once, with a new token if the old one lacks the team.
                 Some("scopes_changed") => {
@@ -726,7 +827,8 @@ async fn follow(shared: Arc<Shared>, index: usize, mut rng: StdRng, deadline: In
         copy: LocalCopy::default(),
         token: None,
         sessions: 0,
-        change_sizes: BTreeMap::new(),
+        change_frames: Vec::new(),
+        once: Once::default(),
         log: Vec::new(),
     };
     while Instant::now() < deadline {
@@ -739,4 +841,213 @@ async fn follow(shared: Arc<Shared>, index: usize, mut rng: StdRng, deadline: In
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
     }
     client
+}
+
+/// A `change` frame as a client got it.
+struct ChangeFrame {
+    session: usize,
+    /// (table, row id, version) of each change.
+    rows: Vec<(String, String, i64)>,
+    /// The teams the client's own memberships made it follow before and after the frame.
+    teams_before: BTreeSet<String>,
+    teams_after: BTreeSet<String>,
+}
+
+/// The teams `user_id` holds an active membership row of in `copy`.
+fn own_teams(copy: &LocalCopy, user_id: uuid::Uuid) -> BTreeSet<String> {
+    let user_id = user_id.to_string();
+    copy.rows
+        .iter()
+        .filter(|(key, row)| {
+            key.starts_with("team_members/")
+                && row["userId"].as_str() == Some(user_id.as_str())
+                && row["deletedAt"].is_null()
+        })
+        .map(|(_, row)| row["teamId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every row version a client received, to prove none arrived twice.
+#[derive(Default)]
+struct Once {
+    /// Held as of the client's cursor: key → the row's team (if any).
+    committed: HashMap<(String, String, i64), Option<String>>,
+    /// Received on this connection after its last cursor move (sent again after a resume).
+    uncommitted: HashMap<(String, String, i64), Option<String>>,
+    cursor: Option<u64>,
+    violations: Vec<String>,
+}
+
+impl Once {
+    fn frame(&mut self, event: &Event, kind: &str, session: usize) {
+        let frame = &event.data;
+        let mut rows: Vec<(String, &Value)> = Vec::new();
+        match kind {
+            "delta" => {
+                for row in frame["data"].as_array().unwrap() {
+                    rows.push((frame["table"].as_str().unwrap().to_owned(), row));
+                }
+            }
+            "change" => {
+                for change in frame["changes"].as_array().unwrap() {
+                    rows.push((
+                        change["table"].as_str().unwrap().to_owned(),
+                        &change["data"],
+                    ));
+                }
+            }
+            "scope_removed" => {
+                let team = frame["teamId"].as_str().unwrap().to_owned();
+                self.committed
+                    .retain(|_, held| held.as_deref() != Some(team.as_str()));
+                self.uncommitted
+                    .retain(|_, held| held.as_deref() != Some(team.as_str()));
+            }
+            "reset" => {
+                self.committed.clear();
+                self.uncommitted.clear();
+            }
+            _ => {}
+        }
+        for (table, row) in rows {
+            let key = (
+                table.clone(),
+                row_key(&table, row).split_once('/').unwrap().1.to_owned(),
+                row["version"].as_i64().unwrap(),
+            );
+            if self.committed.contains_key(&key) || self.uncommitted.contains_key(&key) {
+                self.violations.push(format!(
+                    "session {session}: {key:?} again (frame id {:?}: {frame})",
+                    event.id
+                ));
+            }
+            self.uncommitted
+                .insert(key, row["teamId"].as_str().map(str::to_owned));
+        }
+        // Everything received up to a frame that moves the cursor is held as of that cursor.
+        if let Some(id) = &event.id {
+            let cursor: u64 = id.parse().unwrap();
+            if self.cursor.is_none_or(|previous| cursor > previous) {
+                self.cursor = Some(cursor);
+                self.committed.extend(self.uncommitted.drain());
+            }
+        }
+    }
+
+    /// The connection ended: what came after the last cursor comes again.
+    fn session_ended(&mut self) {
+        self.uncommitted.clear();
+    }
+}
+
+/// (table, row id, version).
+type RowVersion = (String, String, i64);
+/// A transaction part: its scope and row versions.
+type Part = (String, Vec<RowVersion>);
+
+/// Every committed transaction in CHANGES: its parts' scopes and row versions.
+struct Transactions {
+    /// (table, row id, version) → transaction id.
+    by_row: HashMap<(String, String, i64), String>,
+    /// transaction id → (scope, rows) of each part.
+    parts: HashMap<String, Vec<Part>>,
+}
+
+impl Transactions {
+    async fn read(stream: &async_nats::jetstream::stream::Stream, last: u64) -> Self {
+        let mut by_row = HashMap::new();
+        let mut parts: HashMap<String, Vec<Part>> = HashMap::new();
+        for seq in 1..=last {
+            let message = stream.get_raw_message(seq).await.unwrap();
+            let changeset =
+                <messages::sync::v1::Changeset as prost::Message>::decode(message.payload.as_ref())
+                    .unwrap();
+            assert!(
+                !changeset.transaction_id.is_empty() && changeset.part_count >= 1,
+                "changeset {seq} names no transaction"
+            );
+            let rows: Vec<(String, String, i64)> = changeset
+                .changes
+                .iter()
+                .map(|change| (change.table.clone(), change.row_id.clone(), change.version))
+                .collect();
+            for row in &rows {
+                let previous = by_row.insert(row.clone(), changeset.transaction_id.clone());
+                assert!(
+                    previous.is_none_or(|previous| previous == changeset.transaction_id),
+                    "{row:?} written by two transactions"
+                );
+            }
+            parts
+                .entry(changeset.transaction_id.clone())
+                .or_default()
+                .push((changeset.scope.clone(), rows));
+        }
+        for (id, transaction) in &parts {
+            let count = transaction.len();
+            assert!(count >= 1, "transaction {id} has no part");
+        }
+        Self { by_row, parts }
+    }
+}
+
+/// Each `change` frame holds one transaction, exactly its rows in the scopes the client
+/// followed (its own, and the teams it belonged to before and after), and no transaction came
+/// in two frames of one connection.
+fn check_transactions(transactions: &Transactions, client: &Client, user_id: uuid::Uuid) {
+    let user_scope = format!("user.{user_id}");
+    let mut seen: HashSet<(usize, String)> = HashSet::new();
+    for frame in &client.change_frames {
+        let ids: BTreeSet<&String> = frame
+            .rows
+            .iter()
+            .map(|row| {
+                transactions
+                    .by_row
+                    .get(row)
+                    .unwrap_or_else(|| panic!("{row:?} is in no changeset"))
+            })
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "user {}: a change frame mixes transactions {ids:?}: {:?}",
+            client.index,
+            frame.rows
+        );
+        let id = ids.into_iter().next().unwrap().clone();
+        assert!(
+            seen.insert((frame.session, id.clone())),
+            "user {}: transaction {id} came in two frames of connection {}",
+            client.index,
+            frame.session
+        );
+        let followed: BTreeSet<&String> = frame
+            .teams_before
+            .intersection(&frame.teams_after)
+            .collect();
+        let expected: BTreeSet<&(String, String, i64)> = transactions.parts[&id]
+            .iter()
+            .filter(|(scope, _)| {
+                *scope == user_scope
+                    || scope
+                        .strip_prefix("team.")
+                        .is_some_and(|team| followed.contains(&team.to_owned()))
+            })
+            .flat_map(|(_, rows)| rows)
+            .collect();
+        let got: BTreeSet<&(String, String, i64)> = frame.rows.iter().collect();
+        assert_eq!(
+            got.len(),
+            frame.rows.len(),
+            "user {}: a row version twice in one frame: {:?}",
+            client.index,
+            frame.rows
+        );
+        assert_eq!(
+            got, expected,
+            "user {}: transaction {id} did not arrive whole (parts {:?})",
+            client.index, transactions.parts[&id]
+        );
+    }
 }

@@ -487,7 +487,9 @@ async fn a_members_own_membership_row_arrives_once_per_version() {
     drain(&mut carol_sse, &mut carol_copy, Duration::from_millis(500)).await;
     assert_eq!(bob_copy.received[&bob_membership].len(), 1, "catch-up");
 
-    // Live: the role changes (a new version of the row, in both scopes).
+    // Live: the role changes (a new version of the row, in both scopes): one transaction,
+    // one frame for bob, who follows both.
+    let bob_changes_before = bob_copy.kinds.get("change").copied().unwrap_or_default();
     let changed = api
         .call(
             Some(&ada),
@@ -500,6 +502,11 @@ async fn a_members_own_membership_row_arrives_once_per_version() {
     drain(&mut carol_sse, &mut carol_copy, Duration::from_secs(2)).await;
     let versions = &bob_copy.received[&bob_membership];
     assert_eq!(versions.len(), 2, "bob got versions {versions:?}");
+    assert_eq!(
+        bob_copy.kinds.get("change").copied().unwrap_or_default(),
+        bob_changes_before + 1,
+        "the role change reached bob as one frame"
+    );
     assert!(versions[1] > versions[0]);
     assert_eq!(
         carol_copy.received[&bob_membership], *versions,

@@ -67,10 +67,15 @@ impl UserChanges {
         }
         let scope = format!("user.{}", self.user_id);
         let subject = format!("changes.{scope}");
+        // A whole transaction of one part (docs/sync.md, "Transactions").
         let changeset = Changeset {
-            scope,
+            scope: scope.clone(),
             changes: self.changes,
             written_at_ms: chrono::Utc::now().timestamp_millis(),
+            transaction_id: Uuid::now_v7().to_string(),
+            part_index: 0,
+            part_count: 1,
+            transaction_scopes: vec![scope],
         };
         bus::outbox::emit_raw(
             conn,
