@@ -337,17 +337,33 @@ pub async fn create_entry(
         let outbox = created_outbox(&written)?;
         let mut arguments = PgArguments::default();
         let entry = &written.entry;
-        arguments.add(entry.author_user_id).map_err(ApiError::internal)?;
+        arguments
+            .add(entry.author_user_id)
+            .map_err(ApiError::internal)?;
         arguments.add(entry.team_id).map_err(ApiError::internal)?;
         arguments.add(entry.prompt_id).map_err(ApiError::internal)?;
-        arguments.add(entry.journal_entry_id).map_err(ApiError::internal)?;
-        arguments.add(entry.title.as_str()).map_err(ApiError::internal)?;
-        arguments.add(entry.content.as_str()).map_err(ApiError::internal)?;
+        arguments
+            .add(entry.journal_entry_id)
+            .map_err(ApiError::internal)?;
+        arguments
+            .add(entry.title.as_str())
+            .map_err(ApiError::internal)?;
+        arguments
+            .add(entry.content.as_str())
+            .map_err(ApiError::internal)?;
         arguments.add(entry.mood).map_err(ApiError::internal)?;
-        arguments.add(entry.tags.as_slice()).map_err(ApiError::internal)?;
-        arguments.add(entry.entry_date).map_err(ApiError::internal)?;
-        arguments.add(entry.created_at).map_err(ApiError::internal)?;
-        arguments.add(written.author_timezone.as_deref()).map_err(ApiError::internal)?;
+        arguments
+            .add(entry.tags.as_slice())
+            .map_err(ApiError::internal)?;
+        arguments
+            .add(entry.entry_date)
+            .map_err(ApiError::internal)?;
+        arguments
+            .add(entry.created_at)
+            .map_err(ApiError::internal)?;
+        arguments
+            .add(written.author_timezone.as_deref())
+            .map_err(ApiError::internal)?;
         outbox.add_binds(&mut arguments)?;
         let outcome: CreateOutcome = sqlx::query_as_with(CREATE_SQL.as_str(), arguments)
             .fetch_one(db)

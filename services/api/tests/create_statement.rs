@@ -158,7 +158,11 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
         .unwrap();
     let after = sent.counts();
     assert_eq!(after.0 - before.0, 0, "no BEGIN/COMMIT");
-    assert_eq!(after.1 - before.1, 2, "a wrong timezone guess costs one statement");
+    assert_eq!(
+        after.1 - before.1,
+        2,
+        "a wrong timezone guess costs one statement"
+    );
     let events = api
         .emitted("EVENTS", "events.journal_entry.created")
         .await
@@ -195,15 +199,18 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
             "one statement (team {team:?}, prompt {prompt:?})"
         );
         // The row as stored is the row answered (and put in the changeset).
-        let stored: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, i64) =
-            sqlx::query_as(
-                "SELECT created_at, updated_at, version FROM journal_entries
+        let stored: (
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT created_at, updated_at, version FROM journal_entries
                   WHERE journal_entry_id = $1",
-            )
-            .bind(created.journal_entry_id)
-            .fetch_one(&api.pool)
-            .await
-            .unwrap();
+        )
+        .bind(created.journal_entry_id)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
         assert_eq!(stored, (created.created_at, created.updated_at, 1));
         assert_eq!(created.team_id, team);
         assert_eq!(created.prompt_id, prompt);
