@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use messages::definition::BusMessage;
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
 use crate::BusError;
@@ -119,6 +120,44 @@ impl OutboxBatch {
         if self.is_empty() {
             return Ok(Vec::new());
         }
+        let mut arguments = PgArguments::default();
+        let outbox_ids = self.add_binds(&mut arguments)?;
+        sqlx::query_with(&Self::insert_sql(1, None), arguments)
+            .execute(conn)
+            .await?;
+        Ok(outbox_ids)
+    }
+
+    /// The `INSERT` that [`write`](Self::write) runs, reading the rows from the five array
+    /// binds `$first_bind`..`$first_bind + 4` that [`add_binds`](Self::add_binds) appends.
+    /// For a caller that writes the batch inside a bigger statement (a data-modifying CTE:
+    /// the api's create writes its entry and its outbox rows in one statement): with
+    /// `only_if` (an SQL condition, e.g. `EXISTS (SELECT 1 FROM entry)`) the rows are written
+    /// only when it holds. The rows are the ones `write` writes, byte for byte. The
+    /// statement-level `outbox_notify` trigger fires with the statement either way, as for
+    /// any `INSERT INTO outbox` (a wake-up with nothing to publish costs the relay one poll).
+    pub fn insert_sql(first_bind: usize, only_if: Option<&str>) -> String {
+        let [ids, subjects, payloads, headers, keys] =
+            std::array::from_fn(|offset| first_bind + offset);
+        let condition = only_if
+            .map(|condition| format!("WHERE {condition}"))
+            .unwrap_or_default();
+        // ORDER BY ordinality: `position` (a volatile nextval default, evaluated after the
+        // sort) follows push order, which keeps one key's messages in order.
+        format!(
+            "INSERT INTO outbox (outbox_id, subject, payload, headers, ordering_key)
+             SELECT outbox_id, subject, payload, headers::jsonb, ordering_key
+               FROM UNNEST(${ids}::uuid[], ${subjects}::text[], ${payloads}::bytea[],
+                           ${headers}::text[], ${keys}::text[])
+                    WITH ORDINALITY AS m(outbox_id, subject, payload, headers, ordering_key, n)
+              {condition}
+              ORDER BY n"
+        )
+    }
+
+    /// Append the five arrays [`insert_sql`](Self::insert_sql) reads to `arguments` (after
+    /// the caller's own binds). Returns the outbox ids in push order.
+    pub fn add_binds(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
         // The trace context is the caller's, the same for every row; each row adds its name.
         let trace_headers: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
             .into_iter()
@@ -132,22 +171,12 @@ impl OutboxBatch {
                     .map_err(|error| BusError::Encode(error.to_string()))?,
             );
         }
-        // ORDER BY ordinality: `position` (a volatile nextval default, evaluated after the
-        // sort) follows push order, which keeps one key's messages in order.
-        sqlx::query(
-            "INSERT INTO outbox (outbox_id, subject, payload, headers, ordering_key)
-             SELECT outbox_id, subject, payload, headers::jsonb, ordering_key
-               FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[])
-                    WITH ORDINALITY AS m(outbox_id, subject, payload, headers, ordering_key, n)
-              ORDER BY n",
-        )
-        .bind(&self.outbox_ids)
-        .bind(&self.subjects)
-        .bind(&self.payloads)
-        .bind(&row_headers)
-        .bind(&self.ordering_keys)
-        .execute(conn)
-        .await?;
+        let bind_error = |error: sqlx::error::BoxDynError| BusError::Encode(error.to_string());
+        arguments.add(self.outbox_ids.clone()).map_err(bind_error)?;
+        arguments.add(self.subjects).map_err(bind_error)?;
+        arguments.add(self.payloads).map_err(bind_error)?;
+        arguments.add(row_headers).map_err(bind_error)?;
+        arguments.add(self.ordering_keys).map_err(bind_error)?;
         Ok(self.outbox_ids)
     }
 }
