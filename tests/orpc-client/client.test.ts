@@ -64,7 +64,8 @@ function link(token: string | undefined, method?: 'GET' | 'POST'): RPCLink<NoCon
   return new RPCLink<NoContext>({
     url: `${apiUrl}/rpc`,
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-    method: (options, path) => method ?? methodOf(options, path),
+    // The contract has no method for a procedure it does not name (`Missing`): POST it.
+    method: (options, path) => method ?? (path.join('.') === 'journalEntries.doesNotExist' ? 'POST' : methodOf(options, path)),
     fetch: (request, init) => {
       sent.push(`${request.method} ${new URL(request.url).pathname}`)
       return fetch(request, init)

@@ -109,7 +109,12 @@ mod tests {
                 .chain(text.match_indices("ApiError::Defined {"))
             {
                 let after = &text[at..text.len().min(at + 200)];
-                let code = after.split('"').nth(1).unwrap();
+                // Only a literal code (`"EDIT_CONFLICT"`), not a mention in a comment.
+                let Some(code) = after.split('"').nth(1).filter(|code| {
+                    !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                }) else {
+                    continue;
+                };
                 found.push((code.to_owned(), path.display().to_string()));
             }
         }
