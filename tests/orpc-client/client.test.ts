@@ -11,121 +11,25 @@ import { createORPCClient, isDefinedError, ORPCError, safe } from '@orpc/client'
 import type { Client } from '@orpc/client'
 import { RPCLink } from '@orpc/client/fetch'
 import { BatchLinkPlugin } from '@orpc/client/plugins'
+import { inferRPCMethodFromContractRouter } from '@orpc/contract'
+import type { ContractRouterClient } from '@orpc/contract'
 
+import { contract, JournalEntry, User } from '../../clients/contract/src/index.js'
 import { Checks } from './harness.js'
 
 // ---------------------------------------------------------------------------------------------
-// Our router, as the client sees it (ARCHITECTURE §9). Timestamps are epoch milliseconds.
+// Our router, as the client sees it: the contract generated from the api's Rust types
+// (`clients/contract`, `cargo xtask contract`). Timestamps are epoch milliseconds.
 
 type NoContext = Record<never, never>
-/** A procedure: its input, its output, and its declared (`defined: true`) errors. */
-type Procedure<TInput, TOutput, TDefined extends ORPCError<string, unknown> = never> = Client<
-  NoContext,
-  TInput,
-  TOutput,
-  TDefined | Error
->
+type Router = ContractRouterClient<typeof contract>
 
-type EpochMs = number
-type Uuid = string
-
-interface User {
-  userId: Uuid
-  email: string
-  name: string
-  avatarUrl: string | null
-  timezone: string
-  emailVerified: boolean
-  createdAt: EpochMs
-  updatedAt: EpochMs
-  deletedAt: EpochMs | null
-  version: number
-}
-
-interface SessionInfo {
-  sessionId: Uuid
-  createdAt: EpochMs
-  expiresAt: EpochMs
-}
-
-interface ListedSession {
-  sessionId: Uuid
-  createdAt: EpochMs
-  lastSeenAt: EpochMs
-  expiresAt: EpochMs
-  userAgent: string | null
-  ipAddress: string | null
-  current: boolean
-}
-
-interface JournalEntry {
-  journalEntryId: Uuid
-  authorUserId: Uuid
-  teamId: Uuid | null
-  promptId: Uuid | null
-  title: string
-  content: string
-  mood: number | null
-  tags: string[]
-  entryDate: string | null
-  createdAt: EpochMs
-  updatedAt: EpochMs
-  deletedAt: EpochMs | null
-  version: number
-}
-
-interface CreateJournalEntryInput {
-  title: string
-  content: string
-  mood?: number
-  tags?: string[]
-  entryDate?: string
-  teamId?: Uuid
-  promptId?: Uuid
-}
-
-interface UpdateJournalEntryInput {
-  journalEntryId: Uuid
-  expectedVersion: number
-  title?: string
-  content?: string
-  mood?: number | null
-  tags?: string[]
-  entryDate?: string | null
-}
-
-interface ListJournalEntriesInput {
-  limit?: number
-  cursor?: string
-  q?: string
-  tag?: string
-  /** A `Date` goes out as an ISO string plus RPC `meta`; the api reads it as that instant. */
-  createdAfter?: Date
-  createdBefore?: Date
-}
-
-/** `EDIT_CONFLICT`: the entry changed since the client read it. */
-type EditConflict = ORPCError<'EDIT_CONFLICT', { currentVersion: number; currentUpdatedAt: EpochMs }>
-
-type Router = {
-  auth: {
-    session: Procedure<void, { session: SessionInfo | null; user: User | null }>
-    listSessions: Procedure<void, ListedSession[]>
-  }
-  users: {
-    me: Procedure<void, User>
-  }
-  journalEntries: {
-    create: Procedure<CreateJournalEntryInput, JournalEntry>
-    get: Procedure<{ journalEntryId: Uuid }, JournalEntry>
-    update: Procedure<UpdateJournalEntryInput, JournalEntry, EditConflict>
-    list: Procedure<ListJournalEntriesInput | undefined, { items: JournalEntry[]; nextCursor: string | null }>
-  }
-}
+/** `EDIT_CONFLICT`: the entry changed since the client read it (declared by the contract). */
+type EditConflict = ORPCError<'EDIT_CONFLICT', { currentVersion: number; currentUpdatedAt: number }>
 
 /** Procedures the api does not have, to see how an unknown one is answered. */
 type Missing = {
-  journalEntries: { doesNotExist: Procedure<{ x: number }, unknown> }
+  journalEntries: { doesNotExist: Client<NoContext, { x: number }, unknown, Error> }
 }
 
 /** A validation failure: `BAD_REQUEST` with zod-shaped issues. */
@@ -141,21 +45,11 @@ function isValidationError(error: unknown): error is ValidationError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The links: the GET-able queries go out as GET (RPCLink's `method` option), everything else as
-// POST, as the api's clients are configured.
+// The links: the GET-able queries go out as GET (the contract's `route({ method: 'GET' })`, read
+// by `inferRPCMethodFromContractRouter`), everything else as POST, as the api's clients are
+// configured.
 
-const GET_PROCEDURES = new Set([
-  'auth.session',
-  'auth.listSessions',
-  'users.me',
-  'teams.list',
-  'teams.get',
-  'teams.listInvitations',
-  'journalEntries.get',
-  'journalEntries.list',
-  'prompts.list',
-  'prompts.today',
-])
+const methodOf = inferRPCMethodFromContractRouter(contract)
 
 const apiUrl = process.env.API_URL
 if (!apiUrl) {
@@ -170,7 +64,8 @@ function link(token: string | undefined, method?: 'GET' | 'POST'): RPCLink<NoCon
   return new RPCLink<NoContext>({
     url: `${apiUrl}/rpc`,
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-    method: (_options, path) => method ?? (GET_PROCEDURES.has(path.join('.')) ? 'GET' : 'POST'),
+    // The contract has no method for a procedure it does not name (`Missing`): POST it.
+    method: (options, path) => method ?? (path.join('.') === 'journalEntries.doesNotExist' ? 'POST' : methodOf(options, path)),
     fetch: (request, init) => {
       sent.push(`${request.method} ${new URL(request.url).pathname}`)
       return fetch(request, init)
@@ -183,7 +78,7 @@ function batchLink(token: string, mode: 'streaming' | 'buffered'): RPCLink<NoCon
   return new RPCLink<NoContext>({
     url: `${apiUrl}/rpc`,
     headers: { authorization: `Bearer ${token}` },
-    method: (_options, path) => (GET_PROCEDURES.has(path.join('.')) ? 'GET' : 'POST'),
+    method: methodOf,
     plugins: [new BatchLinkPlugin({ mode, groups: [{ condition: () => true, context: {} }] })],
     fetch: (request, init) => {
       sent.push(`${request.method} ${new URL(request.url).pathname}`)
@@ -273,6 +168,8 @@ await checks.check('users.me (GET) returns the signed-in user', async () => {
   assert.equal(me.name, 'oRPC Client')
   assertEpochMs(me.createdAt, 'users.me createdAt')
   assert.equal(me.deletedAt, null)
+  // The response is what the contract's zod schema says (a client can validate it).
+  User.parse(me)
 })
 
 await checks.check('auth.session (GET) returns the session and the user', async () => {
@@ -304,6 +201,7 @@ await checks.check('journalEntries.create (POST) returns the typed entry', async
   assertEpochMs(created.updatedAt, 'updatedAt')
   assert.equal(created.deletedAt, null)
   assert.equal(typeof created.version, 'number')
+  assert.deepEqual(JournalEntry.parse(created), created)
 })
 
 await checks.check('journalEntries.get (GET, input in ?data=) returns the same entry', async () => {
@@ -417,7 +315,10 @@ await checks.check('journalEntries.update with a stale expectedVersion is the de
   assert.equal(data, undefined)
   assert.equal(isDefined, true, `expected a declared error, got ${describe(error)}`)
   assert.ok(isDefinedError(error), 'isDefinedError')
-  // Narrowed by the router type: only EditConflict is declared.
+  // Narrowed by the contract: update declares EDIT_CONFLICT and ENTRY_DELETED.
+  if (error.code !== 'EDIT_CONFLICT') {
+    assert.fail(`expected EDIT_CONFLICT, got ${describe(error)}`)
+  }
   const conflict: EditConflict = error
   assert.equal(conflict.code, 'EDIT_CONFLICT')
   assert.equal(conflict.defined, true)

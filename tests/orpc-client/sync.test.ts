@@ -10,37 +10,18 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 
 import { createORPCClient, getEventMeta, ORPCError } from '@orpc/client'
-import type { Client } from '@orpc/client'
 import { RPCLink } from '@orpc/client/fetch'
+import type { ContractRouterClient } from '@orpc/contract'
+
+import { contract, JournalEntry, SyncFrame, syncContract } from '../../clients/contract/src/index.js'
 
 import { Checks, describeError } from './harness.js'
 
 type NoContext = Record<never, never>
-type Procedure<TInput, TOutput> = Client<NoContext, TInput, TOutput, Error>
-
-interface JournalEntry {
-  journalEntryId: string
-  title: string
-  version: number
-  deletedAt: number | null
-}
-
-type Frame =
-  | { type: 'delta'; table: string | null; data: unknown[]; isLastChunk: boolean; cursor: string }
-  | { type: 'change'; cursor: string; changes: { table: string; op: string; rowId: string; version: number; data: unknown }[] }
-  | { type: 'heartbeat'; timestamp: number }
-  | { type: 'reset'; reason: string }
-  | { type: 'scope_removed'; scope: string; teamId: string; cursor: string }
-  | { type: 'closed'; reason: string }
-
-type ApiRouter = {
-  sync: { token: Procedure<void, { token: string; expiresAt: number }> }
-  journalEntries: { create: Procedure<{ title: string; content: string }, JournalEntry> }
-}
-
-type SyncRouter = {
-  sync: { stream: Procedure<{ since?: string; tables?: string[] } | undefined, AsyncIterableIterator<Frame>> }
-}
+// The api's and the sync-streamer's routers: the contract generated from their Rust types
+// (`clients/contract`, `cargo xtask contract`), frames included.
+type ApiRouter = ContractRouterClient<typeof contract>
+type SyncRouter = ContractRouterClient<typeof syncContract>
 
 const apiUrl = process.env.API_URL
 const syncUrl = process.env.SYNC_URL
@@ -86,9 +67,11 @@ await checks.check('for await: delta catch-up with isLastChunk, then a live chan
   let created: JournalEntry | undefined
   for await (const frame of iterator) {
     const meta = getEventMeta(frame)
+    // Every frame is what the contract's zod schema says.
+    SyncFrame.parse(frame)
     if (frame.type === 'delta') {
       assert.equal(meta?.id, frame.cursor, 'the SSE id is the cursor')
-      sawFirst ||= frame.data.some((row) => (row as JournalEntry).journalEntryId === first.journalEntryId)
+      sawFirst ||= frame.data.some((row) => JournalEntry.safeParse(row).data?.journalEntryId === first.journalEntryId)
       if (frame.isLastChunk) {
         caughtUp = true
         cursor = frame.cursor

@@ -43,6 +43,9 @@ enum Command {
     },
     /// Start (or install) the local Postgres, NATS and s3s-fs the system needs, then exit.
     Infra,
+    /// Generate the oRPC contract's TypeScript package (`clients/contract`: zod schemas and an
+    /// `@orpc/contract` router) from the api's Rust types; commit the result.
+    Contract,
     /// Database commands.
     Db {
         #[command(subcommand)]
@@ -64,6 +67,13 @@ fn main() -> ExitCode {
             Command::Dev { release, no_seed } => dev::run(release, !no_seed).await,
             Command::Test { args } => test::run(args).await,
             Command::Infra => infra::ensure().await.map(|_| ()),
+            Command::Contract => {
+                xtask::contract::write(&repo_root().join("clients/contract")).map(|written| {
+                    for path in written {
+                        println!("wrote clients/contract/{path}");
+                    }
+                })
+            }
             Command::Db { command } => db::run(command).await,
         }
     });

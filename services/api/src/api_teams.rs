@@ -22,6 +22,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::contract::errors;
 use crate::error::ApiError;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
@@ -31,8 +32,10 @@ use crate::validation::{Issues, item};
 pub fn routes() -> RpcRouter {
     RpcRouter::new()
         .mutation("apiTeams.enable", enable)
+        .errors(&[errors::SESSION_NOT_FRESH])
         .query("apiTeams.get", get)
         .mutation("apiTeams.setIpAllowlist", set_ip_allowlist)
+        .errors(&[errors::API_NOT_ENABLED, errors::SESSION_NOT_FRESH])
 }
 
 /// The plan a newly enabled API team starts on.
@@ -94,7 +97,7 @@ pub async fn api_team_id(
 // Outputs
 
 /// A plan's limits.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// `free`, `pro`, …: stable ids.
@@ -106,28 +109,32 @@ pub struct Plan {
     pub requests_per_second: i32,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub subscription_id: Uuid,
     pub plan_id: String,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub period_start: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub period_end: DateTime<Utc>,
     pub usage_count: i64,
 }
 
 /// `apiTeams.get` and the answer of the changing procedures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTeam {
     pub api_team_id: Uuid,
     pub team_id: Uuid,
     pub enabled_by_user_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub updated_at: DateTime<Utc>,
     pub plan: Plan,
     pub subscription: Subscription,
@@ -135,6 +142,7 @@ pub struct ApiTeam {
     /// (`subscriptions.disableApiAccess`): its keys are refused with `API_ACCESS_DISABLED`.
     pub api_access_enabled: bool,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub api_access_disabled_at: Option<DateTime<Utc>>,
     pub api_access_disabled_by_user_id: Option<Uuid>,
     /// CIDRs such as `203.0.113.0/24` or `2001:db8::/32`, IPv4 first, in address order;
@@ -252,10 +260,11 @@ async fn get(
     Ok(Rpc(load_api_team(&mut conn, input.team_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetIpAllowlistInput {
     team_id: Uuid,
+    #[schemars(length(max = MAX_ALLOWLIST_ENTRIES))]
     cidrs: Vec<String>,
 }
 

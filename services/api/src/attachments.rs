@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::contract::{Text, errors};
 use crate::error::ApiError;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::Protected;
@@ -48,9 +49,26 @@ use crate::validation::{Issue, Issues};
 pub fn routes() -> RpcRouter {
     RpcRouter::new()
         .mutation("cdn.createUploadUrl", create_upload_url)
+        .errors(&[
+            errors::ENTRY_DELETED,
+            errors::TOO_MANY_PENDING_UPLOADS,
+            errors::STORAGE_UNAVAILABLE,
+        ])
         .mutation("cdn.completeUpload", complete_upload)
+        .errors(&[
+            errors::UPLOAD_EXPIRED,
+            errors::UPLOAD_NOT_FOUND,
+            errors::ATTACHMENT_DELETED,
+            errors::STORAGE_UNAVAILABLE,
+        ])
         .query("cdn.get", get)
         .query("cdn.getDownloadUrl", get_download_url)
+        .errors(&[
+            errors::ATTACHMENT_DELETED,
+            errors::ATTACHMENT_NOT_READY,
+            errors::NO_THUMBNAIL,
+            errors::STORAGE_UNAVAILABLE,
+        ])
 }
 
 /// The content types `createUploadUrl` accepts: images (which the worker checks and
@@ -121,7 +139,7 @@ pub fn content_disposition(disposition: &str, file_name: &str) -> String {
 }
 
 /// An attachment as clients see it (and as it syncs).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub attachment_id: Uuid,
@@ -144,12 +162,16 @@ pub struct Attachment {
     pub height: Option<i32>,
     /// Epoch milliseconds: until when the upload URL works.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub upload_expires_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub updated_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
     #[serde(skip)]
@@ -219,11 +241,14 @@ fn millis(at: SystemTime) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // createUploadUrl
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUploadInput {
+    #[schemars(transform = Text::trimmed().min(1).max(MAX_FILE_NAME_CHARS))]
     pub file_name: String,
+    #[schemars(transform = Text::trimmed().lowercase_one_of(&ALLOWED_CONTENT_TYPES))]
     pub content_type: String,
+    #[schemars(range(min = 1))]
     pub size_bytes: i64,
     pub journal_entry_id: Option<Uuid>,
 }
@@ -263,7 +288,7 @@ impl Input for CreateUploadInput {
 }
 
 /// Where and how to upload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Upload {
     pub url: String,
@@ -275,7 +300,7 @@ pub struct Upload {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUploadOutput {
     pub attachment: Attachment,
@@ -383,7 +408,7 @@ pub async fn create_upload_url(
 // ---------------------------------------------------------------------------------------------
 // completeUpload, get
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
     pub attachment_id: Uuid,
@@ -501,7 +526,7 @@ pub async fn get(
 // ---------------------------------------------------------------------------------------------
 // getDownloadUrl
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     #[default]
@@ -509,7 +534,7 @@ pub enum Variant {
     Thumbnail,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DownloadInput {
     pub attachment_id: Uuid,
@@ -518,7 +543,7 @@ pub struct DownloadInput {
 
 impl Input for DownloadInput {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Download {
     pub url: String,

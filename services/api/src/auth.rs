@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::client_ip::ClientIp;
 use crate::config::Config;
 use crate::error::{ApiError, PlainError};
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter, RpcWithHeaders};
 use crate::session::{
     self, MaybeSession, Protected, Revoke, RevokeReason, SessionOrigin, clear_session_cookie,
     session_cookie,
@@ -88,7 +88,7 @@ pub fn session_origin(headers: &HeaderMap, client_ip: ClientIp) -> SessionOrigin
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevLoginInput {
     email: String,
@@ -102,7 +102,7 @@ impl Input for DevLoginInput {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DevLoginOutput {
     token: String,
@@ -154,17 +154,19 @@ pub async fn dev_login(
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     pub session_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentSession {
     /// `null` when the caller is not signed in.
@@ -195,15 +197,18 @@ async fn current_session(
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
     session_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     last_seen_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     expires_at: DateTime<Utc>,
     user_agent: Option<String>,
     ip_address: Option<String>,
@@ -233,7 +238,7 @@ async fn list_sessions(
     Ok(Rpc(sessions))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeSessionInput {
     session_id: Uuid,
@@ -241,7 +246,7 @@ pub struct RevokeSessionInput {
 
 impl Input for RevokeSessionInput {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Revoked {
     revoked: u64,
@@ -252,7 +257,7 @@ async fn revoke_session(
     State(state): State<AppState>,
     Protected(session): Protected,
     RpcInput(input): RpcInput<RevokeSessionInput>,
-) -> Result<Response, ApiError> {
+) -> Result<RpcWithHeaders<Revoked>, ApiError> {
     let mut tx = state.db.begin().await?;
     let revoked = session::revoke_sessions(
         &mut tx,
@@ -266,11 +271,14 @@ async fn revoke_session(
         return Err(ApiError::not_found("Session"));
     }
     tx.commit().await?;
-    let output = Rpc(Revoked { revoked });
+    let output = Revoked { revoked };
     if input.session_id == session.session_id && session.via_cookie {
-        return Ok(([(SET_COOKIE, clear_session_cookie(&state.config))], output).into_response());
+        return Ok(RpcWithHeaders(
+            vec![(SET_COOKIE, clear_session_cookie(&state.config))],
+            output,
+        ));
     }
-    Ok(output.into_response())
+    Ok(RpcWithHeaders::plain(output))
 }
 
 /// `auth.revokeOtherSessions`: every session of the caller but the current one.
@@ -297,7 +305,7 @@ async fn revoke_all_sessions(
     State(state): State<AppState>,
     Protected(session): Protected,
     RpcInput(NoInput): RpcInput<NoInput>,
-) -> Result<Response, ApiError> {
+) -> Result<RpcWithHeaders<Revoked>, ApiError> {
     let mut tx = state.db.begin().await?;
     let revoked = session::revoke_sessions(
         &mut tx,
@@ -308,11 +316,10 @@ async fn revoke_all_sessions(
     )
     .await?;
     tx.commit().await?;
-    Ok((
-        [(SET_COOKIE, clear_session_cookie(&state.config))],
-        Rpc(Revoked { revoked }),
-    )
-        .into_response())
+    Ok(RpcWithHeaders(
+        vec![(SET_COOKIE, clear_session_cookie(&state.config))],
+        Revoked { revoked },
+    ))
 }
 
 /// `auth.logout`: ends the current session and clears the cookie.
@@ -320,7 +327,7 @@ async fn logout(
     State(state): State<AppState>,
     Protected(session): Protected,
     RpcInput(NoInput): RpcInput<NoInput>,
-) -> Result<Response, ApiError> {
+) -> Result<RpcWithHeaders<Revoked>, ApiError> {
     let mut tx = state.db.begin().await?;
     session::revoke_sessions(
         &mut tx,
@@ -331,9 +338,8 @@ async fn logout(
     )
     .await?;
     tx.commit().await?;
-    Ok((
-        [(SET_COOKIE, clear_session_cookie(&state.config))],
-        Rpc(Revoked { revoked: 1 }),
-    )
-        .into_response())
+    Ok(RpcWithHeaders(
+        vec![(SET_COOKIE, clear_session_cookie(&state.config))],
+        Revoked { revoked: 1 },
+    ))
 }

@@ -81,7 +81,7 @@ pub fn is_database_unavailable(error: &sqlx::Error) -> bool {
 }
 
 /// The typed `data` of declared errors.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ErrorData {
     /// `EDIT_CONFLICT`: the row changed since the client read it.

@@ -47,7 +47,7 @@ const PENDING_REUSE_SECONDS: i64 = 3600;
 const LIST_LIMIT: i64 = 20;
 
 /// An export as clients see it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Export {
     pub export_id: Uuid,
@@ -56,13 +56,16 @@ pub struct Export {
     pub status: String,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub requested_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub ready_at: Option<DateTime<Utc>>,
     pub size_bytes: Option<i64>,
     /// The presigned download link, while it is valid.
     pub download_url: Option<String>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -116,7 +119,7 @@ pub async fn create(
     Ok(Rpc(export))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetInput {
     pub export_id: Uuid,

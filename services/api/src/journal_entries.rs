@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::contract::{Text, errors, format};
 use crate::error::{ApiError, ErrorData};
 use crate::pagination::{KeysetCursor, finish_page};
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
@@ -45,9 +46,21 @@ pub fn routes() -> RpcRouter {
         .query("journalEntries.get", get)
         .query("journalEntries.list", list)
         .mutation("journalEntries.update", update)
+        .errors(&[errors::EDIT_CONFLICT, errors::ENTRY_DELETED])
         .mutation("journalEntries.delete", delete)
         .mutation("journalEntries.restore", restore)
 }
+
+/// An entry's limits: the checks ([`Input::check`]) and the contract's schemas both use them.
+pub const TITLE_MAX_CHARS: usize = 200;
+pub const CONTENT_MAX_CHARS: usize = 100_000;
+pub const MOOD_MIN: i16 = 1;
+pub const MOOD_MAX: i16 = 5;
+pub const MAX_TAGS: usize = 50;
+pub const TAG_MAX_CHARS: usize = 50;
+/// `journalEntries.list`: the largest page, and the longest `q` or `tag`.
+pub const LIST_LIMIT_MAX: i64 = 100;
+pub const SEARCH_MAX_CHARS: usize = 200;
 
 pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
                        mood, tags, entry_date, created_at, updated_at, deleted_at, version";
@@ -89,7 +102,7 @@ impl Written {
     }
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JournalEntry {
     pub journal_entry_id: Uuid,
@@ -104,14 +117,17 @@ pub struct JournalEntry {
     pub entry_date: Option<NaiveDate>,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub created_at: DateTime<Utc>,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub updated_at: DateTime<Utc>,
     /// Epoch milliseconds; set on a deleted entry.
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     #[schema(value_type = Option<i64>)]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
@@ -138,7 +154,7 @@ impl JournalEntry {
 }
 
 fn check_mood(issues: &mut Issues, mood: i16) {
-    issues.number_range("mood", i64::from(mood), 1, 5);
+    issues.number_range("mood", i64::from(mood), MOOD_MIN.into(), MOOD_MAX.into());
 }
 
 /// The document's `tags`: what [`check_tags`] enforces (utoipa has no attribute for the
@@ -171,9 +187,9 @@ fn tags_schema_builder() -> utoipa::openapi::schema::ArrayBuilder {
 }
 
 fn check_tags(issues: &mut Issues, tags: &[String]) {
-    issues.array_length("tags", tags.len(), 50);
+    issues.array_length("tags", tags.len(), MAX_TAGS);
     for (index, tag) in tags.iter().enumerate() {
-        issues.string_length(item("tags", index), tag, 1, 50);
+        issues.string_length(item("tags", index), tag, 1, TAG_MAX_CHARS);
     }
 }
 
@@ -186,7 +202,7 @@ fn to_date(text: &str) -> Option<NaiveDate> {
 // create
 
 /// `journalEntries.create` input (ARCHITECTURE §9).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(
     as = CreateJournalEntryInput,
@@ -199,18 +215,23 @@ pub struct CreateInput {
         max_length = 200,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
+    #[schemars(length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub title: String,
     /// Up to 100,000 characters.
     #[schema(max_length = 100_000, pattern = r"^[^\u0000]*$")]
+    #[schemars(length(max = CONTENT_MAX_CHARS))]
     pub content: String,
     /// 1–5.
     #[schema(minimum = 1, maximum = 5)]
+    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
     pub mood: Option<i16>,
     /// Up to 50 tags of 1–50 characters.
     #[schema(schema_with = nullable_tags_schema, required = false)]
+    #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
+    #[schemars(transform = format("date"))]
     pub entry_date: Option<String>,
     /// Set by the server in the open API (the key's team).
     #[schema(ignore)]
@@ -220,8 +241,8 @@ pub struct CreateInput {
 
 impl Input for CreateInput {
     fn check(&self, issues: &mut Issues) {
-        issues.trimmed_string_length("title", &self.title, 1, 200);
-        issues.string_length("content", &self.content, 0, 100_000);
+        issues.trimmed_string_length("title", &self.title, 1, TITLE_MAX_CHARS);
+        issues.string_length("content", &self.content, 0, CONTENT_MAX_CHARS);
         if let Some(mood) = self.mood {
             check_mood(issues, mood);
         }
@@ -443,7 +464,7 @@ fn created_outbox(written: &Written) -> Result<bus::outbox::OutboxBatch, ApiErro
 // ---------------------------------------------------------------------------------------------
 // get
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetInput {
     pub journal_entry_id: Uuid,
@@ -531,7 +552,7 @@ pub async fn get(
 // ---------------------------------------------------------------------------------------------
 // list
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ListScope {
     Personal,
@@ -542,18 +563,23 @@ pub enum ListScope {
 
 /// `journalEntries.list` input. `createdAfter`/`createdBefore` are exclusive bounds (epoch
 /// ms); `entryDateFrom`/`entryDateTo` inclusive.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
+    #[schemars(range(min = 1, max = LIST_LIMIT_MAX))]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub team_id: Option<Uuid>,
     pub scope: Option<ListScope>,
+    #[schemars(length(min = 1, max = TAG_MAX_CHARS))]
     pub tag: Option<String>,
+    #[schemars(transform = format("date"))]
     pub entry_date_from: Option<String>,
+    #[schemars(transform = format("date"))]
     pub entry_date_to: Option<String>,
     pub created_after: Option<EpochMillis>,
     pub created_before: Option<EpochMillis>,
+    #[schemars(length(min = 1, max = SEARCH_MAX_CHARS))]
     pub q: Option<String>,
     pub deleted: Option<bool>,
 }
@@ -572,7 +598,7 @@ impl ListInput {
     pub fn check_fields(&self, issues: &mut Issues) {
         let input = self;
         if let Some(limit) = input.limit {
-            issues.number_range("limit", limit, 1, 100);
+            issues.number_range("limit", limit, 1, LIST_LIMIT_MAX);
         }
         if let Some(cursor) = &input.cursor
             && KeysetCursor::decode(cursor).is_none()
@@ -586,7 +612,7 @@ impl ListInput {
             );
         }
         if let Some(tag) = &input.tag {
-            issues.string_length("tag", tag, 1, 50);
+            issues.string_length("tag", tag, 1, TAG_MAX_CHARS);
         }
         let from = input
             .entry_date_from
@@ -602,14 +628,15 @@ impl ListInput {
             issues.custom("entryDateTo", "entryDateTo is before entryDateFrom");
         }
         if let Some(q) = &input.q {
-            issues.string_length("q", q, 1, 200);
+            issues.string_length("q", q, 1, SEARCH_MAX_CHARS);
         }
     }
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = JournalEntryPage)]
+#[schemars(rename = "JournalEntryPage")]
 pub struct Page {
     pub items: Vec<JournalEntry>,
     pub next_cursor: Option<String>,
@@ -732,7 +759,7 @@ pub async fn list_page(
 
 /// `journalEntries.update` input: every field optional; `mood: null` and `entryDate: null`
 /// clear them.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(
     as = UpdateJournalEntryInput,
@@ -752,6 +779,7 @@ pub struct UpdateInput {
         max_length = 200,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
+    #[schemars(with = "String", length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub title: Option<String>,
     /// Up to 100,000 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
@@ -761,27 +789,35 @@ pub struct UpdateInput {
         max_length = 100_000,
         pattern = r"^[^\u0000]*$"
     )]
+    #[schemars(with = "String", length(max = CONTENT_MAX_CHARS))]
     pub content: Option<String>,
     /// 1–5; `null` clears it.
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<i16>, minimum = 1, maximum = 5)]
+    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
     pub mood: Option<Option<i16>>,
     /// Up to 50 tags of 1–50 characters.
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
     #[schema(schema_with = tags_schema, required = false)]
+    #[schemars(
+        with = "Vec<String>",
+        length(max = MAX_TAGS),
+        inner(length(min = 1, max = TAG_MAX_CHARS))
+    )]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]
+    #[schemars(transform = format("date"))]
     pub entry_date: Option<Option<String>>,
 }
 
 impl Input for UpdateInput {
     fn check(&self, issues: &mut Issues) {
         if let Some(title) = &self.title {
-            issues.trimmed_string_length("title", title, 1, 200);
+            issues.trimmed_string_length("title", title, 1, TITLE_MAX_CHARS);
         }
         if let Some(content) = &self.content {
-            issues.string_length("content", content, 0, 100_000);
+            issues.string_length("content", content, 0, CONTENT_MAX_CHARS);
         }
         if let Some(Some(mood)) = self.mood {
             check_mood(issues, mood);
@@ -908,7 +944,7 @@ pub async fn update_loaded(
 // ---------------------------------------------------------------------------------------------
 // delete, restore
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
     pub journal_entry_id: Uuid,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod changes;
 pub mod client_ip;
 pub mod config;
+pub mod contract;
 pub mod cron_jobs;
 pub mod error;
 pub mod exports;

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::contract::{Text, Timezone, errors, format};
 use crate::error::ApiError;
 use crate::journal_entries::check_version;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
@@ -41,6 +42,7 @@ pub fn routes() -> RpcRouter {
         .mutation("prompts.create", create)
         .query("prompts.list", list)
         .mutation("prompts.update", update)
+        .errors(&[errors::EDIT_CONFLICT, errors::PROMPT_DELETED])
         .mutation("prompts.delete", delete)
         .query("prompts.today", today)
 }
@@ -51,21 +53,30 @@ const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, 
 
 /// When a prompt is scheduled: at `time` (`HH:MM`) in `timezone` on ISO `weekdays`
 /// (1 = Monday … 7 = Sunday).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Schedule {
     /// Local time of day, `HH:MM`.
     #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    #[schemars(regex(pattern = TIME_PATTERN))]
     pub time: String,
     /// An IANA time zone, e.g. `Europe/Paris`.
     #[schema(schema_with = timezone_schema)]
+    #[schemars(with = "Timezone")]
     pub timezone: String,
     /// ISO weekdays (1 = Monday … 7 = Sunday), at least one.
     #[schema(schema_with = weekdays_schema)]
+    #[schemars(
+        length(min = 1, max = MAX_WEEKDAYS),
+        inner(range(min = MONDAY, max = SUNDAY)),
+        extend("uniqueItems" = true)
+    )]
     pub weekdays: Vec<i16>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Prompt {
     pub prompt_id: Uuid,
@@ -76,14 +87,17 @@ pub struct Prompt {
     pub schedule: Option<Schedule>,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub created_at: DateTime<Utc>,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub updated_at: DateTime<Utc>,
     /// Epoch milliseconds; set on a deleted prompt.
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     #[schema(value_type = Option<i64>)]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
@@ -155,6 +169,15 @@ impl From<PromptRow> for Prompt {
 }
 
 /// `HH:MM`, 00:00–23:59.
+/// A prompt's limits: the checks and the contract's schemas both use them.
+pub const TEXT_MAX_CHARS: usize = 500;
+/// A schedule's weekdays: ISO numbers, each at most once.
+pub const MONDAY: i16 = 1;
+pub const SUNDAY: i16 = 7;
+pub const MAX_WEEKDAYS: usize = 7;
+/// A schedule's `HH:MM` (what [`parse_time`] reads).
+pub const TIME_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
 fn parse_time(text: &str) -> Option<NaiveTime> {
     if text.len() != 5 {
         return None;
@@ -194,7 +217,7 @@ fn timezone_schema() -> utoipa::openapi::schema::Object {
 }
 
 fn check_text(issues: &mut Issues, text: &str) {
-    issues.trimmed_string_length("text", text, 1, 500);
+    issues.trimmed_string_length("text", text, 1, TEXT_MAX_CHARS);
 }
 
 fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
@@ -217,9 +240,14 @@ fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
         issue.inclusive = Some(true);
         issues.push(issue);
     }
-    issues.array_length("schedule.weekdays", schedule.weekdays.len(), 7);
+    issues.array_length("schedule.weekdays", schedule.weekdays.len(), MAX_WEEKDAYS);
     for (index, weekday) in schedule.weekdays.iter().enumerate() {
-        issues.number_range(item("schedule.weekdays", index), i64::from(*weekday), 1, 7);
+        issues.number_range(
+            item("schedule.weekdays", index),
+            i64::from(*weekday),
+            MONDAY.into(),
+            SUNDAY.into(),
+        );
         if schedule.weekdays[..index].contains(weekday) {
             issues.custom(
                 item("schedule.weekdays", index),
@@ -263,7 +291,7 @@ async fn require_team_admin(
 // ---------------------------------------------------------------------------------------------
 // create
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreatePromptInput)]
 pub struct CreateInput {
@@ -273,6 +301,7 @@ pub struct CreateInput {
         max_length = 500,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
+    #[schemars(length(max = TEXT_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub text: String,
     /// Set by the server in the open API (the key's team).
     #[schema(ignore)]
@@ -343,7 +372,7 @@ pub async fn create_prompt(
 // ---------------------------------------------------------------------------------------------
 // list
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
     pub team_id: Option<Uuid>,
@@ -353,7 +382,7 @@ pub struct ListInput {
 /// `list` may be called without input.
 impl Input for Option<ListInput> {}
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PromptList {
     pub items: Vec<Prompt>,
 }
@@ -441,12 +470,13 @@ async fn load_changeable(
 }
 
 /// `prompts.update` input: `schedule: null` removes the schedule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInput {
     pub prompt_id: Uuid,
     pub expected_version: Option<i64>,
     #[serde(default, deserialize_with = "crate::validation::present_not_null")]
+    #[schemars(with = "String", length(max = TEXT_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub text: Option<String>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
     pub schedule: Option<Option<Schedule>>,
@@ -515,7 +545,7 @@ async fn update(
     Ok(Rpc(prompt))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
     pub prompt_id: Uuid,
@@ -554,9 +584,10 @@ async fn delete(
 // ---------------------------------------------------------------------------------------------
 // today
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TodayInput {
+    #[schemars(transform = format("date"))]
     pub date: Option<String>,
 }
 
@@ -568,7 +599,7 @@ impl Input for Option<TodayInput> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Today {
     /// `YYYY-MM-DD`.
     pub date: String,

@@ -121,7 +121,7 @@ impl RequestLog {
 /// Request headers by lowercase name: only [`LOGGED_HEADERS`], each value cut to
 /// [`MAX_HEADER_VALUE_CHARS`], every credential replaced by `[redacted]`; an API key keeps
 /// only its public prefix, so a log still shows which key was presented.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct RedactedHeaders(pub BTreeMap<String, String>);
 
@@ -416,18 +416,23 @@ pub fn routes() -> RpcRouter {
 }
 
 /// `logs.list` input: a team's request logs, newest first, filtered.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
     pub team_id: Uuid,
+    #[schemars(range(min = 1, max = LIST_LIMIT_MAX))]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// Exactly this status.
+    #[schemars(range(min = STATUS_MIN, max = STATUS_MAX))]
     pub status: Option<i64>,
     /// A status class: 2 for 2xx … 5 for 5xx.
+    #[schemars(range(min = STATUS_CLASS_MIN, max = STATUS_CLASS_MAX))]
     pub status_class: Option<i64>,
     /// Paths starting with this (e.g. `/api/v1/journal-entries`).
+    #[schemars(length(min = 1, max = PATH_PREFIX_MAX_CHARS))]
     pub path_prefix: Option<String>,
+    #[schemars(length(min = 1, max = KEY_PREFIX_MAX_CHARS))]
     pub api_key_prefix: Option<String>,
     /// Epoch ms (or a `Date`), inclusive.
     pub from: Option<EpochMillis>,
@@ -435,10 +440,19 @@ pub struct ListInput {
     pub to: Option<EpochMillis>,
 }
 
+/// `logs.list`'s limits: the checks and the contract's schemas both use them.
+pub const LIST_LIMIT_MAX: i64 = 100;
+pub const STATUS_MIN: i64 = 100;
+pub const STATUS_MAX: i64 = 599;
+pub const STATUS_CLASS_MIN: i64 = 1;
+pub const STATUS_CLASS_MAX: i64 = 5;
+pub const PATH_PREFIX_MAX_CHARS: usize = 200;
+pub const KEY_PREFIX_MAX_CHARS: usize = 64;
+
 impl Input for ListInput {
     fn check(&self, issues: &mut Issues) {
         if let Some(limit) = self.limit {
-            issues.number_range("limit", limit, 1, 100);
+            issues.number_range("limit", limit, 1, LIST_LIMIT_MAX);
         }
         if let Some(cursor) = &self.cursor
             && KeysetCursor::decode(cursor).is_none()
@@ -446,16 +460,16 @@ impl Input for ListInput {
             issues.format("cursor", "cursor", "Invalid cursor");
         }
         if let Some(status) = self.status {
-            issues.number_range("status", status, 100, 599);
+            issues.number_range("status", status, STATUS_MIN, STATUS_MAX);
         }
         if let Some(class) = self.status_class {
-            issues.number_range("statusClass", class, 1, 5);
+            issues.number_range("statusClass", class, STATUS_CLASS_MIN, STATUS_CLASS_MAX);
         }
         if let Some(path) = &self.path_prefix {
-            issues.string_length("pathPrefix", path, 1, 200);
+            issues.string_length("pathPrefix", path, 1, PATH_PREFIX_MAX_CHARS);
         }
         if let Some(prefix) = &self.api_key_prefix {
-            issues.string_length("apiKeyPrefix", prefix, 1, 64);
+            issues.string_length("apiKeyPrefix", prefix, 1, KEY_PREFIX_MAX_CHARS);
         }
         if let (Some(from), Some(to)) = (self.from, self.to)
             && to <= from
@@ -466,11 +480,12 @@ impl Input for ListInput {
 }
 
 /// A logged request, as `logs.list` returns it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestLogRow {
     pub request_log_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     pub team_id: Option<Uuid>,
     pub api_team_id: Option<Uuid>,
@@ -485,11 +500,13 @@ pub struct RequestLogRow {
     pub request_bytes: i64,
     pub response_bytes: i64,
     pub error_code: Option<String>,
+    #[schemars(with = "RedactedHeaders")]
     pub request_headers: sqlx::types::Json<RedactedHeaders>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "RequestLogPage")]
 pub struct Page {
     pub items: Vec<RequestLogRow>,
     pub next_cursor: Option<String>,

@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_teams::{Plan, api_not_enabled, api_team_id, caller_role, require_manager};
+use crate::contract::errors;
 use crate::error::ApiError;
 use crate::metering;
 use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
@@ -44,19 +45,24 @@ pub fn routes() -> RpcRouter {
         .query("subscriptions.get", get)
         .query("subscriptions.usageHistory", usage_history)
         .mutation("subscriptions.changePlan", change_plan)
+        .errors(&[errors::API_NOT_ENABLED, errors::SESSION_NOT_FRESH])
         .mutation("subscriptions.disableApiAccess", disable_api_access)
+        .errors(&[errors::API_NOT_ENABLED, errors::SESSION_NOT_FRESH])
         .mutation("subscriptions.enableApiAccess", enable_api_access)
+        .errors(&[errors::API_NOT_ENABLED, errors::SESSION_NOT_FRESH])
 }
 
 /// Periods one `usageHistory` page holds by default, and at most.
 pub const DEFAULT_HISTORY_LIMIT: i64 = 12;
 pub const MAX_HISTORY_LIMIT: i64 = 100;
+/// The longest plan id `subscriptions.changePlan` reads (longer ones cannot exist).
+pub const PLAN_ID_MAX_CHARS: usize = 100;
 
 // ---------------------------------------------------------------------------------------
 // Outputs
 
 /// A team's subscription now: its plan, the current period and what it used.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionStatus {
     pub subscription_id: Uuid,
@@ -65,10 +71,12 @@ pub struct SubscriptionStatus {
     pub plan: Plan,
     /// Epoch milliseconds: the current metering period, `[periodStart, periodEnd)`.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub period_start: DateTime<Utc>,
     /// Epoch milliseconds: when the count starts again.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub period_end: DateTime<Utc>,
     /// Requests counted in the current period (over the REST API: this request included).
@@ -79,6 +87,7 @@ pub struct SubscriptionStatus {
     pub api_access_enabled: bool,
     /// Epoch milliseconds; set while API access is disabled.
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     #[schema(value_type = Option<i64>)]
     pub api_access_disabled_at: Option<DateTime<Utc>>,
 }
@@ -97,7 +106,7 @@ struct StatusRow {
 }
 
 /// One closed metering period of the usage history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsagePeriod {
     /// The plan in force when the period closed.
@@ -108,20 +117,23 @@ pub struct UsagePeriod {
     pub usage_count: i64,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub period_start: DateTime<Utc>,
     /// Epoch milliseconds.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub period_end: DateTime<Utc>,
     /// Epoch milliseconds: when the period was rolled over and recorded.
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     #[schema(value_type = i64)]
     pub closed_at: DateTime<Utc>,
 }
 
 /// A page of the usage history, newest period first.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageHistory {
     pub items: Vec<UsagePeriod>,
@@ -236,11 +248,12 @@ async fn get(
     Ok(Rpc(load_status(&mut conn, api_team_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageHistoryInput {
     team_id: Uuid,
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
     limit: Option<i64>,
     /// Epoch milliseconds: only periods that started before (the previous page's
     /// `nextBefore`).
@@ -284,16 +297,17 @@ async fn usage_history(
     Ok(Rpc(history))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChangePlanInput {
     team_id: Uuid,
+    #[schemars(length(min = 1, max = PLAN_ID_MAX_CHARS))]
     plan_id: String,
 }
 
 impl Input for ChangePlanInput {
     fn check(&self, issues: &mut Issues) {
-        issues.string_length("planId", &self.plan_id, 1, 100);
+        issues.string_length("planId", &self.plan_id, 1, PLAN_ID_MAX_CHARS);
     }
 }
 

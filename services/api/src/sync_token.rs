@@ -17,7 +17,7 @@ pub fn routes() -> RpcRouter {
     RpcRouter::new().mutation("sync.token", token)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncTokenOutput {
     pub token: String,

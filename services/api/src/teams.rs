@@ -26,10 +26,12 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::contract::{Text, errors};
 use crate::error::ApiError;
 use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, require_fresh};
-use crate::validation::{Issues, check_email};
+use crate::users::NAME_MAX_CHARS;
+use crate::validation::{EMAIL_MAX_BYTES, Issues, check_email};
 
 pub fn routes() -> RpcRouter {
     RpcRouter::new()
@@ -38,12 +40,22 @@ pub fn routes() -> RpcRouter {
         .query("teams.get", get)
         .mutation("teams.rename", rename)
         .mutation("teams.invite", invite)
+        .errors(&[errors::ALREADY_MEMBER])
         .query("teams.listInvitations", list_invitations)
         .mutation("teams.acceptInvitation", accept_invitation)
+        .errors(&[
+            errors::INVITATION_NOT_PENDING,
+            errors::INVITATION_EXPIRED,
+            errors::ALREADY_MEMBER,
+        ])
         .mutation("teams.declineInvitation", decline_invitation)
+        .errors(&[errors::INVITATION_NOT_PENDING])
         .mutation("teams.changeRole", change_role)
+        .errors(&[errors::LAST_OWNER, errors::SESSION_NOT_FRESH])
         .mutation("teams.removeMember", remove_member)
+        .errors(&[errors::LAST_OWNER, errors::SESSION_NOT_FRESH])
         .mutation("teams.leave", leave)
+        .errors(&[errors::LAST_OWNER])
 }
 
 /// How long an invitation stays acceptable.
@@ -52,7 +64,16 @@ pub const INVITATION_DAYS: i64 = 14;
 /// A member's role; owners can do everything, admins manage members and content, members
 /// read and write their own entries.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -151,17 +172,20 @@ pub async fn leave_all_teams(
 // Rows and outputs
 
 /// A team row as clients see it (and as it syncs to `team.<id>`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Team {
     pub team_id: Uuid,
     pub name: String,
     pub created_by_user_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub updated_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
@@ -181,7 +205,7 @@ const TEAM_COLUMNS: &str =
 
 /// A membership row (synced to the team's scope and the member's scope). `createdAt` is when
 /// the member (last) joined: rejoining revives the row with a fresh `createdAt`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamMember {
     pub team_id: Uuid,
@@ -189,10 +213,13 @@ pub struct TeamMember {
     #[sqlx(try_from = "String")]
     pub role: Role,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub updated_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
@@ -217,7 +244,7 @@ const MEMBER_COLUMNS: &str = "team_id, user_id, role, created_at, updated_at, de
 
 /// A team with the caller's role in it (`teams.create`, `teams.list`,
 /// `teams.acceptInvitation`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamWithRole {
     #[serde(flatten)]
@@ -228,7 +255,7 @@ pub struct TeamWithRole {
 }
 
 /// One member as `teams.get` lists them.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberProfile {
     pub user_id: Uuid,
@@ -238,11 +265,12 @@ pub struct MemberProfile {
     #[sqlx(try_from = "String")]
     pub role: Role,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub joined_at: DateTime<Utc>,
 }
 
 /// `teams.get`: the team, the caller's role and the active members.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamDetails {
     #[serde(flatten)]
@@ -252,7 +280,9 @@ pub struct TeamDetails {
 }
 
 /// The role an invitation grants (owners are made by `teams.changeRole`, never invited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum InvitedRole {
     #[default]
@@ -269,7 +299,7 @@ impl From<InvitedRole> for Role {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InvitationStatus {
     Pending,
@@ -293,7 +323,7 @@ impl TryFrom<String> for InvitationStatus {
 }
 
 /// An invitation, with the team's and the inviter's names for display.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamInvitation {
     pub team_invitation_id: Uuid,
@@ -308,10 +338,13 @@ pub struct TeamInvitation {
     #[sqlx(try_from = "String")]
     pub status: InvitationStatus,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub expires_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub responded_at: Option<DateTime<Utc>>,
 }
 
@@ -560,12 +593,13 @@ fn ensure_pending(invitation: &TeamInvitation) -> Result<(), ApiError> {
 // Procedures
 
 fn check_name(issues: &mut Issues, name: &str) {
-    issues.string_length("name", name.trim(), 1, 100);
+    issues.string_length("name", name.trim(), 1, NAME_MAX_CHARS);
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInput {
+    #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     name: String,
 }
 
@@ -627,7 +661,7 @@ async fn list(
     Ok(Rpc(teams))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 /// `{teamId}`: the input of every procedure that names only a team (teams, API teams,
 /// subscriptions).
@@ -672,10 +706,11 @@ async fn get(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenameInput {
     team_id: Uuid,
+    #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     name: String,
 }
 
@@ -713,10 +748,11 @@ async fn rename(
     Ok(Rpc(team))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InviteInput {
     team_id: Uuid,
+    #[schemars(transform = Text::trimmed().format("email").max_bytes(EMAIL_MAX_BYTES))]
     email: String,
     #[serde(default)]
     role: InvitedRole,
@@ -822,7 +858,7 @@ async fn list_invitations(
     Ok(Rpc(invitations))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvitationInput {
     team_invitation_id: Uuid,
@@ -912,7 +948,7 @@ async fn decline_invitation(
     Ok(Rpc(declined))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChangeRoleInput {
     team_id: Uuid,
@@ -984,7 +1020,7 @@ async fn change_role(
     Ok(Rpc(member))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberInput {
     team_id: Uuid,
@@ -1044,7 +1080,7 @@ async fn remove_member(
 }
 
 /// `teams.leave` output: the caller's membership tombstone, and whether the team went with it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Left {
     #[serde(flatten)]

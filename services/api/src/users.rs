@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use messages::journal::v1::{UserCreated, UserDeleted, UserProfileUpdated};
 use serde::{Deserialize, Serialize};
@@ -13,20 +12,29 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::changes::{Changes, Op, Scope, SyncedRow};
+use crate::contract::{Text, Timezone, errors};
 use crate::error::ApiError;
-use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::rpc::{Input, NoInput, Rpc, RpcInput, RpcQuery, RpcRouter, RpcWithHeaders};
 use crate::session::{self, Protected, Revoke, RevokeReason, Sensitive, clear_session_cookie};
-use crate::validation::{Issues, check_http_url, parse_timezone};
+use crate::validation::{Issues, URL_MAX_BYTES, check_http_url, parse_timezone};
+
+/// The longest name (of a user, a team, an API key), trimmed, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
 
 pub fn routes() -> RpcRouter {
     RpcRouter::new()
         .query("users.me", me)
         .mutation("users.update", update)
         .mutation("users.delete", delete)
+        .errors(&[
+            errors::LAST_OWNER,
+            errors::SESSION_NOT_FRESH,
+            errors::STORAGE_UNAVAILABLE,
+        ])
 }
 
 /// A user's profile as clients see it (and as it syncs).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub user_id: Uuid,
@@ -36,10 +44,13 @@ pub struct User {
     pub timezone: String,
     pub email_verified: bool,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub updated_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub deleted_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
@@ -192,19 +203,22 @@ async fn me(
 }
 
 /// `users.update` input: every field optional; `avatarUrl: null` removes the avatar.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInput {
+    #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::validation::explicit_null")]
+    #[schemars(transform = Text::raw().format("http-url").max_bytes(URL_MAX_BYTES))]
     avatar_url: Option<Option<String>>,
+    #[schemars(with = "Option<Timezone>")]
     timezone: Option<String>,
 }
 
 impl Input for UpdateInput {
     fn check(&self, issues: &mut Issues) {
         if let Some(name) = &self.name {
-            issues.string_length("name", name.trim(), 1, 100);
+            issues.string_length("name", name.trim(), 1, NAME_MAX_CHARS);
         }
         if let Some(Some(url)) = &self.avatar_url {
             check_http_url(issues, "avatarUrl", url);
@@ -259,10 +273,11 @@ async fn update(
     Ok(Rpc(user))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     deleted_at: DateTime<Utc>,
 }
 
@@ -275,7 +290,7 @@ async fn delete(
     State(state): State<AppState>,
     Sensitive(session): Sensitive,
     RpcInput(NoInput): RpcInput<NoInput>,
-) -> Result<Response, ApiError> {
+) -> Result<RpcWithHeaders<Deleted>, ApiError> {
     let mut tx = state.db.begin().await?;
     // A team must keep an owner: the last owner hands the team over (or removes everyone)
     // before deleting the account.
@@ -342,9 +357,8 @@ async fn delete(
     for team_id in deleted_teams {
         state.api_keys.team_deleted(team_id).await;
     }
-    Ok((
-        [(SET_COOKIE, clear_session_cookie(&state.config))],
-        Rpc(Deleted { deleted_at }),
-    )
-        .into_response())
+    Ok(RpcWithHeaders(
+        vec![(SET_COOKIE, clear_session_cookie(&state.config))],
+        Deleted { deleted_at },
+    ))
 }

@@ -489,9 +489,14 @@ pub fn parse_timezone(
     }
 }
 
-/// An absolute http(s) URL of at most 2,048 characters.
+/// The longest URL [`check_http_url`] accepts, in bytes.
+pub const URL_MAX_BYTES: usize = 2048;
+/// The longest email address [`check_email`] accepts, in bytes.
+pub const EMAIL_MAX_BYTES: usize = 254;
+
+/// An absolute http(s) URL of at most [`URL_MAX_BYTES`] bytes.
 pub fn check_http_url(issues: &mut Issues, path: impl IntoPath, text: &str) {
-    let valid = text.len() <= 2048
+    let valid = text.len() <= URL_MAX_BYTES
         && url::Url::parse(text)
             .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
             .unwrap_or(false);
@@ -502,7 +507,7 @@ pub fn check_http_url(issues: &mut Issues, path: impl IntoPath, text: &str) {
 
 /// A plausible email address (the provider or the invitee's sign-in proves it).
 pub fn check_email(issues: &mut Issues, path: impl IntoPath, text: &str) {
-    let valid = text.len() <= 254
+    let valid = text.len() <= EMAIL_MAX_BYTES
         && text.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && domain.contains('.')

@@ -1,6 +1,7 @@
 //! An unmodified `@orpc/client` against the api: starts the api in-process, type-checks the
-//! TypeScript client script in `tests/orpc-client` (`tsc --noEmit`, so the router type we
-//! declare for clients compiles), then runs it with `API_URL` pointing at the api. The script
+//! TypeScript client script in `tests/orpc-client` (`tsc --noEmit`: the client is typed by
+//! the generated contract `clients/contract`, so the contract and the script's use of it
+//! compile), then runs it with `API_URL` pointing at the api. The script
 //! signs in with the dev login and checks outputs, GET-able queries and errors the way a web
 //! app sees them (see `tests/orpc-client/client.test.ts`).
 //!

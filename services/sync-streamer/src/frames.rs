@@ -38,13 +38,17 @@ pub struct TransactionPart {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "SyncChange")]
 pub struct LiveChange {
     pub table: String,
+    /// `insert`, `update` or `delete`.
     pub op: &'static str,
     pub row_id: String,
     pub version: i64,
+    /// The row as the api answers it (`null` for a delete).
+    #[schemars(with = "serde_json::Value")]
     pub data: Arc<RawValue>,
 }
 
@@ -134,14 +138,16 @@ impl LiveChangeset {
 }
 
 /// A frame as clients receive it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[schemars(rename = "SyncFrame")]
 pub enum Frame<'a> {
     /// Catch-up rows of one table, from the read model.
     #[serde(rename_all = "camelCase")]
     Delta {
         /// `null` only in an empty last chunk (nothing to catch up).
         table: Option<&'a str>,
+        #[schemars(with = "Vec<serde_json::Value>")]
         data: Vec<&'a RawValue>,
         is_last_chunk: bool,
         cursor: String,
@@ -180,8 +186,9 @@ impl Frame<'_> {
 }
 
 /// Why the server ends a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "SyncCloseReason")]
 pub enum CloseReason {
     /// The client's buffer overflowed: reconnect and resume from the last cursor.
     SlowClient,

@@ -131,11 +131,23 @@ async fn plain_stream(
 }
 
 /// The oRPC input: `{since?: string | number, tables?: string[]}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RpcInput {
+#[schemars(rename = "SyncStreamInput")]
+pub struct RpcInput {
+    /// The cursor of the last frame seen (a string, or a number).
+    #[schemars(with = "Option<Cursor>")]
     since: Option<Value>,
     tables: Option<Vec<String>>,
+}
+
+/// What `since` may be: the schema of [`RpcInput::since`].
+#[derive(schemars::JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)]
+enum Cursor {
+    Text(String),
+    Number(u64),
 }
 
 async fn rpc_stream(State(state): State<StreamState>, request: Request) -> Response {

@@ -24,17 +24,25 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_teams::{api_not_enabled, api_team_id, caller_role, require_manager};
+use crate::contract::{Text, errors};
 use crate::error::ApiError;
 use crate::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::session::{Protected, Sensitive};
 use crate::teams::member_role;
+use crate::users::NAME_MAX_CHARS;
 use crate::validation::{EpochMillis, Issues};
 
 pub fn routes() -> RpcRouter {
     RpcRouter::new()
         .mutation("apiKeys.create", create)
+        .errors(&[
+            errors::API_NOT_ENABLED,
+            errors::API_KEY_LIMIT,
+            errors::SESSION_NOT_FRESH,
+        ])
         .query("apiKeys.list", list)
         .mutation("apiKeys.revoke", revoke)
+        .errors(&[errors::SESSION_NOT_FRESH])
 }
 
 /// Live (unrevoked, unexpired) keys one API team may hold.
@@ -43,7 +51,7 @@ pub const MAX_LIVE_KEYS: i64 = 100;
 const PREFIX_ATTEMPTS: usize = 3;
 
 /// An API key's metadata as clients see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     pub api_key_id: Uuid,
@@ -54,12 +62,16 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_by_user_id: Uuid,
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    #[schemars(with = "Option<i64>")]
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by_user_id: Option<Uuid>,
 }
@@ -70,7 +82,7 @@ const KEY_COLUMNS: &str = "k.api_key_id, k.api_team_id, a.team_id, k.name, k.pre
     k.revoked_by_user_id";
 
 /// `apiKeys.create`: the key itself (this is the only time it is ever shown) and its metadata.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedApiKey {
     #[serde(flatten)]
@@ -78,10 +90,11 @@ pub struct CreatedApiKey {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInput {
     team_id: Uuid,
+    #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     name: String,
     /// Epoch milliseconds (or a `Date`); absent or `null` = never expires.
     #[serde(default)]
@@ -90,7 +103,7 @@ pub struct CreateInput {
 
 impl Input for CreateInput {
     fn check(&self, issues: &mut Issues) {
-        issues.string_length("name", self.name.trim(), 1, 100);
+        issues.string_length("name", self.name.trim(), 1, NAME_MAX_CHARS);
         if let Some(expires_at) = self.expires_at
             && expires_at.at() <= Utc::now()
         {
@@ -191,7 +204,7 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
     team_id: Uuid,
@@ -219,7 +232,7 @@ async fn list(
     Ok(Rpc(keys))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeInput {
     api_key_id: Uuid,
