@@ -25,7 +25,7 @@ export type Frame =
       readonly isLastChunk: boolean
       readonly cursor: string
     }
-  /** One committed transaction's rows in the user's scopes, each version once. `cursor` may repeat the previous one (a frame sent while an earlier transaction waits for a part). */
+  /** One committed transaction's rows in the user's scopes, each version once. `cursor` is opaque: store it and resume from it (docs/sync.md, "Cursors"). */
   | { readonly type: 'change'; readonly cursor: string; readonly changes: readonly Change[] }
   | { readonly type: 'heartbeat'; readonly timestamp: number }
   | { readonly type: 'reset'; readonly reason: string }

@@ -8,10 +8,11 @@
 //! the version again after a resume: the copies before the cut are left out, the one after it
 //! is sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::Deserialize;
 use sqlx::PgPool;
+use sync_protocol::cursor::Cursor;
 use uuid::Uuid;
 
 use crate::frames::LiveChangeset;
@@ -127,6 +128,8 @@ pub struct Row {
 struct ScopeReader {
     scope: String,
     after: u64,
+    /// Changesets past `after` the client already holds (its cursor lists them): skipped.
+    held: BTreeSet<u64>,
     /// The client's other scopes: a row version also there at a higher sequence goes out
     /// from there.
     others: Vec<String>,
@@ -145,8 +148,10 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
+    /// `scopes`: each scope with the cursor to read it after (the client's, or the start for
+    /// a scope sent again from scratch).
     pub fn new(
-        scopes: Vec<(String, u64)>,
+        scopes: Vec<(String, Cursor)>,
         watermark: u64,
         page_rows: usize,
         include_tombstones: bool,
@@ -156,16 +161,17 @@ impl CatchUp {
         Self {
             readers: scopes
                 .into_iter()
-                .map(|(scope, after)| ScopeReader {
+                .map(|(scope, cursor)| ScopeReader {
                     others: all
                         .iter()
                         .filter(|other| **other != scope)
                         .cloned()
                         .collect(),
                     scope,
-                    after,
+                    after: cursor.through(),
+                    held: cursor.listed().clone(),
                     buffer: VecDeque::new(),
-                    exhausted: after >= watermark,
+                    exhausted: cursor.through() >= watermark,
                 })
                 .collect(),
             watermark,
@@ -289,10 +295,14 @@ impl CatchUp {
             if page.len() >= self.page_rows {
                 return Ok(Some(page));
             }
-            // The whole changeset: one sequence lives in one scope.
-            let buffer = &mut self.readers[index].buffer;
-            while buffer.front().is_some_and(|row| row.seq == seq) {
-                if let Some(row) = buffer.pop_front() {
+            // The whole changeset: one sequence lives in one scope. One the client already
+            // holds (sent live past a waiting transaction) is left out.
+            let reader = &mut self.readers[index];
+            let held = reader.held.contains(&seq);
+            while reader.buffer.front().is_some_and(|row| row.seq == seq) {
+                if let Some(row) = reader.buffer.pop_front()
+                    && !held
+                {
                     page.push(row);
                 }
             }

@@ -10,10 +10,12 @@
 //! Live, the parts of one transaction in the scopes the client follows go out as one `change`
 //! frame, each row version once (docs/sync.md, "Transactions"): a part waits, at most
 //! `SYNC_TRANSACTION_WAIT_MS`, for the others the client follows; meanwhile other
-//! transactions' frames go out carrying the cursor from before the waiting part, so a client
-//! that resumes from any cursor it was sent gets every transaction whole and nothing twice.
+//! transactions' frames go out carrying a cursor that says "up to the waiting part, and these
+//! changesets past it" (`sync_protocol::cursor`), so a client that resumes from any cursor it
+//! was sent gets every transaction whole and nothing twice.
 
 use std::collections::{HashSet, VecDeque};
+
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 use serde_json::Value;
+use sync_protocol::cursor::{Cursor, MAX_SENT_PAST};
 use sqlx::PgPool;
 use sync_protocol::{SyncClaims, TokenKey};
 use tokio::sync::{Semaphore, mpsc};
@@ -199,7 +202,7 @@ async fn rpc_request(request: Request) -> Result<Request_, StreamError> {
         Some(_) => {
             return Err(StreamError::BadInput {
                 field: "since",
-                problem: "expected a cursor (a string of digits)".to_owned(),
+                problem: "expected a cursor (a string, or a number)".to_owned(),
             });
         }
     };
@@ -235,13 +238,11 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-fn parse_cursor(field: &'static str, raw: &str) -> Result<u64, StreamError> {
-    raw.trim()
-        .parse::<u64>()
-        .map_err(|_| StreamError::BadInput {
-            field,
-            problem: format!("`{raw}` is not a cursor (a string of digits)"),
-        })
+fn parse_cursor(field: &'static str, raw: &str) -> Result<Cursor, StreamError> {
+    Cursor::parse(raw).map_err(|error| StreamError::BadInput {
+        field,
+        problem: format!("`{raw}` is not a cursor sent by this stream ({error})"),
+    })
 }
 
 fn now_ms() -> i64 {
@@ -270,7 +271,7 @@ async fn open(
     let since = match (&request.last_event_id, &request.since) {
         (Some(id), _) => parse_cursor("Last-Event-ID", id)?,
         (None, Some(since)) if !since.trim().is_empty() => parse_cursor("since", since)?,
-        _ => 0,
+        _ => Cursor::default(),
     };
     if let Some(unknown) = request
         .tables
@@ -309,17 +310,17 @@ async fn open(
     let mut removed = Vec::new();
     let mut full_resend = HashSet::new();
     let mut since = since;
-    let reset = since > 0 && since < snapshot.horizon;
+    let reset = since.highest() > 0 && since.through() < snapshot.horizon;
     if reset {
-        since = 0;
+        since = Cursor::default();
     }
-    if since > snapshot.watermark {
+    if since.highest() > snapshot.watermark {
         // The client is ahead of the read model: it saw changesets live (a tail runs ahead of
         // the materializer, e.g. while a new leader takes over) that the read model has not
         // applied. Its memberships as of its cursor are the read model's plus its own
         // membership changes in (watermark, since]: a removal it was told about live must
         // not be served again, nor a later re-join taken for a team it still holds.
-        let seen = changesets_between(state, snapshot.watermark + 1, since)
+        let seen = changesets_between(state, snapshot.watermark + 1, since.highest())
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "reading the changesets up to the client's cursor failed");
@@ -327,7 +328,7 @@ async fn open(
             })?;
         for changeset in seen
             .iter()
-            .filter(|changeset| changeset.scope == user_scope)
+            .filter(|changeset| changeset.scope == user_scope && since.holds(changeset.seq))
         {
             snapshot.apply_own_memberships(changeset, claims.user_id);
         }
@@ -335,13 +336,13 @@ async fn open(
     for membership in &snapshot.memberships {
         if membership.active && token_teams.contains(&membership.team_id) {
             effective.insert(membership.team_id);
-            if membership.seq > since {
+            if !since.holds(membership.seq) {
                 // Joined (or changed role) after the cursor: the client may not have the
                 // team's rows at all.
                 full_resend.insert(membership.team_id);
             }
         } else if membership.active {
-            if membership.updated_at_ms > claims.issued_at || membership.seq > since {
+            if membership.updated_at_ms > claims.issued_at || !since.holds(membership.seq) {
                 // Joined after the token was issued, or after the cursor: the token is out of
                 // date. Streaming on would carry the cursor past the join while the client has
                 // none of the team's rows, and a later reconnect could not tell. (`updated_at`
@@ -351,17 +352,17 @@ async fn open(
             }
             // The token no longer lists a team the read model still shows: the api removed
             // the member and the materializer has not caught up. Treat it as removed.
-            if since > 0 {
+            if since.highest() > 0 {
                 removed.push(membership.team_id);
             }
-        } else if since > 0 && membership.seq > since {
+        } else if since.highest() > 0 && !since.holds(membership.seq) {
             removed.push(membership.team_id);
         }
     }
     // A team sent again from its start: the client may hold rows of it (it was removed and
     // re-added while away, or its role changed); it drops them first, so every row version
     // it then gets is new to it.
-    if since > 0 {
+    if since.highest() > 0 {
         removed.extend(full_resend.iter().copied());
     }
     let (sender, receiver) = mpsc::channel::<Bytes>(4);
@@ -372,12 +373,11 @@ async fn open(
         user_scope,
         effective,
         tables: request.tables,
+        taken: since.through(),
         cursor: since,
-        taken: since,
         assembling: Vec::new(),
         finished: VecDeque::new(),
         sent_versions: RecentVersions::default(),
-        frames_behind: false,
         flavor,
         sender,
         retry_sent: false,
@@ -435,10 +435,10 @@ struct Connection {
     /// The teams whose rows this client receives.
     effective: HashSet<Uuid>,
     tables: Option<Vec<String>>,
-    /// The last cursor sent (or the client's own).
-    cursor: u64,
-    /// The highest sequence taken from the handoff gap or the queue: the cursor once no
-    /// transaction waits for parts.
+    /// The last cursor sent (or the client's own): what the client holds.
+    cursor: Cursor,
+    /// The highest sequence taken from the handoff gap or the queue: where the cursor goes
+    /// once no transaction waits for parts.
     taken: u64,
     /// Transactions waiting for more of the parts the client follows, oldest first.
     assembling: Vec<Assembly>,
@@ -446,8 +446,6 @@ struct Connection {
     finished: VecDeque<String>,
     /// Row versions recently sent live: none goes out twice.
     sent_versions: RecentVersions,
-    /// A frame went out with a cursor behind `taken` (a transaction was waiting).
-    frames_behind: bool,
     flavor: Flavor,
     sender: mpsc::Sender<Bytes>,
     retry_sent: bool,
@@ -483,20 +481,21 @@ impl Connection {
             .await?;
         }
         for team_id in removed {
+            let cursor = self.cursor.to_string();
             let frame = Frame::ScopeRemoved {
                 scope: format!("team.{team_id}"),
                 team_id: team_id.to_string(),
-                cursor: self.cursor.to_string(),
+                cursor: cursor.clone(),
             };
-            self.send(&frame.to_json(), Some(self.cursor)).await?;
+            self.send(&frame.to_json(), Some(&cursor)).await?;
         }
         // Catch-up, holding one of a bounded number of permits.
-        let mut scopes = vec![(self.user_scope.clone(), self.cursor)];
+        let mut scopes = vec![(self.user_scope.clone(), self.cursor.clone())];
         for team_id in &self.effective {
             let after = if full_resend.contains(team_id) {
-                0
+                Cursor::default()
             } else {
-                self.cursor
+                self.cursor.clone()
             };
             scopes.push((format!("team.{team_id}"), after));
         }
@@ -504,7 +503,7 @@ impl Connection {
             scopes,
             watermark,
             self.state.config.chunk_rows,
-            self.cursor > 0,
+            self.cursor.highest() > 0,
             self.tables.clone(),
         );
         // Boxed: the catch-up's (and the gap's) futures are large and needed once; inline,
@@ -523,8 +522,8 @@ impl Connection {
         }
         // Between the watermark and the hub's position at registration.
         let position = self.registration.position;
-        if position > self.cursor {
-            let from = self.cursor + 1;
+        if position > self.cursor.through() {
+            let from = self.cursor.through() + 1;
             let gap = match self.state.hub.range(from, position) {
                 Some(gap) => gap,
                 None => match Box::pin(hub::read_range(
@@ -574,7 +573,7 @@ impl Connection {
             }
         };
         let db = self.state.db.clone();
-        let final_cursor = self.cursor.max(watermark);
+        let final_cursor = self.cursor.advanced(watermark);
         let mut current = catch_up
             .next_page(&db)
             .await
@@ -590,7 +589,7 @@ impl Connection {
             let last_page = next.is_none();
             match &current {
                 Some(page) => self
-                    .send_page(page, last_page, final_cursor)
+                    .send_page(page, last_page, &final_cursor)
                     .await
                     .map_err(|Gone| CatchUpError::Gone)?,
                 None => {
@@ -600,7 +599,7 @@ impl Connection {
                         is_last_chunk: true,
                         cursor: final_cursor.to_string(),
                     };
-                    self.send(&frame.to_json(), Some(final_cursor))
+                    self.send(&frame.to_json(), Some(&final_cursor.to_string()))
                         .await
                         .map_err(|Gone| CatchUpError::Gone)?;
                 }
@@ -617,8 +616,8 @@ impl Connection {
             current = next;
         }
         drop(permit);
+        self.taken = self.taken.max(final_cursor.through());
         self.cursor = final_cursor;
-        self.taken = final_cursor;
         Ok(Flow::Continue)
     }
 
@@ -628,7 +627,7 @@ impl Connection {
         &mut self,
         page: &[Row],
         last_page: bool,
-        final_cursor: u64,
+        final_cursor: &Cursor,
     ) -> Result<(), Gone> {
         let mut groups: Vec<(&str, Vec<&serde_json::value::RawValue>)> = Vec::new();
         for row in page {
@@ -637,28 +636,27 @@ impl Connection {
                 None => groups.push((&row.table, vec![&row.data])),
             }
         }
-        let page_cursor = page
-            .iter()
-            .map(|row| row.seq)
-            .max()
-            .unwrap_or(self.cursor)
-            .max(self.cursor);
-        let page_cursor = if last_page { final_cursor } else { page_cursor };
+        let page_cursor = if last_page {
+            final_cursor.clone()
+        } else {
+            let page_end = page.iter().map(|row| row.seq).max().unwrap_or_default();
+            self.cursor.advanced(page_end)
+        };
         let count = groups.len();
         for (index, (table, rows)) in groups.into_iter().enumerate() {
             let last_of_page = index + 1 == count;
             let cursor = if last_of_page {
-                page_cursor
+                page_cursor.to_string()
             } else {
-                self.cursor
+                self.cursor.to_string()
             };
             let frame = Frame::Delta {
                 table: Some(table),
                 data: rows,
                 is_last_chunk: last_page && last_of_page,
-                cursor: cursor.to_string(),
+                cursor: cursor.clone(),
             };
-            self.send(&frame.to_json(), Some(cursor)).await?;
+            self.send(&frame.to_json(), Some(&cursor)).await?;
         }
         self.cursor = page_cursor;
         Ok(())
@@ -694,19 +692,14 @@ impl Connection {
                     Next::Closed(reason) => return self.close(reason).await,
                 },
                 () = waited => {
-                    let assembly = self.assembling.remove(0);
-                    tracing::debug!(
-                        transaction = %assembly.id,
-                        "sending a transaction without parts that did not arrive in time"
-                    );
-                    metrics::counter!("sync_stream_split_transactions_total").increment(1);
-                    if let Flow::Stop = Box::pin(self.deliver(&assembly.id, assembly.parts)).await? {
+                    if let Flow::Stop = self.give_up_oldest_wait("did not arrive in time").await? {
                         return Ok(());
                     }
                 }
                 _ = ticker.tick() => {
                     let frame = Frame::Heartbeat { timestamp: now_ms() };
-                    self.send(&frame.to_json(), Some(self.cursor)).await?;
+                    let cursor = self.cursor.to_string();
+                    self.send(&frame.to_json(), Some(&cursor)).await?;
                 }
                 () = &mut expiry => return self.close(CloseReason::TokenExpired).await,
                 () = self.state.shutdown.cancelled() => return self.close(CloseReason::Shutdown).await,
@@ -718,10 +711,21 @@ impl Connection {
     /// One changeset from the handoff gap or the queue, in stream order: sent with the rest of
     /// its transaction once the parts the client follows are all in.
     async fn take(&mut self, changeset: Arc<LiveChangeset>) -> Result<Flow, Gone> {
-        if changeset.seq <= self.taken.max(self.cursor) || !self.follows(&changeset.scope) {
+        if changeset.seq <= self.taken || !self.follows(&changeset.scope) {
             return Ok(Flow::Continue);
         }
         self.taken = changeset.seq;
+        if self.cursor.holds(changeset.seq) {
+            // Sent on an earlier connection, past a transaction that was waiting then.
+            return Ok(Flow::Continue);
+        }
+        // The cursor lists what went out past a waiting transaction: past a bound, the oldest
+        // waiting transaction goes out as far as it got, so the cursor stays short.
+        while self.cursor.listed().len() >= MAX_SENT_PAST && !self.assembling.is_empty() {
+            if let Flow::Stop = self.give_up_oldest_wait("held too much up").await? {
+                return Ok(Flow::Stop);
+            }
+        }
         let Some(part) = changeset.transaction.clone() else {
             return self.deliver("", vec![changeset]).await;
         };
@@ -765,6 +769,21 @@ impl Connection {
         }
         let assembly = self.assembling.remove(position);
         self.deliver(&assembly.id, assembly.parts).await
+    }
+
+    /// Stop waiting for the oldest waiting transaction: it goes out with the parts it has.
+    async fn give_up_oldest_wait(&mut self, why: &'static str) -> Result<Flow, Gone> {
+        if self.assembling.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let assembly = self.assembling.remove(0);
+        tracing::debug!(
+            transaction = %assembly.id,
+            why,
+            "sending a transaction without the parts still missing"
+        );
+        metrics::counter!("sync_stream_split_transactions_total").increment(1);
+        Box::pin(self.deliver(&assembly.id, assembly.parts)).await
     }
 
     /// One transaction's parts (those the client follows that arrived): membership moves, then
@@ -814,13 +833,21 @@ impl Connection {
         for team_id in &left {
             self.effective.remove(team_id);
         }
-        // The cursor moves past this transaction only when no other waits for parts: a
-        // client resuming from it must get every waiting transaction whole.
-        let cursor = if self.assembling.is_empty() {
-            self.taken
-        } else {
-            self.cursor
-        };
+        // The cursor: everything up to the first part still waiting (or everything taken),
+        // and this transaction's parts (with any others sent past a waiting one). A client
+        // resuming from it gets every waiting transaction whole and these parts never again.
+        let before = self.cursor.to_string();
+        for part in &parts {
+            self.cursor.add(part.seq);
+        }
+        let through = self
+            .assembling
+            .iter()
+            .flat_map(|assembly| assembly.parts.iter().map(|part| part.seq))
+            .min()
+            .map_or(self.taken, |first_waiting| first_waiting - 1);
+        self.cursor.advance(through);
+        let cursor = self.cursor.to_string();
         let visible: Vec<&LiveChangeset> = parts
             .iter()
             .map(Arc::as_ref)
@@ -850,13 +877,16 @@ impl Connection {
                 }
             }
         }
+        let plain = self.cursor.listed().is_empty();
         let json = match (visible.as_slice(), whole) {
             // One changeset sent as is: its frame is shared by every client that sees it.
-            ([only], true) if only.seq == cursor => Some(only.full_frame()),
+            ([only], true) if plain && only.seq == self.cursor.through() => {
+                Some(only.full_frame())
+            }
             _ => (!changes.is_empty()).then(|| {
                 Arc::from(
                     Frame::Change {
-                        cursor: cursor.to_string(),
+                        cursor: cursor.clone(),
                         changes: changes.clone(),
                     }
                     .to_json(),
@@ -866,10 +896,6 @@ impl Connection {
         for change in &changes {
             self.sent_versions.insert(version_key(change));
         }
-        // Frames sent while a transaction waited carry an older cursor: the first cursor
-        // past them moves it even when this transaction has nothing for the client.
-        let moves_cursor = json.is_some() || !left.is_empty() || self.frames_behind;
-        self.frames_behind = (self.frames_behind || json.is_some()) && cursor < self.taken;
         // A removal goes out before the changeset that carries it, with the cursor before
         // that changeset: a client cut off between the two frames resumes before the removal
         // and is told again, whereas one that had the changeset's cursor would not be.
@@ -877,15 +903,14 @@ impl Connection {
             let frame = Frame::ScopeRemoved {
                 scope: format!("team.{team_id}"),
                 team_id: team_id.to_string(),
-                cursor: self.cursor.to_string(),
+                cursor: before.clone(),
             };
-            self.send(&frame.to_json(), Some(self.cursor)).await?;
+            self.send(&frame.to_json(), Some(&before)).await?;
         }
+        // Nothing for the client: the cursor moved all the same; the next frame or heartbeat
+        // carries it.
         if let Some(json) = json {
-            self.send(&json, Some(cursor)).await?;
-        }
-        if moves_cursor {
-            self.cursor = cursor;
+            self.send(&json, Some(&cursor)).await?;
         }
         Ok(Flow::Continue)
     }
@@ -912,7 +937,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn send(&mut self, json: &str, id: Option<u64>) -> Result<(), Gone> {
+    async fn send(&mut self, json: &str, id: Option<&str>) -> Result<(), Gone> {
         let mut event = String::with_capacity(json.len() + 64);
         if self.flavor == Flavor::Orpc {
             event.push_str("event: message\n");
@@ -925,7 +950,7 @@ impl Connection {
         }
         if let Some(id) = id {
             event.push_str("id: ");
-            event.push_str(&id.to_string());
+            event.push_str(id);
             event.push('\n');
         }
         event.push_str("data: ");

@@ -154,7 +154,7 @@ async fn read_session(mut sse: Sse, log: &Mutex<ClientLog>, name: &str) {
         };
         let mut log = log.lock().unwrap();
         let kind = log.copy.apply(&event);
-        let cursor = event.id.as_deref().map(|id| id.parse::<u64>().unwrap());
+        let cursor = event.id.as_deref().map(through);
         let session = log.sessions.last_mut().unwrap();
         match kind.as_str() {
             "delta" if event.data["isLastChunk"] == true => session.caught_up_at = cursor,

@@ -580,7 +580,7 @@ impl Client {
                     token
                 }
             };
-            let since = self.copy.cursor.map(|cursor| cursor.to_string());
+            let since = self.copy.position.clone();
             let trace = read_for.is_none() || std::env::var_os("SYNC_TEST_TRACE").is_some();
             if trace {
                 println!(
@@ -874,7 +874,9 @@ struct Once {
     committed: HashMap<(String, String, i64), Option<String>>,
     /// Received on this connection after its last cursor move (sent again after a resume).
     uncommitted: HashMap<(String, String, i64), Option<String>>,
-    cursor: Option<u64>,
+    /// The last cursor received (a frame carries a new one when the client holds what it
+    /// brought).
+    cursor: Option<String>,
     violations: Vec<String>,
 }
 
@@ -925,12 +927,11 @@ impl Once {
                 .insert(key, row["teamId"].as_str().map(str::to_owned));
         }
         // Everything received up to a frame that moves the cursor is held as of that cursor.
-        if let Some(id) = &event.id {
-            let cursor: u64 = id.parse().unwrap();
-            if self.cursor.is_none_or(|previous| cursor > previous) {
-                self.cursor = Some(cursor);
-                self.committed.extend(self.uncommitted.drain());
-            }
+        if let Some(id) = &event.id
+            && self.cursor.as_deref() != Some(id.as_str())
+        {
+            self.cursor = Some(id.clone());
+            self.committed.extend(self.uncommitted.drain());
         }
     }
 

@@ -6,6 +6,8 @@
 //! claims carry the user, the session the token was issued from (so revoking the session
 //! closes the streams), the user's team scopes at issue time, and the expiry.
 
+pub mod cursor;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};

@@ -228,6 +228,13 @@ pub async fn try_open_stream(
     Sse::try_open(reqwest::Client::new().get(url).bearer_auth(token)).await
 }
 
+/// The sequence up to which a cursor (a frame's `id`) holds everything.
+pub fn through(id: &str) -> u64 {
+    sync_protocol::cursor::Cursor::parse(id)
+        .unwrap_or_else(|error| panic!("`{id}` is not a cursor: {error}"))
+        .through()
+}
+
 /// The key of a synced row from its data.
 pub fn row_key(table: &str, data: &Value) -> String {
     let id = match table {
@@ -249,7 +256,10 @@ pub fn row_key(table: &str, data: &Value) -> String {
 #[derive(Debug, Default, Clone)]
 pub struct LocalCopy {
     pub rows: BTreeMap<String, Value>,
+    /// The sequence up to which the copy holds everything (the cursor's first number).
     pub cursor: Option<u64>,
+    /// The last cursor received, as sent: what the client resumes from.
+    pub position: Option<String>,
     pub caught_up: bool,
     /// Every cursor seen, in order (they must never decrease).
     pub cursors: Vec<u64>,
@@ -273,7 +283,7 @@ impl LocalCopy {
         };
         *self.kinds.entry(counted).or_default() += 1;
         if let Some(id) = &event.id {
-            let cursor: u64 = id.parse().unwrap();
+            let cursor = through(id);
             if let Some(previous) = self.cursors.last() {
                 assert!(
                     cursor >= *previous,
@@ -282,6 +292,7 @@ impl LocalCopy {
             }
             self.cursors.push(cursor);
             self.cursor = Some(cursor);
+            self.position = Some(id.clone());
         }
         match kind.as_str() {
             "delta" => {
