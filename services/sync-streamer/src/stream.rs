@@ -139,16 +139,16 @@ async fn plain_stream(
 #[schemars(rename = "SyncStreamInput")]
 pub struct RpcInput {
     /// The cursor of the last frame seen (a string, or a number).
-    #[schemars(with = "Option<Cursor>")]
+    #[schemars(with = "Option<CursorInput>")]
     since: Option<Value>,
     tables: Option<Vec<String>>,
 }
 
 /// What `since` may be: the schema of [`RpcInput::since`].
 #[derive(schemars::JsonSchema)]
-#[schemars(untagged)]
+#[schemars(untagged, rename = "Cursor")]
 #[allow(dead_code)]
-enum Cursor {
+enum CursorInput {
     Text(String),
     Number(u64),
 }

@@ -902,7 +902,7 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
     let jetstream = async_nats::jetstream::new(nats);
     let user_scope = format!("user.{}", bob.user_id);
     let team_scope = format!("team.{team_id}");
-    let entry_row = |title: &str, team: Option<uuid::Uuid>| {
+    let entry_row = |title: &str, team: Option<&str>| {
         let journal_entry_id = uuid::Uuid::now_v7();
         let data = json!({
             "journalEntryId": journal_entry_id, "userId": bob.user_id, "teamId": team,
@@ -949,7 +949,7 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
         team_scope.clone(),
         Changeset {
             scope: team_scope.clone(),
-            changes: vec![entry_row("between", Some(team_id))],
+            changes: vec![entry_row("between", Some(&team_id))],
             written_at_ms: 1,
             ..Changeset::default()
         },
@@ -990,7 +990,7 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
     drain(&mut sse, &mut resumed, Duration::from_millis(700)).await;
     let late_part = publish(
         team_scope.clone(),
-        part(1, &team_scope, entry_row("late part", Some(team_id))),
+        part(1, &team_scope, entry_row("late part", Some(&team_id))),
     )
     .await;
     read_until(&mut sse, &mut resumed, "change").await;
