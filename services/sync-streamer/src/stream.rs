@@ -30,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 use serde_json::Value;
-use sync_protocol::cursor::{Cursor, MAX_SENT_PAST};
 use sqlx::PgPool;
+use sync_protocol::cursor::{Cursor, MAX_SENT_PAST};
 use sync_protocol::{SyncClaims, TokenKey};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -880,9 +880,7 @@ impl Connection {
         let plain = self.cursor.listed().is_empty();
         let json = match (visible.as_slice(), whole) {
             // One changeset sent as is: its frame is shared by every client that sees it.
-            ([only], true) if plain && only.seq == self.cursor.through() => {
-                Some(only.full_frame())
-            }
+            ([only], true) if plain && only.seq == self.cursor.through() => Some(only.full_frame()),
             _ => (!changes.is_empty()).then(|| {
                 Arc::from(
                     Frame::Change {

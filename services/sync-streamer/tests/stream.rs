@@ -975,7 +975,10 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
             watermark.unwrap_or(0) as u64 >= between
         })
         .await;
-        assert!(passed, "the materializer did not pass the split transaction");
+        assert!(
+            passed,
+            "the materializer did not pass the split transaction"
+        );
     }
 
     // The client resumes from that cursor, as a browser's EventSource does.
@@ -1004,7 +1007,10 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
     got.sort();
     assert_eq!(got, ["first part", "late part"]);
     assert!(
-        resumed.received.values().all(|versions| versions.len() == 1),
+        resumed
+            .received
+            .values()
+            .all(|versions| versions.len() == 1),
         "a row version twice: {:?}",
         resumed.received
     );
@@ -1012,7 +1018,10 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
         // Live, the waiting transaction arrives whole: one frame with both parts.
         assert_eq!(resumed.kinds.get("change"), Some(&1), "{:?}", resumed.kinds);
     }
-    assert_eq!(resumed.position.as_deref(), Some(late_part.to_string().as_str()));
+    assert_eq!(
+        resumed.position.as_deref(),
+        Some(late_part.to_string().as_str())
+    );
 
     streamer.stop().await;
     api.stop().await;

@@ -170,11 +170,17 @@ mod tests {
         );
         assert_eq!(Cursor::parse("9.9"), Err(CursorError::NotAscending));
         assert_eq!(Cursor::parse("9.12.11"), Err(CursorError::NotAscending));
-        assert_eq!(Cursor::parse("-1"), Err(CursorError::NotANumber("-1".to_owned())));
+        assert_eq!(
+            Cursor::parse("-1"),
+            Err(CursorError::NotANumber("-1".to_owned()))
+        );
         let long = (1..=MAX_LISTED as u64 + 1)
             .map(|seq| seq.to_string())
             .collect::<Vec<_>>()
             .join(".");
-        assert_eq!(Cursor::parse(&format!("0.{long}")), Err(CursorError::TooLong));
+        assert_eq!(
+            Cursor::parse(&format!("0.{long}")),
+            Err(CursorError::TooLong)
+        );
     }
 }
