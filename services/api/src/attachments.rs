@@ -211,7 +211,7 @@ impl Attachment {
         } else {
             op
         };
-        changes.record(&[self.scope()], op, self)
+        Ok(changes.record(&[self.scope()], op, self)?)
     }
 
     /// The key a download of the original serves: the verified copy. Rows verified before

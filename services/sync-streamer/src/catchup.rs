@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::Deserialize;
 use sqlx::PgPool;
+use sync_protocol::changes::Scope;
 use sync_protocol::cursor::Cursor;
 use uuid::Uuid;
 
@@ -95,7 +96,7 @@ pub async fn snapshot(db: &PgPool, user_id: Uuid) -> Result<Snapshot, sqlx::Erro
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = 'team_members'",
     )
-    .bind(format!("user.{user_id}"))
+    .bind(Scope::User(user_id).key())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -31,7 +31,9 @@ use axum::routing::{any, get};
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
+use sync_protocol::changes::Scope;
 use sync_protocol::cursor::{Cursor, MAX_SENT_PAST};
+use sync_protocol::tables;
 use sync_protocol::{SyncClaims, TokenKey};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -43,18 +45,6 @@ use crate::error::StreamError;
 use crate::frames::{CloseReason, Frame, LiveChange, LiveChangeset};
 use crate::hub::{self, Hub, Next, Registration};
 use crate::revocation::RevokedSessions;
-
-/// The wire tables clients may filter on: the api's synced tables and the worker's insights.
-pub const TABLES: [&str; 8] = [
-    "journal_entries",
-    "prompts",
-    "teams",
-    "team_members",
-    "users",
-    "attachments",
-    "entry_insights",
-    "entry_insight_days",
-];
 
 /// What the stream handlers share.
 #[derive(Clone)]
@@ -277,20 +267,20 @@ async fn open(
         .tables
         .iter()
         .flatten()
-        .find(|table| !TABLES.contains(&table.as_str()))
+        .find(|table| !tables::is_synced(table))
     {
         return Err(StreamError::BadInput {
             field: "tables",
-            problem: format!("unknown table `{unknown}` (known: {})", TABLES.join(", ")),
+            problem: format!("unknown table `{unknown}` (known: {})", tables::names()),
         });
     }
-    let user_scope = format!("user.{}", claims.user_id);
+    let user_scope = Scope::User(claims.user_id).key();
     let mut scopes = vec![user_scope.clone()];
     scopes.extend(
         claims
             .team_ids
             .iter()
-            .map(|team_id| format!("team.{team_id}")),
+            .map(|team_id| Scope::Team(*team_id).key()),
     );
     // Registered before the snapshot: every changeset after `position` reaches the queue.
     let registration = state
@@ -483,7 +473,7 @@ impl Connection {
         for team_id in removed {
             let cursor = self.cursor.to_string();
             let frame = Frame::ScopeRemoved {
-                scope: format!("team.{team_id}"),
+                scope: Scope::Team(team_id).key(),
                 team_id: team_id.to_string(),
                 cursor: cursor.clone(),
             };
@@ -497,7 +487,7 @@ impl Connection {
             } else {
                 self.cursor.clone()
             };
-            scopes.push((format!("team.{team_id}"), after));
+            scopes.push((Scope::Team(*team_id).key(), after));
         }
         let catch_up = CatchUp::new(
             scopes,
@@ -554,10 +544,7 @@ impl Connection {
     /// hub hands it that scope's changesets.
     fn follows(&self, scope: &str) -> bool {
         scope == self.user_scope
-            || scope
-                .strip_prefix("team.")
-                .and_then(|team| team.parse::<Uuid>().ok())
-                .is_some_and(|team_id| self.claims.team_ids.contains(&team_id))
+            || matches!(Scope::parse(scope), Some(Scope::Team(team_id)) if self.claims.team_ids.contains(&team_id))
     }
 
     async fn catch_up(
@@ -853,11 +840,7 @@ impl Connection {
             .map(Arc::as_ref)
             .filter(|part| {
                 part.scope == self.user_scope
-                    || part
-                        .scope
-                        .strip_prefix("team.")
-                        .and_then(|team| team.parse::<Uuid>().ok())
-                        .is_some_and(|team_id| self.effective.contains(&team_id))
+                    || matches!(Scope::parse(&part.scope), Some(Scope::Team(team_id)) if self.effective.contains(&team_id))
             })
             .collect();
         let mut in_frame = HashSet::new();
@@ -899,7 +882,7 @@ impl Connection {
         // and is told again, whereas one that had the changeset's cursor would not be.
         for team_id in left {
             let frame = Frame::ScopeRemoved {
-                scope: format!("team.{team_id}"),
+                scope: Scope::Team(team_id).key(),
                 team_id: team_id.to_string(),
                 cursor: before.clone(),
             };

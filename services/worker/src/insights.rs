@@ -31,7 +31,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::WorkerState;
-use crate::changes::{Op, SyncedRow, UserChanges};
+use sync_protocol::changes::{Changes, Op, Scope, SyncedRow};
 
 /// Hours in the time-of-day histogram.
 const HOURS: usize = 24;
@@ -412,9 +412,10 @@ async fn apply_batch(
         let after = next.get(entry_id).and_then(Activity::live_day);
         touched_days.extend(before.into_iter().chain(after).map(|day| (*author, day)));
     }
-    let mut changes: BTreeMap<Uuid, UserChanges> = applied
+    // One sync transaction per author: each is independent of the others.
+    let mut changes: BTreeMap<Uuid, Changes> = applied
         .values()
-        .map(|author| (*author, UserChanges::new(*author)))
+        .map(|author| (*author, Changes::new()))
         .collect();
     for day in refresh_days(&mut tx, &touched_days).await? {
         let op = match (&day.deleted_at, day.version) {
@@ -423,7 +424,9 @@ async fn apply_batch(
             (None, _) => Op::Update,
         };
         if let Some(user_changes) = changes.get_mut(&day.user_id) {
-            user_changes.record(op, &day).map_err(HandlerError::retry)?;
+            user_changes
+                .record(&[Scope::User(day.user_id)], op, &day)
+                .map_err(HandlerError::retry)?;
         }
     }
     let moved_authors: Vec<&EntryInsights> = changes
@@ -438,7 +441,7 @@ async fn apply_batch(
         };
         if let Some(user_changes) = changes.get_mut(&totals.user_id) {
             user_changes
-                .record(op, &totals)
+                .record(&[Scope::User(totals.user_id)], op, &totals)
                 .map_err(HandlerError::retry)?;
         }
     }

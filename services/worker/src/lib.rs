@@ -5,7 +5,6 @@
 //! share each handler's durable consumer.
 
 pub mod attachments;
-pub mod changes;
 pub mod exports;
 pub mod insights;
 pub mod purge;

@@ -17,8 +17,8 @@ use messages::journal::v1::UserPurged;
 use uuid::Uuid;
 
 use crate::WorkerState;
-use crate::changes::{Op, UserChanges};
 use crate::insights::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
+use sync_protocol::changes::{Changes, Op, Scope};
 
 pub async fn on_user_purged(
     State(state): State<WorkerState>,
@@ -46,7 +46,8 @@ pub async fn on_user_purged(
     .await?
     .rows_affected()
         == 1;
-    let mut changes = UserChanges::new(user_id);
+    let mut changes = Changes::new();
+    let scope = [Scope::User(user_id)];
     let days: Vec<EntryInsightDay> = sqlx::query_as(&format!(
         "UPDATE entry_insight_days
             SET entry_count = 0, word_count = 0, deleted_at = now(), updated_at = now(),
@@ -59,7 +60,7 @@ pub async fn on_user_purged(
     .await?;
     for day in &days {
         changes
-            .record(Op::Delete, day)
+            .record(&scope, Op::Delete, day)
             .map_err(HandlerError::retry)?;
     }
     // The totals row: published once (version > 0) and not yet tombstoned by an earlier run.
@@ -79,7 +80,7 @@ pub async fn on_user_purged(
         .fetch_one(&mut *tx)
         .await?;
         changes
-            .record(Op::Delete, &zeroed)
+            .record(&scope, Op::Delete, &zeroed)
             .map_err(HandlerError::retry)?;
     }
     changes.write(&mut tx).await?;

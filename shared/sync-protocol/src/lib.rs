@@ -1,3 +1,7 @@
+//! What the services share about sync: the scopes, synced rows and the changeset writer
+//! ([`changes`]), the table registry ([`tables`]), the stream cursor ([`cursor`]), and the
+//! sync token (below).
+//!
 //! The sync token (ARCHITECTURE §5 step 4, §9 `sync.token`): issued by the api to a signed-in
 //! user, verified by the sync-streamer without touching the api's schema.
 //!
@@ -6,7 +10,9 @@
 //! claims carry the user, the session the token was issued from (so revoking the session
 //! closes the streams), the user's team scopes at issue time, and the expiry.
 
+pub mod changes;
 pub mod cursor;
+pub mod tables;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
