@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto'
 import { chromium } from 'playwright-core'
 import type { Page } from 'playwright-core'
 
+import { readEvents } from '../../clients/sync-web/src/sse.js'
 import { Checks, required } from './harness.js'
 
 const apiUrl = required('API_URL')
@@ -131,6 +132,29 @@ async function assertDeliveredOnce(page: Page): Promise<void> {
   }
 }
 
+await checks.check('the SSE reader keeps a CRLF split across chunks as one line end', async () => {
+  // Chunk boundaries fall between the `\r` and the `\n` of a line end; the last event ends
+  // with a lone `\r` at the end of the body.
+  const chunks = ['id: 7\r', '\ndata: {"a":1}\r', '\n\r', '\n', 'data: 2\r\r']
+  const encoder = new TextEncoder()
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const chunk of chunks) {
+        controller.enqueue(encoder.encode(chunk))
+      }
+      controller.close()
+    },
+  })
+  const events = []
+  for await (const event of readEvents(body)) {
+    events.push(event)
+  }
+  assert.deepEqual(events, [
+    { id: '7', data: '{"a":1}' },
+    { id: undefined, data: '2' },
+  ])
+})
+
 const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox'] })
 try {
   const context = await browser.newContext()
@@ -243,7 +267,10 @@ try {
       await client.stop()
       ;(window as any).savedCursor = client.cursor
     })
-    const cursor = BigInt((await page.evaluate(() => (window as any).savedCursor)) as string)
+    // A cursor is `<seq>` or `<seq>.<seq>…` (docs/sync.md, "Cursors"): its last number is the
+    // highest sequence the client holds.
+    const saved = (await page.evaluate(() => (window as any).savedCursor)) as string
+    const cursor = BigInt(saved.split('.').at(-1) ?? saved)
     const afterStop = await createEntry(memberToken, 'written before the horizon moved')
     // Wait for the read model to pass the client's cursor, then put the horizon there.
     const deadline = Date.now() + 20_000

@@ -16,11 +16,10 @@ export async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenera
   try {
     for (;;) {
       const { value, done } = await reader.read()
-      if (done) {
-        return
+      if (!done) {
+        buffer += decoder.decode(value, { stream: true })
       }
-      buffer += decoder.decode(value, { stream: true })
-      let newline = buffer.search(/\r\n|\r|\n/)
+      let newline = lineEnd(buffer, done)
       while (newline >= 0) {
         const line = buffer.slice(0, newline)
         const width = buffer.startsWith('\r\n', newline) ? 2 : 1
@@ -44,10 +43,24 @@ export async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenera
             id = value
           }
         }
-        newline = buffer.search(/\r\n|\r|\n/)
+        newline = lineEnd(buffer, done)
+      }
+      if (done) {
+        return
       }
     }
   } finally {
     reader.releaseLock()
   }
+}
+
+/**
+ * Where the first line of `buffer` ends (`\r\n`, `\r` or `\n`), or -1 when no line is complete.
+ * A `\r` that ends the buffer is not an end yet unless the body ended (`final`): the next chunk
+ * may begin with the `\n` of the same `\r\n`, which read alone would end an empty line and
+ * dispatch the event early.
+ */
+export function lineEnd(buffer: string, final = false): number {
+  const index = buffer.search(/\r\n|\r|\n/)
+  return !final && index === buffer.length - 1 && buffer[index] === '\r' ? -1 : index
 }
