@@ -107,3 +107,48 @@ pub async fn emitted(
     );
     Ok(published)
 }
+
+/// The changesets the outbox of `pool` (its `outbox` table) emitted, oldest first (per scope,
+/// in order).
+pub async fn emitted_changesets(
+    pool: &sqlx::PgPool,
+    namespace: &str,
+) -> anyhow::Result<Vec<messages::sync::v1::Changeset>> {
+    use prost::Message;
+    let emitted = emitted(
+        pool,
+        "outbox",
+        &crate::nats_url(),
+        namespace,
+        "CHANGES",
+        "changes.",
+    )
+    .await?;
+    emitted
+        .into_iter()
+        .map(|message| {
+            Ok(messages::sync::v1::Changeset::decode(
+                message.payload.as_slice(),
+            )?)
+        })
+        .collect()
+}
+
+/// The changes of `table` in `changesets`, in order, as `(scope, change)`.
+pub fn changes_of(
+    changesets: Vec<messages::sync::v1::Changeset>,
+    table: &str,
+) -> Vec<(String, messages::sync::v1::RowChange)> {
+    changesets
+        .into_iter()
+        .flat_map(|changeset| {
+            let scope = changeset.scope;
+            changeset
+                .changes
+                .into_iter()
+                .filter(|change| change.table == table)
+                .map(move |change| (scope.clone(), change))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -8,6 +8,8 @@
 //! - [`binary`]: the path of a freshly built workspace binary, for tests that run real
 //!   processes; [`ChildGuard`] kills such a process when the test ends, even by panicking.
 //! - [`TestBucket`]: a bucket of its own on the local S3-protocol server.
+//! - [`dev_login`], [`delete_streams`], [`emitted`] and [`emitted_changesets`]: what tests
+//!   that run the services in-process share.
 //! - [`orpc_client::OrpcClientScripts`]: the `@orpc/client` conformance scripts, run with Node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,14 +18,16 @@ mod emitted;
 pub mod orpc_client;
 mod private_servers;
 mod s3;
+mod services;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use emitted::{Emitted, emitted};
+pub use emitted::{Emitted, changes_of, emitted, emitted_changesets};
 pub use private_servers::{PrivateNats, PrivatePostgres, free_port};
 pub use s3::{TestBucket, s3_endpoint};
+pub use services::{DevUser, delete_streams, dev_login};
 
 /// The server tests create their databases on (`TEST_DATABASE_URL`, a URL to any database
 /// on it, default the local `postgres` database).

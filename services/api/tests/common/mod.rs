@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use messages::sync::v1::{Changeset, RowChange};
-use prost::Message;
 use serde_json::{Value, json};
 use test_support::{TestDb, nats_url};
 use tokio::net::TcpListener;
@@ -30,12 +29,7 @@ pub struct TestApi {
 }
 
 /// A signed-in user.
-#[derive(Debug, Clone)]
-pub struct TestUser {
-    pub user_id: Uuid,
-    pub token: String,
-    pub email: String,
-}
+pub type TestUser = test_support::DevUser;
 
 /// An open API key and its API team.
 #[derive(Debug, Clone)]
@@ -191,31 +185,12 @@ impl TestApi {
         if self.replica {
             return;
         }
-        let client = async_nats::connect(nats_url()).await.unwrap();
-        let jetstream = async_nats::jetstream::new(client);
-        for base in ["EVENTS", "TASKS", "CHANGES"] {
-            let _ = jetstream
-                .delete_stream(format!("{}_{base}", self.namespace.to_ascii_uppercase()))
-                .await;
-        }
+        test_support::delete_streams(&self.namespace).await;
     }
 
     /// Sign in through the dev login.
     pub async fn login(&self, email: &str) -> TestUser {
-        let response = self
-            .client
-            .post(format!("{}/auth/dev/login", self.base_url))
-            .json(&json!({ "email": email, "name": email.split('@').next().unwrap() }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "dev login");
-        let body: Value = response.json().await.unwrap();
-        TestUser {
-            user_id: body["userId"].as_str().unwrap().parse().unwrap(),
-            token: body["token"].as_str().unwrap().to_owned(),
-            email: email.to_owned(),
-        }
+        test_support::dev_login(&self.client, &self.base_url, email).await
     }
 
     /// `POST /rpc/<procedure>` with `{"json": input}`.
@@ -344,27 +319,14 @@ impl TestApi {
 
     /// The changesets emitted, oldest first (per scope, in order).
     pub async fn changesets(&self) -> Vec<Changeset> {
-        self.emitted("CHANGES", "changes.")
+        test_support::emitted_changesets(&self.pool, &self.namespace)
             .await
-            .into_iter()
-            .map(|message| Changeset::decode(message.payload.as_slice()).unwrap())
-            .collect()
+            .unwrap()
     }
 
     /// The changes of `table` in the outbox's changesets, oldest first, as `(scope, change)`.
     pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
-        self.changesets()
-            .await
-            .into_iter()
-            .flat_map(|changeset| {
-                let scope = changeset.scope.clone();
-                changeset
-                    .changes
-                    .into_iter()
-                    .filter(|change| change.table == table)
-                    .map(move |change| (scope.clone(), change))
-            })
-            .collect()
+        test_support::changes_of(self.changesets().await, table)
     }
 
     /// Drop this instance's cached sessions: a test that changes a session row in SQL (not

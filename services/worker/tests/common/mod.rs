@@ -8,7 +8,6 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
-use prost::Message;
 use serde_json::{Value, json};
 use test_support::{TestBucket, TestDb, eventually, nats_url};
 use tokio::net::TcpListener;
@@ -33,12 +32,7 @@ pub struct System {
 }
 
 /// A signed-in user.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub user_id: Uuid,
-    pub token: String,
-    pub email: String,
-}
+pub type User = test_support::DevUser;
 
 async fn schema_pool(db: &TestDb, schema: &'static str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
@@ -142,30 +136,11 @@ impl System {
         test_support::assert_stops_ok("the api", Duration::from_secs(20), self.api).await;
         self.worker_pool.close().await;
         self.api_pool.close().await;
-        let client = async_nats::connect(nats_url()).await.unwrap();
-        let jetstream = async_nats::jetstream::new(client);
-        for base in ["EVENTS", "TASKS", "CHANGES"] {
-            let _ = jetstream
-                .delete_stream(format!("{}_{base}", self.namespace.to_ascii_uppercase()))
-                .await;
-        }
+        test_support::delete_streams(&self.namespace).await;
     }
 
     pub async fn login(&self, email: &str) -> User {
-        let response = self
-            .client
-            .post(format!("{}/auth/dev/login", self.api_url))
-            .json(&json!({ "email": email, "name": email.split('@').next().unwrap() }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "dev login");
-        let body: Value = response.json().await.unwrap();
-        User {
-            user_id: body["userId"].as_str().unwrap().parse().unwrap(),
-            token: body["token"].as_str().unwrap().to_owned(),
-            email: email.to_owned(),
-        }
+        test_support::dev_login(&self.client, &self.api_url, email).await
     }
 
     /// `POST /rpc/<procedure>` → (status, `json` of the envelope).
@@ -304,27 +279,14 @@ impl System {
     /// The changesets the worker emitted, oldest first (per scope, in order). Published ones
     /// come from the CHANGES stream, which the api's share: callers filter by table.
     pub async fn worker_changesets(&self) -> Vec<Changeset> {
-        self.worker_emitted("CHANGES", "changes.")
+        test_support::emitted_changesets(&self.worker_pool, &self.namespace)
             .await
-            .into_iter()
-            .map(|message| Changeset::decode(message.payload.as_slice()).unwrap())
-            .collect()
+            .unwrap()
     }
 
     /// The changes of `table` in the worker's changesets, oldest first, with their scope.
     pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
-        self.worker_changesets()
-            .await
-            .into_iter()
-            .flat_map(|changeset| {
-                let scope = changeset.scope.clone();
-                changeset
-                    .changes
-                    .into_iter()
-                    .filter(|change| change.table == table)
-                    .map(move |change| (scope.clone(), change))
-            })
-            .collect()
+        test_support::changes_of(self.worker_changesets().await, table)
     }
 }
 
