@@ -86,10 +86,24 @@ pub struct SystemFigures {
     /// has `cores` × 100 %). `machine` is all CPU time the kernel counted; `other` what is not
     /// in the listed processes.
     pub cpu_percent: BTreeMap<String, f64>,
+    /// Rows written per create from the load's start until drained, per `schema.table`
+    /// (`pg_stat_user_tables`; tables with none left out): who writes what, so the WAL and
+    /// commits above can be split by service (each service owns one schema).
+    pub row_writes_per_create_drained: BTreeMap<String, RowWrites>,
     /// What was left when the load stopped.
     pub backlog: Backlog,
     /// `/proc/loadavg` when the run started.
     pub load_average: String,
+}
+
+/// Rows one table gained, changed and lost, per create.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RowWrites {
+    pub inserted: f64,
+    pub updated: f64,
+    /// Of `updated`, those that were HOT (no index entry written).
+    pub hot_updated: f64,
+    pub deleted: f64,
 }
 
 /// The backlog at the moment the load stopped.

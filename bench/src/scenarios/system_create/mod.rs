@@ -27,6 +27,7 @@ pub mod procfs;
 mod rig;
 pub mod sse;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::context::BenchContext;
 use crate::measure::{ClosedLoop, LoadResult, OpenLoop};
-use crate::report::{Measurement, SystemFigures};
+use crate::report::{Measurement, RowWrites, SystemFigures};
 use crate::scenario::Scenario;
 use crate::scenarios::ceiling::make_content;
 use probes::{PgCounters, Probe, quantile_ms};
@@ -393,6 +394,7 @@ async fn drive(
         warmup.as_secs_f64(),
         duration.as_secs_f64()
     );
+    let start_writes = probe.table_writes().await?;
     let start = mark(&probe).await?;
     // Marks at the window's start and end, taken beside the driver (whose clock starts
     // within microseconds of this one), and the backlog the moment the load stops.
@@ -458,6 +460,7 @@ async fn drive(
     // Backends report their statistics at most once a second: let the last ones arrive.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let end = mark(&probe).await?;
+    let end_writes = probe.table_writes().await?;
     let arrivals = sse.finish().await;
 
     let (creates_in_window, creates_total) = probe.creates(from.wall, to.wall).await?;
@@ -541,6 +544,7 @@ async fn drive(
         other_databases_commits: to.counters.other_commits - from.counters.other_commits,
         checkpoints: to.counters.checkpoints - from.counters.checkpoints,
         cpu_percent,
+        row_writes_per_create_drained: row_writes(&start_writes, &end_writes, creates_total),
         backlog,
         load_average,
     });
@@ -548,6 +552,36 @@ async fn drive(
         print_summary(label, &measurement, system, creates_total);
     }
     Ok(measurement)
+}
+
+/// Rows written per create between two readings of the tables' counters, for the tables
+/// that had any.
+fn row_writes(
+    before: &BTreeMap<String, [i64; 4]>,
+    after: &BTreeMap<String, [i64; 4]>,
+    creates: i64,
+) -> BTreeMap<String, RowWrites> {
+    let creates = creates.max(1) as f64;
+    after
+        .iter()
+        .filter_map(|(table, counts)| {
+            let base = before.get(table).copied().unwrap_or_default();
+            let delta: Vec<f64> = (0..4)
+                .map(|index| (counts[index] - base[index]) as f64 / creates)
+                .collect();
+            delta.iter().any(|amount| *amount > 0.0).then(|| {
+                (
+                    table.clone(),
+                    RowWrites {
+                        inserted: delta[0],
+                        updated: delta[1],
+                        hot_updated: delta[2],
+                        deleted: delta[3],
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 fn print_summary(label: &str, measurement: &Measurement, system: &SystemFigures, total: i64) {
@@ -590,6 +624,21 @@ fn print_summary(label: &str, measurement: &Measurement, system: &SystemFigures,
         .map(|(name, percent)| format!("{name} {percent:.0} %"))
         .collect();
     eprintln!("{NAME}: {label}:   CPU (% of one core): {}", cpu.join(", "));
+    let writes: Vec<String> = system
+        .row_writes_per_create_drained
+        .iter()
+        .filter(|(_, rows)| rows.inserted + rows.updated + rows.deleted >= 0.01)
+        .map(|(table, rows)| {
+            format!(
+                "{table} +{:.2} ~{:.2} (HOT {:.2}) -{:.2}",
+                rows.inserted, rows.updated, rows.hot_updated, rows.deleted
+            )
+        })
+        .collect();
+    eprintln!(
+        "{NAME}: {label}:   rows per create, load start → drained (+ inserted, ~ updated, - deleted): {}",
+        writes.join("; ")
+    );
     eprintln!(
         "{NAME}: {label}:   backlog when the load stopped: outbox {:?}, consumers {:?}, worker behind {}, materializer behind {}",
         system.backlog.outbox_unsent,

@@ -1,6 +1,7 @@
 //! What the scenario reads from Postgres and JetStream around a run: WAL position, commits,
 //! checkpoints, the backlog, and the worker's event lag.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -125,6 +126,24 @@ impl Probe {
             checkpoints,
             own_queries,
         })
+    }
+
+    /// Every table's row write counters (`pg_stat_user_tables`): `schema.table` → inserted,
+    /// updated, HOT-updated, deleted.
+    pub async fn table_writes(&self) -> anyhow::Result<BTreeMap<String, [i64; 4]>> {
+        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del
+               FROM pg_stat_user_tables",
+        )
+        .fetch_all(&self.counted())
+        .await
+        .context("reading the tables' write counters")?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, inserted, updated, hot, deleted)| {
+                (table, [inserted, updated, hot, deleted])
+            })
+            .collect())
     }
 
     /// CHECKPOINT, so every run starts from the same WAL state (full-page images).
