@@ -194,7 +194,11 @@ async fn a_database_migrated_before_the_bus_tables_moved_starts_every_service() 
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert!(history.iter().any(|(version, _)| *version == 20261124080000));
+        assert!(
+            history
+                .iter()
+                .any(|(version, _)| *version == 20261124080000)
+        );
         applied.push((schema, history));
         pool.close().await;
     }

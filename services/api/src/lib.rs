@@ -223,15 +223,10 @@ impl Service {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let mut skeleton = ServiceBuilder::new(
-            SERVICE,
-            SCHEMA,
-            &config.common,
-            &MIGRATOR,
-            shutdown.clone(),
-        )
-        .start::<Error>()
-        .await?;
+        let mut skeleton =
+            ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+                .start::<Error>()
+                .await?;
         let infra = skeleton.infra().clone();
         let (request_logs, request_log_writer) =
             request_logs::spawn_writer(infra.db.clone(), request_logs::DEFAULT_QUEUE_CAPACITY);
@@ -279,9 +274,7 @@ impl Service {
                 .task::<DispatchDuePrompts, _, _>(cron_jobs::on_job::<DispatchDuePrompts>)
                 .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_job::<PurgeExpiredSessions>)
                 .task::<RollOverUsage, _, _>(cron_jobs::on_job::<RollOverUsage>)
-                .task::<CleanUpAbandonedUploads, _, _>(
-                    cron_jobs::on_job::<CleanUpAbandonedUploads>,
-                )
+                .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_job::<CleanUpAbandonedUploads>)
                 .on::<RetentionPurgeDue, _, _>(cron_jobs::on_job::<RetentionPurgeDue>)
                 // `export.ready` marks the user's export ready.
                 .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)

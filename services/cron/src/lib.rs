@@ -228,16 +228,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut service = ServiceBuilder::new(
-        SERVICE,
-        SCHEMA,
-        &config.common,
-        &MIGRATOR,
-        shutdown.clone(),
-    )
-    .start::<Error>()
-    .await?;
-    let runner = Runner::new(service.db().clone(), config.replica_id.clone(), config.lease);
+    let mut service =
+        ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+            .start::<Error>()
+            .await?;
+    let runner = Runner::new(
+        service.db().clone(),
+        config.replica_id.clone(),
+        config.lease,
+    );
     let replaced = runner.register(&config.jobs).await?;
     tracing::info!(
         replica_id = runner.replica_id(),

@@ -105,16 +105,11 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         // No relay: the sync-streamer writes nothing to its outbox.
-        let mut skeleton = ServiceBuilder::new(
-            SERVICE,
-            SCHEMA,
-            &config.common,
-            &MIGRATOR,
-            shutdown.clone(),
-        )
-        .without_relay()
-        .start::<Error>()
-        .await?;
+        let mut skeleton =
+            ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+                .without_relay()
+                .start::<Error>()
+                .await?;
         let infra = skeleton.infra().clone();
         let bus = skeleton.bus().clone();
         let sync = Arc::new(config.sync.clone());

@@ -202,8 +202,7 @@ impl ServiceSkeleton {
         E: From<PlatformError>,
     {
         let app = platform::http::service_router(self.service, routes, readiness);
-        let served =
-            platform::http::serve(listener, app, self.shutdown.clone(), self.grace).await;
+        let served = platform::http::serve(listener, app, self.shutdown.clone(), self.grace).await;
         // Also when serving failed: everything else stops the same way.
         self.shutdown.cancel();
         let consumers = self.consumers.into_iter().map(RunningRouter::join);

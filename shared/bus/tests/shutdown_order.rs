@@ -76,10 +76,11 @@ async fn an_outbox_row_a_handler_writes_during_shutdown_is_published_before_serv
     let mut common = CommonConfig::for_tests(db.url(), &nats_url());
     common.bus_namespace = namespace.clone();
     let shutdown = CancellationToken::new();
-    let mut service = ServiceBuilder::new("bustest", "worker", &common, &MIGRATOR, shutdown.clone())
-        .start::<TestServiceError>()
-        .await
-        .unwrap();
+    let mut service =
+        ServiceBuilder::new("bustest", "worker", &common, &MIGRATOR, shutdown.clone())
+            .start::<TestServiceError>()
+            .await
+            .unwrap();
     let started = Arc::new(Notify::new());
     let handler = SlowHandler {
         pool: service.db().clone(),
@@ -94,11 +95,8 @@ async fn an_outbox_row_a_handler_writes_during_shutdown_is_published_before_serv
     let pool = service.db().clone();
     let bus = service.bus().clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let served = tokio::spawn(service.serve::<TestServiceError>(
-        listener,
-        axum::Router::new(),
-        readiness,
-    ));
+    let served =
+        tokio::spawn(service.serve::<TestServiceError>(listener, axum::Router::new(), readiness));
 
     // Through the outbox and the running relay, to the handler.
     let mut tx = pool.begin().await.unwrap();

@@ -87,13 +87,13 @@ async fn drift_is_detected() {
     let declaration = schema_tools::declaration(&root, "worker")
         .unwrap()
         .replace(
-                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n",
-                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text,\n",
-            )
-            .replace(
-                "CREATE INDEX journal_entry_activity_author_idx",
-                "CREATE INDEX journal_entry_activity_author_idx2",
-            );
+            "    recorded_at timestamptz NOT NULL DEFAULT now(),\n",
+            "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text,\n",
+        )
+        .replace(
+            "CREATE INDEX journal_entry_activity_author_idx",
+            "CREATE INDEX journal_entry_activity_author_idx2",
+        );
     let changes = schema_tools::check(
         &server,
         "worker",

@@ -54,7 +54,10 @@ fn the_bus_and_every_schema_use_distinct_versions() {
     for schema in schema_tools::SCHEMAS {
         let own = versions(schema_tools::migrations_dir(&root, schema));
         let shared: Vec<&String> = own.iter().filter(|version| bus.contains(version)).collect();
-        assert!(shared.is_empty(), "{schema}: {shared:?} also in shared/bus/migrations");
+        assert!(
+            shared.is_empty(),
+            "{schema}: {shared:?} also in shared/bus/migrations"
+        );
     }
 }
 

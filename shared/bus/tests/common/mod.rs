@@ -11,9 +11,10 @@ use sqlx::PgPool;
 use test_support::TestDb;
 
 /// The worker schema's migrations (the bus's tables and the worker's own).
-pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
-    bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker"))
-});
+pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker"))
+    });
 
 pub struct Fixture {
     pub db: TestDb,
