@@ -24,12 +24,15 @@
 //! service.serve::<Error>(listener, Router::new(), readiness).await
 //! ```
 
+use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use platform::PlatformError;
-use platform::config::CommonConfig;
+use platform::bootstrap::ServiceConfig;
+use platform::config::{CommonConfig, ConfigError};
 use platform::health::Readiness;
 use platform::infra::Infra;
 use sqlx::PgPool;
@@ -41,6 +44,27 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
 use crate::{Bus, BusError};
+
+/// Every service's `main`: the dead-letter operator command when asked for
+/// (`<binary> dead-letters ...`, against `schema`), otherwise the service itself
+/// (`platform::bootstrap::run_main`: config, telemetry, the port, signals, exit code).
+pub async fn main<C, F, Fut, E>(
+    service: &'static str,
+    schema: &str,
+    from_env: F,
+    run: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
+) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce() -> Result<C, ConfigError>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    if let Some(code) = crate::dead_letter::admin_main(schema).await {
+        return code;
+    }
+    platform::bootstrap::run_main(service, from_env, run).await
+}
 
 /// What a service needs to start: its names, its settings, its migrations.
 pub struct ServiceBuilder<'a> {
