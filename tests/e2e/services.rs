@@ -154,3 +154,71 @@ async fn readiness_recovers_after_postgres_and_nats_restart() {
     }
     drop(db);
 }
+
+/// The one-folder layout every schema had before the bus's tables moved to
+/// `shared/bus/migrations`: the bus's files and the schema's own in `migrations/<schema>/`.
+/// The moved files are byte-identical to the old copies (`bus::tables` checks their checksum),
+/// so this is what an older release applied.
+fn one_folder_layout(root: &std::path::Path, schema: &str, into: &std::path::Path) {
+    for dir in [
+        root.join("shared/bus/migrations"),
+        root.join("migrations").join(schema),
+    ] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, into.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// A database migrated by a release from before the move (one folder per schema, the bus's
+/// migration copied into each) is started by this one: every service accepts the recorded
+/// history (same versions, same checksums), applies nothing, and becomes ready.
+#[tokio::test]
+async fn a_database_migrated_before_the_bus_tables_moved_starts_every_service() {
+    let db = TestDb::new().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let secret = secrecy::SecretString::from(db.url().to_owned());
+    let mut applied = Vec::new();
+    for schema in ["api", "sync", "worker", "cron", "notifier"] {
+        let folder = tempfile::tempdir().unwrap();
+        one_folder_layout(&root, schema, folder.path());
+        let old = sqlx::migrate::Migrator::new(folder.path().to_path_buf())
+            .await
+            .unwrap();
+        let pool = platform::db::connect_and_migrate(&secret, schema, 2, &old)
+            .await
+            .unwrap();
+        let history: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|(version, _)| *version == 20261124080000)
+        );
+        applied.push((schema, history));
+        pool.close().await;
+    }
+
+    let namespace = unique_namespace();
+    let services = start_all(db.url(), &nats_url(), &namespace).await;
+    wait_ready_status(&services, 200, Duration::from_secs(30)).await;
+    let pool = db.pool().await;
+    for (schema, before) in &applied {
+        let after: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT version, checksum FROM {schema}._sqlx_migrations ORDER BY version"
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(&after, before, "{schema}: the history changed");
+    }
+    pool.close().await;
+    for service in services {
+        service.stop().await.unwrap();
+    }
+    delete_namespace(&nats_url(), &namespace).await;
+}

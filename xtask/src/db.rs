@@ -96,7 +96,12 @@ fn checked_schema(schema: &str) -> Result<&'static str> {
 }
 
 fn migrations_dir(schema: &str) -> PathBuf {
-    repo_root().join("migrations").join(schema)
+    schema_tools::migrations_dir(&repo_root(), schema)
+}
+
+/// The bus's migrations and the schema's own: what the schema's service applies.
+fn migration_dirs(schema: &str) -> Vec<PathBuf> {
+    schema_tools::migration_dirs(&repo_root(), schema)
 }
 
 fn checked_name(name: &str) -> Result<()> {
@@ -123,15 +128,14 @@ async fn generate(schema: &str, name: &str, allow_drop: bool) -> Result<()> {
     let server = infra::ensure_postgres_only().await?;
     let root = repo_root();
     let dir = migrations_dir(schema);
-    let declaration_path = schema_tools::declaration_path(&root, schema)?;
-    let declaration = std::fs::read_to_string(&declaration_path)
-        .with_context(|| format!("reading {}", declaration_path.display()))?;
+    let dirs = migration_dirs(schema);
+    let declaration = schema_tools::declaration(&root, schema)?;
     let options = schema_tools::Options {
         name: name.to_owned(),
-        version: schema_tools::next_version(&dir, now_version()?)?,
+        version: schema_tools::next_version(&dirs, now_version()?)?,
         allow_drop,
     };
-    let files = schema_tools::generate(&server, schema, &dir, &declaration, &options).await?;
+    let files = schema_tools::generate(&server, schema, &dirs, &declaration, &options).await?;
     if files.is_empty() {
         println!(
             "{schema}: the migrations already produce the declared schema; nothing to generate"
@@ -150,16 +154,18 @@ async fn check(schemas: Vec<&'static str>) -> Result<()> {
     let mut drifted = Vec::new();
     for schema in schemas {
         let declaration_path = schema_tools::declaration_path(&root, schema)?;
-        let declaration = std::fs::read_to_string(&declaration_path)
-            .with_context(|| format!("reading {}", declaration_path.display()))?;
+        let declaration = schema_tools::declaration(&root, schema)?;
         let changes =
-            schema_tools::check(&server, schema, &migrations_dir(schema), &declaration).await?;
+            schema_tools::check(&server, schema, &migration_dirs(schema), &declaration).await?;
         if changes.is_empty() {
-            println!("{schema}: migrations match {}", declaration_path.display());
+            println!(
+                "{schema}: migrations match shared/bus/schema.sql + {}",
+                declaration_path.display()
+            );
         } else {
             println!(
-                "{schema}: {} differs from what migrations/{schema} produce \
-                 (+ declared only, - migrated only, ~ different):",
+                "{schema}: shared/bus/schema.sql + {} differ from what shared/bus/migrations + \
+                 migrations/{schema} produce (+ declared only, - migrated only, ~ different):",
                 declaration_path.display()
             );
             for change in &changes {
@@ -181,9 +187,11 @@ async fn check(schemas: Vec<&'static str>) -> Result<()> {
 fn lint(schemas: Vec<&'static str>) -> Result<()> {
     let mut total = 0;
     for schema in schemas {
-        let findings = schema_tools::lint::lint_dir(&migrations_dir(schema))?;
+        let findings = schema_tools::lint::lint_dirs(&migration_dirs(schema))?;
         for finding in &findings {
-            println!("migrations/{schema}/{finding}");
+            // A finding names its file: the bus's are in shared/bus/migrations, the rest in
+            // migrations/<schema>.
+            println!("{schema}: {finding}");
         }
         if findings.is_empty() {
             println!("{schema}: migrations pass squawk and the backward-compatibility rules");
@@ -233,7 +241,7 @@ async fn migrate_as_owner(admin_url: &str, schema: &str) -> Result<()> {
 /// Apply `schema`'s pending migrations, exactly as its service does at start (the same
 /// `schema_tools::migrate` the generator's scratch databases and the tests use).
 pub async fn migrate(database_url: &str, schema: &str) -> Result<()> {
-    let applied = schema_tools::migrate(database_url, schema, &migrations_dir(schema)).await?;
+    let applied = schema_tools::migrate(database_url, schema, &migration_dirs(schema)).await?;
     println!("{schema}: {applied} migration(s) applied");
     Ok(())
 }

@@ -33,7 +33,9 @@ use crate::report::Measurement;
 
 /// The worker's migrations: they create the bus tables (outbox, dead_letters,
 /// processed_messages) and the outbox NOTIFY trigger.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/worker");
+static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+    bus::tables::with_bus_tables(sqlx::migrate!("../migrations/worker"))
+});
 
 /// Handler concurrency of the router (deliveries in flight per process).
 pub const ROUTER_CONCURRENCY: usize = 64;

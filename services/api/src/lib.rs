@@ -32,10 +32,10 @@ pub mod teams;
 pub mod users;
 pub mod validation;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
-use bus::relay::{self, RelayConfig};
+use bus::service::{ServiceBuilder, ServiceSkeleton};
 use bus::{Bus, BusRouter};
 use messages::definition::BusMessage;
 use messages::journal::v1::{
@@ -43,7 +43,6 @@ use messages::journal::v1::{
     RetentionPurgeDue, RollOverUsage, SessionRevoked,
 };
 use platform::PlatformError;
-use platform::infra::Infra;
 use platform::s3::ObjectStore;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -54,7 +53,7 @@ use crate::api_keys::KeyVerifier;
 pub use crate::config::{Config, Environment};
 use crate::error::ApiError;
 use crate::rate_limit::IpRateLimiter;
-use crate::request_logs::{RequestLogSink, RequestLogWriter};
+use crate::request_logs::RequestLogSink;
 use crate::session_cache::SessionCache;
 
 pub const SERVICE: &str = "api";
@@ -62,7 +61,9 @@ pub const SERVICE: &str = "api";
 pub const SCHEMA: &str = "api";
 pub const DEFAULT_PORT: u16 = 8080;
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/api");
+/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/api")));
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -210,12 +211,10 @@ pub fn routes(state: AppState) -> Router {
 /// [`Service::start`] then [`Service::serve`]. Tests keep [`Service::state`] to look inside
 /// (e.g. the API key verifier's scrypt counter).
 pub struct Service {
+    skeleton: ServiceSkeleton,
     state: AppState,
     readiness: platform::health::Readiness,
     listener: TcpListener,
-    shutdown: CancellationToken,
-    background: Vec<JoinHandle<()>>,
-    request_log_writer: RequestLogWriter,
 }
 
 impl Service {
@@ -224,25 +223,19 @@ impl Service {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-        let bus = Bus::start_with(
-            infra.jetstream.clone(),
-            &config.common.bus_namespace,
-            SERVICE,
-            config.common.streams,
-        )
-        .await?;
-        let relay = relay::spawn(
-            bus.clone(),
-            infra.db.clone(),
-            RelayConfig::new(SCHEMA),
-            shutdown.clone(),
-        );
+        let mut skeleton =
+            ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+                .start::<Error>()
+                .await?;
+        let infra = skeleton.infra().clone();
         let (request_logs, request_log_writer) =
             request_logs::spawn_writer(infra.db.clone(), request_logs::DEFAULT_QUEUE_CAPACITY);
+        // No request is served any more once this runs: write what they logged.
+        let grace = config.common.shutdown_grace;
+        skeleton.drain_on_shutdown(request_log_writer.finish(grace));
         let state = AppState::new(
             infra.db.clone(),
-            bus,
+            skeleton.bus().clone(),
             infra.nats.clone(),
             config,
             request_logs,
@@ -276,37 +269,36 @@ impl Service {
         )
         .await?;
         // The scheduled jobs' tasks (from the cron service) for the api's own tables.
-        let consumers = BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
-            .task::<DispatchDuePrompts, _, _>(cron_jobs::on_job::<DispatchDuePrompts>)
-            .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_job::<PurgeExpiredSessions>)
-            .task::<RollOverUsage, _, _>(cron_jobs::on_job::<RollOverUsage>)
-            .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_job::<CleanUpAbandonedUploads>)
-            .on::<RetentionPurgeDue, _, _>(cron_jobs::on_job::<RetentionPurgeDue>)
-            // `export.ready` marks the user's export ready.
-            .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
-            // The worker's verdict on an upload marks the attachment ready or rejected.
-            .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified)
-            .spawn(shutdown.clone());
+        let consumers = skeleton.consume(
+            BusRouter::new(state.bus.clone(), state.db.clone(), state.clone())
+                .task::<DispatchDuePrompts, _, _>(cron_jobs::on_job::<DispatchDuePrompts>)
+                .task::<PurgeExpiredSessions, _, _>(cron_jobs::on_job::<PurgeExpiredSessions>)
+                .task::<RollOverUsage, _, _>(cron_jobs::on_job::<RollOverUsage>)
+                .task::<CleanUpAbandonedUploads, _, _>(cron_jobs::on_job::<CleanUpAbandonedUploads>)
+                .on::<RetentionPurgeDue, _, _>(cron_jobs::on_job::<RetentionPurgeDue>)
+                // `export.ready` marks the user's export ready.
+                .on::<messages::journal::v1::ExportReady, _, _>(exports::on_export_ready)
+                // The worker's verdict on an upload marks the attachment ready or rejected.
+                .on::<AttachmentVerified, _, _>(attachments::on_attachment_verified),
+        );
         // NATS and the consumers are reported; only Postgres decides (see `readiness`).
-        let readiness = readiness::readiness(&infra, consumers.readiness_check());
+        let readiness = readiness::readiness(&infra, consumers);
         let nats_gauge = readiness::spawn_nats_gauge(&infra, shutdown.clone());
-        let consumers = tokio::spawn(consumers.join());
+        for task in [
+            api_keys,
+            rate_sweep,
+            export_queries,
+            bucket_check,
+            session_revocations,
+            nats_gauge,
+        ] {
+            skeleton.track(task);
+        }
         Ok(Self {
+            skeleton,
             state,
             readiness,
             listener,
-            shutdown,
-            background: vec![
-                relay,
-                api_keys,
-                rate_sweep,
-                export_queries,
-                consumers,
-                bucket_check,
-                session_revocations,
-                nats_gauge,
-            ],
-            request_log_writer,
         })
     }
 
@@ -314,20 +306,13 @@ impl Service {
         &self.state
     }
 
-    /// Serve until the shutdown token is cancelled, then wait for the background tasks.
+    /// Serve until the shutdown token is cancelled; then requests, consumers and background
+    /// tasks finish, and the relay publishes what they wrote (`bus::service`).
     pub async fn serve(self) -> Result<(), Error> {
-        let app =
-            platform::http::service_router(SERVICE, routes(self.state.clone()), self.readiness);
-        let grace = self.state.config.common.shutdown_grace;
-        let served = platform::http::serve(self.listener, app, self.shutdown.clone(), grace).await;
-        self.shutdown.cancel();
-        // No request is served any more: write what they logged.
-        self.request_log_writer.finish(grace).await;
-        for task in self.background {
-            let _ = task.await;
-        }
-        served?;
-        Ok(())
+        let routes = routes(self.state.clone());
+        self.skeleton
+            .serve(self.listener, routes, self.readiness)
+            .await
     }
 }
 

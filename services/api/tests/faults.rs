@@ -1,7 +1,8 @@
 //! The api's production paths when what it depends on fails: Google's token endpoint failing
-//! or never answering during a sign-in, and Postgres going away in the middle of a write.
-//! Real HTTP to a stand-in provider, a real Postgres whose backend is terminated (or whose
-//! server is stopped) while a transaction is held at a known point by a test-only trigger.
+//! or never answering during a sign-in, Postgres going away in the middle of a write, and a
+//! shutdown in the middle of a write. Real HTTP to a stand-in provider, a real Postgres whose
+//! backend is terminated (or whose server is stopped) while a transaction is held at a known
+//! point by a test-only trigger.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -189,10 +190,15 @@ async fn a_failing_or_silent_google_token_endpoint_ends_in_an_app_error_without_
 /// test, in its own database): a write that emits it stops there, inside its transaction,
 /// after its earlier statements.
 async fn hold_outbox_inserts(pool: &sqlx::PgPool, name: &str) {
-    sqlx::query(
+    delay_outbox_inserts(pool, name, 120).await;
+}
+
+/// Like [`hold_outbox_inserts`], for `seconds` only: the write then goes on by itself.
+async fn delay_outbox_inserts(pool: &sqlx::PgPool, name: &str, seconds: u32) {
+    sqlx::query(&format!(
         "CREATE FUNCTION hold_outbox_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_sleep(120); RETURN NEW; END $$",
-    )
+         BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+    ))
     .execute(pool)
     .await
     .unwrap();
@@ -416,5 +422,37 @@ async fn a_team_write_whose_postgres_stops_midway_is_503_and_writes_nothing() {
     assert_eq!(count(&api, teams).await, 1);
     assert_eq!(count(&api, members).await, 1);
     assert_eq!(api.events_named("team.member_joined").await, 1);
+    api.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown in the middle of a write
+
+/// A `journalEntries/create` still running when shutdown begins (held 2 s at its event's
+/// outbox insert, within the 5 s grace) is answered, and its event is published before the
+/// api's `run` returns: the relay's final publish comes after HTTP has drained
+/// (`bus::service`). Before, the api's relay stopped on the same token as HTTP, so the
+/// event waited in the outbox for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_at_shutdown_has_its_event_published_before_the_api_stops() {
+    let mut api = TestApi::start().await;
+    let user = api.login("shutdown@example.com").await;
+    delay_outbox_inserts(&api.pool, "journal_entry.created", 2).await;
+    let answer = in_flight(rpc(
+        &api,
+        &user,
+        "journalEntries/create",
+        json!({"title": "late", "content": "c"}),
+    ));
+    held_backend(&api.pool, &[]).await;
+    api.stop_service().await;
+    let answered = answer.await.unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM outbox").await,
+        0,
+        "a row was left in the outbox"
+    );
+    assert_eq!(api.events_named("journal_entry.created").await, 1);
     api.stop().await;
 }

@@ -7,17 +7,17 @@ pub mod jobs;
 pub mod runner;
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
-use bus::relay::{self, RelayConfig};
-use bus::{Bus, BusRouter, HandlerError, Msg, State};
+use bus::service::ServiceBuilder;
+use bus::{BusRouter, HandlerError, Msg, State};
 use chrono::Utc;
 use messages::journal::v1::RetentionPurgeDue;
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
-use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_cron_scheduler::{Job as ScheduledJob, JobScheduler};
@@ -32,7 +32,9 @@ pub const SERVICE: &str = "cron";
 pub const SCHEMA: &str = "cron";
 pub const DEFAULT_PORT: u16 = 8083;
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/cron");
+/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/cron")));
 
 /// Ticks younger than this are left to the scheduler by the periodic misfire check.
 pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(30);
@@ -226,21 +228,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    let bus = Bus::start_with(
-        infra.jetstream.clone(),
-        &config.common.bus_namespace,
-        SERVICE,
-        config.common.streams,
-    )
-    .await?;
-    let relay = relay::spawn(
-        bus.clone(),
-        infra.db.clone(),
-        RelayConfig::new(SCHEMA),
-        shutdown.clone(),
+    let mut service =
+        ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+            .start::<Error>()
+            .await?;
+    let runner = Runner::new(
+        service.db().clone(),
+        config.replica_id.clone(),
+        config.lease,
     );
-    let runner = Runner::new(infra.db.clone(), config.replica_id.clone(), config.lease);
     let replaced = runner.register(&config.jobs).await?;
     tracing::info!(
         replica_id = runner.replica_id(),
@@ -275,36 +271,30 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // Scheduled runs write to the outbox: no new ticks, and a run in progress (it takes
+    // milliseconds) finishes within the grace, before the relay's final publish.
+    let grace = service.grace();
+    service.drain_on_shutdown(async move {
+        let mut scheduler = scheduler;
+        if let Err(error) = scheduler.shutdown().await {
+            tracing::warn!(%error, "scheduler shutdown");
+        }
+        in_flight.close();
+        let _ = tokio::time::timeout(grace, in_flight.wait()).await;
+        let _ = misfires.await;
+    });
+
     let state = CronState {
-        db: infra.db.clone(),
+        db: service.db().clone(),
         runner: runner.clone(),
         history_retention: config.history_retention,
     };
-    let consumers = BusRouter::new(bus, infra.db.clone(), state)
-        .on::<RetentionPurgeDue, _, _>(purge_retention)
-        .spawn(shutdown.clone());
-    let readiness = infra.readiness().with_check(consumers.readiness_check());
-    let app = platform::http::service_router(SERVICE, Router::new(), readiness);
-    let served = platform::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        config.common.shutdown_grace,
-    )
-    .await;
-    // No new ticks; let a run in progress finish (it takes milliseconds) within the grace.
-    shutdown.cancel();
-    let mut scheduler = scheduler;
-    if let Err(error) = scheduler.shutdown().await {
-        tracing::warn!(%error, "scheduler shutdown");
-    }
-    in_flight.close();
-    let _ = tokio::time::timeout(config.common.shutdown_grace, in_flight.wait()).await;
-    let _ = misfires.await;
-    consumers.join().await;
-    let _ = relay.await;
-    served?;
-    Ok(())
+    let consumers = service.consume(
+        BusRouter::new(service.bus().clone(), service.db().clone(), state)
+            .on::<RetentionPurgeDue, _, _>(purge_retention),
+    );
+    let readiness = service.infra().readiness().with_check(consumers);
+    service.serve(listener, Router::new(), readiness).await
 }
 
 /// The jobs this replica's scheduler fires, with their scheduler ids: the stored

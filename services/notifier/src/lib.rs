@@ -10,11 +10,12 @@ pub mod handlers;
 pub mod suprsend;
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
-use bus::relay::{self, RelayConfig};
-use bus::{Bus, BusRouter};
+use bus::BusRouter;
+use bus::service::ServiceBuilder;
 use messages::journal::v1::{
     ExportReady, PromptDue, RetentionPurgeDue, TeamInvitationCreated, UserCreated, UserDeleted,
     UserProfileUpdated,
@@ -22,7 +23,6 @@ use messages::journal::v1::{
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
-use platform::infra::Infra;
 use secrecy::SecretString;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -35,7 +35,9 @@ pub const SERVICE: &str = "notifier";
 pub const SCHEMA: &str = "notifier";
 pub const DEFAULT_PORT: u16 = 8084;
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/notifier");
+/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/notifier")));
 
 /// SuprSend workflow slugs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,45 +234,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    let bus = Bus::start_with(
-        infra.jetstream.clone(),
-        &config.common.bus_namespace,
-        SERVICE,
-        config.common.streams,
-    )
-    .await?;
-    let relay = relay::spawn(
-        bus.clone(),
-        infra.db.clone(),
-        RelayConfig::new(SCHEMA),
-        shutdown.clone(),
+    let mut service = ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown)
+        .start::<Error>()
+        .await?;
+    let state = NotifierState::new(service.db().clone(), &config)?;
+    let consumers = service.consume(
+        BusRouter::new(service.bus().clone(), service.db().clone(), state)
+            .on::<PromptDue, _, _>(handlers::prompt_due)
+            .on::<TeamInvitationCreated, _, _>(handlers::team_invitation_created)
+            .on::<ExportReady, _, _>(handlers::export_ready)
+            .on::<UserCreated, _, _>(handlers::user_created)
+            .on::<UserProfileUpdated, _, _>(handlers::user_profile_updated)
+            .on::<UserDeleted, _, _>(handlers::user_deleted)
+            .on::<RetentionPurgeDue, _, _>(handlers::purge_retention),
     );
-    let state = NotifierState::new(infra.db.clone(), &config)?;
-    let consumers = BusRouter::new(bus, infra.db.clone(), state)
-        .on::<PromptDue, _, _>(handlers::prompt_due)
-        .on::<TeamInvitationCreated, _, _>(handlers::team_invitation_created)
-        .on::<ExportReady, _, _>(handlers::export_ready)
-        .on::<UserCreated, _, _>(handlers::user_created)
-        .on::<UserProfileUpdated, _, _>(handlers::user_profile_updated)
-        .on::<UserDeleted, _, _>(handlers::user_deleted)
-        .on::<RetentionPurgeDue, _, _>(handlers::purge_retention)
-        .spawn(shutdown.clone());
-    let readiness = infra.readiness().with_check(consumers.readiness_check());
-    let app = platform::http::service_router(SERVICE, Router::new(), readiness);
-    let served = platform::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        config.common.shutdown_grace,
-    )
-    .await;
-    // Stop pulling, let in-flight deliveries finish, then stop the relay.
-    shutdown.cancel();
-    consumers.join().await;
-    let _ = relay.await;
-    served?;
-    Ok(())
+    let readiness = service.infra().readiness().with_check(consumers);
+    service.serve(listener, Router::new(), readiness).await
 }
 
 #[cfg(test)]

@@ -14,16 +14,15 @@ pub mod materializer;
 pub mod revocation;
 pub mod stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use bus::Bus;
+use bus::service::{ServiceBuilder, ServiceSkeleton};
 use messages::definition::BusMessage;
 use messages::journal::v1::SessionRevoked;
 use std::future::Future;
 use std::pin::Pin;
 
 use platform::health::ReadinessCheck;
-use platform::infra::Infra;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -42,17 +41,18 @@ pub const SERVICE: &str = "sync-streamer";
 pub const SCHEMA: &str = "sync";
 pub const DEFAULT_PORT: u16 = 8081;
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sync");
+/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/sync")));
 
 /// The service, connected and migrated, its background tasks running, not yet serving.
 pub struct Service {
+    skeleton: ServiceSkeleton,
     state: StreamState,
     leadership: Leadership,
     readiness: platform::health::Readiness,
     listener: TcpListener,
-    shutdown: CancellationToken,
-    grace: std::time::Duration,
-    background: Vec<JoinHandle<()>>,
+    background: Vec<tokio::task::AbortHandle>,
     tail: tokio::task::AbortHandle,
 }
 
@@ -104,14 +104,14 @@ impl Service {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
-        let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-        let bus = Bus::start_with(
-            infra.jetstream.clone(),
-            &config.common.bus_namespace,
-            SERVICE,
-            config.common.streams,
-        )
-        .await?;
+        // No relay: the sync-streamer writes nothing to its outbox.
+        let mut skeleton =
+            ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown.clone())
+                .without_relay()
+                .start::<Error>()
+                .await?;
+        let infra = skeleton.infra().clone();
+        let bus = skeleton.bus().clone();
         let sync = Arc::new(config.sync.clone());
         let hub = Hub::new(sync.ring_capacity);
         let changes_stream = bus.stream_name("CHANGES");
@@ -174,14 +174,17 @@ impl Service {
             revoked,
             shutdown: shutdown.clone(),
         };
+        let abort_handles = background.iter().map(JoinHandle::abort_handle).collect();
+        for task in background {
+            skeleton.track(task);
+        }
         Ok(Self {
+            skeleton,
             state,
             leadership,
             readiness,
             listener,
-            shutdown,
-            grace: config.common.shutdown_grace,
-            background,
+            background: abort_handles,
             tail: tail_abort,
         })
     }
@@ -193,10 +196,7 @@ impl Service {
 
     /// Handles to abort the background tasks (tests simulate a crashed replica with them).
     pub fn abort_handles(&self) -> Vec<tokio::task::AbortHandle> {
-        self.background
-            .iter()
-            .map(JoinHandle::abort_handle)
-            .collect()
+        self.background.clone()
     }
 
     /// The CHANGES tail's task alone (tests simulate a tail that stopped taking changesets).
@@ -211,20 +211,11 @@ impl Service {
     /// Serve until the shutdown token is cancelled; streams end with a `closed` frame
     /// (`shutdown`) so clients reconnect elsewhere.
     pub async fn serve(self) -> Result<(), Error> {
-        let app = platform::http::service_router(
-            SERVICE,
-            stream::routes(self.state.clone())
-                .layer(cors::layer(&self.state.config.allowed_origins)),
-            self.readiness,
-        );
-        let served =
-            platform::http::serve(self.listener, app, self.shutdown.clone(), self.grace).await;
-        self.shutdown.cancel();
-        for task in self.background {
-            let _ = task.await;
-        }
-        served?;
-        Ok(())
+        let routes = stream::routes(self.state.clone())
+            .layer(cors::layer(&self.state.config.allowed_origins));
+        self.skeleton
+            .serve(self.listener, routes, self.readiness)
+            .await
     }
 }
 

@@ -2,11 +2,9 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Some(code) = bus::dead_letter::admin_main(sync_streamer::SCHEMA).await {
-        return code;
-    }
-    platform::bootstrap::run_main(
+    bus::service::main(
         sync_streamer::SERVICE,
+        sync_streamer::SCHEMA,
         sync_streamer::Config::from_env,
         sync_streamer::run,
     )

@@ -10,11 +10,11 @@ pub mod insights;
 pub mod purge;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
-use bus::relay::{self, RelayConfig};
+use bus::service::ServiceBuilder;
 use bus::{Bus, BusRouter};
 use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
@@ -23,7 +23,6 @@ use messages::journal::v1::{
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
-use platform::infra::Infra;
 use platform::s3::{ObjectStore, S3Config};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -42,7 +41,9 @@ pub const DEFAULT_PORT: u16 = 8082;
 /// the kill (issue 17; tests/e2e/worker_kill.rs).
 pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(5);
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/worker");
+/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker")));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -189,25 +190,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let infra = Infra::start(SERVICE, SCHEMA, &config.common, &MIGRATOR).await?;
-    let bus = Bus::start_with(
-        infra.jetstream.clone(),
-        &config.common.bus_namespace,
-        SERVICE,
-        config.common.streams,
-    )
-    .await?;
-    // The relay stops after the handlers have drained (below), so what the last of them
-    // wrote to the outbox still leaves before the process does.
-    let relay_stop = CancellationToken::new();
-    // Also stops it when `run` leaves early with an error.
-    let relay_guard = relay_stop.clone().drop_guard();
-    let relay = relay::spawn(
-        bus.clone(),
-        infra.db.clone(),
-        RelayConfig::new(SCHEMA),
-        relay_stop.clone(),
-    );
+    let mut service = ServiceBuilder::new(SERVICE, SCHEMA, &config.common, &MIGRATOR, shutdown)
+        .start::<Error>()
+        .await?;
     let storage = ObjectStore::new(&config.s3);
     // A worker without object storage still computes insights: exports wait (and retry) until
     // the bucket answers, and readiness says what is missing.
@@ -220,8 +205,8 @@ pub async fn run(
         Err(_) => tracing::warn!("object storage does not answer yet; exports will retry"),
     }
     let state = WorkerState {
-        db: infra.db.clone(),
-        bus: bus.clone(),
+        db: service.db().clone(),
+        bus: service.bus().clone(),
         storage: storage.clone(),
         exports: Arc::new(ExportSettings {
             link_ttl: config.export_link_ttl,
@@ -231,72 +216,33 @@ pub async fn run(
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         )),
     };
-    let consumers = BusRouter::new(bus, infra.db.clone(), state)
-        .concurrency(config.concurrency)
-        .max_ack_wait(config.max_ack_wait)
-        .batch_size(config.batch_size)
-        // One transaction per fetched batch: a burst of one user's entries is a few commits.
-        .on_batch::<JournalEntryCreated, _, _>(insights::on_entries_created)
-        .on_batch::<JournalEntryUpdated, _, _>(insights::on_entries_updated)
-        .on_batch::<JournalEntryDeleted, _, _>(insights::on_entries_deleted)
-        .on_batch::<JournalEntryRestored, _, _>(insights::on_entries_restored)
-        .task::<ExportUserData, _, _>(exports::export_user_data)
-        .task::<VerifyAttachment, _, _>(attachments::verify_attachment)
-        // The api's account purge: this schema's rows about the user go.
-        .on::<UserPurged, _, _>(purge::on_user_purged)
-        // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
-        .purge_bus_tables_daily()
-        .spawn(shutdown.clone());
-    let readiness = infra
+    let consumers = service.consume(
+        BusRouter::new(service.bus().clone(), service.db().clone(), state)
+            .concurrency(config.concurrency)
+            .max_ack_wait(config.max_ack_wait)
+            .batch_size(config.batch_size)
+            // One transaction per fetched batch: a burst of one user's entries is a few commits.
+            .on_batch::<JournalEntryCreated, _, _>(insights::on_entries_created)
+            .on_batch::<JournalEntryUpdated, _, _>(insights::on_entries_updated)
+            .on_batch::<JournalEntryDeleted, _, _>(insights::on_entries_deleted)
+            .on_batch::<JournalEntryRestored, _, _>(insights::on_entries_restored)
+            .task::<ExportUserData, _, _>(exports::export_user_data)
+            .task::<VerifyAttachment, _, _>(attachments::verify_attachment)
+            // The api's account purge: this schema's rows about the user go.
+            .on::<UserPurged, _, _>(purge::on_user_purged)
+            // cron's daily `retention.purge_due`: this schema's outbox and idempotency records.
+            .purge_bus_tables_daily(),
+    );
+    let readiness = service
+        .infra()
         .readiness()
-        .with_check(consumers.readiness_check())
+        .with_check(consumers)
         .with_check(storage.readiness_check());
-    let app = platform::http::service_router(SERVICE, Router::new(), readiness);
-    let served = platform::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        config.common.shutdown_grace,
-    )
-    .await;
-    // Stop pulling, let in-flight handlers finish, publish what they wrote, stop the relay.
-    shutdown.cancel();
-    consumers.join().await;
-    wait_outbox_sent(&infra.db, config.common.shutdown_grace).await;
-    drop(relay_guard);
-    let _ = relay.await;
-    served?;
-    Ok(())
+    service.serve(listener, Router::new(), readiness).await
 }
 
 /// How long start-up waits for the bucket check before going on without it.
 const BUCKET_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Wait (at most `limit`) until the relay has published every outbox row.
-async fn wait_outbox_sent(db: &sqlx::PgPool, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let unsent: Result<i64, sqlx::Error> =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(db)
-                .await;
-        match unsent {
-            Ok(0) => return,
-            Ok(unsent) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(
-                    unsent,
-                    "stopping with unsent outbox rows; the next relay sends them"
-                );
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot check the outbox before stopping");
-                return;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,9 @@
 //!   service that owns the data.
 //! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
+//! - [`tables`]: the bus's tables' migrations, applied with every service's own.
+//! - [`service`]: the one service skeleton (start-up, consumers, relay, HTTP) and its
+//!   shutdown order: handlers drain, then the relay publishes what they wrote, then exit.
 
 pub mod batch;
 pub mod consumer_gauges;
@@ -27,7 +30,9 @@ pub mod permissions;
 pub mod query;
 pub mod relay;
 pub mod router;
+pub mod service;
 pub mod streams;
+pub mod tables;
 
 mod error;
 mod pipeline;

@@ -51,6 +51,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// How long to wait for JetStream acks of one batch.
     pub ack_timeout: Duration,
+    /// On stop, how long the relay may spend publishing what is still in the outbox (rows
+    /// written by handlers and requests that finished during shutdown). Zero: stop at once.
+    pub final_publish: Duration,
 }
 
 impl RelayConfig {
@@ -61,6 +64,7 @@ impl RelayConfig {
             retention: Duration::from_secs(24 * 3600),
             poll_interval: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
+            final_publish: Duration::from_secs(5),
         }
     }
 }
@@ -76,7 +80,8 @@ struct OutboxRow {
     position: i64,
 }
 
-/// Start the relay on its own task; it stops when `shutdown` is cancelled.
+/// Start the relay on its own task; it stops when `shutdown` is cancelled, after a final
+/// publish of what is in the outbox then (bounded by [`RelayConfig::final_publish`]).
 pub fn spawn(
     bus: Bus,
     pool: PgPool,
@@ -161,11 +166,31 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
             healthy = woken => if !healthy { listener = None; },
         }
     }
+    publish_remaining(&bus, &pool, &config).await;
     let _ = sqlx::query("DELETE FROM outbox_relay_state WHERE relay_id = $1")
         .bind(relay_id)
         .execute(&pool)
         .await;
     tracing::info!(schema = %config.schema, "outbox relay stopped");
+}
+
+/// The relay's last pass on stop: publish what the outbox holds, within
+/// [`RelayConfig::final_publish`]. Whatever it cannot publish in time waits for the next relay.
+async fn publish_remaining(bus: &Bus, pool: &PgPool, config: &RelayConfig) {
+    if config.final_publish.is_zero() {
+        return;
+    }
+    match tokio::time::timeout(config.final_publish, drain(bus, pool, config)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(published)) => tracing::info!(published, "outbox relay published on stop"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "outbox relay could not publish on stop; the next relay sends the rows");
+        }
+        Err(_) => tracing::warn!(
+            limit_ms = config.final_publish.as_millis() as u64,
+            "outbox relay ran out of time publishing on stop; the next relay sends the rest"
+        ),
+    }
 }
 
 /// A batch at least this large means producers are outpacing wake-ups: go busy.

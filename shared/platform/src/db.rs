@@ -172,6 +172,23 @@ fn without_sqlx_lock(migrator: &Migrator) -> Migrator {
     }
 }
 
+/// One migrator of several sources' migrations (the bus's and a service's), in version order:
+/// applied to one schema with one history. The first source's flags apply.
+pub fn combined_migrations(sources: &[&Migrator]) -> Migrator {
+    let mut migrations: Vec<sqlx::migrate::Migration> = sources
+        .iter()
+        .flat_map(|source| source.migrations.iter().cloned())
+        .collect();
+    migrations.sort_by_key(|migration| migration.version);
+    let first = sources.first();
+    Migrator {
+        migrations: std::borrow::Cow::Owned(migrations),
+        ignore_missing: first.is_some_and(|source| source.ignore_missing),
+        locking: first.is_none_or(|source| source.locking),
+        no_tx: first.is_some_and(|source| source.no_tx),
+    }
+}
+
 /// Quote an SQL identifier (schema and database names come from config, not from clients,
 /// but quoting keeps an odd name from becoming SQL).
 pub fn quote_identifier(name: &str) -> String {

@@ -42,9 +42,41 @@ pub fn service_of(schema: &str) -> Result<&'static str> {
     })
 }
 
-/// `migrations/<schema>` under the repository root.
+/// `migrations/<schema>` under the repository root: the schema's own migrations, where
+/// `db g` and `db new` write.
 pub fn migrations_dir(root: &Path, schema: &str) -> PathBuf {
     root.join("migrations").join(schema)
+}
+
+/// `shared/bus/migrations` under the repository root: the bus's tables' migrations, applied to
+/// every schema before (by version) its own.
+pub fn bus_migrations_dir(root: &Path) -> PathBuf {
+    root.join("shared").join("bus").join("migrations")
+}
+
+/// Every folder whose migrations `schema` applies, as its service does at start
+/// (`bus::tables::with_bus_tables`): the bus's, then the schema's own.
+pub fn migration_dirs(root: &Path, schema: &str) -> Vec<PathBuf> {
+    vec![bus_migrations_dir(root), migrations_dir(root, schema)]
+}
+
+/// `shared/bus/schema.sql` under the repository root: the declared bus tables, the first part
+/// of every schema's declaration.
+pub fn bus_declaration_path(root: &Path) -> PathBuf {
+    root.join("shared").join("bus").join("schema.sql")
+}
+
+/// The whole declaration of `schema`: the bus's tables, then the service's own
+/// `schema.sql`.
+pub fn declaration(root: &Path, schema: &str) -> Result<String> {
+    let mut text = String::new();
+    for path in [bus_declaration_path(root), declaration_path(root, schema)?] {
+        let part = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.push_str(&part);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// `services/<service>/schema.sql` under the repository root: the declaration.
@@ -55,16 +87,23 @@ pub fn declaration_path(root: &Path, schema: &str) -> Result<PathBuf> {
         .join("schema.sql"))
 }
 
-/// Apply the pending migrations of `dir` to `schema` on `database_url`, exactly as each
-/// service does at start (`platform::db::connect` + `platform::db::migrate`: search_path is
-/// the schema, history in `<schema>._sqlx_migrations`). `cargo xtask db up`, the
-/// scratch databases of `db g`/`db check`, and this crate's tests all go through here; the
-/// services' tests run the same files through the embedded `sqlx::migrate!` of each service
-/// and the same `platform::db::migrate`. Returns the number of applied migrations.
-pub async fn migrate(database_url: &str, schema: &str, dir: &Path) -> Result<i64> {
-    let migrator = Migrator::new(dir.to_path_buf())
-        .await
-        .with_context(|| format!("reading migrations in {}", dir.display()))?;
+/// Apply the pending migrations of `dirs` (in version order across them) to `schema` on
+/// `database_url`, exactly as each service does at start (`platform::db::connect` +
+/// `platform::db::migrate`: search_path is the schema, history in `<schema>._sqlx_migrations`).
+/// `cargo xtask db up`, the scratch databases of `db g`/`db check`, and this crate's tests all
+/// go through here; the services' tests run the same files through the embedded
+/// `sqlx::migrate!` of each service and the same `platform::db::migrate`. Returns the number
+/// of applied migrations.
+pub async fn migrate(database_url: &str, schema: &str, dirs: &[PathBuf]) -> Result<i64> {
+    let mut sources = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        sources.push(
+            Migrator::new(dir.clone())
+                .await
+                .with_context(|| format!("reading migrations in {}", dir.display()))?,
+        );
+    }
+    let migrator = platform::db::combined_migrations(&sources.iter().collect::<Vec<_>>());
     let pool =
         platform::db::connect(&SecretString::from(database_url.to_owned()), schema, 2).await?;
     let result = async {
@@ -80,18 +119,22 @@ pub async fn migrate(database_url: &str, schema: &str, dir: &Path) -> Result<i64
     result
 }
 
-/// The schema the migrations in `dir` produce (built in a scratch database on the server of
+/// The schema the migrations in `dirs` produce (built in a scratch database on the server of
 /// `server_url`, dropped afterwards).
-pub async fn migrated_schema(server_url: &str, schema: &str, dir: &Path) -> Result<model::Schema> {
+pub async fn migrated_schema(
+    server_url: &str,
+    schema: &str,
+    dirs: &[PathBuf],
+) -> Result<model::Schema> {
     scratch::with_scratch(server_url, |url| async move {
-        migrate(&url, schema, dir).await?;
+        migrate(&url, schema, dirs).await?;
         let pool = scratch::schema_pool(&url, schema).await?;
         let model = introspect::introspect(&pool, schema).await;
         pool.close().await;
         model
     })
     .await
-    .with_context(|| format!("building the `{schema}` schema from {}", dir.display()))
+    .with_context(|| format!("building the `{schema}` schema from {}", display(dirs)))
 }
 
 /// The schema `declaration` (the SQL of a `schema.sql`) produces.
@@ -128,10 +171,10 @@ pub async fn declared_schema(
 pub async fn check(
     server_url: &str,
     schema: &str,
-    dir: &Path,
+    dirs: &[PathBuf],
     declaration: &str,
 ) -> Result<Vec<Change>> {
-    let current = migrated_schema(server_url, schema, dir).await?;
+    let current = migrated_schema(server_url, schema, dirs).await?;
     let desired = declared_schema(server_url, schema, declaration).await?;
     Ok(diff(&current, &desired))
 }
@@ -142,20 +185,20 @@ pub async fn check(
 pub async fn generate(
     server_url: &str,
     schema: &str,
-    dir: &Path,
+    dirs: &[PathBuf],
     declaration: &str,
     options: &Options,
 ) -> Result<Vec<GeneratedFile>> {
-    let changes = check(server_url, schema, dir, declaration).await?;
+    let changes = check(server_url, schema, dirs, declaration).await?;
     let files = render::render(schema, &changes, options)?;
     Ok(files)
 }
 
-/// The next free migration version in `dir`: `now` (a `YYYYMMDDHHMMSS` number) or one more
-/// than the newest existing version, whichever is larger.
-pub fn next_version(dir: &Path, now: i64) -> Result<i64> {
+/// The next free migration version in `dirs` (one schema's folders): `now` (a
+/// `YYYYMMDDHHMMSS` number) or one more than the newest existing version, whichever is larger.
+pub fn next_version(dirs: &[PathBuf], now: i64) -> Result<i64> {
     let mut newest = 0;
-    if dir.exists() {
+    for dir in dirs.iter().filter(|dir| dir.exists()) {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if let Some((version, _)) = name.split_once('_')
@@ -166,6 +209,14 @@ pub fn next_version(dir: &Path, now: i64) -> Result<i64> {
         }
     }
     Ok(now.max(newest + 1))
+}
+
+/// The folders, for messages.
+fn display(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|dir| dir.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 /// Write generated files into `dir`, refusing to overwrite anything.

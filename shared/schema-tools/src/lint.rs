@@ -51,7 +51,25 @@ impl fmt::Display for Finding {
 
 /// Lint every `*.sql` of a schema's migration directory, in version order.
 pub fn lint_dir(dir: &Path) -> Result<Vec<Finding>> {
+    lint_dirs(&[dir.to_path_buf()])
+}
+
+/// Lint every `*.sql` of a schema's migration directories (the bus's and its own), in
+/// version order across them, as they apply.
+pub fn lint_dirs(dirs: &[std::path::PathBuf]) -> Result<Vec<Finding>> {
     let mut files = Vec::new();
+    for dir in dirs {
+        read_sql_files(dir, &mut files)?;
+    }
+    files.sort_by_key(|(name, _)| {
+        name.split_once('_')
+            .and_then(|(version, _)| version.parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+    });
+    Ok(lint_files(&files))
+}
+
+fn read_sql_files(dir: &Path, files: &mut Vec<(String, String)>) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == "sql") {
@@ -64,12 +82,7 @@ pub fn lint_dir(dir: &Path) -> Result<Vec<Finding>> {
             files.push((name, text));
         }
     }
-    files.sort_by_key(|(name, _)| {
-        name.split_once('_')
-            .and_then(|(version, _)| version.parse::<i64>().ok())
-            .unwrap_or(i64::MAX)
-    });
-    Ok(lint_files(&files))
+    Ok(())
 }
 
 /// Lint migrations given as (file name, SQL), in the order they apply.

@@ -1,5 +1,5 @@
-//! The declared schemas in `services/*/schema.sql` match what `migrations/*/` produce, and
-//! drift is detected.
+//! The declared schemas (`shared/bus/schema.sql` + `services/*/schema.sql`) match what their
+//! migrations (`shared/bus/migrations` + `migrations/*/`) produce, and drift is detected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,13 +19,11 @@ async fn every_declaration_matches_its_migrations() {
     let server = test_support::admin_database_url();
     let root = repo_root();
     for schema in SCHEMAS {
-        let declaration =
-            std::fs::read_to_string(schema_tools::declaration_path(&root, schema).unwrap())
-                .unwrap();
+        let declaration = schema_tools::declaration(&root, schema).unwrap();
         let changes = schema_tools::check(
             &server,
             schema,
-            &schema_tools::migrations_dir(&root, schema),
+            &schema_tools::migration_dirs(&root, schema),
             &declaration,
         )
         .await
@@ -44,12 +42,11 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
     let server = test_support::admin_database_url();
     let root = repo_root();
     let model =
-        schema_tools::migrated_schema(&server, "api", &schema_tools::migrations_dir(&root, "api"))
+        schema_tools::migrated_schema(&server, "api", &schema_tools::migration_dirs(&root, "api"))
             .await
             .unwrap();
     // Every table the declaration creates (the drift test above checks the rest of it).
-    let declaration =
-        std::fs::read_to_string(schema_tools::declaration_path(&root, "api").unwrap()).unwrap();
+    let declaration = schema_tools::declaration(&root, "api").unwrap();
     let mut declared: Vec<&str> = declaration
         .lines()
         .filter_map(|line| line.strip_prefix("CREATE TABLE "))
@@ -87,21 +84,20 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
 async fn drift_is_detected() {
     let server = test_support::admin_database_url();
     let root = repo_root();
-    let declaration =
-        std::fs::read_to_string(schema_tools::declaration_path(&root, "worker").unwrap())
-            .unwrap()
-            .replace(
-                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n",
-                "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text,\n",
-            )
-            .replace(
-                "CREATE INDEX journal_entry_activity_author_idx",
-                "CREATE INDEX journal_entry_activity_author_idx2",
-            );
+    let declaration = schema_tools::declaration(&root, "worker")
+        .unwrap()
+        .replace(
+            "    recorded_at timestamptz NOT NULL DEFAULT now(),\n",
+            "    recorded_at timestamptz NOT NULL DEFAULT now(),\n    source text,\n",
+        )
+        .replace(
+            "CREATE INDEX journal_entry_activity_author_idx",
+            "CREATE INDEX journal_entry_activity_author_idx2",
+        );
     let changes = schema_tools::check(
         &server,
         "worker",
-        &schema_tools::migrations_dir(&root, "worker"),
+        &schema_tools::migration_dirs(&root, "worker"),
         &declaration,
     )
     .await

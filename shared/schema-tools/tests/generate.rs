@@ -58,7 +58,7 @@ async fn generate(
     schema_tools::generate(
         &test_support::admin_database_url(),
         SCHEMA,
-        dir,
+        &[dir.to_path_buf()],
         declaration,
         &options,
     )
@@ -70,7 +70,7 @@ async fn generate(
 /// every migration passes lint.
 async fn apply_on_data(fixture: &Fixture, declaration: &str, files: &[GeneratedFile]) -> TestDb {
     let db = TestDb::new().await;
-    schema_tools::migrate(db.url(), SCHEMA, &fixture.migrations)
+    schema_tools::migrate(db.url(), SCHEMA, std::slice::from_ref(&fixture.migrations))
         .await
         .unwrap();
     let pool = db.pool().await;
@@ -83,7 +83,7 @@ async fn apply_on_data(fixture: &Fixture, declaration: &str, files: &[GeneratedF
     .await
     .unwrap();
     schema_tools::write_files(&fixture.migrations, files).unwrap();
-    schema_tools::migrate(db.url(), SCHEMA, &fixture.migrations)
+    schema_tools::migrate(db.url(), SCHEMA, std::slice::from_ref(&fixture.migrations))
         .await
         .unwrap();
     let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM app.notes")
@@ -95,7 +95,7 @@ async fn apply_on_data(fixture: &Fixture, declaration: &str, files: &[GeneratedF
     let drift = schema_tools::check(
         &test_support::admin_database_url(),
         SCHEMA,
-        &fixture.migrations,
+        std::slice::from_ref(&fixture.migrations),
         declaration,
     )
     .await

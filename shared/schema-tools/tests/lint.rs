@@ -33,8 +33,31 @@ fn the_existing_migrations_pass() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     for schema in schema_tools::SCHEMAS {
         let findings =
-            schema_tools::lint::lint_dir(&schema_tools::migrations_dir(&root, schema)).unwrap();
+            schema_tools::lint::lint_dirs(&schema_tools::migration_dirs(&root, schema)).unwrap();
         assert!(findings.is_empty(), "{schema}: {findings:#?}");
+    }
+}
+
+/// The bus's migrations and a schema's own apply with one history: no version may be in both.
+#[test]
+fn the_bus_and_every_schema_use_distinct_versions() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let versions = |dir: PathBuf| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|name| name.split_once('_').map(|(version, _)| version.to_owned()))
+            .collect()
+    };
+    let bus = versions(schema_tools::bus_migrations_dir(&root));
+    assert!(!bus.is_empty());
+    for schema in schema_tools::SCHEMAS {
+        let own = versions(schema_tools::migrations_dir(&root, schema));
+        let shared: Vec<&String> = own.iter().filter(|version| bus.contains(version)).collect();
+        assert!(
+            shared.is_empty(),
+            "{schema}: {shared:?} also in shared/bus/migrations"
+        );
     }
 }
 

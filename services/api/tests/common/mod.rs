@@ -178,6 +178,14 @@ impl TestApi {
         }
     }
 
+    /// Stop the service as SIGTERM does and wait until it has returned, keeping its database
+    /// and bus namespace to look at; [`stop`](Self::stop) still cleans up afterwards.
+    pub async fn stop_service(&mut self) {
+        self.shutdown.cancel();
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async { Ok(()) }));
+        test_support::assert_stops_ok("the api", Duration::from_secs(30), handle).await;
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         test_support::assert_stops_ok("the api", Duration::from_secs(15), self.handle).await;

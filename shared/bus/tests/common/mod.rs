@@ -10,7 +10,11 @@ use messages::journal::v1::BusProbe;
 use sqlx::PgPool;
 use test_support::TestDb;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/worker");
+/// The worker schema's migrations (the bus's tables and the worker's own).
+pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker"))
+    });
 
 pub struct Fixture {
     pub db: TestDb,

@@ -1,5 +1,7 @@
--- The bus's tables in this service's schema (see shared/bus): the transactional outbox, dead
--- letters, and the ids of messages whose effects are already recorded (idempotent handlers).
+-- The declared bus tables, in every service's schema: the transactional outbox, dead letters,
+-- and the ids of messages whose effects are already recorded (idempotent handlers). Each
+-- schema's declaration is this file followed by `services/<service>/schema.sql`
+-- (docs/migrations.md, "The bus's tables"). Unqualified names resolve to the service's schema.
 
 CREATE TABLE outbox (
     outbox_id uuid PRIMARY KEY,
@@ -15,14 +17,28 @@ CREATE TABLE outbox (
     publish_attempts integer NOT NULL DEFAULT 0,
     last_error text
 );
+-- A lean outbox: the relay deletes the rows it publishes, so the table holds the unsent
+-- backlog and nothing else is indexed than the relay's claim (by position) and its per-key
+-- order check and follower claim (by key, position). The indexes stay partial: every live row
+-- is unsent anyway, and rows an earlier release's relay marked sent stay out of them.
 CREATE INDEX outbox_unsent_idx ON outbox (position) WHERE sent_at IS NULL;
 CREATE INDEX outbox_unsent_key_idx ON outbox (ordering_key, position) WHERE sent_at IS NULL;
-CREATE INDEX outbox_sent_at_idx ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+COMMENT ON COLUMN outbox.sent_at IS 'set only by relays before the lean outbox (they marked rows sent, this one deletes them); such rows are never published again and are pruned after the retention period';
 
--- Wake the relay when rows commit (NOTIFY is delivered at commit).
+-- Relays that are draining continuously (under load) and need no wake-up.
+CREATE TABLE outbox_relay_state (
+    relay_id uuid PRIMARY KEY,
+    busy_until timestamptz
+);
+
+-- Wake the relay when rows commit (NOTIFY is delivered at commit) -- unless a relay is busy
+-- draining anyway: Postgres serializes the commits of notifying transactions on one lock,
+-- which would cap the commit rate of every producer.
 CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+    IF NOT EXISTS (SELECT 1 FROM outbox_relay_state WHERE busy_until > clock_timestamp()) THEN
+        PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+    END IF;
     RETURN NULL;
 END
 $$;
