@@ -7,11 +7,11 @@ use platform::s3::ObjectStore;
 
 use crate::config::Config;
 use crate::http::rate_limit::IpRateLimiter;
-use crate::modules::auth::google::id_token::ProviderKeys;
+use crate::modules::auth::google::provider_keys::ProviderKeys;
 use crate::modules::auth::session_cache::SessionCache;
 use crate::modules::logs::writer::RequestLogSink;
-use crate::modules::subscriptions::api_keys::{self, KeyVerifier};
-use crate::procedures::api_key::OpenApiState;
+use crate::modules::subscriptions::api_keys::verifier::{INVALIDATION_SUBJECT, KeyVerifier};
+use crate::procedures::api_key::state::OpenApiState;
 use crate::service_error::Error;
 
 /// What every handler can reach.
@@ -59,7 +59,7 @@ impl AppState {
         let api_keys = Arc::new(KeyVerifier::new(
             db.clone(),
             nats,
-            bus.subject(api_keys::verifier::INVALIDATION_SUBJECT),
+            bus.subject(INVALIDATION_SUBJECT),
             &config.api_keys,
         ));
         let sessions = Arc::new(SessionCache::new(&config.session_cache));

@@ -198,6 +198,6 @@ impl Default for ApiKeyConfig {
     }
 }
 
-pub(crate) fn default_scrypt_concurrency() -> usize {
+fn default_scrypt_concurrency() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

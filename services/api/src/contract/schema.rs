@@ -153,7 +153,7 @@ pub fn format(name: &'static str) -> impl Fn(&mut Schema) {
 
 /// Put `key` on the schema that types the string: the schema itself, or for `Option<String>`
 /// (`anyOf`/`type: [string, null]`) the string branch.
-pub(crate) fn insert_into_string(schema: &mut Schema, key: &str, value: Value) {
+fn insert_into_string(schema: &mut Schema, key: &str, value: Value) {
     if let Some(branches) = schema.get_mut("anyOf").and_then(Value::as_array_mut) {
         for branch in branches {
             if branch.get("type").and_then(Value::as_str) == Some("string")

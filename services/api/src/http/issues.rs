@@ -5,7 +5,7 @@
 //! clients that switch on zod's codes find the same codes. The checks that produce them are in
 //! `validation`; `ApiError::Validation` carries them.
 
-use crate::http::validation::EpochMillis;
+use crate::http::epoch_millis::{EPOCH_MILLIS_EXPECTED, EpochMillis};
 use serde::Serialize;
 
 /// One step of a path: an object key or an array index (a number on the wire, like zod).
@@ -331,17 +331,17 @@ impl Issues {
     }
 }
 
-pub(crate) fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
 }
 
 /// serde's name of an integer type (`i64`, `u32`, ...).
-pub(crate) fn is_integer_type(expected: &str) -> bool {
+fn is_integer_type(expected: &str) -> bool {
     integer_range(expected).is_some()
 }
 
 /// The range of an integer type serde names, clamped to JavaScript's safe integers.
-pub(crate) fn integer_range(expected: &str) -> Option<(i64, i64)> {
+fn integer_range(expected: &str) -> Option<(i64, i64)> {
     const SAFE: i64 = 9_007_199_254_740_991;
     Some(match expected.trim() {
         EPOCH_MILLIS_EXPECTED => (EpochMillis::MIN, EpochMillis::MAX),
@@ -358,7 +358,7 @@ pub(crate) fn integer_range(expected: &str) -> Option<(i64, i64)> {
 }
 
 /// serde's "expected ..." phrase as a JS type name.
-pub(crate) fn js_type(expected: &str) -> &'static str {
+fn js_type(expected: &str) -> &'static str {
     let expected = expected.trim();
     if expected.contains("string") || expected.contains("UUID") || expected.contains("char") {
         "string"
@@ -379,7 +379,7 @@ pub(crate) fn js_type(expected: &str) -> &'static str {
 }
 
 /// serde's "invalid type: ..." phrase as a JS type name.
-pub(crate) fn js_received(got: &str) -> &'static str {
+fn js_received(got: &str) -> &'static str {
     if got.starts_with("string") || got.starts_with("char") {
         "string"
     } else if got.starts_with("integer") || got.starts_with("floating") {
@@ -394,6 +394,3 @@ pub(crate) fn js_received(got: &str) -> &'static str {
         "object"
     }
 }
-
-/// serde's "expected" phrase of [`EpochMillis`], recognised by [`Issue::from_serde`].
-pub(crate) const EPOCH_MILLIS_EXPECTED: &str = "epoch milliseconds";

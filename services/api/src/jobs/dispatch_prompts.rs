@@ -95,7 +95,7 @@ pub async fn dispatch_due_prompts(db: &PgPool, tick: DateTime<Utc>) -> Result<Jo
 
 /// One occurrence, in one transaction: the dispatch record and a `prompt.due` per recipient.
 /// `None` when it was dispatched before.
-pub(crate) async fn dispatch_one(
+async fn dispatch_one(
     db: &PgPool,
     prompt: &ScheduledPrompt,
     local_date: NaiveDate,

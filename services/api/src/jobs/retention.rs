@@ -26,7 +26,7 @@ pub async fn purge_expired_sessions(db: &PgPool) -> Result<JobReport, ApiError> 
 }
 
 /// Delete in chunks of 1,000 until `statement` (which must `LIMIT` itself) deletes fewer.
-pub(crate) async fn delete_in_chunks(
+async fn delete_in_chunks(
     db: &PgPool,
     statement: &str,
     retention: Duration,

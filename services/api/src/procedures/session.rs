@@ -67,7 +67,7 @@ pub(crate) fn credential(headers: &HeaderMap) -> Option<Credential> {
 /// CSRF protection for cookie sessions: a state-changing request must name an allowed
 /// origin. Browsers send `Origin` on every cross-origin request and on same-origin POSTs;
 /// `Referer` is the fallback some privacy settings leave.
-pub(crate) fn check_origin(parts: &Parts, config: &Config) -> Result<(), ApiError> {
+fn check_origin(parts: &Parts, config: &Config) -> Result<(), ApiError> {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -104,10 +104,7 @@ pub(crate) struct SessionRow {
 }
 
 /// Look the request's session up. `Ok(None)`: no credentials at all.
-pub(crate) async fn authenticate(
-    parts: &mut Parts,
-    state: &AppState,
-) -> Result<Option<Session>, ApiError> {
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Session>, ApiError> {
     let Some(credential) = credential(&parts.headers) else {
         return Ok(None);
     };

@@ -24,7 +24,7 @@ use crate::jobs::{ApiJob, JobReport, run_exclusive};
 use crate::procedures::cron_secret::authorize;
 use crate::state::AppState;
 
-pub(crate) fn tick_of(scheduled_for_ms: i64) -> DateTime<Utc> {
+fn tick_of(scheduled_for_ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(scheduled_for_ms).unwrap_or_else(Utc::now)
 }
 

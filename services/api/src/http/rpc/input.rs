@@ -68,7 +68,7 @@ impl<S: Send + Sync, T: Input> FromRequest<S> for RpcQuery<T> {
     }
 }
 
-pub(crate) async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     let limited = request.with_limited_body();
     axum::body::to_bytes(limited.into_body(), MAX_BODY_BYTES)
         .await
@@ -140,7 +140,7 @@ pub fn decode<T: Input>(envelope: Envelope) -> Result<T, ApiError> {
     Ok(input)
 }
 
-pub(crate) fn type_input<T: DeserializeOwned>(json: Value) -> Result<T, ApiError> {
+fn type_input<T: DeserializeOwned>(json: Value) -> Result<T, ApiError> {
     let received = describe(&json);
     serde_path_to_error::deserialize(json).map_err(|error| {
         let path: Vec<PathSegment> = error
@@ -177,7 +177,7 @@ pub(crate) fn describe(value: &Value) -> &'static str {
 
 /// Apply one `[code, ...path]` entry. A path that does not exist is a malformed request
 /// (C07); a code we do not know is ignored (C08).
-pub(crate) fn apply_meta(json: &mut Value, entry: &Value) -> Result<(), ApiError> {
+fn apply_meta(json: &mut Value, entry: &Value) -> Result<(), ApiError> {
     let Some(items) = entry.as_array() else {
         return Err(ApiError::Malformed);
     };

@@ -210,7 +210,7 @@ impl RpcRouter {
     }
 }
 
-pub(crate) async fn method_not_supported() -> ApiError {
+async fn method_not_supported() -> ApiError {
     ApiError::MethodNotSupported
 }
 

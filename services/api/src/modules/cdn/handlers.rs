@@ -10,7 +10,7 @@ use crate::changes::{Changes, Op};
 use crate::modules::cdn::types::COLUMNS;
 use crate::state::AppState;
 
-pub(crate) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
+fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(value)
         .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
 }

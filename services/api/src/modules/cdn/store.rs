@@ -15,7 +15,7 @@ use crate::http::error::storage_unavailable;
 use crate::modules::cdn::types::COLUMNS;
 
 /// Rows handled per round of the clean-up and the purge.
-pub(crate) const CHUNK: i64 = 100;
+const CHUNK: i64 = 100;
 
 /// Soft-delete the live attachments of `journal_entry_id` (in the caller's transaction, which
 /// deletes the entry), recording their tombstones. They get the same `deleted_at` as the
@@ -175,7 +175,7 @@ pub async fn purge_deleted(
 /// One chunk of the clean-up or the purge: the rows `select` finds (`$1`: `age` in seconds,
 /// `$2`: the chunk size) lose their objects. Their ids, and whether the chunk was full (more
 /// may follow); `None` when there were none.
-pub(crate) async fn doom_chunk(
+async fn doom_chunk(
     db: &PgPool,
     storage: &ObjectStore,
     select: &str,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::http::pagination::KeysetCursor;
 
 /// Rows per page (fewer when their text would make the reply too large).
-pub(crate) const PAGE_ROWS: i64 = 200;
+const PAGE_ROWS: i64 = 200;
 /// Text per page: well under NATS's default 1 MB message limit, even with protobuf overhead.
 /// A page always holds at least one row (an entry is at most 100,000 characters, < 400 KB).
 pub(crate) const PAGE_TEXT_BYTES: usize = 512 * 1024;
@@ -45,14 +45,14 @@ pub(crate) enum PageError {
     Database(#[from] sqlx::Error),
 }
 
-pub(crate) fn bad_request(message: impl Into<String>) -> PageError {
+fn bad_request(message: impl Into<String>) -> PageError {
     PageError::Client {
         code: "BAD_REQUEST",
         message: message.into(),
     }
 }
 
-pub(crate) async fn export_page(
+async fn export_page(
     db: &PgPool,
     request: &ExportDataRequest,
 ) -> Result<ExportDataReply, PageError> {
@@ -121,7 +121,7 @@ pub(crate) async fn profile(db: &PgPool, user_id: Uuid) -> Result<ExportDataRepl
 
 /// Keyset condition "after the cursor" in ascending `(created_at, id)` order; `$2`/`$3` are
 /// the cursor's parts (NULL on the first page).
-pub(crate) fn after_cursor(created_at: &str, id: &str) -> String {
+fn after_cursor(created_at: &str, id: &str) -> String {
     format!("($2::timestamptz IS NULL OR ({created_at}, {id}) > ($2, $3))")
 }
 

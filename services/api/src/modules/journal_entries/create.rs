@@ -15,7 +15,7 @@ use crate::modules::teams::store::MY_TEAMS_SQL;
 /// bound as `prompt`: a team entry only its team's prompts (every member must be able to
 /// resolve it), a personal entry the caller's own prompts or any of their teams'. An SQL
 /// condition on the binds `$1` (user), `$2` (team) and `prompt` (e.g. `$3`).
-pub(crate) fn prompt_usable_sql(prompt: &str) -> String {
+fn prompt_usable_sql(prompt: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM prompts
                   WHERE prompt_id = {prompt} AND deleted_at IS NULL
@@ -31,7 +31,7 @@ pub(crate) fn prompt_usable_sql(prompt: &str) -> String {
 /// current one, so a stale or missing entry costs one more statement, never a wrong event.
 /// Shared by every api instance of the process (tests run several), which is harmless for
 /// the same reason.
-pub(crate) static AUTHOR_TIMEZONES: std::sync::LazyLock<moka::future::Cache<Uuid, Option<String>>> =
+static AUTHOR_TIMEZONES: std::sync::LazyLock<moka::future::Cache<Uuid, Option<String>>> =
     std::sync::LazyLock::new(|| {
         moka::future::Cache::builder()
             .max_capacity(100_000)
@@ -40,10 +40,10 @@ pub(crate) static AUTHOR_TIMEZONES: std::sync::LazyLock<moka::future::Cache<Uuid
     });
 
 /// What a user's timezone is until they set one (`users.timezone`'s default).
-pub(crate) const DEFAULT_TIMEZONE: &str = "UTC";
+const DEFAULT_TIMEZONE: &str = "UTC";
 
 /// How many times a create is tried when the author's timezone changes under it.
-pub(crate) const CREATE_ATTEMPTS: usize = 3;
+const CREATE_ATTEMPTS: usize = 3;
 
 /// What the create statement answers.
 #[derive(Debug, sqlx::FromRow)]
@@ -153,12 +153,12 @@ pub async fn create_entry(
     ))
 }
 
-pub(crate) static CREATE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(create_sql);
+static CREATE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(create_sql);
 
 /// The create's statement: binds `$1` author, `$2` team, `$3` prompt, `$4` id, `$5` title,
 /// `$6` content, `$7` mood, `$8` tags, `$9` entry date, `$10` created/updated at, `$11` the
 /// author's timezone the event was built with, then the outbox batch's binds.
-pub(crate) fn create_sql() -> String {
+fn create_sql() -> String {
     let prompt_usable = prompt_usable_sql("$3");
     let outbox = bus::outbox::OutboxBatch::insert_sql(12, Some("EXISTS (SELECT 1 FROM entry)"));
     format!(
@@ -187,7 +187,7 @@ pub(crate) fn create_sql() -> String {
 
 /// The outbox rows of a created entry: its `journal_entry.created` event (ordered by the
 /// entry id) and its changeset, in that order.
-pub(crate) fn created_outbox(written: &Written) -> Result<bus::outbox::OutboxBatch, ApiError> {
+fn created_outbox(written: &Written) -> Result<bus::outbox::OutboxBatch, ApiError> {
     let created = &written.entry;
     let event = JournalEntryCreated {
         journal_entry_id: created.journal_entry_id.to_string(),

@@ -35,7 +35,7 @@ pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, pro
 
 /// What a write returns: the entry and, for its event's facts, its author's timezone (read in
 /// the same statement, so a write costs no extra round trip).
-pub(crate) const WRITTEN_COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, \
+const WRITTEN_COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, \
      content, mood, tags, entry_date, created_at, updated_at, deleted_at, version, \
      (SELECT timezone FROM users WHERE users.user_id = journal_entries.author_user_id) \
      AS author_timezone";

@@ -73,25 +73,25 @@ impl JournalEntry {
     }
 }
 
-pub(crate) fn check_mood(issues: &mut Issues, mood: i16) {
+fn check_mood(issues: &mut Issues, mood: i16) {
     issues.number_range("mood", i64::from(mood), MOOD_MIN.into(), MOOD_MAX.into());
 }
 
 /// The document's `tags`: what [`check_tags`] enforces (utoipa has no attribute for the
 /// items' length).
-pub(crate) fn tags_schema() -> utoipa::openapi::schema::Array {
+fn tags_schema() -> utoipa::openapi::schema::Array {
     tags_schema_builder().build()
 }
 
 /// [`tags_schema`] where `null` means none (create).
-pub(crate) fn nullable_tags_schema() -> utoipa::openapi::schema::Array {
+fn nullable_tags_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{SchemaType, Type};
     tags_schema_builder()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
         .build()
 }
 
-pub(crate) fn tags_schema_builder() -> utoipa::openapi::schema::ArrayBuilder {
+fn tags_schema_builder() -> utoipa::openapi::schema::ArrayBuilder {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
         .items(
@@ -106,7 +106,7 @@ pub(crate) fn tags_schema_builder() -> utoipa::openapi::schema::ArrayBuilder {
         .description(Some("Up to 50 tags of 1–50 characters."))
 }
 
-pub(crate) fn check_tags(issues: &mut Issues, tags: &[String]) {
+fn check_tags(issues: &mut Issues, tags: &[String]) {
     issues.array_length("tags", tags.len(), MAX_TAGS);
     for (index, tag) in tags.iter().enumerate() {
         issues.string_length(item("tags", index), tag, 1, TAG_MAX_CHARS);

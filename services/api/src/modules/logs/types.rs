@@ -14,13 +14,13 @@ use crate::http::rpc::Input;
 use crate::http::validation::{EpochMillis, Issues};
 
 /// What is kept of a request header that carries a credential.
-pub(crate) const REDACTED: &str = "[redacted]";
+const REDACTED: &str = "[redacted]";
 /// Longest header value kept (characters); longer ones are cut, ending in `…`.
 pub const MAX_HEADER_VALUE_CHARS: usize = 256;
 /// Longest path kept (characters).
 pub const MAX_PATH_CHARS: usize = 512;
 /// Longest user agent and request id kept (characters).
-pub(crate) const MAX_SHORT_FIELD_CHARS: usize = 256;
+const MAX_SHORT_FIELD_CHARS: usize = 256;
 /// The request headers a log keeps: what an integrator needs to see why a request did what
 /// it did. Anything else a client sends is left out, so junk headers cannot grow a row.
 /// `authorization` and `cookie` are kept only as `[redacted]` (it shows the key went in the
@@ -262,4 +262,4 @@ pub struct Page {
 }
 
 /// Length of a key's public prefix, `jk_live_<8 characters>`.
-pub(crate) const KEY_PREFIX_LEN: usize = 16;
+const KEY_PREFIX_LEN: usize = 16;

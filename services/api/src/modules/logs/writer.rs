@@ -17,16 +17,16 @@ use crate::http::rate_limit::IpRateLimiter;
 /// Rows the queue holds before `record` waits.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4_096;
 /// Rows per `INSERT`: the writer takes whatever is queued, up to this many.
-pub(crate) const MAX_BATCH: usize = 500;
+const MAX_BATCH: usize = 500;
 /// Longest pause between retries of a failed batch (Postgres down): the queue fills and
 /// requests wait meanwhile.
-pub(crate) const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Request log rows kept for requests without a valid key, per client IP and minute (per
 /// replica); beyond it they are only counted (`open_api_unauthenticated_requests_total`).
-pub(crate) const UNAUTHENTICATED_ROWS_PER_IP_MINUTE: u32 = 10;
+const UNAUTHENTICATED_ROWS_PER_IP_MINUTE: u32 = 10;
 /// The same, for all client IPs together (per replica): many addresses cannot fill the table.
-pub(crate) const UNAUTHENTICATED_ROWS_PER_MINUTE: u32 = 120;
+const UNAUTHENTICATED_ROWS_PER_MINUTE: u32 = 120;
 
 /// Where handlers send log rows. Cheap to clone.
 #[derive(Clone)]
@@ -118,7 +118,7 @@ pub fn spawn_writer(pool: PgPool, capacity: usize) -> (RequestLogSink, RequestLo
     )
 }
 
-pub(crate) async fn write_batches(
+async fn write_batches(
     pool: PgPool,
     mut receiver: mpsc::Receiver<RequestLog>,
     closing: CancellationToken,

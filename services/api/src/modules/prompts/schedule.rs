@@ -19,7 +19,7 @@ pub(crate) fn local_instant(zone: Tz, date: NaiveDate, time: NaiveTime) -> Optio
 }
 
 /// The first occurrence of `schedule` within `[start, end)`, if any.
-pub(crate) fn occurrence_within(
+fn occurrence_within(
     schedule: &Schedule,
     day: NaiveDate,
     start: DateTime<Utc>,

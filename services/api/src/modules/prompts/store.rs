@@ -35,7 +35,7 @@ pub(crate) fn schedule_columns(
 }
 
 /// `NOT_FOUND` for a team the caller is not in, `FORBIDDEN` below admin.
-pub(crate) async fn require_team_admin(
+async fn require_team_admin(
     conn: &mut PgConnection,
     team_id: Uuid,
     user_id: Uuid,

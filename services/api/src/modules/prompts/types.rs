@@ -130,7 +130,7 @@ pub(crate) fn parse_time(text: &str) -> Option<NaiveTime> {
 
 /// The document's `weekdays`: what [`check_schedule`] enforces (utoipa has no attribute for
 /// the items' range).
-pub(crate) fn weekdays_schema() -> utoipa::openapi::schema::Array {
+fn weekdays_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
     ArrayBuilder::new()
         .items(
@@ -150,7 +150,7 @@ pub(crate) fn weekdays_schema() -> utoipa::openapi::schema::Array {
 }
 
 /// The document's `timezone`: the IANA names [`parse_timezone`] accepts (chrono-tz's).
-pub(crate) fn timezone_schema() -> utoipa::openapi::schema::Object {
+fn timezone_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(Type::String)
@@ -159,11 +159,11 @@ pub(crate) fn timezone_schema() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-pub(crate) fn check_text(issues: &mut Issues, text: &str) {
+fn check_text(issues: &mut Issues, text: &str) {
     issues.trimmed_string_length("text", text, 1, TEXT_MAX_CHARS);
 }
 
-pub(crate) fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
+fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
     if parse_time(&schedule.time).is_none() {
         issues.format(
             "schedule.time",

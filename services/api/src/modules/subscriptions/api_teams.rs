@@ -167,7 +167,7 @@ struct ApiTeamRow {
     subscription: Subscription,
 }
 
-pub(crate) async fn load_api_team(
+async fn load_api_team(
     conn: &mut PgConnection,
     team_id: Uuid,
 ) -> Result<Option<ApiTeam>, ApiError> {

@@ -195,7 +195,7 @@ pub(crate) async fn enable_api_access(
     set_api_access(&state, session.user_id, input.team_id, true).await
 }
 
-pub(crate) async fn set_api_access(
+async fn set_api_access(
     state: &AppState,
     user_id: Uuid,
     team_id: Uuid,

@@ -232,7 +232,7 @@ pub struct TeamInvitation {
     pub responded_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) fn check_name(issues: &mut Issues, name: &str) {
+fn check_name(issues: &mut Issues, name: &str) {
     issues.string_length("name", name.trim(), 1, NAME_MAX_CHARS);
 }
 

@@ -24,6 +24,7 @@
 
 pub mod failure;
 pub mod id_token;
+pub mod provider_keys;
 
 use axum::extract::{Query, State};
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};

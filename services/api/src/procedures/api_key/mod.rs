@@ -10,10 +10,16 @@
 //! FORBIDDEN` (no subscription), `429 RATE_LIMITED` / `429 USAGE_EXCEEDED` (with `Retry-After`),
 //! `503 SERVICE_UNAVAILABLE` (Postgres unreachable; with `Retry-After`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+pub mod state;
 
+use self::state::KeyContext;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::http::rest::{ErrorCode, RestError};
+use crate::modules::logs::types::{RedactedHeaders, RequestLog};
+use crate::modules::subscriptions::api_keys::verifier::types::VerifiedKey;
+use crate::modules::subscriptions::api_keys::verifier::types::invalid_key;
+use crate::state::AppState;
 use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER, USER_AGENT};
@@ -23,60 +29,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http_body_util::BodyExt;
-use moka::future::Cache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use uuid::Uuid;
 
-use crate::http::client_ip::ClientIp;
-use crate::http::error::ApiError;
-use crate::http::rest::{ErrorCode, RestError};
-use crate::modules::logs::types::{RedactedHeaders, RequestLog};
-use crate::modules::subscriptions::api_keys::VerifiedKey;
-use crate::modules::subscriptions::api_keys::verifier::types::invalid_key;
-use crate::modules::subscriptions::metering::{KeyRateLimiter, QuotaCounter};
-use crate::state::AppState;
-
 pub const API_KEY_HEADER: &str = "x-api-key";
-/// How long a key's creator and plan rate are cached. A plan change is broadcast to every
-/// replica (`KeyVerifier::subscription_changed`), which reloads at once; a replica that
-/// missed the broadcast (NATS down at that moment) follows within this. The monthly quota and
-/// the API access switch are read from Postgres on every request, so they are exact.
-pub const KEY_CONTEXT_TTL: Duration = Duration::from_secs(30);
-
-/// Per-replica state of the open API.
-pub struct OpenApiState {
-    /// Requests per second per key (per plan).
-    pub key_rates: KeyRateLimiter,
-    /// The monthly quota, counted in Postgres.
-    pub quota: QuotaCounter,
-    /// api_key_id → its creator and its plan's rate, and when they were read.
-    pub(crate) contexts: Cache<Uuid, (KeyContext, Instant)>,
-}
-
-impl Default for OpenApiState {
-    fn default() -> Self {
-        Self {
-            key_rates: KeyRateLimiter::default(),
-            quota: QuotaCounter::default(),
-            contexts: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(KEY_CONTEXT_TTL)
-                .build(),
-        }
-    }
-}
-
 /// What the REST handlers act as: the verified key and its creator (the author of what it
 /// creates).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: VerifiedKey,
     pub user_id: Uuid,
-}
-
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub(crate) struct KeyContext {
-    pub(crate) created_by_user_id: Uuid,
-    pub(crate) requests_per_second: i32,
 }
 
 pub(crate) async fn key_context(
