@@ -10,7 +10,7 @@
 //! - change (`update`, `delete`, `restore`): the author; for a team entry also the team's
 //!   admins and owners. Someone who can see the entry but not change it gets `FORBIDDEN`.
 //! - deleting an entry soft-deletes its attachments in the same transaction; restoring it
-//!   restores the ones deleted with it (see `attachments`).
+//!   restores the ones deleted with it (see `modules::cdn`).
 //! - a deleted entry cannot be updated (`409 ENTRY_DELETED`: restore it first); deleting a
 //!   deleted entry, or restoring a live one, answers the entry unchanged (no event, no
 //!   changeset).

@@ -57,7 +57,7 @@ pub async fn load_status(
 }
 
 /// Closed periods of `api_team_id`, newest first, starting before `before` if given; `limit`
-/// is already checked (1..=[`MAX_HISTORY_LIMIT`]).
+/// is already checked (1..=[`MAX_HISTORY_LIMIT`](super::types::MAX_HISTORY_LIMIT)).
 pub async fn load_history(
     conn: &mut PgConnection,
     api_team_id: Uuid,

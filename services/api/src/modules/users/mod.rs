@@ -1,6 +1,6 @@
 //! Users: the profile (`users.me`, `users.update`) and account deletion (`users.delete`,
 //! sensitive). A user row is synced to its own scope. Sign-in paths create or find users
-//! through [`find_or_create`].
+//! through [`store::find_or_create`].
 
 pub mod account_purge;
 pub mod procedures;

@@ -1,4 +1,4 @@
-//! The open API's REST operations, declared once: [`rest_operations!`] takes the list of
+//! The open API's REST operations, declared once: `rest_operations!` takes the list of
 //! paths and their handlers and generates both the axum routes and the OpenAPI document's
 //! `paths` (each handler's `#[utoipa::path]` documents it), so the two cannot drift apart.
 //!
