@@ -1,9 +1,9 @@
-//! The oRPC contract of the user-app api (issue 21): every procedure of `routers::user_app::rpc_router`
-//! with the JSON Schemas of its input and output (taken from the handlers' Rust types when
-//! they are registered, see [`crate::http::rpc::MutationHandler`]) and its declared errors.
-//! `cargo xtask contract` turns it into the TypeScript package `clients/contract` (zod
-//! schemas and an `@orpc/contract` router, [`zod`]); a test fails when the committed package
-//! drifted from it.
+//! The oRPC contract of the user-app api (issue 21): every procedure of
+//! `routers::user_app::rpc_router` with the JSON Schemas of its input and output (taken from the
+//! handlers' Rust types when they are registered, see [`crate::http::rpc::MutationHandler`]) and
+//! its declared errors. `cargo xtask contract` turns it into the TypeScript package
+//! `clients/contract` (zod schemas and an `@orpc/contract` router, [`zod`]); a test fails when the
+//! committed package drifted from it.
 //!
 //! The schemas state the server's validation rules, from the constants the checks
 //! ([`crate::http::rpc::Input::check`]) use: lengths in characters (Unicode scalar values, as JSON
@@ -14,8 +14,8 @@
 //!   own checks of a string; with `trim`, they apply to the value with leading and trailing
 //!   white space removed (Rust's `str::trim`); `lowercaseOneOf`: the (ASCII-)lowercased value
 //!   is one of these;
-//! - `format`: `uuid`, `date` (`YYYY-MM-DD`, a calendar date), `email` and `http-url` (the
-//!   server's [`crate::http::validation::check_email`] and [`crate::http::validation::check_http_url`]),
+//! - `format`: `uuid`, `date` (`YYYY-MM-DD`, a calendar date), `email` and `http-url` (the server's
+//!   [`crate::http::validation::check_email`] and [`crate::http::validation::check_http_url`]),
 //!   `epoch-millis` (an integer instant, or a JS `Date` through oRPC's `meta`).
 //!
 //! Every string an input holds is also refused with a NUL character (the server refuses it

@@ -14,10 +14,10 @@
 //! - `purge-expired-sessions`: sessions past expiry or revoked, expired OAuth states.
 //! - `roll-over-usage`: [`crate::modules::subscriptions::metering::roll_over_periods`].
 //! - `purge-retention`: first the deleted accounts past `ACCOUNT_PURGE_RETENTION_DAYS`
-//!   ([`crate::modules::users::account_purge`]); then soft-deleted attachments (their objects first), journal entries,
-//!   prompts and memberships older than `SOFT_DELETE_RETENTION_DAYS`, deleted accounts' kept
-//!   addresses, old dispatch records and the bus's own tables; open API request logs older
-//!   than `REQUEST_LOG_RETENTION_DAYS`.
+//!   ([`crate::modules::users::account_purge`]); then soft-deleted attachments (their objects
+//!   first), journal entries, prompts and memberships older than `SOFT_DELETE_RETENTION_DAYS`,
+//!   deleted accounts' kept addresses, old dispatch records and the bus's own tables; open API
+//!   request logs older than `REQUEST_LOG_RETENTION_DAYS`.
 //! - `clean-up-abandoned-uploads`: [`crate::modules::cdn::store::clean_up_abandoned_uploads`].
 
 pub mod dispatch_prompts;

@@ -1,6 +1,6 @@
 //! Sign-in endpoints (`/auth/*`) and the `auth.*` procedures: the session, the list of one's
-//! sessions, revocation and logout. Google sign-in is in [`crate::modules::auth::google`]; sessions and the
-//! procedure tiers in [`crate::modules::auth::session`].
+//! sessions, revocation and logout. Google sign-in is in [`crate::modules::auth::google`], sessions
+//! in [`crate::modules::auth::session`], the procedure tiers in [`crate::procedures::session`].
 
 pub mod google;
 pub mod procedures;

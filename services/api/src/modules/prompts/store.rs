@@ -151,9 +151,9 @@ pub(crate) async fn load_changeable(
     }
 }
 
-/// The account purge (`crate::modules::users::account_purge`): soft-delete the personal prompts of `user_id`
-/// (deleted ones too) with their text and schedule cleared, in the caller's transaction. A
-/// prompt the user wrote for a team stays: it is the team's. Returns the rows changed (their
+/// The account purge (`crate::modules::users::account_purge`): soft-delete the personal prompts of
+/// `user_id` (deleted ones too) with their text and schedule cleared, in the caller's transaction.
+/// A prompt the user wrote for a team stays: it is the team's. Returns the rows changed (their
 /// tombstones are the caller's to record).
 pub(crate) async fn purge_personal(
     conn: &mut sqlx::PgConnection,

@@ -10,12 +10,12 @@
 //! - owners and admins disable and re-enable API access (`subscriptions.disableApiAccess`,
 //!   `subscriptions.enableApiAccess`, **sensitive**), like the rest of the team's API access.
 //!
-//! Effects (see `metering`): a plan change applies to the next open API request on every
-//! replica (the quota and the access switch are read from Postgres in the statement that
-//! counts each request; the per-key rate, cached per replica, is reloaded on the broadcast
-//! `subscriptionChanged`, or within `open_api::KEY_CONTEXT_TTL` if a replica missed it). The
-//! count of the current period is kept across a plan change; a downgrade below it refuses
-//! the next requests with `USAGE_EXCEEDED` until the period ends.
+//! Effects (see `metering`): a plan change applies to the next open API request on every replica
+//! (the quota and the access switch are read from Postgres in the statement that counts each
+//! request; the per-key rate, cached per replica, is reloaded on the broadcast
+//! `subscriptionChanged`, or within `procedures::api_key::state::KEY_CONTEXT_TTL` if a replica
+//! missed it). The count of the current period is kept across a plan change; a downgrade below it
+//! refuses the next requests with `USAGE_EXCEEDED` until the period ends.
 //!
 //! Every change writes its event through the outbox in its transaction
 //! (`subscription.plan_changed`, `subscription.api_access_changed`; metering writes

@@ -34,13 +34,13 @@ pub async fn member_role(
     Ok(role.as_deref().and_then(Role::parse))
 }
 
-/// Account deletion: end every membership of `user_id` (in the caller's transaction),
-/// recording the membership tombstones in `changes` (to the team's and the user's scope) and
-/// a `team.member_left` (`left`) per team. A team where the user was the only member is
-/// soft-deleted with its pending invitations revoked. The teams are locked (in id order) and
-/// the last-owner rule is checked again under the lock: a team that would be left ownerless
-/// with members answers `LAST_OWNER`. Returns the teams deleted, whose API keys the caller
-/// must invalidate once the transaction commits ([`crate::modules::subscriptions::api_keys::KeyVerifier::team_deleted`]).
+/// Account deletion: end every membership of `user_id` (in the caller's transaction), recording the
+/// membership tombstones in `changes` (to the team's and the user's scope) and a `team.member_left`
+/// (`left`) per team. A team where the user was the only member is soft-deleted with its pending
+/// invitations revoked. The teams are locked (in id order) and the last-owner rule is checked again
+/// under the lock: a team that would be left ownerless with members answers `LAST_OWNER`. Returns
+/// the teams deleted, whose API keys the caller must invalidate once the transaction commits
+/// ([`crate::modules::subscriptions::api_keys::KeyVerifier::team_deleted`]).
 pub async fn leave_all_teams(
     conn: &mut PgConnection,
     user_id: Uuid,

@@ -17,18 +17,18 @@
 //!   proven) are never limited. Nothing is limited per key or prefix: the prefix is public,
 //!   so a limit on it would let anybody lock a key out of its own traffic; the secret's 256
 //!   bits make guessing pointless, and the scrypt semaphore bounds what failures cost.
-//! - **Revocation** is broadcast over NATS core pub/sub (`<namespace>.api_keys.invalidate`);
-//!   every replica subscribes and refuses the key from then on. Deleting an app team (which
-//!   takes its API team along) is broadcast the same way and refuses all of its keys. A replica also remembers
-//!   recently revoked ids, so a load that raced the revocation cannot put the key back. A
-//!   replica that missed the broadcast (NATS down at that moment) still stops trusting the key
-//!   when its cache entry expires: the TTL bounds the window.
+//! - **Revocation** is broadcast over NATS core pub/sub (`<namespace>.api_keys.invalidate`); every
+//!   replica subscribes and refuses the key from then on. Deleting an app team (which takes its API
+//!   team along) is broadcast the same way and refuses all of its keys. A replica also remembers
+//!   recently revoked ids, so a load that raced the revocation cannot put the key back. A replica
+//!   that missed the broadcast (NATS down at that moment) still stops trusting the key when its
+//!   cache entry expires: the TTL bounds the window.
 //! - **IP allow-lists** are cached per API team the same way and invalidated by the same
 //!   broadcast when they change.
-//! - **Plan changes** are broadcast the same way (`subscriptionChanged`), so every replica
-//!   reloads the per-key plan rate it caches (`open_api::key_context`) at once rather than
-//!   after that cache's TTL. (The monthly quota and the API access switch are read from
-//!   Postgres on every request and need no broadcast.)
+//! - **Plan changes** are broadcast the same way (`subscriptionChanged`), so every replica reloads
+//!   the per-key plan rate it caches (`procedures::api_key::key_context`) at once rather than after
+//!   that cache's TTL. (The monthly quota and the API access switch are read from Postgres on every
+//!   request and need no broadcast.)
 //! - **last_used_at** is written in the background: at most one write per key and minute per
 //!   replica, batched every second, never on the request path.
 
