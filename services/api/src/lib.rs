@@ -1,60 +1,52 @@
-//! The `api` service: auth and sessions, journal entries (more modules arrive with the api
-//! issue), the transactional outbox and its relay. See docs/architecture.md.
+//! The `api` service: auth and sessions, users, teams, journal entries, prompts, attachments,
+//! exports, API teams and keys with their metering, the transactional outbox and its relay.
+//! Where things are: `modules/<feature>/` (types, store, procedures, REST and bus handlers),
+//! `routers/` (procedures wired to paths), `http/` (the shared HTTP plumbing), `state.rs`
+//! (`AppState`). See docs/architecture.md.
 
-pub mod account_purge;
-pub mod api_keys;
-pub mod api_teams;
-pub mod attachments;
-pub mod auth;
 pub mod changes;
-pub mod client_ip;
 pub mod config;
 pub mod contract;
-pub mod cron_jobs;
-pub mod error;
-pub mod exports;
-pub mod google;
-pub mod journal_entries;
-pub mod metering;
-pub mod open_api;
-pub mod pagination;
-pub mod prompts;
-pub mod rate_limit;
+pub mod http;
+pub mod jobs;
+pub mod modules;
+pub mod procedures;
 pub mod readiness;
-pub mod request_logs;
-pub mod rpc;
-pub mod rpc_batch;
-pub mod session;
-pub mod session_cache;
-pub mod subscriptions;
-pub mod sync_token;
-pub mod teams;
-pub mod users;
-pub mod validation;
+pub mod routers;
+pub mod service_error;
+pub mod state;
 
 use std::sync::{Arc, LazyLock};
 
-use axum::Router;
+use bus::BusRouter;
 use bus::service::{ServiceBuilder, ServiceSkeleton};
-use bus::{Bus, BusRouter};
 use messages::definition::BusMessage;
 use messages::journal::v1::{
     AttachmentVerified, CleanUpAbandonedUploads, DispatchDuePrompts, PurgeExpiredSessions,
     RetentionPurgeDue, RollOverUsage, SessionRevoked,
 };
-use platform::PlatformError;
-use platform::s3::ObjectStore;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api_keys::KeyVerifier;
 pub use crate::config::{Config, Environment};
-use crate::error::ApiError;
-use crate::rate_limit::IpRateLimiter;
-use crate::request_logs::RequestLogSink;
-use crate::session_cache::SessionCache;
+// The paths other crates and the api's tests name (`api::journal_entries::JournalEntry`,
+// `api::rpc::Kind`, `api::rpc_procedures`, `api::AppState`, `api::Error`).
+pub use crate::http::rpc;
+pub use crate::modules::journal_entries;
+pub use crate::routers::user_app::rpc_procedures;
+pub use crate::service_error::Error;
+pub use crate::state::AppState;
+// `changes.rs` names the error type by its first path.
+use crate::http::error;
+// The start-up code below names the features by these short paths.
+use crate::modules::auth::session_cache;
+use crate::modules::cdn as attachments;
+use crate::modules::exports;
+use crate::modules::logs as request_logs;
+use crate::modules::subscriptions::metering;
+use crate::routers::{cron_jobs, routes};
 
 pub const SERVICE: &str = "api";
 /// The Postgres schema this service owns; no other service touches it.
@@ -64,148 +56,6 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
 pub static MIGRATOR: LazyLock<Migrator> =
     LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/api")));
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: sqlx::PgPool,
-    pub bus: Bus,
-    pub config: Arc<Config>,
-    /// Per-client-IP limit on the sign-in endpoints.
-    pub auth_limiter: Arc<IpRateLimiter>,
-    /// Outgoing HTTP (Google's token endpoint and keys): no redirects followed, bounded
-    /// timeouts (each Google call by `GOOGLE_HTTP_TIMEOUT_SECONDS`, which overrides the
-    /// client's own 15 s).
-    pub http: reqwest::Client,
-    /// API key verification (cached, shared by every request of this replica).
-    pub api_keys: Arc<KeyVerifier>,
-    /// Open API request logs, written in batches off the request path.
-    pub request_logs: RequestLogSink,
-    /// Open API per-key rate limits and cached key contexts.
-    pub open_api: Arc<open_api::OpenApiState>,
-    /// Signs `sync.token` tokens (`SYNC_TOKEN_SECRET`).
-    pub sync_tokens: sync_protocol::TokenKey,
-    /// The bucket of attachments (`S3_*`).
-    pub storage: ObjectStore,
-    /// Google's ID token signing keys (JWKS), cached.
-    pub google_keys: Arc<google::ProviderKeys>,
-    /// Verified sessions (`SESSION_CACHE_*`), dropped on revocation on every replica.
-    pub sessions: Arc<SessionCache>,
-}
-
-impl AppState {
-    pub fn new(
-        db: sqlx::PgPool,
-        bus: Bus,
-        nats: async_nats::Client,
-        config: Config,
-        request_logs: RequestLogSink,
-    ) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(|error| Error::HttpClient(error.to_string()))?;
-        let api_keys = Arc::new(KeyVerifier::new(
-            db.clone(),
-            nats,
-            bus.subject(api_keys::verifier::INVALIDATION_SUBJECT),
-            &config.api_keys,
-        ));
-        let sessions = Arc::new(SessionCache::new(&config.session_cache));
-        Ok(Self {
-            db,
-            bus,
-            api_keys,
-            sessions,
-            storage: ObjectStore::new(&config.s3),
-            auth_limiter: Arc::new(IpRateLimiter::per_minute(config.auth_rate_limit_per_minute)),
-            sync_tokens: sync_protocol::TokenKey::new(config.sync_token_secret.clone()),
-            config: Arc::new(config),
-            http,
-            request_logs,
-            open_api: Arc::new(open_api::OpenApiState::default()),
-            google_keys: Arc::new(google::ProviderKeys::default()),
-        })
-    }
-}
-
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-    #[error("http client: {0}")]
-    HttpClient(String),
-    #[error("nats: {0}")]
-    Nats(String),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-            Self::HttpClient(_) => "HTTP_CLIENT",
-            Self::Nats(_) => "NATS",
-        }
-    }
-}
-
-/// Every RPC procedure, each declared a query (GET-able) or a mutation (POST only).
-fn rpc_router() -> rpc::RpcRouter {
-    auth::rpc_routes()
-        .merge(users::routes())
-        .merge(teams::routes())
-        .merge(journal_entries::routes())
-        .merge(prompts::routes())
-        .merge(request_logs::routes())
-        .merge(api_teams::routes())
-        .merge(api_keys::routes())
-        .merge(subscriptions::routes())
-        .merge(exports::routes())
-        .merge(sync_token::routes())
-        .merge(attachments::routes())
-}
-
-/// The list of RPC procedures the service serves (what [`routes`] mounts under `/rpc`), so
-/// tests can cover every procedure without a hand-kept list.
-pub fn rpc_procedures() -> Vec<rpc::Procedure> {
-    rpc_router().procedures().to_vec()
-}
-
-/// The service's routes (without the shared health and metrics routes): the sign-in
-/// endpoints under `/auth`, the user-app RPC under `/rpc`, CORS for the allowed origins.
-pub fn routes(state: AppState) -> Router {
-    let procedures = rpc_router()
-        .into_router()
-        // oRPC answers an unknown procedure with 404 (C12); ours keeps the error shape.
-        .route(
-            "/rpc/{*procedure}",
-            axum::routing::any(|| async { ApiError::ProcedureNotFound }),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(rpc::MAX_BODY_BYTES));
-    // A batch (`x-orpc-batch`) runs each of its calls through the same procedures.
-    let batch = rpc_batch::BatchDispatch::new(procedures.clone().with_state(state.clone()));
-    let rpc = procedures.layer(axum::middleware::from_fn_with_state(
-        batch,
-        rpc_batch::middleware,
-    ));
-    Router::new()
-        .merge(auth::http_routes())
-        .merge(cron_jobs::routes())
-        .merge(open_api::routes(&state))
-        .merge(rpc)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            session::refresh_cookie,
-        ))
-        .layer(auth::cors_layer(&state.config))
-        .with_state(state)
-}
 
 /// The service, connected and migrated, its background tasks running, not yet serving:
 /// [`Service::start`] then [`Service::serve`]. Tests keep [`Service::state`] to look inside

@@ -12,8 +12,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use api::error::ApiError;
-use api::journal_entries::{CreateInput, create_entry};
+use api::http::error::ApiError;
+use api::modules::journal_entries::create::create_entry;
+use api::modules::journal_entries::types::CreateInput;
 use chrono::{TimeZone, Timelike};
 use common::TestApi;
 use messages::journal::v1::JournalEntryCreated;

@@ -146,12 +146,12 @@ async fn due_prompts_go_once_per_local_date_to_every_recipient() {
     );
 
     // Run again (a re-run, a retried task, the next tick): nothing more.
-    let report = api::cron_jobs::dispatch_due_prompts(&api.state.db, Utc::now())
+    let report = api::jobs::dispatch_prompts::dispatch_due_prompts(&api.state.db, Utc::now())
         .await
         .unwrap();
     assert_eq!(
         report,
-        api::cron_jobs::JobReport::DispatchDuePrompts {
+        api::jobs::JobReport::DispatchDuePrompts {
             prompts: 0,
             notifications: 0
         }

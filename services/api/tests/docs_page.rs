@@ -13,7 +13,7 @@ mod common;
 
 use std::io::Read;
 
-use api::open_api::docs::{DOCS_CONTENT_SECURITY_POLICY, SCALAR_BUNDLE_PATH};
+use api::routers::open_api::docs::{DOCS_CONTENT_SECURITY_POLICY, SCALAR_BUNDLE_PATH};
 use common::TestApi;
 use reqwest::header;
 use test_support::orpc_client::{OrpcClientScripts, chromium};

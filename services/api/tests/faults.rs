@@ -278,7 +278,7 @@ fn assert_unavailable(answered: &Answered, what: &str) {
     assert_eq!(
         answered.retry_after.as_deref(),
         Some(
-            api::error::UNAVAILABLE_RETRY_AFTER_SECONDS
+            api::http::error::UNAVAILABLE_RETRY_AFTER_SECONDS
                 .to_string()
                 .as_str()
         ),

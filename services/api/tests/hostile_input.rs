@@ -118,8 +118,8 @@ async fn every_declared_procedure_refuses_the_methods_it_does_not_take() {
             .await
             .unwrap();
         match procedure.kind {
-            api::rpc::Kind::Mutation => assert_eq!(get.status(), 405, "GET {url}"),
-            api::rpc::Kind::Query => assert_ne!(get.status(), 405, "GET {url}"),
+            api::http::rpc::Kind::Mutation => assert_eq!(get.status(), 405, "GET {url}"),
+            api::http::rpc::Kind::Query => assert_ne!(get.status(), 405, "GET {url}"),
         }
     }
     api.stop().await;
@@ -346,22 +346,22 @@ async fn an_unreachable_postgres_is_service_unavailable_with_retry_after() {
             "postgres://nobody:nothing@127.0.0.1:{closed}/none"
         ))
         .unwrap();
-    let error = api::users::load(&pool, uuid::Uuid::new_v4())
+    let error = api::modules::users::store::load(&pool, uuid::Uuid::new_v4())
         .await
         .unwrap_err();
     assert!(
-        matches!(error, api::error::ApiError::Unavailable(_)),
+        matches!(error, api::http::error::ApiError::Unavailable(_)),
         "{error:?}"
     );
     for response in [
         error.into_response(),
-        api::open_api::RestError(api::error::ApiError::from(sqlx::Error::PoolTimedOut))
+        api::http::rest::RestError(api::http::error::ApiError::from(sqlx::Error::PoolTimedOut))
             .into_response(),
     ] {
         assert_eq!(response.status(), 503);
         assert_eq!(
             response.headers()["retry-after"],
-            api::error::UNAVAILABLE_RETRY_AFTER_SECONDS.to_string()
+            api::http::error::UNAVAILABLE_RETRY_AFTER_SECONDS.to_string()
         );
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
@@ -388,10 +388,10 @@ async fn an_unreachable_postgres_is_service_unavailable_with_retry_after() {
         .await
         .unwrap_err();
     assert!(
-        api::error::is_database_unavailable(&terminated),
+        api::http::error::is_database_unavailable(&terminated),
         "{terminated:?}"
     );
-    assert_eq!(api::error::ApiError::from(terminated).status(), 503);
+    assert_eq!(api::http::error::ApiError::from(terminated).status(), 503);
     drop(victim);
     api.stop().await;
 }
@@ -1059,7 +1059,7 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
                 _ => request.bearer_auth(&wall.user.token),
             };
             let allowed = method == Method::POST
-                || (method == Method::GET && procedure.kind == api::rpc::Kind::Query);
+                || (method == Method::GET && procedure.kind == api::http::rpc::Kind::Query);
             let label = format!("{} (round {round})", procedure.name);
             let status = wall
                 .send(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use api::metering::{self, Usage};
+use api::modules::subscriptions::metering::{self, Usage};
 use common::TestApi;
 use uuid::Uuid;
 

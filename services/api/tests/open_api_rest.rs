@@ -622,7 +622,7 @@ async fn the_openapi_document_matches_its_snapshot_and_is_served_without_a_key()
     assert_eq!(served.status, 200);
     assert_eq!(served.body["openapi"], "3.1.0");
     assert!(served.header("x-ratelimit-limit").is_none(), "not metered");
-    let generated = serde_json::to_value(api::open_api::docs::document()).unwrap();
+    let generated = serde_json::to_value(api::routers::open_api::docs::document()).unwrap();
     assert_eq!(served.body, generated);
 
     // Every endpoint documents the key and its errors with the error schema.
@@ -660,7 +660,7 @@ async fn the_openapi_document_matches_its_snapshot_and_is_served_without_a_key()
         docs.text()
             .await
             .unwrap()
-            .contains(api::open_api::docs::SCALAR_BUNDLE_PATH)
+            .contains(api::routers::open_api::docs::SCALAR_BUNDLE_PATH)
     );
 
     let snapshot =

@@ -29,7 +29,7 @@ async fn the_typescript_types_are_generated_from_the_served_document() {
         &document,
         // As the snapshot holds it (keys sorted), so the types do not churn with field order.
         serde_json::to_string_pretty(
-            &serde_json::to_value(api::open_api::docs::document()).unwrap(),
+            &serde_json::to_value(api::routers::open_api::docs::document()).unwrap(),
         )
         .unwrap(),
     )
@@ -59,7 +59,7 @@ async fn the_typescript_types_are_generated_from_the_served_document() {
          review the change and run with UPDATE_SNAPSHOTS=1"
     );
     // The types name every operation of the document.
-    for path in api::open_api::docs::document().paths.paths.keys() {
+    for path in api::routers::open_api::docs::document().paths.paths.keys() {
         assert!(
             committed.contains(&format!("\"{path}\"")),
             "{path} is missing"

@@ -349,7 +349,7 @@ async fn batches_that_are_not_well_formed_get_a_clear_error_and_run_nothing() {
             .unwrap();
         assert_eq!(response.status(), 405, "{method}");
     }
-    let oversized = "x".repeat(api::rpc_batch::MAX_BATCH_BODY_BYTES);
+    let oversized = "x".repeat(api::http::rpc_batch::MAX_BATCH_BODY_BYTES);
     let response = post_batch(
         &api,
         &user,

@@ -9,7 +9,9 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use api::request_logs::{self, RedactedHeaders, RequestLog};
+use api::modules::logs::types::RedactedHeaders;
+use api::modules::logs::types::RequestLog;
+use api::modules::logs::{self as request_logs};
 use axum::http::{HeaderMap, HeaderValue};
 use chrono::{DateTime, Utc};
 use common::TestApi;

@@ -434,11 +434,15 @@ async fn each_closed_period_is_kept_with_its_count() {
     )
     .await;
     assert_eq!(
-        api::metering::roll_over_periods(&api.pool).await.unwrap(),
+        api::modules::subscriptions::metering::roll_over_periods(&api.pool)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        api::metering::roll_over_periods(&api.pool).await.unwrap(),
+        api::modules::subscriptions::metering::roll_over_periods(&api.pool)
+            .await
+            .unwrap(),
         0
     );
 

@@ -9,8 +9,8 @@
 
 use schemars::SchemaGenerator;
 
-use crate::error::ErrorData;
-use crate::rpc::{DataSchema, DefinedError};
+use crate::http::error::ErrorData;
+use crate::http::rpc::{DataSchema, DefinedError};
 
 const fn declared(code: &'static str, status: u16) -> DefinedError {
     DefinedError {
@@ -91,7 +91,7 @@ mod tests {
     /// procedure declares it) or in [`NOT_RPC`].
     #[test]
     fn every_declared_code_in_the_sources_is_catalogued() {
-        let procedures = crate::rpc_procedures();
+        let procedures = crate::routers::user_app::rpc_procedures();
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = vec![src.clone()];
         let mut found = Vec::new();
