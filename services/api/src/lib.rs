@@ -4,7 +4,6 @@
 //! `routers/` (procedures wired to paths), `http/` (the shared HTTP plumbing), `state.rs`
 //! (`AppState`). See docs/architecture.md.
 
-pub mod changes;
 pub mod config;
 pub mod contract;
 pub mod http;
@@ -38,8 +37,6 @@ pub use crate::modules::journal_entries;
 pub use crate::routers::user_app::rpc_procedures;
 pub use crate::service_error::Error;
 pub use crate::state::AppState;
-// `changes.rs` names the error type by its first path.
-use crate::http::error;
 // The start-up code below names the features by these short paths.
 use crate::modules::auth::session_cache;
 use crate::modules::cdn as attachments;

@@ -381,11 +381,11 @@ async fn edit_across_scopes(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-        let mut changes = api::changes::Changes::new();
+        let mut changes = sync_protocol::changes::Changes::new();
         for entry in &entries {
-            let scope = api::changes::Scope::owner(entry.author_user_id, entry.team_id);
+            let scope = sync_protocol::changes::Scope::owner(entry.author_user_id, entry.team_id);
             changes
-                .record(&[scope], api::changes::Op::Update, entry)
+                .record(&[scope], sync_protocol::changes::Op::Update, entry)
                 .unwrap();
         }
         changes.write(&mut tx).await.unwrap();

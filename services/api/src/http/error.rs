@@ -240,6 +240,13 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<sync_protocol::changes::RowNotSerializable> for ApiError {
+    /// A synced row that does not serialize is a bug in its type, never the client's input.
+    fn from(error: sync_protocol::changes::RowNotSerializable) -> Self {
+        Self::internal(error)
+    }
+}
+
 impl From<bus::BusError> for ApiError {
     /// A Postgres error writing the outbox is judged like any other database error: an
     /// outage mid-transaction (the connection terminated while the event is written) is 503,

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::store::delete_objects;
 use super::types::{Attachment, object_key};
-use crate::changes::{Changes, Op};
 use crate::modules::cdn::types::COLUMNS;
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op};
 
 fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(value)

@@ -13,7 +13,6 @@ use super::types::{
     MAX_PENDING_UPLOADS, Upload, Variant, content_disposition, millis, object_key,
     sanitize_file_name,
 };
-use crate::changes::{Changes, Op};
 use crate::http::error::ApiError;
 use crate::http::error::storage_unavailable;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
@@ -22,6 +21,7 @@ use crate::modules::cdn::types::COLUMNS;
 use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op};
 
 /// `cdn.createUploadUrl`.
 pub async fn create_upload_url(

@@ -9,10 +9,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::types::Attachment;
-use crate::changes::{Changes, Op};
 use crate::http::error::ApiError;
 use crate::http::error::storage_unavailable;
 use crate::modules::cdn::types::COLUMNS;
+use sync_protocol::changes::{Changes, Op};
 
 /// Rows handled per round of the clean-up and the purge.
 const CHUNK: i64 = 100;

@@ -6,10 +6,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::Changes;
-use crate::changes::Op;
-use crate::changes::Scope;
-use crate::changes::SyncedRow;
 use crate::contract::schema::Text;
 use crate::http::rpc::Input;
 use crate::http::validation::Issue;
@@ -17,6 +13,10 @@ use crate::http::validation::Issues;
 use crate::modules::cdn::ApiError;
 use crate::modules::cdn::SystemTime;
 use crate::modules::cdn::UNIX_EPOCH;
+use sync_protocol::changes::Changes;
+use sync_protocol::changes::Op;
+use sync_protocol::changes::Scope;
+use sync_protocol::changes::SyncedRow;
 
 /// The content types `createUploadUrl` accepts: images (which the worker checks and
 /// thumbnails), PDF, and common audio.

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::store::Written;
 use super::types::{CreateInput, JournalEntry, to_date};
-use crate::changes::{Changes, Op};
 use crate::http::error::ApiError;
 use crate::modules::teams::store::MY_TEAMS_SQL;
+use sync_protocol::changes::{Changes, Op};
 
 /// Whether an entry of `user_id` in `team_id` (`None`: personal) may answer the live prompt
 /// bound as `prompt`: a team entry only its team's prompts (every member must be able to

@@ -9,12 +9,12 @@ use super::store::{
     delete_loaded, list_page, load_changeable, load_visible, set_deleted, update_loaded,
 };
 use super::types::{CreateInput, GetInput, IdInput, JournalEntry, ListInput, Page, UpdateInput};
-use crate::changes::{Changes, Op};
 use crate::http::error::ApiError;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
 use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op};
 
 /// `journalEntries.create`.
 pub async fn create(

@@ -6,8 +6,6 @@ use chrono::Timelike;
 use super::types::ListInput;
 use super::types::Page;
 use super::types::UpdateInput;
-use crate::changes::Changes;
-use crate::changes::Op;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorData;
 use crate::http::pagination::KeysetCursor;
@@ -28,6 +26,8 @@ use messages::journal::v1::JournalEntryUpdated;
 use sqlx::PgConnection;
 use sqlx::Postgres;
 use sqlx::QueryBuilder;
+use sync_protocol::changes::Changes;
+use sync_protocol::changes::Op;
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \

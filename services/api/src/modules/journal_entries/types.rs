@@ -4,12 +4,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::{Scope, SyncedRow};
 use crate::contract::schema::Text;
 use crate::contract::schema::format;
 use crate::http::pagination::KeysetCursor;
 use crate::http::rpc::Input;
 use crate::http::validation::{EpochMillis, Issues, item, parse_date};
+use sync_protocol::changes::{Scope, SyncedRow};
 
 /// An entry's limits: the checks ([`Input::check`]) and the contract's schemas both use them.
 pub const TITLE_MAX_CHARS: usize = 200;

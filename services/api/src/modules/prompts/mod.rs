@@ -32,10 +32,10 @@ use self::procedures::delete;
 use self::procedures::list;
 use self::procedures::today;
 use self::procedures::update;
-use crate::changes::{Changes, Op};
 use crate::contract::errors;
 use crate::http::error::ApiError;
 use crate::http::rpc::RpcRouter;
+use sync_protocol::changes::{Changes, Op};
 
 pub fn routes() -> RpcRouter {
     RpcRouter::new()

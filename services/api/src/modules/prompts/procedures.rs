@@ -12,7 +12,6 @@ use super::types::PromptRow;
 use super::types::{
     CreateInput, IdInput, ListInput, Prompt, PromptList, Today, TodayInput, UpdateInput,
 };
-use crate::changes::{Changes, Op};
 use crate::http::error::ApiError;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
 use crate::modules::journal_entries::store::check_version;
@@ -20,6 +19,7 @@ use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op};
 
 /// `prompts.create {text, teamId?, schedule?}`: personal, or a team's (admins and owners).
 pub(crate) async fn create(

@@ -4,12 +4,12 @@ use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::{Scope, SyncedRow};
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
 use crate::contract::schema::format;
 use crate::http::rpc::Input;
 use crate::http::validation::{Issues, item, parse_date, parse_timezone};
+use sync_protocol::changes::{Scope, SyncedRow};
 
 /// When a prompt is scheduled: at `time` (`HH:MM`) in `timezone` on ISO `weekdays`
 /// (1 = Monday … 7 = Sunday).

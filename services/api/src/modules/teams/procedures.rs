@@ -13,7 +13,6 @@ use super::types::{
     ChangeRoleInput, CreateInput, InvitationInput, InviteInput, Left, MemberInput, MemberProfile,
     RenameInput, Role, Team, TeamDetails, TeamInput, TeamInvitation, TeamMember, TeamWithRole,
 };
-use crate::changes::{Changes, Op, Scope};
 use crate::http::error::ApiError;
 use crate::http::rpc::{NoInput, Rpc, RpcInput, RpcQuery};
 use crate::modules::teams::store::INVITATION_SELECT;
@@ -22,6 +21,7 @@ use crate::modules::teams::store::TEAM_COLUMNS;
 use crate::modules::teams::types::INVITATION_DAYS;
 use crate::procedures::session::{Protected, require_fresh};
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op, Scope};
 
 /// `teams.create {name}` → the team with the caller's role (`owner`). The team row, the
 /// creator's membership, their changesets and `team.member_joined` in one transaction.

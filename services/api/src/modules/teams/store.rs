@@ -6,8 +6,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::types::{InvitationStatus, Role, Team, TeamInvitation, TeamMember};
-use crate::changes::{Changes, Op, Scope};
 use crate::http::error::ApiError;
+use sync_protocol::changes::{Changes, Op, Scope};
 
 /// The live teams `$1` is an active member of (the same rule as [`member_role`]), for
 /// `team_id IN (…)` in visibility checks.

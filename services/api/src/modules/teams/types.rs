@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::{Scope, SyncedRow};
 use crate::contract::schema::Text;
 use crate::http::rpc::Input;
 use crate::http::validation::{EMAIL_MAX_BYTES, Issues, NAME_MAX_CHARS, check_email};
+use sync_protocol::changes::{Scope, SyncedRow};
 
 /// How long an invitation stays acceptable.
 pub const INVITATION_DAYS: i64 = 14;

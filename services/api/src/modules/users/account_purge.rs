@@ -34,12 +34,12 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::changes::{Changes, Op, Scope, SyncedRow};
 use crate::http::error::ApiError;
 use crate::modules::cdn::types::Attachment;
 use crate::modules::journal_entries::types::JournalEntry;
 use crate::modules::users::types::User;
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op, Scope, SyncedRow};
 
 /// Accounts fetched per round (each then purged in its own transaction).
 pub const ACCOUNTS_PER_ROUND: i64 = 100;

@@ -7,7 +7,6 @@ use messages::journal::v1::{UserDeleted, UserProfileUpdated};
 
 use super::store::load;
 use super::types::{Deleted, UpdateInput, User};
-use crate::changes::{Changes, Op, Scope};
 use crate::http::error::ApiError;
 use crate::http::rpc::{NoInput, Rpc, RpcInput, RpcQuery, RpcWithHeaders};
 use crate::modules::auth::session;
@@ -15,6 +14,7 @@ use crate::modules::auth::session::{Revoke, RevokeReason, clear_session_cookie};
 use crate::modules::users::store::USER_COLUMNS;
 use crate::procedures::session::{Protected, Sensitive};
 use crate::state::AppState;
+use sync_protocol::changes::{Changes, Op, Scope};
 
 /// `users.me` (protected, GET-able).
 pub(crate) async fn me(

@@ -3,10 +3,10 @@
 use messages::journal::v1::UserCreated;
 
 use super::types::User;
-use crate::changes::{Changes, Op, Scope};
 use crate::http::error::ApiError;
 use crate::modules::users::types::NewUser;
 use sqlx::PgConnection;
+use sync_protocol::changes::{Changes, Op, Scope};
 use uuid::Uuid;
 
 pub(crate) const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \

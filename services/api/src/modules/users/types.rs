@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::SyncedRow;
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
 use crate::http::rpc::Input;
 use crate::http::validation::{
     Issues, NAME_MAX_CHARS, URL_MAX_BYTES, check_http_url, parse_timezone,
 };
+use sync_protocol::changes::SyncedRow;
 
 /// A user's profile as clients see it (and as it syncs).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
