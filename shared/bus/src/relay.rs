@@ -156,7 +156,10 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
                     }
                 }
                 None => {
-                    tokio::time::sleep(config.poll_interval).await;
+                    // No listener (Postgres was restarting when it reconnected): look again
+                    // soon rather than after a whole poll interval, or a write committed now
+                    // would wait that long to be published.
+                    tokio::time::sleep(config.poll_interval.min(LISTENER_RETRY)).await;
                     true
                 }
             }
@@ -197,6 +200,8 @@ async fn publish_remaining(bus: &Bus, pool: &PgPool, config: &RelayConfig) {
 const BUSY_THRESHOLD: u64 = 20;
 /// How long a busy mark lasts unless refreshed (a crashed relay's mark expires by itself).
 const BUSY_LEASE: Duration = Duration::from_secs(2);
+/// How soon a relay without its LISTEN connection polls and tries to listen again.
+const LISTENER_RETRY: Duration = Duration::from_millis(100);
 /// Polls after leaving busy mode, for rows whose producers skipped NOTIFY while we were busy.
 const GRACE_POLLS: [Duration; 3] = [
     Duration::from_millis(5),
