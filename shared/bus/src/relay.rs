@@ -16,17 +16,12 @@
 //!   the other never sees it again; rows an older relay marked sent are pruned after the
 //!   retention period.
 //! - While NATS is down, rows wait and the relay retries with backoff; nothing is lost.
-//! - Under load the relay polls instead of being woken and marks itself busy in
-//!   `outbox_relay_state`; while any relay is busy the insert trigger skips its NOTIFY. A
-//!   NOTIFY per insert is expensive twice over: Postgres serializes the commits of notifying
-//!   transactions on one lock (measured here: 1.8k instead of 6.1k commits/s), and it wakes
-//!   *every* listening backend of the database, whatever its channel, each of which runs a
-//!   transaction to read the queue (five services' relays: five commits per insert, most of
-//!   the system's commits at 500 creates/s, docs/benchmarks.md). The relay goes busy when a
-//!   batch is large or when wake-ups come less than [`BUSY_WAKE_GAP`] apart; busy, it claims
-//!   every [`BUSY_POLL`] while rows keep coming and leaves after [`BUSY_IDLE_EXIT`] without
-//!   any, then polls a few more times over ~80 ms for rows whose transaction began while it
-//!   was busy and committed just after.
+//! - Under load the relay drains continuously and marks itself busy in
+//!   `outbox_relay_state`; while any relay is busy the insert trigger skips its NOTIFY.
+//!   Postgres serializes the commits of notifying transactions on one lock (measured here:
+//!   1.8k instead of 6.1k commits/s), so a NOTIFY per insert would cap every producer. When the
+//!   outbox is empty the relay clears the mark and polls a few more times over ~80 ms for rows
+//!   whose transaction began while it was busy and committed just after.
 //! - Reports the outbox's depth and the age of its oldest unsent row as gauges, at most once
 //!   a second.
 
@@ -101,7 +96,6 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
     let mut listener = None;
     let mut failures: u32 = 0;
     let mut last_prune = Instant::now() - Duration::from_secs(3600);
-    let mut last_drain_end = Instant::now() - BUSY_WAKE_GAP;
     let relay_id = Uuid::new_v4();
     let mut gauges = OutboxGauges::new(&config.schema);
     let reconnects = Reconnects::new(&bus);
@@ -118,14 +112,10 @@ pub async fn run(bus: Bus, pool: PgPool, config: RelayConfig, shutdown: Cancella
         // rolls back; rows it did publish go out again with the same Nats-Msg-Id, which the
         // stream's duplicate window drops), so events flow within the bound after NATS returns.
         let seen = reconnects.current();
-        // Woken again right after the last drain: producers are writing faster than wake-ups
-        // are worth (see `BUSY_WAKE_GAP`).
-        let wakes_crowd = last_drain_end.elapsed() < BUSY_WAKE_GAP;
         let drained = tokio::select! {
-            drained = drain_adaptive(&bus, &pool, &config, relay_id, &mut gauges, wakes_crowd, &shutdown) => drained,
+            drained = drain_adaptive(&bus, &pool, &config, relay_id, &mut gauges) => drained,
             () = reconnects.after(seen) => continue,
         };
-        last_drain_end = Instant::now();
         // Also after a failure: a backlog growing while NATS is down is what the gauges are for.
         gauges.refresh_if_due(&pool).await;
         match drained {
@@ -208,14 +198,6 @@ async fn publish_remaining(bus: &Bus, pool: &PgPool, config: &RelayConfig) {
 
 /// A batch at least this large means producers are outpacing wake-ups: go busy.
 const BUSY_THRESHOLD: u64 = 20;
-/// A wake-up this soon after the previous drain ended means wake-ups come faster than ~50 a
-/// second: go busy (poll) rather than pay a NOTIFY, and every listener's wake-up, per insert.
-const BUSY_WAKE_GAP: Duration = Duration::from_millis(20);
-/// While busy, the pause after a batch that was not full: at most ~200 claims a second
-/// whatever the write rate, at the price of up to this much delay per message.
-const BUSY_POLL: Duration = Duration::from_millis(5);
-/// A busy relay that has found nothing for this long goes back to waiting for NOTIFY.
-const BUSY_IDLE_EXIT: Duration = Duration::from_millis(100);
 /// How long a busy mark lasts unless refreshed (a crashed relay's mark expires by itself).
 const BUSY_LEASE: Duration = Duration::from_secs(2);
 /// How soon a relay without its LISTEN connection polls and tries to listen again.
@@ -244,31 +226,24 @@ async fn set_busy(pool: &PgPool, relay_id: Uuid, busy: bool) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Like [`drain`], switching to busy mode (polling, no wake-ups needed) while batches are
-/// large or wake-ups crowd (`wakes_crowd`), until rows stop coming or `shutdown`.
+/// Like [`drain`], switching to busy mode (no wake-ups needed) while batches stay large.
 async fn drain_adaptive(
     bus: &Bus,
     pool: &PgPool,
     config: &RelayConfig,
     relay_id: Uuid,
     gauges: &mut OutboxGauges,
-    wakes_crowd: bool,
-    shutdown: &CancellationToken,
 ) -> Result<u64, crate::BusError> {
     let mut total = 0;
     let mut busy_since: Option<Instant> = None;
-    let mut last_rows = Instant::now();
     let result = async {
         loop {
             let (published, claimed) = publish_batch(bus, pool, config).await?;
             total += published;
-            if claimed > 0 {
-                last_rows = Instant::now();
-            }
             // A busy relay can drain for minutes; keep the gauges current meanwhile.
             gauges.refresh_if_due(pool).await;
             match busy_since {
-                None if claimed >= BUSY_THRESHOLD || (wakes_crowd && claimed > 0) => {
+                None if claimed >= BUSY_THRESHOLD => {
                     set_busy(pool, relay_id, true).await?;
                     busy_since = Some(Instant::now());
                 }
@@ -278,23 +253,15 @@ async fn drain_adaptive(
                 }
                 _ => {}
             }
-            let full = claimed >= config.batch_size as u64;
-            if busy_since.is_none() {
-                // A short batch means we are caught up and NOTIFY will wake us.
-                if !full {
-                    return Ok::<(), crate::BusError>(());
-                }
-                continue;
-            }
-            // Busy: producers skip NOTIFY, so keep looking until rows stop coming.
-            if shutdown.is_cancelled() || last_rows.elapsed() >= BUSY_IDLE_EXIT {
-                return Ok(());
-            }
-            if !full {
-                tokio::select! {
-                    () = tokio::time::sleep(BUSY_POLL) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
+            // Not busy: a short batch means we are caught up and NOTIFY will wake us.
+            // Busy: keep draining until the outbox is empty.
+            let caught_up = if busy_since.is_some() {
+                claimed == 0
+            } else {
+                claimed < config.batch_size as u64
+            };
+            if caught_up {
+                return Ok::<(), crate::BusError>(());
             }
         }
     }
