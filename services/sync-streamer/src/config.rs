@@ -194,14 +194,7 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
 #[cfg(test)]
 mod tests {

@@ -3,11 +3,11 @@
 //! then live changes over SSE and as an oRPC event iterator.
 
 pub mod catchup;
+pub mod changesets;
 pub mod config;
 pub mod connection;
 pub mod cors;
 pub mod error;
-pub mod frames;
 pub mod hub;
 pub mod lag;
 pub mod materializer;
@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use crate::config::{Config, SyncConfig};
+/// The frames this service writes (`cargo xtask contract` reads their schema here).
+pub use sync_protocol::frames;
 pub use crate::error::{Error, StreamError};
 use crate::hub::Hub;
 use crate::materializer::{Leadership, Materializer};

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
-use crate::frames::LiveChangeset;
+use crate::changesets::LiveChangeset;
 use crate::hub::ordered_from;
 
 const LEASE_NAME: &str = "materializer";

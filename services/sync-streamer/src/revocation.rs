@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
-use crate::frames::CloseReason;
+use sync_protocol::frames::CloseReason;
 use crate::hub::Hub;
 
 /// How far back revocations are remembered (longer than any sync token lives).

@@ -233,14 +233,7 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
 /// `SYNC_TOKEN_SECRET`, checked by the rule the sync-streamer shares
 /// ([`sync_protocol::secret_problem`]).
