@@ -124,7 +124,8 @@ impl ApiRig {
 
         for user in 0..CONCURRENCY {
             let email = format!("bench-{user}@example.com");
-            let signed_in = dev_login(&client, &self.base_url, &email, &format!("Bench {user}")).await?;
+            let signed_in =
+                dev_login(&client, &self.base_url, &email, &format!("Bench {user}")).await?;
             self.tokens.push(signed_in.token);
         }
 

@@ -18,7 +18,6 @@
 //! Targets: cached ≥ 60 % of the RPC create's throughput, p99 < 40 ms.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -26,9 +25,9 @@ use crate::context::BenchContext;
 use crate::measure::ClosedLoop;
 use crate::report::Measurement;
 use crate::scenario::Scenario;
-use crate::scenarios::ceiling::make_content;
 use crate::scenarios::api_client::{CreateCall, ensure_some_succeeded, load_client, percent};
 use crate::scenarios::api_rig::{ApiRig, CONCURRENCY};
+use crate::scenarios::ceiling::make_content;
 use crate::scenarios::rpc_create::{CONTENT_BYTES, TITLE, measure_rpc};
 
 const NAME: &str = "open-api-create";

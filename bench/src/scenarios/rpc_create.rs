@@ -43,9 +43,7 @@ use crate::context::BenchContext;
 use crate::measure::ClosedLoop;
 use crate::report::Measurement;
 use crate::scenario::Scenario;
-use crate::scenarios::api_client::{
-    CreateCall, ensure_some_succeeded, load_client, percent,
-};
+use crate::scenarios::api_client::{CreateCall, ensure_some_succeeded, load_client, percent};
 use crate::scenarios::api_rig::{API_POOL_SIZE, ApiRig, CONCURRENCY};
 use crate::scenarios::ceiling::make_content;
 

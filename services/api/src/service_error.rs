@@ -1,8 +1,6 @@
 //! The service's own error: what can stop it (start-up and serving), each with a stable code
 //! for logs and alerts. Requests fail with `http::error::ApiError` instead.
 
-use platform::PlatformError;
-
 bus::service_error! {
     /// Everything that can stop the service, each with a stable code for logs and alerts.
     pub enum Error {

@@ -6,7 +6,6 @@
 pub mod jobs;
 pub mod runner;
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,8 +14,6 @@ use bus::service::ServiceBuilder;
 use bus::{BusRouter, HandlerError, Msg, State};
 use chrono::Utc;
 use messages::journal::v1::RetentionPurgeDue;
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;

@@ -9,7 +9,6 @@ pub mod delivery;
 pub mod handlers;
 pub mod suprsend;
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -20,8 +19,6 @@ use messages::journal::v1::{
     ExportReady, PromptDue, RetentionPurgeDue, TeamInvitationCreated, UserCreated, UserDeleted,
     UserProfileUpdated,
 };
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
 use secrecy::SecretString;
 use sqlx::migrate::Migrator;

@@ -94,13 +94,12 @@ pub async fn snapshot(db: &PgPool, user_id: Uuid) -> Result<Snapshot, sqlx::Erro
             .fetch_optional(&mut *tx)
             .await?;
     let (watermark, horizon) = state.unwrap_or((0, 0));
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = $2",
-    )
-    .bind(Scope::User(user_id).key())
-    .bind(tables::TEAM_MEMBERS)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = $2")
+            .bind(Scope::User(user_id).key())
+            .bind(tables::TEAM_MEMBERS)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     let memberships = rows
         .into_iter()

@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use platform::PlatformError;
 use serde::Serialize;
 use sync_protocol::TokenError;
 

@@ -30,13 +30,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use crate::config::{Config, SyncConfig};
-/// The frames this service writes (`cargo xtask contract` reads their schema here).
-pub use sync_protocol::frames;
 pub use crate::error::{Error, StreamError};
 use crate::hub::Hub;
 use crate::materializer::{Leadership, Materializer};
 use crate::revocation::RevokedSessions;
 use crate::stream::StreamState;
+/// The frames this service writes (`cargo xtask contract` reads their schema here).
+pub use sync_protocol::frames;
 
 pub const SERVICE: &str = "sync-streamer";
 /// The Postgres schema this service owns; no other service touches it.

@@ -9,7 +9,6 @@ pub mod exports;
 pub mod insights;
 pub mod purge;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -20,8 +19,6 @@ use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
     JournalEntryUpdated, UserPurged, VerifyAttachment,
 };
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
 use platform::s3::{ObjectStore, S3Config};
 use sqlx::migrate::Migrator;

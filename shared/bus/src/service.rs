@@ -45,7 +45,6 @@ use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
 use crate::{Bus, BusError};
 
-
 /// A service's error type: the start-up failures every service shares (`Platform`, code
 /// `PLATFORM`; `Bus`, code `BUS`) plus its own variants, each with its stable code:
 ///

@@ -78,7 +78,9 @@ mod tests {
         for (index, table) in SYNCED_TABLES.iter().enumerate() {
             assert!(!table.written_by.is_empty(), "{} has no writer", table.name);
             assert_eq!(
-                SYNCED_TABLES.iter().position(|other| other.name == table.name),
+                SYNCED_TABLES
+                    .iter()
+                    .position(|other| other.name == table.name),
                 Some(index),
                 "{} is listed twice",
                 table.name

@@ -7,25 +7,19 @@ mod nats;
 mod postgres;
 mod s3;
 
-pub use postgres::{
-    DEV_ROLE_PASSWORD, ensure_postgres_only, ensure_roles, schema_database_url, secret,
-    service_database_url,
-};
+pub use postgres::{ensure_postgres_only, ensure_roles, schema_database_url, service_database_url};
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use secrecy::SecretString;
+
 use sqlx::postgres::PgConnectOptions;
 
-use crate::repo_root;
 use nats::ensure_nats;
 use postgres::ensure_postgres;
 use s3::ensure_s3;
-
 
 /// The URLs the dev stack and tests use.
 pub struct Endpoints {

@@ -2,12 +2,11 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use secrecy::SecretString;
-use sqlx::postgres::PgConnectOptions;
+
+use super::{apt_install, have, is_local, port_open, wait_port};
 
 use crate::repo_root;
 

@@ -1,16 +1,18 @@
 //! Postgres: use it if it answers, else start or install it; the dev roles and their URLs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::repo_root;
-use super::{have, host_port_of_database, is_local, port_open, run};
+use super::{
+    apt_install, endpoints, have, host_port_of_database, is_local, is_root, port_open, run,
+    wait_port,
+};
 
 /// Only Postgres (for `db g`, `db check`): returns the database URL.
 pub async fn ensure_postgres_only() -> Result<String> {
@@ -125,8 +127,6 @@ async fn create_database_if_missing(database_url: &str, database: &str) -> Resul
     admin.close().await;
     Ok(())
 }
-
-
 
 /// The password `cargo xtask` gives the services' roles when the administrator's URL carries
 /// one (a server that checks passwords, such as a fresh Debian cluster over TCP). With trust

@@ -1,15 +1,10 @@
 //! Object storage: a local `s3s-fs`, installed with `cargo install` when missing.
 
-use std::path::Path;
+use super::{have, is_local, port_open, run, wait_port};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use secrecy::SecretString;
-use sqlx::postgres::PgConnectOptions;
-
-use crate::repo_root;
 
 /// The S3-protocol server for development and tests. Pinned: newer releases need a newer rustc.
 const S3S_FS_VERSION: &str = "0.14.1";

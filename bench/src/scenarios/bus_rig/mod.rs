@@ -8,28 +8,26 @@
 //! ([`Probes`]). [`BusRig::stop`] shuts everything down, deletes the namespace's streams and
 //! drops the schema.
 
-
 mod probes;
 mod relay_setup;
 
 pub use probes::{EMITTED_TO_HANDLER, HANDLE_TIMEOUT, Phases, Probes, Waiter, new_histogram};
 pub use relay_setup::RelaySetup;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bus::relay::{self, RelayConfig};
 use bus::router::RunningRouter;
-use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
-use hdrhistogram::Histogram;
+use bus::{Bus, BusRouter};
+
 use messages::journal::v1::BusProbe;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -407,7 +405,9 @@ impl BusRig {
         .await?;
         Ok(match oldest_ms {
             Some(age) => {
-                format!("relay: {unsent} rows of the window still unsent, the oldest {age:.0} ms old")
+                format!(
+                    "relay: {unsent} rows of the window still unsent, the oldest {age:.0} ms old"
+                )
             }
             None => "relay: every row of the window published (none left in the outbox)".to_owned(),
         })

@@ -2,27 +2,19 @@
 //! histograms of the measured window.
 
 use std::collections::HashMap;
-use std::future::Future;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::relay::{self, RelayConfig};
-use bus::router::RunningRouter;
-use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
+
+use bus::{HandlerError, Meta, Msg, State};
 use hdrhistogram::Histogram;
 use messages::journal::v1::BusProbe;
-use secrecy::SecretString;
-use sqlx::PgPool;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-
-use crate::context::BenchContext;
-use crate::db;
-use crate::measure::{ClosedLoop, OpInfo, OpenLoop};
-use crate::report::Measurement;
 
 /// How long one operation waits for its handler before it counts as an error.
 pub const HANDLE_TIMEOUT: Duration = Duration::from_secs(30);

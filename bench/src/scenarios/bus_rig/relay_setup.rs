@@ -1,27 +1,8 @@
 //! How the relay runs: as in production, or a diagnostic set-up.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::relay::{self, RelayConfig};
-use bus::router::RunningRouter;
-use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
-use hdrhistogram::Histogram;
-use messages::journal::v1::BusProbe;
-use secrecy::SecretString;
-use sqlx::PgPool;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-
-use crate::context::BenchContext;
-use crate::db;
-use crate::measure::{ClosedLoop, OpInfo, OpenLoop};
-use crate::report::Measurement;
 
 /// How the relay runs. [`RelaySetup::PRODUCTION`] is what the services do; the others are
 /// diagnostics for finding where the time goes (`BENCH_EVENTS_RELAY`, see `events`).
@@ -91,7 +72,6 @@ impl std::fmt::Display for RelaySetup {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -1,23 +1,21 @@
 //! `catch-up-100k-rows` and `materializer`: working off a backlog, to a client and into the read model.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::net::TcpListener;
+
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::context::BenchContext;
-use crate::measure::LoadMode;
+
 use crate::report::Measurement;
-use crate::scenario::Scenario;
-use crate::scenarios::api_rig::ApiRig;
+
+use super::{
+    CATCH_UP_ROWS, InProcess, MATERIALIZER_CHANGESETS, NAME, login, measurement, start_streamer,
+};
 use crate::scenarios::api_client::token_user_id;
-use super::{CATCH_UP_ROWS, InProcess, MATERIALIZER_CHANGESETS, NAME, login, measurement, start_streamer};
+use crate::scenarios::api_rig::ApiRig;
 
 /// Catch-up of 100,000 rows to a fresh client.
 pub(super) async fn catch_up(
@@ -214,4 +212,3 @@ pub(super) async fn materializer(ctx: &BenchContext, rig: &ApiRig) -> anyhow::Re
     );
     Ok(result)
 }
-

@@ -1,22 +1,18 @@
 //! `idle-10000-connections`: resident memory per idle stream on the release binary.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::context::BenchContext;
-use crate::measure::LoadMode;
+
 use crate::report::Measurement;
-use crate::scenario::Scenario;
-use crate::scenarios::api_rig::ApiRig;
+
 use super::{IDLE_CONNECTIONS, NAME, login, measurement, wait_ready};
+use crate::scenarios::api_rig::ApiRig;
 
 fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

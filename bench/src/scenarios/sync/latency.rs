@@ -4,19 +4,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::net::TcpListener;
+
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::BenchContext;
-use crate::measure::LoadMode;
+
 use crate::report::Measurement;
-use crate::scenario::Scenario;
-use crate::scenarios::api_rig::ApiRig;
+
 use super::{CLIENTS, InProcess, NAME, WRITE_RATE, login, measurement};
+use crate::scenarios::api_rig::ApiRig;
 
 /// Write → client latency at 500 writes/s with 1,000 connected clients.
 pub(super) async fn latency(

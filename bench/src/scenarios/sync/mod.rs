@@ -19,17 +19,12 @@
 //!   idle; resident memory (VmRSS) growth / 10,000 is reported in `mean_ms` as **KB per
 //!   connection** (the table has no better column; the line printed says so). Target ≤ 25 KB.
 
-
 mod backlog;
 mod idle;
 mod latency;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -39,8 +34,8 @@ use crate::context::BenchContext;
 use crate::measure::LoadMode;
 use crate::report::Measurement;
 use crate::scenario::Scenario;
-use crate::scenarios::api_rig::ApiRig;
 use crate::scenarios::api_client::{dev_login, sync_token};
+use crate::scenarios::api_rig::ApiRig;
 use backlog::{catch_up, materializer};
 use idle::idle;
 use latency::latency;

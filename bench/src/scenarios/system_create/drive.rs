@@ -1,7 +1,6 @@
 //! One run's load and what it measures: sign in, attach the SSE client, drive creates, let the
 //! system drain, and turn the probes' readings into the run's figures.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +11,18 @@ use tokio::time::Instant;
 
 use crate::context::BenchContext;
 use crate::measure::{ClosedLoop, LoadResult, OpenLoop};
-use crate::report::{Measurement, RowWrites, SystemFigures};
-use crate::scenario::Scenario;
-use crate::scenarios::ceiling::make_content;
-use probes::{PgCounters, Probe, quantile_ms};
-use procfs::CpuSample;
-use rig::SystemRig;
-use sse::SseClient;
+use crate::report::{Measurement, SystemFigures};
+
+use super::probes::{PgCounters, Probe, quantile_ms};
+use super::procfs::{self, CpuSample};
+use super::rig::SystemRig;
+use super::sse::SseClient;
+use super::{
+    CONTENT_CHARS, DEFAULT_DRAIN_TIMEOUT, DEFAULT_DURATION, DEFAULT_USERS, Load, MAX_IN_FLIGHT,
+    NAME, TITLE, Variant, print_summary, row_writes,
+};
 use crate::scenarios::api_client::{CreateCall, SignedIn, dev_login, load_client, sync_token};
-use super::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_DURATION, DEFAULT_USERS, Load, MAX_IN_FLIGHT, NAME, TITLE, CONTENT_CHARS, Variant, print_summary, row_writes};
+use crate::scenarios::ceiling::make_content;
 
 /// `users` users signed in through the dev login (`system-<run>-<i>@example.com`).
 async fn sign_in(

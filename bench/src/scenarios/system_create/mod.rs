@@ -22,7 +22,6 @@
 //! waits up to `--drain-timeout` for the backlog to drain, and the WAL and commits from the
 //! load's start to then, over every entry, are reported too. See `SystemFigures`.
 
-
 mod drive;
 mod probes;
 pub mod procfs;
@@ -30,23 +29,16 @@ mod rig;
 pub mod sse;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+
 use std::time::Duration;
 
-use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use hdrhistogram::Histogram;
-use tokio::time::Instant;
-
 use crate::context::BenchContext;
-use crate::measure::{ClosedLoop, LoadResult, OpenLoop};
+
 use crate::report::{Measurement, RowWrites, SystemFigures};
 use crate::scenario::Scenario;
-use crate::scenarios::ceiling::make_content;
-use probes::{PgCounters, Probe, quantile_ms};
-use procfs::CpuSample;
+
 use rig::SystemRig;
-use sse::SseClient;
+
 use drive::drive;
 
 const NAME: &str = "system-create";
@@ -186,7 +178,6 @@ async fn measure_run(
     Ok(measurement)
 }
 
-
 /// Rows written per create between two readings of the tables' counters, for the tables
 /// that had any.
 fn row_writes(
@@ -284,6 +275,7 @@ fn print_summary(label: &str, measurement: &Measurement, system: &SystemFigures,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::ceiling::make_content;
 
     #[test]
     fn the_default_loads_are_the_issues() {

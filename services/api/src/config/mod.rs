@@ -14,8 +14,6 @@ use url::Url;
 
 pub use self::sections::{ApiKeyConfig, CdnConfig, GoogleConfig, SessionCacheConfig};
 use crate::DEFAULT_PORT;
-use platform::bootstrap::ServiceConfig;
-use std::net::SocketAddr;
 
 /// `ENVIRONMENT`: development features (the dev login) are refused in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,6 @@
 //!   deployment wins, loudly: [`Runner::register`]); a claim refuses a tick that is not one of
 //!   the stored schedule, and running replicas switch to it ([`Runner::stored_jobs`]).
 
-
 mod runs;
 
 use std::time::Duration;
@@ -27,7 +26,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::jobs::{Job, Schedule};
-
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

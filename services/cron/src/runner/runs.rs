@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+
 use uuid::Uuid;
 
+use super::{
+    Claim, ClaimedRun, Finished, JobState, MISSED_TICKS_CAP, RunError, Runner, Trigger, count_run,
+};
 use crate::jobs::{Job, Schedule};
-use super::{Claim, ClaimedRun, Finished, JobState, MISSED_TICKS_CAP, RunError, Runner, Trigger, count_run};
 
 impl Runner {
     /// Claim `scheduled_for` of `job` for this replica (see the module docs).

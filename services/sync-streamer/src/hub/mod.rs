@@ -14,14 +14,10 @@ pub use tail::{ordered_from, read_range, run_tail};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::changesets::LiveChangeset;
 use sync_protocol::frames::CloseReason;
 
@@ -287,4 +283,3 @@ impl Hub {
         }
     }
 }
-

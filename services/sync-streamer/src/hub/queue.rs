@@ -1,19 +1,14 @@
 //! One client's bounded queue of live changesets, and what it hands its stream next.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::changesets::LiveChangeset;
 use sync_protocol::frames::CloseReason;
-
 
 /// What a client's queue hands its stream next.
 #[derive(Debug)]
@@ -44,7 +39,12 @@ pub struct ClientQueue {
 }
 
 impl ClientQueue {
-    pub(super) fn new(id: u64, user_id: uuid::Uuid, session_id: uuid::Uuid, limit_bytes: usize) -> Self {
+    pub(super) fn new(
+        id: u64,
+        user_id: uuid::Uuid,
+        session_id: uuid::Uuid,
+        limit_bytes: usize,
+    ) -> Self {
         Self {
             id,
             user_id,

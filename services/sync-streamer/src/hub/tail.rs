@@ -1,18 +1,16 @@
 //! The tail: one ordered consumer on CHANGES feeding the hub, and reads of a range from JetStream.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use tokio::sync::Notify;
+
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::changesets::LiveChangeset;
-use sync_protocol::frames::CloseReason;
+use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 
 use super::Hub;
 

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::transactions::{Assembly, RecentVersions};
 use super::{Flavor, StreamState, now_ms};
 use crate::catchup::{CatchUp, Row};
-use sync_protocol::frames::{CloseReason, Frame};
 use crate::hub::{self, Next, Registration};
+use sync_protocol::frames::{CloseReason, Frame};
 
 /// The client went away.
 pub(super) struct Gone;

@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::catchup;
+use crate::changesets::LiveChangeset;
 use crate::config::SyncConfig;
 use crate::error::StreamError;
-use crate::changesets::LiveChangeset;
 use crate::hub::{self, Hub};
 use crate::revocation::RevokedSessions;
 

@@ -25,7 +25,7 @@ fn every_service_has_a_user_and_publishes_only_its_own_messages() {
 
 /// The subject of every `define_event!` / `define_task!` in the messages crate.
 fn defined_subjects() -> Vec<String> {
-    let source = include_str!("../../messages/src/lib.rs");
+    let source = include_str!("../../../messages/src/lib.rs");
     let quoted = |text: &str| -> Vec<String> {
         text.split('"')
             .skip(1)

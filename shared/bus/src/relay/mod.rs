@@ -31,17 +31,14 @@ mod upkeep;
 pub use publish::drain;
 pub use upkeep::{outbox_depth, prune};
 
-
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::types::Json;
+
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::headers;
 use crate::reattach::{self, Reconnects};
 use crate::streams::Bus;
 use publish::publish_batch;

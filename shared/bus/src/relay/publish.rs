@@ -1,19 +1,17 @@
 //! One batch: claim the eligible rows (and their followers), publish them, delete the acked.
 
-
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+
 use sqlx::types::Json;
-use tokio_util::sync::CancellationToken;
+
 use uuid::Uuid;
 
 use crate::headers;
-use crate::reattach::{self, Reconnects};
-use crate::streams::Bus;
+
 use super::RelayConfig;
+use crate::streams::Bus;
 
 #[derive(sqlx::FromRow)]
 struct OutboxRow {

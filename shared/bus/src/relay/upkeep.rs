@@ -1,18 +1,8 @@
 //! Upkeep around the relay: pruning rows an older relay marked sent, and the outbox gauges.
 
-
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use sqlx::types::Json;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-use crate::headers;
-use crate::reattach::{self, Reconnects};
-use crate::streams::Bus;
 
 /// Delete rows marked sent longer than `retention` ago, in chunks so no long lock is held (and
 /// the state rows of relays that stopped long ago). This relay deletes what it publishes;

@@ -1,28 +1,22 @@
 //! The consumer loops: ensure the durable consumer, attach, pull and run the pipeline.
 
-
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
 use futures::{FutureExt, StreamExt};
-use messages::definition::{BusMessage, DeliveryConfig, Destination, Event, Task};
-use messages::journal::v1::RetentionPurgeDue;
-use sqlx::PgPool;
+
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, BatchFn, BatchPipeline, Batched};
-use crate::consumer_gauges;
-use crate::dead_letter::{self, DeadLetterStore};
-use crate::pipeline::{Delivery, HandlerFn, Pipeline};
+use crate::batch::BatchPipeline;
+
+use super::Registration;
+use crate::BusError;
+use crate::pipeline::{Delivery, Pipeline};
 use crate::reattach::{self, Reconnects};
 use crate::streams::Bus;
-use crate::{BusError, HandlerError};
-use super::{FromDelivery, Meta, Registration};
 
 /// How much a consumer takes at once.
 #[derive(Debug, Clone, Copy)]

@@ -1,28 +1,9 @@
 //! The running consumers: a handle to join them, and their readiness.
 
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use async_nats::jetstream::consumer::{self, pull};
-use futures::{FutureExt, StreamExt};
-use messages::definition::{BusMessage, DeliveryConfig, Destination, Event, Task};
-use messages::journal::v1::RetentionPurgeDue;
-use sqlx::PgPool;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-
-use crate::batch::{Batch, BatchFn, BatchPipeline, Batched};
-use crate::consumer_gauges;
-use crate::dead_letter::{self, DeadLetterStore};
-use crate::pipeline::{Delivery, HandlerFn, Pipeline};
-use crate::reattach::{self, Reconnects};
-use crate::streams::Bus;
-use crate::{BusError, HandlerError};
-use super::{FromDelivery, Meta, Registration};
 
 /// Handle on the running consumers.
 pub struct RunningRouter {

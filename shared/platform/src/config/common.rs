@@ -1,9 +1,7 @@
 //! The variables every service shares: logs, Postgres, NATS and its streams, the bus namespace.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use secrecy::SecretString;

@@ -75,8 +75,7 @@ fn stream_settings_are_read_and_checked() {
 
 #[test]
 fn nats_user_and_password_come_together_and_the_password_is_never_shown() {
-    let mut env =
-        EnvReader::from_map([("NATS_USER", "journal_api"), ("NATS_PASSWORD", "hunter2")]);
+    let mut env = EnvReader::from_map([("NATS_USER", "journal_api"), ("NATS_PASSWORD", "hunter2")]);
     let common = CommonConfig::read(&mut env);
     env.finish().unwrap();
     let auth = common.nats_auth.clone().unwrap();

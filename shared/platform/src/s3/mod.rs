@@ -8,22 +8,12 @@ mod store;
 
 pub use store::{BucketReachable, ObjectHead, ObjectStore, PresignedUpload, PresignedUrl};
 
-use std::future::Future;
-use std::path::Path;
-use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::EnvReader;
-use crate::health::ReadinessCheck;
 
 /// Development defaults: what `cargo xtask dev`/`test` start `s3s-fs` with and what the
 /// compose file gives MinIO.

@@ -9,14 +9,13 @@
 mod rules;
 mod statements;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rules::State;
 use squawk_linter::{Linter, Rule};
 use squawk_syntax::SourceFile;
-use rules::State;
 
 /// squawk rules we switch off, and why (also in docs/migrations.md):
 /// - prefer-bigint-over-int / prefer-bigint-over-smallint / prefer-identity: type style; the

@@ -1,14 +1,9 @@
 //! Our backward-compatibility rules, checked with the state earlier migrations left.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::path::Path;
 
-use anyhow::{Context, Result};
-use squawk_linter::{Linter, Rule};
-use squawk_syntax::SourceFile;
+use super::statements::statements;
 use super::{Finding, is_no_transaction};
-use super::statements::{Statement, statements};
 
 #[derive(Default)]
 pub(super) struct State {

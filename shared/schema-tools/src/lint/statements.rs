@@ -1,14 +1,5 @@
 //! Migration SQL split into statements of normalized tokens, for our rules.
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::path::Path;
-
-use anyhow::{Context, Result};
-use squawk_linter::{Linter, Rule};
-use squawk_syntax::SourceFile;
-
-
 /// One SQL statement: its tokens (keywords upper-cased, identifiers lower-cased and
 /// unquoted, string literals kept with their quotes) and its first line.
 #[derive(Debug)]

@@ -6,7 +6,6 @@ mod plan;
 use anyhow::{Result, bail};
 
 use crate::diff::{Change, Refusal};
-use crate::model::{Column, Table, is_deprecation};
 
 use plan::{Plan, plan};
 

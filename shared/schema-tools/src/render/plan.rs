@@ -1,7 +1,5 @@
 //! Sorting changes into the statements of a plan, refusing what is not backward compatible.
 
-use anyhow::{Result, bail};
-
 use crate::diff::{Change, Refusal};
 use crate::model::{Column, Table, is_deprecation};
 
