@@ -18,7 +18,7 @@ use crate::context::BenchContext;
 use crate::measure::OpInfo;
 use crate::report::Measurement;
 use crate::scenario::{BoxFuture, Scenario};
-use crate::scenarios::bus_rig::{BusRig, Load, RelaySetup, Variant, WallWindow};
+use crate::scenarios::bus_rig::{AfterVariant, BusRig, Load, RelaySetup, Variant};
 
 const NAME: &str = "events";
 /// Diagnostics only: run the relay differently from production (see
@@ -54,9 +54,6 @@ const PHASES: [&str; 4] = [
     "commit→handler",
     "handler→op resumed",
 ];
-const BEGIN_TO_COMMIT: usize = 1;
-const COMMIT_TO_HANDLER: usize = 2;
-const HANDLER_TO_RESUMED: usize = 3;
 
 pub struct Events;
 
@@ -75,31 +72,15 @@ impl Scenario for Events {
             Err(_) => RelaySetup::PRODUCTION,
         };
         let rig = BusRig::start(ctx, SCHEMA_PREFIX, POOL_SIZE, Some(relay), &PHASES).await?;
-        let outcome = measure_all(ctx, &rig).await;
-        let stopped = rig.stop().await;
-        let measurements = outcome?;
-        stopped?;
-        Ok(measurements)
+        rig.measure_variants(ctx, NAME, &VARIANTS, operation, AfterVariant::RelayBacklog)
+            .await
     }
-}
-
-async fn measure_all(ctx: &BenchContext, rig: &BusRig) -> anyhow::Result<Vec<Measurement>> {
-    let mut measurements = Vec::with_capacity(VARIANTS.len());
-    for variant in VARIANTS {
-        let (measurement, window) = rig.measure(ctx, NAME, variant, operation(rig)).await?;
-        match relay_stats(rig, window).await {
-            Ok(line) => eprintln!("{NAME}:   {line}"),
-            Err(error) => eprintln!("{NAME}:   relay stats unavailable: {error:#}"),
-        }
-        measurements.push(measurement);
-    }
-    Ok(measurements)
 }
 
 /// begin → emit → commit → wait for the handler.
 fn operation(
     rig: &BusRig,
-) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
+) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static + use<> {
     let pool = rig.pool.clone();
     let probes = Arc::clone(&rig.probes);
     move |_op| {
@@ -116,39 +97,8 @@ fn operation(
             let committed = Instant::now();
             let handled = waiter.handled().await?;
             let resumed = Instant::now();
-            probes.record(BEGIN_TO_COMMIT, resumed, committed - began);
-            probes.record(
-                COMMIT_TO_HANDLER,
-                resumed,
-                handled.saturating_duration_since(committed),
-            );
-            probes.record(
-                HANDLER_TO_RESUMED,
-                resumed,
-                resumed.saturating_duration_since(handled),
-            );
+            probes.record_legs(began, committed, handled, resumed);
             Ok(())
         })
     }
-}
-
-/// What the outbox still holds of the rows created in the window. The relay deletes the rows
-/// it publishes (the lean outbox, docs/bus.md), so a row left here was not published yet;
-/// how long publishing took is the `insert→handler` phase, measured per message.
-async fn relay_stats(rig: &BusRig, (from, to): WallWindow) -> anyhow::Result<String> {
-    let (unsent, oldest_ms): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), (extract(epoch FROM now() - min(created_at)) * 1000)::float8
-           FROM outbox
-          WHERE created_at >= $1 AND created_at < $2",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(&rig.pool)
-    .await?;
-    Ok(match oldest_ms {
-        Some(age) => {
-            format!("relay: {unsent} rows of the window still unsent, the oldest {age:.0} ms old")
-        }
-        None => "relay: every row of the window published (none left in the outbox)".to_owned(),
-    })
 }

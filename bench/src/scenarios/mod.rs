@@ -1,6 +1,8 @@
 //! Every scenario `bench` knows. To add one, implement [`crate::Scenario`] in a module here
 //! and add it to [`registry`].
 
+pub(crate) mod api_client;
+pub(crate) mod api_rig;
 pub mod bus_rig;
 pub mod ceiling;
 pub mod events;

@@ -18,7 +18,6 @@
 //! Targets: cached ≥ 60 % of the RPC create's throughput, p99 < 40 ms.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -26,10 +25,10 @@ use crate::context::BenchContext;
 use crate::measure::ClosedLoop;
 use crate::report::Measurement;
 use crate::scenario::Scenario;
+use crate::scenarios::api_client::{CreateCall, ensure_some_succeeded, load_client, percent};
+use crate::scenarios::api_rig::{ApiRig, CONCURRENCY};
 use crate::scenarios::ceiling::make_content;
-use crate::scenarios::rpc_create::{
-    ApiRig, CONCURRENCY, CONTENT_BYTES, TITLE, ensure_some_succeeded, measure_rpc, percent,
-};
+use crate::scenarios::rpc_create::{CONTENT_BYTES, TITLE, measure_rpc};
 
 const NAME: &str = "open-api-create";
 const UNCACHED_NAME: &str = "open-api-create-uncached";
@@ -52,25 +51,23 @@ impl Scenario for OpenApiCreate {
         let mut measurements = Vec::with_capacity(3);
 
         let rig = ApiRig::start(ctx).await?;
-        let cached = async {
-            let keys = api_keys(&rig, 1).await?;
-            rig.reset().await?;
-            eprintln!("{NAME}: rpc-create reference ...");
-            let rpc = measure_rpc(ctx, &rig, &content).await?;
-            eprintln!("{NAME}: rpc-create: {}", rpc.summary());
-            ensure_some_succeeded(&rpc)?;
-            rig.reset().await?;
-            eprintln!("{NAME}: POST /api/v1/journal-entries with one cached key ...");
-            let rest = measure_rest(ctx, &rig, &content, &keys, NAME, "cached key").await?;
-            eprintln!("{NAME}: cached key: {}", rest.summary());
-            rig.print_rows(NAME).await;
-            ensure_some_succeeded(&rest)?;
-            anyhow::Ok((rpc, rest))
-        }
-        .await;
-        let stopped = rig.stop().await;
-        let (rpc, rest) = cached?;
-        stopped?;
+        let (rpc, rest) = rig
+            .run_then_stop(async |rig| {
+                let keys = api_keys(rig, 1).await?;
+                rig.reset().await?;
+                eprintln!("{NAME}: rpc-create reference ...");
+                let rpc = measure_rpc(ctx, rig, &content).await?;
+                eprintln!("{NAME}: rpc-create: {}", rpc.summary());
+                ensure_some_succeeded(&rpc)?;
+                rig.reset().await?;
+                eprintln!("{NAME}: POST /api/v1/journal-entries with one cached key ...");
+                let rest = measure_rest(ctx, rig, &content, &keys, NAME, "cached key").await?;
+                eprintln!("{NAME}: cached key: {}", rest.summary());
+                rig.print_rows(NAME).await;
+                ensure_some_succeeded(&rest)?;
+                Ok((rpc, rest))
+            })
+            .await?;
 
         let ratio = percent(rest.ops_per_sec, rpc.ops_per_sec) / 100.0;
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -88,22 +85,21 @@ impl Scenario for OpenApiCreate {
         measurements.push(rest);
 
         let rig = ApiRig::start_with(ctx, |config| config.api_keys.cache_capacity = 0).await?;
-        let uncached = async {
-            let keys = api_keys(&rig, CONCURRENCY).await?;
-            rig.reset().await?;
-            eprintln!(
-                "{UNCACHED_NAME}: POST /api/v1/journal-entries, key cache off, one key per connection ..."
-            );
-            let rest =
-                measure_rest(ctx, &rig, &content, &keys, UNCACHED_NAME, "uncached keys").await?;
-            eprintln!("{UNCACHED_NAME}: uncached keys: {}", rest.summary());
-            ensure_some_succeeded(&rest)?;
-            anyhow::Ok(rest)
-        }
-        .await;
-        let stopped = rig.stop().await;
-        measurements.push(uncached?);
-        stopped?;
+        let uncached = rig
+            .run_then_stop(async |rig| {
+                let keys = api_keys(rig, CONCURRENCY).await?;
+                rig.reset().await?;
+                eprintln!(
+                    "{UNCACHED_NAME}: POST /api/v1/journal-entries, key cache off, one key per connection ..."
+                );
+                let rest =
+                    measure_rest(ctx, rig, &content, &keys, UNCACHED_NAME, "uncached keys").await?;
+                eprintln!("{UNCACHED_NAME}: uncached keys: {}", rest.summary());
+                ensure_some_succeeded(&rest)?;
+                Ok(rest)
+            })
+            .await?;
+        measurements.push(uncached);
         Ok(measurements)
     }
 }
@@ -172,14 +168,7 @@ async fn measure_rest(
     variant: &'static str,
 ) -> anyhow::Result<Measurement> {
     anyhow::ensure!(!keys.is_empty(), "no API key");
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(CONCURRENCY * 2)
-        .pool_idle_timeout(None)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
+    let client = load_client(CONCURRENCY * 2)?;
     let url: Arc<str> = format!("{}/api/v1/journal-entries", rig.base_url).into();
     let body: Arc<str> = serde_json::json!({ "title": TITLE, "content": content })
         .to_string()
@@ -193,23 +182,15 @@ async fn measure_rest(
             let keys = Arc::clone(&keys);
             async move {
                 let key = &keys[op.worker % keys.len()];
-                let response = client
-                    .post(&*url)
-                    .header("x-api-key", key)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .context("sending")?;
-                let status = response.status();
-                let bytes = response.bytes().await.context("reading the response")?;
-                anyhow::ensure!(
-                    status == reqwest::StatusCode::CREATED
-                        && bytes.starts_with(br#"{"journalEntryId":""#),
-                    "{status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                );
-                Ok(())
+                CreateCall {
+                    url: &url,
+                    credential: ("x-api-key", key),
+                    body: &body,
+                    status: reqwest::StatusCode::CREATED,
+                    answer_prefix: br#"{"journalEntryId":""#,
+                }
+                .send(&client)
+                .await
             }
         })
         .await?;

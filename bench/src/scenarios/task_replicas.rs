@@ -15,7 +15,7 @@
 use crate::context::BenchContext;
 use crate::report::Measurement;
 use crate::scenario::Scenario;
-use crate::scenarios::bus_rig::{BusRig, Load, Variant};
+use crate::scenarios::bus_rig::{AfterVariant, BusRig, Load, Variant};
 use crate::scenarios::tasks::{PHASES, operation};
 
 const NAME: &str = "task-replicas";
@@ -89,35 +89,11 @@ impl Scenario for TaskReplicas {
             let rig =
                 BusRig::start_replicas(ctx, SCHEMA_PREFIX, POOL_SIZE, None, &PHASES, replicas)
                     .await?;
-            let outcome = measure(ctx, &rig, &variants).await;
-            let stopped = rig.stop().await;
-            measurements.extend(outcome?);
-            stopped?;
+            measurements.extend(
+                rig.measure_variants(ctx, NAME, &variants, operation, AfterVariant::ReplicaShares)
+                    .await?,
+            );
         }
         Ok(measurements)
     }
-}
-
-async fn measure(
-    ctx: &BenchContext,
-    rig: &BusRig,
-    variants: &[Variant],
-) -> anyhow::Result<Vec<Measurement>> {
-    let mut measurements = Vec::with_capacity(variants.len());
-    for variant in variants {
-        let before = rig.handled_by_replica();
-        let (measurement, _window) = rig.measure(ctx, NAME, *variant, operation(rig)).await?;
-        let after = rig.handled_by_replica();
-        let shares: Vec<String> = before
-            .iter()
-            .zip(&after)
-            .map(|(before, after)| (after - before).to_string())
-            .collect();
-        eprintln!(
-            "{NAME}:   handled per replica (warmup included): {}",
-            shares.join(" / ")
-        );
-        measurements.push(measurement);
-    }
-    Ok(measurements)
 }

@@ -18,7 +18,7 @@ use crate::context::BenchContext;
 use crate::measure::OpInfo;
 use crate::report::Measurement;
 use crate::scenario::{BoxFuture, Scenario};
-use crate::scenarios::bus_rig::{BusRig, Load, Variant};
+use crate::scenarios::bus_rig::{AfterVariant, BusRig, Load, Variant};
 
 const NAME: &str = "tasks";
 /// The schema is `bench_tasks_<suffix>`, unique per run.
@@ -57,9 +57,6 @@ pub(crate) const PHASES: [&str; 4] = [
     "ack→handler",
     "handler→op resumed",
 ];
-const PUBLISH_TO_ACK: usize = 1;
-const ACK_TO_HANDLER: usize = 2;
-const HANDLER_TO_RESUMED: usize = 3;
 
 pub struct Tasks;
 
@@ -74,27 +71,15 @@ impl Scenario for Tasks {
 
     async fn run(&self, ctx: &BenchContext) -> anyhow::Result<Vec<Measurement>> {
         let rig = BusRig::start(ctx, SCHEMA_PREFIX, POOL_SIZE, None, &PHASES).await?;
-        let outcome = measure_all(ctx, &rig).await;
-        let stopped = rig.stop().await;
-        let measurements = outcome?;
-        stopped?;
-        Ok(measurements)
+        rig.measure_variants(ctx, NAME, &VARIANTS, operation, AfterVariant::Nothing)
+            .await
     }
-}
-
-async fn measure_all(ctx: &BenchContext, rig: &BusRig) -> anyhow::Result<Vec<Measurement>> {
-    let mut measurements = Vec::with_capacity(VARIANTS.len());
-    for variant in VARIANTS {
-        let (measurement, _window) = rig.measure(ctx, NAME, variant, operation(rig)).await?;
-        measurements.push(measurement);
-    }
-    Ok(measurements)
 }
 
 /// publish (and its ack) → wait for the handler.
 pub(crate) fn operation(
     rig: &BusRig,
-) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
+) -> impl Fn(OpInfo) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static + use<> {
     let bus = rig.bus.clone();
     let probes = Arc::clone(&rig.probes);
     move |_op| {
@@ -108,17 +93,7 @@ pub(crate) fn operation(
             let acked = Instant::now();
             let handled = waiter.handled().await?;
             let resumed = Instant::now();
-            probes.record(PUBLISH_TO_ACK, resumed, acked - began);
-            probes.record(
-                ACK_TO_HANDLER,
-                resumed,
-                handled.saturating_duration_since(acked),
-            );
-            probes.record(
-                HANDLER_TO_RESUMED,
-                resumed,
-                resumed.saturating_duration_since(handled),
-            );
+            probes.record_legs(began, acked, handled, resumed);
             Ok(())
         })
     }

@@ -6,7 +6,6 @@
 pub mod jobs;
 pub mod runner;
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,8 +14,6 @@ use bus::service::ServiceBuilder;
 use bus::{BusRouter, HandlerError, Msg, State};
 use chrono::Utc;
 use messages::journal::v1::RetentionPurgeDue;
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -172,39 +169,17 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("scheduler: {0}")]
-    Scheduler(String),
-    #[error("job run: {0}")]
-    Run(#[from] runner::RunError),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-            Self::Postgres(_) => "POSTGRES",
-            Self::Scheduler(_) => "SCHEDULER",
-            Self::Run(_) => "JOB_RUN",
-        }
+bus::service_error! {
+    /// Everything that can stop the service, each with a stable code for logs and alerts.
+    pub enum Error {
+        #[error("postgres: {0}")]
+        Postgres(#[from] sqlx::Error) => "POSTGRES",
+        #[error("scheduler: {0}")]
+        Scheduler(String) => "SCHEDULER",
+        #[error("job run: {0}")]
+        Run(#[from] runner::RunError) => "JOB_RUN",
     }
 }
 

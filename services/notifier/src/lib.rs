@@ -9,7 +9,6 @@ pub mod delivery;
 pub mod handlers;
 pub mod suprsend;
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -20,8 +19,6 @@ use messages::journal::v1::{
     ExportReady, PromptDue, RetentionPurgeDue, TeamInvitationCreated, UserCreated, UserDeleted,
     UserProfileUpdated,
 };
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader};
 use secrecy::SecretString;
 use sqlx::migrate::Migrator;
@@ -159,33 +156,13 @@ fn url_is_http(url: &str) -> bool {
     matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/')
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-    #[error("http client: {0}")]
-    HttpClient(String),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-            Self::HttpClient(_) => "HTTP_CLIENT",
-        }
+bus::service_error! {
+    /// Everything that can stop the service, each with a stable code for logs and alerts.
+    pub enum Error {
+        #[error("http client: {0}")]
+        HttpClient(String) => "HTTP_CLIENT",
     }
 }
 

@@ -14,9 +14,10 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use sync_protocol::changes::Scope;
 use sync_protocol::cursor::Cursor;
+use sync_protocol::tables;
 use uuid::Uuid;
 
-use crate::frames::LiveChangeset;
+use crate::changesets::LiveChangeset;
 
 /// The read model's state when a stream starts.
 #[derive(Debug)]
@@ -52,7 +53,7 @@ impl Snapshot {
         for change in changeset
             .changes
             .iter()
-            .filter(|change| change.table == "team_members")
+            .filter(|change| change.table == tables::TEAM_MEMBERS)
         {
             let Some((team_id, active, updated_at_ms)) = own_membership(change.data.get(), user_id)
             else {
@@ -93,12 +94,12 @@ pub async fn snapshot(db: &PgPool, user_id: Uuid) -> Result<Snapshot, sqlx::Erro
             .fetch_optional(&mut *tx)
             .await?;
     let (watermark, horizon) = state.unwrap_or((0, 0));
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = 'team_members'",
-    )
-    .bind(Scope::User(user_id).key())
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = $2")
+            .bind(Scope::User(user_id).key())
+            .bind(tables::TEAM_MEMBERS)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     let memberships = rows
         .into_iter()

@@ -1,10 +1,8 @@
 //! The streamer's configuration (README "Configuration"): the shared variables plus the sync
 //! settings, every bad one named at start.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -194,14 +192,7 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
 #[cfg(test)]
 mod tests {

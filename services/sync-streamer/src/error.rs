@@ -5,31 +5,16 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use platform::PlatformError;
 use serde::Serialize;
 use sync_protocol::TokenError;
 
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("nats: {0}")]
-    Nats(String),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-            Self::Database(_) => "DATABASE",
-            Self::Nats(_) => "NATS",
-        }
+bus::service_error! {
+    /// Everything that can stop the service, each with a stable code for logs and alerts.
+    pub enum Error {
+        #[error("database: {0}")]
+        Database(#[from] sqlx::Error) => "DATABASE",
+        #[error("nats: {0}")]
+        Nats(String) => "NATS",
     }
 }
 

@@ -3,11 +3,11 @@
 //! then live changes over SSE and as an oRPC event iterator.
 
 pub mod catchup;
+pub mod changesets;
 pub mod config;
 pub mod connection;
 pub mod cors;
 pub mod error;
-pub mod frames;
 pub mod hub;
 pub mod lag;
 pub mod materializer;
@@ -35,6 +35,8 @@ use crate::hub::Hub;
 use crate::materializer::{Leadership, Materializer};
 use crate::revocation::RevokedSessions;
 use crate::stream::StreamState;
+/// The frames this service writes (`cargo xtask contract` reads their schema here).
+pub use sync_protocol::frames;
 
 pub const SERVICE: &str = "sync-streamer";
 /// The Postgres schema this service owns; no other service touches it.

@@ -21,8 +21,8 @@ use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::changesets::LiveChangeset;
 use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
-use crate::frames::LiveChangeset;
 use crate::hub::ordered_from;
 
 const LEASE_NAME: &str = "materializer";

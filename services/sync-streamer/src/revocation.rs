@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
-use crate::frames::CloseReason;
 use crate::hub::Hub;
+use sync_protocol::frames::CloseReason;
 
 /// How far back revocations are remembered (longer than any sync token lives).
 pub const LOOKBACK: Duration = Duration::from_secs(3600);

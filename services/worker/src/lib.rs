@@ -9,7 +9,6 @@ pub mod exports;
 pub mod insights;
 pub mod purge;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -20,8 +19,6 @@ use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
     JournalEntryUpdated, UserPurged, VerifyAttachment,
 };
-use platform::PlatformError;
-use platform::bootstrap::ServiceConfig;
 use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
 use platform::s3::{ObjectStore, S3Config};
 use sqlx::migrate::Migrator;
@@ -142,14 +139,7 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
 /// What the worker's handlers can reach.
 #[derive(Clone)]
@@ -166,21 +156,9 @@ pub struct WorkerState {
     pub file_checks: Arc<tokio::sync::Semaphore>,
 }
 
-/// Everything that can stop the service, each with a stable code for logs and alerts.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error("bus: {0}")]
-    Bus(#[from] bus::BusError),
-}
-
-impl Error {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Platform(_) => "PLATFORM",
-            Self::Bus(_) => "BUS",
-        }
+bus::service_error! {
+    /// Everything that can stop the service, each with a stable code for logs and alerts.
+    pub enum Error {
     }
 }
 
@@ -248,6 +226,14 @@ const BUCKET_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Every row the worker syncs is registered with the worker as its writer.
+    #[test]
+    fn every_synced_row_is_registered_as_the_workers() {
+        use sync_protocol::tables::check_writer;
+        assert_eq!(check_writer::<insights::EntryInsights>(SERVICE), Ok(()));
+        assert_eq!(check_writer::<insights::EntryInsightDay>(SERVICE), Ok(()));
+    }
 
     #[test]
     fn production_needs_s3_credentials_and_refuses_the_test_pause() {

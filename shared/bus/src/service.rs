@@ -45,6 +45,56 @@ use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
 use crate::{Bus, BusError};
 
+/// A service's error type: the start-up failures every service shares (`Platform`, code
+/// `PLATFORM`; `Bus`, code `BUS`) plus its own variants, each with its stable code:
+///
+/// ```ignore
+/// bus::service_error! {
+///     /// Everything that can stop the service, each with a stable code for logs and alerts.
+///     pub enum Error {
+///         #[error("http client: {0}")]
+///         HttpClient(String) => "HTTP_CLIENT",
+///     }
+/// }
+/// ```
+/// The enum derives `Debug` and `thiserror::Error` (the service depends on `thiserror` and
+/// `platform`) and gets `fn code(&self) -> &'static str`.
+#[macro_export]
+macro_rules! service_error {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $(
+                $(#[$variant_meta:meta])*
+                $variant:ident ( $($field:tt)* ) => $code:literal
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, thiserror::Error)]
+        $vis enum $name {
+            #[error(transparent)]
+            Platform(#[from] ::platform::PlatformError),
+            #[error("bus: {0}")]
+            Bus(#[from] $crate::BusError),
+            $(
+                $(#[$variant_meta])*
+                $variant ( $($field)* ),
+            )*
+        }
+
+        impl $name {
+            pub fn code(&self) -> &'static str {
+                match self {
+                    Self::Platform(_) => "PLATFORM",
+                    Self::Bus(_) => "BUS",
+                    $( Self::$variant(..) => $code, )*
+                }
+            }
+        }
+    };
+}
+
 /// Every service's `main`: the dead-letter operator command when asked for
 /// (`<binary> dead-letters ...`, against `schema`), otherwise the service itself
 /// (`platform::bootstrap::run_main`: config, telemetry, the port, signals, exit code).

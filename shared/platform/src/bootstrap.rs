@@ -17,6 +17,23 @@ pub trait ServiceConfig {
     fn listen_addr(&self) -> SocketAddr;
 }
 
+/// `impl ServiceConfig` for a service's `Config` laid out as every service's is: the shared
+/// variables in a field `common: CommonConfig` and the service's `PORT` in `port: u16`; it
+/// listens on `common.host:port`.
+#[macro_export]
+macro_rules! impl_service_config {
+    ($config:ty) => {
+        impl $crate::bootstrap::ServiceConfig for $config {
+            fn common(&self) -> &$crate::config::CommonConfig {
+                &self.common
+            }
+            fn listen_addr(&self) -> ::std::net::SocketAddr {
+                ::std::net::SocketAddr::new(self.common.host, self.port)
+            }
+        }
+    };
+}
+
 /// Exit codes: 0 clean stop, 1 the service failed, 2 the configuration is invalid.
 pub async fn run_main<C, F, Fut, E>(
     service: &'static str,

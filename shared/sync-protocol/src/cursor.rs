@@ -39,6 +39,7 @@ pub enum CursorError {
 
 impl Cursor {
     /// Everything up to `through`.
+    #[cfg(test)]
     pub fn at(through: u64) -> Self {
         Self {
             through,
@@ -79,6 +80,12 @@ impl Cursor {
     /// The highest sequence the client holds (`through` when nothing is listed).
     pub fn highest(&self) -> u64 {
         self.past.last().copied().unwrap_or(self.through)
+    }
+
+    /// Whether the client resumes from what it holds (any changeset), rather than starting
+    /// fresh from cursor 0: only such a client can have rows to reset or drop.
+    pub fn resumes(&self) -> bool {
+        self.highest() > 0
     }
 
     /// Whether the client holds the changeset at `seq` (if it follows its scope).
@@ -134,6 +141,7 @@ mod tests {
     fn a_plain_sequence_round_trips() {
         let cursor = Cursor::parse("120").unwrap();
         assert_eq!(cursor, Cursor::at(120));
+        assert!(cursor.resumes() && !Cursor::default().resumes());
         assert_eq!(cursor.to_string(), "120");
         assert!(cursor.holds(120) && !cursor.holds(121));
     }

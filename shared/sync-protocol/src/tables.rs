@@ -11,12 +11,16 @@ pub struct SyncedTable {
     pub written_by: &'static str,
 }
 
+/// Team memberships: besides being synced, they move a client's scopes (a join or a leave
+/// while streaming), so the sync-streamer looks for them by this name.
+pub const TEAM_MEMBERS: &str = "team_members";
+
 /// Every synced table.
 pub const SYNCED_TABLES: [SyncedTable; 8] = [
     table("journal_entries", "api"),
     table("prompts", "api"),
     table("teams", "api"),
-    table("team_members", "api"),
+    table(TEAM_MEMBERS, "api"),
     table("users", "api"),
     table("attachments", "api"),
     table("entry_insights", "worker"),
@@ -29,7 +33,18 @@ const fn table(name: &'static str, written_by: &'static str) -> SyncedTable {
 
 /// Whether clients sync a table of this name.
 pub fn is_synced(name: &str) -> bool {
-    SYNCED_TABLES.iter().any(|table| table.name == name)
+    writer_of(name).is_some()
+}
+
+/// The service whose outbox carries the changesets of the synced table `name` (`None`: not
+/// synced). Each writing service checks its [`crate::changes::SyncedRow`] types against it
+/// in a test, so a row cannot be synced under a name the registry does not list, or by a
+/// service the registry does not name.
+pub fn writer_of(name: &str) -> Option<&'static str> {
+    SYNCED_TABLES
+        .iter()
+        .find(|table| table.name == name)
+        .map(|table| table.written_by)
 }
 
 /// The synced tables' names, comma-separated (for error messages).
@@ -39,4 +54,41 @@ pub fn names() -> String {
         .map(|table| table.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether `service` may write the changesets of `T`: the registry lists `T::TABLE` with
+/// `service` as its writer. Each writing service asserts this for its synced rows in a test.
+pub fn check_writer<T: crate::changes::SyncedRow>(service: &str) -> Result<(), String> {
+    match writer_of(T::TABLE) {
+        Some(writer) if writer == service => Ok(()),
+        Some(writer) => Err(format!(
+            "{} is synced by {writer} in the registry, not by {service}",
+            T::TABLE
+        )),
+        None => Err(format!("{} is not in SYNCED_TABLES", T::TABLE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_every_table_has_a_writer() {
+        for (index, table) in SYNCED_TABLES.iter().enumerate() {
+            assert!(!table.written_by.is_empty(), "{} has no writer", table.name);
+            assert_eq!(
+                SYNCED_TABLES
+                    .iter()
+                    .position(|other| other.name == table.name),
+                Some(index),
+                "{} is listed twice",
+                table.name
+            );
+        }
+        assert_eq!(writer_of(TEAM_MEMBERS), Some("api"));
+        assert_eq!(writer_of("entry_insights"), Some("worker"));
+        assert_eq!(writer_of("sessions"), None);
+        assert!(!is_synced("sessions"));
+    }
 }

@@ -22,29 +22,24 @@
 //! waits up to `--drain-timeout` for the backlog to drain, and the WAL and commits from the
 //! load's start to then, over every entry, are reported too. See `SystemFigures`.
 
+mod drive;
 mod probes;
 pub mod procfs;
 mod rig;
 pub mod sse;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+
 use std::time::Duration;
 
-use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use hdrhistogram::Histogram;
-use tokio::time::Instant;
-
 use crate::context::BenchContext;
-use crate::measure::{ClosedLoop, LoadResult, OpenLoop};
+
 use crate::report::{Measurement, RowWrites, SystemFigures};
 use crate::scenario::Scenario;
-use crate::scenarios::ceiling::make_content;
-use probes::{PgCounters, Probe, quantile_ms};
-use procfs::CpuSample;
+
 use rig::SystemRig;
-use sse::SseClient;
+
+use drive::drive;
 
 const NAME: &str = "system-create";
 pub const DEFAULT_RATES: [f64; 5] = [500.0, 1_000.0, 2_000.0, 4_000.0, 6_000.0];
@@ -183,377 +178,6 @@ async fn measure_run(
     Ok(measurement)
 }
 
-struct Session {
-    user_id: uuid::Uuid,
-    authorization: String,
-}
-
-async fn sign_in(
-    client: &reqwest::Client,
-    api: &str,
-    users: usize,
-    run: usize,
-) -> anyhow::Result<Vec<Session>> {
-    let mut sessions = Vec::with_capacity(users);
-    for user in 0..users {
-        let login: serde_json::Value = client
-            .post(format!("{api}/auth/dev/login"))
-            .json(&serde_json::json!({
-                "email": format!("system-{run}-{user}@example.com"),
-                "name": format!("System {user}"),
-            }))
-            .send()
-            .await
-            .context("dev login")?
-            .error_for_status()
-            .context("dev login")?
-            .json()
-            .await
-            .context("dev login answer")?;
-        let token = login["token"].as_str().context("dev login: no token")?;
-        let user_id = login["user"]["userId"]
-            .as_str()
-            .or_else(|| login["userId"].as_str())
-            .and_then(|id| uuid::Uuid::parse_str(id).ok());
-        let user_id = match user_id {
-            Some(id) => id,
-            None => whoami(client, api, token).await?,
-        };
-        sessions.push(Session {
-            user_id,
-            authorization: format!("Bearer {token}"),
-        });
-    }
-    Ok(sessions)
-}
-
-/// The user id behind a session, from the sync token's claims (the login's answer did not
-/// carry it in a known field).
-async fn whoami(client: &reqwest::Client, api: &str, token: &str) -> anyhow::Result<uuid::Uuid> {
-    let sync_token = sync_token(client, api, token).await?;
-    let payload = sync_token.split('.').next().unwrap_or_default();
-    let claims: serde_json::Value = serde_json::from_slice(&base64url(payload)?)?;
-    let id = claims["userId"]
-        .as_str()
-        .context("no userId in the sync token")?;
-    uuid::Uuid::parse_str(id).context("the sync token's userId is not a uuid")
-}
-
-async fn sync_token(client: &reqwest::Client, api: &str, session: &str) -> anyhow::Result<String> {
-    let answer: serde_json::Value = client
-        .post(format!("{api}/rpc/sync/token"))
-        .bearer_auth(session)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .context("sync token")?
-        .error_for_status()
-        .context("sync token")?
-        .json()
-        .await
-        .context("sync token answer")?;
-    answer["json"]["token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no sync token in the answer")
-}
-
-fn base64url(text: &str) -> anyhow::Result<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = 0_u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for byte in text.bytes() {
-        let value = ALPHABET
-            .iter()
-            .position(|c| *c == byte)
-            .context("not base64url")? as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Ok(out)
-}
-
-/// A moment of the run: CPU, counters, wall clock.
-struct Mark {
-    wall: DateTime<Utc>,
-    at: Instant,
-    cpu: CpuSample,
-    counters: PgCounters,
-}
-
-async fn mark(probe: &Probe) -> anyhow::Result<Mark> {
-    let at = Instant::now();
-    let wall = Utc::now();
-    let cpu = CpuSample::read();
-    let counters = probe.counters().await?;
-    Ok(Mark {
-        wall,
-        at,
-        cpu,
-        counters,
-    })
-}
-
-async fn drive(
-    ctx: &BenchContext,
-    rig: &mut SystemRig,
-    variant: Variant,
-    load: Load,
-    label: &str,
-    load_average: String,
-) -> anyhow::Result<Measurement> {
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(MAX_IN_FLIGHT)
-        .pool_idle_timeout(None)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
-    let api = rig.service("api")?.base_url.clone();
-    let streamer = rig.service("sync-streamer")?.base_url.clone();
-    let users = match variant {
-        Variant::ManyUsers => ctx.system.users.unwrap_or(DEFAULT_USERS).max(1),
-        Variant::OneUser => 1,
-    };
-    let sessions = sign_in(&client, &api, users, 0).await?;
-    let measured = sessions.first().context("no user signed in")?;
-    let measured_user = measured.user_id;
-    let measured_token = measured
-        .authorization
-        .strip_prefix("Bearer ")
-        .unwrap_or_default()
-        .to_owned();
-    let sse = SseClient::attach(
-        &streamer,
-        &sync_token(&client, &api, &measured_token).await?,
-    )
-    .await?;
-    let probe = Probe::new(
-        rig.admin.clone(),
-        rig.pool.clone(),
-        rig.database.clone(),
-        &ctx.nats_url,
-        &rig.namespace,
-    )
-    .await?;
-    probe.checkpoint().await;
-
-    let duration = if ctx.duration_given {
-        ctx.duration
-    } else {
-        DEFAULT_DURATION
-    };
-    let warmup = ctx.warmup;
-    let url: Arc<str> = format!("{api}/rpc/journalEntries/create").into();
-    let body: Arc<str> = serde_json::json!({
-        "json": { "title": TITLE, "content": make_content(CONTENT_CHARS) }
-    })
-    .to_string()
-    .into();
-    let authorizations: Arc<[String]> = sessions
-        .iter()
-        .map(|session| session.authorization.clone())
-        .collect();
-    let create = move |op: crate::measure::OpInfo| {
-        let client = client.clone();
-        let url = Arc::clone(&url);
-        let body = Arc::clone(&body);
-        let authorizations = Arc::clone(&authorizations);
-        async move {
-            let index = usize::try_from(op.seq % authorizations.len() as u64).unwrap_or(0);
-            let authorization = authorizations.get(index).context("no session")?;
-            let response = client
-                .post(&*url)
-                .header("authorization", authorization)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .context("sending")?;
-            let status = response.status();
-            let bytes = response.bytes().await.context("reading the response")?;
-            anyhow::ensure!(
-                status == reqwest::StatusCode::OK
-                    && bytes.starts_with(br#"{"json":{"journalEntryId":""#),
-                "{status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-            Ok(())
-        }
-    };
-
-    eprintln!(
-        "{NAME}: {label}: {users} user(s) signed in, SSE client attached; {} s warmup + {} s measured ...",
-        warmup.as_secs_f64(),
-        duration.as_secs_f64()
-    );
-    let start_writes = probe.table_writes().await?;
-    let start = mark(&probe).await?;
-    // Marks at the window's start and end, taken beside the driver (whose clock starts
-    // within microseconds of this one), and the backlog the moment the load stops.
-    let sampler = {
-        let probe = probe.clone();
-        let begin = Instant::now();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(begin + warmup).await;
-            let from = mark(&probe).await?;
-            tokio::time::sleep_until(begin + warmup + duration).await;
-            let to = mark(&probe).await?;
-            let backlog = probe.backlog().await?;
-            anyhow::Ok((from, to, backlog))
-        })
-    };
-    let result: LoadResult = match load {
-        Load::Open(rate) => {
-            OpenLoop {
-                rate,
-                max_in_flight: MAX_IN_FLIGHT,
-                warmup,
-                duration,
-                drain_timeout: Duration::from_secs(10),
-            }
-            .run(create)
-            .await?
-        }
-        Load::Closed(connections) => {
-            ClosedLoop {
-                concurrency: connections,
-                warmup,
-                duration,
-            }
-            .run(create)
-            .await?
-        }
-    };
-    let (from, to, backlog) = sampler.await.context("the sampler task failed")??;
-    rig.check_alive()?;
-
-    // Let the system work off what it owes, then read what it did.
-    let drain_timeout = ctx.system.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
-    let drain_started = Instant::now();
-    let drained = loop {
-        let remaining = probe.backlog().await?;
-        if remaining.is_empty() {
-            break true;
-        }
-        if drain_started.elapsed() >= drain_timeout {
-            eprintln!(
-                "{NAME}: {label}: not drained after {} s: outbox {}, pending {}, worker behind {}, materializer behind {}",
-                drain_timeout.as_secs_f64(),
-                remaining.outbox_total(),
-                remaining.pending_total(),
-                remaining.worker_behind,
-                remaining.materializer_behind
-            );
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let drain_s = drain_started.elapsed().as_secs_f64();
-    // Backends report their statistics at most once a second: let the last ones arrive.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let end = mark(&probe).await?;
-    let end_writes = probe.table_writes().await?;
-    let arrivals = sse.finish().await;
-
-    let (creates_in_window, creates_total) = probe.creates(from.wall, to.wall).await?;
-    let measured_in_window = probe.creates_of(measured_user, from.wall, to.wall).await?;
-    let (lags, unapplied, lag_source) = probe.event_lags(from.wall, to.wall).await?;
-
-    let window_ms = (from.wall.timestamp_millis(), to.wall.timestamp_millis());
-    let mut sse_histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    for (created_ms, lag_us) in &arrivals.samples {
-        if (window_ms.0..window_ms.1).contains(created_ms) {
-            sse_histogram.saturating_record((*lag_us).max(1));
-        }
-    }
-    let sse_samples = sse_histogram.len();
-
-    let window = to.at.saturating_duration_since(from.at);
-    let per = |amount: i64, creates: i64| {
-        if creates > 0 {
-            amount as f64 / creates as f64
-        } else {
-            0.0
-        }
-    };
-    let own = |a: &Mark, b: &Mark| {
-        i64::try_from(b.counters.own_queries - a.counters.own_queries).unwrap_or(0)
-    };
-    let services: Vec<(u32, &'static str)> = rig
-        .services
-        .iter()
-        .map(|service| (service.pid, service.name))
-        .collect();
-    let bench_pid = std::process::id();
-    let cpu_percent = procfs::cpu_percent(&from.cpu, &to.cpu, window, |pid, comm| {
-        if let Some((_, name)) = services.iter().find(|(service, _)| *service == pid) {
-            return Some((*name).to_owned());
-        }
-        if pid == bench_pid {
-            return Some("bench".to_owned());
-        }
-        match comm {
-            "postgres" | "nats-server" | "s3s-fs" => Some(comm.to_owned()),
-            _ => None,
-        }
-    });
-
-    let mut measurement = Measurement::from_load(NAME, label, &result);
-    measurement.system = Some(SystemFigures {
-        creates_in_window,
-        creates_per_s: if window.is_zero() {
-            0.0
-        } else {
-            creates_in_window as f64 / window.as_secs_f64()
-        },
-        event_lag_p50_ms: quantile_ms(&lags, 0.50),
-        event_lag_p99_ms: quantile_ms(&lags, 0.99),
-        event_lag_source: lag_source.to_owned(),
-        event_lag_unapplied: unapplied,
-        sse_p50_ms: quantile_ms(&sse_histogram, 0.50),
-        sse_p99_ms: quantile_ms(&sse_histogram, 0.99),
-        sse_samples,
-        sse_missing: measured_in_window - i64::try_from(sse_samples).unwrap_or(0),
-        sse_ended: arrivals.ended,
-        wal_bytes_per_create: per(
-            to.counters.wal_bytes - from.counters.wal_bytes,
-            creates_in_window,
-        ),
-        commits_per_create: per(
-            to.counters.commits - from.counters.commits - own(&from, &to),
-            creates_in_window,
-        ),
-        wal_bytes_per_create_drained: per(
-            end.counters.wal_bytes - start.counters.wal_bytes,
-            creates_total,
-        ),
-        commits_per_create_drained: per(
-            end.counters.commits - start.counters.commits - own(&start, &end),
-            creates_total,
-        ),
-        drained,
-        drain_s,
-        other_databases_commits: to.counters.other_commits - from.counters.other_commits,
-        checkpoints: to.counters.checkpoints - from.counters.checkpoints,
-        cpu_percent,
-        row_writes_per_create_drained: row_writes(&start_writes, &end_writes, creates_total),
-        backlog,
-        load_average,
-    });
-    if let Some(system) = &measurement.system {
-        print_summary(label, &measurement, system, creates_total);
-    }
-    Ok(measurement)
-}
-
 /// Rows written per create between two readings of the tables' counters, for the tables
 /// that had any.
 fn row_writes(
@@ -651,6 +275,7 @@ fn print_summary(label: &str, measurement: &Measurement, system: &SystemFigures,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::ceiling::make_content;
 
     #[test]
     fn the_default_loads_are_the_issues() {
@@ -659,12 +284,5 @@ mod tests {
         assert_eq!(DEFAULT_DURATION, Duration::from_secs(15));
         assert_eq!(make_content(CONTENT_CHARS).chars().count(), 240);
         assert_eq!(rig::SERVICES.len(), 5);
-    }
-
-    #[test]
-    fn base64url_decodes_unpadded_claims() -> anyhow::Result<()> {
-        // {"userId":"x"}
-        assert_eq!(base64url("eyJ1c2VySWQiOiJ4In0")?, br#"{"userId":"x"}"#);
-        Ok(())
     }
 }

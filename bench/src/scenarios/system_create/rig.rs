@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::context::BenchContext;
 use crate::db::quote_identifier;
+use crate::scenarios::api_rig::remove_run;
 
 /// The five services, in the order they are started.
 pub const SERVICES: [&str; 5] = ["api", "sync-streamer", "worker", "cron", "notifier"];
@@ -252,24 +253,6 @@ impl SystemRig {
             let _ = tokio::time::timeout(Duration::from_secs(10), service.child.wait()).await;
         }
         self.pool.close().await;
-        let streams = async {
-            let client = platform::nats::connect(&self.nats_url, "bench").await?;
-            let bus = bus::Bus::start(async_nats::jetstream::new(client), &self.namespace, "bench")
-                .await?;
-            bus.delete_streams().await?;
-            anyhow::Ok(())
-        }
-        .await;
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_identifier(&self.database)
-        ))
-        .execute(&self.admin)
-        .await
-        .with_context(|| format!("dropping database {}", self.database));
-        self.admin.close().await;
-        streams.context("deleting the run's streams")?;
-        dropped?;
-        Ok(())
+        remove_run(&self.nats_url, &self.namespace, self.admin, &self.database).await
     }
 }

@@ -14,8 +14,6 @@ use url::Url;
 
 pub use self::sections::{ApiKeyConfig, CdnConfig, GoogleConfig, SessionCacheConfig};
 use crate::DEFAULT_PORT;
-use platform::bootstrap::ServiceConfig;
-use std::net::SocketAddr;
 
 /// `ENVIRONMENT`: development features (the dev login) are refused in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,14 +231,7 @@ impl Config {
     }
 }
 
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-    fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.common.host, self.port)
-    }
-}
+platform::impl_service_config!(Config);
 
 /// `SYNC_TOKEN_SECRET`, checked by the rule the sync-streamer shares
 /// ([`sync_protocol::secret_problem`]).

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::transactions::{Assembly, RecentVersions};
 use super::{Flavor, StreamState, now_ms};
 use crate::catchup::{CatchUp, Row};
-use crate::frames::{CloseReason, Frame};
 use crate::hub::{self, Next, Registration};
+use sync_protocol::frames::{CloseReason, Frame};
 
 /// The client went away.
 pub(super) struct Gone;
@@ -103,7 +103,7 @@ impl Connection {
             scopes,
             watermark,
             self.state.config.chunk_rows,
-            self.cursor.highest() > 0,
+            self.cursor.resumes(),
             self.tables.clone(),
         );
         // Boxed: the catch-up's (and the gap's) futures are large and needed once; inline,

@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::catchup;
+use crate::changesets::LiveChangeset;
 use crate::config::SyncConfig;
 use crate::error::StreamError;
-use crate::frames::LiveChangeset;
 use crate::hub::{self, Hub};
 use crate::revocation::RevokedSessions;
 
@@ -304,7 +304,7 @@ async fn open(
     let mut removed = Vec::new();
     let mut full_resend = HashSet::new();
     let mut since = since;
-    let reset = since.highest() > 0 && since.through() < snapshot.horizon;
+    let reset = since.resumes() && since.through() < snapshot.horizon;
     if reset {
         since = Cursor::default();
     }
@@ -346,17 +346,17 @@ async fn open(
             }
             // The token no longer lists a team the read model still shows: the api removed
             // the member and the materializer has not caught up. Treat it as removed.
-            if since.highest() > 0 {
+            if since.resumes() {
                 removed.push(membership.team_id);
             }
-        } else if since.highest() > 0 && !since.holds(membership.seq) {
+        } else if since.resumes() && !since.holds(membership.seq) {
             removed.push(membership.team_id);
         }
     }
     // A team sent again from its start: the client may hold rows of it (it was removed and
     // re-added while away, or its role changed); it drops them first, so every row version
     // it then gets is new to it.
-    if since.highest() > 0 {
+    if since.resumes() {
         removed.extend(full_resend.iter().copied());
     }
     let (sender, receiver) = mpsc::channel::<Bytes>(4);

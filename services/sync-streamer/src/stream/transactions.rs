@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use sync_protocol::changes::Scope;
 use sync_protocol::cursor::MAX_SENT_PAST;
+use sync_protocol::tables;
 
 use super::live::{Connection, Flow, Gone};
 use crate::catchup;
-use crate::frames::{CloseReason, Frame, LiveChange, LiveChangeset};
+use crate::changesets::LiveChangeset;
+use sync_protocol::frames::{CloseReason, Frame, LiveChange};
 
 impl Connection {
     /// One changeset from the handoff gap or the queue, in stream order: sent with the rest of
@@ -117,7 +119,7 @@ impl Connection {
             for change in part
                 .changes
                 .iter()
-                .filter(|change| change.table == "team_members")
+                .filter(|change| change.table == tables::TEAM_MEMBERS)
             {
                 let Some((team_id, active, _)) =
                     catchup::own_membership(change.data.get(), self.claims.user_id)

@@ -8,21 +8,26 @@
 //! ([`Probes`]). [`BusRig::stop`] shuts everything down, deletes the namespace's streams and
 //! drops the schema.
 
-use std::collections::HashMap;
+mod probes;
+mod relay_setup;
+
+pub use probes::{EMITTED_TO_HANDLER, HANDLE_TIMEOUT, Phases, Probes, Waiter, new_histogram};
+pub use relay_setup::RelaySetup;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bus::relay::{self, RelayConfig};
 use bus::router::RunningRouter;
-use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
-use hdrhistogram::Histogram;
+use bus::{Bus, BusRouter};
+
 use messages::journal::v1::BusProbe;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +35,7 @@ use crate::context::BenchContext;
 use crate::db;
 use crate::measure::{ClosedLoop, OpInfo, OpenLoop};
 use crate::report::Measurement;
+use probes::{ReplicaState, handle_probe};
 
 /// The worker's migrations: they create the bus tables (outbox, dead_letters,
 /// processed_messages) and the outbox NOTIFY trigger.
@@ -39,303 +45,6 @@ static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyL
 
 /// Handler concurrency of the router (deliveries in flight per process).
 pub const ROUTER_CONCURRENCY: usize = 64;
-
-/// How long one operation waits for its handler before it counts as an error.
-pub const HANDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Latency histograms in microseconds, like the drivers'.
-const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
-
-pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).context("creating histogram")
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// The time window whose samples count (the driver's measured window).
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    from: Instant,
-    to: Instant,
-}
-
-/// Named latency histograms for the phases of an operation, recorded only inside the
-/// measured window (set with [`Probes::measure`]).
-pub struct Phases {
-    names: Vec<&'static str>,
-    histograms: Vec<Mutex<Histogram<u64>>>,
-}
-
-impl Phases {
-    fn new(names: &[&'static str]) -> anyhow::Result<Self> {
-        Ok(Self {
-            names: names.to_vec(),
-            histograms: names
-                .iter()
-                .map(|_| new_histogram().map(Mutex::new))
-                .collect::<anyhow::Result<_>>()?,
-        })
-    }
-
-    fn record(&self, phase: usize, value: Duration) {
-        if let Some(histogram) = self.histograms.get(phase) {
-            lock(histogram).saturating_record(micros(value));
-        }
-    }
-
-    fn reset(&self) {
-        for histogram in &self.histograms {
-            lock(histogram).reset();
-        }
-    }
-
-    /// One line per phase: `name: p50 … p90 … p99 … max … (n samples)`.
-    pub fn summary(&self) -> Vec<String> {
-        let width = self.names.iter().map(|name| name.len()).max().unwrap_or(0);
-        self.names
-            .iter()
-            .zip(&self.histograms)
-            .map(|(name, histogram)| {
-                let histogram = lock(histogram);
-                if histogram.is_empty() {
-                    return format!("{name:<width$}  no samples");
-                }
-                let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-                format!(
-                    "{name:<width$}  p50 {:>8.3} ms  p90 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  mean {:>8.3} ms  ({} samples)",
-                    ms(0.5),
-                    ms(0.9),
-                    ms(0.99),
-                    histogram.max() as f64 / 1000.0,
-                    histogram.mean() / 1000.0,
-                    histogram.len()
-                )
-            })
-            .collect()
-    }
-}
-
-/// Probes waiting for their handler, and the phase histograms.
-pub struct Probes {
-    run_id: String,
-    next_sequence: AtomicI64,
-    waiting: Mutex<HashMap<i64, oneshot::Sender<Instant>>>,
-    window: Mutex<Option<Window>>,
-    pub phases: Phases,
-}
-
-/// Phase recorded by the handler itself: `Meta::emitted_at_micros` → handler (the bus's
-/// own end-to-end figure: outbox insert time for relayed rows, publish time for direct
-/// publishes). Always phase 0.
-pub const EMITTED_TO_HANDLER: usize = 0;
-
-impl Probes {
-    /// `phases[0]` must be the handler's emitted→handler phase ([`EMITTED_TO_HANDLER`]).
-    fn new(run_id: String, phases: &[&'static str]) -> anyhow::Result<Self> {
-        Ok(Self {
-            run_id,
-            next_sequence: AtomicI64::new(0),
-            waiting: Mutex::new(HashMap::new()),
-            window: Mutex::new(None),
-            phases: Phases::new(phases)?,
-        })
-    }
-
-    /// A fresh probe whose handler call this operation can wait for.
-    pub fn register(self: &Arc<Self>) -> (BusProbe, Waiter) {
-        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = oneshot::channel();
-        lock(&self.waiting).insert(sequence, sender);
-        let probe = BusProbe {
-            run_id: self.run_id.clone(),
-            sequence,
-            aggregate_key: String::new(),
-        };
-        let waiter = Waiter {
-            probes: Arc::clone(self),
-            sequence,
-            receiver: Some(receiver),
-        };
-        (probe, waiter)
-    }
-
-    pub fn message_id(&self, sequence: i64) -> String {
-        format!("{}-{sequence}", self.run_id)
-    }
-
-    /// Phase samples count from now on only inside `[from, from + duration)`; clears the
-    /// histograms and any waiter left over from an earlier variant.
-    pub fn measure(&self, from: Instant, duration: Duration) {
-        *lock(&self.window) = Some(Window {
-            from,
-            to: from + duration,
-        });
-        self.phases.reset();
-        lock(&self.waiting).clear();
-    }
-
-    /// Record `value` for `phase` if `at` lies in the measured window.
-    pub fn record(&self, phase: usize, at: Instant, value: Duration) {
-        let in_window =
-            lock(&self.window).is_some_and(|window| at >= window.from && at < window.to);
-        if in_window {
-            self.phases.record(phase, value);
-        }
-    }
-
-    pub fn waiting(&self) -> usize {
-        lock(&self.waiting).len()
-    }
-
-    fn handled(&self, sequence: i64, at: Instant) {
-        if let Some(sender) = lock(&self.waiting).remove(&sequence) {
-            let _ = sender.send(at);
-        }
-    }
-}
-
-/// Waits for one probe's handler; forgets the probe if dropped unfinished.
-pub struct Waiter {
-    probes: Arc<Probes>,
-    sequence: i64,
-    receiver: Option<oneshot::Receiver<Instant>>,
-}
-
-impl Waiter {
-    pub fn sequence(&self) -> i64 {
-        self.sequence
-    }
-
-    /// When the handler ran, or an error after [`HANDLE_TIMEOUT`].
-    pub async fn handled(mut self) -> anyhow::Result<Instant> {
-        let receiver = self.receiver.take().context("probe already awaited")?;
-        match tokio::time::timeout(HANDLE_TIMEOUT, receiver).await {
-            Ok(Ok(at)) => Ok(at),
-            Ok(Err(_)) => anyhow::bail!("probe {} was forgotten", self.sequence),
-            Err(_) => anyhow::bail!(
-                "probe {} not handled within {} s",
-                self.sequence,
-                HANDLE_TIMEOUT.as_secs()
-            ),
-        }
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if self.receiver.is_some() {
-            lock(&self.probes.waiting).remove(&self.sequence);
-        }
-    }
-}
-
-/// What one replica's handler reaches: the shared probes and its own count.
-#[derive(Clone)]
-struct ReplicaState {
-    probes: Arc<Probes>,
-    handled: Arc<AtomicU64>,
-}
-
-/// The no-op handler: note when it ran and wake the waiting operation.
-async fn handle_probe(
-    State(replica): State<ReplicaState>,
-    Msg(probe): Msg<BusProbe>,
-    meta: Meta,
-) -> Result<(), HandlerError> {
-    let now = Instant::now();
-    let probes = &replica.probes;
-    if probe.run_id != probes.run_id {
-        return Ok(());
-    }
-    replica.handled.fetch_add(1, Ordering::Relaxed);
-    if let Some(emitted) = meta.emitted_at_micros {
-        let micros = bus::headers::now_micros().saturating_sub(emitted).max(0);
-        probes.record(
-            EMITTED_TO_HANDLER,
-            now,
-            Duration::from_micros(micros.unsigned_abs()),
-        );
-    }
-    probes.handled(probe.sequence, now);
-    Ok(())
-}
-
-/// How the relay runs. [`RelaySetup::PRODUCTION`] is what the services do; the others are
-/// diagnostics for finding where the time goes (`BENCH_EVENTS_RELAY`, see `events`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelaySetup {
-    /// Give the relay a pool of its own of this size instead of the service pool.
-    pub own_pool: Option<u32>,
-    /// Drop the outbox's NOTIFY trigger and let the relay poll at this interval.
-    pub poll_without_notify: Option<Duration>,
-}
-
-impl RelaySetup {
-    pub const PRODUCTION: Self = Self {
-        own_pool: None,
-        poll_without_notify: None,
-    };
-
-    /// `production`, or a comma-separated list of `own-pool=<connections>` and
-    /// `poll=<milliseconds>` (the latter drops the NOTIFY trigger).
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let mut setup = Self::PRODUCTION;
-        for part in text
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-        {
-            match part.split_once('=') {
-                None if part == "production" => {}
-                Some(("own-pool", size)) => {
-                    let size: u32 = size.parse().context("own-pool=<connections>")?;
-                    anyhow::ensure!(size > 0, "own-pool needs at least 1 connection");
-                    setup.own_pool = Some(size);
-                }
-                Some(("poll", millis)) => {
-                    let millis: f64 = millis.parse().context("poll=<milliseconds>")?;
-                    anyhow::ensure!(
-                        millis.is_finite() && millis > 0.0 && millis <= 60_000.0,
-                        "poll must be between 0 and 60000 ms"
-                    );
-                    setup.poll_without_notify = Some(Duration::from_secs_f64(millis / 1000.0));
-                }
-                _ => anyhow::bail!(
-                    "unknown relay set-up `{part}` (production, own-pool=<n>, poll=<ms>)"
-                ),
-            }
-        }
-        Ok(setup)
-    }
-}
-
-impl std::fmt::Display for RelaySetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(size) = self.own_pool {
-            parts.push(format!("relay on its own pool of {size}"));
-        }
-        if let Some(interval) = self.poll_without_notify {
-            parts.push(format!(
-                "no NOTIFY trigger, relay polls every {} ms",
-                interval.as_secs_f64() * 1000.0
-            ));
-        }
-        if parts.is_empty() {
-            f.write_str("production")
-        } else {
-            f.write_str(&parts.join(", "))
-        }
-    }
-}
 
 /// A running bus: pool, streams, (relay,) router.
 pub struct BusRig {
@@ -618,20 +327,89 @@ impl BusRig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a bus scenario prints after each variant, beside what [`BusRig::measure`] prints.
+#[derive(Debug, Clone, Copy)]
+pub enum AfterVariant {
+    Nothing,
+    /// The window's outbox rows the relay has not published yet.
+    RelayBacklog,
+    /// How many probes each replica handled (warmup included).
+    ReplicaShares,
+}
 
-    #[test]
-    fn relay_setup_parses() -> anyhow::Result<()> {
-        assert_eq!(RelaySetup::parse("production")?, RelaySetup::PRODUCTION);
-        assert_eq!(RelaySetup::parse("")?, RelaySetup::PRODUCTION);
-        let setup = RelaySetup::parse("own-pool=2, poll=5")?;
-        assert_eq!(setup.own_pool, Some(2));
-        assert_eq!(setup.poll_without_notify, Some(Duration::from_millis(5)));
-        assert!(RelaySetup::parse("poll=0").is_err());
-        assert!(RelaySetup::parse("own-pool=0").is_err());
-        assert!(RelaySetup::parse("fast").is_err());
-        Ok(())
+impl BusRig {
+    /// Measure `variants` in order, each with an operation from `operation`, then stop the
+    /// rig whatever happened (the measurement's error first).
+    pub async fn measure_variants<Op, Fut>(
+        self,
+        ctx: &BenchContext,
+        scenario: &str,
+        variants: &[Variant],
+        operation: impl Fn(&BusRig) -> Op,
+        after: AfterVariant,
+    ) -> anyhow::Result<Vec<Measurement>>
+    where
+        Op: Fn(OpInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let outcome = async {
+            let mut measurements = Vec::with_capacity(variants.len());
+            for variant in variants {
+                let before = self.handled_by_replica();
+                let (measurement, window) = self
+                    .measure(ctx, scenario, *variant, operation(&self))
+                    .await?;
+                match after {
+                    AfterVariant::Nothing => {}
+                    AfterVariant::RelayBacklog => match self.relay_backlog(window).await {
+                        Ok(line) => eprintln!("{scenario}:   {line}"),
+                        Err(error) => {
+                            eprintln!("{scenario}:   relay stats unavailable: {error:#}")
+                        }
+                    },
+                    AfterVariant::ReplicaShares => {
+                        let shares: Vec<String> = before
+                            .iter()
+                            .zip(self.handled_by_replica())
+                            .map(|(before, after)| (after - before).to_string())
+                            .collect();
+                        eprintln!(
+                            "{scenario}:   handled per replica (warmup included): {}",
+                            shares.join(" / ")
+                        );
+                    }
+                }
+                measurements.push(measurement);
+            }
+            anyhow::Ok(measurements)
+        }
+        .await;
+        let stopped = self.stop().await;
+        let measurements = outcome?;
+        stopped?;
+        Ok(measurements)
+    }
+
+    /// What the outbox still holds of the rows created in the window. The relay deletes the
+    /// rows it publishes (the lean outbox, docs/bus.md), so a row left here was not published
+    /// yet; how long publishing took is the `insert→handler` phase, measured per message.
+    async fn relay_backlog(&self, (from, to): WallWindow) -> anyhow::Result<String> {
+        let (unsent, oldest_ms): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), (extract(epoch FROM now() - min(created_at)) * 1000)::float8
+               FROM outbox
+              WHERE created_at >= $1 AND created_at < $2",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match oldest_ms {
+            Some(age) => {
+                format!(
+                    "relay: {unsent} rows of the window still unsent, the oldest {age:.0} ms old"
+                )
+            }
+            None => "relay: every row of the window published (none left in the outbox)".to_owned(),
+        })
     }
 }

@@ -1,12 +1,12 @@
-//! Changesets as the streamer holds them, and the frames clients receive (ARCHITECTURE §5,
-//! docs/sync.md). Every frame is one JSON object; SSE carries it as `data:`.
+//! Changesets as the streamer holds them: decoded once from CHANGES and shared by every client
+//! that sees them. The frames they become are `sync_protocol::frames`.
 
 use std::sync::{Arc, OnceLock};
 
 use messages::sync::v1::{ChangeOp, Changeset};
 use prost::Message;
-use serde::Serialize;
 use serde_json::value::RawValue;
+use sync_protocol::frames::{Frame, LiveChange};
 
 /// One changeset from CHANGES, decoded once and shared by every client that sees it.
 #[derive(Debug)]
@@ -36,26 +36,6 @@ pub struct TransactionPart {
     pub index: usize,
     /// Every part's scope, by part index.
     pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(rename = "SyncChange")]
-pub struct LiveChange {
-    pub table: String,
-    /// `insert`, `update` or `delete`.
-    pub op: &'static str,
-    pub row_id: String,
-    pub version: i64,
-    /// The row as the api answers it (`null` for a delete).
-    #[schemars(with = "serde_json::Value")]
-    pub data: Arc<RawValue>,
-}
-
-impl LiveChange {
-    pub fn deleted(&self) -> bool {
-        self.op == "delete"
-    }
 }
 
 /// Why a message could not be read as a changeset (it is skipped and logged).
@@ -135,69 +115,4 @@ impl LiveChangeset {
             )
         }))
     }
-}
-
-/// A frame as clients receive it.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[schemars(rename = "SyncFrame")]
-pub enum Frame<'a> {
-    /// Catch-up rows of one table, from the read model.
-    #[serde(rename_all = "camelCase")]
-    Delta {
-        /// `null` only in an empty last chunk (nothing to catch up).
-        table: Option<&'a str>,
-        #[schemars(with = "Vec<serde_json::Value>")]
-        data: Vec<&'a RawValue>,
-        is_last_chunk: bool,
-        cursor: String,
-    },
-    /// One committed changeset, live.
-    Change {
-        cursor: String,
-        changes: Vec<&'a LiveChange>,
-    },
-    Heartbeat {
-        timestamp: i64,
-    },
-    /// The cursor is older than the tombstone retention: drop local state; a full catch-up
-    /// follows on the same stream.
-    Reset {
-        reason: &'static str,
-    },
-    /// The user left (or was removed from) a team: drop every row of that team's scope.
-    #[serde(rename_all = "camelCase")]
-    ScopeRemoved {
-        scope: String,
-        team_id: String,
-        cursor: String,
-    },
-    /// The stream ends; `reason` says what the client should do (docs/sync.md).
-    Closed {
-        reason: CloseReason,
-    },
-}
-
-impl Frame<'_> {
-    pub fn to_json(&self) -> String {
-        // Frames hold strings, numbers and already-valid raw JSON: serializing cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// Why the server ends a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[schemars(rename = "SyncCloseReason")]
-pub enum CloseReason {
-    /// The client's buffer overflowed: reconnect and resume from the last cursor.
-    SlowClient,
-    /// The user joined a team: reconnect (with a fresh token if it lacks the team).
-    ScopesChanged,
-    /// Get a new sync token, then reconnect.
-    TokenExpired,
-    /// Sign in again.
-    SessionRevoked,
-    /// This replica is stopping: reconnect (to another replica).
-    Shutdown,
 }

@@ -1,30 +1,9 @@
-//! Turn changes into migration files: only the backward-compatible set, everything else
-//! refused with the two-step path.
-
-use anyhow::{Result, bail};
+//! Sorting changes into the statements of a plan, refusing what is not backward compatible.
 
 use crate::diff::{Change, Refusal};
 use crate::model::{Column, Table, is_deprecation};
 
-/// The `SET` at the top of every generated transactional migration.
-pub const LOCK_TIMEOUT: &str = "SET lock_timeout = '5s';";
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The migration name (snake_case).
-    pub name: String,
-    /// The version of the first file; further files take the next versions.
-    pub version: i64,
-    /// Emit the second step of a removal: drop columns/tables that an earlier migration
-    /// marked deprecated.
-    pub allow_drop: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeneratedFile {
-    pub file_name: String,
-    pub contents: String,
-}
+use super::quote_literal;
 
 const TWO_STEP: &str = "Two-step path: (1) keep it in schema.sql marked deprecated \
      (`COMMENT ON COLUMN <table>.<column> IS 'deprecated: <reason>';`, or `COMMENT ON TABLE`), \
@@ -35,10 +14,6 @@ const TWO_STEP: &str = "Two-step path: (1) keep it in schema.sql marked deprecat
 const RENAME: &str = "Never rename in one deployment: add the new column (nullable or with a \
      constant default), write both and backfill, switch reads to the new one, then deprecate \
      and later drop the old one.";
-
-pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 fn comment_value(comment: &Option<String>) -> String {
     match comment {
@@ -114,27 +89,20 @@ fn concurrent(definition: &str) -> String {
     definition.to_owned()
 }
 
-fn file_safe(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect::<String>()
-        .to_ascii_lowercase()
-}
-
 #[derive(Default)]
-struct Plan {
-    functions: Vec<String>,
-    tables: Vec<String>,
-    new_table_foreign_keys: Vec<String>,
-    new_table_indexes: Vec<String>,
-    columns: Vec<String>,
-    comments: Vec<String>,
-    constraints: Vec<String>,
-    triggers: Vec<String>,
-    drops: Vec<String>,
-    concurrent_indexes: Vec<(String, String)>,
-    validations: Vec<String>,
-    refusals: Vec<Refusal>,
+pub(super) struct Plan {
+    pub(super) functions: Vec<String>,
+    pub(super) tables: Vec<String>,
+    pub(super) new_table_foreign_keys: Vec<String>,
+    pub(super) new_table_indexes: Vec<String>,
+    pub(super) columns: Vec<String>,
+    pub(super) comments: Vec<String>,
+    pub(super) constraints: Vec<String>,
+    pub(super) triggers: Vec<String>,
+    pub(super) drops: Vec<String>,
+    pub(super) concurrent_indexes: Vec<(String, String)>,
+    pub(super) validations: Vec<String>,
+    pub(super) refusals: Vec<Refusal>,
 }
 
 impl Plan {
@@ -146,34 +114,7 @@ impl Plan {
     }
 }
 
-/// Plan the changes into statements, or list why not.
-pub fn plan_statements(changes: &[Change], allow_drop: bool) -> Result<Vec<String>, Vec<Refusal>> {
-    let plan = plan(changes, allow_drop);
-    if !plan.refusals.is_empty() {
-        return Err(plan.refusals);
-    }
-    Ok(statements(&plan))
-}
-
-fn statements(plan: &Plan) -> Vec<String> {
-    [
-        &plan.functions,
-        &plan.tables,
-        &plan.new_table_foreign_keys,
-        &plan.new_table_indexes,
-        &plan.columns,
-        &plan.comments,
-        &plan.constraints,
-        &plan.triggers,
-        &plan.drops,
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect()
-}
-
-fn plan(changes: &[Change], allow_drop: bool) -> Plan {
+pub(super) fn plan(changes: &[Change], allow_drop: bool) -> Plan {
     let mut plan = Plan::default();
     let added_columns: Vec<&str> = changes
         .iter()
@@ -452,67 +393,4 @@ fn plan(changes: &[Change], allow_drop: bool) -> Plan {
         }
     }
     plan
-}
-
-/// The migration files for `changes` (nothing when there are none), or an error listing
-/// every refused change with its explanation.
-pub fn render(schema: &str, changes: &[Change], options: &Options) -> Result<Vec<GeneratedFile>> {
-    let plan = plan(changes, options.allow_drop);
-    if !plan.refusals.is_empty() {
-        let list: Vec<String> = plan
-            .refusals
-            .iter()
-            .map(|refusal| format!("  - {refusal}"))
-            .collect();
-        bail!(
-            "not generating a migration: {} change(s) in the declaration are not backward \
-             compatible:\n{}",
-            plan.refusals.len(),
-            list.join("\n")
-        );
-    }
-    let main = statements(&plan);
-    if main.is_empty() && plan.concurrent_indexes.is_empty() && plan.validations.is_empty() {
-        return Ok(Vec::new());
-    }
-    let name = &options.name;
-    let mut version = options.version;
-    let first = format!("{version}_{name}.sql");
-    let mut files = vec![GeneratedFile {
-        file_name: first.clone(),
-        contents: format!(
-            "-- {name} ({schema} schema): generated by `cargo xtask db g {schema} {name}` from the\n\
-             -- declared schema. Change the declaration and generate again rather than editing.\n\
-             {LOCK_TIMEOUT}\n\n{}\n",
-            main.join("\n\n")
-        ),
-    }];
-    for (index, statement) in &plan.concurrent_indexes {
-        version += 1;
-        files.push(GeneratedFile {
-            file_name: format!("{version}_{name}_index_{}.sql", file_safe(index)),
-            contents: format!(
-                "-- no-transaction\n\
-                 -- {name} ({schema} schema), generated: CREATE INDEX CONCURRENTLY cannot run in a\n\
-                 -- transaction, nor next to another statement, so it has a migration of its own. Its\n\
-                 -- lock_timeout is the session's, set by {first} (pending migrations run on one\n\
-                 -- connection).\n\
-                 {statement}\n"
-            ),
-        });
-    }
-    if !plan.validations.is_empty() {
-        version += 1;
-        files.push(GeneratedFile {
-            file_name: format!("{version}_{name}_validate.sql"),
-            contents: format!(
-                "-- {name} ({schema} schema), generated: validate the constraints added NOT VALID in\n\
-                 -- {first}, in a transaction of their own (SHARE UPDATE EXCLUSIVE: reads and\n\
-                 -- writes go on while existing rows are checked).\n\
-                 {LOCK_TIMEOUT}\n\n{}\n",
-                plan.validations.join("\n")
-            ),
-        });
-    }
-    Ok(files)
 }
