@@ -3,37 +3,20 @@
 
 pub mod sections;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use platform::config::{CommonConfig, ConfigError, EnvReader, origin_of, parse_origins};
+/// `ENVIRONMENT`: development features (the dev login) are refused in production.
+pub use platform::config::Environment;
+use platform::config::{
+    CommonConfig, ConfigError, EnvReader, origin_of, parse_origins, read_environment,
+};
 use platform::s3::S3Config;
 use secrecy::SecretString;
 use url::Url;
 
 pub use self::sections::{ApiKeyConfig, CdnConfig, GoogleConfig, SessionCacheConfig};
 use crate::DEFAULT_PORT;
-
-/// `ENVIRONMENT`: development features (the dev login) are refused in production.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    Development,
-    Production,
-}
-
-impl FromStr for Environment {
-    type Err = String;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.to_ascii_lowercase().as_str() {
-            "development" | "dev" | "test" => Ok(Self::Development),
-            "production" | "prod" => Ok(Self::Production),
-            other => Err(format!(
-                "expected `development` or `production`, got `{other}`"
-            )),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -103,7 +86,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let common = CommonConfig::read(&mut env);
         let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        let environment = env.with_default("ENVIRONMENT", Environment::Development);
+        let environment = read_environment(&mut env);
         let production = environment == Environment::Production;
         let auth_dev_login = env.flag("AUTH_DEV_LOGIN", false);
         if auth_dev_login && production {

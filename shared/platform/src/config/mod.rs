@@ -269,8 +269,8 @@ fn redact_for_error(name: &str, raw: &str) -> String {
     }
 }
 
-/// `ENVIRONMENT` for services other than the api (which has its own, richer type): whether
-/// development conveniences (e.g. creating a missing bucket) are allowed.
+/// `ENVIRONMENT`: whether development conveniences (creating a missing bucket, the api's dev
+/// login) are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Development,
