@@ -1,7 +1,7 @@
 //! `events`: one message end to end through the transactional outbox, as the services emit.
 //!
 //! One operation = `BEGIN` → `bus::outbox::emit(BusProbe)` → `COMMIT` → wait until the
-//! no-op handler has run: the relay (woken by the outbox's NOTIFY) publishes the row to
+//! no-op handler has run: the relay (woken in process by the write) publishes the row to
 //! JetStream, the router's consumer pulls it and calls the handler. Production code
 //! throughout (`Bus::start`, `bus::relay`, `BusRouter`), in a schema of its own prepared by
 //! `platform::db`, with a unique bus namespace.

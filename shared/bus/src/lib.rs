@@ -3,7 +3,7 @@
 //! - [`streams`]: the EVENTS, TASKS and CHANGES streams, provisioned idempotently, under an
 //!   optional namespace (tests use one each, so they can share a NATS server).
 //! - [`outbox`]: write messages in the caller's transaction; [`relay`] publishes committed
-//!   rows with `Nats-Msg-Id` = outbox id, woken by LISTEN/NOTIFY.
+//!   rows with `Nats-Msg-Id` = outbox id, woken in process by the writes.
 //! - [`router`]: `BusRouter::new(bus, state).on::<E>(handler).task::<T>(handler)` — plain
 //!   async fns with extractors ([`State`], [`Msg`], [`Meta`]), run through tower layers that
 //!   trace, ack, retry with backoff and dead-letter.

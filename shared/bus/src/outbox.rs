@@ -121,10 +121,11 @@ impl OutboxBatch {
             return Ok(Vec::new());
         }
         let mut arguments = PgArguments::default();
-        let outbox_ids = self.add_binds(&mut arguments)?;
+        let outbox_ids = self.bind_arrays(&mut arguments)?;
         sqlx::query_with(&Self::insert_sql(1, None), arguments)
             .execute(conn)
             .await?;
+        crate::relay::rows_written(outbox_ids.len());
         Ok(outbox_ids)
     }
 
@@ -133,9 +134,7 @@ impl OutboxBatch {
     /// For a caller that writes the batch inside a bigger statement (a data-modifying CTE:
     /// the api's create writes its entry and its outbox rows in one statement): with
     /// `only_if` (an SQL condition, e.g. `EXISTS (SELECT 1 FROM entry)`) the rows are written
-    /// only when it holds. The rows are the ones `write` writes, byte for byte. The
-    /// statement-level `outbox_notify` trigger fires with the statement either way, as for
-    /// any `INSERT INTO outbox` (a wake-up with nothing to publish costs the relay one poll).
+    /// only when it holds. The rows are the ones `write` writes, byte for byte.
     pub fn insert_sql(first_bind: usize, only_if: Option<&str>) -> String {
         let [ids, subjects, payloads, headers, keys] =
             std::array::from_fn(|offset| first_bind + offset);
@@ -156,8 +155,16 @@ impl OutboxBatch {
     }
 
     /// Append the five arrays [`insert_sql`](Self::insert_sql) reads to `arguments` (after
-    /// the caller's own binds). Returns the outbox ids in push order.
+    /// the caller's own binds). Returns the outbox ids in push order. Announces the rows to
+    /// this process's relay, as [`write`](Self::write) does (see [`crate::relay`]); rows an
+    /// `only_if` condition then leaves out are written off after the relay's re-checks.
     pub fn add_binds(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
+        let outbox_ids = self.bind_arrays(arguments)?;
+        crate::relay::rows_written(outbox_ids.len());
+        Ok(outbox_ids)
+    }
+
+    fn bind_arrays(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
         // The trace context is the caller's, the same for every row; each row adds its name.
         let trace_headers: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
             .into_iter()

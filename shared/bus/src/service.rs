@@ -171,6 +171,7 @@ impl<'a> ServiceBuilder<'a> {
             let stop = CancellationToken::new();
             let mut config = RelayConfig::new(self.schema);
             config.final_publish = grace;
+            config.wake_delay = self.common.relay_wake_delay;
             let task = relay::spawn(bus.clone(), infra.db.clone(), config, stop.clone());
             RelayTask {
                 task,

@@ -60,11 +60,26 @@ async fn the_model_sees_tables_columns_indexes_constraints_functions_and_trigger
     let position = outbox.column("\"position\"").unwrap();
     assert_eq!(position.serial.as_deref(), Some("bigserial"));
     assert!(outbox.indexes.contains_key("outbox_unsent_idx"));
-    assert_eq!(
-        outbox.triggers["outbox_notify"].definition,
-        "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()"
+    // The outbox's NOTIFY trigger and its function were dropped by a later migration (the
+    // relay is woken in process): the model reads the end state, not the history.
+    assert!(outbox.triggers.is_empty(), "{:?}", outbox.triggers.keys());
+    assert!(!model.functions.contains_key("outbox_notify()"));
+    // No declared schema has a trigger now; one added to a declaration is seen with its
+    // function.
+    let with_trigger = format!(
+        "{declaration}
+CREATE FUNCTION outbox_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER outbox_touch AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_touch();
+"
     );
-    assert!(model.functions.contains_key("outbox_notify()"));
+    let declared = schema_tools::declared_schema(&server, "api", &with_trigger)
+        .await
+        .unwrap();
+    assert_eq!(
+        declared.tables["outbox"].triggers["outbox_touch"].definition,
+        "CREATE TRIGGER outbox_touch AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_touch()"
+    );
+    assert!(declared.functions.contains_key("outbox_touch()"));
     let sessions = &model.tables["sessions"];
     assert_eq!(
         sessions.constraints["sessions_user_id_fkey"].definition,

@@ -38,7 +38,7 @@ use crate::report::Measurement;
 use probes::{ReplicaState, handle_probe};
 
 /// The worker's migrations: they create the bus tables (outbox, dead_letters,
-/// processed_messages) and the outbox NOTIFY trigger.
+/// processed_messages).
 static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
     bus::tables::with_bus_tables(sqlx::migrate!("../migrations/worker"))
 });
@@ -159,11 +159,8 @@ impl BusRig {
                     None => pool.clone(),
                 };
                 let mut config = RelayConfig::new(&schema);
-                if let Some(interval) = setup.poll_without_notify {
-                    sqlx::query("DROP TRIGGER outbox_notify ON outbox")
-                        .execute(&pool)
-                        .await
-                        .context("dropping the outbox NOTIFY trigger")?;
+                if let Some(interval) = setup.poll_only {
+                    config.wake_on_writes = false;
                     config.poll_interval = interval;
                 }
                 Some(relay::spawn(

@@ -10,18 +10,18 @@ use anyhow::Context as _;
 pub struct RelaySetup {
     /// Give the relay a pool of its own of this size instead of the service pool.
     pub own_pool: Option<u32>,
-    /// Drop the outbox's NOTIFY trigger and let the relay poll at this interval.
-    pub poll_without_notify: Option<Duration>,
+    /// Ignore the in-process wake-ups and let the relay poll at this interval.
+    pub poll_only: Option<Duration>,
 }
 
 impl RelaySetup {
     pub const PRODUCTION: Self = Self {
         own_pool: None,
-        poll_without_notify: None,
+        poll_only: None,
     };
 
     /// `production`, or a comma-separated list of `own-pool=<connections>` and
-    /// `poll=<milliseconds>` (the latter drops the NOTIFY trigger).
+    /// `poll=<milliseconds>` (the latter turns the in-process wake-ups off).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut setup = Self::PRODUCTION;
         for part in text
@@ -42,7 +42,7 @@ impl RelaySetup {
                         millis.is_finite() && millis > 0.0 && millis <= 60_000.0,
                         "poll must be between 0 and 60000 ms"
                     );
-                    setup.poll_without_notify = Some(Duration::from_secs_f64(millis / 1000.0));
+                    setup.poll_only = Some(Duration::from_secs_f64(millis / 1000.0));
                 }
                 _ => anyhow::bail!(
                     "unknown relay set-up `{part}` (production, own-pool=<n>, poll=<ms>)"
@@ -59,9 +59,9 @@ impl std::fmt::Display for RelaySetup {
         if let Some(size) = self.own_pool {
             parts.push(format!("relay on its own pool of {size}"));
         }
-        if let Some(interval) = self.poll_without_notify {
+        if let Some(interval) = self.poll_only {
             parts.push(format!(
-                "no NOTIFY trigger, relay polls every {} ms",
+                "no wake-ups, relay polls every {} ms",
                 interval.as_secs_f64() * 1000.0
             ));
         }
@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(RelaySetup::parse("")?, RelaySetup::PRODUCTION);
         let setup = RelaySetup::parse("own-pool=2, poll=5")?;
         assert_eq!(setup.own_pool, Some(2));
-        assert_eq!(setup.poll_without_notify, Some(Duration::from_millis(5)));
+        assert_eq!(setup.poll_only, Some(Duration::from_millis(5)));
         assert!(RelaySetup::parse("poll=0").is_err());
         assert!(RelaySetup::parse("own-pool=0").is_err());
         assert!(RelaySetup::parse("fast").is_err());

@@ -53,6 +53,10 @@ pub struct CommonConfig {
     pub nats_auth: Option<NatsAuth>,
     /// `NATS_STREAM_REPLICAS` / `NATS_STREAM_STORAGE`: how the streams are created.
     pub streams: StreamSettings,
+    /// `RELAY_WAKE_DELAY_MS`: how long the outbox relay waits after a write of its process
+    /// wakes it before it looks (the write's commit lands meanwhile, and writes of that
+    /// window share one publish batch and one claim commit). 0 to 1,000.
+    pub relay_wake_delay: Duration,
 }
 
 /// A NATS user and its password. The password never appears in Debug output or errors.
@@ -121,6 +125,7 @@ impl CommonConfig {
             database_password: env.optional_secret("DATABASE_PASSWORD"),
             nats_auth: read_nats_auth(env),
             streams: read_stream_settings(env),
+            relay_wake_delay: read_relay_wake_delay(env),
         }
     }
 
@@ -138,6 +143,26 @@ impl CommonConfig {
             database_password: None,
             nats_auth: None,
             streams: StreamSettings::default(),
+            relay_wake_delay: DEFAULT_RELAY_WAKE_DELAY,
+        }
+    }
+}
+
+/// The default of `RELAY_WAKE_DELAY_MS`.
+pub const DEFAULT_RELAY_WAKE_DELAY: Duration = Duration::from_millis(2);
+/// The largest `RELAY_WAKE_DELAY_MS`: beyond it the relay's slow poll (1 s) would be as good.
+const MAX_RELAY_WAKE_DELAY_MS: u64 = 1_000;
+
+fn read_relay_wake_delay(env: &mut EnvReader) -> Duration {
+    match env.optional::<u64>("RELAY_WAKE_DELAY_MS") {
+        None => DEFAULT_RELAY_WAKE_DELAY,
+        Some(millis) if millis <= MAX_RELAY_WAKE_DELAY_MS => Duration::from_millis(millis),
+        Some(millis) => {
+            env.reject(
+                "RELAY_WAKE_DELAY_MS",
+                format!("{millis} is above the limit of {MAX_RELAY_WAKE_DELAY_MS}"),
+            );
+            DEFAULT_RELAY_WAKE_DELAY
         }
     }
 }

@@ -7,7 +7,8 @@
 mod common;
 
 pub use common::{
-    CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, LogFormat, MAX_STREAM_REPLICAS, NatsAuth,
+    CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DEFAULT_RELAY_WAKE_DELAY, LogFormat,
+    MAX_STREAM_REPLICAS, NatsAuth,
     StreamSettings, StreamStorage,
 };
 

@@ -92,3 +92,26 @@ fn nats_user_and_password_come_together_and_the_password_is_never_shown() {
     assert!(error.names("NATS_USER"), "{error}");
     assert!(!error.to_string().contains("hunter2"));
 }
+
+#[test]
+fn the_relay_wake_delay_is_read_and_bounded() {
+    let mut env = EnvReader::from_map(Vec::<(String, String)>::new());
+    let common = CommonConfig::read(&mut env);
+    env.finish().unwrap();
+    assert_eq!(common.relay_wake_delay, DEFAULT_RELAY_WAKE_DELAY);
+
+    let mut env = EnvReader::from_map([("RELAY_WAKE_DELAY_MS", "5")]);
+    let common = CommonConfig::read(&mut env);
+    env.finish().unwrap();
+    assert_eq!(common.relay_wake_delay, std::time::Duration::from_millis(5));
+
+    for (raw, expected) in [
+        ("1001", "RELAY_WAKE_DELAY_MS: 1001 is above the limit of 1000"),
+        ("-1", "RELAY_WAKE_DELAY_MS: `-1` is invalid"),
+    ] {
+        let mut env = EnvReader::from_map([("RELAY_WAKE_DELAY_MS", raw)]);
+        let _ = CommonConfig::read(&mut env);
+        let message = env.finish().unwrap_err().to_string();
+        assert!(message.contains(expected), "{message}");
+    }
+}
