@@ -25,12 +25,22 @@ CREATE INDEX outbox_unsent_idx ON outbox (position) WHERE sent_at IS NULL;
 CREATE INDEX outbox_unsent_key_idx ON outbox (ordering_key, position) WHERE sent_at IS NULL;
 COMMENT ON COLUMN outbox.sent_at IS 'set only by relays before the lean outbox (they marked rows sent, this one deletes them); such rows are never published again and are pruned after the retention period';
 
--- Unused since the relay is woken in process (no NOTIFY to suppress); a relay of the previous
--- release still writes its busy mark here during a rolling deploy. Dropped in a later release.
+-- Unused since the relay is woken in process (there is no NOTIFY to suppress; the trigger
+-- that called outbox_notify() is dropped); a relay of the previous release still writes its
+-- busy mark here during a rolling deploy. Both are dropped in a later release.
 CREATE TABLE outbox_relay_state (
     relay_id uuid PRIMARY KEY,
     busy_until timestamptz
 );
+
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM outbox_relay_state WHERE busy_until > clock_timestamp()) THEN
+        PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
 
 CREATE TABLE dead_letters (
     dead_letter_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),

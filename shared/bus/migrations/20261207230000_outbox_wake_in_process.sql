@@ -4,7 +4,9 @@
 -- it serializes the commits of notifying transactions on one lock.
 --
 -- Rolling deploy: a relay of the previous release, still listening, now wakes only on its
--- 1 s poll; its writes are published by whichever relay polls first. outbox_relay_state
--- stays (the previous relay writes its busy mark there) and is dropped in a later release.
+-- 1 s poll; its writes are published by whichever relay polls first. The function and
+-- outbox_relay_state stay (nothing calls the one; the previous relay writes its busy mark in
+-- the other) and are dropped in a later release.
+SET lock_timeout = '5s';
+
 DROP TRIGGER IF EXISTS outbox_notify ON outbox;
-DROP FUNCTION IF EXISTS outbox_notify();

@@ -61,6 +61,6 @@ mod tests {
             no_tx: false,
         });
         let versions: Vec<i64> = combined.iter().map(|migration| migration.version).collect();
-        assert_eq!(versions, vec![20261124080000]);
+        assert_eq!(versions, vec![20261124080000, 20261207230000]);
     }
 }
