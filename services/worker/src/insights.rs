@@ -31,7 +31,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::WorkerState;
-use sync_protocol::changes::{Changes, Op, Scope, SyncedRow};
+use sync_protocol::changes::{Op, Scope, SyncedRow};
+use sync_protocol::synced_tx::SyncedTx;
 
 /// Hours in the time-of-day histogram.
 const HOURS: usize = 24;
@@ -325,7 +326,7 @@ async fn apply_batch(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let mut insights = lock_insights(&mut tx, &authors).await?;
     // Events about an account the worker already purged (`user.purged`) arrive late: they
     // recreate nothing (checked under the authors' locks, which the purge takes too).
@@ -412,41 +413,34 @@ async fn apply_batch(
         let after = next.get(entry_id).and_then(Activity::live_day);
         touched_days.extend(before.into_iter().chain(after).map(|day| (*author, day)));
     }
-    // One sync transaction per author: each is independent of the others.
-    let mut changes: BTreeMap<Uuid, Changes> = applied
-        .values()
-        .map(|author| (*author, Changes::new()))
-        .collect();
-    for day in refresh_days(&mut tx, &touched_days).await? {
-        let op = match (&day.deleted_at, day.version) {
-            (Some(_), _) => Op::Delete,
-            (None, 1) => Op::Insert,
-            (None, _) => Op::Update,
-        };
-        if let Some(user_changes) = changes.get_mut(&day.user_id) {
-            user_changes
-                .record(&[Scope::User(day.user_id)], op, &day)
-                .map_err(HandlerError::retry)?;
-        }
-    }
-    let moved_authors: Vec<&EntryInsights> = changes
-        .keys()
+    let moved_authors: BTreeSet<Uuid> = applied.values().copied().collect();
+    let days = refresh_days(&mut tx, &touched_days).await?;
+    let moved_insights: Vec<&EntryInsights> = moved_authors
+        .iter()
         .filter_map(|author| insights.get(author))
         .collect();
-    for totals in refresh_totals(&mut tx, &moved_authors).await? {
-        let op = if totals.version == 1 {
-            Op::Insert
-        } else {
-            Op::Update
-        };
-        if let Some(user_changes) = changes.get_mut(&totals.user_id) {
-            user_changes
-                .record(&[Scope::User(totals.user_id)], op, &totals)
+    let totals = refresh_totals(&mut tx, &moved_insights).await?;
+    // One sync transaction per author: each is independent of the others.
+    for author in &moved_authors {
+        for day in days.iter().filter(|day| day.user_id == *author) {
+            let op = match (&day.deleted_at, day.version) {
+                (Some(_), _) => Op::Delete,
+                (None, 1) => Op::Insert,
+                (None, _) => Op::Update,
+            };
+            tx.record(&[Scope::User(day.user_id)], op, day)
                 .map_err(HandlerError::retry)?;
         }
-    }
-    for user_changes in changes.into_values() {
-        user_changes.write(&mut tx).await?;
+        for author_totals in totals.iter().filter(|totals| totals.user_id == *author) {
+            let op = if author_totals.version == 1 {
+                Op::Insert
+            } else {
+                Op::Update
+            };
+            tx.record(&[Scope::User(author_totals.user_id)], op, author_totals)
+                .map_err(HandlerError::retry)?;
+        }
+        tx.seal_changes();
     }
     tx.commit().await?;
     Ok(())

@@ -2,6 +2,7 @@
 
 use super::input::{envelope_from_body, envelope_from_query};
 use super::*;
+use crate::http::validation::Input;
 use crate::http::error::ApiError;
 use crate::http::validation::Issue;
 use crate::http::validation::Issues;

@@ -3,8 +3,8 @@
 use super::types::CreateInput;
 use super::types::{Prompt, PromptRow};
 use crate::modules::prompts::ApiError;
-use crate::modules::prompts::Changes;
-use crate::modules::prompts::Op;
+use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::changes::Op;
 use crate::modules::prompts::types::Schedule;
 use crate::modules::prompts::types::parse_time;
 use crate::modules::teams::store::MY_TEAMS_SQL;
@@ -60,7 +60,7 @@ pub async fn create_prompt(
     author_user_id: Uuid,
     input: CreateInput,
 ) -> Result<Prompt, ApiError> {
-    let mut tx = db.begin().await?;
+    let mut tx = SyncedTx::begin(db).await?;
     if let Some(team_id) = input.team_id {
         require_team_admin(&mut tx, team_id, author_user_id).await?;
     }
@@ -85,9 +85,7 @@ pub async fn create_prompt(
     .fetch_one(&mut *tx)
     .await?;
     let prompt = Prompt::from(row);
-    let mut changes = Changes::new();
-    changes.record(&[prompt.scope()], Op::Insert, &prompt)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[prompt.scope()], Op::Insert, &prompt)?;
     tx.commit().await?;
     Ok(prompt)
 }
