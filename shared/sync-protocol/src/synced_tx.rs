@@ -258,8 +258,12 @@ mod tests {
             .execute(&mut *tx)
             .await
             .unwrap();
-        tx.record(&[Scope::User(user_id), Scope::Team(team_id)], Op::Insert, &note)
-            .unwrap();
+        tx.record(
+            &[Scope::User(user_id), Scope::Team(team_id)],
+            Op::Insert,
+            &note,
+        )
+        .unwrap();
         let event_id = tx.emit_ordered(&an_event(user_id), "key-1");
         tx.emit(&an_event(user_id));
         tx.commit().await.unwrap();

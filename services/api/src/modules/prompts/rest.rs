@@ -63,9 +63,8 @@ pub async fn create_prompt(
     Extension(caller): Extension<Caller>,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<Prompt>), RestError> {
-    let input = body.decode(|prompt: prompts::types::CreatePromptBody| {
-        prompt.into_input(caller.key.team_id)
-    })?;
+    let input = body
+        .decode(|prompt: prompts::types::CreatePromptBody| prompt.into_input(caller.key.team_id))?;
     let created = prompts::store::create_prompt(&state.db, caller.user_id, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -3,8 +3,6 @@
 use super::types::CreateInput;
 use super::types::{Prompt, PromptRow};
 use crate::modules::prompts::ApiError;
-use sync_protocol::synced_tx::SyncedTx;
-use sync_protocol::changes::Op;
 use crate::modules::prompts::types::Schedule;
 use crate::modules::prompts::types::parse_time;
 use crate::modules::teams::store::MY_TEAMS_SQL;
@@ -12,6 +10,8 @@ use crate::modules::teams::store::member_role;
 use crate::modules::teams::types::Role;
 use chrono::NaiveTime;
 use sqlx::PgConnection;
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::SyncedTx;
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \

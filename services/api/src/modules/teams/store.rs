@@ -42,10 +42,7 @@ pub async fn member_role(
 /// under the lock: a team that would be left ownerless with members answers `LAST_OWNER`. Returns
 /// the teams deleted, whose API keys the caller must invalidate once the transaction commits
 /// ([`crate::modules::subscriptions::api_keys::KeyVerifier::team_deleted`]).
-pub async fn leave_all_teams(
-    tx: &mut SyncedTx<'_>,
-    user_id: Uuid,
-) -> Result<Vec<Uuid>, ApiError> {
+pub async fn leave_all_teams(tx: &mut SyncedTx<'_>, user_id: Uuid) -> Result<Vec<Uuid>, ApiError> {
     let memberships: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT t.team_id, m.role FROM teams t
            JOIN team_members m ON m.team_id = t.team_id
