@@ -34,6 +34,7 @@ use rand::RngExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
+use sync_protocol::synced_tx::SyncedRecorder;
 
 const WRITE_PHASE: Duration = Duration::from_secs(10);
 /// How long a final resume waits without a frame before it counts as caught up.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::WorkerState;
 use crate::insights::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 pub async fn on_user_purged(
     State(state): State<WorkerState>,

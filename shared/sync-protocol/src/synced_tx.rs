@@ -10,6 +10,9 @@
 //! tx.commit().await?;
 //! ```
 //!
+//! The recording methods (`record`, `emit`, `emit_ordered`, `seal_changes`) are
+//! [`SyncedRecorder`]'s, which [`SyncedWrites`] shares: import it with `SyncedTx`.
+//!
 //! [`SyncedTx::commit`] is the only way to commit: it writes what was recorded, then commits,
 //! so a handler cannot commit its row without its changeset or its event. Dropped without a
 //! commit (an early `return Err(..)`), it rolls back like any sqlx transaction and nothing
@@ -17,12 +20,13 @@
 //! `Transaction`.
 //!
 //! Order: the outbox rows are written in the order they were recorded — events in `emit`
-//! order, each sync transaction's changesets where it was sealed ([`SyncedTx::seal_changes`];
-//! the changes recorded since are sealed at commit, after the events). Only messages sharing an
-//! ordering key are ordered by the relay (an event's key, or a changeset's scope), and within
-//! one key this is the order the former hand-written emits had. Their `position` is taken when
-//! the batch is written, still inside the transaction, so messages of one key from
-//! transactions serialized by a row lock keep the lock's order.
+//! order, each sync transaction's changesets where it was sealed
+//! ([`SyncedRecorder::seal_changes`]; the changes recorded since are sealed at commit, after
+//! the events). Only messages sharing an ordering key are ordered by the relay (an event's
+//! key, or a changeset's scope), and within one key this is the order the former hand-written
+//! emits had. Their `position` is taken when the batch is written, still inside the
+//! transaction, so messages of one key from transactions serialized by a row lock keep the
+//! lock's order.
 
 use std::ops::{Deref, DerefMut};
 
@@ -46,44 +50,55 @@ pub struct SyncedWrites {
 }
 
 impl SyncedWrites {
-    pub fn new() -> Self {
-        Self::default()
+    /// Everything recorded, the open sync transaction sealed last: the outbox rows to write
+    /// with the change.
+    pub fn into_outbox(mut self) -> OutboxBatch {
+        self.seal_changes();
+        self.outbox
     }
+}
+
+/// Recording a synced write: the row changes (their changesets) and the events they cause.
+/// One API for [`SyncedTx`] (which writes what it recorded when it commits) and
+/// [`SyncedWrites`] (a write that is one statement binds the batch itself).
+pub trait SyncedRecorder {
+    /// Where the records go.
+    fn writes(&mut self) -> &mut SyncedWrites;
 
     /// Record `row` as changed for every scope in `scopes`.
-    pub fn record<R: SyncedRow>(
+    fn record<R: SyncedRow>(
         &mut self,
         scopes: &[Scope],
         op: Op,
         row: &R,
     ) -> Result<(), RowNotSerializable> {
-        self.changes.record(scopes, op, row)
+        self.writes().changes.record(scopes, op, row)
     }
 
     /// Emit `message` (no ordering key). Returns its outbox id.
-    pub fn emit<M: BusMessage>(&mut self, message: &M) -> Uuid {
-        self.outbox.push(message)
+    fn emit<M: BusMessage>(&mut self, message: &M) -> Uuid {
+        self.writes().outbox.push(message)
     }
 
     /// Emit `message`, kept in order with every other message of `ordering_key` (as
     /// [`bus::outbox::emit_ordered`]). Returns its outbox id.
-    pub fn emit_ordered<M: BusMessage>(&mut self, message: &M, ordering_key: &str) -> Uuid {
-        self.outbox.push_ordered(message, ordering_key)
+    fn emit_ordered<M: BusMessage>(&mut self, message: &M, ordering_key: &str) -> Uuid {
+        self.writes().outbox.push_ordered(message, ordering_key)
     }
 
     /// End the sync transaction recorded so far: its changesets (one per scope, sharing a
     /// transaction id) take their place in the outbox now, and later records start another.
     /// For a write that touches unrelated scopes (one sync transaction per user) or too many
     /// rows for one message.
-    pub fn seal_changes(&mut self) {
-        std::mem::take(&mut self.changes).push_to(&mut self.outbox);
+    fn seal_changes(&mut self) {
+        let writes = self.writes();
+        std::mem::take(&mut writes.changes).push_to(&mut writes.outbox);
     }
+}
 
-    /// Everything recorded, the open sync transaction sealed last: the outbox rows to write
-    /// with the change.
-    pub fn into_outbox(mut self) -> OutboxBatch {
-        self.seal_changes();
-        self.outbox
+impl SyncedRecorder for SyncedWrites {
+    fn writes(&mut self) -> &mut SyncedWrites {
+        self
     }
 }
 
@@ -115,35 +130,8 @@ impl<'c> SyncedTx<'c> {
     pub fn new(tx: Transaction<'c, Postgres>) -> Self {
         Self {
             tx,
-            writes: SyncedWrites::new(),
+            writes: SyncedWrites::default(),
         }
-    }
-
-    /// Record `row` as changed for every scope in `scopes`: its changeset is written when the
-    /// transaction commits.
-    pub fn record<R: SyncedRow>(
-        &mut self,
-        scopes: &[Scope],
-        op: Op,
-        row: &R,
-    ) -> Result<(), RowNotSerializable> {
-        self.writes.record(scopes, op, row)
-    }
-
-    /// Emit `message` with the transaction (no ordering key). Returns its outbox id.
-    pub fn emit<M: BusMessage>(&mut self, message: &M) -> Uuid {
-        self.writes.emit(message)
-    }
-
-    /// Emit `message` with the transaction, kept in order with every other message of
-    /// `ordering_key`. Returns its outbox id.
-    pub fn emit_ordered<M: BusMessage>(&mut self, message: &M, ordering_key: &str) -> Uuid {
-        self.writes.emit_ordered(message, ordering_key)
-    }
-
-    /// See [`SyncedWrites::seal_changes`].
-    pub fn seal_changes(&mut self) {
-        self.writes.seal_changes();
     }
 
     /// Write the recorded changesets and events (one INSERT), then commit.
@@ -160,6 +148,12 @@ impl<'c> SyncedTx<'c> {
             .write(&mut self.tx)
             .await?;
         Ok(())
+    }
+}
+
+impl SyncedRecorder for SyncedTx<'_> {
+    fn writes(&mut self) -> &mut SyncedWrites {
+        &mut self.writes
     }
 }
 
@@ -220,6 +214,7 @@ mod tests {
 
     #[derive(Debug, sqlx::FromRow)]
     struct OutboxRow {
+        outbox_id: Uuid,
         subject: String,
         payload: Vec<u8>,
         ordering_key: Option<String>,
@@ -228,12 +223,27 @@ mod tests {
 
     async fn outbox(pool: &PgPool) -> Vec<OutboxRow> {
         sqlx::query_as(
-            "SELECT subject, payload, ordering_key, headers->>'Bus-Message' AS name
+            "SELECT outbox_id, subject, payload, ordering_key, headers->>'Bus-Message' AS name
                FROM outbox ORDER BY position",
         )
         .fetch_all(pool)
         .await
         .unwrap()
+    }
+
+    fn a_note() -> Note {
+        Note {
+            note_id: Uuid::now_v7(),
+            version: 1,
+        }
+    }
+
+    async fn insert(tx: &mut SyncedTx<'_>, note: &Note) {
+        sqlx::query("INSERT INTO notes VALUES ($1)")
+            .bind(note.note_id)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
     }
 
     fn an_event(user_id: Uuid) -> messages::journal::v1::UserPurged {
@@ -247,17 +257,10 @@ mod tests {
     async fn commit_writes_the_row_its_changesets_and_its_events_in_recording_order() {
         let (_db, pool) = database().await;
         let user_id = Uuid::now_v7();
-        let note = Note {
-            note_id: Uuid::now_v7(),
-            version: 1,
-        };
+        let note = a_note();
         let team_id = Uuid::now_v7();
         let mut tx = SyncedTx::begin(&pool).await.unwrap();
-        sqlx::query("INSERT INTO notes VALUES ($1)")
-            .bind(note.note_id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        insert(&mut tx, &note).await;
         tx.record(
             &[Scope::User(user_id), Scope::Team(team_id)],
             Op::Insert,
@@ -276,12 +279,7 @@ mod tests {
         let rows = outbox(&pool).await;
         assert_eq!(rows.len(), 4, "{rows:?}");
         // The events first (emitted before the changes were sealed at commit), in order.
-        let event_ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT outbox_id FROM outbox ORDER BY position LIMIT 1")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        assert_eq!(event_ids, [event_id]);
+        assert_eq!(rows[0].outbox_id, event_id);
         assert_eq!(rows[0].ordering_key.as_deref(), Some("key-1"));
         assert_eq!(rows[1].ordering_key, None);
         for row in &rows[..2] {
@@ -318,17 +316,10 @@ mod tests {
     async fn dropped_without_commit_nothing_is_written() {
         let (_db, pool) = database().await;
         let user_id = Uuid::now_v7();
-        let note = Note {
-            note_id: Uuid::now_v7(),
-            version: 1,
-        };
+        let note = a_note();
         {
             let mut tx = SyncedTx::begin(&pool).await.unwrap();
-            sqlx::query("INSERT INTO notes VALUES ($1)")
-                .bind(note.note_id)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            insert(&mut tx, &note).await;
             tx.record(&[Scope::User(user_id)], Op::Insert, &note)
                 .unwrap();
             tx.emit(&an_event(user_id));
@@ -350,11 +341,7 @@ mod tests {
         let (first_user, second_user) = (Uuid::now_v7(), Uuid::now_v7());
         let mut tx = SyncedTx::begin(&pool).await.unwrap();
         for user_id in [first_user, second_user] {
-            let note = Note {
-                note_id: Uuid::now_v7(),
-                version: 1,
-            };
-            tx.record(&[Scope::User(user_id)], Op::Update, &note)
+            tx.record(&[Scope::User(user_id)], Op::Update, &a_note())
                 .unwrap();
             tx.seal_changes();
         }
@@ -380,11 +367,7 @@ mod tests {
     async fn a_transaction_that_records_nothing_writes_nothing_to_the_outbox() {
         let (_db, pool) = database().await;
         let mut tx = SyncedTx::new(pool.begin().await.unwrap());
-        sqlx::query("INSERT INTO notes VALUES ($1)")
-            .bind(Uuid::now_v7())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        insert(&mut tx, &a_note()).await;
         tx.commit().await.unwrap();
         assert!(outbox(&pool).await.is_empty());
     }

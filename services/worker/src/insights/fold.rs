@@ -10,7 +10,7 @@ use super::store::{lock_insights, refresh_days, refresh_totals, upsert_activity}
 use super::types::{ACTIVITY_COLUMNS, Activity, EntryChange, EntryInsights};
 use crate::WorkerState;
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// Apply a batch of entry events (delivery order) in one transaction: lock the authors'
 /// insights rows, fold the events into the entries' rows (newer version wins), write the

@@ -27,38 +27,26 @@ fn created_change(event: &JournalEntryCreated) -> Result<EntryChange, HandlerErr
     Ok(change)
 }
 
-fn updated_change(event: &JournalEntryUpdated) -> Result<EntryChange, HandlerError> {
-    EntryChange::parse(
-        &event.journal_entry_id,
-        &event.author_user_id,
-        &event.team_id,
-        event.version,
-        false,
-        event.facts.as_ref(),
-    )
+/// `fn $name(&$event) -> EntryChange`: the updated, deleted and restored events carry the same
+/// fields and differ only in whether the entry is deleted after them.
+macro_rules! entry_change {
+    ($name:ident, $event:ty, deleted: $deleted:literal) => {
+        fn $name(event: &$event) -> Result<EntryChange, HandlerError> {
+            EntryChange::parse(
+                &event.journal_entry_id,
+                &event.author_user_id,
+                &event.team_id,
+                event.version,
+                $deleted,
+                event.facts.as_ref(),
+            )
+        }
+    };
 }
 
-fn deleted_change(event: &JournalEntryDeleted) -> Result<EntryChange, HandlerError> {
-    EntryChange::parse(
-        &event.journal_entry_id,
-        &event.author_user_id,
-        &event.team_id,
-        event.version,
-        true,
-        event.facts.as_ref(),
-    )
-}
-
-fn restored_change(event: &JournalEntryRestored) -> Result<EntryChange, HandlerError> {
-    EntryChange::parse(
-        &event.journal_entry_id,
-        &event.author_user_id,
-        &event.team_id,
-        event.version,
-        false,
-        event.facts.as_ref(),
-    )
-}
+entry_change!(updated_change, JournalEntryUpdated, deleted: false);
+entry_change!(deleted_change, JournalEntryDeleted, deleted: true);
+entry_change!(restored_change, JournalEntryRestored, deleted: false);
 
 /// Every event of the batch parsed, in delivery order, with its message id. One event that
 /// makes no sense fails the batch: the bus then handles the messages one by one and

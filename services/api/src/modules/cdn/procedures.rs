@@ -22,7 +22,7 @@ use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
 use sync_protocol::changes::Op;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `cdn.createUploadUrl`.
 pub async fn create_upload_url(

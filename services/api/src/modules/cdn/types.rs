@@ -16,7 +16,7 @@ use crate::modules::cdn::UNIX_EPOCH;
 use sync_protocol::changes::Op;
 use sync_protocol::changes::Scope;
 use sync_protocol::changes::SyncedRow;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// The content types `createUploadUrl` accepts: images (which the worker checks and
 /// thumbnails), PDF, and common audio.

@@ -15,7 +15,7 @@ use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
 use sync_protocol::changes::Op;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `journalEntries.create`.
 pub async fn create(

@@ -27,7 +27,7 @@ use sqlx::PgConnection;
 use sqlx::Postgres;
 use sqlx::QueryBuilder;
 use sync_protocol::changes::Op;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \

@@ -20,7 +20,7 @@ use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
 use sync_protocol::changes::Op;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `prompts.create {text, teamId?, schedule?}`: personal, or a team's (admins and owners).
 pub(crate) async fn create(

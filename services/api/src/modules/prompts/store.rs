@@ -11,7 +11,7 @@ use crate::modules::teams::types::Role;
 use chrono::NaiveTime;
 use sqlx::PgConnection;
 use sync_protocol::changes::Op;
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \

@@ -22,7 +22,7 @@ use crate::modules::teams::types::INVITATION_DAYS;
 use crate::procedures::session::{Protected, require_fresh};
 use crate::state::AppState;
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `teams.create {name}` → the team with the caller's role (`owner`). The team row, the
 /// creator's membership, their changesets and `team.member_joined` in one transaction.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::types::{InvitationStatus, Role, Team, TeamInvitation, TeamMember};
 use crate::http::error::ApiError;
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// The live teams `$1` is an active member of (the same rule as [`member_role`]), for
 /// `team_id IN (…)` in visibility checks.

@@ -39,7 +39,7 @@ use crate::modules::journal_entries::types::JournalEntry;
 use crate::modules::users::types::User;
 use crate::state::AppState;
 use sync_protocol::changes::{Op, Scope, SyncedRow};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// Accounts fetched per round (each then purged in its own transaction).
 pub const ACCOUNTS_PER_ROUND: i64 = 100;

@@ -15,7 +15,7 @@ use crate::modules::users::store::USER_COLUMNS;
 use crate::procedures::session::{Protected, Sensitive};
 use crate::state::AppState;
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `users.me` (protected, GET-able).
 pub(crate) async fn me(

@@ -6,7 +6,7 @@ use super::types::User;
 use crate::http::error::ApiError;
 use crate::modules::users::types::NewUser;
 use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::SyncedTx;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \
