@@ -359,7 +359,7 @@ mod tests {
         assert_ne!(parts[0].transaction_id, parts[1].transaction_id);
         for part in &parts {
             assert_eq!(part.part_count, 1);
-            assert_eq!(part.transaction_scopes, [part.scope.clone()]);
+            assert_eq!(part.transaction_scopes, std::slice::from_ref(&part.scope));
         }
     }
 
