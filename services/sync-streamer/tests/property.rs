@@ -34,6 +34,7 @@ use rand::RngExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
+use sync_protocol::synced_tx::SyncedRecorder;
 
 const WRITE_PHASE: Duration = Duration::from_secs(10);
 /// How long a final resume waits without a frame before it counts as caught up.
@@ -347,7 +348,7 @@ async fn write(shared: Arc<Shared>, mut rng: StdRng, deadline: Instant) {
 
 /// Transactions whose rows lie in several scopes: a personal entry of one user and a team
 /// entry, sometimes a second user's personal entry too, retitled in one database transaction
-/// whose changesets the api's own `Changes` writes to its outbox (one part per scope). The
+/// whose changesets the api's own `SyncedTx` writes to its outbox (one part per scope). The
 /// api's own multi-scope writes all carry one row (a membership, in the team's scope and the
 /// member's); these carry different rows per part, so a client following several of the
 /// scopes sees whether they arrive merged.
@@ -369,7 +370,9 @@ async fn edit_across_scopes(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
         }
         let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
         let title = format!("x{}", rng.random_range(0..1000));
-        let mut tx = shared.api.pool.begin().await.unwrap();
+        let mut tx = sync_protocol::synced_tx::SyncedTx::begin(&shared.api.pool)
+            .await
+            .unwrap();
         let entries: Vec<api::journal_entries::JournalEntry> = sqlx::query_as(
             "UPDATE journal_entries SET title = $2, updated_at = now(), version = version + 1
               WHERE journal_entry_id = ANY($1) AND deleted_at IS NULL
@@ -381,14 +384,11 @@ async fn edit_across_scopes(shared: Arc<Shared>, mut rng: StdRng, deadline: Inst
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-        let mut changes = sync_protocol::changes::Changes::new();
         for entry in &entries {
             let scope = sync_protocol::changes::Scope::owner(entry.author_user_id, entry.team_id);
-            changes
-                .record(&[scope], sync_protocol::changes::Op::Update, entry)
+            tx.record(&[scope], sync_protocol::changes::Op::Update, entry)
                 .unwrap();
         }
-        changes.write(&mut tx).await.unwrap();
         tx.commit().await.unwrap();
         shared.successful_writes.fetch_add(1, Ordering::Relaxed);
         shared

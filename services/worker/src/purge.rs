@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::WorkerState;
 use crate::insights::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
-use sync_protocol::changes::{Changes, Op, Scope};
+use sync_protocol::changes::{Op, Scope};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 pub async fn on_user_purged(
     State(state): State<WorkerState>,
@@ -36,7 +37,7 @@ pub async fn on_user_purged(
         state.storage.delete(key).await?;
     }
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let locked = crate::insights::lock_insights(&mut tx, &[user_id]).await?;
     let first_time = sqlx::query(
         "INSERT INTO purged_users (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
@@ -46,7 +47,6 @@ pub async fn on_user_purged(
     .await?
     .rows_affected()
         == 1;
-    let mut changes = Changes::new();
     let scope = [Scope::User(user_id)];
     let days: Vec<EntryInsightDay> = sqlx::query_as(&format!(
         "UPDATE entry_insight_days
@@ -59,8 +59,7 @@ pub async fn on_user_purged(
     .fetch_all(&mut *tx)
     .await?;
     for day in &days {
-        changes
-            .record(&scope, Op::Delete, day)
+        tx.record(&scope, Op::Delete, day)
             .map_err(HandlerError::retry)?;
     }
     // The totals row: published once (version > 0) and not yet tombstoned by an earlier run.
@@ -79,11 +78,9 @@ pub async fn on_user_purged(
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
-        changes
-            .record(&scope, Op::Delete, &zeroed)
+        tx.record(&scope, Op::Delete, &zeroed)
             .map_err(HandlerError::retry)?;
     }
-    changes.write(&mut tx).await?;
     for table in ["entry_insight_days", "entry_insights", "data_exports"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
             .bind(user_id)

@@ -1,8 +1,9 @@
 //! Sync changesets (ARCHITECTURE §5), written the same way by every service that owns synced
 //! rows: each create/update/delete records the row, as clients receive it, for each scope that
-//! can see it; [`Changes::write`] puts one changeset per scope into the caller's outbox in the
-//! caller's transaction (one INSERT), so a changeset exists exactly when its transaction
-//! commits. The relay publishes it on `changes.<scope>`, the scope as the ordering key.
+//! can see it, through [`crate::synced_tx::SyncedTx`], which puts one changeset per scope into
+//! the caller's outbox in the caller's transaction (one INSERT with its events), so a changeset
+//! exists exactly when its transaction commits. The relay publishes it on `changes.<scope>`,
+//! the scope as the ordering key.
 //!
 //! The changesets of one [`Changes`] are the parts of one sync transaction: they share a
 //! transaction id, and each carries its part index and the scopes of all parts, so the
@@ -23,7 +24,6 @@ use bus::outbox::OutboxBatch;
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
 use prost::Message;
 use serde::Serialize;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// A sync scope: whose clients see a row.
@@ -142,22 +142,9 @@ impl Changes {
         self.by_scope.is_empty()
     }
 
-    /// Write one changeset per scope to the outbox (inside the caller's transaction), all in
-    /// one INSERT; nothing when nothing changed. Each scope's changesets keep their order (the
-    /// scope is the ordering key).
-    pub async fn write(self, conn: &mut PgConnection) -> Result<(), bus::BusError> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        let mut batch = OutboxBatch::new();
-        self.push_to(&mut batch);
-        batch.write(conn).await?;
-        Ok(())
-    }
-
-    /// Add one changeset per scope to `batch`, for a caller that writes other messages in the
-    /// same statement (a create and its event).
-    pub fn push_to(self, batch: &mut OutboxBatch) {
+    /// Add one changeset per scope to `batch` (nothing when nothing changed). Each scope's
+    /// changesets keep their order (the scope is the ordering key).
+    pub(crate) fn push_to(self, batch: &mut OutboxBatch) {
         for (subject, changeset) in self.into_changesets(chrono::Utc::now().timestamp_millis()) {
             batch.push_raw(
                 &subject,

@@ -1,6 +1,7 @@
 //! What the services share about sync: the scopes, synced rows and the changeset writer
-//! ([`changes`]), the table registry ([`tables`]), the stream cursor ([`cursor`]), the frames
-//! clients receive ([`frames`]), and the sync token (below).
+//! ([`changes`]), the write helper every synced write goes through ([`synced_tx`]), the table
+//! registry ([`tables`]), the stream cursor ([`cursor`]), the frames clients receive
+//! ([`frames`]), and the sync token (below).
 //!
 //! The sync token (ARCHITECTURE §5 step 4, §9 `sync.token`): issued by the api to a signed-in
 //! user, verified by the sync-streamer without touching the api's schema.
@@ -13,6 +14,7 @@
 pub mod changes;
 pub mod cursor;
 pub mod frames;
+pub mod synced_tx;
 pub mod tables;
 
 use base64::Engine;

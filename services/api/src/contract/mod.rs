@@ -6,7 +6,7 @@
 //! committed package drifted from it.
 //!
 //! The schemas state the server's validation rules, from the constants the checks
-//! ([`crate::http::rpc::Input::check`]) use: lengths in characters (Unicode scalar values, as JSON
+//! ([`crate::http::validation::Input::check`]) use: lengths in characters (Unicode scalar values, as JSON
 //! Schema counts them), ranges, formats and enums. Rules JSON Schema has no keyword for are
 //! stated with these extensions, which the zod generator implements:
 //!

@@ -9,12 +9,11 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
-use crate::http::rpc::{Envelope, Input, decode};
-use crate::http::validation::{Issue, PathSegment};
+use crate::http::validation::{Input, Issue, PathSegment, checked, typed};
 
 /// Bodies over this size answer 413 (entries hold at most 100,000 characters).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -108,25 +107,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 }
 
 impl JsonObject {
-    /// Set a field the server decides (the team, a path id); the client may not send it.
-    pub(crate) fn fix(&mut self, field: &str, value: Uuid) -> Result<(), ApiError> {
-        if self.0.contains_key(field) {
-            let mut issue = Issue::new(
-                "unrecognized_keys",
-                Vec::<PathSegment>::new(),
-                format!("Unrecognized key: \"{field}\""),
-            );
-            issue.keys = Some(vec![field.to_owned()]);
-            return Err(ApiError::Validation(vec![issue]));
-        }
-        self.0
-            .insert(field.to_owned(), Value::String(value.to_string()));
-        Ok(())
-    }
-
-    /// Type and check as the RPC input `T`.
-    pub(crate) fn decode<T: Input>(self) -> Result<T, ApiError> {
-        decode(Envelope::of(Value::Object(self.0)))
+    /// Type the body as the endpoint's own body type `B` (which has no field the server
+    /// decides, so a client sending one gets `unrecognized_keys`), make it the procedure's
+    /// input with `into_input` (adding what the server decides: the key's team, the path's
+    /// id) and run that input's checks: the typing and checks an RPC input gets, without the
+    /// RPC envelope.
+    pub(crate) fn decode<B: DeserializeOwned, T: Input>(
+        self,
+        into_input: impl FnOnce(B) -> T,
+    ) -> Result<T, ApiError> {
+        let body: B = typed(Value::Object(self.0))?;
+        checked(into_input(body))
     }
 }
 

@@ -1,11 +1,74 @@
-//! The checks inputs get at the edge, producing zod-shaped issues (`http::issues`): the
-//! whole-JSON checks every input gets, dates, time zones, URLs, e-mail addresses, epoch
-//! milliseconds, and serde helpers for nullable fields.
+//! The checks inputs get at the edge, producing zod-shaped issues (`http::issues`): typing an
+//! input and running its checks ([`decode_input`], the step the RPC codec and the REST codec
+//! share), the whole-JSON checks every input gets, dates, time zones, URLs, e-mail addresses,
+//! epoch milliseconds, and serde helpers for nullable fields.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::http::error::ApiError;
 
 pub use crate::http::epoch_millis::EpochMillis;
 pub use crate::http::issues::{IntoPath, Issue, Issues, PathSegment, item};
+
+/// An input: typed by serde, then checked by [`Input::check`].
+pub trait Input: DeserializeOwned + Send + 'static {
+    /// Add an issue for every field that is well-typed but not acceptable.
+    fn check(&self, _issues: &mut Issues) {}
+}
+
+/// Type `json` as `T` and run its checks: what every input of the RPC procedures and the
+/// REST endpoints goes through once its codec has unwrapped it.
+pub fn decode_input<T: Input>(json: Value) -> Result<T, ApiError> {
+    checked(typed(json)?)
+}
+
+/// Run `input`'s checks: `BAD_REQUEST` with every issue they find. For a REST body typed as
+/// its own type ([`typed`]) and then made into the procedure's input, whose checks apply.
+pub fn checked<T: Input>(input: T) -> Result<T, ApiError> {
+    let mut issues = Issues::default();
+    input.check(&mut issues);
+    issues.into_result()?;
+    Ok(input)
+}
+
+/// The whole-JSON checks ([`check_json`]), then serde: a typing error is one zod-shaped issue
+/// at the field's path. No input checks (see [`decode_input`]).
+pub fn typed<T: DeserializeOwned>(mut json: Value) -> Result<T, ApiError> {
+    check_json(&mut json)?;
+    let received = describe(&json);
+    serde_path_to_error::deserialize(json).map_err(|error| {
+        let path: Vec<PathSegment> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(PathSegment::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(PathSegment::Index(*index)),
+                serde_path_to_error::Segment::Enum { variant } => {
+                    Some(PathSegment::Key(variant.clone()))
+                }
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        ApiError::Validation(vec![Issue::from_serde(
+            path,
+            &error.into_inner().to_string(),
+            received,
+        )])
+    })
+}
+
+/// What JS would call the type of the root value, for "received undefined" messages.
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "undefined",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
 
 /// The checks every input gets before it is typed, over the whole JSON value:
 /// - a NUL character (U+0000) in any string or key is refused, naming its path: Postgres

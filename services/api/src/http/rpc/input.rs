@@ -1,21 +1,15 @@
 //! The input side of the wire protocol: the `{json, meta}` envelope from a POST body or a GET
-//! `?data=`, `meta` applied, then typed and checked ([`Input`]).
+//! `?data=`, `meta` applied; then the input is typed and checked by the step the REST codec
+//! shares ([`crate::http::validation::decode_input`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::http::error::ApiError;
-use crate::http::validation::{Issue, Issues, PathSegment, check_json};
+use crate::http::validation::{Input, decode_input};
 use axum::RequestExt;
-
-/// A procedure's input: typed by serde, then checked by [`Input::check`].
-pub trait Input: DeserializeOwned + Send + 'static {
-    /// Add an issue for every field that is well-typed but not acceptable.
-    fn check(&self, _issues: &mut Issues) {}
-}
 
 /// No input at all (`{}` body, or no body). Any `json` sent is ignored, as oRPC ignores input
 /// for procedures without an input schema.
@@ -84,16 +78,6 @@ pub struct Envelope {
     pub(crate) meta: Vec<Value>,
 }
 
-impl Envelope {
-    /// Input given as plain JSON (non-RPC endpoints such as the dev login).
-    pub fn of(json: Value) -> Self {
-        Self {
-            json: Some(json),
-            meta: Vec::new(),
-        }
-    }
-}
-
 pub(crate) fn envelope_from_body(body: &[u8]) -> Result<Envelope, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Envelope::default());
@@ -125,54 +109,14 @@ pub(crate) fn envelope_from_query(query: Option<&str>) -> Result<Envelope, ApiEr
     }
 }
 
-/// Apply `meta`, refuse what no field may hold (NUL characters), read integral floats as
-/// integers, type the input, run its checks.
+/// Unwrap the envelope: apply `meta`, then type and check the input as every input is
+/// ([`decode_input`]).
 pub fn decode<T: Input>(envelope: Envelope) -> Result<T, ApiError> {
     let mut json = envelope.json.unwrap_or(Value::Null);
     for entry in &envelope.meta {
         apply_meta(&mut json, entry)?;
     }
-    check_json(&mut json)?;
-    let input: T = type_input(json)?;
-    let mut issues = Issues::default();
-    input.check(&mut issues);
-    issues.into_result()?;
-    Ok(input)
-}
-
-fn type_input<T: DeserializeOwned>(json: Value) -> Result<T, ApiError> {
-    let received = describe(&json);
-    serde_path_to_error::deserialize(json).map_err(|error| {
-        let path: Vec<PathSegment> = error
-            .path()
-            .iter()
-            .filter_map(|segment| match segment {
-                serde_path_to_error::Segment::Map { key } => Some(PathSegment::Key(key.clone())),
-                serde_path_to_error::Segment::Seq { index } => Some(PathSegment::Index(*index)),
-                serde_path_to_error::Segment::Enum { variant } => {
-                    Some(PathSegment::Key(variant.clone()))
-                }
-                serde_path_to_error::Segment::Unknown => None,
-            })
-            .collect();
-        ApiError::Validation(vec![Issue::from_serde(
-            path,
-            &error.into_inner().to_string(),
-            received,
-        )])
-    })
-}
-
-/// What JS would call the type of the root value, for "received undefined" messages.
-pub(crate) fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "undefined",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    decode_input(json)
 }
 
 /// Apply one `[code, ...path]` entry. A path that does not exist is a malformed request

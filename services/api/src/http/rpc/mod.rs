@@ -20,7 +20,7 @@ pub mod input;
 pub mod output;
 pub mod router;
 
-pub use self::input::{Envelope, Input, MAX_BODY_BYTES, NoInput, RpcInput, RpcQuery, decode};
+pub use self::input::{Envelope, MAX_BODY_BYTES, NoInput, RpcInput, RpcQuery, decode};
 pub use self::output::{Rpc, RpcDone, RpcWithHeaders};
 pub use self::router::{
     DataSchema, DefinedError, InputSchema, Kind, MutationHandler, Procedure, QueryHandler,

@@ -3,6 +3,7 @@
 use super::input::{envelope_from_body, envelope_from_query};
 use super::*;
 use crate::http::error::ApiError;
+use crate::http::validation::Input;
 use crate::http::validation::Issue;
 use crate::http::validation::Issues;
 use crate::http::validation::PathSegment;

@@ -22,6 +22,7 @@ use crate::modules::users;
 use crate::modules::users::types::NewUser;
 use crate::procedures::session::{MaybeSession, Protected};
 use crate::state::AppState;
+use sync_protocol::synced_tx::SyncedTx;
 
 /// `POST /auth/dev/login {"email","name"}` → `{"token","userId"}` and the session cookie.
 /// Exists only with `AUTH_DEV_LOGIN=true` (never in production). Plain JSON, not RPC.
@@ -38,8 +39,8 @@ pub async fn dev_login(
     }
     state.auth_limiter.check(client_ip.0)?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|_| ApiError::Malformed)?;
-    let input: DevLoginInput = crate::http::rpc::decode(crate::http::rpc::Envelope::of(json))?;
-    let mut tx = state.db.begin().await?;
+    let input: DevLoginInput = crate::http::validation::decode_input(json)?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let user = users::store::find_or_create(
         &mut tx,
         NewUser {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{Issues, check_email};
 use crate::modules::users::types::User;
 

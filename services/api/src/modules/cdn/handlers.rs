@@ -8,7 +8,8 @@ use super::store::delete_objects;
 use super::types::{Attachment, object_key};
 use crate::modules::cdn::types::COLUMNS;
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::SyncedTx;
 
 fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(value)
@@ -24,7 +25,7 @@ pub async fn on_attachment_verified(
 ) -> Result<(), HandlerError> {
     let attachment_id = parse_uuid("attachment_id", &verdict.attachment_id)?;
     let owner_user_id = parse_uuid("owner_user_id", &verdict.owner_user_id)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current: Option<Attachment> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM attachments
           WHERE attachment_id = $1 AND owner_user_id = $2 FOR UPDATE"
@@ -87,9 +88,7 @@ pub async fn on_attachment_verified(
         .fetch_one(&mut *tx)
         .await?
     };
-    let mut changes = Changes::new();
-    updated.record(&mut changes, Op::Update)?;
-    changes.write(&mut tx).await?;
+    updated.record(&mut tx, Op::Update)?;
     tx.commit().await?;
     tracing::info!(%attachment_id, status = %updated.status, "attachment verified");
     Ok(())

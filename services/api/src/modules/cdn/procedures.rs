@@ -21,7 +21,8 @@ use crate::modules::cdn::types::COLUMNS;
 use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `cdn.createUploadUrl`.
 pub async fn create_upload_url(
@@ -40,7 +41,7 @@ pub async fn create_upload_url(
     let file_name = sanitize_file_name(&input.file_name);
     let size_bytes = u64::try_from(input.size_bytes).unwrap_or_default();
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     // One request at a time per user, so the pending quota holds.
     sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE")
         .bind(session.user_id)
@@ -109,9 +110,7 @@ pub async fn create_upload_url(
     .bind(expires_at)
     .fetch_one(&mut *tx)
     .await?;
-    let mut changes = Changes::new();
-    attachment.record(&mut changes, Op::Insert)?;
-    changes.write(&mut tx).await?;
+    attachment.record(&mut tx, Op::Insert)?;
     tx.commit().await?;
     Ok(Rpc(CreateUploadOutput {
         attachment,
@@ -135,7 +134,7 @@ pub async fn complete_upload(
     Protected(session): Protected,
     RpcInput(input): RpcInput<IdInput>,
 ) -> Result<Rpc<Attachment>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current: Option<Attachment> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM attachments
           WHERE attachment_id = $1 AND owner_user_id = $2 FOR UPDATE"
@@ -185,20 +184,14 @@ pub async fn complete_upload(
     .bind(current.attachment_id)
     .fetch_one(&mut *tx)
     .await?;
-    bus::outbox::emit(
-        &mut tx,
-        &VerifyAttachment {
-            attachment_id: attachment.attachment_id.to_string(),
-            owner_user_id: attachment.owner_user_id.to_string(),
-            object_key: attachment.object_key.clone(),
-            content_type: attachment.content_type.clone(),
-            size_bytes: attachment.size_bytes,
-        },
-    )
-    .await?;
-    let mut changes = Changes::new();
-    attachment.record(&mut changes, Op::Update)?;
-    changes.write(&mut tx).await?;
+    tx.emit(&VerifyAttachment {
+        attachment_id: attachment.attachment_id.to_string(),
+        owner_user_id: attachment.owner_user_id.to_string(),
+        object_key: attachment.object_key.clone(),
+        content_type: attachment.content_type.clone(),
+        size_bytes: attachment.size_bytes,
+    });
+    attachment.record(&mut tx, Op::Update)?;
     tx.commit().await?;
     Ok(Rpc(attachment))
 }

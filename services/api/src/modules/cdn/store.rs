@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use platform::s3::{ObjectStore, StorageError};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::types::Attachment;
 use crate::http::error::ApiError;
 use crate::http::error::storage_unavailable;
 use crate::modules::cdn::types::COLUMNS;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::SyncedTx;
 
 /// Rows handled per round of the clean-up and the purge.
 const CHUNK: i64 = 100;
@@ -21,9 +22,8 @@ const CHUNK: i64 = 100;
 /// deletes the entry), recording their tombstones. They get the same `deleted_at` as the
 /// entry (`now()` is the transaction's time), which is how a restore finds them.
 pub async fn delete_for_entry(
-    conn: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     journal_entry_id: Uuid,
-    changes: &mut Changes,
 ) -> Result<(), ApiError> {
     let deleted: Vec<Attachment> = sqlx::query_as(&format!(
         "UPDATE attachments
@@ -32,10 +32,10 @@ pub async fn delete_for_entry(
           RETURNING {COLUMNS}"
     ))
     .bind(journal_entry_id)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     for attachment in &deleted {
-        attachment.record(changes, Op::Delete)?;
+        attachment.record(tx, Op::Delete)?;
     }
     Ok(())
 }
@@ -43,10 +43,9 @@ pub async fn delete_for_entry(
 /// Restore the attachments deleted with the entry (`deleted_at` = the entry's), except the
 /// ones that expired meanwhile.
 pub async fn restore_for_entry(
-    conn: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     journal_entry_id: Uuid,
     entry_deleted_at: DateTime<Utc>,
-    changes: &mut Changes,
 ) -> Result<(), ApiError> {
     let restored: Vec<Attachment> = sqlx::query_as(&format!(
         "UPDATE attachments
@@ -56,10 +55,10 @@ pub async fn restore_for_entry(
     ))
     .bind(journal_entry_id)
     .bind(entry_deleted_at)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     for attachment in &restored {
-        attachment.record(changes, Op::Update)?;
+        attachment.record(tx, Op::Update)?;
     }
     Ok(())
 }
@@ -115,7 +114,7 @@ pub async fn clean_up_abandoned_uploads(
         else {
             return Ok(total);
         };
-        let mut tx = db.begin().await?;
+        let mut tx = SyncedTx::begin(db).await?;
         let expired: Vec<Attachment> = sqlx::query_as(&format!(
             "UPDATE attachments
                 SET status = 'expired', deleted_at = now(), updated_at = now(),
@@ -127,11 +126,9 @@ pub async fn clean_up_abandoned_uploads(
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut changes = Changes::new();
         for attachment in &expired {
-            attachment.record(&mut changes, Op::Delete)?;
+            attachment.record(&mut tx, Op::Delete)?;
         }
-        changes.write(&mut tx).await?;
         tx.commit().await?;
         total += expired.len() as u64;
         if !full {

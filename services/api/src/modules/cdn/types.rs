@@ -7,16 +7,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::contract::schema::Text;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::Issue;
 use crate::http::validation::Issues;
 use crate::modules::cdn::ApiError;
 use crate::modules::cdn::SystemTime;
 use crate::modules::cdn::UNIX_EPOCH;
-use sync_protocol::changes::Changes;
 use sync_protocol::changes::Op;
 use sync_protocol::changes::Scope;
 use sync_protocol::changes::SyncedRow;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// The content types `createUploadUrl` accepts: images (which the worker checks and
 /// thumbnails), PDF, and common audio.
@@ -148,14 +148,14 @@ impl Attachment {
         Scope::owner(self.owner_user_id, self.team_id)
     }
 
-    /// Record this row's change (a deleted row is a tombstone).
-    pub(crate) fn record(&self, changes: &mut Changes, op: Op) -> Result<(), ApiError> {
+    /// Record this row's change in `tx` (a deleted row is a tombstone).
+    pub(crate) fn record(&self, tx: &mut SyncedTx<'_>, op: Op) -> Result<(), ApiError> {
         let op = if self.deleted_at.is_some() {
             Op::Delete
         } else {
             op
         };
-        Ok(changes.record(&[self.scope()], op, self)?)
+        Ok(tx.record(&[self.scope()], op, self)?)
     }
 
     /// The key a download of the original serves: the verified copy. Rows verified before

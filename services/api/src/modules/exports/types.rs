@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 
 /// An export as clients see it.
 #[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]

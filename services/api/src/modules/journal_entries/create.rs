@@ -9,7 +9,8 @@ use super::store::Written;
 use super::types::{CreateInput, JournalEntry, to_date};
 use crate::http::error::ApiError;
 use crate::modules::teams::store::MY_TEAMS_SQL;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedWrites};
 
 /// Whether an entry of `user_id` in `team_id` (`None`: personal) may answer the live prompt
 /// bound as `prompt`: a team entry only its team's prompts (every member must be able to
@@ -197,12 +198,10 @@ fn created_outbox(written: &Written) -> Result<bus::outbox::OutboxBatch, ApiErro
         version: created.version,
         facts: Some(written.facts()),
     };
-    let mut outbox = bus::outbox::OutboxBatch::new();
-    outbox.push_ordered(&event, &created.journal_entry_id.to_string());
-    let mut changes = Changes::new();
-    changes.record(&[created.scope()], Op::Insert, created)?;
-    changes.push_to(&mut outbox);
-    Ok(outbox)
+    let mut writes = SyncedWrites::default();
+    writes.emit_ordered(&event, &created.journal_entry_id.to_string());
+    writes.record(&[created.scope()], Op::Insert, created)?;
+    Ok(writes.into_outbox())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
 use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `journalEntries.create`.
 pub async fn create(
@@ -68,7 +69,7 @@ pub async fn update(
     Protected(session): Protected,
     RpcInput(input): RpcInput<UpdateInput>,
 ) -> Result<Rpc<JournalEntry>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
     if current.deleted_at.is_some() {
         return Err(ApiError::defined(
@@ -89,7 +90,7 @@ pub async fn delete(
     Protected(session): Protected,
     RpcInput(input): RpcInput<IdInput>,
 ) -> Result<Rpc<JournalEntry>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
     if current.deleted_at.is_some() {
         return Ok(Rpc(current));
@@ -106,7 +107,7 @@ pub async fn restore(
     Protected(session): Protected,
     RpcInput(input): RpcInput<IdInput>,
 ) -> Result<Rpc<JournalEntry>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current = load_changeable(&mut tx, input.journal_entry_id, session.user_id).await?;
     if current.deleted_at.is_none() {
         return Ok(Rpc(current));
@@ -122,19 +123,16 @@ pub async fn restore(
         restored_by_user_id: session.user_id.to_string(),
         facts: Some(facts),
     };
-    bus::outbox::emit_ordered(&mut tx, &event, &restored.journal_entry_id.to_string()).await?;
-    let mut changes = Changes::new();
-    changes.record(&[restored.scope()], Op::Update, &restored)?;
+    tx.emit_ordered(&event, &restored.journal_entry_id.to_string());
+    tx.record(&[restored.scope()], Op::Update, &restored)?;
     if let Some(deleted_at) = current.deleted_at {
         crate::modules::cdn::store::restore_for_entry(
             &mut tx,
             restored.journal_entry_id,
             deleted_at,
-            &mut changes,
         )
         .await?;
     }
-    changes.write(&mut tx).await?;
     tx.commit().await?;
     Ok(Rpc(restored))
 }

@@ -11,9 +11,10 @@ use crate::http::error::ApiError;
 use crate::http::rest::{JsonObject, RestError};
 use crate::http::validation::{Issue, Issues, PathSegment};
 use crate::modules::journal_entries;
-use crate::modules::journal_entries::types::JournalEntry;
+use crate::modules::journal_entries::types::{CreateEntryBody, JournalEntry, UpdateEntryBody};
 use crate::procedures::api_key::{Caller, KeyRefusals};
 use crate::state::AppState;
+use sync_protocol::synced_tx::SyncedTx;
 
 /// The `{journalEntryId}` of a path: a malformed one is a 404, like an id that does not
 /// exist (also one that does not even percent-decode to UTF-8, which axum's `Path` would
@@ -39,7 +40,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
     post,
     path = "/api/v1/journal-entries",
     tag = "journal entries",
-    request_body = journal_entries::types::CreateInput,
+    request_body = journal_entries::types::CreateEntryBody,
     responses(
         (status = 201, description = "The new team entry", body = JournalEntry),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::http::rest::ErrorBody),
@@ -56,10 +57,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
 pub async fn create_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    mut body: JsonObject,
+    body: JsonObject,
 ) -> Result<(StatusCode, Json<JournalEntry>), RestError> {
-    body.fix("teamId", caller.key.team_id)?;
-    let input: journal_entries::types::CreateInput = body.decode()?;
+    let input = body.decode(|entry: CreateEntryBody| entry.into_input(caller.key.team_id))?;
     let created = journal_entries::create::create_entry(&state.db, caller.user_id, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -155,7 +155,7 @@ pub async fn list_entries(
     path = "/api/v1/journal-entries/{journalEntryId}",
     tag = "journal entries",
     params(("journalEntryId" = Uuid, Path, description = "The entry's id")),
-    request_body = journal_entries::types::UpdateInput,
+    request_body = journal_entries::types::UpdateEntryBody,
     responses(
         (status = 200, description = "The updated entry", body = JournalEntry),
         (status = 409, description = "`expectedVersion` is stale (`EDIT_CONFLICT`)", body = crate::http::rest::ErrorBody),
@@ -174,11 +174,10 @@ pub async fn update_entry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     EntryId(journal_entry_id): EntryId,
-    mut body: JsonObject,
+    body: JsonObject,
 ) -> Result<Json<JournalEntry>, RestError> {
-    body.fix("journalEntryId", journal_entry_id)?;
-    let input: journal_entries::types::UpdateInput = body.decode()?;
-    let mut tx = state.db.begin().await?;
+    let input = body.decode(|update: UpdateEntryBody| update.into_input(journal_entry_id))?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current =
         journal_entries::store::load_in_team(&mut tx, journal_entry_id, caller.key.team_id, true)
             .await?;
@@ -209,7 +208,7 @@ pub async fn delete_entry(
     Extension(caller): Extension<Caller>,
     EntryId(journal_entry_id): EntryId,
 ) -> Result<StatusCode, RestError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current =
         journal_entries::store::load_in_team(&mut tx, journal_entry_id, caller.key.team_id, true)
             .await?;

@@ -26,8 +26,8 @@ use messages::journal::v1::JournalEntryUpdated;
 use sqlx::PgConnection;
 use sqlx::Postgres;
 use sqlx::QueryBuilder;
-use sync_protocol::changes::Changes;
 use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
@@ -258,7 +258,7 @@ pub fn check_version(
 /// the row, its changeset and its `journal_entry.updated` event. Not committed. Shared by the
 /// RPC procedure and `PATCH /api/v1/journal-entries/{id}`.
 pub async fn update_loaded(
-    tx: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     current: JournalEntry,
     input: UpdateInput,
     actor_user_id: Uuid,
@@ -291,7 +291,7 @@ pub async fn update_loaded(
     .bind(&input.tags)
     .bind(input.entry_date.is_some())
     .bind(input.entry_date.flatten().as_deref().and_then(to_date))
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let facts = written.facts();
     let updated = written.entry;
@@ -303,10 +303,8 @@ pub async fn update_loaded(
         updated_by_user_id: actor_user_id.to_string(),
         facts: Some(facts),
     };
-    bus::outbox::emit_ordered(&mut *tx, &event, &updated.journal_entry_id.to_string()).await?;
-    let mut changes = Changes::new();
-    changes.record(&[updated.scope()], Op::Update, &updated)?;
-    changes.write(&mut *tx).await?;
+    tx.emit_ordered(&event, &updated.journal_entry_id.to_string());
+    tx.record(&[updated.scope()], Op::Update, &updated)?;
     Ok(updated)
 }
 
@@ -317,11 +315,11 @@ pub async fn update_loaded(
 /// changeset and its `journal_entry.deleted` event. Not committed. Shared by the RPC
 /// procedure and `DELETE /api/v1/journal-entries/{id}`.
 pub async fn delete_loaded(
-    tx: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     current: JournalEntry,
     actor_user_id: Uuid,
 ) -> Result<JournalEntry, ApiError> {
-    let written = set_deleted(&mut *tx, current.journal_entry_id, true).await?;
+    let written = set_deleted(tx, current.journal_entry_id, true).await?;
     let facts = written.facts();
     let deleted = written.entry;
     let event = JournalEntryDeleted {
@@ -332,13 +330,10 @@ pub async fn delete_loaded(
         deleted_by_user_id: actor_user_id.to_string(),
         facts: Some(facts),
     };
-    bus::outbox::emit_ordered(&mut *tx, &event, &deleted.journal_entry_id.to_string()).await?;
-    let mut changes = Changes::new();
-    changes.record(&[deleted.scope()], Op::Delete, &deleted)?;
+    tx.emit_ordered(&event, &deleted.journal_entry_id.to_string());
+    tx.record(&[deleted.scope()], Op::Delete, &deleted)?;
     // Its attachments go with it (and come back with a restore).
-    crate::modules::cdn::store::delete_for_entry(&mut *tx, deleted.journal_entry_id, &mut changes)
-        .await?;
-    changes.write(&mut *tx).await?;
+    crate::modules::cdn::store::delete_for_entry(tx, deleted.journal_entry_id).await?;
     Ok(deleted)
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::contract::schema::Text;
 use crate::contract::schema::format;
 use crate::http::pagination::KeysetCursor;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{EpochMillis, Issues, item, parse_date};
 use sync_protocol::changes::{Scope, SyncedRow};
 
@@ -121,42 +121,76 @@ pub(crate) fn to_date(text: &str) -> Option<NaiveDate> {
 // ---------------------------------------------------------------------------------------------
 // create
 
+// The command the RPC procedure and `POST /api/v1/journal-entries` (its body:
+// `CreateEntryBody`) run.
 /// `journalEntries.create` input (ARCHITECTURE §9).
-#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInput {
+    /// 1–200 characters, not blank (stored trimmed).
+    #[schemars(length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
+    pub title: String,
+    /// Up to 100,000 characters.
+    #[schemars(length(max = CONTENT_MAX_CHARS))]
+    pub content: String,
+    /// 1–5.
+    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
+    pub mood: Option<i16>,
+    /// Up to 50 tags of 1–50 characters.
+    #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]
+    pub tags: Option<Vec<String>>,
+    /// `YYYY-MM-DD`.
+    #[schemars(transform = format("date"))]
+    pub entry_date: Option<String>,
+    /// Set by the server in the open API (the key's team).
+    pub team_id: Option<Uuid>,
+    pub prompt_id: Option<Uuid>,
+}
+
+/// The body of `POST /api/v1/journal-entries`: [`CreateInput`] without `teamId`, which the
+/// server sets to the key's team (a client sending it gets `unrecognized_keys`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(
     as = CreateJournalEntryInput,
     description = "A new journal entry (in the open API, a team entry of the key's team)."
 )]
-pub struct CreateInput {
+pub struct CreateEntryBody {
     /// 1–200 characters, not blank (stored trimmed).
     #[schema(
         min_length = 1,
         max_length = 200,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
-    #[schemars(length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub title: String,
     /// Up to 100,000 characters.
     #[schema(max_length = 100_000, pattern = r"^[^\u0000]*$")]
-    #[schemars(length(max = CONTENT_MAX_CHARS))]
     pub content: String,
     /// 1–5.
     #[schema(minimum = 1, maximum = 5)]
-    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
     pub mood: Option<i16>,
     /// Up to 50 tags of 1–50 characters.
     #[schema(schema_with = nullable_tags_schema, required = false)]
-    #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
-    #[schemars(transform = format("date"))]
     pub entry_date: Option<String>,
-    /// Set by the server in the open API (the key's team).
-    #[schema(ignore)]
-    pub team_id: Option<Uuid>,
     pub prompt_id: Option<Uuid>,
+}
+
+impl CreateEntryBody {
+    /// The command, in `team_id`.
+    pub(crate) fn into_input(self, team_id: Uuid) -> CreateInput {
+        CreateInput {
+            title: self.title,
+            content: self.content,
+            mood: self.mood,
+            tags: self.tags,
+            entry_date: self.entry_date,
+            team_id: Some(team_id),
+            prompt_id: self.prompt_id,
+        }
+    }
 }
 
 impl Input for CreateInput {
@@ -274,18 +308,59 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+// The command the RPC procedure and `PATCH /api/v1/journal-entries/{id}` (its body:
+// `UpdateEntryBody`) run.
 /// `journalEntries.update` input: every field optional; `mood: null` and `entryDate: null`
 /// clear them.
-#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateInput {
+    /// From the path in the open API.
+    pub journal_entry_id: Uuid,
+    pub expected_version: Option<i64>,
+    /// 1–200 characters, not blank (stored trimmed).
+    #[serde(
+        default,
+        deserialize_with = "crate::http::validation::present_not_null"
+    )]
+    #[schemars(with = "String", length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
+    pub title: Option<String>,
+    /// Up to 100,000 characters.
+    #[serde(
+        default,
+        deserialize_with = "crate::http::validation::present_not_null"
+    )]
+    #[schemars(with = "String", length(max = CONTENT_MAX_CHARS))]
+    pub content: Option<String>,
+    /// 1–5; `null` clears it.
+    #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
+    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
+    pub mood: Option<Option<i16>>,
+    /// Up to 50 tags of 1–50 characters.
+    #[serde(
+        default,
+        deserialize_with = "crate::http::validation::present_not_null"
+    )]
+    #[schemars(
+        with = "Vec<String>",
+        length(max = MAX_TAGS),
+        inner(length(min = 1, max = TAG_MAX_CHARS))
+    )]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
+    #[schemars(transform = format("date"))]
+    pub entry_date: Option<Option<String>>,
+}
+
+/// The body of `PATCH /api/v1/journal-entries/{journalEntryId}`: [`UpdateInput`] without the
+/// entry's id, which is the path's (a client sending it gets `unrecognized_keys`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(
     as = UpdateJournalEntryInput,
     description = "A partial update: absent fields stay; `mood: null` and `entryDate: null` clear them; with `expectedVersion`, a stale edit answers 409 `EDIT_CONFLICT`."
 )]
-pub struct UpdateInput {
-    /// From the path in the open API.
-    #[schema(ignore)]
-    pub journal_entry_id: Uuid,
+pub struct UpdateEntryBody {
     pub expected_version: Option<i64>,
     /// 1–200 characters, not blank (stored trimmed).
     #[serde(
@@ -299,7 +374,6 @@ pub struct UpdateInput {
         max_length = 200,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
-    #[schemars(with = "String", length(max = TITLE_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub title: Option<String>,
     /// Up to 100,000 characters.
     #[serde(
@@ -312,12 +386,10 @@ pub struct UpdateInput {
         max_length = 100_000,
         pattern = r"^[^\u0000]*$"
     )]
-    #[schemars(with = "String", length(max = CONTENT_MAX_CHARS))]
     pub content: Option<String>,
     /// 1–5; `null` clears it.
     #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
     #[schema(value_type = Option<i16>, minimum = 1, maximum = 5)]
-    #[schemars(range(min = MOOD_MIN, max = MOOD_MAX))]
     pub mood: Option<Option<i16>>,
     /// Up to 50 tags of 1–50 characters.
     #[serde(
@@ -325,16 +397,25 @@ pub struct UpdateInput {
         deserialize_with = "crate::http::validation::present_not_null"
     )]
     #[schema(schema_with = tags_schema, required = false)]
-    #[schemars(
-        with = "Vec<String>",
-        length(max = MAX_TAGS),
-        inner(length(min = 1, max = TAG_MAX_CHARS))
-    )]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]
-    #[schemars(transform = format("date"))]
     pub entry_date: Option<Option<String>>,
+}
+
+impl UpdateEntryBody {
+    /// The command, for the entry `journal_entry_id`.
+    pub(crate) fn into_input(self, journal_entry_id: Uuid) -> UpdateInput {
+        UpdateInput {
+            journal_entry_id,
+            expected_version: self.expected_version,
+            title: self.title,
+            content: self.content,
+            mood: self.mood,
+            tags: self.tags,
+            entry_date: self.entry_date,
+        }
+    }
 }
 
 impl Input for UpdateInput {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::http::pagination::KeysetCursor;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{EpochMillis, Issues};
 
 /// What is kept of a request header that carries a credential.

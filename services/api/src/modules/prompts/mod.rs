@@ -35,7 +35,6 @@ use self::procedures::update;
 use crate::contract::errors;
 use crate::http::error::ApiError;
 use crate::http::rpc::RpcRouter;
-use sync_protocol::changes::{Changes, Op};
 
 pub fn routes() -> RpcRouter {
     RpcRouter::new()

@@ -19,7 +19,8 @@ use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::modules::teams::store::member_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op};
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `prompts.create {text, teamId?, schedule?}`: personal, or a team's (admins and owners).
 pub(crate) async fn create(
@@ -65,7 +66,7 @@ pub(crate) async fn update(
     Protected(session): Protected,
     RpcInput(input): RpcInput<UpdateInput>,
 ) -> Result<Rpc<Prompt>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current = load_changeable(&mut tx, input.prompt_id, session.user_id).await?;
     if current.deleted_at.is_some() {
         return Err(ApiError::defined(
@@ -103,9 +104,7 @@ pub(crate) async fn update(
     .fetch_one(&mut *tx)
     .await?;
     let prompt = Prompt::from(row);
-    let mut changes = Changes::new();
-    changes.record(&[prompt.scope()], Op::Update, &prompt)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[prompt.scope()], Op::Update, &prompt)?;
     tx.commit().await?;
     Ok(Rpc(prompt))
 }
@@ -117,7 +116,7 @@ pub(crate) async fn delete(
     Protected(session): Protected,
     RpcInput(input): RpcInput<IdInput>,
 ) -> Result<Rpc<Prompt>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let current = load_changeable(&mut tx, input.prompt_id, session.user_id).await?;
     if current.deleted_at.is_some() {
         return Ok(Rpc(current));
@@ -131,9 +130,7 @@ pub(crate) async fn delete(
     .fetch_one(&mut *tx)
     .await?;
     let prompt = Prompt::from(row);
-    let mut changes = Changes::new();
-    changes.record(&[prompt.scope()], Op::Delete, &prompt)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[prompt.scope()], Op::Delete, &prompt)?;
     tx.commit().await?;
     Ok(Rpc(prompt))
 }

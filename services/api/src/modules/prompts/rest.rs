@@ -44,7 +44,7 @@ pub async fn list_prompts(
     post,
     path = "/api/v1/prompts",
     tag = "prompts",
-    request_body = prompts::types::CreateInput,
+    request_body = prompts::types::CreatePromptBody,
     responses(
         (status = 201, description = "The team's new prompt", body = Prompt),
         (status = 400, description = "Invalid input (`BAD_REQUEST`, with `issues[].path`)", body = crate::http::rest::ErrorBody),
@@ -61,10 +61,10 @@ pub async fn list_prompts(
 pub async fn create_prompt(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    mut body: JsonObject,
+    body: JsonObject,
 ) -> Result<(StatusCode, Json<Prompt>), RestError> {
-    body.fix("teamId", caller.key.team_id)?;
-    let input: prompts::types::CreateInput = body.decode()?;
+    let input = body
+        .decode(|prompt: prompts::types::CreatePromptBody| prompt.into_input(caller.key.team_id))?;
     let created = prompts::store::create_prompt(&state.db, caller.user_id, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -3,8 +3,6 @@
 use super::types::CreateInput;
 use super::types::{Prompt, PromptRow};
 use crate::modules::prompts::ApiError;
-use crate::modules::prompts::Changes;
-use crate::modules::prompts::Op;
 use crate::modules::prompts::types::Schedule;
 use crate::modules::prompts::types::parse_time;
 use crate::modules::teams::store::MY_TEAMS_SQL;
@@ -12,6 +10,8 @@ use crate::modules::teams::store::member_role;
 use crate::modules::teams::types::Role;
 use chrono::NaiveTime;
 use sqlx::PgConnection;
+use sync_protocol::changes::Op;
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \
@@ -60,7 +60,7 @@ pub async fn create_prompt(
     author_user_id: Uuid,
     input: CreateInput,
 ) -> Result<Prompt, ApiError> {
-    let mut tx = db.begin().await?;
+    let mut tx = SyncedTx::begin(db).await?;
     if let Some(team_id) = input.team_id {
         require_team_admin(&mut tx, team_id, author_user_id).await?;
     }
@@ -85,9 +85,7 @@ pub async fn create_prompt(
     .fetch_one(&mut *tx)
     .await?;
     let prompt = Prompt::from(row);
-    let mut changes = Changes::new();
-    changes.record(&[prompt.scope()], Op::Insert, &prompt)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[prompt.scope()], Op::Insert, &prompt)?;
     tx.commit().await?;
     Ok(prompt)
 }

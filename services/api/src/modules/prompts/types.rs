@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
 use crate::contract::schema::format;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{Issues, item, parse_date, parse_timezone};
 use sync_protocol::changes::{Scope, SyncedRow};
 
@@ -200,22 +200,44 @@ fn check_schedule(issues: &mut Issues, schedule: &Schedule) {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema, schemars::JsonSchema)]
+// The command the RPC procedure and `POST /api/v1/prompts` (its body: `CreatePromptBody`) run.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInput {
+    /// 1–500 characters, not blank (stored trimmed).
+    #[schemars(length(max = TEXT_MAX_CHARS), transform = Text::trimmed().min(1))]
+    pub text: String,
+    /// Set by the server in the open API (the key's team).
+    pub team_id: Option<Uuid>,
+    pub schedule: Option<Schedule>,
+}
+
+// The body of `POST /api/v1/prompts`: `CreateInput` without `teamId`, which the server sets to
+// the key's team (a client sending it gets `unrecognized_keys`). Not a doc comment: it would
+// become the schema's description in the OpenAPI document.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreatePromptInput)]
-pub struct CreateInput {
+pub struct CreatePromptBody {
     /// 1–500 characters, not blank (stored trimmed).
     #[schema(
         min_length = 1,
         max_length = 500,
         pattern = r"^[^\u0000]*[^\u0000\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
     )]
-    #[schemars(length(max = TEXT_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub text: String,
-    /// Set by the server in the open API (the key's team).
-    #[schema(ignore)]
-    pub team_id: Option<Uuid>,
     pub schedule: Option<Schedule>,
+}
+
+impl CreatePromptBody {
+    /// The command, in `team_id`.
+    pub(crate) fn into_input(self, team_id: Uuid) -> CreateInput {
+        CreateInput {
+            text: self.text,
+            team_id: Some(team_id),
+            schedule: self.schedule,
+        }
+    }
 }
 
 impl Input for CreateInput {

@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use crate::contract::errors;
 use crate::http::error::ApiError;
-use crate::http::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::http::rpc::{Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::http::validation::Input;
 use crate::http::validation::{Issues, item};
 use crate::modules::teams::store::member_role;
 use crate::modules::teams::types::Role;

@@ -21,7 +21,8 @@ use crate::modules::teams::store::TEAM_COLUMNS;
 use crate::modules::teams::types::INVITATION_DAYS;
 use crate::procedures::session::{Protected, require_fresh};
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op, Scope};
+use sync_protocol::changes::{Op, Scope};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `teams.create {name}` → the team with the caller's role (`owner`). The team row, the
 /// creator's membership, their changesets and `team.member_joined` in one transaction.
@@ -30,7 +31,7 @@ pub(crate) async fn create(
     Protected(session): Protected,
     RpcInput(input): RpcInput<CreateInput>,
 ) -> Result<Rpc<TeamWithRole>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let team: Team = sqlx::query_as(&format!(
         "INSERT INTO teams (name, created_by_user_id) VALUES ($1, $2) RETURNING {TEAM_COLUMNS}"
     ))
@@ -38,17 +39,8 @@ pub(crate) async fn create(
     .bind(session.user_id)
     .fetch_one(&mut *tx)
     .await?;
-    let mut changes = Changes::new();
-    changes.record(&[Scope::Team(team.team_id)], Op::Insert, &team)?;
-    join(
-        &mut tx,
-        team.team_id,
-        session.user_id,
-        Role::Owner,
-        &mut changes,
-    )
-    .await?;
-    changes.write(&mut tx).await?;
+    tx.record(&[Scope::Team(team.team_id)], Op::Insert, &team)?;
+    join(&mut tx, team.team_id, session.user_id, Role::Owner).await?;
     tx.commit().await?;
     Ok(Rpc(TeamWithRole {
         team,
@@ -116,7 +108,7 @@ pub(crate) async fn rename(
     Protected(session): Protected,
     RpcInput(input): RpcInput<RenameInput>,
 ) -> Result<Rpc<Team>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let (_, role) = lock_team(&mut tx, input.team_id, session.user_id).await?;
     if role < Role::Admin {
         return Err(ApiError::forbidden(
@@ -131,9 +123,7 @@ pub(crate) async fn rename(
     .bind(input.name.trim())
     .fetch_one(&mut *tx)
     .await?;
-    let mut changes = Changes::new();
-    changes.record(&[Scope::Team(team.team_id)], Op::Update, &team)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[Scope::Team(team.team_id)], Op::Update, &team)?;
     tx.commit().await?;
     Ok(Rpc(team))
 }
@@ -152,7 +142,7 @@ pub(crate) async fn invite(
 ) -> Result<Rpc<TeamInvitation>, ApiError> {
     let email = input.email.trim().to_lowercase();
     let role = Role::from(input.role);
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let (team, caller_role) = lock_team(&mut tx, input.team_id, session.user_id).await?;
     if caller_role < Role::Admin {
         return Err(ApiError::forbidden(
@@ -193,20 +183,16 @@ pub(crate) async fn invite(
     .fetch_one(&mut *tx)
     .await?;
     let invitation = load_invitation(&mut tx, team_invitation_id).await?;
-    bus::outbox::emit(
-        &mut tx,
-        &TeamInvitationCreated {
-            team_invitation_id: invitation.team_invitation_id.to_string(),
-            team_id: invitation.team_id.to_string(),
-            team_name: invitation.team_name.clone(),
-            email: invitation.email.clone(),
-            role: invitation.role.as_str().to_owned(),
-            invited_by_user_id: invitation.invited_by_user_id.to_string(),
-            invited_by_name: invitation.invited_by_name.clone(),
-            expires_at_ms: invitation.expires_at.timestamp_millis(),
-        },
-    )
-    .await?;
+    tx.emit(&TeamInvitationCreated {
+        team_invitation_id: invitation.team_invitation_id.to_string(),
+        team_id: invitation.team_id.to_string(),
+        team_name: invitation.team_name.clone(),
+        email: invitation.email.clone(),
+        role: invitation.role.as_str().to_owned(),
+        invited_by_user_id: invitation.invited_by_user_id.to_string(),
+        invited_by_name: invitation.invited_by_name.clone(),
+        expires_at_ms: invitation.expires_at.timestamp_millis(),
+    });
     tx.commit().await?;
     Ok(Rpc(invitation))
 }
@@ -242,7 +228,7 @@ pub(crate) async fn accept_invitation(
     Protected(session): Protected,
     RpcInput(input): RpcInput<InvitationInput>,
 ) -> Result<Rpc<TeamWithRole>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let invitation = lock_my_invitation(&mut tx, input.team_invitation_id, session.user_id).await?;
     ensure_pending(&invitation)?;
     // The database's clock, as `teams.listInvitations` uses: an invitation it still lists
@@ -265,19 +251,12 @@ pub(crate) async fn accept_invitation(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::not_found("Team"))?;
-    let mut changes = Changes::new();
     let role = match member_role(&mut tx, team.team_id, session.user_id).await? {
         Some(current) => current,
         None => {
-            join(
-                &mut tx,
-                team.team_id,
-                session.user_id,
-                invitation.role,
-                &mut changes,
-            )
-            .await?
-            .role
+            join(&mut tx, team.team_id, session.user_id, invitation.role)
+                .await?
+                .role
         }
     };
     sqlx::query(
@@ -287,7 +266,6 @@ pub(crate) async fn accept_invitation(
     .bind(invitation.team_invitation_id)
     .execute(&mut *tx)
     .await?;
-    changes.write(&mut tx).await?;
     tx.commit().await?;
     Ok(Rpc(TeamWithRole { team, role }))
 }
@@ -323,7 +301,7 @@ pub(crate) async fn change_role(
     Protected(session): Protected,
     RpcInput(input): RpcInput<ChangeRoleInput>,
 ) -> Result<Rpc<TeamMember>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let (_, caller_role) = lock_team(&mut tx, input.team_id, session.user_id).await?;
     if caller_role < Role::Admin {
         return Err(ApiError::forbidden(
@@ -369,9 +347,7 @@ pub(crate) async fn change_role(
     .bind(input.role.as_str())
     .fetch_one(&mut *tx)
     .await?;
-    let mut changes = Changes::new();
-    changes.record(&member.scopes(), Op::Update, &member)?;
-    changes.write(&mut tx).await?;
+    tx.record(&member.scopes(), Op::Update, &member)?;
     tx.commit().await?;
     Ok(Rpc(member))
 }
@@ -392,7 +368,7 @@ pub(crate) async fn remove_member(
             "To leave a team, use teams.leave",
         ));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let (_, caller_role) = lock_team(&mut tx, input.team_id, session.user_id).await?;
     if caller_role < Role::Admin {
         return Err(ApiError::forbidden(
@@ -411,17 +387,14 @@ pub(crate) async fn remove_member(
     if target_role >= Role::Admin {
         require_fresh(&session, &state.config)?;
     }
-    let mut changes = Changes::new();
     let (member, _) = end_membership(
         &mut tx,
         input.team_id,
         input.user_id,
         target_role,
         Some(session.user_id),
-        &mut changes,
     )
     .await?;
-    changes.write(&mut tx).await?;
     tx.commit().await?;
     Ok(Rpc(member))
 }
@@ -435,19 +408,10 @@ pub(crate) async fn leave(
     Protected(session): Protected,
     RpcInput(input): RpcInput<TeamInput>,
 ) -> Result<Rpc<Left>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let (_, role) = lock_team(&mut tx, input.team_id, session.user_id).await?;
-    let mut changes = Changes::new();
-    let (membership, team_deleted) = end_membership(
-        &mut tx,
-        input.team_id,
-        session.user_id,
-        role,
-        None,
-        &mut changes,
-    )
-    .await?;
-    changes.write(&mut tx).await?;
+    let (membership, team_deleted) =
+        end_membership(&mut tx, input.team_id, session.user_id, role, None).await?;
     tx.commit().await?;
     if team_deleted {
         state.api_keys.team_deleted(input.team_id).await;

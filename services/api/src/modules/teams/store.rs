@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::types::{InvitationStatus, Role, Team, TeamInvitation, TeamMember};
 use crate::http::error::ApiError;
-use sync_protocol::changes::{Changes, Op, Scope};
+use sync_protocol::changes::{Op, Scope};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// The live teams `$1` is an active member of (the same rule as [`member_role`]), for
 /// `team_id IN (…)` in visibility checks.
@@ -35,17 +36,13 @@ pub async fn member_role(
 }
 
 /// Account deletion: end every membership of `user_id` (in the caller's transaction), recording the
-/// membership tombstones in `changes` (to the team's and the user's scope) and a `team.member_left`
+/// membership tombstones (to the team's and the user's scope) and a `team.member_left`
 /// (`left`) per team. A team where the user was the only member is soft-deleted with its pending
 /// invitations revoked. The teams are locked (in id order) and the last-owner rule is checked again
 /// under the lock: a team that would be left ownerless with members answers `LAST_OWNER`. Returns
 /// the teams deleted, whose API keys the caller must invalidate once the transaction commits
 /// ([`crate::modules::subscriptions::api_keys::KeyVerifier::team_deleted`]).
-pub async fn leave_all_teams(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    changes: &mut Changes,
-) -> Result<Vec<Uuid>, ApiError> {
+pub async fn leave_all_teams(tx: &mut SyncedTx<'_>, user_id: Uuid) -> Result<Vec<Uuid>, ApiError> {
     let memberships: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT t.team_id, m.role FROM teams t
            JOIN team_members m ON m.team_id = t.team_id
@@ -54,13 +51,12 @@ pub async fn leave_all_teams(
             FOR UPDATE OF t",
     )
     .bind(user_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut **tx)
     .await?;
     let mut deleted_teams = Vec::new();
     for (team_id, role) in memberships {
         let role = Role::try_from(role).map_err(ApiError::internal)?;
-        let (_, team_deleted) =
-            end_membership(&mut *conn, team_id, user_id, role, None, changes).await?;
+        let (_, team_deleted) = end_membership(tx, team_id, user_id, role, None).await?;
         if team_deleted {
             deleted_teams.push(team_id);
         }
@@ -145,11 +141,10 @@ pub(crate) async fn other_members(
 
 /// Create the membership, or revive a soft-deleted one, with `role` (the team is locked).
 pub(crate) async fn join(
-    conn: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     team_id: Uuid,
     user_id: Uuid,
     role: Role,
-    changes: &mut Changes,
 ) -> Result<TeamMember, ApiError> {
     let member: TeamMember = sqlx::query_as(&format!(
         "INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, $3)
@@ -162,7 +157,7 @@ pub(crate) async fn join(
     .bind(team_id)
     .bind(user_id)
     .bind(role.as_str())
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| {
         ApiError::defined(
@@ -176,16 +171,12 @@ pub(crate) async fn join(
     } else {
         Op::Update
     };
-    changes.record(&member.scopes(), op, &member)?;
-    bus::outbox::emit(
-        conn,
-        &TeamMemberJoined {
-            team_id: team_id.to_string(),
-            user_id: user_id.to_string(),
-            role: role.as_str().to_owned(),
-        },
-    )
-    .await?;
+    tx.record(&member.scopes(), op, &member)?;
+    tx.emit(&TeamMemberJoined {
+        team_id: team_id.to_string(),
+        user_id: user_id.to_string(),
+        role: role.as_str().to_owned(),
+    });
     Ok(member)
 }
 
@@ -195,14 +186,13 @@ pub(crate) async fn join(
 /// and its pending invitations revoked). Returns the tombstone and whether the team was
 /// deleted.
 pub(crate) async fn end_membership(
-    conn: &mut PgConnection,
+    tx: &mut SyncedTx<'_>,
     team_id: Uuid,
     user_id: Uuid,
     role: Role,
     removed_by: Option<Uuid>,
-    changes: &mut Changes,
 ) -> Result<(TeamMember, bool), ApiError> {
-    let (other_owners, others) = other_members(&mut *conn, team_id, user_id).await?;
+    let (other_owners, others) = other_members(tx, team_id, user_id).await?;
     if role == Role::Owner && other_owners == 0 && others > 0 {
         return Err(last_owner(
             "The last owner cannot leave a team that has other members: make someone else an owner first",
@@ -215,10 +205,10 @@ pub(crate) async fn end_membership(
     ))
     .bind(team_id)
     .bind(user_id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| ApiError::not_found("Member"))?;
-    changes.record(&member.scopes(), Op::Delete, &member)?;
+    tx.record(&member.scopes(), Op::Delete, &member)?;
     let team_deleted = others == 0;
     if team_deleted {
         let team: Team = sqlx::query_as(&format!(
@@ -226,32 +216,28 @@ pub(crate) async fn end_membership(
               WHERE team_id = $1 RETURNING {TEAM_COLUMNS}"
         ))
         .bind(team_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **tx)
         .await?;
-        changes.record(&[Scope::Team(team_id)], Op::Delete, &team)?;
+        tx.record(&[Scope::Team(team_id)], Op::Delete, &team)?;
         sqlx::query(
             "UPDATE team_invitations SET status = 'revoked', responded_at = now()
               WHERE team_id = $1 AND status = 'pending'",
         )
         .bind(team_id)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
     }
-    bus::outbox::emit(
-        conn,
-        &TeamMemberLeft {
-            team_id: team_id.to_string(),
-            user_id: user_id.to_string(),
-            reason: if removed_by.is_some() {
-                "removed"
-            } else {
-                "left"
-            }
-            .to_owned(),
-            removed_by_user_id: removed_by.map(|id| id.to_string()).unwrap_or_default(),
-        },
-    )
-    .await?;
+    tx.emit(&TeamMemberLeft {
+        team_id: team_id.to_string(),
+        user_id: user_id.to_string(),
+        reason: if removed_by.is_some() {
+            "removed"
+        } else {
+            "left"
+        }
+        .to_owned(),
+        removed_by_user_id: removed_by.map(|id| id.to_string()).unwrap_or_default(),
+    });
     Ok((member, team_deleted))
 }
 

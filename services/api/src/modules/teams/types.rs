@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::contract::schema::Text;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{EMAIL_MAX_BYTES, Issues, NAME_MAX_CHARS, check_email};
 use sync_protocol::changes::{Scope, SyncedRow};
 

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use messages::journal::v1::{ApiKeyRevoked, UserPurged};
 use serde::Serialize;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
@@ -39,7 +38,8 @@ use crate::modules::cdn::types::Attachment;
 use crate::modules::journal_entries::types::JournalEntry;
 use crate::modules::users::types::User;
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op, Scope, SyncedRow};
+use sync_protocol::changes::{Op, Scope, SyncedRow};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// Accounts fetched per round (each then purged in its own transaction).
 pub const ACCOUNTS_PER_ROUND: i64 = 100;
@@ -131,7 +131,7 @@ pub async fn purge_account(
     crate::modules::exports::store::delete_archives(&state.storage, user_id, &export_ids).await?;
 
     // 2. The rows, in one transaction.
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let due: Option<bool> = sqlx::query_scalar(
         "SELECT purged_at IS NULL FROM users
           WHERE user_id = $1 AND deleted_at IS NOT NULL FOR UPDATE",
@@ -142,7 +142,7 @@ pub async fn purge_account(
     if due != Some(true) {
         return Ok(());
     }
-    let mut changes = ChunkedChanges::default();
+    let mut chunks = Chunks::default();
 
     let entries: Vec<JournalEntry> = sqlx::query_as(&format!(
         "UPDATE journal_entries
@@ -159,7 +159,7 @@ pub async fn purge_account(
     .fetch_all(&mut *tx)
     .await?;
     for entry in &entries {
-        changes.record(&mut tx, entry.scope(), entry).await?;
+        chunks.record(&mut tx, entry.scope(), entry)?;
     }
 
     let attachments: Vec<Attachment> = sqlx::query_as(&format!(
@@ -174,12 +174,12 @@ pub async fn purge_account(
     .fetch_all(&mut *tx)
     .await?;
     for attachment in &attachments {
-        changes.record_attachment(&mut tx, attachment).await?;
+        chunks.record_attachment(&mut tx, attachment)?;
     }
 
     let prompts = crate::modules::prompts::store::purge_personal(&mut tx, user_id).await?;
     for prompt in &prompts {
-        changes.record(&mut tx, prompt.scope(), prompt).await?;
+        chunks.record(&mut tx, prompt.scope(), prompt)?;
     }
 
     let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -199,8 +199,7 @@ pub async fn purge_account(
     .fetch_all(&mut *tx)
     .await?;
     for (api_key_id, api_team_id, team_id, prefix, revoked_at) in &keys {
-        bus::outbox::emit_ordered(
-            &mut tx,
+        tx.emit_ordered(
             &ApiKeyRevoked {
                 api_key_id: api_key_id.to_string(),
                 api_team_id: api_team_id.to_string(),
@@ -210,8 +209,7 @@ pub async fn purge_account(
                 revoked_at_ms: revoked_at.timestamp_millis(),
             },
             &api_key_id.to_string(),
-        )
-        .await?;
+        );
     }
 
     let exports = sqlx::query("DELETE FROM exports WHERE user_id = $1")
@@ -231,16 +229,12 @@ pub async fn purge_account(
     .bind(user_id)
     .fetch_one(&mut *tx)
     .await?;
-    changes.record(&mut tx, Scope::User(user_id), &user).await?;
-    changes.finish(&mut tx).await?;
-    bus::outbox::emit(
-        &mut tx,
-        &UserPurged {
-            user_id: user_id.to_string(),
-            purged_at_ms: chrono::Utc::now().timestamp_millis(),
-        },
-    )
-    .await?;
+    chunks.record(&mut tx, Scope::User(user_id), &user)?;
+    tx.seal_changes();
+    tx.emit(&UserPurged {
+        user_id: user_id.to_string(),
+        purged_at_ms: chrono::Utc::now().timestamp_millis(),
+    });
     tx.commit().await?;
 
     for (api_key_id, ..) in &keys {
@@ -266,47 +260,40 @@ pub async fn purge_account(
     Ok(())
 }
 
-/// Tombstones written as changesets of at most [`CHANGESET_ROWS`] rows each, in order, in the
-/// caller's transaction.
+/// Tombstones recorded as changesets of at most [`CHANGESET_ROWS`] rows each, in order: the
+/// sync transaction is sealed every [`CHANGESET_ROWS`] rows.
 #[derive(Default)]
-struct ChunkedChanges {
-    changes: Changes,
+struct Chunks {
     rows: usize,
 }
 
-impl ChunkedChanges {
-    async fn record<R: SyncedRow>(
+impl Chunks {
+    fn record<R: SyncedRow>(
         &mut self,
-        conn: &mut PgConnection,
+        tx: &mut SyncedTx<'_>,
         scope: Scope,
         row: &R,
     ) -> Result<(), ApiError> {
-        self.changes.record(&[scope], Op::Delete, row)?;
-        self.counted(conn).await
+        tx.record(&[scope], Op::Delete, row)?;
+        self.counted(tx);
+        Ok(())
     }
 
-    async fn record_attachment(
+    fn record_attachment(
         &mut self,
-        conn: &mut PgConnection,
+        tx: &mut SyncedTx<'_>,
         attachment: &Attachment,
     ) -> Result<(), ApiError> {
-        attachment.record(&mut self.changes, Op::Delete)?;
-        self.counted(conn).await
+        attachment.record(tx, Op::Delete)?;
+        self.counted(tx);
+        Ok(())
     }
 
-    async fn counted(&mut self, conn: &mut PgConnection) -> Result<(), ApiError> {
+    fn counted(&mut self, tx: &mut SyncedTx<'_>) {
         self.rows += 1;
         if self.rows >= CHANGESET_ROWS {
-            std::mem::take(&mut self.changes).write(conn).await?;
+            tx.seal_changes();
             self.rows = 0;
         }
-        Ok(())
-    }
-
-    async fn finish(self, conn: &mut PgConnection) -> Result<(), ApiError> {
-        if !self.changes.is_empty() {
-            self.changes.write(conn).await?;
-        }
-        Ok(())
     }
 }

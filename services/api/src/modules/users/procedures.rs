@@ -14,7 +14,8 @@ use crate::modules::auth::session::{Revoke, RevokeReason, clear_session_cookie};
 use crate::modules::users::store::USER_COLUMNS;
 use crate::procedures::session::{Protected, Sensitive};
 use crate::state::AppState;
-use sync_protocol::changes::{Changes, Op, Scope};
+use sync_protocol::changes::{Op, Scope};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 
 /// `users.me` (protected, GET-able).
 pub(crate) async fn me(
@@ -31,7 +32,7 @@ pub(crate) async fn update(
     Protected(session): Protected,
     RpcInput(input): RpcInput<UpdateInput>,
 ) -> Result<Rpc<User>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     let user: User = sqlx::query_as(&format!(
         "UPDATE users SET
             name = coalesce($2, name),
@@ -49,12 +50,9 @@ pub(crate) async fn update(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::not_found("User"))?;
-    let mut changes = Changes::new();
-    changes.record(&[Scope::User(user.user_id)], Op::Update, &user)?;
-    changes.write(&mut tx).await?;
+    tx.record(&[Scope::User(user.user_id)], Op::Update, &user)?;
     // The notifier re-identifies the user (ordered per user: versions only grow).
-    bus::outbox::emit_ordered(
-        &mut tx,
+    tx.emit_ordered(
         &UserProfileUpdated {
             user_id: user.user_id.to_string(),
             email: user.email.clone(),
@@ -63,8 +61,7 @@ pub(crate) async fn update(
             version: user.version,
         },
         &user.user_id.to_string(),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(Rpc(user))
 }
@@ -79,7 +76,7 @@ pub(crate) async fn delete(
     Sensitive(session): Sensitive,
     RpcInput(NoInput): RpcInput<NoInput>,
 ) -> Result<RpcWithHeaders<Deleted>, ApiError> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = SyncedTx::begin(&state.db).await?;
     // A team must keep an owner: the last owner hands the team over (or removes everyone)
     // before deleting the account.
     let sole_owner_of: Option<String> = sqlx::query_scalar(
@@ -117,11 +114,9 @@ pub(crate) async fn delete(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::not_found("User"))?;
-    let mut changes = Changes::new();
-    changes.record(&[Scope::User(user.user_id)], Op::Delete, &user)?;
+    tx.record(&[Scope::User(user.user_id)], Op::Delete, &user)?;
     let deleted_teams =
-        crate::modules::teams::store::leave_all_teams(&mut tx, user.user_id, &mut changes).await?;
-    changes.write(&mut tx).await?;
+        crate::modules::teams::store::leave_all_teams(&mut tx, user.user_id).await?;
     session::revoke_sessions(
         &mut tx,
         &state.sessions,
@@ -134,14 +129,10 @@ pub(crate) async fn delete(
     // export link outlives it.
     crate::modules::exports::store::revoke_for_user(&mut tx, &state.storage, user.user_id).await?;
     let deleted_at = user.deleted_at.unwrap_or_else(Utc::now);
-    bus::outbox::emit(
-        &mut tx,
-        &UserDeleted {
-            user_id: user.user_id.to_string(),
-            deleted_at_ms: deleted_at.timestamp_millis(),
-        },
-    )
-    .await?;
+    tx.emit(&UserDeleted {
+        user_id: user.user_id.to_string(),
+        deleted_at_ms: deleted_at.timestamp_millis(),
+    });
     tx.commit().await?;
     for team_id in deleted_teams {
         state.api_keys.team_deleted(team_id).await;

@@ -5,8 +5,8 @@ use messages::journal::v1::UserCreated;
 use super::types::User;
 use crate::http::error::ApiError;
 use crate::modules::users::types::NewUser;
-use sqlx::PgConnection;
-use sync_protocol::changes::{Changes, Op, Scope};
+use sync_protocol::changes::{Op, Scope};
+use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use uuid::Uuid;
 
 pub(crate) const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \
@@ -27,7 +27,7 @@ pub async fn load(db: &sqlx::PgPool, user_id: Uuid) -> Result<User, ApiError> {
 /// 2. by email — and a Google sign-in links the account only when Google verified the address
 ///    (otherwise anybody could claim an account by registering its address elsewhere);
 /// 3. otherwise a new user (`user.created`, and the row synced to the user's scope).
-pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<User, ApiError> {
+pub async fn find_or_create(tx: &mut SyncedTx<'_>, new: NewUser) -> Result<User, ApiError> {
     if let Some(subject) = &new.google_subject {
         let by_subject: Option<User> = sqlx::query_as(&format!(
             "UPDATE users SET email_verified = email_verified OR $2
@@ -36,7 +36,7 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
         ))
         .bind(subject)
         .bind(new.email_verified)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **tx)
         .await?;
         if let Some(user) = by_subject {
             return Ok(user);
@@ -47,7 +47,7 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
           WHERE lower(email) = lower($1) AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(&new.email)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut **tx)
     .await?;
     if let Some((user_id, linked_subject)) = by_email {
         if let Some(subject) = &new.google_subject {
@@ -61,7 +61,6 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
                     "This email address belongs to an account linked to another Google account",
                 ));
             }
-            let mut changes = Changes::new();
             let linked: User = sqlx::query_as(&format!(
                 "UPDATE users SET google_subject = $2, email_verified = true,
                         updated_at = now(), version = version + 1
@@ -69,17 +68,16 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
             ))
             .bind(user_id)
             .bind(subject)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **tx)
             .await?;
-            changes.record(&[Scope::User(user_id)], Op::Update, &linked)?;
-            changes.write(conn).await?;
+            tx.record(&[Scope::User(user_id)], Op::Update, &linked)?;
             return Ok(linked);
         }
         return sqlx::query_as(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"
         ))
         .bind(user_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **tx)
         .await
         .map_err(ApiError::from);
     }
@@ -95,7 +93,7 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
     .bind(&new.avatar_url)
     .bind(&new.google_subject)
     .bind(new.email_verified)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(user) = created else {
         return Err(ApiError::defined(
@@ -104,20 +102,14 @@ pub async fn find_or_create(conn: &mut PgConnection, new: NewUser) -> Result<Use
             "This account is being created by another request; retry",
         ));
     };
-    bus::outbox::emit(
-        &mut *conn,
-        &UserCreated {
-            user_id: user.user_id.to_string(),
-            via: new.via.to_owned(),
-            email: user.email.clone(),
-            name: user.name.clone(),
-            timezone: user.timezone.clone(),
-            version: user.version,
-        },
-    )
-    .await?;
-    let mut changes = Changes::new();
-    changes.record(&[Scope::User(user.user_id)], Op::Insert, &user)?;
-    changes.write(conn).await?;
+    tx.emit(&UserCreated {
+        user_id: user.user_id.to_string(),
+        via: new.via.to_owned(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        timezone: user.timezone.clone(),
+        version: user.version,
+    });
+    tx.record(&[Scope::User(user.user_id)], Op::Insert, &user)?;
     Ok(user)
 }

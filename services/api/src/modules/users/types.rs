@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
-use crate::http::rpc::Input;
+use crate::http::validation::Input;
 use crate::http::validation::{
     Issues, NAME_MAX_CHARS, URL_MAX_BYTES, check_http_url, parse_timezone,
 };

@@ -56,6 +56,7 @@ use crate::modules::auth::session::{hash_token, session_cookie};
 use crate::modules::users;
 use crate::modules::users::types::NewUser;
 use crate::state::AppState;
+use sync_protocol::synced_tx::SyncedTx;
 
 const STATE_COOKIE: &str = "oauth_state";
 const STATE_TTL_MINUTES: i32 = 10;
@@ -341,7 +342,7 @@ async fn finish(
         .clone()
         .filter(|name| !name.trim().is_empty())
         .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
-    let mut tx = state.db.begin().await.map_err(internal)?;
+    let mut tx = SyncedTx::begin(&state.db).await.map_err(internal)?;
     let user = users::store::find_or_create(
         &mut tx,
         NewUser {

@@ -26,7 +26,8 @@ use uuid::Uuid;
 use crate::contract::errors;
 use crate::contract::schema::Text;
 use crate::http::error::ApiError;
-use crate::http::rpc::{Input, Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::http::rpc::{Rpc, RpcInput, RpcQuery, RpcRouter};
+use crate::http::validation::Input;
 use crate::http::validation::NAME_MAX_CHARS;
 use crate::http::validation::{EpochMillis, Issues};
 use crate::modules::subscriptions::api_teams::{
