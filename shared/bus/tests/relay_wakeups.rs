@@ -18,6 +18,22 @@ use tokio_util::sync::CancellationToken;
 /// How long a test waits for a row to be published; far below the slow poll it sets.
 const PROMPT: Duration = Duration::from_secs(5);
 
+/// A relay on the fixture whose slow poll runs every `poll_interval`.
+fn spawn_relay(
+    fixture: &common::Fixture,
+    poll_interval: Duration,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut config = RelayConfig::new("worker");
+    config.poll_interval = poll_interval;
+    relay::spawn(
+        fixture.bus.clone(),
+        fixture.pool.clone(),
+        config,
+        shutdown.clone(),
+    )
+}
+
 async fn published_within(fixture: &common::Fixture, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -55,15 +71,8 @@ async fn an_outbox_write_sends_no_notify() {
 async fn a_write_wakes_the_relay_long_before_its_slow_poll_even_when_it_commits_late() {
     let fixture = common::Fixture::new(&test_support::nats_url()).await;
     let shutdown = CancellationToken::new();
-    let mut config = RelayConfig::new("worker");
     // Only a wake-up can publish within the test's limits.
-    config.poll_interval = Duration::from_secs(3600);
-    let relay = relay::spawn(
-        fixture.bus.clone(),
-        fixture.pool.clone(),
-        config,
-        shutdown.clone(),
-    );
+    let relay = spawn_relay(&fixture, Duration::from_secs(3600), &shutdown);
     // Let the relay's start-up drain pass, so it is asleep when the writes come.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -91,14 +100,7 @@ async fn a_write_wakes_the_relay_long_before_its_slow_poll_even_when_it_commits_
 async fn a_row_no_wake_up_announced_is_published_by_the_slow_poll() {
     let fixture = common::Fixture::new(&test_support::nats_url()).await;
     let shutdown = CancellationToken::new();
-    let mut config = RelayConfig::new("worker");
-    config.poll_interval = Duration::from_millis(300);
-    let relay = relay::spawn(
-        fixture.bus.clone(),
-        fixture.pool.clone(),
-        config,
-        shutdown.clone(),
-    );
+    let relay = spawn_relay(&fixture, Duration::from_millis(300), &shutdown);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Written by "another process": plain SQL, no wake-up in this one.
     sqlx::query(
