@@ -89,7 +89,10 @@ async fn a_write_wakes_the_relay_long_before_its_slow_poll_even_when_it_commits_
     tokio::time::sleep(Duration::from_millis(150)).await;
     tx.commit().await.unwrap();
     let took = published_within(&fixture, PROMPT).await;
-    assert!(took.is_some(), "a write that committed late was not published");
+    assert!(
+        took.is_some(),
+        "a write that committed late was not published"
+    );
 
     shutdown.cancel();
     relay.await.unwrap();

@@ -182,14 +182,20 @@ mod tests {
                 cursor: "c3".to_owned(),
                 changes: vec![&change],
             },
-            Frame::Heartbeat { timestamp: 1_700_000_000_000 },
-            Frame::Reset { reason: "cursor_expired" },
+            Frame::Heartbeat {
+                timestamp: 1_700_000_000_000,
+            },
+            Frame::Reset {
+                reason: "cursor_expired",
+            },
             Frame::ScopeRemoved {
                 scope: "team.t1".to_owned(),
                 team_id: "t1".to_owned(),
                 cursor: "c4".to_owned(),
             },
-            Frame::Closed { reason: CloseReason::TokenExpired },
+            Frame::Closed {
+                reason: CloseReason::TokenExpired,
+            },
         ];
         let received: Vec<ReceivedFrame> = frames
             .iter()
@@ -221,14 +227,20 @@ mod tests {
                         data: serde_json::json!({"journalEntryId": "e1", "title": "Hello again"}),
                     }],
                 },
-                ReceivedFrame::Heartbeat { timestamp: 1_700_000_000_000 },
-                ReceivedFrame::Reset { reason: "cursor_expired".to_owned() },
+                ReceivedFrame::Heartbeat {
+                    timestamp: 1_700_000_000_000
+                },
+                ReceivedFrame::Reset {
+                    reason: "cursor_expired".to_owned()
+                },
                 ReceivedFrame::ScopeRemoved {
                     scope: "team.t1".to_owned(),
                     team_id: "t1".to_owned(),
                     cursor: "c4".to_owned(),
                 },
-                ReceivedFrame::Closed { reason: CloseReason::TokenExpired },
+                ReceivedFrame::Closed {
+                    reason: CloseReason::TokenExpired
+                },
             ]
         );
     }

@@ -38,8 +38,8 @@ use crate::reattach::{self, Reconnects};
 use crate::streams::Bus;
 use publish::publish_batch;
 use upkeep::OutboxGauges;
-pub(crate) use wake::rows_written;
 use wake::Wakeups;
+pub(crate) use wake::rows_written;
 
 /// Relay settings.
 #[derive(Debug, Clone)]

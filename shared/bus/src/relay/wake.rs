@@ -68,7 +68,9 @@ impl Wakeups {
 
     /// Rows written here that no relay here has claimed yet (nor written off).
     pub(super) fn expected(&self) -> u64 {
-        WRITTEN.borrow().saturating_sub(SETTLED.load(Ordering::Acquire))
+        WRITTEN
+            .borrow()
+            .saturating_sub(SETTLED.load(Ordering::Acquire))
     }
 
     /// A drain claimed `rows` rows: they are no longer expected. Rows written by another

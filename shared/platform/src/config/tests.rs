@@ -106,7 +106,10 @@ fn the_relay_wake_delay_is_read_and_bounded() {
     assert_eq!(common.relay_wake_delay, std::time::Duration::from_millis(5));
 
     for (raw, expected) in [
-        ("1001", "RELAY_WAKE_DELAY_MS: 1001 is above the limit of 1000"),
+        (
+            "1001",
+            "RELAY_WAKE_DELAY_MS: 1001 is above the limit of 1000",
+        ),
         ("-1", "RELAY_WAKE_DELAY_MS: `-1` is invalid"),
     ] {
         let mut env = EnvReader::from_map([("RELAY_WAKE_DELAY_MS", raw)]);
