@@ -87,6 +87,22 @@ async fn attach(
     }
 }
 
+/// After a failed attach: count the failure, say so, and pause before the next attempt (see
+/// [`pause_before_retry`]). False on shutdown.
+async fn retry_attach(
+    registration: &Registration,
+    error: &BusError,
+    failures: &mut u32,
+    reconnects: &Reconnects,
+    seen: u64,
+    shutdown: &CancellationToken,
+) -> bool {
+    *failures = failures.saturating_add(1);
+    tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
+    let delay = reattach::attach_retry_delay(*failures);
+    pause_before_retry(delay, reconnects, seen, shutdown).await
+}
+
 /// After a failed attach or pull: pause (longer the more failures in a row, at most
 /// [`reattach::MAX_ATTACH_RETRY_DELAY`]; ended early by a reconnection). False on shutdown.
 async fn pause_before_retry(
@@ -139,10 +155,16 @@ pub(super) async fn consume(
             Ok(None) => continue 'reconnect,
             Err(error) => {
                 attached.store(false, Ordering::Relaxed);
-                failures = failures.saturating_add(1);
-                tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
-                let delay = reattach::attach_retry_delay(failures);
-                if pause_before_retry(delay, &reconnects, seen, &shutdown).await {
+                if retry_attach(
+                    &registration,
+                    &error,
+                    &mut failures,
+                    &reconnects,
+                    seen,
+                    &shutdown,
+                )
+                .await
+                {
                     continue 'reconnect;
                 }
                 break 'reconnect;
@@ -252,10 +274,16 @@ pub(super) async fn consume_batches(
             Ok(None) => continue 'reconnect,
             Err(error) => {
                 attached.store(false, Ordering::Relaxed);
-                failures = failures.saturating_add(1);
-                tracing::warn!(consumer = %registration.consumer_name, %error, "consumer not attached; retrying");
-                let delay = reattach::attach_retry_delay(failures);
-                if pause_before_retry(delay, &reconnects, seen, &shutdown).await {
+                if retry_attach(
+                    &registration,
+                    &error,
+                    &mut failures,
+                    &reconnects,
+                    seen,
+                    &shutdown,
+                )
+                .await
+                {
                     continue 'reconnect;
                 }
                 break 'reconnect;

@@ -287,13 +287,7 @@ impl State {
                 || statement.starts(&["CREATE", "UNIQUE", "INDEX"])
             {
                 let concurrently = statement.contains(&["INDEX", "CONCURRENTLY"]);
-                let table = statement
-                    .tokens
-                    .iter()
-                    .position(|token| token == "ON")
-                    .and_then(|on| statement.name_at(on + 1))
-                    .map(|(name, _)| name)
-                    .unwrap_or_default();
+                let table = statement.table_after_on();
                 if concurrently && !no_transaction {
                     report(
                         line,
@@ -338,13 +332,7 @@ impl State {
             } else if statement.starts(&["CREATE", "TRIGGER"])
                 || statement.starts(&["CREATE", "OR", "REPLACE", "TRIGGER"])
             {
-                let table = statement
-                    .tokens
-                    .iter()
-                    .position(|token| token == "ON")
-                    .and_then(|on| statement.name_at(on + 1))
-                    .map(|(name, _)| name)
-                    .unwrap_or_default();
+                let table = statement.table_after_on();
                 if let Some(message) = require_lock_timeout(&table, lock_timeout) {
                     report(line, "lock-timeout", message);
                 }

@@ -36,6 +36,15 @@ impl Statement {
         }
         Some((name, index))
     }
+    /// The table an index or trigger is `ON` (empty when there is none).
+    pub(super) fn table_after_on(&self) -> String {
+        self.tokens
+            .iter()
+            .position(|token| token == "ON")
+            .and_then(|on| self.name_at(on + 1))
+            .map(|(name, _)| name)
+            .unwrap_or_default()
+    }
 }
 
 /// Split SQL into statements (outside comments, strings, quoted names and dollar quotes).
