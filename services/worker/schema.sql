@@ -67,6 +67,17 @@ CREATE TABLE entry_insight_days (
     PRIMARY KEY (user_id, day)
 );
 
+-- Insight rows changed but not yet published to the user's clients: one row per (user, day)
+-- the entry handlers changed. The handlers update `entry_insights` and `entry_insight_days`
+-- at once; their changesets go out in one changeset per user after INSIGHTS_SYNC_DELAY_MS
+-- (docs/worker.md, "Publishing insights"), so a user writing many entries a second costs one
+-- changeset per window, not one per batch. Rows are inserted and deleted, never updated.
+CREATE TABLE insight_sync_due (
+    user_id uuid NOT NULL,
+    day date NOT NULL,
+    PRIMARY KEY (user_id, day)
+);
+
 
 -- Data exports the worker completed: the archive's object key and size (exactly one row per
 -- export, written with its `export.ready` event).

@@ -38,6 +38,12 @@ pub const DEFAULT_PORT: u16 = 8082;
 /// the kill (issue 17; tests/e2e/worker_kill.rs).
 pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(5);
 
+/// The default of `INSIGHTS_SYNC_DELAY_MS`: insights a second behind the entries, one
+/// changeset per busy user per second.
+pub const DEFAULT_INSIGHTS_SYNC_DELAY: Duration = Duration::from_secs(1);
+/// The largest `INSIGHTS_SYNC_DELAY_MS`.
+const MAX_INSIGHTS_SYNC_DELAY_MS: u64 = 60_000;
+
 /// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
 pub static MIGRATOR: LazyLock<Migrator> =
     LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker")));
@@ -56,6 +62,10 @@ pub struct Config {
     /// `WORKER_BATCH_SIZE`: entry events the insights handlers apply in one transaction at
     /// most (default 256).
     pub batch_size: usize,
+    /// `INSIGHTS_SYNC_DELAY_MS`: how long changed insights wait before they are published to
+    /// the user's clients, so that a user's changes within it go out as one changeset
+    /// (default 1,000; 0 to 60,000). `insights::publish` says why.
+    pub insights_sync_delay: Duration,
     /// `WORKER_ACK_WAIT_SECONDS`: the longest ack wait of the worker's consumers (default 5):
     /// a message whose replica died is redelivered after at most this long, while progress
     /// acks (every third of it) keep running handlers' messages.
@@ -87,6 +97,18 @@ impl Config {
         if batch_size == 0 {
             env.reject("WORKER_BATCH_SIZE", "must be at least 1");
         }
+        let insights_sync_delay_ms = env.with_default(
+            "INSIGHTS_SYNC_DELAY_MS",
+            DEFAULT_INSIGHTS_SYNC_DELAY.as_millis() as u64,
+        );
+        if insights_sync_delay_ms > MAX_INSIGHTS_SYNC_DELAY_MS {
+            env.reject(
+                "INSIGHTS_SYNC_DELAY_MS",
+                format!(
+                    "{insights_sync_delay_ms} is above the limit of {MAX_INSIGHTS_SYNC_DELAY_MS}"
+                ),
+            );
+        }
         let max_ack_wait =
             env.seconds_with_default("WORKER_ACK_WAIT_SECONDS", DEFAULT_MAX_ACK_WAIT);
         if max_ack_wait < Duration::from_secs(1) {
@@ -116,6 +138,7 @@ impl Config {
             s3,
             concurrency,
             batch_size,
+            insights_sync_delay: Duration::from_millis(insights_sync_delay_ms),
             max_ack_wait,
             export_link_ttl,
             export_pause_after_upload,
@@ -132,6 +155,8 @@ impl Config {
             s3: S3Config::for_tests(platform::s3::DEFAULT_ENDPOINT, platform::s3::DEFAULT_BUCKET),
             concurrency: 32,
             batch_size: bus::router::DEFAULT_BATCH_SIZE,
+            // Short, so tests see insights soon; the coalescing itself is the same.
+            insights_sync_delay: Duration::from_millis(20),
             max_ack_wait: DEFAULT_MAX_ACK_WAIT,
             export_link_ttl: platform::s3::MAX_PRESIGN_EXPIRY,
             export_pause_after_upload: Duration::ZERO,
@@ -154,6 +179,8 @@ pub struct WorkerState {
     /// this many at once per replica, one per core: each may hold up to the upload cap plus
     /// the decoder's allowance, so `WORKER_CONCURRENCY` of them at once could exhaust memory.
     pub file_checks: Arc<tokio::sync::Semaphore>,
+    /// Publishes the insights the entry handlers changed, coalesced (woken by them).
+    pub insight_publisher: insights::InsightPublisher,
 }
 
 bus::service_error! {
@@ -182,6 +209,12 @@ pub async fn run(
         }
         Err(_) => tracing::warn!("object storage does not answer yet; exports will retry"),
     }
+    let insight_publisher =
+        insights::InsightPublisher::new(service.db().clone(), config.insights_sync_delay);
+    // Ends on the shutdown token after a last publish; the relay's final publish waits for it.
+    service.track(tokio::spawn(
+        insight_publisher.clone().run(service.shutdown().clone()),
+    ));
     let state = WorkerState {
         db: service.db().clone(),
         bus: service.bus().clone(),
@@ -193,6 +226,7 @@ pub async fn run(
         file_checks: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         )),
+        insight_publisher,
     };
     let consumers = service.consume(
         BusRouter::new(service.bus().clone(), service.db().clone(), state)
@@ -253,8 +287,10 @@ mod tests {
             ("EXPORT_LINK_TTL_SECONDS", "604801"),
             ("WORKER_CONCURRENCY", "0"),
             ("S3_ENDPOINT", "localhost:9000"),
+            ("INSIGHTS_SYNC_DELAY_MS", "60001"),
         ]))
         .unwrap_err();
+        assert!(error.names("INSIGHTS_SYNC_DELAY_MS"), "{error}");
         assert!(error.names("EXPORT_LINK_TTL_SECONDS"), "{error}");
         assert!(error.names("WORKER_CONCURRENCY"), "{error}");
         assert!(error.names("S3_ENDPOINT"), "{error}");
@@ -265,5 +301,8 @@ mod tests {
         assert_eq!(config.s3.endpoint, platform::s3::DEFAULT_ENDPOINT);
         assert_eq!(config.export_link_ttl, platform::s3::MAX_PRESIGN_EXPIRY);
         assert!(config.export_pause_after_upload.is_zero());
+        assert_eq!(config.insights_sync_delay, DEFAULT_INSIGHTS_SYNC_DELAY);
+        let config = Config::read(EnvReader::from_map([("INSIGHTS_SYNC_DELAY_MS", "0")])).unwrap();
+        assert!(config.insights_sync_delay.is_zero());
     }
 }

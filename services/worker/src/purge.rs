@@ -81,7 +81,12 @@ pub async fn on_user_purged(
         tx.record(&scope, Op::Delete, &zeroed)
             .map_err(HandlerError::retry)?;
     }
-    for table in ["entry_insight_days", "entry_insights", "data_exports"] {
+    for table in [
+        "insight_sync_due",
+        "entry_insight_days",
+        "entry_insights",
+        "data_exports",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
             .bind(user_id)
             .execute(&mut *tx)

@@ -6,16 +6,16 @@ use bus::HandlerError;
 use chrono::{NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::publish::{mark_due, record_user};
 use super::store::{lock_insights, refresh_days, refresh_totals, upsert_activity};
 use super::types::{ACTIVITY_COLUMNS, Activity, EntryChange, EntryInsights};
 use crate::WorkerState;
-use sync_protocol::changes::{Op, Scope};
-use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
+use sync_protocol::synced_tx::SyncedTx;
 
 /// Apply a batch of entry events (delivery order) in one transaction: lock the authors'
 /// insights rows, fold the events into the entries' rows (newer version wins), write the
 /// changed rows with one statement, recount the days they left and joined and each author's
-/// totals once, and write one changeset per author. Idempotent by (entry, version): a
+/// totals once, and mark the changed days for the publisher (publish.rs). Idempotent by (entry, version): a
 /// redelivered or replayed event is not newer than what is stored and changes nothing.
 pub(super) async fn apply_batch(
     state: &WorkerState,
@@ -124,28 +124,19 @@ pub(super) async fn apply_batch(
         .filter_map(|author| insights.get(author))
         .collect();
     let totals = refresh_totals(&mut tx, &moved_insights).await?;
-    // One sync transaction per author: each is independent of the others.
-    for author in &moved_authors {
-        for day in days.iter().filter(|day| day.user_id == *author) {
-            let op = match (&day.deleted_at, day.version) {
-                (Some(_), _) => Op::Delete,
-                (None, 1) => Op::Insert,
-                (None, _) => Op::Update,
-            };
-            tx.record(&[Scope::User(day.user_id)], op, day)
-                .map_err(HandlerError::retry)?;
+    // The changed days (and with them their users' totals) are published later, one changeset
+    // per user per window (publish.rs): marked here, in this transaction.
+    mark_due(&mut tx, &days).await?;
+    // Totals that moved while none of their user's days did (an entry first seen deleted: the
+    // placeholder row's first version) have no mark to travel with: published now.
+    for author_totals in &totals {
+        if !days.iter().any(|day| day.user_id == author_totals.user_id) {
+            record_user(&mut tx, author_totals, std::iter::empty())?;
         }
-        for author_totals in totals.iter().filter(|totals| totals.user_id == *author) {
-            let op = if author_totals.version == 1 {
-                Op::Insert
-            } else {
-                Op::Update
-            };
-            tx.record(&[Scope::User(author_totals.user_id)], op, author_totals)
-                .map_err(HandlerError::retry)?;
-        }
-        tx.seal_changes();
     }
     tx.commit().await?;
+    if !days.is_empty() {
+        state.insight_publisher.wake();
+    }
     Ok(())
 }

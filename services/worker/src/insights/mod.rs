@@ -12,14 +12,17 @@
 //!    event applies only if its version is newer than the row's (events may arrive out of
 //!    order after a retry), and the changed rows are written with one multi-row statement;
 //! 3. recount the days the entries left and joined, then each author's totals — once per
-//!    batch, from the rows (never by incrementing, so nothing drifts) — and write one
-//!    changeset per author for every synced row whose content changed, its version moved on.
+//!    batch, from the rows (never by incrementing, so nothing drifts) — bumping the version
+//!    of every synced row whose content changed;
+//! 4. mark the changed days in `insight_sync_due`: the [`InsightPublisher`] sends each marked
+//!    user's rows as one changeset after `INSIGHTS_SYNC_DELAY_MS` ([`publish`] says why and how).
 //!
 //! No message ids are recorded: the effect is idempotent by (entry, version) — a redelivered,
 //! duplicated or replayed event is never newer than what is stored, so it changes nothing.
 
 mod fold;
 mod handlers;
+pub mod publish;
 mod store;
 mod totals;
 mod types;
@@ -27,6 +30,7 @@ mod types;
 pub use self::handlers::{
     on_entries_created, on_entries_deleted, on_entries_restored, on_entries_updated,
 };
+pub use self::publish::InsightPublisher;
 pub(crate) use self::store::lock_insights;
 pub(crate) use self::types::{DAY_COLUMNS, INSIGHTS_COLUMNS};
 pub use self::types::{EntryInsightDay, EntryInsights};

@@ -238,6 +238,23 @@ impl System {
         })
         .await;
         assert!(settled, "the worker did not handle every entry event");
+        // Insights changed by those events are published after the sync delay.
+        let published = eventually(Duration::from_secs(30), || async {
+            self.insights_unpublished().await == 0
+        })
+        .await;
+        assert!(
+            published,
+            "the worker did not publish every changed insight"
+        );
+    }
+
+    /// (user, day) insight rows changed but not yet published (`insight_sync_due`).
+    pub async fn insights_unpublished(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM insight_sync_due")
+            .fetch_one(&self.worker_pool)
+            .await
+            .unwrap()
     }
 
     /// The `journal_entry.*` events in the stream, once the worker's four consumers have
