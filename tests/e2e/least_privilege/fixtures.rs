@@ -1,4 +1,5 @@
-//! Helpers shared by the least-privilege tests: the repository, the roles and their URLs.
+//! Helpers shared by the least-privilege tests: the repository, the roles and their URLs and
+//! passwords, the bootstrap, the generated files' check and row counts.
 
 use std::path::{Path, PathBuf};
 
