@@ -7,9 +7,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod field_errors;
-mod fixtures;
 mod methods;
 mod postgres_outage;
 mod wall;
 mod wall_checks;
 mod wall_values;
+
+/// The origin a cross-site attacker sends (the method tests and the wall).
+const HOSTILE_ORIGIN: &str = "https://evil.example";

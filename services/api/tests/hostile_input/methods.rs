@@ -3,8 +3,8 @@
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::HOSTILE_ORIGIN;
 use crate::common::TestApi;
-use crate::fixtures::HOSTILE_ORIGIN;
 
 /// A mutation with a valid session cookie and a hostile origin, by any method but POST (and
 /// GET for queries), is 405 and runs nothing: `curl -I /rpc/users/delete` used to delete

@@ -5,9 +5,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::HOSTILE_ORIGIN;
 use crate::common;
 use crate::common::TestApi;
-use crate::fixtures::HOSTILE_ORIGIN;
 use crate::wall_checks::{check_error_object, check_rpc_answer, count_panics};
 use crate::wall_values::{Dice, Fixture, object, rpc_body, value};
 
