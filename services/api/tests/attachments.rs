@@ -1,7 +1,7 @@
 //! The api's side of attachments without a worker: object storage that does not answer is
 //! a `503 STORAGE_UNAVAILABLE` (and nothing changes), never an opaque 500; signing an upload
 //! needs no storage round trip. The whole flow with the worker and a real S3-protocol server
-//! is in `services/worker/tests/attachments.rs`.
+//! is in `services/worker/tests/attachments/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

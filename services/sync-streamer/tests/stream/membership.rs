@@ -1,0 +1,397 @@
+//! Membership changes on a stream: a member's own row, joining a team, and a removal that a
+//! resuming client must not lose.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::fixtures::{QUIET, read_until};
+
+/// A member's own membership row lives in the team's scope and in the member's: the member
+/// receives each of its versions once (catch-up and live), while the other members still get
+/// it from the team's scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_own_membership_row_arrives_once_per_version() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let carol = api.login(&unique_email("carol")).await;
+    let team_id = api
+        .team_with(&ada, &[(&bob, "member"), (&carol, "member")])
+        .await;
+    settle(&api).await;
+    let bob_membership = format!("team_members/{team_id}:{}", bob.user_id);
+
+    let mut bob_sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    let mut bob_copy = LocalCopy::default();
+    drain(&mut bob_sse, &mut bob_copy, Duration::from_millis(500)).await;
+    let mut carol_sse =
+        open_stream(&streamer.base_url, &sync_token(&api, &carol).await, None).await;
+    let mut carol_copy = LocalCopy::default();
+    drain(&mut carol_sse, &mut carol_copy, Duration::from_millis(500)).await;
+    assert_eq!(bob_copy.received[&bob_membership].len(), 1, "catch-up");
+
+    // Live: the role changes (a new version of the row, in both scopes): one transaction,
+    // one frame for bob, who follows both.
+    let bob_changes_before = bob_copy.kinds.get("change").copied().unwrap_or_default();
+    let changed = api
+        .call(
+            Some(&ada),
+            "teams/changeRole",
+            json!({"teamId": team_id, "userId": bob.user_id, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.json);
+    drain(&mut bob_sse, &mut bob_copy, Duration::from_secs(2)).await;
+    drain(&mut carol_sse, &mut carol_copy, Duration::from_secs(2)).await;
+    let versions = &bob_copy.received[&bob_membership];
+    assert_eq!(versions.len(), 2, "bob got versions {versions:?}");
+    assert_eq!(
+        bob_copy.kinds.get("change").copied().unwrap_or_default(),
+        bob_changes_before + 1,
+        "the role change reached bob as one frame"
+    );
+    assert!(versions[1] > versions[0]);
+    assert_eq!(
+        carol_copy.received[&bob_membership], *versions,
+        "the other members still follow the row"
+    );
+    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let team_id = api.team_with(&ada, &[]).await;
+    for index in 0..3 {
+        api.call(
+            Some(&ada),
+            "journalEntries/create",
+            json!({"title": format!("team {index}"), "content": "", "teamId": team_id}),
+        )
+        .await
+        .ok();
+    }
+    settle(&api).await;
+    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, Duration::from_millis(500)).await;
+    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    // Bob joins: his stream closes (scopes_changed); his old token is now stale.
+    let old_token = sync_token(&api, &bob).await;
+    api.call(
+        Some(&ada),
+        "teams/invite",
+        json!({"teamId": team_id, "email": bob.email}),
+    )
+    .await
+    .ok();
+    let invitations = api
+        .query(Some(&bob), "teams/listInvitations", Value::Null)
+        .await
+        .ok();
+    api.call(
+        Some(&bob),
+        "teams/acceptInvitation",
+        json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
+    )
+    .await
+    .ok();
+    drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
+    assert_eq!(copy.closed.as_deref(), Some("scopes_changed"));
+    let cursor = copy.cursor.unwrap().to_string();
+    let stale = open_stream(&streamer.base_url, &old_token, Some(&cursor)).await;
+    assert_eq!(stale.status, 401);
+    assert_eq!(stale.error.unwrap()["code"], "SYNC_TOKEN_STALE");
+    // With a new token, resuming from the cursor brings the whole team.
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        Some(&cursor),
+    )
+    .await;
+    copy.closed = None;
+    copy.caught_up = false;
+    drain(&mut sse, &mut copy, QUIET).await;
+    let expected = expected_rows(&api, bob.user_id).await;
+    assert_eq!(copy.live(), expected);
+    assert_eq!(
+        expected
+            .keys()
+            .filter(|key| key.starts_with("journal_entries/"))
+            .count(),
+        3
+    );
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+/// A client that saw its removal live (from the tail) and resumes before the materializer has
+/// written that removal into the read model: the stream must not take the read model's stale
+/// membership for the truth. It once did: the team was served again (later team writes reached
+/// the removed member), and a re-join did not close the stream, so the rows dropped at the
+/// removal never came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_resuming_ahead_of_the_read_model_stays_removed() {
+    removed_member_resuming_ahead_of_the_read_model(None).await;
+}
+
+/// The same when the replica's ring no longer holds what lies between the read model and the
+/// client's cursor (it is read from JetStream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_resuming_ahead_of_the_read_model_stays_removed_past_the_ring() {
+    removed_member_resuming_ahead_of_the_read_model(Some(1)).await;
+}
+
+async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<usize>) {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |config| {
+        if let Some(capacity) = ring_capacity {
+            config.sync.ring_capacity = capacity;
+        }
+    })
+    .await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
+    let mut team_entry = entry("for the team");
+    team_entry["teamId"] = json!(team_id);
+    for _ in 0..2 {
+        api.call(Some(&ada), "journalEntries/create", team_entry.clone())
+            .await
+            .ok();
+    }
+    settle(&api).await;
+    // A token that lists the team, as bob's app holds it.
+    let token = sync_token(&api, &bob).await;
+    let mut sse = open_stream(&streamer.base_url, &token, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+
+    // The materializer stops (another holder takes its lease, as after a takeover that has
+    // not written anything yet); the tail goes on.
+    sqlx::query(
+        "UPDATE sync.leases SET holder = gen_random_uuid(),
+                expires_at = now() + interval '1 hour' WHERE name = 'materializer'",
+    )
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    let stopped = test_support::eventually(Duration::from_secs(30), || async {
+        !streamer.leadership.is_leader()
+    })
+    .await;
+    assert!(stopped, "the materializer kept leading");
+
+    // Bob is removed; his stream tells him live, and he drops the team's rows.
+    api.call(
+        Some(&ada),
+        "teams/removeMember",
+        json!({"teamId": team_id, "userId": bob.user_id}),
+    )
+    .await
+    .ok();
+    let before = copy.cursor.unwrap();
+    read_until(&mut sse, &mut copy, "scope_removed").await;
+    let tombstone_seq = last_own_changeset(&api, bob.user_id, before).await.unwrap();
+    read_to_cursor(&mut sse, &mut copy, tombstone_seq).await;
+    // (His own membership's tombstone, which came after the removal, aside.)
+    assert!(
+        copy.rows
+            .values()
+            .all(|row| row["teamId"].as_str() != Some(team_id.as_str())
+                || !row["deletedAt"].is_null())
+    );
+    drop(sse);
+    let cursor = copy.cursor.unwrap();
+    let watermark: i64 = sqlx::query_scalar("SELECT watermark FROM sync.materializer_state")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert!(
+        (watermark as u64) < cursor,
+        "the read model must lag behind bob's cursor for this test"
+    );
+
+    // He resumes with the same token (it still lists the team) from his cursor.
+    let mut sse = open_stream(&streamer.base_url, &token, Some(&cursor.to_string())).await;
+    assert_eq!(sse.status, 200);
+    drain(&mut sse, &mut copy, QUIET).await;
+    // A team write, then one of bob's own once the tail has the team's: the stream delivers in
+    // sequence order, so a team frame would come first.
+    api.call(Some(&ada), "journalEntries/create", team_entry.clone())
+        .await
+        .ok();
+    let team_write = last_change_seq(&api).await;
+    assert!(
+        streamer
+            .hub
+            .wait_for(team_write, Duration::from_secs(30))
+            .await
+    );
+    api.call(Some(&bob), "journalEntries/create", entry("bob's own"))
+        .await
+        .ok();
+    let mut frames = Vec::new();
+    while let Some(event) = sse.next(Duration::from_secs(30)).await {
+        let kind = copy.apply(&event);
+        if kind == "heartbeat" {
+            continue;
+        }
+        frames.push(event.data.clone());
+        if event.data.to_string().contains("bob's own") {
+            break;
+        }
+    }
+    assert_eq!(
+        frames.len(),
+        1,
+        "after his removal bob got only his own entry, not {frames:?}"
+    );
+
+    // The materializer comes back; bob re-joins: his stream closes (scopes_changed) and the
+    // reconnect brings the whole team again.
+    sqlx::query("DELETE FROM sync.leases WHERE name = 'materializer'")
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    api.call(
+        Some(&ada),
+        "teams/invite",
+        json!({"teamId": team_id, "email": bob.email}),
+    )
+    .await
+    .ok();
+    let invitations = api
+        .query(Some(&bob), "teams/listInvitations", Value::Null)
+        .await
+        .ok();
+    api.call(
+        Some(&bob),
+        "teams/acceptInvitation",
+        json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
+    )
+    .await
+    .ok();
+    read_until(&mut sse, &mut copy, "closed").await;
+    assert_eq!(copy.closed.as_deref(), Some("scopes_changed"));
+    settle(&api).await;
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        Some(&copy.cursor.unwrap().to_string()),
+    )
+    .await;
+    copy.closed = None;
+    copy.caught_up = false;
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+/// A removal reaches a client before the changeset that carries the membership's tombstone,
+/// with the cursor before it: a client cut off between the two frames is told again when it
+/// resumes. It was once sent after that changeset with the changeset's cursor, so a client cut
+/// off in between resumed past the removal and kept the team's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_cut_off_mid_way_is_sent_again() {
+    let api = TestApi::start().await;
+    let streamer = Streamer::start(&api, |_| {}).await;
+    let ada = api.login(&unique_email("ada")).await;
+    let bob = api.login(&unique_email("bob")).await;
+    let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
+    let mut team_entry = entry("for the team");
+    team_entry["teamId"] = json!(team_id);
+    api.call(Some(&ada), "journalEntries/create", team_entry)
+        .await
+        .ok();
+    settle(&api).await;
+    let token = sync_token(&api, &bob).await;
+    let mut sse = open_stream(&streamer.base_url, &token, None).await;
+    let mut copy = LocalCopy::default();
+    drain(&mut sse, &mut copy, QUIET).await;
+    let holds_team_rows = |copy: &LocalCopy| {
+        copy.rows.values().any(|row| {
+            row["teamId"].as_str() == Some(team_id.as_str()) && row["deletedAt"].is_null()
+        })
+    };
+    assert!(holds_team_rows(&copy));
+
+    api.call(
+        Some(&ada),
+        "teams/removeMember",
+        json!({"teamId": team_id, "userId": bob.user_id}),
+    )
+    .await
+    .ok();
+    settle(&api).await;
+    // Bob's connection breaks right after the frame with the cursor of the changeset of his
+    // own scope that carries the tombstone.
+    let tombstone_seq = last_own_changeset(&api, bob.user_id, copy.cursor.unwrap())
+        .await
+        .unwrap();
+    read_to_cursor(&mut sse, &mut copy, tombstone_seq).await;
+    drop(sse);
+    // Either he dropped the team's rows already, or his resume tells him to.
+    let mut sse = open_stream(
+        &streamer.base_url,
+        &token,
+        Some(&copy.cursor.unwrap().to_string()),
+    )
+    .await;
+    copy.caught_up = false;
+    drain(&mut sse, &mut copy, QUIET).await;
+    assert!(
+        !holds_team_rows(&copy),
+        "bob still holds the team's rows: {:?}",
+        copy.rows.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+
+    streamer.stop().await;
+    api.stop().await;
+}
+
+/// Read frames into `copy` until its cursor reaches `seq` (within 60 s).
+async fn read_to_cursor(sse: &mut Sse, copy: &mut LocalCopy, seq: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while copy.cursor.is_none_or(|cursor| cursor < seq) {
+        let event = sse
+            .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+            .unwrap_or_else(|| panic!("the cursor did not reach {seq} within 60 s"));
+        copy.apply(&event);
+    }
+}
+
+/// The sequence of the last changeset of `user_id`'s own scope after `after` in CHANGES.
+async fn last_own_changeset(api: &TestApi, user_id: uuid::Uuid, after: u64) -> Option<u64> {
+    let nats = async_nats::connect(test_support::nats_url()).await.unwrap();
+    let stream = async_nats::jetstream::new(nats)
+        .get_stream(format!("{}_CHANGES", api.namespace.to_ascii_uppercase()))
+        .await
+        .unwrap();
+    let mut found = None;
+    for seq in after + 1..=last_change_seq(api).await {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let changeset =
+            <messages::sync::v1::Changeset as prost::Message>::decode(message.payload.as_ref())
+                .unwrap();
+        if changeset.scope == format!("user.{user_id}") {
+            found = Some(seq);
+        }
+    }
+    found
+}
