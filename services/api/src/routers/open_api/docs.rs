@@ -1,7 +1,7 @@
 //! The open API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
 //! annotations and the types' `ToSchema` derives (so it follows the code), served at
 //! `GET /api/v1/openapi.json` (not metered: reading the contract costs no quota), and an
-//! interactive reference at `GET /api/docs`. `tests/open_api_rest.rs` compares it to the
+//! interactive reference at `GET /api/docs`. `tests/open_api_rest/openapi_document.rs` compares it to the
 //! committed `tests/snapshots/openapi.json`, so every change to the contract is deliberate.
 
 use axum::Json;
