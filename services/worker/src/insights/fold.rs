@@ -15,8 +15,9 @@ use sync_protocol::synced_tx::SyncedTx;
 /// Apply a batch of entry events (delivery order) in one transaction: lock the authors'
 /// insights rows, fold the events into the entries' rows (newer version wins), write the
 /// changed rows with one statement, recount the days they left and joined and each author's
-/// totals once, and mark the changed days for the publisher (publish.rs). Idempotent by (entry, version): a
-/// redelivered or replayed event is not newer than what is stored and changes nothing.
+/// totals once, and mark the changed days for the publisher (publish.rs). Idempotent by
+/// (entry, version): a redelivered or replayed event is not newer than what is stored and
+/// changes nothing.
 pub(super) async fn apply_batch(
     state: &WorkerState,
     events: &[(EntryChange, String)],
