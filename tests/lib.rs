@@ -261,22 +261,9 @@ pub async fn wait_settled_on(database_url: &str, nats_url: &str, namespace: &str
                 return false;
             }
         }
-        // The worker's insights wait for their sync delay before they reach its outbox.
-        let marks_table: bool =
-            sqlx::query_scalar("SELECT to_regclass('worker.insight_sync_due') IS NOT NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        if marks_table {
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM worker.insight_sync_due")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            if unpublished > 0 {
-                return false;
-            }
-        }
+        // Not waited for: the worker's insight marks (`insight_sync_due`). Under a running load
+        // there is nearly always one less than a sync delay old; tests that read published
+        // insights poll for them.
         // A handler may have written to an outbox between the two looks.
         test_support::consumers_settled(nats_url, &streams, Duration::ZERO).await
     })

@@ -126,6 +126,28 @@ impl Bus {
         }
     }
 
+    /// The stream, created if missing. Services starting at once on a new namespace race to
+    /// create it: the loser's create fails (subjects overlap, or the name is taken) because
+    /// the winner's stream now exists, so it looks again rather than failing its start.
+    async fn get_or_create_stream(
+        &self,
+        config: stream::Config,
+    ) -> Result<stream::Stream, BusError> {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match self.jetstream.get_or_create_stream(config.clone()).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) if attempt < ATTEMPTS && lost_creation_race(&error) => {
+                    tracing::debug!(stream = %config.name, %error, "another service created the stream first; looking again");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(BusError::jetstream("creating stream", error)),
+            }
+        }
+    }
+
     async fn provision_streams(&self) -> Result<(), BusError> {
         let storage = match self.settings.storage {
             StreamStorage::File => stream::StorageType::File,
@@ -142,11 +164,7 @@ impl Bus {
                 num_replicas: self.settings.replicas,
                 ..Default::default()
             };
-            let stream = self
-                .jetstream
-                .get_or_create_stream(config)
-                .await
-                .map_err(|error| BusError::jetstream("creating stream", error))?;
+            let stream = self.get_or_create_stream(config).await?;
             let existing = &stream.cached_info().config;
             if existing.num_replicas != self.settings.replicas || existing.storage != storage {
                 tracing::warn!(
@@ -218,5 +236,18 @@ impl Bus {
             let _ = self.jetstream.delete_stream(self.stream_name(base)).await;
         }
         Ok(())
+    }
+}
+
+/// A stream create that failed because a concurrent create of the same stream won.
+fn lost_creation_race(error: &async_nats::jetstream::context::CreateStreamError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    match error.kind() {
+        CreateStreamErrorKind::JetStream(error) => matches!(
+            error.error_code(),
+            ErrorCode::STREAM_SUBJECT_OVERLAP | ErrorCode::STREAM_NAME_EXIST
+        ),
+        _ => false,
     }
 }

@@ -392,3 +392,27 @@ async fn one_keys_backlog_leaves_in_full_batches_and_in_order() {
     router.join().await;
     fixture.cleanup().await;
 }
+
+/// Services starting at once on a new namespace race to create its streams (every service
+/// provisions them at start); the creates that lose the race look again, and every service
+/// starts.
+#[tokio::test]
+async fn services_starting_at_once_on_a_new_namespace_all_start() {
+    let namespace = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let starts = (0..8).map(|_| {
+        let namespace = namespace.clone();
+        async move {
+            let client = async_nats::connect(nats_url()).await.unwrap();
+            bus::Bus::start(async_nats::jetstream::new(client), &namespace, "bustest").await
+        }
+    });
+    let started = futures::future::join_all(starts).await;
+    let errors: Vec<String> = started
+        .iter()
+        .filter_map(|result| result.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(errors.is_empty(), "services failed to start: {errors:?}");
+    if let Some(Ok(bus)) = started.first() {
+        bus.delete_streams().await.unwrap();
+    }
+}
