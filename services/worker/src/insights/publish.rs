@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::types::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
 
-/// Users published per transaction; more are published in the next one at once.
+/// Users published per transaction; when more are due, the next transaction follows at once.
 const USERS_PER_PUBLISH: i64 = 500;
 /// How often marks nobody woke this process for (another replica's, a stopped process's) are
 /// looked for.
@@ -90,6 +90,9 @@ impl InsightPublisher {
     pub async fn run(self, shutdown: CancellationToken) {
         // Marks of an earlier run: publish them first.
         let mut pending = true;
+        // The last publish was a full batch: the next one goes at once, so more users due
+        // than one transaction takes wait no extra window each.
+        let mut backlog = false;
         loop {
             if !pending {
                 tokio::select! {
@@ -98,20 +101,22 @@ impl InsightPublisher {
                     () = shutdown.cancelled() => break,
                 }
             }
-            // The window: the changes of the next `delay` share this publish.
-            tokio::select! {
-                () = tokio::time::sleep(self.delay) => {}
-                () = shutdown.cancelled() => break,
+            if !backlog {
+                // The window: the changes of the next `delay` share this publish.
+                tokio::select! {
+                    () = tokio::time::sleep(self.delay) => {}
+                    () = shutdown.cancelled() => break,
+                }
             }
-            pending = match self.publish_due().await {
-                Ok(more) => more,
+            (pending, backlog) = match self.publish_due().await {
+                Ok(more) => (more, more),
                 Err(error) => {
                     tracing::warn!(%error, "publishing insights failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(RETRY_PAUSE) => {}
                         () = shutdown.cancelled() => break,
                     }
-                    true
+                    (true, false)
                 }
             };
         }
