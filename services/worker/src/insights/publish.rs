@@ -133,7 +133,7 @@ impl InsightPublisher {
     }
 
     /// Publish the marks of up to [`USERS_PER_PUBLISH`] users in one transaction. Returns
-    /// whether more may be due at once (a full batch).
+    /// whether more may be due at once (a full batch that published someone).
     pub async fn publish_due(&self) -> Result<bool, BusError> {
         let users: Vec<Uuid> = sqlx::query_scalar(
             "SELECT DISTINCT user_id FROM insight_sync_due ORDER BY user_id LIMIT $1",
@@ -193,7 +193,9 @@ impl InsightPublisher {
         tx.commit().await?;
         metrics::counter!("worker_insight_publishes_total").increment(1);
         metrics::counter!("worker_insight_users_published_total").increment(locked.len() as u64);
-        Ok(users.len() as i64 == USERS_PER_PUBLISH)
+        // More may be due at once only if this one made progress: when every user it looked at
+        // was held by a handler, those handlers wake the publisher when they commit.
+        Ok(users.len() as i64 == USERS_PER_PUBLISH && !locked.is_empty())
     }
 }
 
