@@ -1,6 +1,7 @@
 //! The vendored Scalar bundle behind `/api/docs` (`assets/scalar/`, see its `update.sh`):
 //! checked against its pinned SHA-512 so a changed or truncated file fails the build rather
 //! than ship, and gzipped once here so the api serves it compressed without per-request CPU.
+//! Also utoipa's global config: the typed ids (`domain::ids`) are documented as `Uuid`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +14,12 @@ const BUNDLE: &str = "assets/scalar/standalone.js";
 const PINNED_DIGEST: &str = "assets/scalar/standalone.js.sha512";
 const VERSION: &str = "assets/scalar/VERSION";
 
+/// The id newtypes' names (`shared/domain/src/id_type_names.rs`, which the domain crate
+/// includes too).
+const ID_TYPE_NAMES: &[&str] = &include!("../../shared/domain/src/id_type_names.rs");
+
 fn main() -> Result<(), String> {
+    utoipa_aliases();
     for input in [BUNDLE, PINNED_DIGEST, VERSION] {
         println!("cargo::rerun-if-changed={input}");
     }
@@ -53,4 +59,17 @@ fn main() -> Result<(), String> {
         .and_then(|()| encoder.finish())
         .and_then(|gzipped| std::fs::write(out_dir.join("scalar-standalone.js.gz"), gzipped))
         .map_err(|error| format!("cannot gzip {BUNDLE}: {error}"))
+}
+
+/// utoipa's derives look a field's type up by its last path segment: each id newtype is an
+/// alias of `uuid::Uuid`, so OpenAPI inlines `{type: string, format: uuid}` as it did for the
+/// plain uuids (the published document does not change).
+fn utoipa_aliases() {
+    println!("cargo::rerun-if-changed=../../shared/domain/src/id_type_names.rs");
+    ID_TYPE_NAMES
+        .iter()
+        .fold(utoipa_config::Config::new(), |config, name| {
+            config.alias_for(name, "uuid::Uuid")
+        })
+        .write_to_file();
 }

@@ -35,9 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use domain::ids::UserId;
 use secrecy::SecretString;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use uuid::Uuid;
 
 use crate::context::BenchContext;
 use crate::measure::ClosedLoop;
@@ -232,7 +232,7 @@ async fn measure_sql(
     shape: SqlShape,
 ) -> anyhow::Result<Measurement> {
     let pool = shape.pool(ctx, rig).await?;
-    let authors: Vec<Uuid> =
+    let authors: Vec<UserId> =
         sqlx::query_scalar("SELECT user_id FROM sessions WHERE revoked_at IS NULL")
             .fetch_all(&pool)
             .await
@@ -242,7 +242,7 @@ async fn measure_sql(
         "expected {CONCURRENCY} bench sessions, found {}",
         authors.len()
     );
-    let authors: Arc<[Uuid]> = authors.into();
+    let authors: Arc<[UserId]> = authors.into();
     let content: Arc<str> = content.into();
     let load = {
         let pool = pool.clone();

@@ -17,13 +17,13 @@ use api::modules::journal_entries::create::create_entry;
 use api::modules::journal_entries::types::CreateInput;
 use chrono::{TimeZone, Timelike};
 use common::TestApi;
+use domain::ids::{PromptId, TeamId, UserId};
 use messages::journal::v1::JournalEntryCreated;
 use prost::Message;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use uuid::Uuid;
 
 /// What clients sent through the proxy: simple queries (`Q`: `BEGIN`, `COMMIT`, ...) and
 /// extended-protocol executions (`E`: one per prepared statement run).
@@ -120,12 +120,12 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
     let api = TestApi::start().await;
     let alice = api.login("alice@example.com").await;
     let bob = api.login("bob@example.com").await;
-    let team_id: Uuid = api.team_with(&alice, &[]).await.parse().unwrap();
+    let team_id: TeamId = api.team_with(&alice, &[]).await.parse().unwrap();
     let prompt = api
         .call(Some(&alice), "prompts/create", json!({"text": "Why?"}))
         .await
         .ok();
-    let prompt_id: Uuid = prompt["promptId"].as_str().unwrap().parse().unwrap();
+    let prompt_id: PromptId = prompt["promptId"].as_str().unwrap().parse().unwrap();
     // Not the default (UTC): the first create guesses wrong and must try again.
     api.call(
         Some(&alice),
@@ -154,7 +154,7 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
     // Alice's first create: the guessed timezone (UTC) is not hers, so the first statement
     // writes nothing and the second writes the entry with the right facts.
     let before = sent.counts();
-    let first = create_entry(&pool, alice.user_id, input("first"))
+    let first = create_entry(&pool, UserId::from_uuid(alice.user_id), input("first"))
         .await
         .unwrap();
     let after = sent.counts();
@@ -192,7 +192,9 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
         entry.team_id = team;
         entry.prompt_id = prompt;
         let before = sent.counts();
-        let created = create_entry(&pool, user, entry).await.unwrap();
+        let created = create_entry(&pool, UserId::from_uuid(user), entry)
+            .await
+            .unwrap();
         let after = sent.counts();
         assert_eq!(
             (after.0 - before.0, after.1 - before.1),
@@ -224,14 +226,16 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
     let mut with_prompt = input("borrow");
     with_prompt.prompt_id = Some(prompt_id);
     let mut missing_team = input("nowhere");
-    missing_team.team_id = Some(Uuid::now_v7());
+    missing_team.team_id = Some(TeamId::generate());
     for (entry, expected) in [
         (into_team, "Team not found"),
         (with_prompt, "Prompt not found"),
         (missing_team, "Team not found"),
     ] {
         let before = sent.counts();
-        let refused = create_entry(&pool, bob.user_id, entry).await.unwrap_err();
+        let refused = create_entry(&pool, UserId::from_uuid(bob.user_id), entry)
+            .await
+            .unwrap_err();
         let after = sent.counts();
         assert!(
             matches!(&refused, ApiError::NotFound(message) if message == expected),

@@ -7,13 +7,14 @@ mod common;
 
 use api::modules::subscriptions::metering::{self, Usage};
 use common::TestApi;
+use domain::ids::ApiTeamId;
 use uuid::Uuid;
 
 /// An app team with API access on `plan_id`, its period `[start, end)` relative to now.
-async fn api_team(api: &TestApi, plan_id: &str, start: &str, end: &str, used: i64) -> Uuid {
+async fn api_team(api: &TestApi, plan_id: &str, start: &str, end: &str, used: i64) -> ApiTeamId {
     let owner = api.login(&format!("{}@example.com", Uuid::new_v4())).await;
     let team_id: Uuid = api.team_with(&owner, &[]).await.parse().unwrap();
-    let api_team_id: Uuid = sqlx::query_scalar(
+    let api_team_id: ApiTeamId = sqlx::query_scalar(
         "INSERT INTO api_teams (team_id, enabled_by_user_id) VALUES ($1, $2) RETURNING api_team_id",
     )
     .bind(team_id)
@@ -34,14 +35,14 @@ async fn api_team(api: &TestApi, plan_id: &str, start: &str, end: &str, used: i6
     api_team_id
 }
 
-async fn count(api: &TestApi, api_team_id: Uuid) -> Usage {
+async fn count(api: &TestApi, api_team_id: ApiTeamId) -> Usage {
     let mut conn = api.pool.acquire().await.unwrap();
     metering::count_request(&mut conn, api_team_id)
         .await
         .unwrap()
 }
 
-async fn usage_count(api: &TestApi, api_team_id: Uuid) -> i64 {
+async fn usage_count(api: &TestApi, api_team_id: ApiTeamId) -> i64 {
     sqlx::query_scalar("SELECT usage_count FROM subscriptions WHERE api_team_id = $1")
         .bind(api_team_id)
         .fetch_one(&api.pool)
@@ -124,14 +125,14 @@ async fn an_ended_period_rolls_over_once_on_the_request_path_or_by_the_task() {
 async fn a_team_without_a_subscription_is_refused() {
     let api = TestApi::start().await;
     let mut conn = api.pool.acquire().await.unwrap();
-    let error = metering::count_request(&mut conn, Uuid::new_v4())
+    let error = metering::count_request(&mut conn, ApiTeamId::generate())
         .await
         .expect_err("no subscription");
     assert_eq!(error.code(), "FORBIDDEN");
     drop(conn);
     let counter = metering::QuotaCounter::default();
     let error = counter
-        .count(&api.pool, Uuid::new_v4())
+        .count(&api.pool, ApiTeamId::generate())
         .await
         .expect_err("no subscription");
     assert_eq!(error.code(), "FORBIDDEN", "the counter keeps the refusal");

@@ -28,7 +28,7 @@ fn log(team_id: Uuid, at: DateTime<Utc>, status: u16, path: &str, prefix: &str) 
     RequestLog {
         request_log_id: Uuid::now_v7(),
         created_at: at,
-        team_id: Some(team_id),
+        team_id: Some(domain::ids::TeamId::from_uuid(team_id)),
         api_team_id: None,
         api_key_prefix: Some(prefix.to_owned()),
         method: "POST".to_owned(),

@@ -106,7 +106,11 @@ async fn a_revocation_on_one_replica_is_refused_on_another_as_soon_as_the_event_
         "refused at once where it was revoked"
     );
     heard(&b, 1).await;
-    assert!(b.state.sessions.is_forgotten(session_id));
+    assert!(
+        b.state
+            .sessions
+            .is_forgotten(domain::ids::SessionId::from_uuid(session_id))
+    );
     assert_eq!(
         me(&b, &user).await,
         401,

@@ -1,6 +1,7 @@
 //! The bus handlers: each event becomes one SuprSend request (see [`crate::delivery`]).
 
 use bus::{HandlerError, Meta, Msg, State};
+use domain::ids::UserId;
 use messages::definition::BusMessage;
 use messages::journal::v1::{
     ExportReady, PromptDue, RetentionPurgeDue, TeamInvitationCreated, UserCreated, UserDeleted,
@@ -26,9 +27,8 @@ fn require(field: &str, value: &str) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn parse_user_id(value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::permanent(format!("user_id `{value}` is not a uuid")))
+fn parse_user_id(value: &str) -> Result<UserId, HandlerError> {
+    UserId::parse_field("user_id", value).map_err(HandlerError::permanent)
 }
 
 /// `prompt.due` → the daily-prompt workflow for its recipient.
@@ -169,7 +169,7 @@ async fn trigger_workflow(
 
 /// A profile as the events carry it.
 struct Profile {
-    user_id: Uuid,
+    user_id: UserId,
     email: String,
     name: String,
     timezone: String,

@@ -8,6 +8,7 @@
 //! the version again after a resume: the copies before the cut are left out, the one after it
 //! is sent.
 
+use domain::ids::{TeamId, UserId};
 use std::collections::{BTreeSet, VecDeque};
 
 use serde::Deserialize;
@@ -15,7 +16,6 @@ use sqlx::PgPool;
 use sync_protocol::changes::Scope;
 use sync_protocol::cursor::Cursor;
 use sync_protocol::tables;
-use uuid::Uuid;
 
 use crate::changesets::LiveChangeset;
 
@@ -30,7 +30,7 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone)]
 pub struct Membership {
-    pub team_id: Uuid,
+    pub team_id: TeamId,
     pub seq: u64,
     pub active: bool,
     pub updated_at_ms: i64,
@@ -39,8 +39,8 @@ pub struct Membership {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MemberRow {
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
     deleted_at: Option<i64>,
     #[serde(default)]
     updated_at: i64,
@@ -49,7 +49,7 @@ struct MemberRow {
 impl Snapshot {
     /// Bring the memberships forward over a changeset of the user's own scope that the read
     /// model has not applied yet (its sequence is above the watermark).
-    pub fn apply_own_memberships(&mut self, changeset: &LiveChangeset, user_id: Uuid) {
+    pub fn apply_own_memberships(&mut self, changeset: &LiveChangeset, user_id: UserId) {
         for change in changeset
             .changes
             .iter()
@@ -78,12 +78,12 @@ impl Snapshot {
 }
 
 /// A `team_members` row's team and whether it is active, when it is `user_id`'s membership.
-pub fn own_membership(json: &str, user_id: Uuid) -> Option<(Uuid, bool, i64)> {
+pub fn own_membership(json: &str, user_id: UserId) -> Option<(TeamId, bool, i64)> {
     let row: MemberRow = serde_json::from_str(json).ok()?;
     (row.user_id == user_id).then_some((row.team_id, row.deleted_at.is_none(), row.updated_at))
 }
 
-pub async fn snapshot(db: &PgPool, user_id: Uuid) -> Result<Snapshot, sqlx::Error> {
+pub async fn snapshot(db: &PgPool, user_id: UserId) -> Result<Snapshot, sqlx::Error> {
     // One repeatable-read snapshot: the watermark and the memberships agree.
     let mut tx = db.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

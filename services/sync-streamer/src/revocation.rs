@@ -4,6 +4,7 @@
 //! so a replica that just started still refuses tokens of sessions revoked before it did
 //! (sync tokens live minutes).
 
+use domain::ids::SessionId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,6 @@ use messages::definition::BusMessage;
 use messages::journal::v1::SessionRevoked;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::hub::Hub;
@@ -26,21 +26,21 @@ pub const LOOKBACK: Duration = Duration::from_secs(3600);
 /// Sessions revoked recently.
 #[derive(Clone, Default)]
 pub struct RevokedSessions {
-    sessions: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    sessions: Arc<Mutex<HashMap<SessionId, Instant>>>,
 }
 
 impl RevokedSessions {
-    pub fn contains(&self, session_id: Uuid) -> bool {
+    pub fn contains(&self, session_id: SessionId) -> bool {
         self.lock().contains_key(&session_id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Instant>> {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert(&self, session_id: Uuid) {
+    fn insert(&self, session_id: SessionId) {
         let mut sessions = self.lock();
         sessions.retain(|_, at| at.elapsed() < LOOKBACK);
         sessions.insert(session_id, Instant::now());
@@ -135,7 +135,7 @@ async fn follow(
             tracing::warn!("skipping an undecodable {}", SessionRevoked::NAME);
             continue;
         };
-        let Ok(session_id) = event.session_id.parse::<Uuid>() else {
+        let Ok(session_id) = SessionId::parse_field("session_id", &event.session_id) else {
             continue;
         };
         revoked.insert(session_id);

@@ -18,12 +18,12 @@
 //! 7. One transaction records the message id and the verdict (outbox). A crash before it
 //!    leaves nothing a redelivery does not redo.
 
+use domain::ids::{AttachmentId, UserId};
 use std::io::Cursor;
 
 use bus::{HandlerError, Meta, Msg, State};
 use image::{ImageFormat, ImageReader, Limits};
 use messages::journal::v1::{AttachmentVerified, VerifyAttachment};
-use uuid::Uuid;
 
 use crate::WorkerState;
 
@@ -35,7 +35,7 @@ pub const MAX_IMAGE_EDGE: u32 = 16_384;
 const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The thumbnail key of an attachment.
-pub fn thumbnail_key(attachment_id: Uuid) -> String {
+pub fn thumbnail_key(attachment_id: AttachmentId) -> String {
     format!("thumbnails/{attachment_id}.png")
 }
 
@@ -138,11 +138,6 @@ pub fn check_image(declared: ImageFormat, bytes: &[u8]) -> Result<Thumbnail, Rej
     })
 }
 
-fn parse_id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
-}
-
 /// An accepted upload: the bytes that were checked — the only bytes ever served, copied to
 /// [`verified_key`] — and, for images, a thumbnail.
 struct Accepted {
@@ -156,7 +151,7 @@ type Verdict = Result<Accepted, Rejection>;
 /// `verified/<owner>/<attachment>`: where the verified bytes are served from. No presigned
 /// URL names this prefix, so nothing a client sends can replace them (issue 15: the upload
 /// URL stays valid after verification, and a second PUT to it used to be served).
-pub fn verified_key(owner_user_id: Uuid, attachment_id: Uuid) -> String {
+pub fn verified_key(owner_user_id: UserId, attachment_id: AttachmentId) -> String {
     format!("verified/{owner_user_id}/{attachment_id}")
 }
 
@@ -249,8 +244,10 @@ pub async fn verify_attachment(
     Msg(task): Msg<VerifyAttachment>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
-    let attachment_id = parse_id("attachment_id", &task.attachment_id)?;
-    let owner_user_id = parse_id("owner_user_id", &task.owner_user_id)?;
+    let attachment_id = AttachmentId::parse_field("attachment_id", &task.attachment_id)
+        .map_err(HandlerError::permanent)?;
+    let owner_user_id = UserId::parse_field("owner_user_id", &task.owner_user_id)
+        .map_err(HandlerError::permanent)?;
     if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());
     }

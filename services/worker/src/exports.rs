@@ -13,6 +13,7 @@
 //!    event (through the outbox). A replica killed anywhere before that commit leaves nothing
 //!    behind that a redelivery does not redo; after it, nothing is left to do.
 
+use domain::ids::{ExportId, UserId};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,7 +25,6 @@ use messages::journal::v1::{
 };
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use uuid::Uuid;
 
 use crate::WorkerState;
 
@@ -45,13 +45,8 @@ pub struct ExportSettings {
 }
 
 /// The object key of an export's archive.
-pub fn object_key(user_id: Uuid, export_id: Uuid) -> String {
+pub fn object_key(user_id: UserId, export_id: ExportId) -> String {
     messages::export_archive_key(user_id, export_id)
-}
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
 }
 
 fn timestamp(field: &str, millis: i64) -> Result<DateTime<Utc>, HandlerError> {
@@ -65,8 +60,9 @@ pub async fn export_user_data(
     Msg(task): Msg<ExportUserData>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
-    let export_id = parse_id("export_id", &task.export_id)?;
-    let user_id = parse_id("user_id", &task.user_id)?;
+    let export_id =
+        ExportId::parse_field("export_id", &task.export_id).map_err(HandlerError::permanent)?;
+    let user_id = UserId::parse_field("user_id", &task.user_id).map_err(HandlerError::permanent)?;
     let requested_at = timestamp("requested_at_ms", task.requested_at_ms)?;
     if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());
@@ -148,8 +144,8 @@ pub async fn export_user_data(
 /// Write the archive: one JSON document, sections streamed page by page.
 async fn write_archive(
     state: &WorkerState,
-    export_id: Uuid,
-    user_id: Uuid,
+    export_id: ExportId,
+    user_id: UserId,
     requested_at: DateTime<Utc>,
     path: &Path,
 ) -> Result<(), HandlerError> {
@@ -230,7 +226,7 @@ async fn write_archive(
 /// One page of one section from the api.
 async fn fetch(
     state: &WorkerState,
-    user_id: Uuid,
+    user_id: UserId,
     section: ExportSection,
     cursor: &str,
 ) -> Result<ExportDataReply, HandlerError> {
@@ -291,8 +287,8 @@ impl Archive {
 struct Header {
     format: &'static str,
     format_version: u32,
-    export_id: Uuid,
-    user_id: Uuid,
+    export_id: ExportId,
+    user_id: UserId,
     requested_at: i64,
     generated_at: i64,
 }

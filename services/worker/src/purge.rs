@@ -13,8 +13,8 @@
 //! Idempotent: run again, it finds nothing left to delete and publishes nothing.
 
 use bus::{HandlerError, Msg, State};
+use domain::ids::UserId;
 use messages::journal::v1::UserPurged;
-use uuid::Uuid;
 
 use crate::WorkerState;
 use crate::insights::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
@@ -25,9 +25,8 @@ pub async fn on_user_purged(
     State(state): State<WorkerState>,
     Msg(event): Msg<UserPurged>,
 ) -> Result<(), HandlerError> {
-    let user_id = Uuid::parse_str(&event.user_id).map_err(|_| {
-        HandlerError::permanent(format!("user_id `{}` is not a uuid", event.user_id))
-    })?;
+    let user_id =
+        UserId::parse_field("user_id", &event.user_id).map_err(HandlerError::permanent)?;
     let archives: Vec<String> =
         sqlx::query_scalar("SELECT object_key FROM data_exports WHERE user_id = $1")
             .bind(user_id)

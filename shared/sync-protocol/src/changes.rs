@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bus::outbox::OutboxBatch;
+use domain::ids::{TeamId, UserId};
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
 use prost::Message;
 use serde::Serialize;
@@ -29,8 +30,8 @@ use uuid::Uuid;
 /// A sync scope: whose clients see a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
-    User(Uuid),
-    Team(Uuid),
+    User(UserId),
+    Team(TeamId),
 }
 
 impl Scope {
@@ -40,7 +41,7 @@ impl Scope {
     }
 
     /// The scope of a row that is either personal (owned by `user_id`) or a team's.
-    pub fn owner(user_id: Uuid, team_id: Option<Uuid>) -> Self {
+    pub fn owner(user_id: UserId, team_id: Option<TeamId>) -> Self {
         match team_id {
             Some(team_id) => Self::Team(team_id),
             None => Self::User(user_id),
@@ -186,8 +187,8 @@ mod tests {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Member {
-        team_id: Uuid,
-        user_id: Uuid,
+        team_id: TeamId,
+        user_id: UserId,
         version: i64,
     }
 
@@ -204,10 +205,12 @@ mod tests {
     #[test]
     fn scopes_round_trip_through_their_keys() {
         let id = Uuid::now_v7();
-        for scope in [Scope::User(id), Scope::Team(id)] {
+        let (user_id, team_id) = (UserId::from_uuid(id), TeamId::from_uuid(id));
+        for scope in [Scope::User(user_id), Scope::Team(team_id)] {
             assert_eq!(Scope::parse(&scope.key()), Some(scope));
         }
-        assert_eq!(Scope::owner(id, None), Scope::User(id));
+        assert_eq!(Scope::owner(user_id, None), Scope::User(user_id));
+        assert_eq!(Scope::owner(user_id, Some(team_id)), Scope::Team(team_id));
         assert_eq!(Scope::parse("user.not-a-uuid"), None);
         assert_eq!(Scope::parse(&format!("org.{id}")), None);
     }
@@ -215,8 +218,8 @@ mod tests {
     #[test]
     fn a_row_in_two_scopes_is_one_transaction_of_two_parts() {
         let member = Member {
-            team_id: Uuid::now_v7(),
-            user_id: Uuid::now_v7(),
+            team_id: TeamId::generate(),
+            user_id: UserId::generate(),
             version: 3,
         };
         let scopes = [Scope::Team(member.team_id), Scope::User(member.user_id)];

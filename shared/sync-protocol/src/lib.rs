@@ -19,12 +19,12 @@ pub mod tables;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::ids::{SessionId, TeamId, UserId};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// The development default of `SYNC_TOKEN_SECRET` (refused by both services in production).
 pub const DEVELOPMENT_SECRET: &str = "development-only-sync-token-secret-change-me";
@@ -88,10 +88,10 @@ pub fn secret_problem(secret: &str, production: bool) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncClaims {
-    pub user_id: Uuid,
-    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     /// The teams the user was an active member of when the token was issued.
-    pub team_ids: Vec<Uuid>,
+    pub team_ids: Vec<TeamId>,
     /// Epoch milliseconds.
     pub issued_at: i64,
     /// Epoch milliseconds; the token (and any stream opened with it) ends then.
@@ -215,9 +215,9 @@ mod tests {
 
     fn claims(expires_at: i64) -> SyncClaims {
         SyncClaims {
-            user_id: Uuid::new_v4(),
-            session_id: Uuid::new_v4(),
-            team_ids: vec![Uuid::new_v4()],
+            user_id: UserId::generate(),
+            session_id: SessionId::generate(),
+            team_ids: vec![TeamId::generate()],
             issued_at: 0,
             expires_at,
         }
@@ -292,8 +292,8 @@ mod tests {
         assert!(key.verify(&key.sign(&skewed), now).is_ok());
 
         let json = serde_json::json!({
-            "userId": Uuid::new_v4(),
-            "sessionId": Uuid::new_v4(),
+            "userId": UserId::generate(),
+            "sessionId": SessionId::generate(),
             "teamIds": [],
             "expiresAt": now + 60_000,
         });

@@ -175,6 +175,7 @@ impl DerefMut for SyncedTx<'_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use domain::ids::{TeamId, UserId};
     use messages::sync::v1::Changeset;
     use prost::Message;
     use serde::Serialize;
@@ -246,7 +247,7 @@ mod tests {
             .unwrap();
     }
 
-    fn an_event(user_id: Uuid) -> messages::journal::v1::UserPurged {
+    fn an_event(user_id: UserId) -> messages::journal::v1::UserPurged {
         messages::journal::v1::UserPurged {
             user_id: user_id.to_string(),
             purged_at_ms: 1,
@@ -256,9 +257,9 @@ mod tests {
     #[tokio::test]
     async fn commit_writes_the_row_its_changesets_and_its_events_in_recording_order() {
         let (_db, pool) = database().await;
-        let user_id = Uuid::now_v7();
+        let user_id = UserId::generate();
         let note = a_note();
-        let team_id = Uuid::now_v7();
+        let team_id = TeamId::generate();
         let mut tx = SyncedTx::begin(&pool).await.unwrap();
         insert(&mut tx, &note).await;
         tx.record(
@@ -315,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_without_commit_nothing_is_written() {
         let (_db, pool) = database().await;
-        let user_id = Uuid::now_v7();
+        let user_id = UserId::generate();
         let note = a_note();
         {
             let mut tx = SyncedTx::begin(&pool).await.unwrap();
@@ -338,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn sealed_changes_are_sync_transactions_of_their_own() {
         let (_db, pool) = database().await;
-        let (first_user, second_user) = (Uuid::now_v7(), Uuid::now_v7());
+        let (first_user, second_user) = (UserId::generate(), UserId::generate());
         let mut tx = SyncedTx::begin(&pool).await.unwrap();
         for user_id in [first_user, second_user] {
             tx.record(&[Scope::User(user_id)], Op::Update, &a_note())

@@ -1,29 +1,8 @@
 //! The JSON Schema pieces the features' types use for the contract: trimmed and bounded text
-//! ([`Text`]), string formats, time zones and epoch milliseconds.
+//! ([`Text`]), string formats and time zones (epoch milliseconds: `domain::time::EpochMillis`).
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value};
-
-use crate::http::validation::EpochMillis;
-
-impl JsonSchema for EpochMillis {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "EpochMillis".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "integer",
-            "format": "epoch-millis",
-            "minimum": EpochMillis::MIN,
-            "maximum": EpochMillis::MAX,
-        })
-    }
-}
 
 /// An IANA time zone name the server knows (chrono-tz's database): `with = "Timezone"`.
 pub struct Timezone;

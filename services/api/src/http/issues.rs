@@ -5,7 +5,7 @@
 //! clients that switch on zod's codes find the same codes. The checks that produce them are in
 //! `validation`; `ApiError::Validation` carries them.
 
-use crate::http::epoch_millis::{EPOCH_MILLIS_EXPECTED, EpochMillis};
+use domain::time::{EPOCH_MILLIS_EXPECTED, EpochMillis};
 use serde::Serialize;
 
 /// One step of a path: an object key or an array index (a number on the wire, like zod).

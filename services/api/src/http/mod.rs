@@ -2,7 +2,6 @@
 //! input validation, pagination, the client's IP and per-IP rate limits.
 
 pub mod client_ip;
-pub mod epoch_millis;
 pub mod error;
 pub mod issues;
 pub mod pagination;

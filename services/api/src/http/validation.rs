@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::http::error::ApiError;
 
-pub use crate::http::epoch_millis::EpochMillis;
 pub use crate::http::issues::{IntoPath, Issue, Issues, PathSegment, item};
+pub use domain::time::EpochMillis;
 
 /// An input: typed by serde, then checked by [`Input::check`].
 pub trait Input: DeserializeOwned + Send + 'static {

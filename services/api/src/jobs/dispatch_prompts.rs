@@ -1,13 +1,13 @@
 //! `dispatch-due-prompts`: one `prompt.due` per recipient of every scheduled prompt whose
 //! occurrence fell in the hour up to the tick, at most once per prompt and local date.
 
+use domain::ids::{PromptId, TeamId, UserId};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use messages::journal::v1::PromptDue;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::JobReport;
 use crate::http::error::ApiError;
@@ -20,9 +20,9 @@ pub(crate) const DISPATCH_RECORD_DAYS: i32 = 30;
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ScheduledPrompt {
-    pub(crate) prompt_id: Uuid,
-    pub(crate) owner_user_id: Option<Uuid>,
-    pub(crate) team_id: Option<Uuid>,
+    pub(crate) prompt_id: PromptId,
+    pub(crate) owner_user_id: Option<UserId>,
+    pub(crate) team_id: Option<TeamId>,
     pub(crate) text: String,
     pub(crate) schedule_time: NaiveTime,
     pub(crate) schedule_timezone: String,
@@ -117,7 +117,7 @@ async fn dispatch_one(
         return Ok(None);
     }
     // Recipients as of now: the live owner, or the team's active members (live accounts).
-    let recipients: Vec<(Uuid, String, String, Option<String>)> =
+    let recipients: Vec<(UserId, String, String, Option<String>)> =
         match (prompt.owner_user_id, prompt.team_id) {
             (_, Some(team_id)) => {
                 sqlx::query_as(

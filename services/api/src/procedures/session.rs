@@ -11,6 +11,7 @@
 //! and a bearer header is not. Revocation is checked on every request: no cache.
 //! [`refresh_cookie`] sends the extended cookie when a session was extended.
 
+use domain::ids::{SessionId, UserId};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -21,7 +22,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::config::Config;
 use crate::http::error::ApiError;
@@ -32,8 +32,8 @@ use crate::state::AppState;
 /// A valid session of an active user.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub session_id: Uuid,
-    pub user_id: Uuid,
+    pub session_id: SessionId,
+    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// The credential came as the cookie (not a bearer header).
@@ -97,8 +97,8 @@ fn check_origin(parts: &Parts, config: &Config) -> Result<(), ApiError> {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SessionRow {
-    pub(crate) session_id: Uuid,
-    pub(crate) user_id: Uuid,
+    pub(crate) session_id: SessionId,
+    pub(crate) user_id: UserId,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) expires_at: DateTime<Utc>,
 }

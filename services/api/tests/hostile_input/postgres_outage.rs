@@ -23,7 +23,7 @@ async fn an_unreachable_postgres_is_service_unavailable_with_retry_after() {
             "postgres://nobody:nothing@127.0.0.1:{closed}/none"
         ))
         .unwrap();
-    let error = api::modules::users::store::load(&pool, uuid::Uuid::new_v4())
+    let error = api::modules::users::store::load(&pool, domain::ids::UserId::generate())
         .await
         .unwrap_err();
     assert!(

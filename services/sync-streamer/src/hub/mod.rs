@@ -11,6 +11,7 @@ mod tail;
 pub use queue::{ClientQueue, Next};
 pub use tail::{ordered_from, read_range, run_tail};
 
+use domain::ids::{SessionId, UserId};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ struct HubState {
     ring: VecDeque<Arc<LiveChangeset>>,
     subscribers: HashMap<String, HashMap<u64, Arc<ClientQueue>>>,
     clients: HashMap<u64, (Arc<ClientQueue>, Vec<String>)>,
-    streams_per_user: HashMap<uuid::Uuid, usize>,
+    streams_per_user: HashMap<UserId, usize>,
 }
 
 /// The per-replica hub (cheap to clone).
@@ -138,8 +139,8 @@ impl Hub {
     /// Register a client for `scopes`, unless the user already has `max_per_user` streams.
     pub fn register(
         &self,
-        user_id: uuid::Uuid,
-        session_id: uuid::Uuid,
+        user_id: UserId,
+        session_id: SessionId,
         scopes: Vec<String>,
         limit_bytes: usize,
         max_per_user: usize,
@@ -193,7 +194,7 @@ impl Hub {
     }
 
     /// Close every stream of `session_id` (revocation).
-    pub fn close_session(&self, session_id: uuid::Uuid, reason: CloseReason) -> usize {
+    pub fn close_session(&self, session_id: SessionId, reason: CloseReason) -> usize {
         let state = self.lock();
         let mut closed = 0;
         for (queue, _) in state.clients.values() {

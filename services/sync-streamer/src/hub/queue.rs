@@ -1,5 +1,6 @@
 //! One client's bounded queue of live changesets, and what it hands its stream next.
 
+use domain::ids::{SessionId, UserId};
 use std::collections::VecDeque;
 
 use std::sync::{Arc, Mutex};
@@ -31,20 +32,15 @@ struct QueueState {
 /// One client's buffer of live changesets, bounded in bytes.
 pub struct ClientQueue {
     pub id: u64,
-    pub user_id: uuid::Uuid,
-    pub session_id: uuid::Uuid,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     limit_bytes: usize,
     state: Mutex<QueueState>,
     notify: Notify,
 }
 
 impl ClientQueue {
-    pub(super) fn new(
-        id: u64,
-        user_id: uuid::Uuid,
-        session_id: uuid::Uuid,
-        limit_bytes: usize,
-    ) -> Self {
+    pub(super) fn new(id: u64, user_id: UserId, session_id: SessionId, limit_bytes: usize) -> Self {
         Self {
             id,
             user_id,

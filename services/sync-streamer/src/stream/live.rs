@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use domain::ids::TeamId;
 use sync_protocol::SyncClaims;
 use sync_protocol::changes::Scope;
 use sync_protocol::cursor::Cursor;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::transactions::{Assembly, RecentVersions};
 use super::{Flavor, StreamState, now_ms};
@@ -33,7 +33,7 @@ pub(super) struct Connection {
     pub(super) registration: Registration,
     pub(super) user_scope: String,
     /// The teams whose rows this client receives.
-    pub(super) effective: HashSet<Uuid>,
+    pub(super) effective: HashSet<TeamId>,
     pub(super) tables: Option<Vec<String>>,
     /// The last cursor sent (or the client's own): what the client holds.
     pub(super) cursor: Cursor,
@@ -56,8 +56,8 @@ impl Connection {
         mut self,
         watermark: u64,
         reset: bool,
-        removed: Vec<Uuid>,
-        full_resend: HashSet<Uuid>,
+        removed: Vec<TeamId>,
+        full_resend: HashSet<TeamId>,
     ) {
         let _ = self.serve(watermark, reset, removed, full_resend).await;
     }
@@ -66,8 +66,8 @@ impl Connection {
         &mut self,
         watermark: u64,
         reset: bool,
-        removed: Vec<Uuid>,
-        full_resend: HashSet<Uuid>,
+        removed: Vec<TeamId>,
+        full_resend: HashSet<TeamId>,
     ) -> Result<(), Gone> {
         self.write(Bytes::from_static(b": \n\n")).await?;
         if reset {

@@ -26,6 +26,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use domain::ids::TeamId;
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -35,7 +36,6 @@ use sync_protocol::cursor::Cursor;
 use sync_protocol::tables;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::catchup;
 use crate::changesets::LiveChangeset;
@@ -299,7 +299,7 @@ async fn open(
         .ok_or(StreamError::TooManyStreams)?;
     let mut snapshot = catchup::snapshot(&state.db, claims.user_id).await?;
 
-    let token_teams: HashSet<Uuid> = claims.team_ids.iter().copied().collect();
+    let token_teams: HashSet<TeamId> = claims.team_ids.iter().copied().collect();
     let mut effective = HashSet::new();
     let mut removed = Vec::new();
     let mut full_resend = HashSet::new();

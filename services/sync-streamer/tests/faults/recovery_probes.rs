@@ -166,6 +166,10 @@ pub(crate) async fn watermark(pool: &sqlx::PgPool) -> u64 {
 }
 
 pub(crate) fn session_of(token: &str) -> uuid::Uuid {
+    session_id_of(token).uuid()
+}
+
+pub(crate) fn session_id_of(token: &str) -> domain::ids::SessionId {
     let key = sync_protocol::TokenKey::new(secrecy::SecretString::from(
         sync_protocol::DEVELOPMENT_SECRET,
     ));

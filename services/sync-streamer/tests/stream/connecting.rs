@@ -177,8 +177,8 @@ async fn bad_requests_get_clear_errors() {
     ));
     let now = chrono::Utc::now().timestamp_millis();
     let mut claims = sync_protocol::SyncClaims {
-        user_id: ada.user_id,
-        session_id: uuid::Uuid::new_v4(),
+        user_id: domain::ids::UserId::from_uuid(ada.user_id),
+        session_id: domain::ids::SessionId::generate(),
         team_ids: Vec::new(),
         issued_at: now,
         expires_at: now + 10 * 365 * 24 * 3600 * 1000,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bus::HandlerError;
 use chrono::{NaiveDate, Utc};
-use uuid::Uuid;
+use domain::ids::{JournalEntryId, UserId};
 
 use super::publish::{mark_due, record_user};
 use super::store::{lock_insights, refresh_days, refresh_totals, upsert_activity};
@@ -25,7 +25,7 @@ pub(super) async fn apply_batch(
     if events.is_empty() {
         return Ok(());
     }
-    let authors: Vec<Uuid> = events
+    let authors: Vec<UserId> = events
         .iter()
         .map(|(change, _)| change.author_user_id)
         .collect::<BTreeSet<_>>()
@@ -35,7 +35,7 @@ pub(super) async fn apply_batch(
     let mut insights = lock_insights(&mut tx, &authors).await?;
     // Events about an account the worker already purged (`user.purged`) arrive late: they
     // recreate nothing (checked under the authors' locks, which the purge takes too).
-    let purged: BTreeSet<Uuid> =
+    let purged: BTreeSet<UserId> =
         sqlx::query_scalar("SELECT user_id FROM purged_users WHERE user_id = ANY($1)")
             .bind(&authors)
             .fetch_all(&mut *tx)
@@ -58,13 +58,13 @@ pub(super) async fn apply_batch(
         tx.commit().await?;
         return Ok(());
     }
-    let entry_ids: Vec<Uuid> = events
+    let entry_ids: Vec<JournalEntryId> = events
         .iter()
         .map(|(change, _)| change.journal_entry_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let stored: BTreeMap<Uuid, Activity> = sqlx::query_as::<_, Activity>(&format!(
+    let stored: BTreeMap<JournalEntryId, Activity> = sqlx::query_as::<_, Activity>(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM journal_entry_activity WHERE journal_entry_id = ANY($1)"
     ))
     .bind(&entry_ids)
@@ -77,7 +77,7 @@ pub(super) async fn apply_batch(
     let now = Utc::now();
     let mut next = stored.clone();
     // Entry → the author whose insights it moves (the event's, as the events say).
-    let mut applied: BTreeMap<Uuid, Uuid> = BTreeMap::new();
+    let mut applied: BTreeMap<JournalEntryId, UserId> = BTreeMap::new();
     for (change, message_id) in &events {
         let moved = match next.get_mut(&change.journal_entry_id) {
             Some(row) => row.apply(change, message_id),
@@ -112,13 +112,13 @@ pub(super) async fn apply_batch(
         )));
     }
 
-    let mut touched_days: BTreeSet<(Uuid, NaiveDate)> = BTreeSet::new();
+    let mut touched_days: BTreeSet<(UserId, NaiveDate)> = BTreeSet::new();
     for (entry_id, author) in &applied {
         let before = stored.get(entry_id).and_then(Activity::live_day);
         let after = next.get(entry_id).and_then(Activity::live_day);
         touched_days.extend(before.into_iter().chain(after).map(|day| (*author, day)));
     }
-    let moved_authors: BTreeSet<Uuid> = applied.values().copied().collect();
+    let moved_authors: BTreeSet<UserId> = applied.values().copied().collect();
     let days = refresh_days(&mut tx, &touched_days).await?;
     let moved_insights: Vec<&EntryInsights> = moved_authors
         .iter()

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use bus::BusError;
 use chrono::NaiveDate;
+use domain::ids::UserId;
 use sqlx::{PgConnection, PgPool};
 use sync_protocol::changes::{Op, Scope};
 use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::types::{DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
 
@@ -135,7 +135,7 @@ impl InsightPublisher {
     /// Publish the marks of up to [`USERS_PER_PUBLISH`] users in one transaction. Returns
     /// whether more may be due at once (a full batch that published someone).
     pub async fn publish_due(&self) -> Result<bool, BusError> {
-        let users: Vec<Uuid> = sqlx::query_scalar(
+        let users: Vec<UserId> = sqlx::query_scalar(
             "SELECT DISTINCT user_id FROM insight_sync_due ORDER BY user_id LIMIT $1",
         )
         .bind(USERS_PER_PUBLISH)
@@ -163,8 +163,8 @@ impl InsightPublisher {
         .bind(&users)
         .execute(&mut *tx)
         .await?;
-        let locked: Vec<Uuid> = totals.iter().map(|row| row.user_id).collect();
-        let marked: Vec<(Uuid, NaiveDate)> = sqlx::query_as(
+        let locked: Vec<UserId> = totals.iter().map(|row| row.user_id).collect();
+        let marked: Vec<(UserId, NaiveDate)> = sqlx::query_as(
             "DELETE FROM insight_sync_due WHERE user_id = ANY($1) RETURNING user_id, day",
         )
         .bind(&locked)

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
+use domain::ids::UserId;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::totals::Totals;
 use super::types::{Activity, DAY_COLUMNS, EntryInsightDay, EntryInsights, INSIGHTS_COLUMNS};
@@ -78,8 +78,8 @@ pub(super) async fn upsert_activity(
 /// transaction — in user id order, so batches that share users never deadlock.
 pub(crate) async fn lock_insights(
     conn: &mut PgConnection,
-    users: &[Uuid],
-) -> Result<BTreeMap<Uuid, EntryInsights>, sqlx::Error> {
+    users: &[UserId],
+) -> Result<BTreeMap<UserId, EntryInsights>, sqlx::Error> {
     sqlx::query(
         "INSERT INTO entry_insights (user_id)
          SELECT user_id FROM unnest($1::uuid[]) AS users(user_id) ORDER BY user_id
@@ -102,12 +102,12 @@ pub(crate) async fn lock_insights(
 /// day became empty) and return them, by user and day.
 pub(super) async fn refresh_days(
     conn: &mut PgConnection,
-    days: &BTreeSet<(Uuid, NaiveDate)>,
+    days: &BTreeSet<(UserId, NaiveDate)>,
 ) -> Result<Vec<EntryInsightDay>, sqlx::Error> {
     if days.is_empty() {
         return Ok(Vec::new());
     }
-    let counts: Vec<(Uuid, NaiveDate, i64, i64)> = sqlx::query_as(
+    let counts: Vec<(UserId, NaiveDate, i64, i64)> = sqlx::query_as(
         "SELECT d.user_id, d.day, count(a.journal_entry_id), coalesce(sum(a.word_count), 0)::bigint
            FROM unnest($1::uuid[], $2::date[]) AS d(user_id, day)
            LEFT JOIN journal_entry_activity a
@@ -180,15 +180,15 @@ pub(super) async fn refresh_totals(
     if current.is_empty() {
         return Ok(Vec::new());
     }
-    let users: Vec<Uuid> = current.iter().map(|row| row.user_id).collect();
-    let days: Vec<(Uuid, NaiveDate, i32, i64)> = sqlx::query_as(
+    let users: Vec<UserId> = current.iter().map(|row| row.user_id).collect();
+    let days: Vec<(UserId, NaiveDate, i32, i64)> = sqlx::query_as(
         "SELECT user_id, day, entry_count, word_count FROM entry_insight_days
           WHERE user_id = ANY($1) AND deleted_at IS NULL ORDER BY user_id, day",
     )
     .bind(&users)
     .fetch_all(&mut *conn)
     .await?;
-    let hours: Vec<(Uuid, i16, i64)> = sqlx::query_as(
+    let hours: Vec<(UserId, i16, i64)> = sqlx::query_as(
         "SELECT author_user_id, created_local_hour, count(*) FROM journal_entry_activity
           WHERE author_user_id = ANY($1) AND NOT deleted AND created_local_hour IS NOT NULL
           GROUP BY author_user_id, created_local_hour",
@@ -196,7 +196,7 @@ pub(super) async fn refresh_totals(
     .bind(&users)
     .fetch_all(&mut *conn)
     .await?;
-    let mut changed: Vec<(Uuid, Totals)> = Vec::new();
+    let mut changed: Vec<(UserId, Totals)> = Vec::new();
     for row in current {
         let user_days: Vec<(NaiveDate, i32, i64)> = days
             .iter()

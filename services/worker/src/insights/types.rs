@@ -3,26 +3,14 @@
 
 use bus::HandlerError;
 use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
+use domain::ids::{JournalEntryId, TeamId, UserId};
 use messages::journal::v1::JournalEntryFacts;
 use serde::Serialize;
-use uuid::Uuid;
 
 use sync_protocol::changes::SyncedRow;
 
 /// Hours in the time-of-day histogram.
 pub(super) const HOURS: usize = 24;
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
-}
-
-fn parse_optional_id(field: &str, value: &str) -> Result<Option<Uuid>, HandlerError> {
-    match value {
-        "" => Ok(None),
-        value => parse_id(field, value).map(Some),
-    }
-}
 
 fn parse_date(field: &str, value: &str) -> Result<NaiveDate, HandlerError> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
@@ -91,9 +79,9 @@ impl Facts {
 /// One entry event, parsed.
 #[derive(Debug, Clone)]
 pub(super) struct EntryChange {
-    pub(super) journal_entry_id: Uuid,
-    pub(super) author_user_id: Uuid,
-    pub(super) team_id: Option<Uuid>,
+    pub(super) journal_entry_id: JournalEntryId,
+    pub(super) author_user_id: UserId,
+    pub(super) team_id: Option<TeamId>,
     pub(super) version: i64,
     pub(super) deleted: bool,
     /// `None`: the event did not carry facts; the stored ones stay.
@@ -110,9 +98,12 @@ impl EntryChange {
         facts: Option<&JournalEntryFacts>,
     ) -> Result<Self, HandlerError> {
         Ok(Self {
-            journal_entry_id: parse_id("journal_entry_id", journal_entry_id)?,
-            author_user_id: parse_id("author_user_id", author_user_id)?,
-            team_id: parse_optional_id("team_id", team_id)?,
+            journal_entry_id: JournalEntryId::parse_field("journal_entry_id", journal_entry_id)
+                .map_err(HandlerError::permanent)?,
+            author_user_id: UserId::parse_field("author_user_id", author_user_id)
+                .map_err(HandlerError::permanent)?,
+            team_id: TeamId::parse_optional_field("team_id", team_id)
+                .map_err(HandlerError::permanent)?,
             version,
             deleted,
             facts: facts.map(Facts::parse).transpose()?,
@@ -123,9 +114,9 @@ impl EntryChange {
 /// An entry's row in `journal_entry_activity`: what insights know about it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct Activity {
-    pub(super) journal_entry_id: Uuid,
-    pub(super) author_user_id: Uuid,
-    pub(super) team_id: Option<Uuid>,
+    pub(super) journal_entry_id: JournalEntryId,
+    pub(super) author_user_id: UserId,
+    pub(super) team_id: Option<TeamId>,
     pub(super) entry_created_at: DateTime<Utc>,
     pub(super) message_id: String,
     pub(super) version: i64,
@@ -196,7 +187,7 @@ impl Activity {
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryInsights {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub entry_count: i32,
     pub word_count: i64,
     pub active_days: i32,
@@ -231,7 +222,7 @@ impl SyncedRow for EntryInsights {
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryInsightDay {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// `YYYY-MM-DD`.
     pub day: NaiveDate,
     pub entry_count: i32,

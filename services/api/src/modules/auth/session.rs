@@ -11,10 +11,10 @@ use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use domain::ids::{SessionId, UserId};
 use messages::journal::v1::SessionRevoked;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::config::Config;
 use crate::http::client_ip::ClientIp;
@@ -59,7 +59,7 @@ pub fn session_origin(headers: &HeaderMap, client_ip: ClientIp) -> SessionOrigin
 /// to the client once).
 pub async fn create_session(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     origin: &SessionOrigin,
 ) -> Result<String, ApiError> {
     let token = new_token();
@@ -138,8 +138,8 @@ impl RevokeReason {
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum Revoke {
-    One(Uuid),
-    AllBut(Uuid),
+    One(SessionId),
+    AllBut(SessionId),
     All,
 }
 
@@ -151,7 +151,7 @@ pub enum Revoke {
 pub async fn revoke_sessions(
     conn: &mut PgConnection,
     sessions: &SessionCache,
-    user_id: Uuid,
+    user_id: UserId,
     which: Revoke,
     reason: RevokeReason,
 ) -> Result<u64, ApiError> {
@@ -160,7 +160,7 @@ pub async fn revoke_sessions(
         Revoke::AllBut(session_id) => ("AND session_id <> $2", Some(session_id)),
         Revoke::All => ("AND $2::uuid IS NULL", None),
     };
-    let revoked: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(&format!(
+    let revoked: Vec<(SessionId, DateTime<Utc>)> = sqlx::query_as(&format!(
         "UPDATE sessions SET revoked_at = now(), revoked_reason = $3
           WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() {filter}
           RETURNING session_id, revoked_at"

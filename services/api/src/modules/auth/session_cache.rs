@@ -18,6 +18,7 @@
 //!   connection comes back the listener empties the cache, so only the outage itself is
 //!   exposed (docs/security.md).
 
+use domain::ids::{SessionId, UserId};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,7 +32,6 @@ use moka::future::Cache;
 use prost::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::config::SessionCacheConfig;
 
@@ -41,8 +41,8 @@ pub type TokenHash = [u8; 32];
 /// A verified session as the request path needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedSession {
-    pub session_id: Uuid,
-    pub user_id: Uuid,
+    pub session_id: SessionId,
+    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -62,7 +62,7 @@ pub struct SessionCache {
     /// How long a forgotten session id is remembered: longer than any entry cached before.
     forget_for: Duration,
     /// Sessions revoked recently (by this replica or heard on the bus).
-    forgotten: Mutex<HashMap<Uuid, Instant>>,
+    forgotten: Mutex<HashMap<SessionId, Instant>>,
     /// How many `session.revoked` events this replica has heard (tests wait on it).
     heard: watch::Sender<u64>,
 }
@@ -118,7 +118,7 @@ impl SessionCache {
     }
 
     /// Stop trusting the cached entry of `session_id` from now on (it was revoked).
-    pub fn forget(&self, session_id: Uuid) {
+    pub fn forget(&self, session_id: SessionId) {
         if self.entries.is_none() {
             return;
         }
@@ -135,7 +135,7 @@ impl SessionCache {
         }
     }
 
-    pub fn is_forgotten(&self, session_id: Uuid) -> bool {
+    pub fn is_forgotten(&self, session_id: SessionId) -> bool {
         self.lock().contains_key(&session_id)
     }
 
@@ -144,12 +144,12 @@ impl SessionCache {
         self.heard.subscribe()
     }
 
-    fn heard(&self, session_id: Uuid) {
+    fn heard(&self, session_id: SessionId) {
         self.forget(session_id);
         self.heard.send_modify(|count| *count += 1);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Instant>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Instant>> {
         self.forgotten
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -271,7 +271,7 @@ impl Listener {
                 tracing::warn!("skipping an undecodable {}", SessionRevoked::NAME);
                 continue;
             };
-            let Ok(session_id) = event.session_id.parse::<Uuid>() else {
+            let Ok(session_id) = SessionId::parse_field("session_id", &event.session_id) else {
                 continue;
             };
             sessions.heard(session_id);
@@ -341,8 +341,8 @@ mod tests {
     fn session(expires_in: chrono::Duration) -> CachedSession {
         let now = Utc::now();
         CachedSession {
-            session_id: Uuid::new_v4(),
-            user_id: Uuid::new_v4(),
+            session_id: SessionId::generate(),
+            user_id: UserId::generate(),
             created_at: now - chrono::Duration::hours(1),
             expires_at: now + expires_in,
         }

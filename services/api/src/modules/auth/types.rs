@@ -1,8 +1,8 @@
 //! The `auth.*` procedures' inputs and outputs.
 
 use chrono::{DateTime, Utc};
+use domain::ids::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::http::validation::Input;
 use crate::http::validation::{Issues, check_email};
@@ -26,13 +26,13 @@ impl Input for DevLoginInput {
 #[serde(rename_all = "camelCase")]
 pub struct DevLoginOutput {
     pub(crate) token: String,
-    pub(crate) user_id: Uuid,
+    pub(crate) user_id: UserId,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
@@ -52,7 +52,7 @@ pub struct CurrentSession {
 #[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
-    pub(crate) session_id: Uuid,
+    pub(crate) session_id: SessionId,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub(crate) created_at: DateTime<Utc>,
@@ -72,7 +72,7 @@ pub struct ListedSession {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeSessionInput {
-    pub(crate) session_id: Uuid,
+    pub(crate) session_id: SessionId,
 }
 
 impl Input for RevokeSessionInput {}

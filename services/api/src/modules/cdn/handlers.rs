@@ -1,8 +1,8 @@
 //! Bus handlers: the worker's verdict on an upload (`attachment.verified`).
 
 use bus::{HandlerError, Msg};
+use domain::ids::{AttachmentId, UserId};
 use messages::journal::v1::AttachmentVerified;
-use uuid::Uuid;
 
 use super::store::delete_objects;
 use super::types::{Attachment, object_key};
@@ -11,11 +11,6 @@ use crate::state::AppState;
 use sync_protocol::changes::Op;
 use sync_protocol::synced_tx::SyncedTx;
 
-fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|_| HandlerError::permanent(format!("{field} `{value}` is not a uuid")))
-}
-
 /// `attachment.verified` → `ready` or `rejected`. Only a `verifying` attachment changes, so a
 /// redelivery changes nothing; a verdict on an attachment expired meanwhile only deletes
 /// what the worker wrote.
@@ -23,8 +18,10 @@ pub async fn on_attachment_verified(
     bus::State(state): bus::State<AppState>,
     Msg(verdict): Msg<AttachmentVerified>,
 ) -> Result<(), HandlerError> {
-    let attachment_id = parse_uuid("attachment_id", &verdict.attachment_id)?;
-    let owner_user_id = parse_uuid("owner_user_id", &verdict.owner_user_id)?;
+    let attachment_id = AttachmentId::parse_field("attachment_id", &verdict.attachment_id)
+        .map_err(HandlerError::permanent)?;
+    let owner_user_id = UserId::parse_field("owner_user_id", &verdict.owner_user_id)
+        .map_err(HandlerError::permanent)?;
     let mut tx = SyncedTx::begin(&state.db).await?;
     let current: Option<Attachment> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM attachments

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::DateTime;
+use domain::ids::{AttachmentId, UserId};
 use messages::journal::v1::VerifyAttachment;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -83,7 +84,7 @@ pub async fn create_upload_url(
         }
         None => None,
     };
-    let attachment_id = Uuid::new_v4();
+    let attachment_id = AttachmentId::from_uuid(Uuid::new_v4());
     let key = object_key(session.user_id, attachment_id);
     let presigned = state
         .storage
@@ -200,8 +201,8 @@ pub async fn complete_upload(
 /// active member of. `NOT_FOUND` otherwise (ids cannot be probed).
 pub(crate) async fn load_visible(
     conn: &mut PgConnection,
-    attachment_id: Uuid,
-    user_id: Uuid,
+    attachment_id: AttachmentId,
+    user_id: UserId,
 ) -> Result<Attachment, ApiError> {
     let attachment: Option<Attachment> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM attachments

@@ -1,12 +1,12 @@
 //! Attachment SQL that other features drive: an entry's attachments follow its delete and
 //! restore; the clean-up of abandoned uploads and the purge of deleted attachments.
 
+use domain::ids::{AttachmentId, JournalEntryId};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use platform::s3::{ObjectStore, StorageError};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::types::Attachment;
 use crate::http::error::ApiError;
@@ -23,7 +23,7 @@ const CHUNK: i64 = 100;
 /// entry (`now()` is the transaction's time), which is how a restore finds them.
 pub async fn delete_for_entry(
     tx: &mut SyncedTx<'_>,
-    journal_entry_id: Uuid,
+    journal_entry_id: JournalEntryId,
 ) -> Result<(), ApiError> {
     let deleted: Vec<Attachment> = sqlx::query_as(&format!(
         "UPDATE attachments
@@ -44,7 +44,7 @@ pub async fn delete_for_entry(
 /// ones that expired meanwhile.
 pub async fn restore_for_entry(
     tx: &mut SyncedTx<'_>,
-    journal_entry_id: Uuid,
+    journal_entry_id: JournalEntryId,
     entry_deleted_at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let restored: Vec<Attachment> = sqlx::query_as(&format!(
@@ -83,7 +83,7 @@ pub(crate) async fn delete_objects(
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct Doomed {
-    pub(crate) attachment_id: Uuid,
+    pub(crate) attachment_id: AttachmentId,
     pub(crate) object_key: String,
     pub(crate) verified_key: Option<String>,
     pub(crate) thumbnail_key: Option<String>,
@@ -177,7 +177,7 @@ async fn doom_chunk(
     storage: &ObjectStore,
     select: &str,
     age: Duration,
-) -> Result<Option<(Vec<Uuid>, bool)>, ApiError> {
+) -> Result<Option<(Vec<AttachmentId>, bool)>, ApiError> {
     let doomed: Vec<Doomed> = sqlx::query_as(select)
         .bind(age.as_secs_f64())
         .bind(CHUNK)

@@ -1,3 +1,4 @@
+use domain::ids::{AttachmentId, UserId};
 use uuid::Uuid;
 
 use super::types::{content_disposition, object_key, sanitize_file_name};
@@ -18,8 +19,8 @@ fn file_names_lose_paths_and_control_characters() {
 
 #[test]
 fn keys_hold_ids_only_and_dispositions_are_quoted() {
-    let user = Uuid::nil();
-    let attachment = Uuid::max();
+    let user = UserId::from_uuid(Uuid::nil());
+    let attachment = AttachmentId::from_uuid(Uuid::max());
     assert_eq!(
         object_key(user, attachment),
         format!("attachments/{user}/{attachment}")

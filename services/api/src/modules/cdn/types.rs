@@ -1,10 +1,10 @@
 //! The attachment row, its wire types and the rules for object keys and file names.
 
+use domain::ids::{AttachmentId, JournalEntryId, TeamId, UserId};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::http::validation::Input;
@@ -40,7 +40,7 @@ pub const MAX_FILE_NAME_CHARS: usize = 255;
 /// Uploads a user may have `pending` at once with a URL that is still valid.
 pub const MAX_PENDING_UPLOADS: i64 = 50;
 /// `attachments/<owner>/<attachment>`: ids only, never user input.
-pub fn object_key(owner_user_id: Uuid, attachment_id: Uuid) -> String {
+pub fn object_key(owner_user_id: UserId, attachment_id: AttachmentId) -> String {
     format!("attachments/{owner_user_id}/{attachment_id}")
 }
 
@@ -86,10 +86,10 @@ pub fn content_disposition(disposition: &str, file_name: &str) -> String {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
-    pub attachment_id: Uuid,
-    pub owner_user_id: Uuid,
-    pub journal_entry_id: Option<Uuid>,
-    pub team_id: Option<Uuid>,
+    pub attachment_id: AttachmentId,
+    pub owner_user_id: UserId,
+    pub journal_entry_id: Option<JournalEntryId>,
+    pub team_id: Option<TeamId>,
     pub file_name: String,
     pub content_type: String,
     pub size_bytes: i64,
@@ -184,7 +184,7 @@ pub struct CreateUploadInput {
     pub content_type: String,
     #[schemars(range(min = 1))]
     pub size_bytes: i64,
-    pub journal_entry_id: Option<Uuid>,
+    pub journal_entry_id: Option<JournalEntryId>,
 }
 
 impl Input for CreateUploadInput {
@@ -244,7 +244,7 @@ pub struct CreateUploadOutput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
-    pub attachment_id: Uuid,
+    pub attachment_id: AttachmentId,
 }
 
 impl Input for IdInput {}
@@ -260,7 +260,7 @@ pub enum Variant {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DownloadInput {
-    pub attachment_id: Uuid,
+    pub attachment_id: AttachmentId,
     pub variant: Option<Variant>,
 }
 

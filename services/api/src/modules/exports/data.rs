@@ -2,12 +2,12 @@
 //! pages (200 rows or ~512 KB of text per reply).
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use domain::ids::{JournalEntryId, PromptId, TeamId, UserId};
 use messages::journal::v1::{
     ExportDataReply, ExportDataRequest, ExportSection, ExportedJournalEntry, ExportedProfile,
     ExportedPrompt, ExportedTeamMembership,
 };
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::http::pagination::KeysetCursor;
 
@@ -56,8 +56,8 @@ async fn export_page(
     db: &PgPool,
     request: &ExportDataRequest,
 ) -> Result<ExportDataReply, PageError> {
-    let user_id = Uuid::parse_str(&request.user_id)
-        .map_err(|_| bad_request(format!("user_id `{}` is not a uuid", request.user_id)))?;
+    let user_id = UserId::parse_field("user_id", &request.user_id)
+        .map_err(|error| bad_request(error.to_string()))?;
     let after = match request.cursor.as_str() {
         "" => None,
         cursor => Some(
@@ -82,7 +82,7 @@ pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ProfileRow {
-    pub(crate) user_id: Uuid,
+    pub(crate) user_id: UserId,
     pub(crate) email: String,
     pub(crate) name: String,
     pub(crate) avatar_url: Option<String>,
@@ -92,7 +92,7 @@ pub(crate) struct ProfileRow {
     pub(crate) updated_at: DateTime<Utc>,
 }
 
-pub(crate) async fn profile(db: &PgPool, user_id: Uuid) -> Result<ExportDataReply, PageError> {
+pub(crate) async fn profile(db: &PgPool, user_id: UserId) -> Result<ExportDataReply, PageError> {
     let row: Option<ProfileRow> = sqlx::query_as(
         "SELECT user_id, email, name, avatar_url, timezone, email_verified, created_at, updated_at
            FROM users WHERE user_id = $1 AND deleted_at IS NULL",
@@ -155,7 +155,7 @@ pub(crate) fn cut_page<T>(
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TeamRow {
-    pub(crate) team_id: Uuid,
+    pub(crate) team_id: TeamId,
     pub(crate) team_name: String,
     pub(crate) role: String,
     pub(crate) created_at: DateTime<Utc>,
@@ -165,7 +165,7 @@ pub(crate) struct TeamRow {
 
 pub(crate) async fn teams(
     db: &PgPool,
-    user_id: Uuid,
+    user_id: UserId,
     after: Option<KeysetCursor>,
 ) -> Result<ExportDataReply, PageError> {
     let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
@@ -187,7 +187,7 @@ pub(crate) async fn teams(
         |row| row.team_name.len(),
         |row| KeysetCursor {
             created_at: row.created_at,
-            id: row.team_id,
+            id: row.team_id.uuid(),
         },
     );
     Ok(ExportDataReply {
@@ -209,8 +209,8 @@ pub(crate) async fn teams(
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct PromptRow {
-    pub(crate) prompt_id: Uuid,
-    pub(crate) team_id: Option<Uuid>,
+    pub(crate) prompt_id: PromptId,
+    pub(crate) team_id: Option<TeamId>,
     pub(crate) text: String,
     pub(crate) schedule_time: Option<NaiveTime>,
     pub(crate) schedule_timezone: Option<String>,
@@ -222,7 +222,7 @@ pub(crate) struct PromptRow {
 
 pub(crate) async fn prompts(
     db: &PgPool,
-    user_id: Uuid,
+    user_id: UserId,
     after: Option<KeysetCursor>,
 ) -> Result<ExportDataReply, PageError> {
     let mut rows: Vec<PromptRow> = sqlx::query_as(&format!(
@@ -244,7 +244,7 @@ pub(crate) async fn prompts(
         |row| row.text.len(),
         |row| KeysetCursor {
             created_at: row.created_at,
-            id: row.prompt_id,
+            id: row.prompt_id.uuid(),
         },
     );
     Ok(ExportDataReply {
@@ -276,9 +276,9 @@ pub(crate) async fn prompts(
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EntryRow {
-    pub(crate) journal_entry_id: Uuid,
-    pub(crate) team_id: Option<Uuid>,
-    pub(crate) prompt_id: Option<Uuid>,
+    pub(crate) journal_entry_id: JournalEntryId,
+    pub(crate) team_id: Option<TeamId>,
+    pub(crate) prompt_id: Option<PromptId>,
     pub(crate) title: String,
     pub(crate) content: String,
     pub(crate) mood: Option<i16>,
@@ -292,7 +292,7 @@ pub(crate) struct EntryRow {
 
 pub(crate) async fn journal_entries(
     db: &PgPool,
-    user_id: Uuid,
+    user_id: UserId,
     after: Option<KeysetCursor>,
 ) -> Result<ExportDataReply, PageError> {
     let mut rows: Vec<EntryRow> = sqlx::query_as(&format!(
@@ -314,7 +314,7 @@ pub(crate) async fn journal_entries(
         |row| row.title.len() + row.content.len() + row.tags.iter().map(String::len).sum::<usize>(),
         |row| KeysetCursor {
             created_at: row.created_at,
-            id: row.journal_entry_id,
+            id: row.journal_entry_id.uuid(),
         },
     );
     Ok(ExportDataReply {

@@ -1,6 +1,6 @@
 //! Exports' SQL, including what account deletion needs.
 
-use uuid::Uuid;
+use domain::ids::{ExportId, UserId};
 
 use crate::http::error::ApiError;
 
@@ -27,9 +27,9 @@ pub(crate) const EXPORT_COLUMNS: &str = "export_id, \
 pub async fn revoke_for_user(
     conn: &mut sqlx::PgConnection,
     storage: &platform::s3::ObjectStore,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<u64, ApiError> {
-    let revoked: Vec<Uuid> = sqlx::query_scalar(
+    let revoked: Vec<ExportId> = sqlx::query_scalar(
         "UPDATE exports SET revoked_at = now(), download_url = NULL
           WHERE user_id = $1 AND revoked_at IS NULL
           RETURNING export_id",
@@ -44,8 +44,8 @@ pub async fn revoke_for_user(
 /// Delete the archives of `export_ids` (deleting a missing object succeeds).
 pub async fn delete_archives(
     storage: &platform::s3::ObjectStore,
-    user_id: Uuid,
-    export_ids: &[Uuid],
+    user_id: UserId,
+    export_ids: &[ExportId],
 ) -> Result<(), ApiError> {
     for export_id in export_ids {
         storage

@@ -1,8 +1,8 @@
 //! An export as clients see it and the procedures' inputs.
 
 use chrono::{DateTime, Utc};
+use domain::ids::ExportId;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::http::validation::Input;
 
@@ -10,7 +10,7 @@ use crate::http::validation::Input;
 #[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Export {
-    pub export_id: Uuid,
+    pub export_id: ExportId,
     /// `pending`, `ready`, `expired` (ready, but the download link has expired) or `revoked`
     /// (the account was deleted: the archive is gone).
     pub status: String,
@@ -32,7 +32,7 @@ pub struct Export {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetInput {
-    pub export_id: Uuid,
+    pub export_id: ExportId,
 }
 
 impl Input for GetInput {}

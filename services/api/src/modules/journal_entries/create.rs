@@ -2,8 +2,8 @@
 //! changeset and event, shared by `journalEntries.create` and `POST /api/v1/journal-entries`.
 
 use chrono::Utc;
+use domain::ids::{JournalEntryId, UserId};
 use messages::journal::v1::JournalEntryCreated;
-use uuid::Uuid;
 
 use super::store::Written;
 use super::types::{CreateInput, JournalEntry, to_date};
@@ -32,7 +32,7 @@ fn prompt_usable_sql(prompt: &str) -> String {
 /// current one, so a stale or missing entry costs one more statement, never a wrong event.
 /// Shared by every api instance of the process (tests run several), which is harmless for
 /// the same reason.
-static AUTHOR_TIMEZONES: std::sync::LazyLock<moka::future::Cache<Uuid, Option<String>>> =
+static AUTHOR_TIMEZONES: std::sync::LazyLock<moka::future::Cache<UserId, Option<String>>> =
     std::sync::LazyLock::new(|| {
         moka::future::Cache::builder()
             .max_capacity(100_000)
@@ -68,7 +68,7 @@ pub(crate) struct CreateOutcome {
 /// before the statement.
 pub async fn create_entry(
     db: &sqlx::PgPool,
-    author_user_id: Uuid,
+    author_user_id: UserId,
     entry: CreateInput,
 ) -> Result<JournalEntry, ApiError> {
     use chrono::SubsecRound;
@@ -77,7 +77,7 @@ pub async fn create_entry(
 
     let now = Utc::now().trunc_subsecs(6);
     let created = JournalEntry {
-        journal_entry_id: Uuid::now_v7(),
+        journal_entry_id: JournalEntryId::generate(),
         author_user_id,
         team_id: entry.team_id,
         prompt_id: entry.prompt_id,

@@ -5,7 +5,7 @@
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use uuid::Uuid;
+use domain::ids::JournalEntryId;
 
 use crate::http::error::ApiError;
 use crate::http::rest::{JsonObject, RestError};
@@ -19,7 +19,7 @@ use sync_protocol::synced_tx::SyncedTx;
 /// The `{journalEntryId}` of a path: a malformed one is a 404, like an id that does not
 /// exist (also one that does not even percent-decode to UTF-8, which axum's `Path` would
 /// answer with a plain-text 400 outside the error shape).
-pub struct EntryId(Uuid);
+pub struct EntryId(JournalEntryId);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
     type Rejection = RestError;
@@ -32,7 +32,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for EntryId {
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| not_found())?;
-        Uuid::parse_str(&text).map(Self).map_err(|_| not_found())
+        text.parse().map(Self).map_err(|_| not_found())
     }
 }
 

@@ -2,6 +2,7 @@
 //! event in one transaction), shared by the RPC procedures and the open API's REST handlers.
 
 use chrono::Timelike;
+use domain::ids::{JournalEntryId, TeamId, UserId};
 
 use super::types::ListInput;
 use super::types::Page;
@@ -28,7 +29,6 @@ use sqlx::Postgres;
 use sqlx::QueryBuilder;
 use sync_protocol::changes::Op;
 use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
-use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "journal_entry_id, author_user_id, team_id, prompt_id, title, content, \
                        mood, tags, entry_date, created_at, updated_at, deleted_at, version";
@@ -74,8 +74,8 @@ impl Written {
 /// `for_update` the row is locked for the rest of the transaction.
 pub(crate) async fn load_visible(
     conn: &mut PgConnection,
-    journal_entry_id: Uuid,
-    user_id: Uuid,
+    journal_entry_id: JournalEntryId,
+    user_id: UserId,
     for_update: bool,
 ) -> Result<(JournalEntry, Option<Role>), ApiError> {
     let entry: Option<JournalEntry> = sqlx::query_as(&format!(
@@ -102,8 +102,8 @@ pub(crate) async fn load_visible(
 /// Anything else, a deleted entry included, answers `NOT_FOUND`.
 pub async fn load_in_team(
     conn: &mut PgConnection,
-    journal_entry_id: Uuid,
-    team_id: Uuid,
+    journal_entry_id: JournalEntryId,
+    team_id: TeamId,
     for_update: bool,
 ) -> Result<JournalEntry, ApiError> {
     let entry: Option<JournalEntry> = sqlx::query_as(&format!(
@@ -121,8 +121,8 @@ pub async fn load_in_team(
 /// A visible entry the caller may change (author, or admin/owner of its team), locked.
 pub(crate) async fn load_changeable(
     conn: &mut PgConnection,
-    journal_entry_id: Uuid,
-    user_id: Uuid,
+    journal_entry_id: JournalEntryId,
+    user_id: UserId,
 ) -> Result<JournalEntry, ApiError> {
     let (entry, role) = load_visible(conn, journal_entry_id, user_id, true).await?;
     let may_change =
@@ -140,7 +140,7 @@ pub(crate) async fn load_changeable(
 /// key belongs to).
 pub async fn list_page(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     input: &ListInput,
 ) -> Result<Page, ApiError> {
     let limit = input.limit.unwrap_or(20);
@@ -223,7 +223,7 @@ pub async fn list_page(
     let mut items: Vec<JournalEntry> = query.build_query_as().fetch_all(&mut *conn).await?;
     let next_cursor = finish_page(&mut items, limit, |last| KeysetCursor {
         created_at: last.created_at,
-        id: last.journal_entry_id,
+        id: last.journal_entry_id.uuid(),
     });
     Ok(Page { items, next_cursor })
 }
@@ -261,7 +261,7 @@ pub async fn update_loaded(
     tx: &mut SyncedTx<'_>,
     current: JournalEntry,
     input: UpdateInput,
-    actor_user_id: Uuid,
+    actor_user_id: UserId,
 ) -> Result<JournalEntry, ApiError> {
     check_version(
         input.expected_version,
@@ -317,7 +317,7 @@ pub async fn update_loaded(
 pub async fn delete_loaded(
     tx: &mut SyncedTx<'_>,
     current: JournalEntry,
-    actor_user_id: Uuid,
+    actor_user_id: UserId,
 ) -> Result<JournalEntry, ApiError> {
     let written = set_deleted(tx, current.journal_entry_id, true).await?;
     let facts = written.facts();
@@ -340,7 +340,7 @@ pub async fn delete_loaded(
 /// Soft-delete (`deleted`) or restore an entry; either is a change, so the version moves.
 pub(crate) async fn set_deleted(
     connection: &mut PgConnection,
-    journal_entry_id: Uuid,
+    journal_entry_id: JournalEntryId,
     deleted: bool,
 ) -> Result<Written, ApiError> {
     let entry = sqlx::query_as(&format!(

@@ -1,8 +1,8 @@
 //! A journal entry as clients see it, the procedures' inputs and outputs, and their checks.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::ids::{JournalEntryId, PromptId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::contract::schema::format;
@@ -25,10 +25,10 @@ pub const SEARCH_MAX_CHARS: usize = 200;
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JournalEntry {
-    pub journal_entry_id: Uuid,
-    pub author_user_id: Uuid,
-    pub team_id: Option<Uuid>,
-    pub prompt_id: Option<Uuid>,
+    pub journal_entry_id: JournalEntryId,
+    pub author_user_id: UserId,
+    pub team_id: Option<TeamId>,
+    pub prompt_id: Option<PromptId>,
     pub title: String,
     pub content: String,
     pub mood: Option<i16>,
@@ -143,8 +143,8 @@ pub struct CreateInput {
     #[schemars(transform = format("date"))]
     pub entry_date: Option<String>,
     /// Set by the server in the open API (the key's team).
-    pub team_id: Option<Uuid>,
-    pub prompt_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
+    pub prompt_id: Option<PromptId>,
 }
 
 /// The body of `POST /api/v1/journal-entries`: [`CreateInput`] without `teamId`, which the
@@ -175,12 +175,12 @@ pub struct CreateEntryBody {
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
     pub entry_date: Option<String>,
-    pub prompt_id: Option<Uuid>,
+    pub prompt_id: Option<PromptId>,
 }
 
 impl CreateEntryBody {
     /// The command, in `team_id`.
-    pub(crate) fn into_input(self, team_id: Uuid) -> CreateInput {
+    pub(crate) fn into_input(self, team_id: TeamId) -> CreateInput {
         CreateInput {
             title: self.title,
             content: self.content,
@@ -213,7 +213,7 @@ impl Input for CreateInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetInput {
-    pub journal_entry_id: Uuid,
+    pub journal_entry_id: JournalEntryId,
 }
 
 impl Input for GetInput {}
@@ -235,7 +235,7 @@ pub struct ListInput {
     #[schemars(range(min = 1, max = LIST_LIMIT_MAX))]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-    pub team_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
     pub scope: Option<ListScope>,
     #[schemars(length(min = 1, max = TAG_MAX_CHARS))]
     pub tag: Option<String>,
@@ -316,7 +316,7 @@ pub struct Page {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInput {
     /// From the path in the open API.
-    pub journal_entry_id: Uuid,
+    pub journal_entry_id: JournalEntryId,
     pub expected_version: Option<i64>,
     /// 1–200 characters, not blank (stored trimmed).
     #[serde(
@@ -405,7 +405,7 @@ pub struct UpdateEntryBody {
 
 impl UpdateEntryBody {
     /// The command, for the entry `journal_entry_id`.
-    pub(crate) fn into_input(self, journal_entry_id: Uuid) -> UpdateInput {
+    pub(crate) fn into_input(self, journal_entry_id: JournalEntryId) -> UpdateInput {
         UpdateInput {
             journal_entry_id,
             expected_version: self.expected_version,
@@ -451,7 +451,7 @@ impl UpdateInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
-    pub journal_entry_id: Uuid,
+    pub journal_entry_id: JournalEntryId,
 }
 
 impl Input for IdInput {}

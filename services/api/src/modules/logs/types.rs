@@ -1,5 +1,6 @@
 //! A request log row, its redaction and bounds, and `logs.list`'s input and output.
 
+use domain::ids::{ApiTeamId, TeamId};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -50,8 +51,8 @@ pub(crate) const LOGGED_HEADERS: [&str; 17] = [
 pub struct RequestLog {
     pub request_log_id: Uuid,
     pub created_at: DateTime<Utc>,
-    pub team_id: Option<Uuid>,
-    pub api_team_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
+    pub api_team_id: Option<ApiTeamId>,
     pub api_key_prefix: Option<String>,
     pub method: String,
     pub path: String,
@@ -168,7 +169,7 @@ pub fn redact_secrets(text: &str) -> String {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
-    pub team_id: Uuid,
+    pub team_id: TeamId,
     #[schemars(range(min = 1, max = LIST_LIMIT_MAX))]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
@@ -236,8 +237,8 @@ pub struct RequestLogRow {
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
-    pub team_id: Option<Uuid>,
-    pub api_team_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
+    pub api_team_id: Option<ApiTeamId>,
     pub api_key_prefix: Option<String>,
     pub method: String,
     pub path: String,

@@ -9,10 +9,10 @@ use crate::modules::teams::store::MY_TEAMS_SQL;
 use crate::modules::teams::store::member_role;
 use crate::modules::teams::types::Role;
 use chrono::NaiveTime;
+use domain::ids::{PromptId, TeamId, UserId};
 use sqlx::PgConnection;
 use sync_protocol::changes::Op;
 use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
-use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "prompt_id, owner_user_id, team_id, author_user_id, text, schedule_time, \
                        schedule_timezone, schedule_weekdays, created_at, updated_at, deleted_at, \
@@ -37,8 +37,8 @@ pub(crate) fn schedule_columns(
 /// `NOT_FOUND` for a team the caller is not in, `FORBIDDEN` below admin.
 async fn require_team_admin(
     conn: &mut PgConnection,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
 ) -> Result<(), ApiError> {
     match member_role(conn, team_id, user_id).await? {
         None => Err(ApiError::not_found("Team")),
@@ -57,7 +57,7 @@ async fn require_team_admin(
 /// `POST /api/v1/prompts` (author = the key's creator).
 pub async fn create_prompt(
     db: &sqlx::PgPool,
-    author_user_id: Uuid,
+    author_user_id: UserId,
     input: CreateInput,
 ) -> Result<Prompt, ApiError> {
     let mut tx = SyncedTx::begin(db).await?;
@@ -97,8 +97,8 @@ pub async fn create_prompt(
 /// caller has checked (or, in the open API, that the key belongs to), newest first.
 pub async fn list_prompts(
     conn: &mut PgConnection,
-    user_id: Uuid,
-    team_id: Option<Uuid>,
+    user_id: UserId,
+    team_id: Option<TeamId>,
     include_deleted: bool,
 ) -> Result<Vec<Prompt>, ApiError> {
     let rows: Vec<PromptRow> = sqlx::query_as(&format!(
@@ -124,8 +124,8 @@ pub async fn list_prompts(
 /// checked that they may change it (owner, or admin of its team).
 pub(crate) async fn load_changeable(
     conn: &mut PgConnection,
-    prompt_id: Uuid,
-    user_id: Uuid,
+    prompt_id: PromptId,
+    user_id: UserId,
 ) -> Result<Prompt, ApiError> {
     let row: Option<PromptRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM prompts WHERE prompt_id = $1 FOR UPDATE"
@@ -155,7 +155,7 @@ pub(crate) async fn load_changeable(
 /// tombstones are the caller's to record).
 pub(crate) async fn purge_personal(
     conn: &mut sqlx::PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Vec<Prompt>, ApiError> {
     let rows: Vec<PromptRow> = sqlx::query_as(&format!(
         "UPDATE prompts

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
+use domain::ids::{PromptId, UserId};
 use uuid::Uuid;
 
 use super::schedule::pick_for_day;
@@ -10,10 +11,10 @@ use super::types::{Prompt, Schedule};
 fn prompt(id: u128, schedule: Option<(&str, &str, &[i16])>) -> Prompt {
     let at = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
     Prompt {
-        prompt_id: Uuid::from_u128(id),
-        owner_user_id: Some(Uuid::from_u128(99)),
+        prompt_id: PromptId::from_uuid(Uuid::from_u128(id)),
+        owner_user_id: Some(UserId::from_uuid(Uuid::from_u128(99))),
         team_id: None,
-        author_user_id: Uuid::from_u128(99),
+        author_user_id: UserId::from_uuid(Uuid::from_u128(99)),
         text: format!("prompt {id}"),
         schedule: schedule.map(|(time, timezone, weekdays)| Schedule {
             time: time.to_owned(),
@@ -41,11 +42,11 @@ fn scheduled_prompts_are_due_on_their_weekdays_earliest_first() {
         prompt(4, None),
     ];
     let monday = pick_for_day(&prompts, date("2025-06-02"), Tz::UTC).unwrap();
-    assert_eq!(monday.prompt_id, Uuid::from_u128(2));
+    assert_eq!(monday.prompt_id.uuid(), Uuid::from_u128(2));
     let tuesday = pick_for_day(&prompts, date("2025-06-03"), Tz::UTC).unwrap();
-    assert_eq!(tuesday.prompt_id, Uuid::from_u128(3));
+    assert_eq!(tuesday.prompt_id.uuid(), Uuid::from_u128(3));
     let friday = pick_for_day(&prompts, date("2025-06-06"), Tz::UTC).unwrap();
-    assert_eq!(friday.prompt_id, Uuid::from_u128(4));
+    assert_eq!(friday.prompt_id.uuid(), Uuid::from_u128(4));
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Prompts and schedules as clients see them, the procedures' inputs and their checks.
 
 use chrono::{DateTime, NaiveTime, Utc};
+use domain::ids::{PromptId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
@@ -39,10 +39,10 @@ pub struct Schedule {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Prompt {
-    pub prompt_id: Uuid,
-    pub owner_user_id: Option<Uuid>,
-    pub team_id: Option<Uuid>,
-    pub author_user_id: Uuid,
+    pub prompt_id: PromptId,
+    pub owner_user_id: Option<UserId>,
+    pub team_id: Option<TeamId>,
+    pub author_user_id: UserId,
     pub text: String,
     pub schedule: Option<Schedule>,
     /// Epoch milliseconds.
@@ -208,7 +208,7 @@ pub struct CreateInput {
     #[schemars(length(max = TEXT_MAX_CHARS), transform = Text::trimmed().min(1))]
     pub text: String,
     /// Set by the server in the open API (the key's team).
-    pub team_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
     pub schedule: Option<Schedule>,
 }
 
@@ -231,7 +231,7 @@ pub struct CreatePromptBody {
 
 impl CreatePromptBody {
     /// The command, in `team_id`.
-    pub(crate) fn into_input(self, team_id: Uuid) -> CreateInput {
+    pub(crate) fn into_input(self, team_id: TeamId) -> CreateInput {
         CreateInput {
             text: self.text,
             team_id: Some(team_id),
@@ -252,7 +252,7 @@ impl Input for CreateInput {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
-    pub team_id: Option<Uuid>,
+    pub team_id: Option<TeamId>,
     pub include_deleted: Option<bool>,
 }
 
@@ -268,7 +268,7 @@ pub struct PromptList {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateInput {
-    pub prompt_id: Uuid,
+    pub prompt_id: PromptId,
     pub expected_version: Option<i64>,
     #[serde(
         default,
@@ -294,7 +294,7 @@ impl Input for UpdateInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdInput {
-    pub prompt_id: Uuid,
+    pub prompt_id: PromptId,
 }
 
 impl Input for IdInput {}
@@ -324,10 +324,10 @@ pub struct Today {
 /// A `prompts` row as stored.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct PromptRow {
-    pub(crate) prompt_id: Uuid,
-    pub(crate) owner_user_id: Option<Uuid>,
-    pub(crate) team_id: Option<Uuid>,
-    pub(crate) author_user_id: Uuid,
+    pub(crate) prompt_id: PromptId,
+    pub(crate) owner_user_id: Option<UserId>,
+    pub(crate) team_id: Option<TeamId>,
+    pub(crate) author_user_id: UserId,
     pub(crate) text: String,
     pub(crate) schedule_time: Option<NaiveTime>,
     pub(crate) schedule_timezone: Option<String>,

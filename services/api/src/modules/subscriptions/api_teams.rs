@@ -16,10 +16,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use domain::ids::{ApiTeamId, SubscriptionId, TeamId, UserId};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::contract::errors;
 use crate::http::error::ApiError;
@@ -52,8 +52,8 @@ pub const MAX_ALLOWLIST_ENTRIES: usize = 100;
 /// The caller's role in a live team; `NOT_FOUND` when they are not an active member.
 pub async fn caller_role(
     conn: &mut PgConnection,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
 ) -> Result<Role, ApiError> {
     member_role(conn, team_id, user_id)
         .await?
@@ -82,9 +82,9 @@ pub fn api_not_enabled() -> ApiError {
 /// which serialises the changes of one API team (allow-list, key limit).
 pub async fn api_team_id(
     conn: &mut PgConnection,
-    team_id: Uuid,
+    team_id: TeamId,
     lock: bool,
-) -> Result<Option<Uuid>, ApiError> {
+) -> Result<Option<ApiTeamId>, ApiError> {
     let sql = if lock {
         "SELECT api_team_id FROM api_teams WHERE team_id = $1 FOR UPDATE"
     } else {
@@ -115,7 +115,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
-    pub subscription_id: Uuid,
+    pub subscription_id: SubscriptionId,
     pub plan_id: String,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
@@ -130,9 +130,9 @@ pub struct Subscription {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTeam {
-    pub api_team_id: Uuid,
-    pub team_id: Uuid,
-    pub enabled_by_user_id: Uuid,
+    pub api_team_id: ApiTeamId,
+    pub team_id: TeamId,
+    pub enabled_by_user_id: UserId,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
@@ -147,7 +147,7 @@ pub struct ApiTeam {
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
     #[schemars(with = "Option<i64>")]
     pub api_access_disabled_at: Option<DateTime<Utc>>,
-    pub api_access_disabled_by_user_id: Option<Uuid>,
+    pub api_access_disabled_by_user_id: Option<UserId>,
     /// CIDRs such as `203.0.113.0/24` or `2001:db8::/32`, IPv4 first, in address order;
     /// empty = every network may use the team's keys.
     pub ip_allowlist: Vec<String>,
@@ -155,13 +155,13 @@ pub struct ApiTeam {
 
 #[derive(sqlx::FromRow)]
 struct ApiTeamRow {
-    api_team_id: Uuid,
-    team_id: Uuid,
-    enabled_by_user_id: Uuid,
+    api_team_id: ApiTeamId,
+    team_id: TeamId,
+    enabled_by_user_id: UserId,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     api_access_disabled_at: Option<DateTime<Utc>>,
-    api_access_disabled_by_user_id: Option<Uuid>,
+    api_access_disabled_by_user_id: Option<UserId>,
     #[sqlx(flatten)]
     plan: Plan,
     #[sqlx(flatten)]
@@ -170,7 +170,7 @@ struct ApiTeamRow {
 
 async fn load_api_team(
     conn: &mut PgConnection,
-    team_id: Uuid,
+    team_id: TeamId,
 ) -> Result<Option<ApiTeam>, ApiError> {
     let row: Option<ApiTeamRow> = sqlx::query_as(
         "SELECT a.api_team_id, a.team_id, a.enabled_by_user_id, a.created_at, a.updated_at,
@@ -226,7 +226,7 @@ async fn enable(
     require_manager(role)?;
     // ON CONFLICT: two concurrent enables make one API team; the loser sees no row and
     // creates no second subscription.
-    let created: Option<Uuid> = sqlx::query_scalar(
+    let created: Option<ApiTeamId> = sqlx::query_scalar(
         "INSERT INTO api_teams (team_id, enabled_by_user_id) VALUES ($1, $2)
          ON CONFLICT (team_id) DO NOTHING RETURNING api_team_id",
     )
@@ -266,7 +266,7 @@ async fn get(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetIpAllowlistInput {
-    team_id: Uuid,
+    team_id: TeamId,
     #[schemars(length(max = MAX_ALLOWLIST_ENTRIES))]
     cidrs: Vec<String>,
 }

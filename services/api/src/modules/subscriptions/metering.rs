@@ -13,6 +13,7 @@
 //! `subscription_usage_periods` and writes `subscription.period_closed`, in the transaction
 //! that resets the count, so no period's usage is lost.
 
+use domain::ids::{ApiKeyId, ApiTeamId, SubscriptionId, TeamId};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use messages::journal::v1::SubscriptionPeriodClosed;
 use sqlx::{Acquire, PgConnection, PgPool};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 
@@ -71,7 +71,10 @@ impl Usage {
 
 /// Count one request of `api_team_id` against its quota. A period that has ended is rolled
 /// over first (the scheduled [`roll_over_periods`] normally got there before).
-pub async fn count_request(conn: &mut PgConnection, api_team_id: Uuid) -> Result<Usage, ApiError> {
+pub async fn count_request(
+    conn: &mut PgConnection,
+    api_team_id: ApiTeamId,
+) -> Result<Usage, ApiError> {
     let counted = count_requests(conn, api_team_id, 1).await?;
     Ok(counted.usage_of(0))
 }
@@ -121,7 +124,7 @@ struct CountedRow {
 /// once (the row lock orders them). A period that has ended is rolled over first.
 pub async fn count_requests(
     conn: &mut PgConnection,
-    api_team_id: Uuid,
+    api_team_id: ApiTeamId,
     requested: i64,
 ) -> Result<Counted, ApiError> {
     // At most twice: the second pass follows a rollover.
@@ -212,7 +215,7 @@ pub fn api_access_disabled() -> ApiError {
 /// on its subscription row's lock, one commit after the other.
 #[derive(Default)]
 pub struct QuotaCounter {
-    teams: Mutex<HashMap<Uuid, Arc<Mutex<TeamQueue>>>>,
+    teams: Mutex<HashMap<ApiTeamId, Arc<Mutex<TeamQueue>>>>,
 }
 
 #[derive(Default)]
@@ -223,7 +226,7 @@ struct TeamQueue {
 }
 
 impl QuotaCounter {
-    pub async fn count(&self, pool: &PgPool, api_team_id: Uuid) -> Result<Usage, ApiError> {
+    pub async fn count(&self, pool: &PgPool, api_team_id: ApiTeamId) -> Result<Usage, ApiError> {
         let (sender, receiver) = oneshot::channel();
         let queue = {
             let mut teams = lock(&self.teams);
@@ -251,7 +254,7 @@ impl QuotaCounter {
     }
 }
 
-async fn flush(pool: PgPool, api_team_id: Uuid, queue: Arc<Mutex<TeamQueue>>) {
+async fn flush(pool: PgPool, api_team_id: ApiTeamId, queue: Arc<Mutex<TeamQueue>>) {
     loop {
         let waiting = {
             let mut team = lock(&queue);
@@ -330,15 +333,18 @@ pub async fn roll_over_periods(pool: &PgPool) -> Result<u64, ApiError> {
 /// Roll over one API team's subscription if its period has ended (before reading or changing
 /// it: a late scheduled task must not show or bill an ended period as current). Inside a
 /// caller's transaction this is a savepoint of it.
-pub async fn roll_over_team(conn: &mut PgConnection, api_team_id: Uuid) -> Result<u64, ApiError> {
+pub async fn roll_over_team(
+    conn: &mut PgConnection,
+    api_team_id: ApiTeamId,
+) -> Result<u64, ApiError> {
     roll_over(conn, Some(api_team_id)).await
 }
 
 #[derive(sqlx::FromRow)]
 struct ClosedPeriod {
-    subscription_id: Uuid,
-    api_team_id: Uuid,
-    team_id: Uuid,
+    subscription_id: SubscriptionId,
+    api_team_id: ApiTeamId,
+    team_id: TeamId,
     plan_id: String,
     monthly_request_quota: i64,
     period_start: DateTime<Utc>,
@@ -346,7 +352,10 @@ struct ClosedPeriod {
     usage_count: i64,
 }
 
-async fn roll_over(conn: &mut PgConnection, api_team_id: Option<Uuid>) -> Result<u64, ApiError> {
+async fn roll_over(
+    conn: &mut PgConnection,
+    api_team_id: Option<ApiTeamId>,
+) -> Result<u64, ApiError> {
     let mut tx = conn.begin().await?;
     // `ended` locks the rows (a concurrent rollover waits, then finds the period current and
     // skips the row) and keeps the old period for the history. `age` counts whole calendar
@@ -425,13 +434,13 @@ async fn roll_over(conn: &mut PgConnection, api_team_id: Option<Uuid>) -> Result
 /// a key through at up to N× its rate (the monthly quota, in Postgres, is exact).
 #[derive(Default)]
 pub struct KeyRateLimiter {
-    by_rate: Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<Uuid>>>>,
+    by_rate: Mutex<HashMap<u32, Arc<DefaultKeyedRateLimiter<ApiKeyId>>>>,
 }
 
 impl KeyRateLimiter {
     /// `Err(retry_after_seconds)` (whole seconds, at least 1) when the key is over its
     /// rate: the open API answers 429 `RATE_LIMITED` with that `Retry-After`.
-    pub fn check(&self, api_key_id: Uuid, requests_per_second: u32) -> Result<(), u64> {
+    pub fn check(&self, api_key_id: ApiKeyId, requests_per_second: u32) -> Result<(), u64> {
         let limiter = self.limiter(requests_per_second);
         limiter.check_key(&api_key_id).map_err(|not_until| {
             not_until
@@ -441,7 +450,7 @@ impl KeyRateLimiter {
         })
     }
 
-    fn limiter(&self, requests_per_second: u32) -> Arc<DefaultKeyedRateLimiter<Uuid>> {
+    fn limiter(&self, requests_per_second: u32) -> Arc<DefaultKeyedRateLimiter<ApiKeyId>> {
         let rate = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
         let mut by_rate = self
             .by_rate

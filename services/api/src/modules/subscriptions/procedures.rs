@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use domain::ids::{SubscriptionId, TeamId, UserId};
 use messages::journal::v1::{SubscriptionApiAccessChanged, SubscriptionPlanChanged};
-use uuid::Uuid;
 
 use super::store::{load_history, load_status};
 use super::types::{
@@ -117,7 +117,7 @@ pub(crate) async fn change_plan(
         )
     })?;
     metering::roll_over_team(&mut tx, api_team_id).await?;
-    let (subscription_id, previous_plan_id): (Uuid, String) = sqlx::query_as(
+    let (subscription_id, previous_plan_id): (SubscriptionId, String) = sqlx::query_as(
         "SELECT subscription_id, plan_id FROM subscriptions WHERE api_team_id = $1 FOR UPDATE",
     )
     .bind(api_team_id)
@@ -197,8 +197,8 @@ pub(crate) async fn enable_api_access(
 
 async fn set_api_access(
     state: &AppState,
-    user_id: Uuid,
-    team_id: Uuid,
+    user_id: UserId,
+    team_id: TeamId,
     enabled: bool,
 ) -> Result<Rpc<SubscriptionStatus>, ApiError> {
     let mut tx = state.db.begin().await?;

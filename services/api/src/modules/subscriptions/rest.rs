@@ -4,8 +4,8 @@
 use axum::extract::{Request, State};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use domain::ids::{ApiKeyId, ApiTeamId, TeamId};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 use crate::http::rest::RestError;
@@ -160,9 +160,9 @@ pub async fn usage_history(
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WhoAmI {
-    pub api_key_id: Uuid,
-    pub api_team_id: Uuid,
-    pub team_id: Uuid,
+    pub api_key_id: ApiKeyId,
+    pub api_team_id: ApiTeamId,
+    pub team_id: TeamId,
     pub key_prefix: String,
 }
 

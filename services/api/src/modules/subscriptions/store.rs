@@ -1,8 +1,8 @@
 //! Subscriptions' SQL, shared by the RPC procedures and the open API's REST handlers.
 
 use chrono::{DateTime, Utc};
+use domain::ids::{ApiTeamId, SubscriptionId, TeamId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::types::{SubscriptionStatus, UsageHistory, UsagePeriod};
 use crate::http::error::ApiError;
@@ -11,9 +11,9 @@ use crate::modules::subscriptions::metering;
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct StatusRow {
-    pub(crate) subscription_id: Uuid,
-    pub(crate) api_team_id: Uuid,
-    pub(crate) team_id: Uuid,
+    pub(crate) subscription_id: SubscriptionId,
+    pub(crate) api_team_id: ApiTeamId,
+    pub(crate) team_id: TeamId,
     #[sqlx(flatten)]
     pub(crate) plan: Plan,
     pub(crate) period_start: DateTime<Utc>,
@@ -27,7 +27,7 @@ pub(crate) struct StatusRow {
 /// has none.
 pub async fn load_status(
     conn: &mut PgConnection,
-    api_team_id: Uuid,
+    api_team_id: ApiTeamId,
 ) -> Result<Option<SubscriptionStatus>, ApiError> {
     metering::roll_over_team(&mut *conn, api_team_id).await?;
     let row: Option<StatusRow> = sqlx::query_as(
@@ -60,7 +60,7 @@ pub async fn load_status(
 /// is already checked (1..=[`MAX_HISTORY_LIMIT`](super::types::MAX_HISTORY_LIMIT)).
 pub async fn load_history(
     conn: &mut PgConnection,
-    api_team_id: Uuid,
+    api_team_id: ApiTeamId,
     before: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<UsageHistory, ApiError> {

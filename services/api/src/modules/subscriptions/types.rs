@@ -1,8 +1,8 @@
 //! A subscription, its usage periods and the procedures' inputs.
 
 use chrono::{DateTime, Utc};
+use domain::ids::{ApiTeamId, SubscriptionId, TeamId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::http::validation::Input;
 use crate::http::validation::{EpochMillis, Issues};
@@ -21,9 +21,9 @@ pub const PLAN_ID_MAX_CHARS: usize = 100;
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionStatus {
-    pub subscription_id: Uuid,
-    pub api_team_id: Uuid,
-    pub team_id: Uuid,
+    pub subscription_id: SubscriptionId,
+    pub api_team_id: ApiTeamId,
+    pub team_id: TeamId,
     pub plan: Plan,
     /// Epoch milliseconds: the current metering period, `[periodStart, periodEnd)`.
     #[serde(with = "chrono::serde::ts_milliseconds")]
@@ -90,7 +90,7 @@ pub struct UsageHistory {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageHistoryInput {
-    pub(crate) team_id: Uuid,
+    pub(crate) team_id: TeamId,
     #[serde(default)]
     #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
     pub(crate) limit: Option<i64>,
@@ -111,7 +111,7 @@ impl Input for UsageHistoryInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChangePlanInput {
-    pub(crate) team_id: Uuid,
+    pub(crate) team_id: TeamId,
     #[schemars(length(min = 1, max = PLAN_ID_MAX_CHARS))]
     pub(crate) plan_id: String,
 }

@@ -4,9 +4,9 @@
 //! without reading the api's schema.
 
 use axum::extract::State;
+use domain::ids::TeamId;
 use serde::Serialize;
 use sync_protocol::SyncClaims;
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 use crate::http::rpc::{NoInput, Rpc, RpcInput, RpcRouter};
@@ -30,7 +30,7 @@ async fn token(
     Protected(session): Protected,
     RpcInput(NoInput): RpcInput<NoInput>,
 ) -> Result<Rpc<SyncTokenOutput>, ApiError> {
-    let team_ids: Vec<Uuid> = sqlx::query_scalar(crate::modules::teams::store::MY_TEAMS_SQL)
+    let team_ids: Vec<TeamId> = sqlx::query_scalar(crate::modules::teams::store::MY_TEAMS_SQL)
         .bind(session.user_id)
         .fetch_all(&state.db)
         .await?;

@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use domain::ids::TeamInvitationId;
 use messages::journal::v1::TeamInvitationCreated;
-use uuid::Uuid;
 
 use super::store::{
     end_membership, ensure_pending, join, last_owner, load_invitation, lock_my_invitation,
@@ -168,7 +168,7 @@ pub(crate) async fn invite(
             format!("{email} is already a member of this team"),
         ));
     }
-    let team_invitation_id: Uuid = sqlx::query_scalar(&format!(
+    let team_invitation_id: TeamInvitationId = sqlx::query_scalar(&format!(
         "INSERT INTO team_invitations (team_id, email, role, invited_by_user_id, expires_at)
          VALUES ($1, $2, $3, $4, now() + interval '{INVITATION_DAYS} days')
          ON CONFLICT (team_id, lower(email)) WHERE status = 'pending' DO UPDATE

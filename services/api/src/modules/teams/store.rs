@@ -1,9 +1,9 @@
 //! Teams' SQL: membership lookups other features use, locking, joining and leaving.
 
 use axum::http::StatusCode;
+use domain::ids::{TeamId, TeamInvitationId, UserId};
 use messages::journal::v1::{TeamMemberJoined, TeamMemberLeft};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::types::{InvitationStatus, Role, Team, TeamInvitation, TeamMember};
 use crate::http::error::ApiError;
@@ -20,8 +20,8 @@ pub const MY_TEAMS_SQL: &str =
 /// team is deleted). Use it for every team permission check.
 pub async fn member_role(
     conn: &mut PgConnection,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
 ) -> Result<Option<Role>, ApiError> {
     let role: Option<String> = sqlx::query_scalar(
         "SELECT m.role FROM team_members m JOIN teams t ON t.team_id = m.team_id
@@ -42,8 +42,11 @@ pub async fn member_role(
 /// under the lock: a team that would be left ownerless with members answers `LAST_OWNER`. Returns
 /// the teams deleted, whose API keys the caller must invalidate once the transaction commits
 /// ([`crate::modules::subscriptions::api_keys::KeyVerifier::team_deleted`]).
-pub async fn leave_all_teams(tx: &mut SyncedTx<'_>, user_id: Uuid) -> Result<Vec<Uuid>, ApiError> {
-    let memberships: Vec<(Uuid, String)> = sqlx::query_as(
+pub async fn leave_all_teams(
+    tx: &mut SyncedTx<'_>,
+    user_id: UserId,
+) -> Result<Vec<TeamId>, ApiError> {
+    let memberships: Vec<(TeamId, String)> = sqlx::query_as(
         "SELECT t.team_id, m.role FROM teams t
            JOIN team_members m ON m.team_id = t.team_id
           WHERE m.user_id = $1 AND m.deleted_at IS NULL AND t.deleted_at IS NULL
@@ -83,7 +86,7 @@ pub(crate) const INVITATION_SELECT: &str =
 
 pub(crate) async fn load_invitation(
     conn: &mut PgConnection,
-    team_invitation_id: Uuid,
+    team_invitation_id: TeamInvitationId,
 ) -> Result<TeamInvitation, ApiError> {
     sqlx::query_as(&format!(
         "{INVITATION_SELECT} WHERE i.team_invitation_id = $1"
@@ -106,8 +109,8 @@ pub(crate) fn last_owner(message: &str) -> ApiError {
 /// team are serialised.
 pub(crate) async fn lock_team(
     conn: &mut PgConnection,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
 ) -> Result<(Team, Role), ApiError> {
     let team: Team = sqlx::query_as(&format!(
         "SELECT {TEAM_COLUMNS} FROM teams WHERE team_id = $1 AND deleted_at IS NULL FOR UPDATE"
@@ -125,8 +128,8 @@ pub(crate) async fn lock_team(
 /// Active members other than `user_id`: `(owners, everyone)`.
 pub(crate) async fn other_members(
     conn: &mut PgConnection,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
 ) -> Result<(i64, i64), ApiError> {
     let counts: (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE role = 'owner'), count(*) FROM team_members
@@ -142,8 +145,8 @@ pub(crate) async fn other_members(
 /// Create the membership, or revive a soft-deleted one, with `role` (the team is locked).
 pub(crate) async fn join(
     tx: &mut SyncedTx<'_>,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
     role: Role,
 ) -> Result<TeamMember, ApiError> {
     let member: TeamMember = sqlx::query_as(&format!(
@@ -187,10 +190,10 @@ pub(crate) async fn join(
 /// deleted.
 pub(crate) async fn end_membership(
     tx: &mut SyncedTx<'_>,
-    team_id: Uuid,
-    user_id: Uuid,
+    team_id: TeamId,
+    user_id: UserId,
     role: Role,
-    removed_by: Option<Uuid>,
+    removed_by: Option<UserId>,
 ) -> Result<(TeamMember, bool), ApiError> {
     let (other_owners, others) = other_members(tx, team_id, user_id).await?;
     if role == Role::Owner && other_owners == 0 && others > 0 {
@@ -246,7 +249,7 @@ pub(crate) async fn end_membership(
 /// (e.g. a Google account whose email Google has not verified).
 pub(crate) async fn verified_caller_email(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<String, ApiError> {
     let caller: Option<(String, bool)> = sqlx::query_as(
         "SELECT lower(email), email_verified FROM users WHERE user_id = $1 AND deleted_at IS NULL",
@@ -267,11 +270,11 @@ pub(crate) async fn verified_caller_email(
 /// invitation, as in `teams.invite`). Anybody else's invitation is `NOT_FOUND`.
 pub(crate) async fn lock_my_invitation(
     conn: &mut PgConnection,
-    team_invitation_id: Uuid,
-    user_id: Uuid,
+    team_invitation_id: TeamInvitationId,
+    user_id: UserId,
 ) -> Result<TeamInvitation, ApiError> {
     let email = verified_caller_email(&mut *conn, user_id).await?;
-    let team_id: Uuid = sqlx::query_scalar(
+    let team_id: TeamId = sqlx::query_scalar(
         "SELECT team_id FROM team_invitations
           WHERE team_invitation_id = $1 AND lower(email) = $2",
     )

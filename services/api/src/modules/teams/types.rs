@@ -1,8 +1,8 @@
 //! Teams, members, roles and invitations as clients see them, and the procedures' inputs.
 
 use chrono::{DateTime, Utc};
+use domain::ids::{TeamId, TeamInvitationId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::http::validation::Input;
@@ -64,9 +64,9 @@ impl TryFrom<String> for Role {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Team {
-    pub team_id: Uuid,
+    pub team_id: TeamId,
     pub name: String,
-    pub created_by_user_id: Uuid,
+    pub created_by_user_id: UserId,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
@@ -94,8 +94,8 @@ impl SyncedRow for Team {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamMember {
-    pub team_id: Uuid,
-    pub user_id: Uuid,
+    pub team_id: TeamId,
+    pub user_id: UserId,
     #[sqlx(try_from = "String")]
     pub role: Role,
     #[serde(with = "chrono::serde::ts_milliseconds")]
@@ -142,7 +142,7 @@ pub struct TeamWithRole {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberProfile {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub name: String,
     pub email: String,
     pub avatar_url: Option<String>,
@@ -210,14 +210,14 @@ impl TryFrom<String> for InvitationStatus {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamInvitation {
-    pub team_invitation_id: Uuid,
-    pub team_id: Uuid,
+    pub team_invitation_id: TeamInvitationId,
+    pub team_id: TeamId,
     pub team_name: String,
     /// Lowercased.
     pub email: String,
     #[sqlx(try_from = "String")]
     pub role: Role,
-    pub invited_by_user_id: Uuid,
+    pub invited_by_user_id: UserId,
     pub invited_by_name: String,
     #[sqlx(try_from = "String")]
     pub status: InvitationStatus,
@@ -254,7 +254,7 @@ impl Input for CreateInput {
 /// `{teamId}`: the input of every procedure that names only a team (teams, API teams,
 /// subscriptions).
 pub struct TeamInput {
-    pub team_id: Uuid,
+    pub team_id: TeamId,
 }
 
 impl Input for TeamInput {}
@@ -262,7 +262,7 @@ impl Input for TeamInput {}
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenameInput {
-    pub(crate) team_id: Uuid,
+    pub(crate) team_id: TeamId,
     #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     pub(crate) name: String,
 }
@@ -276,7 +276,7 @@ impl Input for RenameInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InviteInput {
-    pub(crate) team_id: Uuid,
+    pub(crate) team_id: TeamId,
     #[schemars(transform = Text::trimmed().format("email").max_bytes(EMAIL_MAX_BYTES))]
     pub(crate) email: String,
     #[serde(default)]
@@ -292,7 +292,7 @@ impl Input for InviteInput {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvitationInput {
-    pub(crate) team_invitation_id: Uuid,
+    pub(crate) team_invitation_id: TeamInvitationId,
 }
 
 impl Input for InvitationInput {}
@@ -300,8 +300,8 @@ impl Input for InvitationInput {}
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChangeRoleInput {
-    pub(crate) team_id: Uuid,
-    pub(crate) user_id: Uuid,
+    pub(crate) team_id: TeamId,
+    pub(crate) user_id: UserId,
     pub(crate) role: Role,
 }
 
@@ -310,8 +310,8 @@ impl Input for ChangeRoleInput {}
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberInput {
-    pub(crate) team_id: Uuid,
-    pub(crate) user_id: Uuid,
+    pub(crate) team_id: TeamId,
+    pub(crate) user_id: UserId,
 }
 
 impl Input for MemberInput {}

@@ -27,11 +27,11 @@
 //! The soft-deleted rows are then hard-deleted by the same job's ordinary retention purge
 //! `SOFT_DELETE_RETENTION_DAYS` later, like every other soft-deleted row.
 
+use domain::ids::{ApiKeyId, ApiTeamId, ExportId, TeamId, UserId};
 use std::time::Duration;
 
 use messages::journal::v1::{ApiKeyRevoked, UserPurged};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 use crate::modules::cdn::types::Attachment;
@@ -67,7 +67,7 @@ pub async fn purge_due_accounts(
 ) -> Result<AccountPurge, ApiError> {
     let mut report = AccountPurge::default();
     loop {
-        let due: Vec<Uuid> = sqlx::query_scalar(
+        let due: Vec<UserId> = sqlx::query_scalar(
             "SELECT user_id FROM users
               WHERE deleted_at IS NOT NULL AND purged_at IS NULL
                 AND deleted_at <= now() - make_interval(secs => $1)
@@ -102,7 +102,7 @@ const USERS_ATTACHMENTS: &str = "(owner_user_id = $1 OR journal_entry_id IN (
 /// deleted or already purged.
 pub async fn purge_account(
     state: &AppState,
-    user_id: Uuid,
+    user_id: UserId,
     report: &mut AccountPurge,
 ) -> Result<(), ApiError> {
     // 1. Objects, before the rows that point at them go.
@@ -123,7 +123,7 @@ pub async fn purge_account(
         .await
         .map_err(crate::http::error::storage_unavailable)?;
     }
-    let export_ids: Vec<Uuid> =
+    let export_ids: Vec<ExportId> =
         sqlx::query_scalar("SELECT export_id FROM exports WHERE user_id = $1")
             .bind(user_id)
             .fetch_all(&state.db)
@@ -188,7 +188,13 @@ pub async fn purge_account(
         .await?
         .rows_affected();
 
-    let keys: Vec<(Uuid, Uuid, Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let keys: Vec<(
+        ApiKeyId,
+        ApiTeamId,
+        TeamId,
+        String,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
         "UPDATE api_keys k SET revoked_at = now(), revoked_by_user_id = $1
            FROM api_teams a
           WHERE a.api_team_id = k.api_team_id AND k.created_by_user_id = $1

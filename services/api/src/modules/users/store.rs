@@ -1,5 +1,6 @@
 //! Users' SQL: loading a user, and finding or creating one at sign-in.
 
+use domain::ids::UserId;
 use messages::journal::v1::UserCreated;
 
 use super::types::User;
@@ -7,12 +8,11 @@ use crate::http::error::ApiError;
 use crate::modules::users::types::NewUser;
 use sync_protocol::changes::{Op, Scope};
 use sync_protocol::synced_tx::{SyncedRecorder, SyncedTx};
-use uuid::Uuid;
 
 pub(crate) const USER_COLUMNS: &str = "user_id, email, name, avatar_url, timezone, email_verified, \
                             created_at, updated_at, deleted_at, version";
 
-pub async fn load(db: &sqlx::PgPool, user_id: Uuid) -> Result<User, ApiError> {
+pub async fn load(db: &sqlx::PgPool, user_id: UserId) -> Result<User, ApiError> {
     sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE user_id = $1 AND deleted_at IS NULL"
     ))
@@ -42,7 +42,7 @@ pub async fn find_or_create(tx: &mut SyncedTx<'_>, new: NewUser) -> Result<User,
             return Ok(user);
         }
     }
-    let by_email: Option<(Uuid, Option<String>)> = sqlx::query_as(
+    let by_email: Option<(UserId, Option<String>)> = sqlx::query_as(
         "SELECT user_id, google_subject FROM users
           WHERE lower(email) = lower($1) AND deleted_at IS NULL FOR UPDATE",
     )

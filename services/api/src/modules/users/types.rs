@@ -1,8 +1,8 @@
 //! A user as clients see them and the procedures' inputs and outputs.
 
 use chrono::{DateTime, Utc};
+use domain::ids::UserId;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
@@ -16,7 +16,7 @@ use sync_protocol::changes::SyncedRow;
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub email: String,
     pub name: String,
     pub avatar_url: Option<String>,

@@ -28,6 +28,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use domain::ids::UserId;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +41,7 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: VerifiedKey,
-    pub user_id: Uuid,
+    pub user_id: UserId,
 }
 
 pub(crate) async fn key_context(

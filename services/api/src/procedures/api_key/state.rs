@@ -2,9 +2,9 @@
 //! contexts.
 
 use crate::modules::subscriptions::metering::{KeyRateLimiter, QuotaCounter};
+use domain::ids::{ApiKeyId, UserId};
 use moka::future::Cache;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// How long a key's creator and plan rate are cached. A plan change is broadcast to every
 /// replica (`KeyVerifier::subscription_changed`), which reloads at once; a replica that
@@ -19,7 +19,7 @@ pub struct OpenApiState {
     /// The monthly quota, counted in Postgres.
     pub quota: QuotaCounter,
     /// api_key_id → its creator and its plan's rate, and when they were read.
-    pub(crate) contexts: Cache<Uuid, (KeyContext, Instant)>,
+    pub(crate) contexts: Cache<ApiKeyId, (KeyContext, Instant)>,
 }
 
 impl Default for OpenApiState {
@@ -37,6 +37,6 @@ impl Default for OpenApiState {
 
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub(crate) struct KeyContext {
-    pub(crate) created_by_user_id: Uuid,
+    pub(crate) created_by_user_id: UserId,
     pub(crate) requests_per_second: i32,
 }

@@ -18,10 +18,10 @@ pub use verifier::types::VerifiedKey;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use domain::ids::{ApiKeyId, ApiTeamId, TeamId, UserId};
 use messages::journal::v1::{ApiKeyCreated, ApiKeyRevoked};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::contract::errors;
 use crate::contract::schema::Text;
@@ -59,13 +59,13 @@ const PREFIX_ATTEMPTS: usize = 3;
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
-    pub api_key_id: Uuid,
-    pub api_team_id: Uuid,
-    pub team_id: Uuid,
+    pub api_key_id: ApiKeyId,
+    pub api_team_id: ApiTeamId,
+    pub team_id: TeamId,
     pub name: String,
     /// `jk_live_<8 chars>`: how the key is recognised in lists and logs.
     pub prefix: String,
-    pub created_by_user_id: Uuid,
+    pub created_by_user_id: UserId,
     #[serde(with = "chrono::serde::ts_milliseconds")]
     #[schemars(with = "i64")]
     pub created_at: DateTime<Utc>,
@@ -78,7 +78,7 @@ pub struct ApiKey {
     #[serde(with = "chrono::serde::ts_milliseconds_option")]
     #[schemars(with = "Option<i64>")]
     pub revoked_at: Option<DateTime<Utc>>,
-    pub revoked_by_user_id: Option<Uuid>,
+    pub revoked_by_user_id: Option<UserId>,
 }
 
 /// Columns of [`ApiKey`] for a query over `api_keys k JOIN api_teams a`.
@@ -98,7 +98,7 @@ pub struct CreatedApiKey {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInput {
-    team_id: Uuid,
+    team_id: TeamId,
     #[schemars(transform = Text::trimmed().min(1).max(NAME_MAX_CHARS))]
     name: String,
     /// Epoch milliseconds (or a `Date`); absent or `null` = never expires.
@@ -212,7 +212,7 @@ async fn create(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListInput {
-    team_id: Uuid,
+    team_id: TeamId,
 }
 
 impl Input for ListInput {}
@@ -240,7 +240,7 @@ async fn list(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeInput {
-    api_key_id: Uuid,
+    api_key_id: ApiKeyId,
 }
 
 impl Input for RevokeInput {}

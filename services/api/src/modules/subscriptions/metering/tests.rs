@@ -5,8 +5,8 @@ use super::*;
 #[test]
 fn a_key_gets_its_plans_rate_and_then_a_retry_after() {
     let limiter = KeyRateLimiter::default();
-    let key = Uuid::new_v4();
-    let other = Uuid::new_v4();
+    let key = ApiKeyId::generate();
+    let other = ApiKeyId::generate();
     assert!(limiter.check(key, 2).is_ok());
     assert!(limiter.check(key, 2).is_ok());
     let retry_after = limiter

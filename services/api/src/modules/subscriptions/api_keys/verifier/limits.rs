@@ -1,6 +1,7 @@
 //! The verifier's bookkeeping: `last_used_at` written at most once a minute per key, and the
 //! per-IP limit on failed verifications.
 
+use domain::ids::ApiKeyId;
 use governor::clock::Clock;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -16,7 +17,6 @@ pub(crate) const LAST_USED_FLUSH: Duration = Duration::from_secs(1);
 
 use governor::clock::DefaultClock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 
@@ -39,12 +39,12 @@ pub(crate) struct LastUsed {
 
 #[derive(Default)]
 pub(crate) struct LastUsedState {
-    pub(crate) queued_at: HashMap<Uuid, Instant>,
-    pub(crate) pending: HashSet<Uuid>,
+    pub(crate) queued_at: HashMap<ApiKeyId, Instant>,
+    pub(crate) pending: HashSet<ApiKeyId>,
 }
 
 impl LastUsed {
-    pub(crate) fn touch(&self, api_key_id: Uuid) {
+    pub(crate) fn touch(&self, api_key_id: ApiKeyId) {
         let now = Instant::now();
         let mut state = lock(&self.state);
         let due = state
@@ -57,7 +57,7 @@ impl LastUsed {
         }
     }
 
-    pub(crate) fn take(&self) -> Vec<Uuid> {
+    pub(crate) fn take(&self) -> Vec<ApiKeyId> {
         let now = Instant::now();
         let mut state = lock(&self.state);
         state

@@ -35,6 +35,7 @@
 pub mod limits;
 pub mod types;
 
+use domain::ids::{ApiKeyId, ApiTeamId, TeamId};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +52,6 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use self::limits::{FailureLimiter, LAST_USED_FLUSH, LastUsed, lock, rate_limited};
 use self::types::{
@@ -78,16 +78,16 @@ pub struct KeyVerifier {
     subject: String,
     ttl: Duration,
     keys: Cache<[u8; 32], Arc<VerifiedKey>>,
-    allowlists: Cache<Uuid, Arc<AllowList>>,
+    allowlists: Cache<ApiTeamId, Arc<AllowList>>,
     /// Keys revoked recently (kept twice the TTL: longer than any entry loaded before).
-    revoked: Mutex<HashMap<Uuid, Instant>>,
+    revoked: Mutex<HashMap<ApiKeyId, Instant>>,
     /// When each API team's allow-list last changed (kept twice the TTL).
-    allowlist_changed: Mutex<HashMap<Uuid, Instant>>,
+    allowlist_changed: Mutex<HashMap<ApiTeamId, Instant>>,
     /// App teams deleted recently (kept twice the TTL): their keys are refused.
-    deleted_teams: Mutex<HashMap<Uuid, Instant>>,
+    deleted_teams: Mutex<HashMap<TeamId, Instant>>,
     /// When each API team's plan last changed (kept twice the TTL and at least as long as
     /// any plan-rate cache entry lives).
-    subscription_changed: Mutex<HashMap<Uuid, Instant>>,
+    subscription_changed: Mutex<HashMap<ApiTeamId, Instant>>,
     scrypt_permits: Arc<Semaphore>,
     scrypt_runs: AtomicU64,
     ip_failures: FailureLimiter<IpAddr>,
@@ -284,7 +284,7 @@ impl KeyVerifier {
         .map_err(ApiError::Internal)
     }
 
-    async fn allowlist(&self, api_team_id: Uuid) -> Result<Arc<AllowList>, ApiError> {
+    async fn allowlist(&self, api_team_id: ApiTeamId) -> Result<Arc<AllowList>, ApiError> {
         if let Some(list) = self.allowlists.get(&api_team_id).await {
             if !self.allowlist_changed_since(api_team_id, list.loaded_at) {
                 return Ok(list);
@@ -323,7 +323,7 @@ impl KeyVerifier {
 
     /// A key was revoked (the transaction committed): refuse it here at once and tell every
     /// other replica.
-    pub async fn revoked(&self, api_key_id: Uuid) {
+    pub async fn revoked(&self, api_key_id: ApiKeyId) {
         self.apply(&Invalidation::ApiKeyRevoked { api_key_id });
         self.broadcast(&Invalidation::ApiKeyRevoked { api_key_id })
             .await;
@@ -331,13 +331,13 @@ impl KeyVerifier {
 
     /// An app team was deleted (committed), and with it its API team: refuse its keys here at
     /// once and tell every other replica, so no cached key outlives the team.
-    pub async fn team_deleted(&self, team_id: Uuid) {
+    pub async fn team_deleted(&self, team_id: TeamId) {
         self.apply(&Invalidation::TeamDeleted { team_id });
         self.broadcast(&Invalidation::TeamDeleted { team_id }).await;
     }
 
     /// An API team's allow-list changed (committed): reload it here and on every replica.
-    pub async fn allowlist_changed(&self, api_team_id: Uuid) {
+    pub async fn allowlist_changed(&self, api_team_id: ApiTeamId) {
         self.apply(&Invalidation::AllowlistChanged { api_team_id });
         self.allowlists.invalidate(&api_team_id).await;
         self.broadcast(&Invalidation::AllowlistChanged { api_team_id })
@@ -346,7 +346,7 @@ impl KeyVerifier {
 
     /// An API team's plan changed (committed): every replica reloads the plan rate it caches
     /// for the team's keys.
-    pub async fn subscription_changed(&self, api_team_id: Uuid) {
+    pub async fn subscription_changed(&self, api_team_id: ApiTeamId) {
         self.apply(&Invalidation::SubscriptionChanged { api_team_id });
         self.broadcast(&Invalidation::SubscriptionChanged { api_team_id })
             .await;
@@ -354,7 +354,7 @@ impl KeyVerifier {
 
     /// Whether the API team's plan changed at or after `loaded_at` (as far as this replica
     /// heard): a cached plan rate loaded then is stale.
-    pub fn subscription_changed_since(&self, api_team_id: Uuid, loaded_at: Instant) -> bool {
+    pub fn subscription_changed_since(&self, api_team_id: ApiTeamId, loaded_at: Instant) -> bool {
         lock(&self.subscription_changed)
             .get(&api_team_id)
             .is_some_and(|changed_at| *changed_at >= loaded_at)
@@ -412,15 +412,15 @@ impl KeyVerifier {
         }
     }
 
-    fn is_revoked(&self, api_key_id: Uuid) -> bool {
+    fn is_revoked(&self, api_key_id: ApiKeyId) -> bool {
         lock(&self.revoked).contains_key(&api_key_id)
     }
 
-    fn is_team_deleted(&self, team_id: Uuid) -> bool {
+    fn is_team_deleted(&self, team_id: TeamId) -> bool {
         lock(&self.deleted_teams).contains_key(&team_id)
     }
 
-    fn allowlist_changed_since(&self, api_team_id: Uuid, loaded_at: Instant) -> bool {
+    fn allowlist_changed_since(&self, api_team_id: ApiTeamId, loaded_at: Instant) -> bool {
         lock(&self.allowlist_changed)
             .get(&api_team_id)
             .is_some_and(|changed_at| *changed_at >= loaded_at)

@@ -23,7 +23,7 @@ fn only_failures_past_the_quota_block_and_the_block_names_its_wait() {
 #[test]
 fn last_used_is_queued_once_per_interval() {
     let last_used = LastUsed::default();
-    let id = Uuid::new_v4();
+    let id = ApiKeyId::generate();
     last_used.touch(id);
     last_used.touch(id);
     assert_eq!(last_used.take(), vec![id]);

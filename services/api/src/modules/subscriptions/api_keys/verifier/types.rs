@@ -1,6 +1,7 @@
 //! What verification answers and remembers: a verified key, the allow-list, load errors and
 //! the refusals.
 
+use domain::ids::{ApiKeyId, ApiTeamId, TeamId};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -8,16 +9,15 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::http::error::ApiError;
 
 /// A key that verified: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedKey {
-    pub api_key_id: Uuid,
-    pub api_team_id: Uuid,
-    pub team_id: Uuid,
+    pub api_key_id: ApiKeyId,
+    pub api_team_id: ApiTeamId,
+    pub team_id: TeamId,
     /// `jk_live_<id>`: safe to log.
     pub prefix: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -28,15 +28,15 @@ pub struct VerifiedKey {
 #[serde(rename_all = "camelCase")]
 pub(crate) enum Invalidation {
     #[serde(rename_all = "camelCase")]
-    ApiKeyRevoked { api_key_id: Uuid },
+    ApiKeyRevoked { api_key_id: ApiKeyId },
     #[serde(rename_all = "camelCase")]
-    AllowlistChanged { api_team_id: Uuid },
+    AllowlistChanged { api_team_id: ApiTeamId },
     /// The app team (and with it its API team and every key) was deleted.
     #[serde(rename_all = "camelCase")]
-    TeamDeleted { team_id: Uuid },
+    TeamDeleted { team_id: TeamId },
     /// The API team's plan changed: cached plan rates of its keys are stale.
     #[serde(rename_all = "camelCase")]
-    SubscriptionChanged { api_team_id: Uuid },
+    SubscriptionChanged { api_team_id: ApiTeamId },
 }
 
 /// An API team's allow-list as loaded at `loaded_at` (before its query ran).
@@ -91,9 +91,9 @@ pub fn ip_not_allowed() -> ApiError {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
-    pub(crate) api_key_id: Uuid,
-    pub(crate) api_team_id: Uuid,
-    pub(crate) team_id: Uuid,
+    pub(crate) api_key_id: ApiKeyId,
+    pub(crate) api_team_id: ApiTeamId,
+    pub(crate) team_id: TeamId,
     pub(crate) prefix: String,
     pub(crate) key_hash: String,
     pub(crate) expires_at: Option<DateTime<Utc>>,
