@@ -62,8 +62,9 @@ fn main() -> Result<(), String> {
 }
 
 /// utoipa's derives look a field's type up by its last path segment: each id newtype is an
-/// alias of `uuid::Uuid`, so OpenAPI inlines `{type: string, format: uuid}` as it did for the
-/// plain uuids (the published document does not change).
+/// alias of `uuid::Uuid` and `EpochMillis` one of `i64`, so OpenAPI inlines
+/// `{type: string, format: uuid}` and `{type: integer, format: int64}` as it did for the
+/// plain uuids and timestamps (the published document does not change).
 fn utoipa_aliases() {
     println!("cargo::rerun-if-changed=../../shared/domain/src/id_type_names.rs");
     ID_TYPE_NAMES
@@ -71,5 +72,6 @@ fn utoipa_aliases() {
         .fold(utoipa_config::Config::new(), |config, name| {
             config.alias_for(name, "uuid::Uuid")
         })
+        .alias_for("EpochMillis", "i64")
         .write_to_file();
 }

@@ -173,14 +173,14 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
     assert_eq!(events.len(), 1);
     let facts = events[0].facts.clone().unwrap();
     let local = chrono_tz::Pacific::Kiritimati
-        .timestamp_millis_opt(first.created_at.timestamp_millis())
+        .timestamp_millis_opt(first.created_at.millis())
         .unwrap();
     assert_eq!(facts.created_local_hour, local.hour() as i32);
     assert_eq!(
         facts.created_local_date,
         local.date_naive().format("%Y-%m-%d").to_string()
     );
-    assert_eq!(events[0].created_at_ms, first.created_at.timestamp_millis());
+    assert_eq!(events[0].created_at_ms, first.created_at.millis());
 
     // Now the timezone is known: one Execute, no simple query, for each create.
     for (user, team, prompt) in [
@@ -214,7 +214,10 @@ async fn a_create_is_one_statement_and_a_refused_one_writes_nothing() {
         .fetch_one(&api.pool)
         .await
         .unwrap();
-        assert_eq!(stored, (created.created_at, created.updated_at, 1));
+        assert_eq!(
+            stored,
+            (created.created_at.at(), created.updated_at.at(), 1)
+        );
         assert_eq!(created.team_id, team);
         assert_eq!(created.prompt_id, prompt);
     }

@@ -24,12 +24,31 @@ impl EpochMillis {
         }
     }
 
+    /// The current instant (a row this process writes now).
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
     pub fn at(self) -> DateTime<Utc> {
         self.0
     }
 
     pub fn millis(self) -> i64 {
         self.0.timestamp_millis()
+    }
+}
+
+/// An instant read from somewhere that already holds one (a `timestamptz`, the clock): no
+/// range check, which only guards what clients send.
+impl From<DateTime<Utc>> for EpochMillis {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self(at)
+    }
+}
+
+impl From<EpochMillis> for DateTime<Utc> {
+    fn from(at: EpochMillis) -> Self {
+        at.0
     }
 }
 

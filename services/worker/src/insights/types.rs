@@ -4,6 +4,7 @@
 use bus::HandlerError;
 use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
 use domain::ids::{JournalEntryId, TeamId, UserId};
+use domain::time::EpochMillis;
 use messages::journal::v1::JournalEntryFacts;
 use serde::Serialize;
 
@@ -201,10 +202,8 @@ pub struct EntryInsights {
     /// 24 counts: live entries by the hour (0–23) they were written, in the author's timezone.
     pub hour_histogram: Vec<i32>,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    pub updated_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
     pub version: i64,
 }
 
@@ -227,13 +226,10 @@ pub struct EntryInsightDay {
     pub day: NaiveDate,
     pub entry_count: i32,
     pub word_count: i64,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    pub updated_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
     /// Set when no entry is left on the day (the tombstone).
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 

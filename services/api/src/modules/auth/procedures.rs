@@ -85,8 +85,8 @@ pub(crate) async fn current_session(
     Ok(Rpc(CurrentSession {
         session: Some(SessionInfo {
             session_id: session.session_id,
-            created_at: session.created_at,
-            expires_at: session.expires_at,
+            created_at: session.created_at.into(),
+            expires_at: session.expires_at.into(),
         }),
         user: Some(user),
     }))

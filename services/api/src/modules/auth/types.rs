@@ -1,7 +1,7 @@
 //! The `auth.*` procedures' inputs and outputs.
 
-use chrono::{DateTime, Utc};
 use domain::ids::{SessionId, UserId};
+use domain::time::EpochMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::http::validation::Input;
@@ -33,12 +33,8 @@ pub struct DevLoginOutput {
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     pub session_id: SessionId,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub expires_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
+    pub expires_at: EpochMillis,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -53,15 +49,9 @@ pub struct CurrentSession {
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
     pub(crate) session_id: SessionId,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub(crate) created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub(crate) last_seen_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) created_at: EpochMillis,
+    pub(crate) last_seen_at: EpochMillis,
+    pub(crate) expires_at: EpochMillis,
     pub(crate) user_agent: Option<String>,
     pub(crate) ip_address: Option<String>,
     /// The session making this call.

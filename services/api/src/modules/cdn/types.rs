@@ -1,9 +1,9 @@
 //! The attachment row, its wire types and the rules for object keys and file names.
 
 use domain::ids::{AttachmentId, JournalEntryId, TeamId, UserId};
+use domain::time::EpochMillis;
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
@@ -105,18 +105,10 @@ pub struct Attachment {
     pub width: Option<i32>,
     pub height: Option<i32>,
     /// Epoch milliseconds: until when the upload URL works.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub upload_expires_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub updated_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub upload_expires_at: EpochMillis,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
     #[serde(skip)]
     pub object_key: String,

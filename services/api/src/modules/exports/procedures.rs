@@ -45,7 +45,7 @@ pub async fn create(
     let task = ExportUserData {
         export_id: export.export_id.to_string(),
         user_id: session.user_id.to_string(),
-        requested_at_ms: export.requested_at.timestamp_millis(),
+        requested_at_ms: export.requested_at.millis(),
     };
     bus::outbox::emit(&mut tx, &task).await?;
     tx.commit().await?;

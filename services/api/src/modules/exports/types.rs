@@ -1,7 +1,7 @@
 //! An export as clients see it and the procedures' inputs.
 
-use chrono::{DateTime, Utc};
 use domain::ids::ExportId;
+use domain::time::EpochMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::http::validation::Input;
@@ -15,18 +15,12 @@ pub struct Export {
     /// (the account was deleted: the archive is gone).
     pub status: String,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub requested_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub ready_at: Option<DateTime<Utc>>,
+    pub requested_at: EpochMillis,
+    pub ready_at: Option<EpochMillis>,
     pub size_bytes: Option<i64>,
     /// The presigned download link, while it is valid.
     pub download_url: Option<String>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<EpochMillis>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

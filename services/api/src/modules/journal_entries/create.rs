@@ -86,8 +86,8 @@ pub async fn create_entry(
         content: entry.content,
         mood: entry.mood,
         tags: entry.tags.unwrap_or_default(),
-        created_at: now,
-        updated_at: now,
+        created_at: now.into(),
+        updated_at: now.into(),
         deleted_at: None,
         version: 1,
     };
@@ -194,7 +194,7 @@ fn created_outbox(written: &Written) -> Result<bus::outbox::OutboxBatch, ApiErro
         journal_entry_id: created.journal_entry_id.to_string(),
         author_user_id: created.author_user_id.to_string(),
         team_id: created.team_id_text(),
-        created_at_ms: created.created_at.timestamp_millis(),
+        created_at_ms: created.created_at.millis(),
         version: created.version,
         facts: Some(written.facts()),
     };

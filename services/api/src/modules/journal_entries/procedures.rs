@@ -129,7 +129,7 @@ pub async fn restore(
         crate::modules::cdn::store::restore_for_entry(
             &mut tx,
             restored.journal_entry_id,
-            deleted_at,
+            deleted_at.at(),
         )
         .await?;
     }

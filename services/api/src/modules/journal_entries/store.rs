@@ -57,7 +57,7 @@ impl Written {
             .as_deref()
             .and_then(|zone| zone.parse().ok())
             .unwrap_or(Tz::UTC);
-        let created_local = entry.created_at.with_timezone(&zone);
+        let created_local = entry.created_at.at().with_timezone(&zone);
         JournalEntryFacts {
             word_count: i32::try_from(entry.content.split_whitespace().count()).unwrap_or(i32::MAX),
             entry_date: entry
@@ -65,7 +65,7 @@ impl Written {
                 .map(|date| date.format("%Y-%m-%d").to_string()),
             created_local_date: created_local.date_naive().format("%Y-%m-%d").to_string(),
             created_local_hour: created_local.hour() as i32,
-            created_at_ms: entry.created_at.timestamp_millis(),
+            created_at_ms: entry.created_at.millis(),
         }
     }
 }
@@ -222,7 +222,7 @@ pub async fn list_page(
 
     let mut items: Vec<JournalEntry> = query.build_query_as().fetch_all(&mut *conn).await?;
     let next_cursor = finish_page(&mut items, limit, |last| KeysetCursor {
-        created_at: last.created_at,
+        created_at: last.created_at.at(),
         id: last.journal_entry_id.uuid(),
     });
     Ok(Page { items, next_cursor })
@@ -266,7 +266,7 @@ pub async fn update_loaded(
     check_version(
         input.expected_version,
         current.version,
-        current.updated_at,
+        current.updated_at.at(),
         "This journal entry",
     )?;
     if input.changes_nothing() {

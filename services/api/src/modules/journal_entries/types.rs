@@ -1,6 +1,6 @@
 //! A journal entry as clients see it, the procedures' inputs and outputs, and their checks.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use domain::ids::{JournalEntryId, PromptId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -36,20 +36,11 @@ pub struct JournalEntry {
     #[schema(value_type = Option<String>, format = Date)]
     pub entry_date: Option<NaiveDate>,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub created_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: EpochMillis,
     /// Epoch milliseconds; set on a deleted entry.
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    #[schema(value_type = Option<i64>)]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 

@@ -74,7 +74,7 @@ pub(crate) async fn list(
     query.push_bind(limit + 1);
     let mut items: Vec<RequestLogRow> = query.build_query_as().fetch_all(&mut *conn).await?;
     let next_cursor = finish_page(&mut items, limit, |last| KeysetCursor {
-        created_at: last.created_at,
+        created_at: last.created_at.at(),
         id: last.request_log_id,
     });
     Ok(Rpc(Page { items, next_cursor }))

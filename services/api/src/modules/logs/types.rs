@@ -234,9 +234,7 @@ impl Input for ListInput {
 #[serde(rename_all = "camelCase")]
 pub struct RequestLogRow {
     pub request_log_id: Uuid,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
     pub team_id: Option<TeamId>,
     pub api_team_id: Option<ApiTeamId>,
     pub api_key_prefix: Option<String>,

@@ -78,7 +78,7 @@ pub(crate) async fn update(
     check_version(
         input.expected_version,
         current.version,
-        current.updated_at,
+        current.updated_at.at(),
         "This prompt",
     )?;
     if input.text.is_none() && input.schedule.is_none() {

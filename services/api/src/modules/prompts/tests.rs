@@ -21,8 +21,8 @@ fn prompt(id: u128, schedule: Option<(&str, &str, &[i16])>) -> Prompt {
             timezone: timezone.to_owned(),
             weekdays: weekdays.to_vec(),
         }),
-        created_at: at,
-        updated_at: at,
+        created_at: at.into(),
+        updated_at: at.into(),
         deleted_at: None,
         version: 1,
     }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveTime, Utc};
 use domain::ids::{PromptId, TeamId, UserId};
+use domain::time::EpochMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
@@ -46,20 +47,11 @@ pub struct Prompt {
     pub text: String,
     pub schedule: Option<Schedule>,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub created_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: EpochMillis,
     /// Epoch milliseconds; set on a deleted prompt.
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    #[schema(value_type = Option<i64>)]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 
@@ -103,9 +95,9 @@ impl From<PromptRow> for Prompt {
             author_user_id: row.author_user_id,
             text: row.text,
             schedule,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            deleted_at: row.deleted_at,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+            deleted_at: row.deleted_at.map(Into::into),
             version: row.version,
         }
     }

@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use domain::ids::{ApiTeamId, SubscriptionId, TeamId, UserId};
+use domain::time::EpochMillis;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -117,12 +118,8 @@ pub struct Plan {
 pub struct Subscription {
     pub subscription_id: SubscriptionId,
     pub plan_id: String,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub period_start: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub period_end: DateTime<Utc>,
+    pub period_start: EpochMillis,
+    pub period_end: EpochMillis,
     pub usage_count: i64,
 }
 
@@ -133,20 +130,14 @@ pub struct ApiTeam {
     pub api_team_id: ApiTeamId,
     pub team_id: TeamId,
     pub enabled_by_user_id: UserId,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub updated_at: DateTime<Utc>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
     pub plan: Plan,
     pub subscription: Subscription,
     /// false while an owner or admin has switched the team's open API access off
     /// (`subscriptions.disableApiAccess`): its keys are refused with `API_ACCESS_DISABLED`.
     pub api_access_enabled: bool,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub api_access_disabled_at: Option<DateTime<Utc>>,
+    pub api_access_disabled_at: Option<EpochMillis>,
     pub api_access_disabled_by_user_id: Option<UserId>,
     /// CIDRs such as `203.0.113.0/24` or `2001:db8::/32`, IPv4 first, in address order;
     /// empty = every network may use the team's keys.
@@ -199,12 +190,12 @@ async fn load_api_team(
         api_team_id: row.api_team_id,
         team_id: row.team_id,
         enabled_by_user_id: row.enabled_by_user_id,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
+        created_at: row.created_at.into(),
+        updated_at: row.updated_at.into(),
         plan: row.plan,
         subscription: row.subscription,
         api_access_enabled: row.api_access_disabled_at.is_none(),
-        api_access_disabled_at: row.api_access_disabled_at,
+        api_access_disabled_at: row.api_access_disabled_at.map(Into::into),
         api_access_disabled_by_user_id: row.api_access_disabled_by_user_id,
         ip_allowlist,
     }))

@@ -3,7 +3,6 @@
 
 use axum::extract::{Request, State};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
 use domain::ids::{ApiKeyId, ApiTeamId, TeamId};
 use serde::Serialize;
 
@@ -25,13 +24,9 @@ pub struct UsageReport {
     pub used: i64,
     pub remaining: i64,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schema(value_type = i64)]
-    pub period_start: DateTime<Utc>,
+    pub period_start: EpochMillis,
     /// Epoch milliseconds: when the count starts again.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schema(value_type = i64)]
-    pub period_end: DateTime<Utc>,
+    pub period_end: EpochMillis,
 }
 
 #[utoipa::path(

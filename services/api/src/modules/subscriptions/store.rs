@@ -48,11 +48,11 @@ pub async fn load_status(
         team_id: row.team_id,
         remaining: (row.plan.monthly_request_quota - row.usage_count).max(0),
         plan: row.plan,
-        period_start: row.period_start,
-        period_end: row.period_end,
+        period_start: row.period_start.into(),
+        period_end: row.period_end.into(),
         usage_count: row.usage_count,
         api_access_enabled: row.api_access_disabled_at.is_none(),
-        api_access_disabled_at: row.api_access_disabled_at,
+        api_access_disabled_at: row.api_access_disabled_at.map(Into::into),
     }))
 }
 
@@ -83,9 +83,7 @@ pub async fn load_history(
     items.truncate(usize::try_from(limit).unwrap_or(0));
     let next_before = if more {
         // Periods are a month apart: the millisecond cursor never skips one.
-        items
-            .last()
-            .map(|last| last.period_start.timestamp_millis())
+        items.last().map(|last| last.period_start.millis())
     } else {
         None
     };

@@ -1,6 +1,5 @@
 //! A subscription, its usage periods and the procedures' inputs.
 
-use chrono::{DateTime, Utc};
 use domain::ids::{ApiTeamId, SubscriptionId, TeamId};
 use serde::{Deserialize, Serialize};
 
@@ -26,15 +25,9 @@ pub struct SubscriptionStatus {
     pub team_id: TeamId,
     pub plan: Plan,
     /// Epoch milliseconds: the current metering period, `[periodStart, periodEnd)`.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub period_start: DateTime<Utc>,
+    pub period_start: EpochMillis,
     /// Epoch milliseconds: when the count starts again.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub period_end: DateTime<Utc>,
+    pub period_end: EpochMillis,
     /// Requests counted in the current period (over the REST API: this request included).
     pub usage_count: i64,
     /// What the plan still allows in this period (0 when a downgrade left the count above it).
@@ -42,10 +35,7 @@ pub struct SubscriptionStatus {
     /// false while API access is disabled: every request with the team's keys is refused.
     pub api_access_enabled: bool,
     /// Epoch milliseconds; set while API access is disabled.
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    #[schema(value_type = Option<i64>)]
-    pub api_access_disabled_at: Option<DateTime<Utc>>,
+    pub api_access_disabled_at: Option<EpochMillis>,
 }
 
 /// One closed metering period of the usage history.
@@ -59,20 +49,11 @@ pub struct UsagePeriod {
     /// Requests counted in the period.
     pub usage_count: i64,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub period_start: DateTime<Utc>,
+    pub period_start: EpochMillis,
     /// Epoch milliseconds.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub period_end: DateTime<Utc>,
+    pub period_end: EpochMillis,
     /// Epoch milliseconds: when the period was rolled over and recorded.
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    #[schema(value_type = i64)]
-    pub closed_at: DateTime<Utc>,
+    pub closed_at: EpochMillis,
 }
 
 /// A page of the usage history, newest period first.

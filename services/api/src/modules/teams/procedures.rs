@@ -191,7 +191,7 @@ pub(crate) async fn invite(
         role: invitation.role.as_str().to_owned(),
         invited_by_user_id: invitation.invited_by_user_id.to_string(),
         invited_by_name: invitation.invited_by_name.clone(),
-        expires_at_ms: invitation.expires_at.timestamp_millis(),
+        expires_at_ms: invitation.expires_at.millis(),
     });
     tx.commit().await?;
     Ok(Rpc(invitation))

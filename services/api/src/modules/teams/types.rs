@@ -1,7 +1,7 @@
 //! Teams, members, roles and invitations as clients see them, and the procedures' inputs.
 
-use chrono::{DateTime, Utc};
 use domain::ids::{TeamId, TeamInvitationId, UserId};
+use domain::time::EpochMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
@@ -67,15 +67,9 @@ pub struct Team {
     pub team_id: TeamId,
     pub name: String,
     pub created_by_user_id: UserId,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub updated_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 
@@ -98,15 +92,9 @@ pub struct TeamMember {
     pub user_id: UserId,
     #[sqlx(try_from = "String")]
     pub role: Role,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub updated_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 
@@ -148,9 +136,7 @@ pub struct MemberProfile {
     pub avatar_url: Option<String>,
     #[sqlx(try_from = "String")]
     pub role: Role,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub joined_at: DateTime<Utc>,
+    pub joined_at: EpochMillis,
 }
 
 /// `teams.get`: the team, the caller's role and the active members.
@@ -221,15 +207,9 @@ pub struct TeamInvitation {
     pub invited_by_name: String,
     #[sqlx(try_from = "String")]
     pub status: InvitationStatus,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub expires_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub responded_at: Option<DateTime<Utc>>,
+    pub created_at: EpochMillis,
+    pub expires_at: EpochMillis,
+    pub responded_at: Option<EpochMillis>,
 }
 
 fn check_name(issues: &mut Issues, name: &str) {

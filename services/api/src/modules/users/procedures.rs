@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
-use chrono::Utc;
+use domain::time::EpochMillis;
 use messages::journal::v1::{UserDeleted, UserProfileUpdated};
 
 use super::store::load;
@@ -128,10 +128,10 @@ pub(crate) async fn delete(
     // Last, just before the commit: object storage failing fails the deletion (503), so no
     // export link outlives it.
     crate::modules::exports::store::revoke_for_user(&mut tx, &state.storage, user.user_id).await?;
-    let deleted_at = user.deleted_at.unwrap_or_else(Utc::now);
+    let deleted_at = user.deleted_at.unwrap_or_else(EpochMillis::now);
     tx.emit(&UserDeleted {
         user_id: user.user_id.to_string(),
-        deleted_at_ms: deleted_at.timestamp_millis(),
+        deleted_at_ms: deleted_at.millis(),
     });
     tx.commit().await?;
     for team_id in deleted_teams {

@@ -1,7 +1,7 @@
 //! A user as clients see them and the procedures' inputs and outputs.
 
-use chrono::{DateTime, Utc};
 use domain::ids::UserId;
+use domain::time::EpochMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
@@ -22,15 +22,9 @@ pub struct User {
     pub avatar_url: Option<String>,
     pub timezone: String,
     pub email_verified: bool,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub updated_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub deleted_at: Option<DateTime<Utc>>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub deleted_at: Option<EpochMillis>,
     pub version: i64,
 }
 
@@ -89,7 +83,5 @@ impl Input for UpdateInput {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub(crate) deleted_at: DateTime<Utc>,
+    pub(crate) deleted_at: EpochMillis,
 }

@@ -17,7 +17,7 @@ pub use verifier::types::VerifiedKey;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use domain::ids::{ApiKeyId, ApiTeamId, TeamId, UserId};
 use messages::journal::v1::{ApiKeyCreated, ApiKeyRevoked};
 use secrecy::ExposeSecret;
@@ -66,18 +66,10 @@ pub struct ApiKey {
     /// `jk_live_<8 chars>`: how the key is recognised in lists and logs.
     pub prefix: String,
     pub created_by_user_id: UserId,
-    #[serde(with = "chrono::serde::ts_milliseconds")]
-    #[schemars(with = "i64")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub last_used_at: Option<DateTime<Utc>>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(with = "chrono::serde::ts_milliseconds_option")]
-    #[schemars(with = "Option<i64>")]
-    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: EpochMillis,
+    pub last_used_at: Option<EpochMillis>,
+    pub expires_at: Option<EpochMillis>,
+    pub revoked_at: Option<EpochMillis>,
     pub revoked_by_user_id: Option<UserId>,
 }
 
@@ -192,7 +184,7 @@ async fn create(
                 prefix: api_key.prefix.clone(),
                 name: api_key.name.clone(),
                 created_by_user_id: session.user_id.to_string(),
-                expires_at_ms: api_key.expires_at.map_or(0, |at| at.timestamp_millis()),
+                expires_at_ms: api_key.expires_at.map_or(0, |at| at.millis()),
             },
             &api_key.api_key_id.to_string(),
         )
@@ -282,7 +274,7 @@ async fn revoke(
     .bind(session.user_id)
     .fetch_one(&mut *tx)
     .await?;
-    let revoked_at = revoked.revoked_at.unwrap_or_else(Utc::now);
+    let revoked_at = revoked.revoked_at.unwrap_or_else(EpochMillis::now);
     bus::outbox::emit_ordered(
         &mut tx,
         &ApiKeyRevoked {
@@ -291,7 +283,7 @@ async fn revoke(
             team_id: revoked.team_id.to_string(),
             prefix: revoked.prefix.clone(),
             revoked_by_user_id: session.user_id.to_string(),
-            revoked_at_ms: revoked_at.timestamp_millis(),
+            revoked_at_ms: revoked_at.millis(),
         },
         &revoked.api_key_id.to_string(),
     )
