@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus::BusRouter;
 use bus::headers;
 use bus::outbox::OutboxBatch;
 use bus::relay::{self, RelayConfig};
-use common::{Fixture, Recorder, probe, record, sequences_by_key};
+use common::{Fixture, Recorder, probe, sequences_by_key};
 use messages::definition::BusMessage;
 use messages::journal::v1::BusProbe;
 use prost::Message;

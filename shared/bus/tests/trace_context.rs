@@ -9,7 +9,6 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::relay::{self, RelayConfig};
 use bus::{BusRouter, HandlerError, Meta, Msg, State};
 use messages::journal::v1::BusProbe;
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};

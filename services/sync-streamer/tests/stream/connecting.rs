@@ -125,7 +125,7 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         .await
         .ok();
     settle(&api).await;
-    let (mut sse, mut resumed) = follow(
+    let (_sse, resumed) = follow(
         &streamer.base_url,
         &sync_token(&api, &bob).await,
         Some(&before.to_string()),

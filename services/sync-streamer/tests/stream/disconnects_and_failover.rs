@@ -132,7 +132,7 @@ async fn revocation_expiry_and_shutdown_close_streams() {
     let ada = api.login(&unique_email("ada")).await;
 
     // Expiry.
-    let (mut sse, mut copy) = follow(
+    let (_sse, copy) = follow(
         &streamer.base_url,
         &sync_token(&api, &ada).await,
         None,
@@ -212,7 +212,7 @@ async fn a_second_replica_takes_the_materializer_over_when_the_leader_dies() {
         .await
         .ok();
     settle(&api).await;
-    let (mut sse, mut copy) = follow(
+    let (_sse, copy) = follow(
         &follower.base_url,
         &sync_token(&api, &ada).await,
         None,

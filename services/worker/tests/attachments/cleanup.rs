@@ -8,9 +8,7 @@ use messages::journal::v1::CleanUpAbandonedUploads;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{
-    CRON_SECRET, System, create_upload, png, purge_retention, put_upload, upload_attachment,
-};
+use crate::common::{System, create_upload, png, purge_retention, put_upload, upload_attachment};
 use crate::fixtures::{assert_refused, attachment_changes, id, start_with_cron_secret};
 
 #[tokio::test]

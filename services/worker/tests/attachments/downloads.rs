@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::{
-    CRON_SECRET, System, User, create_upload, png, purge_retention, put_upload, settled_attachment,
+    System, User, create_upload, png, purge_retention, put_upload, settled_attachment,
     upload_attachment,
 };
 use crate::fixtures::{assert_refused, attachment_changes, get_url, id, start_with_cron_secret};

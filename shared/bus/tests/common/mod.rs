@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus::relay::{self, RelayConfig};
-use bus::{Bus, BusRouter, HandlerError, Meta, Msg, RunningRouter, State};
+use bus::router::RunningRouter;
+use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
 use messages::journal::v1::BusProbe;
 use sqlx::PgPool;
 use test_support::TestDb;
