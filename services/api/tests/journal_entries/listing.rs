@@ -178,7 +178,7 @@ async fn search_tag_and_date_filters() {
     let list = |input: Value| {
         let api = &api;
         let alice = &alice;
-        async move { titles(&list_entries(&api, alice, input).await.ok()) }
+        async move { titles(&list_entries(api, alice, input).await.ok()) }
     };
     assert_eq!(list(json!({"q": "fox"})).await, vec!["Morning"]);
     assert_eq!(list(json!({"q": "brown FOX"})).await, vec!["Morning"]);

@@ -39,11 +39,11 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
             )
             .await;
         assert_error(&renamed, 404, "NOT_FOUND");
-        let invited = invite(&api, &dave, &id, "x@example.com").await;
+        let invited = invite(&api, &dave, id, "x@example.com").await;
         assert_error(&invited, 404, "NOT_FOUND");
-        let left = leave(&api, &dave, &id).await;
+        let left = leave(&api, &dave, id).await;
         assert_error(&left, 404, "NOT_FOUND");
-        let changed = change_role(&api, &dave, &id, &dave, "owner").await;
+        let changed = change_role(&api, &dave, id, &dave, "owner").await;
         assert_error(&changed, 404, "NOT_FOUND");
     }
 

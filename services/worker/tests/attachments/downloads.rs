@@ -14,7 +14,7 @@ use crate::fixtures::{assert_refused, attachment_changes, get_url, id, start_wit
 async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) {
     let link = system.ok(user, "cdn/getDownloadUrl", input).await;
     assert!(link["expiresAt"].as_i64().unwrap() > Utc::now().timestamp_millis());
-    let response = get_url(&system, &link["url"]).await;
+    let response = get_url(system, &link["url"]).await;
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
 }
