@@ -18,7 +18,7 @@ use crate::context::BenchContext;
 use crate::measure::OpInfo;
 use crate::report::Measurement;
 use crate::scenario::{BoxFuture, Scenario};
-use crate::scenarios::bus_rig::{AfterVariant, BusRig, Load, RelaySetup, Variant};
+use crate::scenarios::bus_rig::{AfterVariant, BusRig, RelaySetup, Variant};
 
 const NAME: &str = "events";
 /// Diagnostics only: run the relay differently from production (see
@@ -30,22 +30,10 @@ const SCHEMA_PREFIX: &str = "bench_bus";
 const POOL_SIZE: u32 = 32;
 
 const VARIANTS: [Variant; 3] = [
-    Variant {
-        name: "steady-500/s",
-        load: Load::Open {
-            rate: 500.0,
-            // Far above what 500/s needs when healthy; only bounds a stall.
-            max_in_flight: 512,
-        },
-    },
-    Variant {
-        name: "saturation",
-        load: Load::Closed { concurrency: 256 },
-    },
-    Variant {
-        name: "saturation",
-        load: Load::Closed { concurrency: 512 },
-    },
+    // The in-flight bound is far above what 500/s needs when healthy; it only bounds a stall.
+    Variant::open("steady-500/s", 500.0, 512),
+    Variant::closed("saturation", 256),
+    Variant::closed("saturation", 512),
 ];
 
 const PHASES: [&str; 4] = [

@@ -18,7 +18,7 @@ use crate::context::BenchContext;
 use crate::measure::OpInfo;
 use crate::report::Measurement;
 use crate::scenario::{BoxFuture, Scenario};
-use crate::scenarios::bus_rig::{AfterVariant, BusRig, Load, Variant};
+use crate::scenarios::bus_rig::{AfterVariant, BusRig, Variant};
 
 const NAME: &str = "tasks";
 /// The schema is `bench_tasks_<suffix>`, unique per run.
@@ -27,28 +27,10 @@ const SCHEMA_PREFIX: &str = "bench_tasks";
 const POOL_SIZE: u32 = 8;
 
 const VARIANTS: [Variant; 4] = [
-    Variant {
-        name: "steady-500/s",
-        load: Load::Open {
-            rate: 500.0,
-            max_in_flight: 512,
-        },
-    },
-    Variant {
-        name: "steady-5000/s",
-        load: Load::Open {
-            rate: 5000.0,
-            max_in_flight: 1024,
-        },
-    },
-    Variant {
-        name: "saturation",
-        load: Load::Closed { concurrency: 256 },
-    },
-    Variant {
-        name: "saturation",
-        load: Load::Closed { concurrency: 512 },
-    },
+    Variant::open("steady-500/s", 500.0, 512),
+    Variant::open("steady-5000/s", 5000.0, 1024),
+    Variant::closed("saturation", 256),
+    Variant::closed("saturation", 512),
 ];
 
 pub(crate) const PHASES: [&str; 4] = [

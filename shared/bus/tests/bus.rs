@@ -12,7 +12,7 @@ use std::time::Duration;
 use bus::BusRouter;
 use bus::dead_letter::DeadLetterStore;
 use bus::relay::{self, RelayConfig};
-use common::{Fixture, Recorder, probe, record};
+use common::{Fixture, Recorder, probe, record, sequences_by_key};
 use messages::journal::v1::BusProbe;
 use test_support::{PrivateNats, eventually, nats_url};
 use tokio_util::sync::CancellationToken;
@@ -33,25 +33,13 @@ async fn sequences_per_key(recorder: &Recorder, expected: usize) -> BTreeMap<Str
         .map(|(_, meta, _)| meta.message_id.clone())
         .collect();
     assert_eq!(distinct.len(), expected, "none lost");
-    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (_, _, probe) in &deliveries {
-        per_key
-            .entry(probe.aggregate_key.clone())
-            .or_default()
-            .push(probe.sequence);
-    }
-    per_key
+    sequences_by_key(deliveries.iter().map(|(_, _, probe)| probe))
 }
 
 #[tokio::test]
 async fn failing_handler_retries_to_its_limit_with_growing_delays_then_dead_letters_and_redrives() {
     let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    recorder.failing.store(true, Ordering::SeqCst);
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::failing(), None);
     fixture
         .bus
         .publish(&probe(1, ""), "retry-me")
@@ -119,20 +107,13 @@ async fn failing_handler_retries_to_its_limit_with_growing_delays_then_dead_lett
     let all = store.list(true).await.unwrap();
     assert!(all[0].redriven_at.is_some());
 
-    shutdown.cancel();
-    router.join().await;
-    fixture.cleanup().await;
+    fixture.stop(shutdown, router).await;
 }
 
 #[tokio::test]
 async fn permanent_failure_dead_letters_on_the_first_attempt_and_failed_redrive_keeps_it() {
     let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    recorder.permanent.store(true, Ordering::SeqCst);
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::permanently_failing(), None);
     fixture.bus.publish(&probe(1, ""), "doomed").await.unwrap();
     let store = DeadLetterStore::new(fixture.pool.clone());
     assert!(
@@ -154,19 +135,13 @@ async fn permanent_failure_dead_letters_on_the_first_attempt_and_failed_redrive_
         })
         .await
     );
-    shutdown.cancel();
-    router.join().await;
-    fixture.cleanup().await;
+    fixture.stop(shutdown, router).await;
 }
 
 #[tokio::test]
 async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
     let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::default(), None);
 
     // One outbox row relayed, then "the relay's delete was lost in a crash" (it commits
     // with synchronous_commit off): the row is back and relayed again.
@@ -199,27 +174,15 @@ async fn duplicate_publishes_with_one_outbox_id_are_delivered_once() {
     assert!(eventually(WAIT, || async { recorder.count() >= 2 }).await);
     fixture.wait_settled().await;
     assert_eq!(recorder.count(), 2, "each message id is handled once");
-    shutdown.cancel();
-    router.join().await;
-    fixture.cleanup().await;
+    fixture.stop(shutdown, router).await;
 }
 
 #[tokio::test]
 async fn rows_committed_while_nats_is_down_are_published_after_it_returns_in_order_per_key() {
     let mut nats = PrivateNats::start();
     let fixture = Fixture::new(&nats.url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .concurrency(1)
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
-    let relay = relay::spawn(
-        fixture.bus.clone(),
-        fixture.pool.clone(),
-        RelayConfig::new("worker"),
-        shutdown.clone(),
-    );
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::default(), Some(1));
+    let relay = fixture.spawn_relay(&shutdown);
 
     nats.stop();
     let keys = ["a", "b", "c", "d", "e"];
@@ -284,16 +247,7 @@ async fn two_replicas_share_work_and_each_message_is_handled_once() {
         .task::<BusProbe, _, _>(record)
         .spawn(shutdown.clone());
     // Three relays at once on one outbox: rows are claimed, never published twice.
-    let relays: Vec<_> = (0..3)
-        .map(|_| {
-            relay::spawn(
-                fixture.bus.clone(),
-                fixture.pool.clone(),
-                RelayConfig::new("worker"),
-                shutdown.clone(),
-            )
-        })
-        .collect();
+    let relays: Vec<_> = (0..3).map(|_| fixture.spawn_relay(&shutdown)).collect();
     fixture
         .emit((0..200).map(|sequence| probe(sequence, "")))
         .await;
@@ -360,12 +314,7 @@ async fn rows_an_older_relay_marked_sent_are_pruned_after_retention() {
 #[tokio::test]
 async fn one_keys_backlog_leaves_in_full_batches_and_in_order() {
     let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .concurrency(1)
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::default(), Some(1));
     // One busy aggregate (one team writing fast) and a quiet one.
     fixture
         .emit((0..250).map(|sequence| probe(sequence, "busy")))
@@ -388,9 +337,7 @@ async fn one_keys_backlog_leaves_in_full_batches_and_in_order() {
         (0..250).collect::<Vec<_>>(),
         "the key's order is kept"
     );
-    shutdown.cancel();
-    router.join().await;
-    fixture.cleanup().await;
+    fixture.stop(shutdown, router).await;
 }
 
 /// Services starting at once on a new namespace race to create its streams (every service

@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus::BusRouter;
 use bus::headers;
 use bus::outbox::OutboxBatch;
 use bus::relay::{self, RelayConfig};
-use common::{Fixture, Recorder, probe, record};
+use common::{Fixture, Recorder, probe, sequences_by_key};
 use messages::definition::BusMessage;
 use messages::journal::v1::BusProbe;
 use prost::Message;
@@ -151,26 +149,10 @@ async fn stream_probes(fixture: &Fixture) -> Vec<(String, BusProbe)> {
     probes
 }
 
-/// Per ordering key, the probes' sequences in stream order.
-fn sequences_by_key(probes: &[(String, BusProbe)]) -> BTreeMap<String, Vec<i64>> {
-    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (_, probe) in probes {
-        by_key
-            .entry(probe.aggregate_key.clone())
-            .or_default()
-            .push(probe.sequence);
-    }
-    by_key
-}
-
 #[tokio::test]
 async fn published_rows_are_deleted_and_each_message_arrives_once() {
     let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let recorder = Arc::new(Recorder::default());
-    let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), recorder.clone())
-        .task::<BusProbe, _, _>(record)
-        .spawn(shutdown.clone());
+    let (shutdown, recorder, router) = fixture.record_probes(Recorder::default(), None);
     let keys = ["a", "b", ""];
     fixture
         .emit((0..30).map(|sequence| probe(sequence, keys[sequence as usize % 3])))
@@ -201,9 +183,7 @@ async fn published_rows_are_deleted_and_each_message_arrives_once() {
         .collect();
     assert_eq!(recorder.count(), 30, "each message handled exactly once");
     assert_eq!(ids.len(), 30);
-    shutdown.cancel();
-    router.join().await;
-    fixture.cleanup().await;
+    fixture.stop(shutdown, router).await;
 }
 
 #[tokio::test]
@@ -246,7 +226,7 @@ async fn rows_from_the_old_insert_are_published_once_and_rows_an_old_relay_marke
     );
     assert_eq!(stream_ids.len(), 20);
     assert_eq!(
-        sequences_by_key(&in_stream)["k"],
+        sequences_by_key(in_stream.iter().map(|(_, probe)| probe))["k"],
         (0..20).step_by(2).collect::<Vec<_>>(),
         "a key's order holds for old-insert rows too"
     );
@@ -328,7 +308,7 @@ async fn an_old_relay_beside_the_new_one_publishes_each_message_once_in_total_an
             .len() as i64,
         ROWS
     );
-    for (key, sequences) in sequences_by_key(&in_stream) {
+    for (key, sequences) in sequences_by_key(in_stream.iter().map(|(_, probe)| probe)) {
         if key.is_empty() {
             continue;
         }
@@ -377,7 +357,7 @@ async fn two_relays_keep_each_keys_order() {
     }
     let in_stream = stream_probes(&fixture).await;
     assert_eq!(in_stream.len(), 200);
-    for (key, sequences) in sequences_by_key(&in_stream) {
+    for (key, sequences) in sequences_by_key(in_stream.iter().map(|(_, probe)| probe)) {
         assert_eq!(
             sequences,
             (0..40).collect::<Vec<_>>(),
@@ -439,7 +419,7 @@ async fn a_batch_writes_its_rows_in_one_statement_and_they_leave_in_push_order()
         .unwrap();
     assert_eq!(published, 30);
     let in_stream = stream_probes(&fixture).await;
-    let by_key = sequences_by_key(&in_stream);
+    let by_key = sequences_by_key(in_stream.iter().map(|(_, probe)| probe));
     assert_eq!(by_key["a"], (0..30).step_by(3).collect::<Vec<_>>());
     assert_eq!(by_key["b"], (1..30).step_by(3).collect::<Vec<_>>());
     assert_eq!(

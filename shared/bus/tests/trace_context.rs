@@ -9,7 +9,6 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::relay::{self, RelayConfig};
 use bus::{BusRouter, HandlerError, Meta, Msg, State};
 use messages::journal::v1::BusProbe;
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
@@ -53,12 +52,7 @@ async fn handler_span_continues_the_emitters_trace() {
     let router = BusRouter::new(fixture.bus.clone(), fixture.pool.clone(), seen.clone())
         .task::<BusProbe, _, _>(capture_trace)
         .spawn(shutdown.clone());
-    let relay = relay::spawn(
-        fixture.bus.clone(),
-        fixture.pool.clone(),
-        RelayConfig::new("worker"),
-        shutdown.clone(),
-    );
+    let relay = fixture.spawn_relay(&shutdown);
 
     // The "HTTP request": a root span in which the state change and its message commit.
     let request_span = tracing::info_span!("http_request");

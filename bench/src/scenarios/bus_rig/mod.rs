@@ -265,6 +265,27 @@ pub struct Variant {
     pub load: Load,
 }
 
+impl Variant {
+    /// An open-loop row: `rate` operations a second, at most `max_in_flight` at once.
+    pub const fn open(name: &'static str, rate: f64, max_in_flight: usize) -> Self {
+        Self {
+            name,
+            load: Load::Open {
+                rate,
+                max_in_flight,
+            },
+        }
+    }
+
+    /// A closed-loop row: `concurrency` operations back to back.
+    pub const fn closed(name: &'static str, concurrency: usize) -> Self {
+        Self {
+            name,
+            load: Load::Closed { concurrency },
+        }
+    }
+}
+
 /// The measured window in wall-clock time (to select outbox rows by their timestamps).
 pub type WallWindow = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
 

@@ -4,7 +4,10 @@ use messages::sync::v1::ChangeOp;
 use serde_json::{Value, json};
 
 use crate::common::TestApi;
-use crate::fixtures::{create, entry, id};
+use crate::fixtures::{
+    create, delete_entry, entry, get_entry, id, list_entries, restore_entry, update_entry,
+    with_fields,
+};
 
 #[tokio::test]
 async fn create_get_update_delete_restore_record_changesets_and_events() {
@@ -31,25 +34,17 @@ async fn create_get_update_delete_restore_record_changesets_and_events() {
     assert!(created["createdAt"].is_i64());
     let entry_id = id(&created).to_owned();
 
-    let got = api
-        .query(
-            Some(&alice),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let got = get_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(got, created);
 
-    let updated = api
-        .call(
-            Some(&alice),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "expectedVersion": 1, "title": "Renamed",
+    let updated = update_entry(
+        &api,
+        &alice,
+        json!({"journalEntryId": entry_id, "expectedVersion": 1, "title": "Renamed",
                    "mood": null, "entryDate": null, "tags": ["c"]}),
-        )
-        .await
-        .ok();
+    )
+    .await
+    .ok();
     assert_eq!(updated["title"], "Renamed");
     assert_eq!(updated["content"], "Hello", "untouched fields stay");
     assert_eq!(updated["mood"], Value::Null);
@@ -58,65 +53,29 @@ async fn create_get_update_delete_restore_record_changesets_and_events() {
     assert_eq!(updated["version"], 2);
     assert!(updated["updatedAt"].as_i64() >= created["updatedAt"].as_i64());
 
-    let deleted = api
-        .call(
-            Some(&alice),
-            "journalEntries/delete",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let deleted = delete_entry(&api, &alice, &entry_id).await.ok();
     assert!(deleted["deletedAt"].is_i64());
     assert_eq!(deleted["version"], 3);
     // A deleted entry is still readable (to restore it), but not editable.
-    let got = api
-        .query(
-            Some(&alice),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let got = get_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(got["deletedAt"], deleted["deletedAt"]);
-    let edit_deleted = api
-        .call(
-            Some(&alice),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "title": "x"}),
-        )
-        .await;
+    let edit_deleted = update_entry(
+        &api,
+        &alice,
+        json!({"journalEntryId": entry_id, "title": "x"}),
+    )
+    .await;
     assert_eq!(edit_deleted.status, 409);
     assert_eq!(edit_deleted.code(), "ENTRY_DELETED");
     // Deleting again changes nothing.
-    let again = api
-        .call(
-            Some(&alice),
-            "journalEntries/delete",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let again = delete_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(again, deleted);
 
-    let restored = api
-        .call(
-            Some(&alice),
-            "journalEntries/restore",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let restored = restore_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(restored["deletedAt"], Value::Null);
     assert_eq!(restored["version"], 4);
     assert_eq!(restored["title"], "Renamed");
-    let again = api
-        .call(
-            Some(&alice),
-            "journalEntries/restore",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let again = restore_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(again, restored);
 
     assert_eq!(api.events_named("journal_entry.created").await, 1);
@@ -149,94 +108,55 @@ async fn create_get_update_delete_restore_record_changesets_and_events() {
 async fn invalid_inputs_name_their_fields() {
     let api = TestApi::start().await;
     let alice = api.login("alice@example.com").await;
-    let cases = [
+    let create = [
+        (json!({"title": "x".repeat(201)}), vec!["title"]),
         (
-            "journalEntries/create",
-            json!({"title": "x".repeat(201), "content": ""}),
-            vec!["title"],
-        ),
-        (
-            "journalEntries/create",
             json!({"title": "", "content": "y".repeat(100_001)}),
             vec!["title", "content"],
         ),
+        (json!({"mood": 6}), vec!["mood"]),
         (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "mood": 6}),
-            vec!["mood"],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "tags": ["ok", "", "z".repeat(51)]}),
+            json!({"tags": ["ok", "", "z".repeat(51)]}),
             vec!["tags.1", "tags.2"],
         ),
+        (json!({"tags": vec!["t"; 51]}), vec!["tags"]),
+        (json!({"entryDate": "2025-02-30"}), vec!["entryDate"]),
+        (json!({"entryDate": "2025-1-5"}), vec!["entryDate"]),
+        (json!({"teamId": "not-a-uuid"}), vec!["teamId"]),
+        (json!({"colour": "red"}), vec![""]),
+        (json!({"title": "   "}), vec!["title"]),
+    ]
+    .map(|(fields, paths)| {
+        let input = with_fields(json!({"title": "t", "content": ""}), fields);
+        ("journalEntries/create", input, paths)
+    });
+    let update = [
+        (json!({"mood": 0, "title": ""}), vec!["title", "mood"]),
+        (json!({"title": null}), vec!["title"]),
+        (json!({"tags": null}), vec!["tags"]),
+    ]
+    .map(|(fields, paths)| {
+        let input = with_fields(json!({"journalEntryId": uuid::Uuid::new_v4()}), fields);
+        ("journalEntries/update", input, paths)
+    });
+    let list = [
+        (json!({"cursor": "definitely not a cursor"}), vec!["cursor"]),
         (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "tags": vec!["t"; 51]}),
-            vec!["tags"],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "entryDate": "2025-02-30"}),
-            vec!["entryDate"],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "entryDate": "2025-1-5"}),
-            vec!["entryDate"],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "teamId": "not-a-uuid"}),
-            vec!["teamId"],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "colour": "red"}),
-            vec![""],
-        ),
-        (
-            "journalEntries/create",
-            json!({"title": "   ", "content": ""}),
-            vec!["title"],
-        ),
-        (
-            "journalEntries/update",
-            json!({"journalEntryId": uuid::Uuid::new_v4(), "mood": 0, "title": ""}),
-            vec!["title", "mood"],
-        ),
-        (
-            "journalEntries/update",
-            json!({"journalEntryId": uuid::Uuid::new_v4(), "title": null}),
-            vec!["title"],
-        ),
-        (
-            "journalEntries/update",
-            json!({"journalEntryId": uuid::Uuid::new_v4(), "tags": null}),
-            vec!["tags"],
-        ),
-        (
-            "journalEntries/list",
-            json!({"cursor": "definitely not a cursor"}),
-            vec!["cursor"],
-        ),
-        (
-            "journalEntries/list",
             json!({"limit": 101, "q": "", "scope": "everything"}),
             vec!["scope"],
         ),
         (
-            "journalEntries/list",
             json!({"limit": 0, "q": "q".repeat(201), "entryDateFrom": "yesterday"}),
             vec!["limit", "entryDateFrom", "q"],
         ),
         (
-            "journalEntries/list",
             json!({"entryDateFrom": "2025-03-02", "entryDateTo": "2025-03-01"}),
             vec!["entryDateTo"],
         ),
-        ("journalEntries/get", json!({}), vec!["journalEntryId"]),
-    ];
+    ]
+    .map(|(input, paths)| ("journalEntries/list", input, paths));
+    let get = [("journalEntries/get", json!({}), vec!["journalEntryId"])];
+    let cases = create.into_iter().chain(update).chain(list).chain(get);
     for (procedure, input, paths) in cases {
         let answer = api.call(Some(&alice), procedure, input.clone()).await;
         assert_eq!(answer.status, 400, "{procedure} {input}: {}", answer.json);
@@ -248,13 +168,7 @@ async fn invalid_inputs_name_their_fields() {
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         "12345:not-a-uuid",
     );
-    let answer = api
-        .query(
-            Some(&alice),
-            "journalEntries/list",
-            json!({"cursor": forged}),
-        )
-        .await;
+    let answer = list_entries(&api, &alice, json!({"cursor": forged})).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.issue_paths(), vec!["cursor"]);
     // Nothing was written.
@@ -268,45 +182,35 @@ async fn stale_edits_answer_edit_conflict_with_the_current_version() {
     let alice = api.login("alice@example.com").await;
     let created = entry(&api, &alice, "draft").await;
     let entry_id = id(&created).to_owned();
-    let first = api
-        .call(
-            Some(&alice),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "expectedVersion": 1, "content": "tab A"}),
-        )
-        .await
-        .ok();
+    let first = update_entry(
+        &api,
+        &alice,
+        json!({"journalEntryId": entry_id, "expectedVersion": 1, "content": "tab A"}),
+    )
+    .await
+    .ok();
     assert_eq!(first["version"], 2);
-    let stale = api
-        .call(
-            Some(&alice),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "expectedVersion": 1, "content": "tab B"}),
-        )
-        .await;
+    let stale = update_entry(
+        &api,
+        &alice,
+        json!({"journalEntryId": entry_id, "expectedVersion": 1, "content": "tab B"}),
+    )
+    .await;
     assert_eq!(stale.status, 409);
     assert_eq!(stale.code(), "EDIT_CONFLICT");
     assert_eq!(stale.json["defined"], true);
     assert_eq!(stale.json["data"]["currentVersion"], 2);
     assert_eq!(stale.json["data"]["currentUpdatedAt"], first["updatedAt"]);
     // Nothing changed; without expectedVersion the last write wins.
-    let got = api
-        .query(
-            Some(&alice),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let got = get_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(got["content"], "tab A");
-    let forced = api
-        .call(
-            Some(&alice),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "content": "tab B"}),
-        )
-        .await
-        .ok();
+    let forced = update_entry(
+        &api,
+        &alice,
+        json!({"journalEntryId": entry_id, "content": "tab B"}),
+    )
+    .await
+    .ok();
     assert_eq!(forced["version"], 3);
     assert_eq!(api.events_named("journal_entry.updated").await, 2);
     api.stop().await;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use crate::common::TestApi;
-use crate::fixtures::{create, entry, id, titles};
+use crate::fixtures::{create, entry, id, list_entries, restore_entry, titles};
 
 #[tokio::test]
 async fn deleted_entries_leave_the_list_and_appear_in_the_trash() {
@@ -23,18 +23,10 @@ async fn deleted_entries_leave_the_list_and_appear_in_the_trash() {
         .await
         .ok();
     }
-    let live = api
-        .query(Some(&alice), "journalEntries/list", Value::Null)
-        .await
-        .ok();
+    let live = list_entries(&api, &alice, Value::Null).await.ok();
     assert_eq!(titles(&live), vec!["three"]);
     assert_eq!(live["nextCursor"], Value::Null);
-    let trash = api
-        .query(
-            Some(&alice),
-            "journalEntries/list",
-            json!({"deleted": true}),
-        )
+    let trash = list_entries(&api, &alice, json!({"deleted": true}))
         .await
         .ok();
     assert_eq!(titles(&trash), vec!["two", "one"]);
@@ -45,24 +37,10 @@ async fn deleted_entries_leave_the_list_and_appear_in_the_trash() {
             .iter()
             .all(|item| item["deletedAt"].is_i64())
     );
-    api.call(
-        Some(&alice),
-        "journalEntries/restore",
-        json!({"journalEntryId": id(&one)}),
-    )
-    .await
-    .ok();
-    let live = api
-        .query(Some(&alice), "journalEntries/list", json!({}))
-        .await
-        .ok();
+    restore_entry(&api, &alice, id(&one)).await.ok();
+    let live = list_entries(&api, &alice, json!({})).await.ok();
     assert_eq!(titles(&live), vec!["three", "one"]);
-    let trash = api
-        .query(
-            Some(&alice),
-            "journalEntries/list",
-            json!({"deleted": true}),
-        )
+    let trash = list_entries(&api, &alice, json!({"deleted": true}))
         .await
         .ok();
     assert_eq!(titles(&trash), vec!["two"]);
@@ -79,10 +57,7 @@ async fn pages_are_stable_while_new_entries_arrive() {
     }
     old.reverse(); // newest first, as listed
 
-    let page1 = api
-        .query(Some(&alice), "journalEntries/list", json!({"limit": 10}))
-        .await
-        .ok();
+    let page1 = list_entries(&api, &alice, json!({"limit": 10})).await.ok();
     let ids = |page: &Value| -> Vec<String> {
         page["items"]
             .as_array()
@@ -98,22 +73,16 @@ async fn pages_are_stable_while_new_entries_arrive() {
         entry(&api, &alice, &format!("new {n}")).await;
     }
 
-    let page2 = api
-        .query(
-            Some(&alice),
-            "journalEntries/list",
-            json!({"limit": 10, "cursor": cursor}),
-        )
+    let page2 = list_entries(&api, &alice, json!({"limit": 10, "cursor": cursor}))
         .await
         .ok();
-    let page3 = api
-        .query(
-            Some(&alice),
-            "journalEntries/list",
-            json!({"limit": 10, "cursor": page2["nextCursor"]}),
-        )
-        .await
-        .ok();
+    let page3 = list_entries(
+        &api,
+        &alice,
+        json!({"limit": 10, "cursor": page2["nextCursor"]}),
+    )
+    .await
+    .ok();
     assert_eq!(ids(&page2), old[10..20]);
     assert_eq!(ids(&page3), old[20..25]);
     assert_eq!(page3["nextCursor"], Value::Null);
@@ -125,10 +94,7 @@ async fn pages_are_stable_while_new_entries_arrive() {
     assert_eq!(seen, old.iter().cloned().collect::<HashSet<_>>());
 
     // Page 1 read now starts with the new ones; the default page size is 20.
-    let fresh = api
-        .query(Some(&alice), "journalEntries/list", Value::Null)
-        .await
-        .ok();
+    let fresh = list_entries(&api, &alice, Value::Null).await.ok();
     assert_eq!(fresh["items"].as_array().unwrap().len(), 20);
     assert_eq!(
         titles(&fresh)[..5],
@@ -159,10 +125,7 @@ async fn entries_created_at_the_same_instant_are_paged_by_id() {
         if !cursor.is_null() {
             input["cursor"] = cursor.clone();
         }
-        let page = api
-            .query(Some(&alice), "journalEntries/list", input)
-            .await
-            .ok();
+        let page = list_entries(&api, &alice, input).await.ok();
         seen.extend(
             page["items"]
                 .as_array()
@@ -215,13 +178,7 @@ async fn search_tag_and_date_filters() {
     let list = |input: Value| {
         let api = &api;
         let alice = &alice;
-        async move {
-            titles(
-                &api.query(Some(alice), "journalEntries/list", input)
-                    .await
-                    .ok(),
-            )
-        }
+        async move { titles(&list_entries(api, alice, input).await.ok()) }
     };
     assert_eq!(list(json!({"q": "fox"})).await, vec!["Morning"]);
     assert_eq!(list(json!({"q": "brown FOX"})).await, vec!["Morning"]);

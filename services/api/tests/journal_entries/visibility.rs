@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::common::TestApi;
-use crate::fixtures::{create, entry, id, titles};
+use crate::fixtures::{
+    create, delete_entry, entry, get_entry, id, list_entries, restore_entry, titles, try_create,
+    update_entry,
+};
 
 #[tokio::test]
 async fn personal_entries_are_invisible_to_everyone_else() {
@@ -14,13 +17,7 @@ async fn personal_entries_are_invisible_to_everyone_else() {
     let mine = entry(&api, &alice, "Alice's secret").await;
     let entry_id = id(&mine).to_owned();
 
-    let get = api
-        .query(
-            Some(&bob),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
+    let get = get_entry(&api, &bob, &entry_id).await;
     assert_eq!(get.status, 404);
     assert_eq!(get.code(), "NOT_FOUND");
     // The same answer as an id that does not exist.
@@ -50,26 +47,14 @@ async fn personal_entries_are_invisible_to_everyone_else() {
     }
     for scope in ["all", "personal", "team"] {
         for deleted in [false, true] {
-            let page = api
-                .query(
-                    Some(&bob),
-                    "journalEntries/list",
-                    json!({"scope": scope, "deleted": deleted}),
-                )
+            let page = list_entries(&api, &bob, json!({"scope": scope, "deleted": deleted}))
                 .await
                 .ok();
             assert_eq!(page["items"], json!([]), "{scope} {deleted}");
         }
     }
     // Alice's entry is untouched.
-    let got = api
-        .query(
-            Some(&alice),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let got = get_entry(&api, &alice, &entry_id).await.ok();
     assert_eq!(got, mine);
     // Without a session nothing is answered.
     let anonymous = api.query(None, "journalEntries/list", Value::Null).await;
@@ -93,13 +78,12 @@ async fn team_entries_follow_membership_and_roles() {
         .await;
 
     // A non-member cannot write into the team.
-    let intrude = api
-        .call(
-            Some(&outsider),
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "teamId": team_id}),
-        )
-        .await;
+    let intrude = try_create(
+        &api,
+        &outsider,
+        json!({"title": "t", "content": "", "teamId": team_id}),
+    )
+    .await;
     assert_eq!(intrude.status, 404);
     assert_eq!(intrude.code(), "NOT_FOUND");
 
@@ -116,74 +100,32 @@ async fn team_entries_follow_membership_and_roles() {
 
     // Every member reads it; an outsider does not, even naming the team.
     for member in [&owner, &admin, &erin] {
-        let got = api
-            .query(
-                Some(member),
-                "journalEntries/get",
-                json!({"journalEntryId": entry_id}),
-            )
-            .await
-            .ok();
+        let got = get_entry(&api, member, &entry_id).await.ok();
         assert_eq!(got["title"], "Team notes");
-        let page = api
-            .query(
-                Some(member),
-                "journalEntries/list",
-                json!({"teamId": team_id}),
-            )
+        let page = list_entries(&api, member, json!({"teamId": team_id}))
             .await
             .ok();
         assert_eq!(titles(&page), vec!["Team notes"]);
     }
-    let get = api
-        .query(
-            Some(&outsider),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
+    let get = get_entry(&api, &outsider, &entry_id).await;
     assert_eq!(get.code(), "NOT_FOUND");
-    let list = api
-        .query(
-            Some(&outsider),
-            "journalEntries/list",
-            json!({"teamId": team_id}),
-        )
-        .await;
+    let list = list_entries(&api, &outsider, json!({"teamId": team_id})).await;
     assert_eq!(list.status, 404);
     assert_eq!(list.code(), "NOT_FOUND");
-    let everything = api
-        .query(Some(&outsider), "journalEntries/list", Value::Null)
-        .await
-        .ok();
+    let everything = list_entries(&api, &outsider, Value::Null).await.ok();
     assert_eq!(everything["items"], json!([]));
     // Bob's personal entry stays his, even for his team's owner.
-    let peek = api
-        .query(
-            Some(&owner),
-            "journalEntries/get",
-            json!({"journalEntryId": id(&personal)}),
-        )
-        .await;
+    let peek = get_entry(&api, &owner, id(&personal)).await;
     assert_eq!(peek.code(), "NOT_FOUND");
 
     // Scopes: bob sees both; "personal" and "team" split them.
-    let all = api
-        .query(Some(&bob), "journalEntries/list", json!({}))
-        .await
-        .ok();
+    let all = list_entries(&api, &bob, json!({})).await.ok();
     assert_eq!(titles(&all), vec!["Bob's own", "Team notes"]);
-    let only_personal = api
-        .query(
-            Some(&bob),
-            "journalEntries/list",
-            json!({"scope": "personal"}),
-        )
+    let only_personal = list_entries(&api, &bob, json!({"scope": "personal"}))
         .await
         .ok();
     assert_eq!(titles(&only_personal), vec!["Bob's own"]);
-    let only_team = api
-        .query(Some(&bob), "journalEntries/list", json!({"scope": "team"}))
+    let only_team = list_entries(&api, &bob, json!({"scope": "team"}))
         .await
         .ok();
     assert_eq!(titles(&only_team), vec!["Team notes"]);
@@ -201,43 +143,23 @@ async fn team_entries_follow_membership_and_roles() {
         assert_eq!(answer.code(), "FORBIDDEN");
     }
     // A team admin may.
-    let moderated = api
-        .call(
-            Some(&admin),
-            "journalEntries/update",
-            json!({"journalEntryId": entry_id, "content": "standup (edited)"}),
-        )
-        .await
-        .ok();
+    let moderated = update_entry(
+        &api,
+        &admin,
+        json!({"journalEntryId": entry_id, "content": "standup (edited)"}),
+    )
+    .await
+    .ok();
     assert_eq!(moderated["content"], "standup (edited)");
     assert_eq!(moderated["authorUserId"], bob.user_id.to_string());
     assert_eq!(moderated["version"], 2);
-    let deleted = api
-        .call(
-            Some(&admin),
-            "journalEntries/delete",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let deleted = delete_entry(&api, &admin, &entry_id).await.ok();
     assert!(deleted["deletedAt"].is_i64());
-    let trash = api
-        .query(
-            Some(&erin),
-            "journalEntries/list",
-            json!({"teamId": team_id, "deleted": true}),
-        )
+    let trash = list_entries(&api, &erin, json!({"teamId": team_id, "deleted": true}))
         .await
         .ok();
     assert_eq!(titles(&trash), vec!["Team notes"]);
-    let restored = api
-        .call(
-            Some(&bob),
-            "journalEntries/restore",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await
-        .ok();
+    let restored = restore_entry(&api, &bob, &entry_id).await.ok();
     assert_eq!(restored["deletedAt"], Value::Null);
     assert_eq!(restored["version"], 4);
 
@@ -273,18 +195,9 @@ async fn team_entries_follow_membership_and_roles() {
     .execute(&api.pool)
     .await
     .unwrap();
-    let gone = api
-        .query(
-            Some(&bob),
-            "journalEntries/get",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
+    let gone = get_entry(&api, &bob, &entry_id).await;
     assert_eq!(gone.code(), "NOT_FOUND");
-    let all = api
-        .query(Some(&bob), "journalEntries/list", Value::Null)
-        .await
-        .ok();
+    let all = list_entries(&api, &bob, Value::Null).await.ok();
     assert_eq!(titles(&all), vec!["Bob's own"]);
     api.stop().await;
 }
@@ -328,23 +241,21 @@ async fn entries_answer_prompts_the_author_can_see() {
     assert_eq!(team_answer["promptId"], team_prompt["promptId"]);
 
     // Bob cannot use alice's personal prompt; nobody can use a deleted one.
-    let foreign = api
-        .call(
-            Some(&bob),
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "promptId": personal["promptId"]}),
-        )
-        .await;
+    let foreign = try_create(
+        &api,
+        &bob,
+        json!({"title": "t", "content": "", "promptId": personal["promptId"]}),
+    )
+    .await;
     assert_eq!(foreign.status, 404);
     assert_eq!(foreign.code(), "NOT_FOUND");
     // A team entry answers only its team's prompts: other members could not resolve alice's.
-    let personal_in_team = api
-        .call(
-            Some(&alice),
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "promptId": personal["promptId"], "teamId": team_id}),
-        )
-        .await;
+    let personal_in_team = try_create(
+        &api,
+        &alice,
+        json!({"title": "t", "content": "", "promptId": personal["promptId"], "teamId": team_id}),
+    )
+    .await;
     assert_eq!(personal_in_team.code(), "NOT_FOUND");
     api.call(
         Some(&alice),
@@ -353,13 +264,12 @@ async fn entries_answer_prompts_the_author_can_see() {
     )
     .await
     .ok();
-    let deleted = api
-        .call(
-            Some(&alice),
-            "journalEntries/create",
-            json!({"title": "t", "content": "", "promptId": personal["promptId"]}),
-        )
-        .await;
+    let deleted = try_create(
+        &api,
+        &alice,
+        json!({"title": "t", "content": "", "promptId": personal["promptId"]}),
+    )
+    .await;
     assert_eq!(deleted.code(), "NOT_FOUND");
     assert_eq!(api.events_named("journal_entry.created").await, 2);
     api.stop().await;

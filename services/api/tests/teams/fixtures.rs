@@ -2,6 +2,7 @@
 //! changes and events a team procedure records.
 
 use messages::sync::v1::{ChangeOp, Changeset};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::common::{Answer, TestApi, TestUser};
@@ -76,6 +77,88 @@ pub(crate) async fn add_member(
         .await
         .ok();
     assert_eq!(joined["role"], role);
+}
+
+/// `by` invites `email` to `team_id` (with the default role).
+pub(crate) async fn invite(api: &TestApi, by: &TestUser, team_id: &str, email: &str) -> Answer {
+    api.call(
+        Some(by),
+        "teams/invite",
+        json!({ "teamId": team_id, "email": email }),
+    )
+    .await
+}
+
+/// `user` accepts the invitation `invitation_id`.
+pub(crate) async fn accept_invitation(
+    api: &TestApi,
+    user: &TestUser,
+    invitation_id: &impl Serialize,
+) -> Answer {
+    answer_invitation(api, user, "teams/acceptInvitation", invitation_id).await
+}
+
+/// `user` declines the invitation `invitation_id`.
+pub(crate) async fn decline_invitation(
+    api: &TestApi,
+    user: &TestUser,
+    invitation_id: &impl Serialize,
+) -> Answer {
+    answer_invitation(api, user, "teams/declineInvitation", invitation_id).await
+}
+
+async fn answer_invitation(
+    api: &TestApi,
+    user: &TestUser,
+    procedure: &str,
+    invitation_id: &impl Serialize,
+) -> Answer {
+    let input = json!({ "teamInvitationId": invitation_id });
+    api.call(Some(user), procedure, input).await
+}
+
+/// The invitations `user` may answer, from `teams.listInvitations`.
+pub(crate) async fn invitations_of(api: &TestApi, user: &TestUser) -> Value {
+    api.query(Some(user), "teams/listInvitations", json!({}))
+        .await
+        .ok()
+}
+
+/// `by` gives `user` the role `role` in `team_id`.
+pub(crate) async fn change_role(
+    api: &TestApi,
+    by: &TestUser,
+    team_id: &str,
+    user: &TestUser,
+    role: &str,
+) -> Answer {
+    api.call(
+        Some(by),
+        "teams/changeRole",
+        json!({ "teamId": team_id, "userId": user.user_id, "role": role }),
+    )
+    .await
+}
+
+/// `by` removes `user` from `team_id`.
+pub(crate) async fn remove_member(
+    api: &TestApi,
+    by: &TestUser,
+    team_id: &str,
+    user: &TestUser,
+) -> Answer {
+    api.call(
+        Some(by),
+        "teams/removeMember",
+        json!({ "teamId": team_id, "userId": user.user_id }),
+    )
+    .await
+}
+
+/// `user` leaves `team_id`.
+pub(crate) async fn leave(api: &TestApi, user: &TestUser, team_id: &str) -> Answer {
+    api.call(Some(user), "teams/leave", json!({ "teamId": team_id }))
+        .await
 }
 
 /// `{userId: role}` of the active members, from `teams.get`.

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::common::TestApi;
 use crate::fixtures::{
-    assert_error, changes_for, create_team, member_row_id, outbox_payloads, roles, team_scope,
-    user_scope,
+    accept_invitation, assert_error, changes_for, create_team, decline_invitation, invitations_of,
+    invite, member_row_id, outbox_payloads, roles, team_scope, user_scope,
 };
 
 #[tokio::test]
@@ -20,12 +20,7 @@ async fn invitations_accept_decline_refresh_and_expire() {
     let team_id = create_team(&api, &alice, "Writers").await;
 
     // The address is matched case-insensitively and stored lowercased.
-    let invitation = api
-        .call(
-            Some(&alice),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": " Bob@Example.COM " }),
-        )
+    let invitation = invite(&api, &alice, &team_id, " Bob@Example.COM ")
         .await
         .ok();
     let invitation_id = invitation["teamInvitationId"].as_str().unwrap().to_owned();
@@ -57,33 +52,15 @@ async fn invitations_accept_decline_refresh_and_expire() {
     );
 
     // Only the addressee finds and answers it.
-    let for_bob = api
-        .query(Some(&bob), "teams/listInvitations", json!({}))
-        .await
-        .ok();
+    let for_bob = invitations_of(&api, &bob).await;
     assert_eq!(for_bob.as_array().unwrap().len(), 1);
     assert_eq!(for_bob[0]["teamInvitationId"], invitation_id.as_str());
     assert_eq!(for_bob[0]["teamName"], "Writers");
-    let for_carol = api
-        .query(Some(&carol), "teams/listInvitations", json!({}))
-        .await
-        .ok();
+    let for_carol = invitations_of(&api, &carol).await;
     assert_eq!(for_carol, json!([]));
-    let stolen = api
-        .call(
-            Some(&carol),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": invitation_id }),
-        )
-        .await;
+    let stolen = accept_invitation(&api, &carol, &invitation_id).await;
     assert_error(&stolen, 404, "NOT_FOUND");
-    let declined_by_other = api
-        .call(
-            Some(&carol),
-            "teams/declineInvitation",
-            json!({ "teamInvitationId": invitation_id }),
-        )
-        .await;
+    let declined_by_other = decline_invitation(&api, &carol, &invitation_id).await;
     assert_error(&declined_by_other, 404, "NOT_FOUND");
 
     // An address nobody has verified is not proof of being its owner.
@@ -94,24 +71,11 @@ async fn invitations_accept_decline_refresh_and_expire() {
             .execute(&api.pool)
     };
     set_verified(false).await.unwrap();
-    let unverified = api
-        .call(
-            Some(&bob),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": invitation_id }),
-        )
-        .await;
+    let unverified = accept_invitation(&api, &bob, &invitation_id).await;
     assert_error(&unverified, 403, "FORBIDDEN");
     set_verified(true).await.unwrap();
 
-    let joined = api
-        .call(
-            Some(&bob),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": invitation_id }),
-        )
-        .await
-        .ok();
+    let joined = accept_invitation(&api, &bob, &invitation_id).await.ok();
     assert_eq!(joined["teamId"], team_id.as_str());
     assert_eq!(joined["name"], "Writers");
     assert_eq!(joined["role"], "member");
@@ -137,36 +101,14 @@ async fn invitations_accept_decline_refresh_and_expire() {
         assert_eq!(bob_row.row["role"], "member");
     }
 
-    let again = api
-        .call(
-            Some(&bob),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": invitation_id }),
-        )
-        .await;
+    let again = accept_invitation(&api, &bob, &invitation_id).await;
     assert_error(&again, 409, "INVITATION_NOT_PENDING");
-    assert_eq!(
-        api.query(Some(&bob), "teams/listInvitations", json!({}))
-            .await
-            .ok(),
-        json!([])
-    );
-    let member_again = api
-        .call(
-            Some(&alice),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": "BOB@example.com" }),
-        )
-        .await;
+    assert_eq!(invitations_of(&api, &bob).await, json!([]));
+    let member_again = invite(&api, &alice, &team_id, "BOB@example.com").await;
     assert_error(&member_again, 409, "ALREADY_MEMBER");
 
     // A second invitation to a pending address refreshes the first (same id, new role).
-    let first = api
-        .call(
-            Some(&alice),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": "carol@example.com" }),
-        )
+    let first = invite(&api, &alice, &team_id, "carol@example.com")
         .await
         .ok();
     let second = api
@@ -180,47 +122,23 @@ async fn invitations_accept_decline_refresh_and_expire() {
     assert_eq!(first["teamInvitationId"], second["teamInvitationId"]);
     assert_eq!(second["role"], "admin");
     assert_eq!(api.events_named("team.invitation_created").await, 3);
-    let for_carol = api
-        .query(Some(&carol), "teams/listInvitations", json!({}))
-        .await
-        .ok();
+    let for_carol = invitations_of(&api, &carol).await;
     assert_eq!(for_carol.as_array().unwrap().len(), 1);
     assert_eq!(for_carol[0]["role"], "admin");
 
-    let declined = api
-        .call(
-            Some(&carol),
-            "teams/declineInvitation",
-            json!({ "teamInvitationId": second["teamInvitationId"] }),
-        )
+    let declined = decline_invitation(&api, &carol, &second["teamInvitationId"])
         .await
         .ok();
     assert_eq!(declined["status"], "declined");
     assert!(declined["respondedAt"].as_i64().is_some());
-    let accept_declined = api
-        .call(
-            Some(&carol),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": second["teamInvitationId"] }),
-        )
-        .await;
+    let accept_declined = accept_invitation(&api, &carol, &second["teamInvitationId"]).await;
     assert_error(&accept_declined, 409, "INVITATION_NOT_PENDING");
-    assert_eq!(
-        api.query(Some(&carol), "teams/listInvitations", json!({}))
-            .await
-            .ok(),
-        json!([])
-    );
+    assert_eq!(invitations_of(&api, &carol).await, json!([]));
     assert_eq!(roles(&api, &alice, &team_id).await.len(), 2);
 
     // An expired invitation is neither listed nor accepted.
     let dave = api.login("dave@example.com").await;
-    let for_dave = api
-        .call(
-            Some(&alice),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": "dave@example.com" }),
-        )
+    let for_dave = invite(&api, &alice, &team_id, "dave@example.com")
         .await
         .ok();
     sqlx::query(
@@ -231,41 +149,21 @@ async fn invitations_accept_decline_refresh_and_expire() {
     .execute(&api.pool)
     .await
     .unwrap();
-    assert_eq!(
-        api.query(Some(&dave), "teams/listInvitations", json!({}))
-            .await
-            .ok(),
-        json!([])
-    );
-    let expired = api
-        .call(
-            Some(&dave),
-            "teams/acceptInvitation",
-            json!({ "teamInvitationId": for_dave["teamInvitationId"] }),
-        )
-        .await;
+    assert_eq!(invitations_of(&api, &dave).await, json!([]));
+    let expired = accept_invitation(&api, &dave, &for_dave["teamInvitationId"]).await;
     assert_error(&expired, 410, "INVITATION_EXPIRED");
     assert_eq!(
         api.query(Some(&dave), "teams/list", json!({})).await.ok(),
         json!([])
     );
     // Re-inviting refreshes the expired one.
-    let refreshed = api
-        .call(
-            Some(&alice),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": "dave@example.com" }),
-        )
+    let refreshed = invite(&api, &alice, &team_id, "dave@example.com")
         .await
         .ok();
     assert_eq!(refreshed["teamInvitationId"], for_dave["teamInvitationId"]);
-    api.call(
-        Some(&dave),
-        "teams/acceptInvitation",
-        json!({ "teamInvitationId": refreshed["teamInvitationId"] }),
-    )
-    .await
-    .ok();
+    accept_invitation(&api, &dave, &refreshed["teamInvitationId"])
+        .await
+        .ok();
     assert_eq!(roles(&api, &alice, &team_id).await.len(), 3);
     api.stop().await;
 }

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::common::TestApi;
 use crate::fixtures::{
-    Change, assert_error, changes_for, create_team, member_row_id, team_scope, user_scope,
+    Change, assert_error, change_role, changes_for, create_team, member_row_id, team_scope,
+    user_scope,
 };
 
 #[tokio::test]
@@ -157,13 +158,7 @@ async fn inputs_are_validated_with_field_paths() {
     assert_error(&owner_invite, 400, "BAD_REQUEST");
     assert_eq!(owner_invite.issue_paths(), vec!["role"]);
 
-    let bad_role = api
-        .call(
-            Some(&alice),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": alice.user_id, "role": "boss" }),
-        )
-        .await;
+    let bad_role = change_role(&api, &alice, &team_id, &alice, "boss").await;
     assert_error(&bad_role, 400, "BAD_REQUEST");
     assert_eq!(bad_role.issue_paths(), vec!["role"]);
 

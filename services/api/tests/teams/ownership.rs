@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::common::{TestApi, TestUser};
 use crate::fixtures::{
-    add_member, assert_error, changes_for, create_team, member_row_id, outbox_payloads, roles,
-    team_scope, user_scope,
+    add_member, assert_error, change_role, changes_for, create_team, invitations_of, invite, leave,
+    member_row_id, outbox_payloads, remove_member, roles, team_scope, user_scope,
 };
 
 async fn owner_count(api: &TestApi, team_id: &str) -> i64 {
@@ -31,41 +31,20 @@ async fn the_last_owner_cannot_leave_or_be_demoted_and_the_last_member_closes_th
     let team_id = create_team(&api, &alice, "Choir").await;
     add_member(&api, &alice, &team_id, &bob, "member").await;
 
-    let leave = api
-        .call(Some(&alice), "teams/leave", json!({ "teamId": team_id }))
-        .await;
-    assert_error(&leave, 409, "LAST_OWNER");
-    assert_eq!(leave.json["defined"], true);
-    let demote = api
-        .call(
-            Some(&alice),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": alice.user_id, "role": "admin" }),
-        )
-        .await;
+    let last_owner_leaves = leave(&api, &alice, &team_id).await;
+    assert_error(&last_owner_leaves, 409, "LAST_OWNER");
+    assert_eq!(last_owner_leaves.json["defined"], true);
+    let demote = change_role(&api, &alice, &team_id, &alice, "admin").await;
     assert_error(&demote, 409, "LAST_OWNER");
-    let remove_self = api
-        .call(
-            Some(&alice),
-            "teams/removeMember",
-            json!({ "teamId": team_id, "userId": alice.user_id }),
-        )
-        .await;
+    let remove_self = remove_member(&api, &alice, &team_id, &alice).await;
     assert_error(&remove_self, 400, "BAD_REQUEST");
     assert_eq!(owner_count(&api, &team_id).await, 1);
 
     // Hand over, then leave.
-    api.call(
-        Some(&alice),
-        "teams/changeRole",
-        json!({ "teamId": team_id, "userId": bob.user_id, "role": "owner" }),
-    )
-    .await
-    .ok();
-    let left = api
-        .call(Some(&alice), "teams/leave", json!({ "teamId": team_id }))
+    change_role(&api, &alice, &team_id, &bob, "owner")
         .await
         .ok();
+    let left = leave(&api, &alice, &team_id).await.ok();
     assert_eq!(left["teamDeleted"], false);
     assert_eq!(left["userId"], alice.user_id.to_string());
     assert!(left["deletedAt"].as_i64().is_some());
@@ -79,17 +58,8 @@ async fn the_last_owner_cannot_leave_or_be_demoted_and_the_last_member_closes_th
     );
 
     // The only member leaving takes the team along (and its pending invitations).
-    api.call(
-        Some(&bob),
-        "teams/invite",
-        json!({ "teamId": team_id, "email": "carol@example.com" }),
-    )
-    .await
-    .ok();
-    let closed = api
-        .call(Some(&bob), "teams/leave", json!({ "teamId": team_id }))
-        .await
-        .ok();
+    invite(&api, &bob, &team_id, "carol@example.com").await.ok();
+    let closed = leave(&api, &bob, &team_id).await.ok();
     assert_eq!(closed["teamDeleted"], true);
     let sets = api.changesets().await;
     let team_tombstone = changes_for(&sets, &team_scope(&team_id))
@@ -99,12 +69,7 @@ async fn the_last_owner_cannot_leave_or_be_demoted_and_the_last_member_closes_th
     assert_eq!(team_tombstone.op, ChangeOp::Delete);
     assert!(team_tombstone.row["deletedAt"].as_i64().is_some());
     let carol = api.login("carol@example.com").await;
-    assert_eq!(
-        api.query(Some(&carol), "teams/listInvitations", json!({}))
-            .await
-            .ok(),
-        json!([])
-    );
+    assert_eq!(invitations_of(&api, &carol).await, json!([]));
     let status: String = sqlx::query_scalar(
         "SELECT status FROM team_invitations WHERE team_id = $1::uuid AND email = 'carol@example.com'",
     )
@@ -132,41 +97,21 @@ async fn concurrent_demotions_and_departures_never_leave_a_team_ownerless() {
         let team_id = create_team(&api, &alice, &format!("Demote {round}")).await;
         add_member(&api, &alice, &team_id, &bob, "admin").await;
         add_member(&api, &alice, &team_id, &carol, "member").await;
-        api.call(
-            Some(&alice),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "owner" }),
-        )
-        .await
-        .ok();
+        change_role(&api, &alice, &team_id, &bob, "owner")
+            .await
+            .ok();
         assert_eq!(owner_count(&api, &team_id).await, 2);
         let (first, second) = if round % 2 == 0 {
             // Each demotes the other.
             tokio::join!(
-                api.call(
-                    Some(&alice),
-                    "teams/changeRole",
-                    json!({ "teamId": team_id, "userId": bob.user_id, "role": "member" }),
-                ),
-                api.call(
-                    Some(&bob),
-                    "teams/changeRole",
-                    json!({ "teamId": team_id, "userId": alice.user_id, "role": "member" }),
-                )
+                change_role(&api, &alice, &team_id, &bob, "member"),
+                change_role(&api, &bob, &team_id, &alice, "member")
             )
         } else {
             // Each demotes themselves.
             tokio::join!(
-                api.call(
-                    Some(&alice),
-                    "teams/changeRole",
-                    json!({ "teamId": team_id, "userId": alice.user_id, "role": "admin" }),
-                ),
-                api.call(
-                    Some(&bob),
-                    "teams/changeRole",
-                    json!({ "teamId": team_id, "userId": bob.user_id, "role": "admin" }),
-                )
+                change_role(&api, &alice, &team_id, &alice, "admin"),
+                change_role(&api, &bob, &team_id, &bob, "admin")
             )
         };
         let outcomes = [&first, &second];
@@ -185,17 +130,11 @@ async fn concurrent_demotions_and_departures_never_leave_a_team_ownerless() {
         let team_id = create_team(&api, &alice, &format!("Leave {round}")).await;
         add_member(&api, &alice, &team_id, &bob, "admin").await;
         add_member(&api, &alice, &team_id, &carol, "member").await;
-        api.call(
-            Some(&alice),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "owner" }),
-        )
-        .await
-        .ok();
-        let (first, second) = tokio::join!(
-            api.call(Some(&alice), "teams/leave", json!({ "teamId": team_id })),
-            api.call(Some(&bob), "teams/leave", json!({ "teamId": team_id }))
-        );
+        change_role(&api, &alice, &team_id, &bob, "owner")
+            .await
+            .ok();
+        let (first, second) =
+            tokio::join!(leave(&api, &alice, &team_id), leave(&api, &bob, &team_id));
         let outcomes = [&first, &second];
         let succeeded = outcomes.iter().filter(|a| a.status == 200).count();
         assert_eq!(succeeded, 1, "{} / {}", first.json, second.json);
@@ -283,13 +222,9 @@ async fn ownership_changes_and_removing_an_admin_need_a_fresh_session() {
             ],
         )
         .await;
-    api.call(
-        Some(&owner),
-        "teams/changeRole",
-        json!({ "teamId": team_id, "userId": co_owner.user_id, "role": "owner" }),
-    )
-    .await
-    .ok();
+    change_role(&api, &owner, &team_id, &co_owner, "owner")
+        .await
+        .ok();
     sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
         .bind(owner.user_id)
         .execute(&api.pool)
@@ -317,12 +252,7 @@ async fn ownership_changes_and_removing_an_admin_need_a_fresh_session() {
     call("teams/changeRole", &member, Some("member")).await.ok();
     call("teams/removeMember", &other, None).await.ok();
     // The co-owner's fresh session can.
-    let promoted = api
-        .call(
-            Some(&co_owner),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": member.user_id, "role": "owner" }),
-        )
+    let promoted = change_role(&api, &co_owner, &team_id, &member, "owner")
         .await
         .ok();
     assert_eq!(promoted["role"], "owner");

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::common::TestApi;
 use crate::fixtures::{
-    Change, add_member, assert_error, changes_for, create_team, member_row_id, outbox_payloads,
-    roles, team_scope, user_scope,
+    Change, add_member, assert_error, change_role, changes_for, create_team, invite, leave,
+    member_row_id, outbox_payloads, remove_member, roles, team_scope, user_scope,
 };
 
 #[tokio::test]
@@ -39,25 +39,11 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
             )
             .await;
         assert_error(&renamed, 404, "NOT_FOUND");
-        let invited = api
-            .call(
-                Some(&dave),
-                "teams/invite",
-                json!({ "teamId": id, "email": "x@example.com" }),
-            )
-            .await;
+        let invited = invite(&api, &dave, id, "x@example.com").await;
         assert_error(&invited, 404, "NOT_FOUND");
-        let left = api
-            .call(Some(&dave), "teams/leave", json!({ "teamId": id }))
-            .await;
+        let left = leave(&api, &dave, id).await;
         assert_error(&left, 404, "NOT_FOUND");
-        let changed = api
-            .call(
-                Some(&dave),
-                "teams/changeRole",
-                json!({ "teamId": id, "userId": dave.user_id, "role": "owner" }),
-            )
-            .await;
+        let changed = change_role(&api, &dave, id, &dave, "owner").await;
         assert_error(&changed, 404, "NOT_FOUND");
     }
 
@@ -71,29 +57,11 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
         )
         .await;
     assert_error(&renamed, 403, "FORBIDDEN");
-    let invited = api
-        .call(
-            Some(&bob),
-            "teams/invite",
-            json!({ "teamId": team_id, "email": "x@example.com" }),
-        )
-        .await;
+    let invited = invite(&api, &bob, &team_id, "x@example.com").await;
     assert_error(&invited, 403, "FORBIDDEN");
-    let promoted = api
-        .call(
-            Some(&bob),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "admin" }),
-        )
-        .await;
+    let promoted = change_role(&api, &bob, &team_id, &bob, "admin").await;
     assert_error(&promoted, 403, "FORBIDDEN");
-    let removed = api
-        .call(
-            Some(&bob),
-            "teams/removeMember",
-            json!({ "teamId": team_id, "userId": carol.user_id }),
-        )
-        .await;
+    let removed = remove_member(&api, &bob, &team_id, &carol).await;
     assert_error(&removed, 403, "FORBIDDEN");
 
     // An admin renames, invites members, moves members and admins, never touches owners.
@@ -104,13 +72,9 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
     )
     .await
     .ok();
-    api.call(
-        Some(&carol),
-        "teams/invite",
-        json!({ "teamId": team_id, "email": "frank@example.com" }),
-    )
-    .await
-    .ok();
+    invite(&api, &carol, &team_id, "frank@example.com")
+        .await
+        .ok();
     let admin_invite = api
         .call(
             Some(&carol),
@@ -119,63 +83,23 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
         )
         .await;
     assert_error(&admin_invite, 403, "FORBIDDEN");
-    let demote_owner = api
-        .call(
-            Some(&carol),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": alice.user_id, "role": "member" }),
-        )
-        .await;
+    let demote_owner = change_role(&api, &carol, &team_id, &alice, "member").await;
     assert_error(&demote_owner, 403, "FORBIDDEN");
-    let grant_owner = api
-        .call(
-            Some(&carol),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "owner" }),
-        )
-        .await;
+    let grant_owner = change_role(&api, &carol, &team_id, &bob, "owner").await;
     assert_error(&grant_owner, 403, "FORBIDDEN");
-    let self_owner = api
-        .call(
-            Some(&carol),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": carol.user_id, "role": "owner" }),
-        )
-        .await;
+    let self_owner = change_role(&api, &carol, &team_id, &carol, "owner").await;
     assert_error(&self_owner, 403, "FORBIDDEN");
-    let remove_owner = api
-        .call(
-            Some(&carol),
-            "teams/removeMember",
-            json!({ "teamId": team_id, "userId": alice.user_id }),
-        )
-        .await;
+    let remove_owner = remove_member(&api, &carol, &team_id, &alice).await;
     assert_error(&remove_owner, 403, "FORBIDDEN");
-    let remove_admin = api
-        .call(
-            Some(&carol),
-            "teams/removeMember",
-            json!({ "teamId": team_id, "userId": erin.user_id }),
-        )
-        .await;
+    let remove_admin = remove_member(&api, &carol, &team_id, &erin).await;
     assert_error(&remove_admin, 403, "FORBIDDEN");
 
-    let bob_admin = api
-        .call(
-            Some(&carol),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "admin" }),
-        )
+    let bob_admin = change_role(&api, &carol, &team_id, &bob, "admin")
         .await
         .ok();
     assert_eq!(bob_admin["role"], "admin");
     assert_eq!(bob_admin["version"], 2);
-    let bob_member = api
-        .call(
-            Some(&carol),
-            "teams/changeRole",
-            json!({ "teamId": team_id, "userId": bob.user_id, "role": "member" }),
-        )
+    let bob_member = change_role(&api, &carol, &team_id, &bob, "member")
         .await
         .ok();
     assert_eq!(bob_member["role"], "member");
@@ -190,14 +114,7 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
     assert_eq!(bob_updates[1].row["role"], "member");
 
     // An admin removes a member: a tombstone to the team and to the removed user.
-    let tombstone = api
-        .call(
-            Some(&carol),
-            "teams/removeMember",
-            json!({ "teamId": team_id, "userId": bob.user_id }),
-        )
-        .await
-        .ok();
+    let tombstone = remove_member(&api, &carol, &team_id, &bob).await.ok();
     assert!(tombstone["deletedAt"].as_i64().is_some());
     let sets = api.changesets().await;
     for scope in [team_scope(&team_id), user_scope(&bob)] {
@@ -223,13 +140,7 @@ async fn roles_are_enforced_and_outsiders_see_nothing() {
     assert_error(&gone, 404, "NOT_FOUND");
 
     // Owners remove admins; rejoining revives the membership with the invited role.
-    api.call(
-        Some(&alice),
-        "teams/removeMember",
-        json!({ "teamId": team_id, "userId": erin.user_id }),
-    )
-    .await
-    .ok();
+    remove_member(&api, &alice, &team_id, &erin).await.ok();
     add_member(&api, &alice, &team_id, &bob, "admin").await;
     let sets = api.changesets().await;
     let revived = changes_for(&sets, &user_scope(&bob)).pop().unwrap();

@@ -60,25 +60,32 @@ impl Changes {
     }
 
     pub(crate) async fn last_seq(&self) -> u64 {
-        self.stream()
-            .await
-            .get_info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence
+        self.state().await.last_sequence
     }
 
     /// Consumers of CHANGES on the server now (the streamer's tail and materializer).
     pub(crate) async fn consumers(&self) -> usize {
-        self.stream()
-            .await
-            .get_info()
-            .await
-            .unwrap()
-            .state
-            .consumer_count
+        self.state().await.consumer_count
     }
+
+    async fn state(&self) -> async_nats::jetstream::stream::State {
+        self.stream().await.get_info().await.unwrap().state
+    }
+}
+
+/// The api and a streamer replica on the (private) NATS server at `nats_url`; `configure`
+/// sets the streamer's further settings.
+pub(crate) async fn start_on_nats(
+    nats_url: &str,
+    configure: impl FnOnce(&mut sync_streamer::Config),
+) -> (TestApi, Streamer) {
+    let api = TestApi::start_with(|config| config.common.nats_url = nats_url.to_owned()).await;
+    let streamer = Streamer::start(&api, |config| {
+        config.common.nats_url = nats_url.to_owned();
+        configure(config);
+    })
+    .await;
+    (api, streamer)
 }
 
 /// Everything published, the read model caught up, the streamer's tail at the end of

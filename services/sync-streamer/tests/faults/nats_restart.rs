@@ -9,23 +9,14 @@ use crate::client::{Client, ClientLog, readyz};
 use crate::common::*;
 use crate::fixtures::{
     Changes, WAIT, assert_no_gap, assert_ready_means_tailing, assert_unready_while_nats_is_down,
-    in_scope, settled, unsent,
+    in_scope, settled, start_on_nats, unsent,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_get_every_write_across_a_nats_restart_and_the_streamer_recovers() {
     let mut nats = PrivateNats::start();
     let nats_url = nats.url();
-    let api = TestApi::start_with({
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
-    let streamer = Streamer::start(&api, {
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
+    let (api, streamer) = start_on_nats(&nats_url, |_| {}).await;
     let changes = Changes::new(&nats_url, &api.namespace);
     let ada = api.login(&unique_email("ada")).await;
     let bob = api.login(&unique_email("bob")).await;
@@ -289,16 +280,7 @@ fn ada_log_frames(client: &Client) -> usize {
 async fn the_first_changes_written_while_nats_is_down_reach_a_replica_that_tailed_none_yet() {
     let mut nats = PrivateNats::start();
     let nats_url = nats.url();
-    let api = TestApi::start_with({
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
-    let streamer = Streamer::start(&api, {
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
+    let (api, streamer) = start_on_nats(&nats_url, |_| {}).await;
     let changes = Changes::new(&nats_url, &api.namespace);
     assert_eq!(changes.last_seq().await, 0, "CHANGES starts empty");
 

@@ -8,7 +8,7 @@ use test_support::{PrivateNats, eventually, get};
 
 use crate::client::readyz;
 use crate::common::*;
-use crate::fixtures::{WAIT, assert_unready_while_nats_is_down};
+use crate::fixtures::{WAIT, assert_unready_while_nats_is_down, start_on_nats};
 use crate::recovery_probes::{
     AFTER_NATS, AFTER_POSTGRES, Frames, first_true_after, publish_acked, publish_change,
     session_of, watermark,
@@ -24,16 +24,7 @@ use crate::recovery_probes::{
 async fn live_sync_is_back_within_two_seconds_of_nats() {
     let mut nats = PrivateNats::start();
     let nats_url = nats.url();
-    let api = TestApi::start_with({
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
-    let streamer = Streamer::start(&api, {
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
+    let (api, streamer) = start_on_nats(&nats_url, |_| {}).await;
     let ada = api.login(&unique_email("ada")).await;
     let bob = api.login(&unique_email("bob")).await;
     let ada_frames = Frames::open(&streamer.base_url, &sync_token(&api, &ada).await).await;
@@ -126,17 +117,8 @@ async fn live_sync_is_back_within_two_seconds_of_nats() {
 async fn readyz_fails_while_the_tail_is_behind_the_stream_head() {
     let nats = PrivateNats::start();
     let nats_url = nats.url();
-    let api = TestApi::start_with({
-        let nats_url = nats_url.clone();
-        move |config| config.common.nats_url = nats_url
-    })
-    .await;
-    let streamer = Streamer::start(&api, {
-        let nats_url = nats_url.clone();
-        move |config| {
-            config.common.nats_url = nats_url;
-            config.sync.tail_ready_lag = Duration::from_secs(1);
-        }
+    let (api, streamer) = start_on_nats(&nats_url, |config| {
+        config.sync.tail_ready_lag = Duration::from_secs(1);
     })
     .await;
     let scope = format!("user.{}", uuid::Uuid::new_v4());

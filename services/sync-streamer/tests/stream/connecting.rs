@@ -6,15 +6,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::fixtures::QUIET;
+use crate::fixtures::{
+    QUIET, assert_in_sync, follow, remove_member, start, stop, team_entry, users,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_then_live_filtered_to_the_users_scopes() {
-    let api = TestApi::start().await;
-    let streamer = Streamer::start(&api, |_| {}).await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
-    let eve = api.login(&unique_email("eve")).await;
+    let (api, streamer) = start().await;
+    let [ada, bob, eve] = users(&api, ["ada", "bob", "eve"]).await;
     let ada_entry = api
         .call(Some(&ada), "journalEntries/create", entry("ada's"))
         .await
@@ -26,8 +25,7 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         .await
         .ok();
     let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
-    let mut team_entry = entry("for the team");
-    team_entry["teamId"] = json!(team_id);
+    let team_entry = team_entry("for the team", &team_id);
     api.call(Some(&bob), "journalEntries/create", team_entry.clone())
         .await
         .ok();
@@ -45,7 +43,7 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
     ada_copy.apply(&first);
     drain(&mut ada_sse, &mut ada_copy, QUIET).await;
     assert!(ada_copy.caught_up);
-    assert_eq!(ada_copy.live(), expected_rows(&api, ada.user_id).await);
+    assert_in_sync(&ada_copy, &api, &ada).await;
     assert!(ada_copy.rows.contains_key(&format!(
         "journal_entries/{}",
         ada_entry["journalEntryId"].as_str().unwrap()
@@ -58,10 +56,14 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         "another user's personal rows leaked"
     );
 
-    let mut bob_copy = LocalCopy::default();
-    let mut bob_sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
-    drain(&mut bob_sse, &mut bob_copy, QUIET).await;
-    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    let (mut bob_sse, mut bob_copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        None,
+        QUIET,
+    )
+    .await;
+    assert_in_sync(&bob_copy, &api, &bob).await;
 
     // Live: a team entry reaches both, a personal one only its author, one frame per changeset.
     let shared = api
@@ -84,18 +86,12 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         vec!["change", "change"],
         "bob sees the create and the update"
     );
-    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    assert_in_sync(&bob_copy, &api, &bob).await;
     drain(&mut ada_sse, &mut ada_copy, QUIET).await;
-    assert_eq!(ada_copy.live(), expected_rows(&api, ada.user_id).await);
+    assert_in_sync(&ada_copy, &api, &ada).await;
 
     // Removal: bob leaves the team's scope and is told to drop its rows.
-    api.call(
-        Some(&ada),
-        "teams/removeMember",
-        json!({"teamId": team_id, "userId": bob.user_id}),
-    )
-    .await
-    .ok();
+    remove_member(&api, &ada, &team_id, &bob).await;
     let kinds = drain(&mut bob_sse, &mut bob_copy, QUIET).await;
     assert!(
         kinds.contains(&"scope_removed".to_owned()),
@@ -115,7 +111,7 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         }),
         "bob still holds the team's rows: {team_rows:?}"
     );
-    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    assert_in_sync(&bob_copy, &api, &bob).await;
     // Later team writes never reach bob.
     api.call(Some(&ada), "journalEntries/create", team_entry.clone())
         .await
@@ -129,14 +125,13 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         .await
         .ok();
     settle(&api).await;
-    let mut resumed = LocalCopy::default();
-    let mut sse = open_stream(
+    let (_sse, resumed) = follow(
         &streamer.base_url,
         &sync_token(&api, &bob).await,
         Some(&before.to_string()),
+        QUIET,
     )
     .await;
-    drain(&mut sse, &mut resumed, QUIET).await;
     let titles: Vec<_> = resumed
         .rows
         .values()
@@ -144,8 +139,7 @@ async fn delta_then_live_filtered_to_the_users_scopes() {
         .collect();
     assert_eq!(titles, vec![json!("bob later")]);
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,14 +223,12 @@ async fn bad_requests_get_clear_errors() {
     .await;
     assert!(freed, "a closed stream frees its place");
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_event_source_query_token_and_last_event_id_reconnect() {
-    let api = TestApi::start().await;
-    let streamer = Streamer::start(&api, |_| {}).await;
+    let (api, streamer) = start().await;
     let ada = api.login(&unique_email("ada")).await;
     for index in 0..3 {
         api.call(
@@ -294,6 +286,5 @@ async fn browser_event_source_query_token_and_last_event_id_reconnect() {
             .all(|cursor| *cursor >= copy.cursor.unwrap())
     );
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::fixtures::QUIET;
+use crate::fixtures::{QUIET, assert_in_sync, follow, stop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_cursor_gets_a_reset_then_a_full_catch_up() {
@@ -63,7 +63,7 @@ async fn an_expired_cursor_gets_a_reset_then_a_full_catch_up() {
         "{kinds:?}"
     );
     assert!(copy.caught_up);
-    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+    assert_in_sync(&copy, &api, &ada).await;
     assert!(copy.rows.contains_key(&format!(
         "journal_entries/{}",
         kept["journalEntryId"].as_str().unwrap()
@@ -80,8 +80,7 @@ async fn an_expired_cursor_gets_a_reset_then_a_full_catch_up() {
     let kinds = drain(&mut sse, &mut again, QUIET).await;
     assert!(!kinds.contains(&"reset".to_owned()), "{kinds:?}");
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,9 +90,8 @@ async fn a_slow_client_is_disconnected_and_resumes_from_its_cursor() {
         Streamer::start(&api, |config| config.sync.client_buffer_bytes = 64 * 1024).await;
     let ada = api.login(&unique_email("ada")).await;
     let token = sync_token(&api, &ada).await;
-    let mut sse = open_stream(&streamer.base_url, &token, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    let (mut sse, mut copy) =
+        follow(&streamer.base_url, &token, None, Duration::from_millis(300)).await;
     // The client stops reading while the api writes ~20 MB of entries.
     let big = "x".repeat(90_000);
     for index in 0..220 {
@@ -122,10 +120,9 @@ async fn a_slow_client_is_disconnected_and_resumes_from_its_cursor() {
     )
     .await;
     drain(&mut sse, &mut copy, QUIET).await;
-    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+    assert_in_sync(&copy, &api, &ada).await;
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,15 +132,23 @@ async fn revocation_expiry_and_shutdown_close_streams() {
     let ada = api.login(&unique_email("ada")).await;
 
     // Expiry.
-    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &ada).await, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_secs(6)).await;
+    let (_sse, copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &ada).await,
+        None,
+        Duration::from_secs(6),
+    )
+    .await;
     assert_eq!(copy.closed.as_deref(), Some("token_expired"));
 
     // Revocation (logout revokes the session the token came from).
-    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &ada).await, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    let (mut sse, mut copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &ada).await,
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
     let token = sync_token(&api, &ada).await;
     api.call(Some(&ada), "auth/logout", Value::Null).await.ok();
     drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
@@ -155,9 +160,13 @@ async fn revocation_expiry_and_shutdown_close_streams() {
 
     // Shutdown.
     let bob = api.login(&unique_email("bob")).await;
-    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_millis(300)).await;
+    let (mut sse, mut copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
     let stopping = tokio::spawn(streamer.stop());
     drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
     assert_eq!(copy.closed.as_deref(), Some("shutdown"));
@@ -203,10 +212,14 @@ async fn a_second_replica_takes_the_materializer_over_when_the_leader_dies() {
         .await
         .ok();
     settle(&api).await;
-    let mut sse = open_stream(&follower.base_url, &sync_token(&api, &ada).await, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, QUIET).await;
-    assert_eq!(copy.live(), expected_rows(&api, ada.user_id).await);
+    let (_sse, copy) = follow(
+        &follower.base_url,
+        &sync_token(&api, &ada).await,
+        None,
+        QUIET,
+    )
+    .await;
+    assert_in_sync(&copy, &api, &ada).await;
 
     follower.stop().await;
     api.stop().await;

@@ -3,34 +3,41 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::*;
-use crate::fixtures::{QUIET, read_until};
+use crate::fixtures::{
+    QUIET, assert_in_sync, follow, invite_and_accept, read_until, remove_member, start, stop,
+    team_entry, users,
+};
 
 /// A member's own membership row lives in the team's scope and in the member's: the member
 /// receives each of its versions once (catch-up and live), while the other members still get
 /// it from the team's scope.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_own_membership_row_arrives_once_per_version() {
-    let api = TestApi::start().await;
-    let streamer = Streamer::start(&api, |_| {}).await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
-    let carol = api.login(&unique_email("carol")).await;
+    let (api, streamer) = start().await;
+    let [ada, bob, carol] = users(&api, ["ada", "bob", "carol"]).await;
     let team_id = api
         .team_with(&ada, &[(&bob, "member"), (&carol, "member")])
         .await;
     settle(&api).await;
     let bob_membership = format!("team_members/{team_id}:{}", bob.user_id);
 
-    let mut bob_sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
-    let mut bob_copy = LocalCopy::default();
-    drain(&mut bob_sse, &mut bob_copy, Duration::from_millis(500)).await;
-    let mut carol_sse =
-        open_stream(&streamer.base_url, &sync_token(&api, &carol).await, None).await;
-    let mut carol_copy = LocalCopy::default();
-    drain(&mut carol_sse, &mut carol_copy, Duration::from_millis(500)).await;
+    let (mut bob_sse, mut bob_copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        None,
+        Duration::from_millis(500),
+    )
+    .await;
+    let (mut carol_sse, mut carol_copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &carol).await,
+        None,
+        Duration::from_millis(500),
+    )
+    .await;
     assert_eq!(bob_copy.received[&bob_membership].len(), 1, "catch-up");
 
     // Live: the role changes (a new version of the row, in both scopes): one transaction,
@@ -58,18 +65,15 @@ async fn a_members_own_membership_row_arrives_once_per_version() {
         carol_copy.received[&bob_membership], *versions,
         "the other members still follow the row"
     );
-    assert_eq!(bob_copy.live(), expected_rows(&api, bob.user_id).await);
+    assert_in_sync(&bob_copy, &api, &bob).await;
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
-    let api = TestApi::start().await;
-    let streamer = Streamer::start(&api, |_| {}).await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
+    let (api, streamer) = start().await;
+    let [ada, bob] = users(&api, ["ada", "bob"]).await;
     let team_id = api.team_with(&ada, &[]).await;
     for index in 0..3 {
         api.call(
@@ -81,30 +85,17 @@ async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
         .ok();
     }
     settle(&api).await;
-    let mut sse = open_stream(&streamer.base_url, &sync_token(&api, &bob).await, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_millis(500)).await;
-    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    let (mut sse, mut copy) = follow(
+        &streamer.base_url,
+        &sync_token(&api, &bob).await,
+        None,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_in_sync(&copy, &api, &bob).await;
     // Bob joins: his stream closes (scopes_changed); his old token is now stale.
     let old_token = sync_token(&api, &bob).await;
-    api.call(
-        Some(&ada),
-        "teams/invite",
-        json!({"teamId": team_id, "email": bob.email}),
-    )
-    .await
-    .ok();
-    let invitations = api
-        .query(Some(&bob), "teams/listInvitations", Value::Null)
-        .await
-        .ok();
-    api.call(
-        Some(&bob),
-        "teams/acceptInvitation",
-        json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
-    )
-    .await
-    .ok();
+    invite_and_accept(&api, &ada, &team_id, &bob).await;
     drain(&mut sse, &mut copy, Duration::from_secs(5)).await;
     assert_eq!(copy.closed.as_deref(), Some("scopes_changed"));
     let cursor = copy.cursor.unwrap().to_string();
@@ -131,8 +122,7 @@ async fn joining_a_team_reconnects_the_stream_into_the_teams_rows() {
         3
     );
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 /// A client that saw its removal live (from the tail) and resumes before the materializer has
@@ -160,11 +150,9 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
         }
     })
     .await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
+    let [ada, bob] = users(&api, ["ada", "bob"]).await;
     let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
-    let mut team_entry = entry("for the team");
-    team_entry["teamId"] = json!(team_id);
+    let team_entry = team_entry("for the team", &team_id);
     for _ in 0..2 {
         api.call(Some(&ada), "journalEntries/create", team_entry.clone())
             .await
@@ -173,10 +161,8 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
     settle(&api).await;
     // A token that lists the team, as bob's app holds it.
     let token = sync_token(&api, &bob).await;
-    let mut sse = open_stream(&streamer.base_url, &token, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, QUIET).await;
-    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    let (mut sse, mut copy) = follow(&streamer.base_url, &token, None, QUIET).await;
+    assert_in_sync(&copy, &api, &bob).await;
 
     // The materializer stops (another holder takes its lease, as after a takeover that has
     // not written anything yet); the tail goes on.
@@ -194,13 +180,7 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
     assert!(stopped, "the materializer kept leading");
 
     // Bob is removed; his stream tells him live, and he drops the team's rows.
-    api.call(
-        Some(&ada),
-        "teams/removeMember",
-        json!({"teamId": team_id, "userId": bob.user_id}),
-    )
-    .await
-    .ok();
+    remove_member(&api, &ada, &team_id, &bob).await;
     let before = copy.cursor.unwrap();
     read_until(&mut sse, &mut copy, "scope_removed").await;
     let tombstone_seq = last_own_changeset(&api, bob.user_id, before).await.unwrap();
@@ -265,24 +245,7 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
         .execute(&api.pool)
         .await
         .unwrap();
-    api.call(
-        Some(&ada),
-        "teams/invite",
-        json!({"teamId": team_id, "email": bob.email}),
-    )
-    .await
-    .ok();
-    let invitations = api
-        .query(Some(&bob), "teams/listInvitations", Value::Null)
-        .await
-        .ok();
-    api.call(
-        Some(&bob),
-        "teams/acceptInvitation",
-        json!({"teamInvitationId": invitations[0]["teamInvitationId"]}),
-    )
-    .await
-    .ok();
+    invite_and_accept(&api, &ada, &team_id, &bob).await;
     read_until(&mut sse, &mut copy, "closed").await;
     assert_eq!(copy.closed.as_deref(), Some("scopes_changed"));
     settle(&api).await;
@@ -295,10 +258,9 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
     copy.closed = None;
     copy.caught_up = false;
     drain(&mut sse, &mut copy, QUIET).await;
-    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    assert_in_sync(&copy, &api, &bob).await;
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 /// A removal reaches a client before the changeset that carries the membership's tombstone,
@@ -307,21 +269,16 @@ async fn removed_member_resuming_ahead_of_the_read_model(ring_capacity: Option<u
 /// off in between resumed past the removal and kept the team's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_cut_off_mid_way_is_sent_again() {
-    let api = TestApi::start().await;
-    let streamer = Streamer::start(&api, |_| {}).await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
+    let (api, streamer) = start().await;
+    let [ada, bob] = users(&api, ["ada", "bob"]).await;
     let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
-    let mut team_entry = entry("for the team");
-    team_entry["teamId"] = json!(team_id);
+    let team_entry = team_entry("for the team", &team_id);
     api.call(Some(&ada), "journalEntries/create", team_entry)
         .await
         .ok();
     settle(&api).await;
     let token = sync_token(&api, &bob).await;
-    let mut sse = open_stream(&streamer.base_url, &token, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, QUIET).await;
+    let (mut sse, mut copy) = follow(&streamer.base_url, &token, None, QUIET).await;
     let holds_team_rows = |copy: &LocalCopy| {
         copy.rows.values().any(|row| {
             row["teamId"].as_str() == Some(team_id.as_str()) && row["deletedAt"].is_null()
@@ -329,13 +286,7 @@ async fn a_removal_cut_off_mid_way_is_sent_again() {
     };
     assert!(holds_team_rows(&copy));
 
-    api.call(
-        Some(&ada),
-        "teams/removeMember",
-        json!({"teamId": team_id, "userId": bob.user_id}),
-    )
-    .await
-    .ok();
+    remove_member(&api, &ada, &team_id, &bob).await;
     settle(&api).await;
     // Bob's connection breaks right after the frame with the cursor of the changeset of his
     // own scope that carries the tombstone.
@@ -358,10 +309,9 @@ async fn a_removal_cut_off_mid_way_is_sent_again() {
         "bob still holds the team's rows: {:?}",
         copy.rows.keys().collect::<Vec<_>>()
     );
-    assert_eq!(copy.live(), expected_rows(&api, bob.user_id).await);
+    assert_in_sync(&copy, &api, &bob).await;
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }
 
 /// Read frames into `copy` until its cursor reaches `seq` (within 60 s).

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::*;
-use crate::fixtures::{read_until, titles};
+use crate::fixtures::{follow, read_until, stop, titles, users};
 
 /// A client cut off while a transaction waits for a part, resuming from the cursor of a frame
 /// sent past the waiting part: the waiting transaction arrives whole, and what was sent past
@@ -31,14 +31,12 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
         config.sync.transaction_wait = transaction_wait;
     })
     .await;
-    let ada = api.login(&unique_email("ada")).await;
-    let bob = api.login(&unique_email("bob")).await;
+    let [ada, bob] = users(&api, ["ada", "bob"]).await;
     let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
     settle(&api).await;
     let token = sync_token(&api, &bob).await;
-    let mut sse = open_stream(&streamer.base_url, &token, None).await;
-    let mut copy = LocalCopy::default();
-    drain(&mut sse, &mut copy, Duration::from_millis(500)).await;
+    let (mut sse, mut copy) =
+        follow(&streamer.base_url, &token, None, Duration::from_millis(500)).await;
     assert!(copy.caught_up);
 
     // Changesets as a relay publishes them: a transaction of two parts (bob's scope and the
@@ -168,6 +166,5 @@ async fn resume_past_a_waiting_transaction(transaction_wait: Duration) {
         Some(late_part.to_string().as_str())
     );
 
-    streamer.stop().await;
-    api.stop().await;
+    stop(streamer, api).await;
 }

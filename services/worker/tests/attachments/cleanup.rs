@@ -8,10 +8,8 @@ use messages::journal::v1::CleanUpAbandonedUploads;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{
-    CRON_SECRET, System, create_upload, png, purge_retention, put_upload, upload_attachment,
-};
-use crate::fixtures::{attachment_changes, id};
+use crate::common::{System, create_upload, png, purge_retention, put_upload, upload_attachment};
+use crate::fixtures::{assert_refused, attachment_changes, id, start_with_cron_secret};
 
 #[tokio::test]
 async fn abandoned_uploads_are_expired_by_the_cron_task() {
@@ -76,17 +74,15 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
     );
     for created in [&uploaded, &never] {
         let attachment_id = id(&created["attachment"], "attachmentId");
-        let (status, error) = system
-            .call(
-                &ada,
-                "cdn/completeUpload",
-                json!({"attachmentId": attachment_id}),
-            )
-            .await;
-        assert_eq!(
-            (status, error["code"].as_str()),
-            (409, Some("UPLOAD_EXPIRED"))
-        );
+        assert_refused(
+            &system,
+            &ada,
+            "cdn/completeUpload",
+            json!({"attachmentId": attachment_id}),
+            409,
+            "UPLOAD_EXPIRED",
+        )
+        .await;
     }
     // Clients learn of it as tombstones.
     let tombstones = attachment_changes(&system)
@@ -100,11 +96,7 @@ async fn abandoned_uploads_are_expired_by_the_cron_task() {
 
 #[tokio::test]
 async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_objects() {
-    let system = System::start_both(
-        |api| api.cron_job_secret = Some(secrecy::SecretString::from(CRON_SECRET)),
-        |_| {},
-    )
-    .await;
+    let system = start_with_cron_secret().await;
     let ada = system.login("ada@example.com").await;
     let entry = system
         .ok(
@@ -127,46 +119,25 @@ async fn deleting_an_entry_deletes_its_attachments_and_the_purge_removes_the_obj
     let photo_id = id(&photo, "attachmentId");
 
     // Delete, restore, delete: the attachment follows its entry.
-    system
-        .ok(
-            &ada,
-            "journalEntries/delete",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
-    let deleted = system
-        .ok(&ada, "cdn/get", json!({"attachmentId": photo_id}))
-        .await;
+    let on_entry =
+        |procedure: &'static str| system.ok(&ada, procedure, json!({"journalEntryId": entry_id}));
+    let photo_row = || system.ok(&ada, "cdn/get", json!({"attachmentId": photo_id}));
+    on_entry("journalEntries/delete").await;
+    let deleted = photo_row().await;
     assert!(deleted["deletedAt"].is_i64(), "{deleted}");
-    let (status, error) = system
-        .call(
-            &ada,
-            "cdn/getDownloadUrl",
-            json!({"attachmentId": photo_id}),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (409, Some("ATTACHMENT_DELETED"))
-    );
-    system
-        .ok(
-            &ada,
-            "journalEntries/restore",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
-    let restored = system
-        .ok(&ada, "cdn/get", json!({"attachmentId": photo_id}))
-        .await;
+    assert_refused(
+        &system,
+        &ada,
+        "cdn/getDownloadUrl",
+        json!({"attachmentId": photo_id}),
+        409,
+        "ATTACHMENT_DELETED",
+    )
+    .await;
+    on_entry("journalEntries/restore").await;
+    let restored = photo_row().await;
     assert!(restored["deletedAt"].is_null(), "{restored}");
-    system
-        .ok(
-            &ada,
-            "journalEntries/delete",
-            json!({"journalEntryId": entry_id}),
-        )
-        .await;
+    on_entry("journalEntries/delete").await;
     assert_eq!(system.bucket.keys().await.len(), 2, "kept until the purge");
 
     // Past retention, the purge deletes the objects, the attachment and then the entry.

@@ -6,20 +6,15 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::{
-    CRON_SECRET, System, User, create_upload, png, purge_retention, put_upload, settled_attachment,
+    System, User, create_upload, png, purge_retention, put_upload, settled_attachment,
     upload_attachment,
 };
-use crate::fixtures::{attachment_changes, id};
+use crate::fixtures::{assert_refused, attachment_changes, get_url, id, start_with_cron_secret};
 
 async fn download(system: &System, user: &User, input: Value) -> (u16, Vec<u8>) {
     let link = system.ok(user, "cdn/getDownloadUrl", input).await;
     assert!(link["expiresAt"].as_i64().unwrap() > Utc::now().timestamp_millis());
-    let response = system
-        .client
-        .get(link["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let response = get_url(system, &link["url"]).await;
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
 }
@@ -138,14 +133,15 @@ async fn an_image_goes_to_ready_with_a_thumbnail_and_only_its_viewers_download_i
 
     // Someone else's attachment does not exist for Bob.
     for procedure in ["cdn/getDownloadUrl", "cdn/get", "cdn/completeUpload"] {
-        let (status, error) = system
-            .call(&bob, procedure, json!({"attachmentId": attachment_id}))
-            .await;
-        assert_eq!(
-            (status, error["code"].as_str()),
-            (404, Some("NOT_FOUND")),
-            "{procedure}"
-        );
+        assert_refused(
+            &system,
+            &bob,
+            procedure,
+            json!({"attachmentId": attachment_id}),
+            404,
+            "NOT_FOUND",
+        )
+        .await;
     }
 
     // Synced: insert, then the updates, in Ada's scope.
@@ -200,33 +196,44 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
 
     let (status, bytes) = download(&system, &bob, json!({"attachmentId": attachment_id})).await;
     assert_eq!((status, bytes), (200, pdf));
-    let (status, error) = system
-        .call(
-            &bob,
-            "cdn/getDownloadUrl",
-            json!({"attachmentId": attachment_id, "variant": "thumbnail"}),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (409, Some("NO_THUMBNAIL"))
-    );
-    let (status, error) = system
-        .call(
-            &eve,
-            "cdn/getDownloadUrl",
-            json!({"attachmentId": attachment_id}),
-        )
-        .await;
-    assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_refused(
+        &system,
+        &bob,
+        "cdn/getDownloadUrl",
+        json!({"attachmentId": attachment_id, "variant": "thumbnail"}),
+        409,
+        "NO_THUMBNAIL",
+    )
+    .await;
+    assert_refused(
+        &system,
+        &eve,
+        "cdn/getDownloadUrl",
+        json!({"attachmentId": attachment_id}),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     // Bob may see the entry but not change it, so he cannot attach to it; Eve cannot see it.
     let input = json!({"fileName": "x.pdf", "contentType": "application/pdf", "sizeBytes": 10, "journalEntryId": entry_id});
-    let (status, error) = system
-        .call(&bob, "cdn/createUploadUrl", input.clone())
-        .await;
-    assert_eq!((status, error["code"].as_str()), (403, Some("FORBIDDEN")));
-    let (status, error) = system.call(&eve, "cdn/createUploadUrl", input).await;
-    assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_refused(
+        &system,
+        &bob,
+        "cdn/createUploadUrl",
+        input.clone(),
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_refused(
+        &system,
+        &eve,
+        "cdn/createUploadUrl",
+        input,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     // The team's scope gets the rows.
     assert!(
         attachment_changes(&system)
@@ -243,11 +250,7 @@ async fn team_members_download_attachments_of_team_entries_and_others_do_not() {
 /// The purge deletes both keys.
 #[tokio::test]
 async fn a_put_after_verification_is_never_served() {
-    let system = System::start_both(
-        |api| api.cron_job_secret = Some(secrecy::SecretString::from(CRON_SECRET)),
-        |_| {},
-    )
-    .await;
+    let system = start_with_cron_secret().await;
     let ada = system.login("ada@example.com").await;
     let original = png(64, 64);
     let created = create_upload(&system, &ada, "a.png", "image/png", original.len(), None).await;

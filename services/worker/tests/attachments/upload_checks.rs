@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::{System, create_upload, png, put_upload, upload_attachment};
+use crate::fixtures::{assert_refused, get_url, upload_input};
 
 #[tokio::test]
 async fn the_signature_refuses_another_type_or_length() {
@@ -47,35 +48,27 @@ async fn create_upload_url_refuses_large_files_and_other_types() {
     let ada = system.login("ada@example.com").await;
     let cases = [
         (
-            json!({"fileName": "big.png", "contentType": "image/png", "sizeBytes": 1001}),
+            upload_input("big.png", "image/png", 1001),
             "sizeBytes",
             "too_big",
         ),
         (
-            json!({"fileName": "empty.png", "contentType": "image/png", "sizeBytes": 0}),
+            upload_input("empty.png", "image/png", 0),
             "sizeBytes",
             "too_small",
         ),
         (
-            json!({"fileName": "run.exe", "contentType": "application/x-msdownload", "sizeBytes": 10}),
+            upload_input("run.exe", "application/x-msdownload", 10),
             "contentType",
             "invalid_value",
         ),
         (
-            json!({"fileName": "page.html", "contentType": "text/html", "sizeBytes": 10}),
+            upload_input("page.html", "text/html", 10),
             "contentType",
             "invalid_value",
         ),
-        (
-            json!({"fileName": "  ", "contentType": "image/png", "sizeBytes": 10}),
-            "fileName",
-            "too_small",
-        ),
-        (
-            json!({"fileName": "dir/", "contentType": "image/png", "sizeBytes": 10}),
-            "fileName",
-            "custom",
-        ),
+        (upload_input("  ", "image/png", 10), "fileName", "too_small"),
+        (upload_input("dir/", "image/png", 10), "fileName", "custom"),
     ];
     for (input, field, code) in cases {
         let (status, error) = system
@@ -94,7 +87,7 @@ async fn create_upload_url_refuses_large_files_and_other_types() {
         .ok(
             &ada,
             "cdn/createUploadUrl",
-            json!({"fileName": "ok.mp3", "contentType": "Audio/MPEG", "sizeBytes": 1000}),
+            upload_input("ok.mp3", "Audio/MPEG", 1000),
         )
         .await;
     assert_eq!(ok["attachment"]["contentType"], "audio/mpeg");
@@ -109,27 +102,25 @@ async fn create_upload_url_refuses_large_files_and_other_types() {
             .ok(
                 &ada,
                 "cdn/createUploadUrl",
-                json!({"fileName": format!("{index}.pdf"), "contentType": "application/pdf", "sizeBytes": 10}),
+                upload_input(&format!("{index}.pdf"), "application/pdf", 10),
             )
             .await;
     }
-    let (status, error) = system
-        .call(
-            &ada,
-            "cdn/createUploadUrl",
-            json!({"fileName": "51.pdf", "contentType": "application/pdf", "sizeBytes": 10}),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (429, Some("TOO_MANY_PENDING_UPLOADS"))
-    );
+    assert_refused(
+        &system,
+        &ada,
+        "cdn/createUploadUrl",
+        upload_input("51.pdf", "application/pdf", 10),
+        429,
+        "TOO_MANY_PENDING_UPLOADS",
+    )
+    .await;
     let bob = system.login("bob@example.com").await;
     system
         .ok(
             &bob,
             "cdn/createUploadUrl",
-            json!({"fileName": "mine.pdf", "contentType": "application/pdf", "sizeBytes": 10}),
+            upload_input("mine.pdf", "application/pdf", 10),
         )
         .await;
     system.stop().await;
@@ -155,17 +146,15 @@ async fn a_non_image_sent_as_png_is_rejected_and_deleted() {
         system.bucket.keys().await.is_empty(),
         "the rejected object is deleted"
     );
-    let (status, error) = system
-        .call(
-            &ada,
-            "cdn/getDownloadUrl",
-            json!({"attachmentId": rejected["attachmentId"]}),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (409, Some("ATTACHMENT_NOT_READY"))
-    );
+    assert_refused(
+        &system,
+        &ada,
+        "cdn/getDownloadUrl",
+        json!({"attachmentId": rejected["attachmentId"]}),
+        409,
+        "ATTACHMENT_NOT_READY",
+    )
+    .await;
 
     // A JPEG declared as PNG is no better.
     let mut jpeg = Vec::new();
@@ -208,12 +197,7 @@ async fn an_expired_upload_url_is_refused() {
         )
         .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let response = system
-        .client
-        .get(link["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let response = get_url(&system, &link["url"]).await;
     assert_eq!(response.status().as_u16(), 403);
     system.stop().await;
 }

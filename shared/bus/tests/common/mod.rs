@@ -2,13 +2,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus::{Bus, HandlerError, Meta, Msg, State};
+use bus::relay::{self, RelayConfig};
+use bus::router::RunningRouter;
+use bus::{Bus, BusRouter, HandlerError, Meta, Msg, State};
 use messages::journal::v1::BusProbe;
 use sqlx::PgPool;
 use test_support::TestDb;
+use tokio_util::sync::CancellationToken;
 
 /// The worker schema's migrations (the bus's tables and the worker's own).
 pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
@@ -87,6 +91,57 @@ impl Fixture {
     pub async fn cleanup(self) {
         self.bus.delete_streams().await.unwrap();
     }
+
+    /// A router that runs [`record`] for `recorder` on every `BusProbe` task (with at most
+    /// `concurrency` handlers at once, where given): the token that stops it, the recorder
+    /// and the router.
+    pub fn record_probes(
+        &self,
+        recorder: Recorder,
+        concurrency: Option<usize>,
+    ) -> (CancellationToken, Arc<Recorder>, RunningRouter) {
+        let shutdown = CancellationToken::new();
+        let recorder = Arc::new(recorder);
+        let mut router = BusRouter::new(self.bus.clone(), self.pool.clone(), recorder.clone());
+        if let Some(concurrency) = concurrency {
+            router = router.concurrency(concurrency);
+        }
+        let router = router
+            .task::<BusProbe, _, _>(record)
+            .spawn(shutdown.clone());
+        (shutdown, recorder, router)
+    }
+
+    /// The outbox relay with the worker's production settings, until `shutdown`.
+    pub fn spawn_relay(&self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        relay::spawn(
+            self.bus.clone(),
+            self.pool.clone(),
+            RelayConfig::new("worker"),
+            shutdown.clone(),
+        )
+    }
+
+    /// Stop `router` (cancelling `shutdown`), then delete the namespace's streams.
+    pub async fn stop(self, shutdown: CancellationToken, router: RunningRouter) {
+        shutdown.cancel();
+        router.join().await;
+        self.cleanup().await;
+    }
+}
+
+/// Per ordering key, the probes' sequences in the order given.
+pub fn sequences_by_key<'a>(
+    probes: impl IntoIterator<Item = &'a BusProbe>,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for probe in probes {
+        by_key
+            .entry(probe.aggregate_key.clone())
+            .or_default()
+            .push(probe.sequence);
+    }
+    by_key
 }
 
 pub fn probe(sequence: i64, key: &str) -> BusProbe {
@@ -106,6 +161,24 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder whose handler fails (to be retried) until `failing` is cleared.
+    pub fn failing() -> Self {
+        let recorder = Self::default();
+        recorder
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        recorder
+    }
+
+    /// A recorder whose handler fails permanently.
+    pub fn permanently_failing() -> Self {
+        let recorder = Self::default();
+        recorder
+            .permanent
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        recorder
+    }
+
     pub fn count(&self) -> usize {
         self.deliveries.lock().unwrap().len()
     }
