@@ -216,27 +216,3 @@ pub async fn run(
         .serve()
         .await
 }
-
-#[cfg(test)]
-mod tests {
-    use sync_protocol::tables::check_writer;
-
-    use crate::modules::{cdn, journal_entries, prompts, teams, users};
-
-    /// Every row the api syncs is registered with the api as its writer (the streamer and
-    /// clients know tables only through the registry).
-    #[test]
-    fn every_synced_row_is_registered_as_the_apis() {
-        let checks = [
-            check_writer::<journal_entries::types::JournalEntry>(crate::SERVICE),
-            check_writer::<prompts::types::Prompt>(crate::SERVICE),
-            check_writer::<teams::types::Team>(crate::SERVICE),
-            check_writer::<teams::types::TeamMember>(crate::SERVICE),
-            check_writer::<users::types::User>(crate::SERVICE),
-            check_writer::<cdn::types::Attachment>(crate::SERVICE),
-        ];
-        for check in checks {
-            assert_eq!(check, Ok(()));
-        }
-    }
-}

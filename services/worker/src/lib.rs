@@ -261,14 +261,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Every row the worker syncs is registered with the worker as its writer.
-    #[test]
-    fn every_synced_row_is_registered_as_the_workers() {
-        use sync_protocol::tables::check_writer;
-        assert_eq!(check_writer::<insights::EntryInsights>(SERVICE), Ok(()));
-        assert_eq!(check_writer::<insights::EntryInsightDay>(SERVICE), Ok(()));
-    }
-
     #[test]
     fn production_needs_s3_credentials_and_refuses_the_test_pause() {
         let error = Config::read(EnvReader::from_map([

@@ -56,19 +56,6 @@ pub fn names() -> String {
         .join(", ")
 }
 
-/// Whether `service` may write the changesets of `T`: the registry lists `T::TABLE` with
-/// `service` as its writer. Each writing service asserts this for its synced rows in a test.
-pub fn check_writer<T: crate::changes::SyncedRow>(service: &str) -> Result<(), String> {
-    match writer_of(T::TABLE) {
-        Some(writer) if writer == service => Ok(()),
-        Some(writer) => Err(format!(
-            "{} is synced by {writer} in the registry, not by {service}",
-            T::TABLE
-        )),
-        None => Err(format!("{} is not in SYNCED_TABLES", T::TABLE)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
