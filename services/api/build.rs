@@ -62,7 +62,8 @@ fn main() -> Result<(), String> {
 }
 
 /// utoipa's derives look a field's type up by its last path segment: each id newtype is an
-/// alias of `uuid::Uuid` and `EpochMillis` one of `i64`, so OpenAPI inlines
+/// alias of `uuid::Uuid`, `EpochMillis` one of `i64` and `DateInput` one of `String` (its
+/// fields say `format = Date`), so OpenAPI inlines
 /// `{type: string, format: uuid}` and `{type: integer, format: int64}` as it did for the
 /// plain uuids and timestamps (the published document does not change).
 fn utoipa_aliases() {
@@ -73,5 +74,6 @@ fn utoipa_aliases() {
             config.alias_for(name, "uuid::Uuid")
         })
         .alias_for("EpochMillis", "i64")
+        .alias_for("DateInput", "String")
         .write_to_file();
 }

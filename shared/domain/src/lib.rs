@@ -6,7 +6,7 @@
 //!   from there: in SQL binds (`sqlx` sees a `uuid`), in wire types (serde sees the uuid
 //!   string) and in the messages the services emit.
 //! - [`time`]: [`time::EpochMillis`], an instant that is epoch milliseconds on the wire and
-//!   `timestamptz` in SQL.
+//!   `timestamptz` in SQL, and [`time::DateInput`], a client's `YYYY-MM-DD` date parsed once.
 //!
 //! The wire and SQL shapes are exactly those of the plain `Uuid` / `DateTime<Utc>` they
 //! replace, so switching a field to a newtype changes no request, response or message.

@@ -1,7 +1,7 @@
 //! Instants on the wire: epoch milliseconds (ARCHITECTURE §9), checked to a range Postgres
 //! and chrono can hold.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 /// An instant given as epoch milliseconds (a number, or a JS `Date` through oRPC's `meta`),
 /// within 1970-01-01T00:00:00.000Z ..= 9999-12-31T23:59:59.999Z: anything else fails to
@@ -94,6 +94,69 @@ impl schemars::JsonSchema for EpochMillis {
     }
 }
 
+/// A calendar date as clients send it, `YYYY-MM-DD`, parsed once, when the input is read.
+///
+/// Reading it never fails: a malformed date is kept as its text and [`date`](Self::date) is
+/// `None`, so the input's checks report it together with every other issue of the input
+/// (serde would stop at the first error) and no code parses the text again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateInput {
+    text: String,
+    date: Option<NaiveDate>,
+}
+
+impl DateInput {
+    pub fn parse(text: impl Into<String>) -> Self {
+        let text = text.into();
+        // Exactly `YYYY-MM-DD`: chrono alone also takes `2024-1-5`.
+        let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .ok()
+            .filter(|_| text.len() == 10);
+        Self { text, date }
+    }
+
+    /// The date; `None` when the text is not a `YYYY-MM-DD` date (the input's checks refuse
+    /// such an input before any code asks).
+    pub fn date(&self) -> Option<NaiveDate> {
+        self.date
+    }
+
+    /// The text as sent.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DateInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::parse)
+    }
+}
+
+impl serde::Serialize for DateInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for DateInput {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DateInput".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +178,21 @@ mod tests {
         let at: EpochMillis = serde_json::from_str("1733580000123")?;
         assert_eq!(at.millis(), 1_733_580_000_123);
         assert_eq!(serde_json::to_string(&at)?, "1733580000123");
+        Ok(())
+    }
+
+    #[test]
+    fn a_date_input_is_parsed_once_and_a_malformed_one_kept_as_text()
+    -> Result<(), serde_json::Error> {
+        let date: DateInput = serde_json::from_str("\"2024-02-29\"")?;
+        assert_eq!(date.date(), NaiveDate::from_ymd_opt(2024, 2, 29));
+        assert_eq!(serde_json::to_string(&date)?, "\"2024-02-29\"");
+        for malformed in ["2023-02-29", "2024-1-5", "29.02.2024", ""] {
+            let read: DateInput = serde_json::from_str(&format!("\"{malformed}\""))?;
+            assert_eq!(read.date(), None, "{malformed}");
+            assert_eq!(read.text(), malformed);
+        }
+        assert!(serde_json::from_str::<DateInput>("20240229").is_err());
         Ok(())
     }
 }

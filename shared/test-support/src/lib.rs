@@ -299,6 +299,21 @@ pub async fn consumers_settled(nats_url: &str, streams: &[String], timeout: Dura
     .await
 }
 
+/// Wait up to 30 s for a service at `base_url` to answer `/readyz` with 200; panic naming
+/// the service and its last readiness answer otherwise.
+pub async fn wait_ready(base_url: &str, name: &str) {
+    let url = format!("{base_url}/readyz");
+    let ready = eventually(Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { get(&url).await.0 == 200 }
+    })
+    .await;
+    if !ready {
+        let (status, body) = get(&url).await;
+        panic!("{name} never became ready: {status} {body}");
+    }
+}
+
 /// GET a URL and return (status, body); connection errors become status 0.
 pub async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {

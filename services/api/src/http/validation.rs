@@ -141,19 +141,18 @@ impl Issues {
     }
 }
 
-/// `YYYY-MM-DD`, checked as a calendar date.
-pub fn parse_date(
+/// A `YYYY-MM-DD` date, read once ([`DateInput`](domain::time::DateInput)): an issue at `path`
+/// when it is not a calendar date.
+pub fn check_date(
     issues: &mut Issues,
     path: impl IntoPath,
-    text: &str,
+    date: &domain::time::DateInput,
 ) -> Option<chrono::NaiveDate> {
-    match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        Ok(date) if text.len() == 10 => Some(date),
-        _ => {
-            issues.format(path, "date", "Invalid date: expected YYYY-MM-DD");
-            None
-        }
+    let parsed = date.date();
+    if parsed.is_none() {
+        issues.format(path, "date", "Invalid date: expected YYYY-MM-DD");
     }
+    parsed
 }
 
 /// An IANA time zone name such as `Europe/Berlin`.

@@ -141,19 +141,7 @@ impl TestApi {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let ready = test_support::eventually(Duration::from_secs(30), || {
-            let url = format!("{base_url}/readyz");
-            let client = client.clone();
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        assert!(ready, "api never became ready");
+        test_support::wait_ready(&base_url, "api").await;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .after_connect(|conn, _| {

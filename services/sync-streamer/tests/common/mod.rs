@@ -47,12 +47,7 @@ impl Streamer {
         let background = service.abort_handles();
         let tail = service.tail_abort_handle();
         let handle = tokio::spawn(service.serve());
-        let ready = test_support::eventually(Duration::from_secs(30), || {
-            let url = format!("{base_url}/readyz");
-            async move { test_support::get(&url).await.0 == 200 }
-        })
-        .await;
-        assert!(ready, "streamer never became ready");
+        test_support::wait_ready(&base_url, "the streamer").await;
         Self {
             base_url,
             leadership,

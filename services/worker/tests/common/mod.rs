@@ -49,32 +49,6 @@ async fn schema_pool(db: &TestDb, schema: &'static str) -> sqlx::PgPool {
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, base_url: &str, name: &str) {
-    let ready = eventually(Duration::from_secs(30), || {
-        let url = format!("{base_url}/readyz");
-        let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-    if !ready {
-        let body = client
-            .get(format!("{base_url}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        panic!("{name} never became ready: {body}");
-    }
-}
-
 impl System {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -111,8 +85,8 @@ impl System {
         let worker_url = format!("http://{}", listener.local_addr().unwrap());
         let worker = tokio::spawn(worker::run(worker_config, listener, shutdown.clone()));
 
-        wait_ready(&client, &api_url, "api").await;
-        wait_ready(&client, &worker_url, "worker").await;
+        test_support::wait_ready(&api_url, "api").await;
+        test_support::wait_ready(&worker_url, "worker").await;
         let worker_pool = schema_pool(&db, "worker").await;
         let api_pool = schema_pool(&db, "api").await;
         Self {

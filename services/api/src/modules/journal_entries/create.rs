@@ -6,9 +6,10 @@ use domain::ids::{JournalEntryId, UserId};
 use messages::journal::v1::JournalEntryCreated;
 
 use super::store::Written;
-use super::types::{CreateInput, JournalEntry, to_date};
+use super::types::{CreateInput, JournalEntry};
 use crate::http::error::ApiError;
 use crate::modules::teams::store::MY_TEAMS_SQL;
+use domain::time::DateInput;
 use sync_protocol::changes::Op;
 use sync_protocol::synced_tx::{SyncedRecorder, SyncedWrites};
 
@@ -82,7 +83,7 @@ pub async fn create_entry(
         team_id: entry.team_id,
         prompt_id: entry.prompt_id,
         title: entry.title.trim().to_owned(),
-        entry_date: entry.entry_date.as_deref().and_then(to_date),
+        entry_date: entry.entry_date.as_ref().and_then(DateInput::date),
         content: entry.content,
         mood: entry.mood,
         tags: entry.tags.unwrap_or_default(),

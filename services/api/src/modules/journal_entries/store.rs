@@ -14,13 +14,13 @@ use crate::http::pagination::finish_page;
 use crate::http::validation::EpochMillis;
 use crate::modules::journal_entries::JournalEntry;
 use crate::modules::journal_entries::types::ListScope;
-use crate::modules::journal_entries::types::to_date;
 use crate::modules::teams::store::member_role;
 use crate::modules::teams::types::Role;
 use axum::http::StatusCode;
 use chrono::DateTime;
 use chrono::Utc;
 use chrono_tz::Tz;
+use domain::time::DateInput;
 use messages::journal::v1::JournalEntryDeleted;
 use messages::journal::v1::JournalEntryFacts;
 use messages::journal::v1::JournalEntryUpdated;
@@ -182,11 +182,11 @@ pub async fn list_page(
         query.push_bind(tag.clone());
         query.push("]::text[]");
     }
-    if let Some(from) = input.entry_date_from.as_deref().and_then(to_date) {
+    if let Some(from) = input.entry_date_from.as_ref().and_then(DateInput::date) {
         query.push(" AND entry_date >= ");
         query.push_bind(from);
     }
-    if let Some(to) = input.entry_date_to.as_deref().and_then(to_date) {
+    if let Some(to) = input.entry_date_to.as_ref().and_then(DateInput::date) {
         query.push(" AND entry_date <= ");
         query.push_bind(to);
     }
@@ -290,7 +290,13 @@ pub async fn update_loaded(
     .bind(input.mood.flatten())
     .bind(&input.tags)
     .bind(input.entry_date.is_some())
-    .bind(input.entry_date.flatten().as_deref().and_then(to_date))
+    .bind(
+        input
+            .entry_date
+            .flatten()
+            .as_ref()
+            .and_then(DateInput::date),
+    )
     .fetch_one(&mut **tx)
     .await?;
     let facts = written.facts();

@@ -5,10 +5,10 @@ use domain::ids::{JournalEntryId, PromptId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
-use crate::contract::schema::format;
 use crate::http::pagination::KeysetCursor;
 use crate::http::validation::Input;
-use crate::http::validation::{EpochMillis, Issues, item, parse_date};
+use crate::http::validation::{EpochMillis, Issues, check_date, item};
+use domain::time::DateInput;
 use sync_protocol::changes::{Scope, SyncedRow};
 
 /// An entry's limits: the checks ([`Input::check`]) and the contract's schemas both use them.
@@ -104,11 +104,6 @@ fn check_tags(issues: &mut Issues, tags: &[String]) {
     }
 }
 
-/// A date already checked by [`parse_date`] in `check`.
-pub(crate) fn to_date(text: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
-}
-
 // ---------------------------------------------------------------------------------------------
 // create
 
@@ -131,8 +126,7 @@ pub struct CreateInput {
     #[schemars(length(max = MAX_TAGS), inner(length(min = 1, max = TAG_MAX_CHARS)))]
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
-    #[schemars(transform = format("date"))]
-    pub entry_date: Option<String>,
+    pub entry_date: Option<DateInput>,
     /// Set by the server in the open API (the key's team).
     pub team_id: Option<TeamId>,
     pub prompt_id: Option<PromptId>,
@@ -165,7 +159,7 @@ pub struct CreateEntryBody {
     pub tags: Option<Vec<String>>,
     /// `YYYY-MM-DD`.
     #[schema(format = Date)]
-    pub entry_date: Option<String>,
+    pub entry_date: Option<DateInput>,
     pub prompt_id: Option<PromptId>,
 }
 
@@ -195,7 +189,7 @@ impl Input for CreateInput {
             check_tags(issues, tags);
         }
         if let Some(date) = &self.entry_date {
-            parse_date(issues, "entryDate", date);
+            check_date(issues, "entryDate", date);
         }
         // Teams and prompts are checked against the database by the procedure.
     }
@@ -230,10 +224,8 @@ pub struct ListInput {
     pub scope: Option<ListScope>,
     #[schemars(length(min = 1, max = TAG_MAX_CHARS))]
     pub tag: Option<String>,
-    #[schemars(transform = format("date"))]
-    pub entry_date_from: Option<String>,
-    #[schemars(transform = format("date"))]
-    pub entry_date_to: Option<String>,
+    pub entry_date_from: Option<DateInput>,
+    pub entry_date_to: Option<DateInput>,
     pub created_after: Option<EpochMillis>,
     pub created_before: Option<EpochMillis>,
     #[schemars(length(min = 1, max = SEARCH_MAX_CHARS))]
@@ -273,12 +265,12 @@ impl ListInput {
         }
         let from = input
             .entry_date_from
-            .as_deref()
-            .and_then(|date| parse_date(issues, "entryDateFrom", date));
+            .as_ref()
+            .and_then(|date| check_date(issues, "entryDateFrom", date));
         let to = input
             .entry_date_to
-            .as_deref()
-            .and_then(|date| parse_date(issues, "entryDateTo", date));
+            .as_ref()
+            .and_then(|date| check_date(issues, "entryDateTo", date));
         if let (Some(from), Some(to)) = (from, to)
             && from > to
         {
@@ -339,8 +331,7 @@ pub struct UpdateInput {
     )]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
-    #[schemars(transform = format("date"))]
-    pub entry_date: Option<Option<String>>,
+    pub entry_date: Option<Option<DateInput>>,
 }
 
 /// The body of `PATCH /api/v1/journal-entries/{journalEntryId}`: [`UpdateInput`] without the
@@ -391,7 +382,7 @@ pub struct UpdateEntryBody {
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::http::validation::explicit_null")]
     #[schema(value_type = Option<String>, format = Date)]
-    pub entry_date: Option<Option<String>>,
+    pub entry_date: Option<Option<DateInput>>,
 }
 
 impl UpdateEntryBody {
@@ -424,7 +415,7 @@ impl Input for UpdateInput {
             check_tags(issues, tags);
         }
         if let Some(Some(date)) = &self.entry_date {
-            parse_date(issues, "entryDate", date);
+            check_date(issues, "entryDate", date);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
 
 use super::schedule::pick_for_day;
@@ -155,7 +155,7 @@ pub(crate) async fn today(
         .unwrap_or(Tz::UTC);
     let day = match input
         .and_then(|input| input.date)
-        .and_then(|date| NaiveDate::parse_from_str(&date, "%Y-%m-%d").ok())
+        .and_then(|date| date.date())
     {
         Some(day) => day,
         None => Utc::now().with_timezone(&caller_zone).date_naive(),

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::schema::Text;
 use crate::contract::schema::Timezone;
-use crate::contract::schema::format;
 use crate::http::validation::Input;
-use crate::http::validation::{Issues, item, parse_date, parse_timezone};
+use crate::http::validation::{Issues, check_date, item, parse_timezone};
+use domain::time::DateInput;
 use sync_protocol::changes::{Scope, SyncedRow};
 
 /// When a prompt is scheduled: at `time` (`HH:MM`) in `timezone` on ISO `weekdays`
@@ -294,14 +294,13 @@ impl Input for IdInput {}
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TodayInput {
-    #[schemars(transform = format("date"))]
-    pub date: Option<String>,
+    pub date: Option<DateInput>,
 }
 
 impl Input for Option<TodayInput> {
     fn check(&self, issues: &mut Issues) {
         if let Some(TodayInput { date: Some(date) }) = self {
-            parse_date(issues, "date", date);
+            check_date(issues, "date", date);
         }
     }
 }
