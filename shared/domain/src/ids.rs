@@ -48,14 +48,6 @@ impl IdError {
     }
 }
 
-/// What every id type offers, for code that is generic over the kind of id (e.g. a page
-/// cursor, or a test helper).
-pub trait Id: Copy + fmt::Display + FromStr + Into<Uuid> {
-    /// Wrap a uuid that is known to be an id of this kind (read from a column of this kind,
-    /// or just generated).
-    fn from_uuid(uuid: Uuid) -> Self;
-}
-
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -104,12 +96,6 @@ macro_rules! define_id {
                 } else {
                     Self::parse_field(field, value).map(Some)
                 }
-            }
-        }
-
-        impl Id for $name {
-            fn from_uuid(uuid: Uuid) -> Self {
-                Self(uuid)
             }
         }
 

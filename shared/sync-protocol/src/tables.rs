@@ -37,9 +37,9 @@ pub fn is_synced(name: &str) -> bool {
 }
 
 /// The service whose outbox carries the changesets of the synced table `name` (`None`: not
-/// synced). Each writing service checks its [`crate::changes::SyncedRow`] types against it
-/// in a test, so a row cannot be synced under a name the registry does not list, or by a
-/// service the registry does not name.
+/// synced). `tests/registry.rs` checks every [`crate::changes::SyncedRow`] in the services'
+/// sources against it, so a row cannot be synced under a name the registry does not list,
+/// or by a service the registry does not name.
 pub fn writer_of(name: &str) -> Option<&'static str> {
     SYNCED_TABLES
         .iter()
