@@ -15,16 +15,14 @@ pub mod routers;
 pub mod service_error;
 pub mod state;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use bus::BusRouter;
 use bus::service::{ServiceBuilder, ServiceSkeleton};
-use messages::definition::BusMessage;
 use messages::journal::v1::{
     AttachmentVerified, CleanUpAbandonedUploads, DispatchDuePrompts, PurgeExpiredSessions,
-    RetentionPurgeDue, RollOverUsage, SessionRevoked,
+    RetentionPurgeDue, RollOverUsage,
 };
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,14 +43,12 @@ use crate::modules::logs as request_logs;
 use crate::modules::subscriptions::metering;
 use crate::routers::{cron_jobs, routes};
 
-pub const SERVICE: &str = "api";
-/// The Postgres schema this service owns; no other service touches it.
-pub const SCHEMA: &str = "api";
-pub const DEFAULT_PORT: u16 = 8080;
-
-/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
-pub static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/api")));
+bus::service_identity! {
+    service: "api",
+    schema: "api",
+    default_port: 8080,
+    migrations: "../../migrations/api",
+}
 
 /// The service, connected and migrated, its background tasks running, not yet serving:
 /// [`Service::start`] then [`Service::serve`]. Tests keep [`Service::state`] to look inside
@@ -94,14 +90,11 @@ impl Service {
             .await
             .map_err(|error| Error::Nats(error.to_string()))?;
         // Likewise: every replica drops the sessions any replica revokes.
-        let session_revocations = session_cache::Listener::new(
-            infra.jetstream.clone(),
-            state.bus.stream_name("EVENTS"),
-            state
-                .bus
-                .subject(&<SessionRevoked as BusMessage>::subject()),
+        let session_revocations = session_cache::follow_revocations(
+            state.bus.clone(),
+            Arc::clone(&state.sessions),
+            shutdown.clone(),
         )
-        .start(Arc::clone(&state.sessions), shutdown.clone())
         .await
         .map_err(Error::Nats)?;
         let rate_sweep = spawn_rate_sweep(&state, shutdown.clone());

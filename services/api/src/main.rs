@@ -2,5 +2,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bus::service::main(api::SERVICE, api::SCHEMA, api::Config::from_env, api::run).await
+    bus::service::main(api::SERVICE, api::SCHEMA, api::run).await
 }

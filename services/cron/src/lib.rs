@@ -6,7 +6,6 @@
 pub mod jobs;
 pub mod runner;
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,8 +13,7 @@ use bus::service::ServiceBuilder;
 use bus::{BusRouter, HandlerError, Msg, State};
 use chrono::Utc;
 use messages::journal::v1::RetentionPurgeDue;
-use platform::config::{CommonConfig, ConfigError, EnvReader};
-use sqlx::migrate::Migrator;
+use platform::config::{CommonConfig, EnvReader, FromEnvironment};
 use tokio::net::TcpListener;
 use tokio_cron_scheduler::{Job as ScheduledJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -24,14 +22,12 @@ use tokio_util::task::TaskTracker;
 use crate::jobs::{JOBS, Job, JobSpec, Schedule};
 use crate::runner::{Runner, StoredJob, Trigger};
 
-pub const SERVICE: &str = "cron";
-/// The Postgres schema this service owns; no other service touches it.
-pub const SCHEMA: &str = "cron";
-pub const DEFAULT_PORT: u16 = 8083;
-
-/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
-pub static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/cron")));
+bus::service_identity! {
+    service: "cron",
+    schema: "cron",
+    default_port: 8083,
+    migrations: "../../migrations/cron",
+}
 
 /// Ticks younger than this are left to the scheduler by the periodic misfire check.
 pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(30);
@@ -68,14 +64,10 @@ fn default_disabled() -> Vec<&'static str> {
         .collect()
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
+impl FromEnvironment for Config {
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
 
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self {
         let disabled: Vec<String> = match env.optional::<String>("CRON_DISABLED_JOBS") {
             None => default_disabled().into_iter().map(str::to_owned).collect(),
             // `none`: every job runs (an empty variable counts as unset).
@@ -131,8 +123,7 @@ impl Config {
             .optional::<String>("CRON_REPLICA_ID")
             .filter(|id| !id.trim().is_empty())
             .unwrap_or_else(runner::default_replica_id);
-        env.finish()?;
-        Ok(Self {
+        Self {
             common,
             port,
             jobs,
@@ -141,9 +132,11 @@ impl Config {
             misfire_grace,
             history_retention: Duration::from_secs(history_days.saturating_mul(86_400)),
             replica_id,
-        })
+        }
     }
+}
 
+impl Config {
     /// Defaults for tests: the given database and NATS server.
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         let disabled = default_disabled();

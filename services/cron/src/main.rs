@@ -2,11 +2,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bus::service::main(
-        cron::SERVICE,
-        cron::SCHEMA,
-        cron::Config::from_env,
-        cron::run,
-    )
-    .await
+    bus::service::main(cron::SERVICE, cron::SCHEMA, cron::run).await
 }

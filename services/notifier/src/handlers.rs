@@ -27,10 +27,6 @@ fn require(field: &str, value: &str) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn parse_user_id(value: &str) -> Result<UserId, HandlerError> {
-    UserId::parse_field("user_id", value).map_err(HandlerError::permanent)
-}
-
 /// `prompt.due` → the daily-prompt workflow for its recipient.
 pub async fn prompt_due(
     State(state): State<NotifierState>,
@@ -114,7 +110,7 @@ pub async fn export_ready(
     Msg(event): Msg<ExportReady>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
-    let user_id = parse_user_id(&event.user_id)?;
+    let user_id = event.parse_user_id().map_err(HandlerError::permanent)?;
     require("download_url", &event.download_url)?;
     let known: Option<(String, String)> =
         sqlx::query_as("SELECT email, name FROM recipients WHERE user_id = $1")
@@ -224,7 +220,7 @@ pub async fn user_created(
     meta: Meta,
 ) -> Result<(), HandlerError> {
     let profile = Profile {
-        user_id: parse_user_id(&event.user_id)?,
+        user_id: event.parse_user_id().map_err(HandlerError::permanent)?,
         email: event.email,
         name: event.name,
         timezone: event.timezone,
@@ -240,7 +236,7 @@ pub async fn user_profile_updated(
     meta: Meta,
 ) -> Result<(), HandlerError> {
     let profile = Profile {
-        user_id: parse_user_id(&event.user_id)?,
+        user_id: event.parse_user_id().map_err(HandlerError::permanent)?,
         email: event.email,
         name: event.name,
         timezone: event.timezone,
@@ -254,7 +250,7 @@ pub async fn user_deleted(
     State(state): State<NotifierState>,
     Msg(event): Msg<UserDeleted>,
 ) -> Result<(), HandlerError> {
-    let user_id = parse_user_id(&event.user_id)?;
+    let user_id = event.parse_user_id().map_err(HandlerError::permanent)?;
     sqlx::query("DELETE FROM recipients WHERE user_id = $1")
         .bind(user_id)
         .execute(&state.db)

@@ -9,7 +9,6 @@ pub mod delivery;
 pub mod handlers;
 pub mod suprsend;
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,22 +18,19 @@ use messages::journal::v1::{
     ExportReady, PromptDue, RetentionPurgeDue, TeamInvitationCreated, UserCreated, UserDeleted,
     UserProfileUpdated,
 };
-use platform::config::{CommonConfig, ConfigError, EnvReader};
+use platform::config::{CommonConfig, EnvReader, FromEnvironment};
 use secrecy::SecretString;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::suprsend::SuprSend;
 
-pub const SERVICE: &str = "notifier";
-/// The Postgres schema this service owns; no other service touches it.
-pub const SCHEMA: &str = "notifier";
-pub const DEFAULT_PORT: u16 = 8084;
-
-/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
-pub static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/notifier")));
+bus::service_identity! {
+    service: "notifier",
+    schema: "notifier",
+    default_port: 8084,
+    migrations: "../../migrations/notifier",
+}
 
 /// SuprSend workflow slugs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,14 +70,10 @@ pub struct Config {
     pub history_retention: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
+impl FromEnvironment for Config {
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
 
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self {
         let suprsend_base_url: String =
             env.with_default("SUPRSEND_BASE_URL", "https://hub.suprsend.com".to_owned());
         let valid_base = url_is_http(&suprsend_base_url);
@@ -97,7 +89,7 @@ impl Config {
             .map(|key| SecretString::from(key.trim().to_owned()));
         // Without a key every notification is only recorded as `skipped`: fine on a laptop,
         // silent loss in production.
-        let environment = platform::config::read_environment(&mut env);
+        let environment = platform::config::read_environment(env);
         if environment == platform::config::Environment::Production && suprsend_api_key.is_none() {
             env.reject(
                 "SUPRSEND_API_KEY",
@@ -122,8 +114,7 @@ impl Config {
             export_ready: workflow("SUPRSEND_WORKFLOW_EXPORT_READY", defaults.export_ready),
         };
         let history_days: u64 = env.with_default("NOTIFIER_HISTORY_RETENTION_DAYS", 90);
-        env.finish()?;
-        Ok(Self {
+        Self {
             common,
             port,
             suprsend_base_url,
@@ -131,9 +122,11 @@ impl Config {
             suprsend_timeout,
             workflows,
             history_retention: Duration::from_secs(history_days.saturating_mul(86_400)),
-        })
+        }
     }
+}
 
+impl Config {
     /// Defaults for tests: the given database and NATS server; no SuprSend key (nothing is
     /// sent) until a test points `suprsend_base_url` and `suprsend_api_key` at a stand-in.
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {

@@ -2,11 +2,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bus::service::main(
-        notifier::SERVICE,
-        notifier::SCHEMA,
-        notifier::Config::from_env,
-        notifier::run,
-    )
-    .await
+    bus::service::main(notifier::SERVICE, notifier::SCHEMA, notifier::run).await
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
+use platform::config::{CommonConfig, EnvReader, Environment, FromEnvironment};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::DEFAULT_PORT;
@@ -166,19 +166,16 @@ impl Default for SyncConfig {
     }
 }
 
+impl FromEnvironment for Config {
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
+
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self {
+        let sync = SyncConfig::read(env);
+        Self { common, port, sync }
+    }
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
-
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        let sync = SyncConfig::read(&mut env);
-        env.finish()?;
-        Ok(Self { common, port, sync })
-    }
-
     /// Defaults for tests: the given database and NATS server, a 1 s lease.
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         Self {

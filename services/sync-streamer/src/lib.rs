@@ -5,7 +5,6 @@
 pub mod catchup;
 pub mod changesets;
 pub mod config;
-pub mod connection;
 pub mod cors;
 pub mod error;
 pub mod hub;
@@ -14,16 +13,13 @@ pub mod materializer;
 pub mod revocation;
 pub mod stream;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use bus::service::{ServiceBuilder, ServiceSkeleton};
-use messages::definition::BusMessage;
-use messages::journal::v1::SessionRevoked;
 use std::future::Future;
 use std::pin::Pin;
 
 use platform::health::ReadinessCheck;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,14 +34,12 @@ use crate::stream::StreamState;
 /// The frames this service writes (`cargo xtask contract` reads their schema here).
 pub use sync_protocol::frames;
 
-pub const SERVICE: &str = "sync-streamer";
-/// The Postgres schema this service owns; no other service touches it.
-pub const SCHEMA: &str = "sync";
-pub const DEFAULT_PORT: u16 = 8081;
-
-/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
-pub static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/sync")));
+bus::service_identity! {
+    service: "sync-streamer",
+    schema: "sync",
+    default_port: 8081,
+    migrations: "../../migrations/sync",
+}
 
 /// The service, connected and migrated, its background tasks running, not yet serving.
 pub struct Service {
@@ -149,14 +143,7 @@ impl Service {
                 sync.tail_stall,
                 shutdown.clone(),
             )),
-            tokio::spawn(revocation::run(
-                infra.jetstream.clone(),
-                bus.stream_name("EVENTS"),
-                bus.subject(&SessionRevoked::subject()),
-                revoked.clone(),
-                hub.clone(),
-                shutdown.clone(),
-            )),
+            revocation::follow(bus.clone(), revoked.clone(), hub.clone(), shutdown.clone()),
         ];
         let readiness = infra.readiness().with_check(TailCheck {
             hub: hub.clone(),

@@ -5,7 +5,6 @@ async fn main() -> ExitCode {
     bus::service::main(
         sync_streamer::SERVICE,
         sync_streamer::SCHEMA,
-        sync_streamer::Config::from_env,
         sync_streamer::run,
     )
     .await

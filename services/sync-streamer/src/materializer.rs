@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::changesets::LiveChangeset;
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::hub::ordered_from;
+use bus::connection::{Backoff, ConnectionWatch, pause_until_connected};
 
 const LEASE_NAME: &str = "materializer";
 /// The longest one lease attempt may take while recovering from a failure.

@@ -9,14 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
-use messages::definition::BusMessage;
+use bus::Bus;
+use bus::every_replica::EveryReplica;
 use messages::journal::v1::SessionRevoked;
-use prost::Message;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
 use crate::hub::Hub;
 use sync_protocol::frames::CloseReason;
 
@@ -47,101 +45,28 @@ impl RevokedSessions {
     }
 }
 
-/// Follow `session.revoked` until `shutdown`, closing the streams of revoked sessions.
-pub async fn run(
-    jetstream: jetstream::Context,
-    events_stream: String,
-    subject: String,
+/// Follow `session.revoked` on this replica's own consumer until `shutdown`, closing the
+/// streams of revoked sessions and refusing their tokens from then on.
+pub fn follow(
+    bus: Bus,
     revoked: RevokedSessions,
     hub: Hub,
     shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        let mut ran = false;
-        if let Err(error) = follow(
-            &jetstream,
-            &events_stream,
-            &subject,
-            &revoked,
-            &hub,
-            &shutdown,
-            &mut ran,
-        )
-        .await
-        {
-            if ran {
-                backoff.reset();
+) -> JoinHandle<()> {
+    EveryReplica::<SessionRevoked>::new(bus, "sync-session-revoked", LOOKBACK).follow(
+        None,
+        shutdown,
+        move |event: SessionRevoked| {
+            let Ok(session_id) = event.parse_session_id() else {
+                return;
+            };
+            revoked.insert(session_id);
+            let closed = hub.close_session(session_id, CloseReason::SessionRevoked);
+            if closed > 0 {
+                tracing::info!(%session_id, closed, "closed the streams of a revoked session");
             }
-            tracing::warn!(%error, "session.revoked listener failed; restarting");
-            if !pause_until_connected(&jetstream.client(), backoff.next_delay(), &shutdown).await {
-                break;
-            }
-        }
-    }
-}
-
-async fn follow(
-    jetstream: &jetstream::Context,
-    events_stream: &str,
-    subject: &str,
-    revoked: &RevokedSessions,
-    hub: &Hub,
-    shutdown: &CancellationToken,
-    ran: &mut bool,
-) -> Result<(), String> {
-    let connection = ConnectionWatch::new(jetstream.client());
-    let setup = async {
-        let stream = jetstream
-            .get_stream(events_stream)
-            .await
-            .map_err(|error| error.to_string())?;
-        let start_time = time::OffsetDateTime::now_utc() - LOOKBACK;
-        stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                // named, so it is created through the subject that carries its filter
-                // (what the NATS permissions allow: bus::permissions)
-                name: Some(bus::permissions::ordered_consumer_name(
-                    "sync-session-revoked",
-                )),
-                filter_subject: subject.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| error.to_string())?
-            .messages()
-            .await
-            .map_err(|error| error.to_string())
-    };
-    // A request sent as the connection drops would wait out its whole timeout.
-    let mut messages = tokio::select! {
-        messages = setup => messages?,
-        () = connection.lost() => return Err("the NATS connection was lost while creating the consumer".to_owned()),
-        () = shutdown.cancelled() => return Ok(()),
-    };
-    *ran = true;
-    loop {
-        let message = tokio::select! {
-            message = messages.next() => message,
-            () = shutdown.cancelled() => return Ok(()),
-            // Its consumer may be gone with the connection (see `ConnectionWatch`).
-            () = connection.lost() => return Err("the NATS connection was lost".to_owned()),
-        };
-        let message = message
-            .ok_or("the consumer ended")?
-            .map_err(|error| error.to_string())?;
-        let Ok(event) = SessionRevoked::decode(message.payload.as_ref()) else {
-            tracing::warn!("skipping an undecodable {}", SessionRevoked::NAME);
-            continue;
-        };
-        let Ok(session_id) = SessionId::parse_field("session_id", &event.session_id) else {
-            continue;
-        };
-        revoked.insert(session_id);
-        let closed = hub.close_session(session_id, CloseReason::SessionRevoked);
-        if closed > 0 {
-            tracing::info!(%session_id, closed, "closed the streams of a revoked session");
-        }
-    }
+        },
+        // The lookback (longer than any token lives) covers an outage of the consumer.
+        || {},
+    )
 }

@@ -244,9 +244,11 @@ pub async fn verify_attachment(
     Msg(task): Msg<VerifyAttachment>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
-    let attachment_id = AttachmentId::parse_field("attachment_id", &task.attachment_id)
+    let attachment_id = task
+        .parse_attachment_id()
         .map_err(HandlerError::permanent)?;
-    let owner_user_id = UserId::parse_field("owner_user_id", &task.owner_user_id)
+    let owner_user_id = task
+        .parse_owner_user_id()
         .map_err(HandlerError::permanent)?;
     if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());

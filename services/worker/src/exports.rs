@@ -60,9 +60,8 @@ pub async fn export_user_data(
     Msg(task): Msg<ExportUserData>,
     meta: Meta,
 ) -> Result<(), HandlerError> {
-    let export_id =
-        ExportId::parse_field("export_id", &task.export_id).map_err(HandlerError::permanent)?;
-    let user_id = UserId::parse_field("user_id", &task.user_id).map_err(HandlerError::permanent)?;
+    let export_id = task.parse_export_id().map_err(HandlerError::permanent)?;
+    let user_id = task.parse_user_id().map_err(HandlerError::permanent)?;
     let requested_at = timestamp("requested_at_ms", task.requested_at_ms)?;
     if bus::idempotency::already_processed(&state.db, &meta.handler, &meta.message_id).await? {
         return Ok(());

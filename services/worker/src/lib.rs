@@ -9,7 +9,7 @@ pub mod exports;
 pub mod insights;
 pub mod purge;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,18 +19,19 @@ use messages::journal::v1::{
     ExportUserData, JournalEntryCreated, JournalEntryDeleted, JournalEntryRestored,
     JournalEntryUpdated, UserPurged, VerifyAttachment,
 };
-use platform::config::{CommonConfig, ConfigError, EnvReader, Environment};
+use platform::config::{CommonConfig, EnvReader, Environment, FromEnvironment};
 use platform::s3::{ObjectStore, S3Config};
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::exports::ExportSettings;
 
-pub const SERVICE: &str = "worker";
-/// The Postgres schema this service owns; no other service touches it.
-pub const SCHEMA: &str = "worker";
-pub const DEFAULT_PORT: u16 = 8082;
+bus::service_identity! {
+    service: "worker",
+    schema: "worker",
+    default_port: 8082,
+    migrations: "../../migrations/worker",
+}
 
 /// The longest ack wait of the worker's consumers: how long a message whose replica died
 /// waits before another replica gets it. Progress acks every third of it keep a running
@@ -43,10 +44,6 @@ pub const DEFAULT_MAX_ACK_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_INSIGHTS_SYNC_DELAY: Duration = Duration::from_secs(1);
 /// The largest `INSIGHTS_SYNC_DELAY_MS`.
 const MAX_INSIGHTS_SYNC_DELAY_MS: u64 = 60_000;
-
-/// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this service's own.
-pub static MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| bus::tables::with_bus_tables(sqlx::migrate!("../../migrations/worker")));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -78,17 +75,13 @@ pub struct Config {
     pub export_pause_after_upload: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
+impl FromEnvironment for Config {
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
 
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        let environment = platform::config::read_environment(&mut env);
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self {
+        let environment = platform::config::read_environment(env);
         let production = environment == Environment::Production;
-        let s3 = S3Config::read(&mut env, production);
+        let s3 = S3Config::read(env, production);
         let concurrency = env.with_default("WORKER_CONCURRENCY", 32_usize);
         if concurrency == 0 {
             env.reject("WORKER_CONCURRENCY", "must be at least 1");
@@ -130,8 +123,7 @@ impl Config {
                 "is for tests and refused with ENVIRONMENT=production",
             );
         }
-        env.finish()?;
-        Ok(Self {
+        Self {
             common,
             port,
             environment,
@@ -142,9 +134,11 @@ impl Config {
             max_ack_wait,
             export_link_ttl,
             export_pause_after_upload,
-        })
+        }
     }
+}
 
+impl Config {
     /// Defaults for tests: the given database and NATS server, the development S3 settings
     /// (tests point `s3` at a bucket of their own).
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {

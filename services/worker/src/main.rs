@@ -2,11 +2,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bus::service::main(
-        worker::SERVICE,
-        worker::SCHEMA,
-        worker::Config::from_env,
-        worker::run,
-    )
-    .await
+    bus::service::main(worker::SERVICE, worker::SCHEMA, worker::run).await
 }

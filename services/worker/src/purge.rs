@@ -13,7 +13,6 @@
 //! Idempotent: run again, it finds nothing left to delete and publishes nothing.
 
 use bus::{HandlerError, Msg, State};
-use domain::ids::UserId;
 use messages::journal::v1::UserPurged;
 
 use crate::WorkerState;
@@ -25,8 +24,7 @@ pub async fn on_user_purged(
     State(state): State<WorkerState>,
     Msg(event): Msg<UserPurged>,
 ) -> Result<(), HandlerError> {
-    let user_id =
-        UserId::parse_field("user_id", &event.user_id).map_err(HandlerError::permanent)?;
+    let user_id = event.parse_user_id().map_err(HandlerError::permanent)?;
     let archives: Vec<String> =
         sqlx::query_scalar("SELECT object_key FROM data_exports WHERE user_id = $1")
             .bind(user_id)

@@ -14,14 +14,19 @@
 //! - [`query`]: typed NATS request/reply (`queries.<name>`), for synchronous questions to the
 //!   service that owns the data.
 //! - [`idempotency`]: record a message id in the same transaction as a handler's effect.
+//! - [`every_replica`]: events every replica must see (each on an ordered consumer of its own),
+//!   e.g. session revocations; [`connection`] restarts such consumers at once when the NATS
+//!   connection is replaced.
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
 //! - [`tables`]: the bus's tables' migrations, applied with every service's own.
 //! - [`service`]: the one service skeleton (start-up, consumers, relay, HTTP) and its
 //!   shutdown order: handlers drain, then the relay publishes what they wrote, then exit.
 
 pub mod batch;
+pub mod connection;
 pub mod consumer_gauges;
 pub mod dead_letter;
+pub mod every_replica;
 pub mod headers;
 pub mod idempotency;
 pub mod maintenance;

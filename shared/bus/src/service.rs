@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, ConfigError};
+use platform::config::{CommonConfig, FromEnvironment};
 use platform::health::Readiness;
 use platform::infra::Infra;
 use sqlx::PgPool;
@@ -44,6 +44,45 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
 use crate::{Bus, BusError};
+
+/// A service's identity, declared once at the top of its `lib.rs`: `SERVICE` (its name in
+/// logs, metrics and the bus's durable names), `SCHEMA` (the Postgres schema it owns; no other
+/// service touches it), `DEFAULT_PORT` (when `PORT` is unset) and `MIGRATOR` (the bus's
+/// tables, `shared/bus/migrations`, with the service's own `migrations/<schema>/`, in version
+/// order):
+///
+/// ```ignore
+/// bus::service_identity! {
+///     service: "worker",
+///     schema: "worker",
+///     default_port: 8082,
+///     migrations: "../../migrations/worker",
+/// }
+/// ```
+/// The migrations path is relative to the service's `Cargo.toml`, as `sqlx::migrate!` reads it
+/// (the service depends on `sqlx` with its `migrate` feature).
+#[macro_export]
+macro_rules! service_identity {
+    (
+        service: $service:literal,
+        schema: $schema:literal,
+        default_port: $default_port:literal,
+        migrations: $migrations:literal $(,)?
+    ) => {
+        /// The service's name in logs, metrics and the bus's durable names.
+        pub const SERVICE: &str = $service;
+        /// The Postgres schema this service owns; no other service touches it.
+        pub const SCHEMA: &str = $schema;
+        /// The port it listens on when `PORT` is unset.
+        pub const DEFAULT_PORT: u16 = $default_port;
+        /// The schema's migrations: the bus's tables (`shared/bus/migrations`) and this
+        /// service's own.
+        pub static MIGRATOR: ::std::sync::LazyLock<::sqlx::migrate::Migrator> =
+            ::std::sync::LazyLock::new(|| {
+                $crate::tables::with_bus_tables(::sqlx::migrate!($migrations))
+            });
+    };
+}
 
 /// A service's error type: the start-up failures every service shares (`Platform`, code
 /// `PLATFORM`; `Bus`, code `BUS`) plus its own variants, each with its stable code:
@@ -98,22 +137,20 @@ macro_rules! service_error {
 /// Every service's `main`: the dead-letter operator command when asked for
 /// (`<binary> dead-letters ...`, against `schema`), otherwise the service itself
 /// (`platform::bootstrap::run_main`: config, telemetry, the port, signals, exit code).
-pub async fn main<C, F, Fut, E>(
+pub async fn main<C, Fut, E>(
     service: &'static str,
     schema: &str,
-    from_env: F,
     run: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
 ) -> ExitCode
 where
-    C: ServiceConfig,
-    F: FnOnce() -> Result<C, ConfigError>,
+    C: ServiceConfig + FromEnvironment,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
     if let Some(code) = crate::dead_letter::admin_main(schema).await {
         return code;
     }
-    platform::bootstrap::run_main(service, from_env, run).await
+    platform::bootstrap::run_main(service, C::from_env, run).await
 }
 
 /// What a service needs to start: its names, its settings, its migrations.

@@ -4,9 +4,11 @@
 //! - JSON (request bodies, RPC inputs): `Deserialize` is the uuid's, with its error text, so
 //!   a malformed id is the same 400 naming the field as before;
 //! - bus messages, whose protobuf fields stay strings (a field's wire type cannot change
-//!   while an older release still reads it): [`parse_field`](UserId::parse_field) and
-//!   [`parse_optional_field`](UserId::parse_optional_field) at the handler's edge, with an
-//!   [`IdError`] naming the field;
+//!   while an older release still reads it): each id field of a message has generated
+//!   accessors (`event.parse_author_user_id()`, `event.parse_optional_team_id()`, from
+//!   `shared/messages/build.rs`) over [`parse_field`](UserId::parse_field) and
+//!   [`parse_optional_field`](UserId::parse_optional_field), used at the handler's edge, with
+//!   an [`IdError`] naming the field;
 //! - SQL: `sqlx` encodes and decodes each as the `uuid` it wraps (arrays included).
 //!
 //! Emitting goes the other way through `Display` (the hyphenated uuid).

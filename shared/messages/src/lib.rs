@@ -1,12 +1,17 @@
 //! Typed messages for the bus. The protobuf definitions live in `proto/`; this crate exposes
 //! the generated types by package (e.g. `messages::journal::v1::JournalEntryCreated`) and
-//! binds each to its bus name and delivery settings.
+//! binds each to its bus name and delivery settings. Ids travel as strings (so an older
+//! release reads what a newer one writes); each id field has typed accessors generated from
+//! its name, e.g. `event.parse_author_user_id()` → `Result<UserId, IdError>` and
+//! `event.parse_optional_team_id()` → `Result<Option<TeamId>, IdError>`.
 
 pub mod definition;
 
 pub mod journal {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/journal.v1.rs"));
+        // `parse_<field>()` for each id field (build.rs, `typed_id_accessors`).
+        include!(concat!(env!("OUT_DIR"), "/journal.v1.ids.rs"));
     }
 }
 
@@ -15,6 +20,7 @@ pub mod journal {
 pub mod sync {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/sync.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/sync.v1.ids.rs"));
     }
 }
 

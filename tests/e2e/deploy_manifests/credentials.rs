@@ -229,7 +229,7 @@ fn compose_services_use_their_own_role_and_nats_user() {
 /// deployment that forgets to replace it does not start.
 #[test]
 fn no_shipped_sync_token_secret_passes_in_production() {
-    use platform::config::EnvReader;
+    use platform::config::{EnvReader, FromEnvironment};
 
     let refused_by_both = |what: &str, mut vars: BTreeMap<String, String>| {
         vars.insert("ENVIRONMENT".to_owned(), "production".to_owned());

@@ -11,7 +11,7 @@ use crate::k8s_model::{ConfigData, Deployment, manifests, require};
 /// with `GOOGLE_CLIENT_ID`), in development and in production, taken from the reader itself
 /// rather than a list kept by hand.
 fn variables_read(service: &str, env: &BTreeMap<String, String>) -> BTreeSet<String> {
-    use platform::config::{EnvReader, NamesRead};
+    use platform::config::{EnvReader, FromEnvironment, NamesRead};
     let names = NamesRead::default();
     for environment in ["development", "production"] {
         let mut vars = env.clone();

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 /// `ENVIRONMENT`: development features (the dev login) are refused in production.
 pub use platform::config::Environment;
 use platform::config::{
-    CommonConfig, ConfigError, EnvReader, origin_of, parse_origins, read_environment,
+    CommonConfig, EnvReader, FromEnvironment, origin_of, parse_origins, read_environment,
 };
 use platform::s3::S3Config;
 use secrecy::SecretString;
@@ -78,15 +78,11 @@ pub struct Config {
     pub cdn: CdnConfig,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_process())
-    }
+impl FromEnvironment for Config {
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
 
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let common = CommonConfig::read(&mut env);
-        let port = platform::config::read_port(&mut env, DEFAULT_PORT);
-        let environment = read_environment(&mut env);
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self {
+        let environment = read_environment(env);
         let production = environment == Environment::Production;
         let auth_dev_login = env.flag("AUTH_DEV_LOGIN", false);
         if auth_dev_login && production {
@@ -95,10 +91,10 @@ impl Config {
                 "the dev login cannot be enabled when ENVIRONMENT=production",
             );
         }
-        let public_url = read_url(&mut env, "PUBLIC_URL", "http://localhost:8080");
-        let app_url = read_url(&mut env, "APP_URL", "http://localhost:3000");
+        let public_url = read_url(env, "PUBLIC_URL", "http://localhost:8080");
+        let app_url = read_url(env, "APP_URL", "http://localhost:3000");
         let allowed_origins = match env.optional::<String>("ALLOWED_ORIGINS") {
-            Some(list) => parse_origins(&mut env, "ALLOWED_ORIGINS", &list),
+            Some(list) => parse_origins(env, "ALLOWED_ORIGINS", &list),
             None => {
                 let mut origins = vec![origin_of(&app_url), origin_of(&public_url)];
                 origins.dedup();
@@ -112,17 +108,17 @@ impl Config {
         if session_absolute_days == 0 {
             env.reject("SESSION_ABSOLUTE_LIFETIME_DAYS", "must be at least 1");
         }
-        let session_cache = SessionCacheConfig::read(&mut env);
+        let session_cache = SessionCacheConfig::read(env);
         let auth_rate_limit_per_minute = env.with_default("AUTH_RATE_LIMIT_PER_MINUTE", 30_u32);
         if auth_rate_limit_per_minute == 0 {
             env.reject("AUTH_RATE_LIMIT_PER_MINUTE", "must be at least 1");
         }
         let trusted_proxies = match env.optional::<String>("TRUSTED_PROXIES") {
-            Some(list) => parse_cidrs(&mut env, &list),
+            Some(list) => parse_cidrs(env, &list),
             None => Vec::new(),
         };
-        let google = read_google(&mut env, &public_url, environment);
-        let api_keys = ApiKeyConfig::read(&mut env);
+        let google = read_google(env, &public_url, environment);
+        let api_keys = ApiKeyConfig::read(env);
         let cron_job_secret = env.optional::<String>("CRON_SECRET");
         if cron_job_secret
             .as_ref()
@@ -139,16 +135,15 @@ impl Config {
         if request_log_retention_days == 0 {
             env.reject("REQUEST_LOG_RETENTION_DAYS", "must be at least 1");
         }
-        let sync_token_secret = read_sync_token_secret(&mut env, production);
+        let sync_token_secret = read_sync_token_secret(env, production);
         let sync_token_ttl =
             env.seconds_with_default("SYNC_TOKEN_TTL_SECONDS", Duration::from_secs(900));
         if sync_token_ttl.is_zero() {
             env.reject("SYNC_TOKEN_TTL_SECONDS", "must be at least 1");
         }
-        let s3 = S3Config::read(&mut env, production);
-        let cdn = CdnConfig::read(&mut env);
-        env.finish()?;
-        Ok(Self {
+        let s3 = S3Config::read(env, production);
+        let cdn = CdnConfig::read(env);
+        Self {
             common,
             port,
             environment,
@@ -177,9 +172,11 @@ impl Config {
             sync_token_ttl,
             s3,
             cdn,
-        })
+        }
     }
+}
 
+impl Config {
     /// Defaults for tests: the given database and NATS server, dev login on, no Google.
     pub fn for_tests(database_url: &str, nats_url: &str) -> Self {
         let localhost = |port: u16| Url::parse(&format!("http://localhost:{port}"));

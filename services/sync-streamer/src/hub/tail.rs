@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::changesets::LiveChangeset;
-use crate::connection::{Backoff, ConnectionWatch, pause_until_connected};
+use bus::connection::{Backoff, ConnectionWatch, ordered_messages, pause_until_connected};
 
 use super::Hub;
 
@@ -125,18 +125,13 @@ pub async fn ordered_from(
     stream: &jetstream::stream::Stream,
     start: u64,
 ) -> Result<consumer::pull::Ordered, String> {
-    stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start.max(1),
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?
-        .messages()
-        .await
-        .map_err(|error| error.to_string())
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        },
+        ..Default::default()
+    };
+    ordered_messages(stream, config).await
 }
 
 /// The changesets in `from..=to` read from JetStream (when the ring no longer has them).

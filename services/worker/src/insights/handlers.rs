@@ -9,11 +9,27 @@ use super::fold::apply_batch;
 use super::types::{EntryChange, Facts, timestamp};
 use crate::WorkerState;
 
+/// The ids every entry event carries, parsed by the message's accessors; a malformed one
+/// will not parse on a retry either, so it fails the message for good.
+macro_rules! entry_ids {
+    ($event:expr) => {
+        (
+            $event
+                .parse_journal_entry_id()
+                .map_err(HandlerError::permanent)?,
+            $event
+                .parse_author_user_id()
+                .map_err(HandlerError::permanent)?,
+            $event
+                .parse_optional_team_id()
+                .map_err(HandlerError::permanent)?,
+        )
+    };
+}
+
 fn created_change(event: &JournalEntryCreated) -> Result<EntryChange, HandlerError> {
     let mut change = EntryChange::parse(
-        &event.journal_entry_id,
-        &event.author_user_id,
-        &event.team_id,
+        entry_ids!(event),
         event.version.max(1),
         false,
         event.facts.as_ref(),
@@ -33,9 +49,7 @@ macro_rules! entry_change {
     ($name:ident, $event:ty, deleted: $deleted:literal) => {
         fn $name(event: &$event) -> Result<EntryChange, HandlerError> {
             EntryChange::parse(
-                &event.journal_entry_id,
-                &event.author_user_id,
-                &event.team_id,
+                entry_ids!(event),
                 event.version,
                 $deleted,
                 event.facts.as_ref(),

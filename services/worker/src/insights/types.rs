@@ -90,21 +90,17 @@ pub(super) struct EntryChange {
 }
 
 impl EntryChange {
+    /// The event's ids come parsed (`entry_ids!`); its facts are parsed here.
     pub(super) fn parse(
-        journal_entry_id: &str,
-        author_user_id: &str,
-        team_id: &str,
+        (journal_entry_id, author_user_id, team_id): (JournalEntryId, UserId, Option<TeamId>),
         version: i64,
         deleted: bool,
         facts: Option<&JournalEntryFacts>,
     ) -> Result<Self, HandlerError> {
         Ok(Self {
-            journal_entry_id: JournalEntryId::parse_field("journal_entry_id", journal_entry_id)
-                .map_err(HandlerError::permanent)?,
-            author_user_id: UserId::parse_field("author_user_id", author_user_id)
-                .map_err(HandlerError::permanent)?,
-            team_id: TeamId::parse_optional_field("team_id", team_id)
-                .map_err(HandlerError::permanent)?,
+            journal_entry_id,
+            author_user_id,
+            team_id,
             version,
             deleted,
             facts: facts.map(Facts::parse).transpose()?,

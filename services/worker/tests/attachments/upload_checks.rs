@@ -170,7 +170,9 @@ async fn a_non_image_sent_as_png_is_rejected_and_deleted() {
 async fn an_expired_upload_url_is_refused() {
     let system = System::start_both(
         |api| {
-            api.cdn.upload_url_ttl = Duration::from_secs(1);
+            // Long enough for the second upload below to finish within it on a loaded
+            // machine (1 s failed once while the whole suite ran on two cores).
+            api.cdn.upload_url_ttl = Duration::from_secs(3);
             api.cdn.download_url_ttl = Duration::from_secs(1);
         },
         |_| {},
@@ -179,7 +181,7 @@ async fn an_expired_upload_url_is_refused() {
     let ada = system.login("ada@example.com").await;
     let body = png(4, 4);
     let created = create_upload(&system, &ada, "late.png", "image/png", body.len(), None).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(
         put_upload(&system, &created, "image/png", body.clone()).await,
         403

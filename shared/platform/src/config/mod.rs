@@ -325,5 +325,32 @@ pub fn read_port(env: &mut EnvReader, default: u16) -> u16 {
     env.with_default("PORT", default)
 }
 
+/// A service's `Config`, read the same way by every service: the shared variables
+/// ([`CommonConfig`]), `PORT`, then the service's own. Every bad variable is reported at once
+/// ([`ConfigError`]), so a deployment is fixed in one pass.
+pub trait FromEnvironment: Sized {
+    /// The port when `PORT` is unset.
+    const DEFAULT_PORT: u16;
+
+    /// The service's own variables, read after the shared ones and `PORT`; a bad one is
+    /// recorded with [`EnvReader::reject`] (or by the reader itself) and reported by
+    /// [`read`](Self::read), never panics or returns early.
+    fn read_own(common: CommonConfig, port: u16, env: &mut EnvReader) -> Self;
+
+    /// From the process's environment (what `main.rs` does).
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process())
+    }
+
+    /// From `env` (tests pass a map, [`EnvReader::from_map`]).
+    fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let common = CommonConfig::read(&mut env);
+        let port = read_port(&mut env, Self::DEFAULT_PORT);
+        let config = Self::read_own(common, port, &mut env);
+        env.finish()?;
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests;

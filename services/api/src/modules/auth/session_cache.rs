@@ -10,7 +10,7 @@
 //!   against the clock on every hit; sliding still writes (at most once a day per session).
 //! - **Revocation** drops a session at once on every replica: the replica that revokes
 //!   forgets it locally (before its transaction commits, so no request can re-cache it in
-//!   between), and every replica follows `session.revoked` on the bus (see [`run_listener`]).
+//!   between), and every replica follows `session.revoked` on the bus (see [`follow_revocations`]).
 //!   A forgotten session id is remembered for twice the TTL and checked on every hit and
 //!   after every insert, so a lookup that raced the revocation cannot put it back.
 //! - **What the cache cannot see**: a session row changed in SQL by hand, and revocations
@@ -23,14 +23,15 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
+use std::sync::Arc;
+
+use bus::Bus;
+use bus::every_replica::EveryReplica;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use messages::definition::BusMessage;
 use messages::journal::v1::SessionRevoked;
 use moka::future::Cache;
-use prost::Message;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SessionCacheConfig;
@@ -160,171 +161,29 @@ impl SessionCache {
 /// consumer was being created are not missed. Replaying older ones only costs a lookup.
 const REPLAY: Duration = Duration::from_secs(60);
 
-/// A `session.revoked` consumer of this replica's own, ready to follow (created before the
-/// api serves, so no revocation published after readiness is missed).
-pub struct Listener {
-    jetstream: jetstream::Context,
-    events_stream: String,
-    subject: String,
-}
-
-impl Listener {
-    pub fn new(jetstream: jetstream::Context, events_stream: String, subject: String) -> Self {
-        Self {
-            jetstream,
-            events_stream,
-            subject,
-        }
-    }
-
-    /// Follow `session.revoked` until `shutdown`, forgetting the sessions it names; restart
-    /// after any failure, and at once when the NATS connection is replaced (the ordered
-    /// consumer lives on the server and may be gone with it). The first consumer is created
-    /// before this returns.
-    pub async fn start(
-        self,
-        sessions: std::sync::Arc<SessionCache>,
-        shutdown: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, String> {
-        let first = self.subscribe().await?;
-        Ok(tokio::spawn(async move {
-            let mut subscription = Some(first);
-            while !shutdown.is_cancelled() {
-                let outcome = match subscription.take() {
-                    Some(first) => self.follow(first, &sessions, &shutdown).await,
-                    None => match self.subscribe().await {
-                        Ok(next) => {
-                            // Revocations published while nobody listened are unknown.
-                            sessions.forget_all();
-                            self.follow(next, &sessions, &shutdown).await
-                        }
-                        Err(error) => Err(error),
-                    },
-                };
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "session.revoked listener failed; restarting");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                }
+/// Follow `session.revoked` on this replica's own consumer until `shutdown`, forgetting the
+/// sessions it names. When a new consumer replaces a failed one (the NATS connection was
+/// replaced, say) the whole cache is emptied: revocations published meanwhile are unknown.
+/// The first consumer is created before this returns, so a caller that waits for it before
+/// serving misses no revocation published after readiness.
+pub async fn follow_revocations(
+    bus: Bus,
+    sessions: Arc<SessionCache>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, String> {
+    let revocations = EveryReplica::<SessionRevoked>::new(bus, "api-session-revoked", REPLAY);
+    let first = revocations.subscribe().await?;
+    let cache = Arc::clone(&sessions);
+    Ok(revocations.follow(
+        Some(first),
+        shutdown,
+        move |event: SessionRevoked| {
+            if let Ok(session_id) = event.parse_session_id() {
+                cache.heard(session_id);
             }
-        }))
-    }
-
-    async fn subscribe(&self) -> Result<Subscription, String> {
-        let connection = ConnectionWatch::new(self.jetstream.client());
-        let stream = self
-            .jetstream
-            .get_stream(&self.events_stream)
-            .await
-            .map_err(|error| error.to_string())?;
-        let start_time = time::OffsetDateTime::now_utc() - REPLAY;
-        let messages = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                // named, so it is created through the subject that carries its filter
-                // (what the NATS permissions allow: bus::permissions)
-                name: Some(bus::permissions::ordered_consumer_name(
-                    "api-session-revoked",
-                )),
-                filter_subject: self.subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| error.to_string())?
-            .messages()
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok(Subscription {
-            connection,
-            messages,
-        })
-    }
-
-    async fn follow(
-        &self,
-        subscription: Subscription,
-        sessions: &SessionCache,
-        shutdown: &CancellationToken,
-    ) -> Result<(), String> {
-        let Subscription {
-            connection,
-            mut messages,
-        } = subscription;
-        loop {
-            let message = tokio::select! {
-                message = messages.next() => message,
-                () = shutdown.cancelled() => return Ok(()),
-                () = connection.lost() => {
-                    tokio::select! {
-                        () = connection.back() => {}
-                        () = shutdown.cancelled() => return Ok(()),
-                    }
-                    return Err("the NATS connection was lost".to_owned());
-                }
-            };
-            let message = message
-                .ok_or("the consumer ended")?
-                .map_err(|error| error.to_string())?;
-            let Ok(event) = SessionRevoked::decode(message.payload.as_ref()) else {
-                tracing::warn!("skipping an undecodable {}", SessionRevoked::NAME);
-                continue;
-            };
-            let Ok(session_id) = SessionId::parse_field("session_id", &event.session_id) else {
-                continue;
-            };
-            sessions.heard(session_id);
-        }
-    }
-}
-
-struct Subscription {
-    connection: ConnectionWatch,
-    messages: consumer::pull::Ordered,
-}
-
-/// Tells the listener that the NATS connection its consumer was created on is gone (the
-/// sync-streamer's `hub::ConnectionWatch`, for the same reason: async-nats notices a lost
-/// ordered consumer only ~15 s after the server is back).
-struct ConnectionWatch {
-    client: async_nats::Client,
-    /// (server id, client id) when the watch started: a reconnection changes the client id,
-    /// a restarted server the server id.
-    identity: (String, u64),
-}
-
-impl ConnectionWatch {
-    const POLL: Duration = Duration::from_millis(100);
-
-    fn new(client: async_nats::Client) -> Self {
-        let identity = Self::identity(&client);
-        Self { client, identity }
-    }
-
-    fn identity(client: &async_nats::Client) -> (String, u64) {
-        let info = client.server_info();
-        (info.server_id, info.client_id)
-    }
-
-    fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    async fn lost(&self) {
-        loop {
-            if !self.connected() || Self::identity(&self.client) != self.identity {
-                return;
-            }
-            tokio::time::sleep(Self::POLL).await;
-        }
-    }
-
-    async fn back(&self) {
-        while !self.connected() {
-            tokio::time::sleep(Self::POLL).await;
-        }
-    }
+        },
+        move || sessions.forget_all(),
+    ))
 }
 
 #[cfg(test)]

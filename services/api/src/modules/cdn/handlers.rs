@@ -1,7 +1,6 @@
 //! Bus handlers: the worker's verdict on an upload (`attachment.verified`).
 
 use bus::{HandlerError, Msg};
-use domain::ids::{AttachmentId, UserId};
 use messages::journal::v1::AttachmentVerified;
 
 use super::store::delete_objects;
@@ -18,9 +17,11 @@ pub async fn on_attachment_verified(
     bus::State(state): bus::State<AppState>,
     Msg(verdict): Msg<AttachmentVerified>,
 ) -> Result<(), HandlerError> {
-    let attachment_id = AttachmentId::parse_field("attachment_id", &verdict.attachment_id)
+    let attachment_id = verdict
+        .parse_attachment_id()
         .map_err(HandlerError::permanent)?;
-    let owner_user_id = UserId::parse_field("owner_user_id", &verdict.owner_user_id)
+    let owner_user_id = verdict
+        .parse_owner_user_id()
         .map_err(HandlerError::permanent)?;
     let mut tx = SyncedTx::begin(&state.db).await?;
     let current: Option<Attachment> = sqlx::query_as(&format!(

@@ -56,7 +56,8 @@ async fn export_page(
     db: &PgPool,
     request: &ExportDataRequest,
 ) -> Result<ExportDataReply, PageError> {
-    let user_id = UserId::parse_field("user_id", &request.user_id)
+    let user_id = request
+        .parse_user_id()
         .map_err(|error| bad_request(error.to_string()))?;
     let after = match request.cursor.as_str() {
         "" => None,

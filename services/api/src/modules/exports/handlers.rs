@@ -3,7 +3,6 @@
 use bus::State as BusState;
 use bus::{HandlerError, Msg};
 use chrono::DateTime;
-use domain::ids::{ExportId, UserId};
 use messages::journal::v1::ExportReady;
 
 use crate::state::AppState;
@@ -13,10 +12,8 @@ pub async fn on_export_ready(
     BusState(state): BusState<AppState>,
     Msg(ready): Msg<ExportReady>,
 ) -> Result<(), HandlerError> {
-    let export_id =
-        ExportId::parse_field("export_id", &ready.export_id).map_err(HandlerError::permanent)?;
-    let user_id =
-        UserId::parse_field("user_id", &ready.user_id).map_err(HandlerError::permanent)?;
+    let export_id = ready.parse_export_id().map_err(HandlerError::permanent)?;
+    let user_id = ready.parse_user_id().map_err(HandlerError::permanent)?;
     let expires_at = DateTime::from_timestamp_millis(ready.expires_at_ms).ok_or_else(|| {
         HandlerError::permanent(format!(
             "expires_at_ms {} is out of range",

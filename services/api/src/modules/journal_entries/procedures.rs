@@ -11,7 +11,7 @@ use super::store::{
 use super::types::{CreateInput, GetInput, IdInput, JournalEntry, ListInput, Page, UpdateInput};
 use crate::http::error::ApiError;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
-use crate::modules::teams::store::member_role;
+use crate::modules::teams::store::caller_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
 use sync_protocol::changes::Op;
@@ -52,12 +52,8 @@ pub async fn list(
 ) -> Result<Rpc<Page>, ApiError> {
     let input = input.unwrap_or_default();
     let mut conn = state.db.acquire().await?;
-    if let Some(team_id) = input.team_id
-        && member_role(&mut conn, team_id, session.user_id)
-            .await?
-            .is_none()
-    {
-        return Err(ApiError::not_found("Team"));
+    if let Some(team_id) = input.team_id {
+        caller_role(&mut conn, team_id, session.user_id).await?;
     }
     list_page(&mut conn, session.user_id, &input).await.map(Rpc)
 }

@@ -8,7 +8,7 @@ use crate::http::error::ApiError;
 use crate::http::pagination::{KeysetCursor, finish_page};
 use crate::http::rpc::{Rpc, RpcQuery};
 use crate::http::validation::EpochMillis;
-use crate::modules::teams::store::member_role;
+use crate::modules::teams::store::require_role;
 use crate::modules::teams::types::Role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
@@ -22,15 +22,14 @@ pub(crate) async fn list(
 ) -> Result<Rpc<Page>, ApiError> {
     let limit = input.limit.unwrap_or(50);
     let mut conn = state.db.acquire().await?;
-    match member_role(&mut conn, input.team_id, session.user_id).await? {
-        None => return Err(ApiError::not_found("Team")),
-        Some(Role::Member) => {
-            return Err(ApiError::forbidden(
-                "Only the team's owners and admins can read its request logs",
-            ));
-        }
-        Some(Role::Admin | Role::Owner) => {}
-    }
+    require_role(
+        &mut conn,
+        input.team_id,
+        session.user_id,
+        Role::Admin,
+        "Only the team's owners and admins can read its request logs",
+    )
+    .await?;
     let mut query = QueryBuilder::<Postgres>::new(
         "SELECT request_log_id, created_at, team_id, api_team_id, api_key_prefix, method, path,
                 status, duration_us, host(client_ip) AS client_ip, user_agent, request_id,

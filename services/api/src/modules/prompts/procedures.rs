@@ -16,7 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery};
 use crate::modules::journal_entries::store::check_version;
 use crate::modules::teams::store::MY_TEAMS_SQL;
-use crate::modules::teams::store::member_role;
+use crate::modules::teams::store::caller_role;
 use crate::procedures::session::Protected;
 use crate::state::AppState;
 use sync_protocol::changes::Op;
@@ -42,12 +42,8 @@ pub(crate) async fn list(
 ) -> Result<Rpc<PromptList>, ApiError> {
     let input = input.unwrap_or_default();
     let mut conn = state.db.acquire().await?;
-    if let Some(team_id) = input.team_id
-        && member_role(&mut conn, team_id, session.user_id)
-            .await?
-            .is_none()
-    {
-        return Err(ApiError::not_found("Team"));
+    if let Some(team_id) = input.team_id {
+        caller_role(&mut conn, team_id, session.user_id).await?;
     }
     let items = list_prompts(
         &mut conn,

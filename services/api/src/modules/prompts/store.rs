@@ -6,7 +6,7 @@ use crate::modules::prompts::ApiError;
 use crate::modules::prompts::types::Schedule;
 use crate::modules::prompts::types::parse_time;
 use crate::modules::teams::store::MY_TEAMS_SQL;
-use crate::modules::teams::store::member_role;
+use crate::modules::teams::store::{member_role, require_role};
 use crate::modules::teams::types::Role;
 use chrono::NaiveTime;
 use domain::ids::{PromptId, TeamId, UserId};
@@ -34,19 +34,17 @@ pub(crate) fn schedule_columns(
     }
 }
 
+/// Why a member below admin may not change a team's prompts.
+const MANAGE_PROMPTS: &str = "Only team admins and owners can manage the team's prompts";
+
 /// `NOT_FOUND` for a team the caller is not in, `FORBIDDEN` below admin.
 async fn require_team_admin(
     conn: &mut PgConnection,
     team_id: TeamId,
     user_id: UserId,
 ) -> Result<(), ApiError> {
-    match member_role(conn, team_id, user_id).await? {
-        None => Err(ApiError::not_found("Team")),
-        Some(role) if role < Role::Admin => Err(ApiError::forbidden(
-            "Only team admins and owners can manage the team's prompts",
-        )),
-        Some(_) => Ok(()),
-    }
+    require_role(conn, team_id, user_id, Role::Admin, MANAGE_PROMPTS).await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,9 +139,7 @@ pub(crate) async fn load_changeable(
         None => Err(ApiError::not_found("Prompt")),
         Some(team_id) => match member_role(conn, team_id, user_id).await? {
             None => Err(ApiError::not_found("Prompt")),
-            Some(role) if role < Role::Admin => Err(ApiError::forbidden(
-                "Only team admins and owners can manage the team's prompts",
-            )),
+            Some(role) if role < Role::Admin => Err(ApiError::forbidden(MANAGE_PROMPTS)),
             Some(_) => Ok(prompt),
         },
     }

@@ -27,7 +27,7 @@ use crate::http::error::ApiError;
 use crate::http::rpc::{Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::http::validation::Input;
 use crate::http::validation::{Issues, item};
-use crate::modules::teams::store::member_role;
+use crate::modules::teams::store::caller_role;
 use crate::modules::teams::types::Role;
 use crate::modules::teams::types::TeamInput;
 use crate::procedures::session::{Protected, Sensitive};
@@ -49,17 +49,6 @@ pub const MAX_ALLOWLIST_ENTRIES: usize = 100;
 
 // ---------------------------------------------------------------------------------------
 // Shared with api_keys
-
-/// The caller's role in a live team; `NOT_FOUND` when they are not an active member.
-pub async fn caller_role(
-    conn: &mut PgConnection,
-    team_id: TeamId,
-    user_id: UserId,
-) -> Result<Role, ApiError> {
-    member_role(conn, team_id, user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Team"))
-}
 
 /// Owners and admins manage API access; members only read.
 pub fn require_manager(role: Role) -> Result<(), ApiError> {

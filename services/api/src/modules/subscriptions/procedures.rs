@@ -13,9 +13,10 @@ use crate::http::error::ApiError;
 use crate::http::rpc::{NoInput, Rpc, RpcInput, RpcQuery};
 use crate::http::validation::EpochMillis;
 use crate::modules::subscriptions::api_teams::{
-    Plan, api_not_enabled, api_team_id, caller_role, require_manager,
+    Plan, api_not_enabled, api_team_id, require_manager,
 };
 use crate::modules::subscriptions::metering;
+use crate::modules::teams::store::caller_role;
 use crate::modules::teams::types::{Role, TeamInput};
 use crate::procedures::session::{Protected, Sensitive};
 use crate::state::AppState;

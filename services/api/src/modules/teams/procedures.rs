@@ -6,8 +6,8 @@ use domain::ids::TeamInvitationId;
 use messages::journal::v1::TeamInvitationCreated;
 
 use super::store::{
-    end_membership, ensure_pending, join, last_owner, load_invitation, lock_my_invitation,
-    lock_team, member_role, other_members, verified_caller_email,
+    caller_role, end_membership, ensure_pending, join, last_owner, load_invitation,
+    lock_my_invitation, lock_team, member_role, other_members, verified_caller_email,
 };
 use super::types::{
     ChangeRoleInput, CreateInput, InvitationInput, InviteInput, Left, MemberInput, MemberProfile,
@@ -75,9 +75,7 @@ pub(crate) async fn get(
     RpcQuery(input): RpcQuery<TeamInput>,
 ) -> Result<Rpc<TeamDetails>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let role = member_role(&mut conn, input.team_id, session.user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Team"))?;
+    let role = caller_role(&mut conn, input.team_id, session.user_id).await?;
     let team: Team = sqlx::query_as(&format!(
         "SELECT {TEAM_COLUMNS} FROM teams WHERE team_id = $1 AND deleted_at IS NULL"
     ))

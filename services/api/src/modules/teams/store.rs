@@ -35,6 +35,33 @@ pub async fn member_role(
     Ok(role.as_deref().and_then(Role::parse))
 }
 
+/// The caller's role in a live team; `NOT_FOUND` when they are not an active member (a team
+/// one is not in does not exist for them).
+pub async fn caller_role(
+    conn: &mut PgConnection,
+    team_id: TeamId,
+    user_id: UserId,
+) -> Result<Role, ApiError> {
+    member_role(conn, team_id, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Team"))
+}
+
+/// Like [`caller_role`], and `FORBIDDEN` (saying `why`) below `minimum`.
+pub async fn require_role(
+    conn: &mut PgConnection,
+    team_id: TeamId,
+    user_id: UserId,
+    minimum: Role,
+    why: &'static str,
+) -> Result<Role, ApiError> {
+    let role = caller_role(conn, team_id, user_id).await?;
+    if role < minimum {
+        return Err(ApiError::forbidden(why));
+    }
+    Ok(role)
+}
+
 /// Account deletion: end every membership of `user_id` (in the caller's transaction), recording the
 /// membership tombstones (to the team's and the user's scope) and a `team.member_left`
 /// (`left`) per team. A team where the user was the only member is soft-deleted with its pending
@@ -119,9 +146,7 @@ pub(crate) async fn lock_team(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| ApiError::not_found("Team"))?;
-    let role = member_role(conn, team_id, user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Team"))?;
+    let role = caller_role(conn, team_id, user_id).await?;
     Ok((team, role))
 }
 

@@ -30,10 +30,8 @@ use crate::http::rpc::{Rpc, RpcInput, RpcQuery, RpcRouter};
 use crate::http::validation::Input;
 use crate::http::validation::NAME_MAX_CHARS;
 use crate::http::validation::{EpochMillis, Issues};
-use crate::modules::subscriptions::api_teams::{
-    api_not_enabled, api_team_id, caller_role, require_manager,
-};
-use crate::modules::teams::store::member_role;
+use crate::modules::subscriptions::api_teams::{api_not_enabled, api_team_id, require_manager};
+use crate::modules::teams::store::{caller_role, member_role};
 use crate::procedures::session::{Protected, Sensitive};
 use crate::state::AppState;
 

@@ -1,4 +1,5 @@
-//! The streamer's NATS connection and how its consumers get back on it quickly.
+//! A NATS connection watched, and how consumers get back on it quickly (first measured on the
+//! sync-streamer, whose live frames stop while its consumers are down).
 //!
 //! After a NATS restart three things decided how long live sync stayed silent:
 //! - the client's reconnect delay: async-nats waits up to 4 s between attempts once an outage
@@ -93,6 +94,21 @@ impl ConnectionWatch {
             tokio::time::sleep(Self::POLL).await;
         }
     }
+}
+
+/// Create an ordered consumer on `stream` and start reading it (the two requests every
+/// ordered consumer makes), with the error as text for the caller's retry log.
+pub async fn ordered_messages(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: async_nats::jetstream::consumer::pull::OrderedConfig,
+) -> Result<async_nats::jetstream::consumer::pull::Ordered, String> {
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|error| error.to_string())?
+        .messages()
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// Wait for `delay`, then for the client to be connected; `false` if `shutdown` came first.
