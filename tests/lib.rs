@@ -5,6 +5,7 @@
 
 pub mod drills;
 
+use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -163,32 +164,47 @@ pub async fn delete_namespace(nats_url: &str, namespace: &str) {
     }
 }
 
+/// Run a service in-process on a port of its own: `run` gets the listener and the shutdown
+/// token and returns the service's `run` future, which is spawned.
+pub async fn spawn_in_process<F, E>(
+    name: &'static str,
+    schema: &'static str,
+    run: impl FnOnce(TcpListener, CancellationToken) -> F,
+) -> RunningService
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let service = run(listener, shutdown.clone());
+    let handle = tokio::spawn(async move {
+        let result = service.await.map_err(|error| error.to_string());
+        // Say why at once: a service that fails to start otherwise shows up only as a
+        // readiness wait that times out.
+        if let Err(error) = &result {
+            eprintln!("{name} stopped with an error: {error}");
+        }
+        result
+    });
+    RunningService {
+        name,
+        schema,
+        base_url,
+        shutdown,
+        handle,
+    }
+}
+
 macro_rules! start_service {
     ($krate:ident, $database_url:expr, $nats_url:expr, $namespace:expr) => {{
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
         let mut config = $krate::Config::for_tests($database_url, $nats_url);
         config.common.bus_namespace = $namespace.to_owned();
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            let result = $krate::run(config, listener, token)
-                .await
-                .map_err(|error| error.to_string());
-            // Say why at once: a service that fails to start otherwise shows up only as a
-            // readiness wait that times out.
-            if let Err(error) = &result {
-                eprintln!("{} stopped with an error: {error}", $krate::SERVICE);
-            }
-            result
-        });
-        RunningService {
-            name: $krate::SERVICE,
-            schema: $krate::SCHEMA,
-            base_url,
-            shutdown,
-            handle,
-        }
+        spawn_in_process($krate::SERVICE, $krate::SCHEMA, |listener, token| {
+            $krate::run(config, listener, token)
+        })
+        .await
     }};
 }
 

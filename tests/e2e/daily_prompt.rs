@@ -13,12 +13,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use chrono::{Timelike, Utc};
-use e2e_tests::RunningService;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use test_support::{TestDb, eventually, nats_url};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "e2e-suprsend-key";
 
@@ -57,27 +55,6 @@ async fn stand_in() -> (String, Requests) {
     (base_url, requests)
 }
 
-fn spawn<F>(
-    name: &'static str,
-    schema: &'static str,
-    listener: TcpListener,
-    run: F,
-) -> RunningService
-where
-    F: FnOnce(TcpListener, CancellationToken) -> tokio::task::JoinHandle<Result<(), String>>,
-{
-    let base_url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let handle = run(listener, shutdown.clone());
-    RunningService {
-        name,
-        schema,
-        base_url,
-        shutdown,
-        handle,
-    }
-}
-
 #[tokio::test]
 async fn a_due_prompt_reaches_suprsend_once() {
     let db = TestDb::new().await;
@@ -86,34 +63,19 @@ async fn a_due_prompt_reaches_suprsend_once() {
 
     let mut api_config = api::Config::for_tests(db.url(), &nats_url());
     api_config.common.bus_namespace = namespace.clone();
-    let api = spawn(
-        api::SERVICE,
-        api::SCHEMA,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        |listener, token| {
-            tokio::spawn(async move {
-                api::run(api_config, listener, token)
-                    .await
-                    .map_err(|error| error.to_string())
-            })
-        },
-    );
+    let api = e2e_tests::spawn_in_process(api::SERVICE, api::SCHEMA, |listener, token| {
+        api::run(api_config, listener, token)
+    })
+    .await;
     let mut notifier_config = notifier::Config::for_tests(db.url(), &nats_url());
     notifier_config.common.bus_namespace = namespace.clone();
     notifier_config.suprsend_base_url = suprsend_url;
     notifier_config.suprsend_api_key = Some(SecretString::from(KEY));
-    let notifier = spawn(
-        notifier::SERVICE,
-        notifier::SCHEMA,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        |listener, token| {
-            tokio::spawn(async move {
-                notifier::run(notifier_config, listener, token)
-                    .await
-                    .map_err(|error| error.to_string())
-            })
-        },
-    );
+    let notifier =
+        e2e_tests::spawn_in_process(notifier::SERVICE, notifier::SCHEMA, |listener, token| {
+            notifier::run(notifier_config, listener, token)
+        })
+        .await;
     let services = vec![api, notifier];
     e2e_tests::wait_ready_status(&services, 200, Duration::from_secs(30)).await;
 
@@ -125,21 +87,19 @@ async fn a_due_prompt_reaches_suprsend_once() {
     let token = login.token.as_str();
     let user_id = login.user_id.to_string();
     let now = Utc::now();
-    let created: Value = client
-        .post(format!("{}/rpc/prompts/create", services[0].base_url))
-        .bearer_auth(token)
-        .json(&json!({"json": {
+    let created = test_support::rpc_ok(
+        &client,
+        &services[0].base_url,
+        token,
+        "prompts/create",
+        json!({
             "text": "What are you grateful for?",
             "schedule": {"time": format!("{:02}:{:02}", now.hour(), now.minute()),
                          "timezone": "UTC", "weekdays": [1, 2, 3, 4, 5, 6, 7]}
-        }}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let prompt_id = created["json"]["promptId"].as_str().unwrap().to_owned();
+        }),
+    )
+    .await;
+    let prompt_id = created["promptId"].as_str().unwrap().to_owned();
     let api_pool = platform::db::connect(&SecretString::from(db.url().to_owned()), "api", 2)
         .await
         .unwrap();
@@ -161,18 +121,10 @@ async fn a_due_prompt_reaches_suprsend_once() {
             job.enabled = false;
         }
     }
-    let cron = spawn(
-        cron::SERVICE,
-        cron::SCHEMA,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        |listener, token| {
-            tokio::spawn(async move {
-                cron::run(cron_config, listener, token)
-                    .await
-                    .map_err(|error| error.to_string())
-            })
-        },
-    );
+    let cron = e2e_tests::spawn_in_process(cron::SERVICE, cron::SCHEMA, |listener, token| {
+        cron::run(cron_config, listener, token)
+    })
+    .await;
     let triggers = || {
         requests
             .lock()

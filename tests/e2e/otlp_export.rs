@@ -18,7 +18,7 @@ use e2e_tests::ServiceProcess;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use test_support::{TestBucket, TestDb, eventually, nats_url};
 
 const SUPRSEND_KEY: &str = "otlp-suprsend-key";
@@ -168,16 +168,15 @@ async fn one_trace_follows_an_export_from_the_api_through_the_worker_to_the_noti
     let token = e2e_tests::dev_login(&client, &api.base_url, "ada@example.com", "Ada")
         .await
         .token;
-    let export = client
-        .post(format!("{}/rpc/exports/create", api.base_url))
-        .bearer_auth(&token)
-        .json(&json!({ "json": null }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(export.status(), 200);
-    let export: Value = export.json().await.unwrap();
-    let export_id = export["json"]["exportId"].as_str().unwrap().to_owned();
+    let export = test_support::rpc_ok(
+        &client,
+        &api.base_url,
+        &token,
+        "exports/create",
+        Value::Null,
+    )
+    .await;
+    let export_id = export["exportId"].as_str().unwrap().to_owned();
     let announced = eventually(Duration::from_secs(60), || async {
         notifications
             .lock()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e_tests::{delete_namespace, dev_login, start_all, unique_namespace, wait_ready_status};
-use serde_json::{Value, json};
+use serde_json::Value;
 use test_support::{TestDb, nats_url};
 
 /// The demo user's catch-up from cursor 0: the rows of every `delta` frame, by table, until
@@ -135,17 +135,9 @@ async fn demo_data_seeded_through_the_api_syncs_reaches_the_worker_and_is_seeded
         demo_seed::DEMO_NAME,
     )
     .await;
-    let token: Value = client
-        .post(format!("{api_url}/rpc/sync/token"))
-        .bearer_auth(&demo.token)
-        .json(&json!({"json": null}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sync_token = token["json"]["token"].as_str().unwrap().to_owned();
+    let token =
+        test_support::rpc_ok(&client, &api_url, &demo.token, "sync/token", Value::Null).await;
+    let sync_token = token["token"].as_str().unwrap().to_owned();
     let mut expected: Vec<String> = demo_seed::DEMO_ENTRIES
         .iter()
         .map(|entry| entry.title.to_owned())

@@ -23,15 +23,7 @@ async fn call(
     procedure: &str,
     input: Value,
 ) -> Value {
-    let response = client
-        .post(format!("{}/rpc/{procedure}", api.base_url))
-        .bearer_auth(token)
-        .json(&json!({ "json": input }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{procedure}");
-    response.json::<Value>().await.unwrap()["json"].clone()
+    test_support::rpc_ok(client, &api.base_url, token, procedure, input).await
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {

@@ -63,17 +63,14 @@ impl Setup {
     }
 
     async fn rpc(&self, procedure: &str, input: Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/rpc/{procedure}", self.api.base_url))
-            .bearer_auth(&self.token)
-            .json(&json!({ "json": input }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{procedure}");
-        let body: Value = response.json().await.unwrap();
-        body["json"].clone()
+        test_support::rpc_ok(
+            &self.client,
+            &self.api.base_url,
+            &self.token,
+            procedure,
+            input,
+        )
+        .await
     }
 
     /// Ask for an export; returns its id.
@@ -231,12 +228,7 @@ async fn a_worker_killed_mid_export_loses_nothing_and_the_export_completes_once(
     let export = setup
         .rpc("exports/get", json!({"exportId": export_id}))
         .await;
-    let archive: Value = reqwest::get(export["downloadUrl"].as_str().unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let archive = test_support::get_json(export["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(archive["exportId"], export_id);
     assert_eq!(archive["journalEntries"][0]["title"], "Kept");
 

@@ -172,14 +172,8 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
 
     // Used within a day of the last extension: no write.
     let fresh = session_expiry(&api, &user).await;
-    sqlx::query(
-        "UPDATE sessions SET expires_at = now() + interval '6 days 12 hours' WHERE user_id = $1",
-    )
-    .bind(user.user_id)
-    .execute(&api.pool)
-    .await
-    .unwrap();
-    api.forget_cached_sessions();
+    api.update_sessions(&user, "expires_at = now() + interval '6 days 12 hours'")
+        .await;
     let before = session_expiry(&api, &user).await;
     assert!(before < fresh);
     api.query(Some(&user), "users/me", json!({})).await.ok();
@@ -190,24 +184,16 @@ async fn sessions_expire_and_slide_at_most_once_a_day() {
     );
 
     // Used two days later: extended to 7 days from now.
-    sqlx::query("UPDATE sessions SET expires_at = now() + interval '5 days' WHERE user_id = $1")
-        .bind(user.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
+    api.update_sessions(&user, "expires_at = now() + interval '5 days'")
+        .await;
     api.query(Some(&user), "users/me", json!({})).await.ok();
     let slid = session_expiry(&api, &user).await;
     let expected = chrono::Utc::now() + chrono::Duration::days(7);
     assert!((slid - expected).num_seconds().abs() < 60, "slid to {slid}");
 
     // Expired: 401.
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE user_id = $1")
-        .bind(user.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
+    api.update_sessions(&user, "expires_at = now() - interval '1 second'")
+        .await;
     let expired = api.query(Some(&user), "users/me", json!({})).await;
     assert_eq!(expired.status, 401);
     assert_eq!(expired.code(), "UNAUTHORIZED");
@@ -222,15 +208,11 @@ async fn sessions_never_outlive_their_absolute_lifetime() {
     let user = api.login("tess@example.com").await;
 
     // 29 days old, due to slide: it slides only to its 30th day.
-    sqlx::query(
-        "UPDATE sessions SET created_at = now() - interval '29 days',
-                             expires_at = now() + interval '12 hours' WHERE user_id = $1",
+    api.update_sessions(
+        &user,
+        "created_at = now() - interval '29 days', expires_at = now() + interval '12 hours'",
     )
-    .bind(user.user_id)
-    .execute(&api.pool)
-    .await
-    .unwrap();
-    api.forget_cached_sessions();
+    .await;
     assert_eq!(
         api.query(Some(&user), "users/me", json!({})).await.status,
         200
@@ -243,15 +225,11 @@ async fn sessions_never_outlive_their_absolute_lifetime() {
     );
 
     // Past 30 days, even with an expiry still ahead (slid before the limit existed): 401.
-    sqlx::query(
-        "UPDATE sessions SET created_at = now() - interval '30 days 1 minute',
-                             expires_at = now() + interval '6 days' WHERE user_id = $1",
+    api.update_sessions(
+        &user,
+        "created_at = now() - interval '30 days 1 minute', expires_at = now() + interval '6 days'",
     )
-    .bind(user.user_id)
-    .execute(&api.pool)
-    .await
-    .unwrap();
-    api.forget_cached_sessions();
+    .await;
     let dead = api.query(Some(&user), "users/me", json!({})).await;
     assert_eq!(dead.status, 401);
     assert_eq!(dead.code(), "UNAUTHORIZED");
@@ -326,12 +304,7 @@ async fn profile_update_validates_and_syncs_and_delete_needs_a_fresh_session() {
     assert_eq!(user_changes[2].changes[0].version, 3);
 
     // Sensitive: a session older than the fresh age is refused.
-    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
-        .bind(user.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
+    api.age_sessions(&user).await;
     let stale = api.call(Some(&user), "users/delete", json!({})).await;
     assert_eq!(stale.status, 403);
     assert_eq!(stale.code(), "SESSION_NOT_FRESH");

@@ -28,16 +28,8 @@ async fn readyz(api: &TestApi) -> (u16, Value) {
 
 /// The value of `api_nats_connected` in `/metrics`.
 async fn nats_gauge(api: &TestApi) -> Option<f64> {
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base_url))
-        .send()
+    test_support::metrics_text(&api.base_url)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find(|line| {
             line.starts_with("api_nats_connected{") || line.starts_with("api_nats_connected ")

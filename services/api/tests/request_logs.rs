@@ -165,15 +165,8 @@ async fn a_stalled_database_slows_callers_down_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_admins_list_their_logs_newest_first_with_filters() {
     let api = TestApi::start().await;
-    let owner = api.login("owner@example.com").await;
-    let admin = api.login("admin@example.com").await;
-    let member = api.login("member@example.com").await;
-    let outsider = api.login("outsider@example.com").await;
-    let team_id: Uuid = api
-        .team_with(&owner, &[(&admin, "admin"), (&member, "member")])
-        .await
-        .parse()
-        .unwrap();
+    let (owner, admin, member, outsider, team_id) = api.team_of_every_role().await;
+    let team_id: Uuid = team_id.parse().unwrap();
     let other_team = Uuid::new_v4();
 
     let (sink, writer) = request_logs::spawn_writer(api.pool.clone(), 16);

@@ -64,16 +64,8 @@ async fn expiry_in_db(api: &TestApi, session_id: Uuid) -> (DateTime<Utc>, DateTi
 
 /// `api_session_lookups_total{source="cache"}` of this test process.
 async fn cache_hits(api: &TestApi) -> f64 {
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base_url))
-        .send()
+    test_support::metrics_text(&api.base_url)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find(|line| line.starts_with("api_session_lookups_total{") && line.contains("\"cache\""))
         .and_then(|line| line.rsplit(' ').next())

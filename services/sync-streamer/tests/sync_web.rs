@@ -151,10 +151,10 @@ async fn the_web_client_keeps_a_live_local_copy_in_a_browser() {
     let member = api.login("member@example.com").await;
     let team_id = api.team_with(&owner, &[(&member, "member")]).await;
 
-    let output = scripts
-        .run(
-            "tsx",
-            &["sync-web.test.ts"],
+    scripts
+        .run_checks(
+            "sync-web.test.ts",
+            "sync-web",
             &[
                 ("API_URL", &api.base_url),
                 ("SYNC_URL", &streamer.base_url),
@@ -169,11 +169,6 @@ async fn the_web_client_keeps_a_live_local_copy_in_a_browser() {
             ],
         )
         .await;
-    println!("{output}");
-    assert!(
-        output.contains("sync-web: all checks passed"),
-        "the script exited 0 without its success line:\n{output}"
-    );
     streamer.stop().await;
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dist);

@@ -134,6 +134,45 @@ pub async fn emitted_changesets(
         .collect()
 }
 
+/// One service's outbox (its `outbox` table, found by the pool's search_path) in a test's bus
+/// namespace: what the service emitted, for the tests of every service that check it.
+pub struct Outbox<'a> {
+    pool: &'a sqlx::PgPool,
+    namespace: &'a str,
+}
+
+impl<'a> Outbox<'a> {
+    pub fn new(pool: &'a sqlx::PgPool, namespace: &'a str) -> Self {
+        Self { pool, namespace }
+    }
+
+    /// The messages emitted to `stream_base` with a subject under `subject_prefix`: unsent
+    /// rows and published messages (the relay deletes what it publishes), each once.
+    pub async fn messages(&self, stream_base: &str, subject_prefix: &str) -> Vec<Emitted> {
+        emitted(
+            self.pool,
+            "outbox",
+            &crate::nats_url(),
+            self.namespace,
+            stream_base,
+            subject_prefix,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The changesets emitted, oldest first (per scope, in order). Published ones come from
+    /// the namespace's CHANGES stream, which every service shares: callers filter by table.
+    pub async fn changesets(&self) -> Vec<messages::sync::v1::Changeset> {
+        emitted_changesets(self.pool, self.namespace).await.unwrap()
+    }
+
+    /// The changes of `table` in the emitted changesets, oldest first, as `(scope, change)`.
+    pub async fn row_changes(&self, table: &str) -> Vec<(String, messages::sync::v1::RowChange)> {
+        changes_of(self.changesets().await, table)
+    }
+}
+
 /// The changes of `table` in `changesets`, in order, as `(scope, change)`.
 pub fn changes_of(
     changesets: Vec<messages::sync::v1::Changeset>,

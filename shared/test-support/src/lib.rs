@@ -8,8 +8,9 @@
 //! - [`binary`]: the path of a freshly built workspace binary, for tests that run real
 //!   processes; [`ChildGuard`] kills such a process when the test ends, even by panicking.
 //! - [`TestBucket`]: a bucket of its own on the local S3-protocol server.
-//! - [`dev_login`], [`delete_streams`], [`emitted`] and [`emitted_changesets`]: what tests
-//!   that run the services in-process share.
+//! - [`dev_login`], [`rpc_call`] / [`rpc_ok`], [`metrics_text`], [`delete_streams`], [`Outbox`] (with
+//!   [`emitted`] and [`emitted_changesets`] below it): what tests that run the services
+//!   in-process share; [`send_json`] and [`get_json`] read one JSON answer.
 //! - [`orpc_client::OrpcClientScripts`]: the `@orpc/client` conformance scripts, run with Node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,10 +25,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use emitted::{Emitted, changes_of, emitted, emitted_changesets};
+pub use emitted::{Emitted, Outbox, changes_of, emitted, emitted_changesets};
 pub use private_servers::{PrivateNats, PrivatePostgres, free_port};
 pub use s3::{TestBucket, s3_endpoint};
-pub use services::{DevUser, delete_streams, dev_login};
+pub use services::{DevUser, delete_streams, dev_login, metrics_text, rpc_call, rpc_ok};
 
 /// The server tests create their databases on (`TEST_DATABASE_URL`, a URL to any database
 /// on it, default the local `postgres` database).
@@ -323,6 +324,17 @@ pub async fn get(url: &str) -> (u16, String) {
         }
         Err(_) => (0, String::new()),
     }
+}
+
+/// Send `request` and parse its body as JSON whatever the status (panics on a transport error
+/// or a body that is not JSON): for tests that read one field of an answer.
+pub async fn send_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url` without credentials (a presigned download link, say) and parse its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    send_json(reqwest::Client::new().get(url)).await
 }
 
 #[cfg(test)]

@@ -34,6 +34,18 @@ impl OrpcClientScripts {
             .await
     }
 
+    /// Run the test script `script` with `tsx` and print its output; panics unless it printed
+    /// `<checks>: all checks passed` (a script that stops early exits 0 without that line).
+    pub async fn run_checks(&self, script: &str, checks: &str, env: &[(&str, &str)]) -> String {
+        let output = self.run("tsx", &[script], env).await;
+        println!("{output}");
+        assert!(
+            output.contains(&format!("{checks}: all checks passed")),
+            "the script exited 0 without its success line:\n{output}"
+        );
+        output
+    }
+
     /// Run one of the scripts' `node_modules/.bin` tools; panics with its output unless it
     /// exits 0. Returns stdout followed by stderr.
     pub async fn run(&self, tool: &str, args: &[&str], env: &[(&str, &str)]) -> String {

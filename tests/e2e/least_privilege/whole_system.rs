@@ -4,64 +4,20 @@ use std::time::Duration;
 
 use platform::roles::SERVICE_ROLES;
 use serde_json::{Value, json};
-use test_support::{TestDb, eventually};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use test_support::{TestDb, eventually, rpc_ok};
 
 use crate::fixtures::{bootstrap, count, role_url};
 use crate::nats_server::AuthNats;
 
-struct Running {
-    name: &'static str,
-    base_url: String,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), String>>,
-}
-
 macro_rules! start_as_itself {
     ($krate:ident, $db:expr, $nats:expr) => {{
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
         let mut config = $krate::Config::for_tests(&role_url($db, $krate::SERVICE), &$nats.url());
         config.common.nats_auth = Some($nats.auth($krate::SERVICE));
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            let result = $krate::run(config, listener, token)
-                .await
-                .map_err(|error| error.to_string());
-            if let Err(error) = &result {
-                eprintln!("{} stopped with an error: {error}", $krate::SERVICE);
-            }
-            result
-        });
-        Running {
-            name: $krate::SERVICE,
-            base_url,
-            shutdown,
-            handle,
-        }
-    }};
-}
-
-async fn rpc(
-    client: &reqwest::Client,
-    api: &str,
-    token: &str,
-    procedure: &str,
-    input: Value,
-) -> Value {
-    let response = client
-        .post(format!("{api}/rpc/{procedure}"))
-        .bearer_auth(token)
-        .json(&json!({ "json": input }))
-        .send()
+        e2e_tests::spawn_in_process($krate::SERVICE, $krate::SCHEMA, |listener, token| {
+            $krate::run(config, listener, token)
+        })
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 200, "{procedure}: {body}");
-    body["json"].clone()
+    }};
 }
 
 /// The five services, each with its own database role and NATS user (the production
@@ -99,7 +55,7 @@ async fn the_system_works_under_its_roles_and_users() {
     let api_url = services[0].base_url.clone();
     let client = reqwest::Client::new();
     let user = e2e_tests::dev_login(&client, &api_url, "ada@example.com", "Ada").await;
-    let entry = rpc(
+    let entry = rpc_ok(
         &client,
         &api_url,
         &user.token,
@@ -107,7 +63,7 @@ async fn the_system_works_under_its_roles_and_users() {
         json!({"title": "Least privilege", "content": "Each to its own"}),
     )
     .await;
-    let export = rpc(
+    let export = rpc_ok(
         &client,
         &api_url,
         &user.token,
@@ -148,7 +104,7 @@ async fn the_system_works_under_its_roles_and_users() {
         let token = user.token.clone();
         let export_id = export_id.clone();
         async move {
-            rpc(
+            rpc_ok(
                 &client,
                 &api_url,
                 &token,

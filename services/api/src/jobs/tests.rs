@@ -20,77 +20,24 @@ fn occurrences_are_found_in_the_schedules_zone_within_the_look_back() {
     let monday = [1];
     let created = at("2026-01-01T00:00:00Z");
     let hour = Duration::from_secs(3600);
+    // The occurrence of the 09:00 Berlin schedule on `weekdays` that is due at `tick`.
+    let due_at = |weekdays: &[i16], tick: &str, not_before| {
+        due_occurrence(nine, berlin, weekdays, at(tick), hour, not_before)
+    };
     assert_eq!(
-        due_occurrence(
-            nine,
-            berlin,
-            &monday,
-            at("2026-03-02T08:00:00Z"),
-            hour,
-            created
-        ),
+        due_at(&monday, "2026-03-02T08:00:00Z", created),
         Some((
             NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
             at("2026-03-02T08:00:00Z")
         ))
     );
     // Still due 59 minutes late (a caught-up run), not an hour and more.
-    assert!(
-        due_occurrence(
-            nine,
-            berlin,
-            &monday,
-            at("2026-03-02T08:59:00Z"),
-            hour,
-            created
-        )
-        .is_some()
-    );
-    assert!(
-        due_occurrence(
-            nine,
-            berlin,
-            &monday,
-            at("2026-03-02T09:00:00Z"),
-            hour,
-            created
-        )
-        .is_none()
-    );
+    assert!(due_at(&monday, "2026-03-02T08:59:00Z", created).is_some());
+    assert!(due_at(&monday, "2026-03-02T09:00:00Z", created).is_none());
     // Not before its time, not on another weekday, not before the prompt existed.
-    assert!(
-        due_occurrence(
-            nine,
-            berlin,
-            &monday,
-            at("2026-03-02T07:59:00Z"),
-            hour,
-            created
-        )
-        .is_none()
-    );
-    assert!(
-        due_occurrence(
-            nine,
-            berlin,
-            &[2],
-            at("2026-03-02T08:00:00Z"),
-            hour,
-            created
-        )
-        .is_none()
-    );
-    assert!(
-        due_occurrence(
-            nine,
-            berlin,
-            &monday,
-            at("2026-03-02T08:30:00Z"),
-            hour,
-            at("2026-03-02T08:10:00Z")
-        )
-        .is_none()
-    );
+    assert!(due_at(&monday, "2026-03-02T07:59:00Z", created).is_none());
+    assert!(due_at(&[2], "2026-03-02T08:00:00Z", created).is_none());
+    assert!(due_at(&monday, "2026-03-02T08:30:00Z", at("2026-03-02T08:10:00Z")).is_none());
 }
 
 #[test]

@@ -2,28 +2,13 @@
 
 use serde_json::json;
 
-use crate::common::{TestApi, TestUser};
+use crate::common::TestApi;
 use crate::fixtures::create_key;
-
-async fn age_sessions(api: &TestApi, user: &TestUser) {
-    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
-        .bind(user.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
-}
 
 #[tokio::test]
 async fn roles_and_the_sensitive_tier_guard_every_procedure() {
     let api = TestApi::start().await;
-    let owner = api.login("owner@example.com").await;
-    let admin = api.login("admin@example.com").await;
-    let member = api.login("member@example.com").await;
-    let outsider = api.login("outsider@example.com").await;
-    let team_id = api
-        .team_with(&owner, &[(&admin, "admin"), (&member, "member")])
-        .await;
+    let (owner, admin, member, outsider, team_id) = api.team_of_every_role().await;
     let team = json!({ "teamId": team_id });
 
     // Enabling: owners and admins.
@@ -113,7 +98,7 @@ async fn roles_and_the_sensitive_tier_guard_every_procedure() {
 
     // Sensitive: an old session may read, not enable (issue 15: enabling hands out API
     // access), create, revoke or change networks.
-    age_sessions(&api, &admin).await;
+    api.age_sessions(&admin).await;
     for (procedure, input) in [
         ("apiTeams/enable", team.clone()),
         (

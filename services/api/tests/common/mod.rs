@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use messages::sync::v1::{Changeset, RowChange};
 use serde_json::{Value, json};
-use test_support::{TestDb, nats_url};
+use test_support::{Emitted, Outbox, TestDb, nats_url};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,27 +63,33 @@ impl Answer {
 
     /// The paths of the validation issues, e.g. `["title", "tags.1"]`.
     pub fn issue_paths(&self) -> Vec<String> {
-        self.json["data"]["issues"]
-            .as_array()
-            .map(|issues| {
-                issues
-                    .iter()
-                    .map(|issue| {
-                        issue["path"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|segment| match segment {
-                                Value::String(key) => key.clone(),
-                                other => other.to_string(),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(".")
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        issue_paths(&self.json["data"]["issues"])
     }
+}
+
+/// The dotted paths (`tags.1`) of a list of validation issues: the RPC error's `data.issues`
+/// and the open API's `issues` name them alike.
+pub fn issue_paths(issues: &Value) -> Vec<String> {
+    issues
+        .as_array()
+        .map(|issues| {
+            issues
+                .iter()
+                .map(|issue| {
+                    issue["path"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|segment| match segment {
+                            Value::String(key) => key.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(".")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl TestApi {
@@ -240,17 +246,7 @@ impl TestApi {
             )
             .await
             .ok();
-            let invitations = self
-                .query(Some(member), "teams/listInvitations", Value::Null)
-                .await
-                .ok();
-            let invitation = invitations
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|invitation| invitation["teamId"] == team_id.as_str())
-                .expect("the invitation")["teamInvitationId"]
-                .clone();
+            let invitation = self.invitation_to(member, &team_id).await;
             self.call(
                 Some(member),
                 "teams/acceptInvitation",
@@ -260,6 +256,35 @@ impl TestApi {
             .ok();
         }
         team_id
+    }
+
+    /// The id of `member`'s pending invitation to `team_id` (panics when there is none).
+    pub async fn invitation_to(&self, member: &TestUser, team_id: &str) -> Value {
+        let invitations = self
+            .query(Some(member), "teams/listInvitations", Value::Null)
+            .await
+            .ok();
+        invitations
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|invitation| invitation["teamId"] == team_id)
+            .expect("the invitation")["teamInvitationId"]
+            .clone()
+    }
+
+    /// `owner@`, `admin@`, `member@` and `outsider@example.com` signed in, the first three in
+    /// one team in those roles: the cast of the tests of who may do what. Returns
+    /// `(owner, admin, member, outsider, team_id)`.
+    pub async fn team_of_every_role(&self) -> (TestUser, TestUser, TestUser, TestUser, String) {
+        let owner = self.login("owner@example.com").await;
+        let admin = self.login("admin@example.com").await;
+        let member = self.login("member@example.com").await;
+        let outsider = self.login("outsider@example.com").await;
+        let team_id = self
+            .team_with(&owner, &[(&admin, "admin"), (&member, "member")])
+            .await;
+        (owner, admin, member, outsider, team_id)
     }
 
     /// Open API access for `team_id` (its owner or an admin calls) and a new key named
@@ -293,42 +318,49 @@ impl TestApi {
             .unwrap();
     }
 
-    /// The messages emitted through the outbox to `stream_base` with a subject under
-    /// `subject_prefix`: unsent rows and published messages (the relay deletes what it
-    /// publishes), each once.
-    pub async fn emitted(
-        &self,
-        stream_base: &str,
-        subject_prefix: &str,
-    ) -> Vec<test_support::Emitted> {
-        test_support::emitted(
-            &self.pool,
-            "outbox",
-            &nats_url(),
-            &self.namespace,
-            stream_base,
-            subject_prefix,
-        )
-        .await
-        .unwrap()
+    /// What this api emitted through its outbox.
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox::new(&self.pool, &self.namespace)
     }
 
-    /// The changesets emitted, oldest first (per scope, in order).
+    /// [`Outbox::messages`] of this api's outbox.
+    pub async fn emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<Emitted> {
+        self.outbox().messages(stream_base, subject_prefix).await
+    }
+
+    /// [`Outbox::changesets`] of this api's outbox.
     pub async fn changesets(&self) -> Vec<Changeset> {
-        test_support::emitted_changesets(&self.pool, &self.namespace)
-            .await
-            .unwrap()
+        self.outbox().changesets().await
     }
 
-    /// The changes of `table` in the outbox's changesets, oldest first, as `(scope, change)`.
+    /// [`Outbox::row_changes`] of this api's outbox.
     pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
-        test_support::changes_of(self.changesets().await, table)
+        self.outbox().row_changes(table).await
     }
 
     /// Drop this instance's cached sessions: a test that changes a session row in SQL (not
     /// through the api, which would drop them itself) makes the next request read it.
     pub fn forget_cached_sessions(&self) {
         self.state.sessions.forget_all();
+    }
+
+    /// `UPDATE sessions SET <assignments>` for `user`'s sessions, then drop the cached ones so
+    /// the next request sees the change.
+    pub async fn update_sessions(&self, user: &TestUser, assignments: &str) {
+        sqlx::query(&format!(
+            "UPDATE sessions SET {assignments} WHERE user_id = $1"
+        ))
+        .bind(user.user_id)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        self.forget_cached_sessions();
+    }
+
+    /// Make `user`'s sessions two days old: past the fresh age that sensitive calls need.
+    pub async fn age_sessions(&self, user: &TestUser) {
+        self.update_sessions(user, "created_at = now() - interval '2 days'")
+            .await;
     }
 
     /// How many events of bus name `name` (e.g. `journal_entry.created`) were emitted.

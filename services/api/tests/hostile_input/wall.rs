@@ -171,29 +171,21 @@ async fn the_wall_no_hostile_request_gets_a_5xx_a_panic_or_a_malformed_error() {
         .execute(&api.pool)
         .await
         .unwrap();
-    let rest_entry = api
-        .client
-        .post(format!("{}/api/v1/journal-entries", api.base_url))
-        .header("x-api-key", &key)
-        .json(&json!({"title": "t", "content": "c"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["journalEntryId"]
+    let rest_entry = test_support::send_json(
+        api.client
+            .post(format!("{}/api/v1/journal-entries", api.base_url))
+            .header("x-api-key", &key)
+            .json(&json!({"title": "t", "content": "c"})),
+    )
+    .await["journalEntryId"]
         .as_str()
         .unwrap()
         .to_owned();
-    let document: Value = api
-        .client
-        .get(format!("{}/api/v1/openapi.json", api.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = test_support::send_json(
+        api.client
+            .get(format!("{}/api/v1/openapi.json", api.base_url)),
+    )
+    .await;
     let operations: Vec<(String, Method)> = document["paths"]
         .as_object()
         .unwrap()

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::common::{TestApi, TestUser};
+use crate::common::{TestApi, TestUser, issue_paths};
 
 /// An app team with API access (on the `pro` plan unless `free`) and one key.
 pub(crate) struct ApiTeam {
@@ -47,26 +47,7 @@ impl Reply {
     }
 
     pub(crate) fn issue_paths(&self) -> Vec<String> {
-        self.body["issues"]
-            .as_array()
-            .map(|issues| {
-                issues
-                    .iter()
-                    .map(|issue| {
-                        issue["path"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|segment| match segment {
-                                Value::String(key) => key.clone(),
-                                other => other.to_string(),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(".")
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        issue_paths(&self.body["issues"])
     }
 }
 

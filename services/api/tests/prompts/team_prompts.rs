@@ -9,13 +9,7 @@ use crate::fixtures::{create, texts};
 #[tokio::test]
 async fn team_prompts_are_managed_by_admins_and_seen_by_members() {
     let api = TestApi::start().await;
-    let owner = api.login("owner@example.com").await;
-    let admin = api.login("admin@example.com").await;
-    let member = api.login("member@example.com").await;
-    let outsider = api.login("outsider@example.com").await;
-    let team_id = api
-        .team_with(&owner, &[(&admin, "admin"), (&member, "member")])
-        .await;
+    let (owner, admin, member, outsider, team_id) = api.team_of_every_role().await;
 
     let by_member = api
         .call(

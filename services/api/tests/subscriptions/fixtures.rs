@@ -91,15 +91,6 @@ pub(crate) async fn set_subscription(api: &TestApi, team_id: &str, set: &str) {
     .unwrap();
 }
 
-pub(crate) async fn age_sessions(api: &TestApi, user: &TestUser) {
-    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
-        .bind(user.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
-}
-
 pub(crate) async fn events<M: Message + Default>(api: &TestApi, name: &str) -> Vec<M> {
     api.emitted("EVENTS", &format!("events.{name}"))
         .await

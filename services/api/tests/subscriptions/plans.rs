@@ -6,7 +6,7 @@ use messages::journal::v1::SubscriptionPlanChanged;
 use serde_json::{Value, json};
 
 use crate::common::TestApi;
-use crate::fixtures::{age_sessions, api_team, change_plan, events, rest, set_subscription};
+use crate::fixtures::{api_team, change_plan, events, rest, set_subscription};
 
 #[tokio::test]
 async fn plans_are_listed_with_their_limits_to_anyone_signed_in() {
@@ -184,7 +184,7 @@ async fn only_owners_change_the_plan_with_a_fresh_session_and_the_change_is_an_e
     assert_eq!(api_team["plan"]["planId"], "pro");
 
     // Sensitive: an owner's stale session is refused.
-    age_sessions(&api, &owner).await;
+    api.age_sessions(&owner).await;
     let stale = api
         .call(
             Some(&owner),

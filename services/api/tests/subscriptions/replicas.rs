@@ -7,9 +7,7 @@ use messages::journal::v1::SubscriptionApiAccessChanged;
 use serde_json::json;
 
 use crate::common::TestApi;
-use crate::fixtures::{
-    age_sessions, api_team, change_plan, events, rest, set_subscription, usage_count,
-};
+use crate::fixtures::{api_team, change_plan, events, rest, set_subscription, usage_count};
 
 /// A plan change made through one replica: the other follows the new rate within the
 /// broadcast's delay (not the 30 s of its cache), and the new quota on its very next request.
@@ -182,7 +180,7 @@ async fn disabled_api_access_refuses_the_teams_keys_on_every_replica_until_enabl
     .ok();
 
     // Sensitive: a stale session cannot switch it back.
-    age_sessions(&api, &admin).await;
+    api.age_sessions(&admin).await;
     let stale = api
         .call(
             Some(&admin),

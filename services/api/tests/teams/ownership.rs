@@ -225,12 +225,7 @@ async fn ownership_changes_and_removing_an_admin_need_a_fresh_session() {
     change_role(&api, &owner, &team_id, &co_owner, "owner")
         .await
         .ok();
-    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 days' WHERE user_id = $1")
-        .bind(owner.user_id)
-        .execute(&api.pool)
-        .await
-        .unwrap();
-    api.forget_cached_sessions();
+    api.age_sessions(&owner).await;
     let call = |procedure: &'static str, user: &TestUser, role: Option<&str>| {
         let mut input = json!({ "teamId": team_id, "userId": user.user_id });
         if let Some(role) = role {

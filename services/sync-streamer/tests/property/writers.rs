@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use serde_json::{Value, json};
+use serde_json::json;
 use sync_protocol::synced_tx::SyncedRecorder;
 
 use crate::common::api_common::Answer;
@@ -210,17 +210,7 @@ pub(crate) async fn change_memberships(shared: Arc<Shared>, mut rng: StdRng, dea
                 )
                 .await;
             assert_eq!(invited.status, 200, "invitation failed: {}", invited.json);
-            let invitations = api
-                .query(Some(member), "teams/listInvitations", Value::Null)
-                .await
-                .ok();
-            let invitation = invitations
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|invitation| invitation["teamId"] == team.as_str())
-                .unwrap()["teamInvitationId"]
-                .clone();
+            let invitation = api.invitation_to(member, team).await;
             let accepted = api
                 .call(
                     Some(member),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use messages::sync::v1::{ChangeOp, Changeset, RowChange};
 use serde_json::{Value, json};
-use test_support::{TestBucket, TestDb, eventually, nats_url};
+use test_support::{Emitted, Outbox, TestBucket, TestDb, eventually, nats_url};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -119,24 +119,12 @@ impl System {
 
     /// `POST /rpc/<procedure>` → (status, `json` of the envelope).
     pub async fn call(&self, user: &User, procedure: &str, input: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/rpc/{procedure}", self.api_url))
-            .bearer_auth(&user.token)
-            .json(&json!({ "json": input }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        (status, body.get("json").cloned().unwrap_or(body))
+        test_support::rpc_call(&self.client, &self.api_url, &user.token, procedure, input).await
     }
 
     /// A successful call's output.
     pub async fn ok(&self, user: &User, procedure: &str, input: Value) -> Value {
-        let (status, body) = self.call(user, procedure, input).await;
-        assert_eq!(status, 200, "{procedure}: {body}");
-        body
+        test_support::rpc_ok(&self.client, &self.api_url, &user.token, procedure, input).await
     }
 
     /// A team of `owner` that each of `members` joined (invited, accepted); its id.
@@ -163,42 +151,29 @@ impl System {
         team_id
     }
 
-    /// The messages the api emitted to `stream_base` under `subject_prefix`: unsent outbox
-    /// rows and published messages (the relay deletes what it publishes), each once.
-    pub async fn api_emitted(
-        &self,
-        stream_base: &str,
-        subject_prefix: &str,
-    ) -> Vec<test_support::Emitted> {
-        test_support::emitted(
-            &self.api_pool,
-            "outbox",
-            &nats_url(),
-            &self.namespace,
-            stream_base,
-            subject_prefix,
-        )
-        .await
-        .unwrap()
+    /// What the api emitted through its outbox.
+    pub fn api_outbox(&self) -> Outbox<'_> {
+        Outbox::new(&self.api_pool, &self.namespace)
     }
 
-    /// Like [`Self::api_emitted`], for the worker's outbox. The stream is shared with the api:
-    /// filter by subject or content where both could emit.
-    pub async fn worker_emitted(
-        &self,
-        stream_base: &str,
-        subject_prefix: &str,
-    ) -> Vec<test_support::Emitted> {
-        test_support::emitted(
-            &self.worker_pool,
-            "outbox",
-            &nats_url(),
-            &self.namespace,
-            stream_base,
-            subject_prefix,
-        )
-        .await
-        .unwrap()
+    /// What the worker emitted through its outbox. The streams are shared with the api:
+    /// filter by subject, table or content where both could emit.
+    pub fn worker_outbox(&self) -> Outbox<'_> {
+        Outbox::new(&self.worker_pool, &self.namespace)
+    }
+
+    /// [`Outbox::messages`] of the api's outbox.
+    pub async fn api_emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<Emitted> {
+        self.api_outbox()
+            .messages(stream_base, subject_prefix)
+            .await
+    }
+
+    /// [`Outbox::messages`] of the worker's outbox.
+    pub async fn worker_emitted(&self, stream_base: &str, subject_prefix: &str) -> Vec<Emitted> {
+        self.worker_outbox()
+            .messages(stream_base, subject_prefix)
+            .await
     }
 
     /// Wait until the worker has handled every `journal_entry.*` event the api emitted.
@@ -267,17 +242,14 @@ impl System {
         subjects.iter().map(|(_, count)| *count as i64).sum()
     }
 
-    /// The changesets the worker emitted, oldest first (per scope, in order). Published ones
-    /// come from the CHANGES stream, which the api's share: callers filter by table.
+    /// [`Outbox::changesets`] of the worker's outbox.
     pub async fn worker_changesets(&self) -> Vec<Changeset> {
-        test_support::emitted_changesets(&self.worker_pool, &self.namespace)
-            .await
-            .unwrap()
+        self.worker_outbox().changesets().await
     }
 
-    /// The changes of `table` in the worker's changesets, oldest first, with their scope.
+    /// [`Outbox::row_changes`] of the worker's outbox.
     pub async fn row_changes(&self, table: &str) -> Vec<(String, RowChange)> {
-        test_support::changes_of(self.worker_changesets().await, table)
+        self.worker_outbox().row_changes(table).await
     }
 }
 

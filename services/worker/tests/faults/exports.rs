@@ -13,15 +13,7 @@ const EXPORT_CONSUMER: &str = "exports--export_user_data";
 /// `bus_deliveries_total` of one handler and outcome in the worker's `/metrics`. The
 /// recorder is process-wide: only one test in this file runs the export handler.
 async fn delivery_outcomes(system: &System, handler: &str, outcome: &str) -> u64 {
-    let body = system
-        .client
-        .get(format!("{}/metrics", system.worker_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = test_support::metrics_text(&system.worker_url).await;
     let handler = format!("handler=\"{handler}\"");
     let outcome = format!("outcome=\"{outcome}\"");
     body.lines()
@@ -110,12 +102,7 @@ async fn an_export_whose_upload_the_server_refuses_is_retried_and_completes_once
         "retried after {:?}: no backoff (the first retry waits 30 s ± 20 %)",
         failed_at.elapsed()
     );
-    let archive: Value = reqwest::get(ready["downloadUrl"].as_str().unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let archive = test_support::get_json(ready["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(archive["exportId"], export_id);
     assert_eq!(archive["journalEntries"][0]["content"], "safe and sound");
 
