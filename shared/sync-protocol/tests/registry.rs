@@ -41,12 +41,21 @@ fn literal_after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
     rest.strip_prefix('"')?.strip_suffix("\";")
 }
 
-/// The service's name as it registers itself (`pub const SERVICE: &str = "…";` in its lib.rs).
+/// The service's name as it declares itself in its lib.rs: `service: "…",` in its
+/// `bus::service_identity!` (or a plain `pub const SERVICE: &str = "…";`).
 fn service_name(service_dir: &Path) -> String {
     let lib = std::fs::read_to_string(service_dir.join("src/lib.rs")).unwrap();
+    let declared = lib.contains("bus::service_identity!");
     lib.lines()
-        .find_map(|line| literal_after(line, "pub const SERVICE: &str ="))
-        .unwrap_or_else(|| panic!("no `pub const SERVICE` in {}", service_dir.display()))
+        .find_map(|line| {
+            if declared {
+                let rest = line.trim().strip_prefix("service:")?.trim();
+                rest.strip_prefix('"')?.strip_suffix("\",")
+            } else {
+                literal_after(line, "pub const SERVICE: &str =")
+            }
+        })
+        .unwrap_or_else(|| panic!("no service name declared in {}", service_dir.display()))
         .to_owned()
 }
 

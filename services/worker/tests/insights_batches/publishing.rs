@@ -153,3 +153,55 @@ async fn marks_wait_for_a_held_user_and_go_with_a_purged_one() {
     assert_eq!(harness.changesets(ada).await.len(), 1);
     harness.cleanup().await;
 }
+
+/// More users due than one publish takes (500 per transaction): the publisher goes on at once
+/// until every mark is published, one changeset per user, none twice.
+#[tokio::test]
+async fn more_users_due_than_one_publish_takes_are_all_published() {
+    const USERS: usize = 1_201;
+    let harness = Harness::new().await;
+    let users: Vec<Uuid> = (0..USERS).map(|_| Uuid::new_v4()).collect();
+    for statement in [
+        "INSERT INTO entry_insights (user_id, entry_count, word_count, active_days, version)
+         SELECT user_id, 1, 5, 1, 1 FROM unnest($1::uuid[]) AS due (user_id)",
+        "INSERT INTO entry_insight_days (user_id, day, entry_count, word_count)
+         SELECT user_id, '2026-03-01', 1, 5 FROM unnest($1::uuid[]) AS due (user_id)",
+        "INSERT INTO insight_sync_due (user_id, day)
+         SELECT user_id, '2026-03-01' FROM unnest($1::uuid[]) AS due (user_id)",
+    ] {
+        sqlx::query(statement)
+            .bind(&users)
+            .execute(&harness.pool)
+            .await
+            .unwrap();
+    }
+    let publisher = InsightPublisher::new(harness.pool.clone(), Duration::ZERO);
+
+    let mut publishes = 1;
+    while publisher.publish_due().await.unwrap() {
+        publishes += 1;
+        assert!(publishes <= 10, "the publisher does not stop");
+    }
+    assert_eq!(
+        publishes, 3,
+        "500, 500, then 201 users: the last is not a full batch"
+    );
+    assert!(
+        unpublished(&harness).await.is_empty(),
+        "every mark published"
+    );
+    let mut published: Vec<String> = harness
+        .emitted_changes("changes.user.")
+        .await
+        .into_iter()
+        .map(|message| message.subject)
+        .collect();
+    published.sort();
+    let mut expected: Vec<String> = users
+        .iter()
+        .map(|user| format!("changes.user.{user}"))
+        .collect();
+    expected.sort();
+    assert_eq!(published, expected, "one changeset per user, none twice");
+    harness.cleanup().await;
+}
