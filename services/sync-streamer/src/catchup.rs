@@ -9,7 +9,7 @@
 //! is sent.
 
 use domain::ids::{TeamId, UserId};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -34,6 +34,26 @@ pub struct Membership {
     pub seq: u64,
     pub active: bool,
     pub updated_at_ms: i64,
+    /// The membership row as the read model held it at the watermark; `None` for one taken
+    /// from a changeset past the watermark.
+    pub row: Option<MembershipRow>,
+}
+
+/// A membership row as of the snapshot, for [`Snapshot::pinned_memberships`].
+#[derive(Debug, Clone)]
+pub struct MembershipRow {
+    pub row_id: String,
+    /// The highest sequence of its copies (the member's scope, the team's): where the
+    /// catch-up sends a row kept in several scopes.
+    pub last_seq: u64,
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+/// A row the catch-up sends as the snapshot held it (see [`Snapshot::pinned_memberships`]).
+#[derive(Debug)]
+pub struct PinnedRow {
+    pub row_id: String,
+    pub row: Row,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +84,7 @@ impl Snapshot {
                 seq: changeset.seq,
                 active,
                 updated_at_ms,
+                row: None,
             };
             match self
                 .memberships
@@ -74,6 +95,33 @@ impl Snapshot {
                 None => self.memberships.push(membership),
             }
         }
+    }
+}
+
+impl Snapshot {
+    /// The user's membership rows of `teams` (the teams the stream serves) that the client
+    /// does not hold as of `since`, as the snapshot has them: the catch-up sends these copies.
+    ///
+    /// The catch-up reads its pages after the snapshot, from a read model that may have moved
+    /// on. A row changed since is left out of the pages (its new version, past the watermark,
+    /// comes live), which is right for every row but these: a client would otherwise get a
+    /// team's rows without its own membership of the team, until the change (say, its
+    /// removal) arrived.
+    pub fn pinned_memberships(&self, since: &Cursor, teams: &HashSet<TeamId>) -> Vec<PinnedRow> {
+        self.memberships
+            .iter()
+            .filter(|membership| membership.active && teams.contains(&membership.team_id))
+            .filter_map(|membership| membership.row.as_ref())
+            .filter(|row| !since.holds(row.last_seq))
+            .map(|row| PinnedRow {
+                row_id: row.row_id.clone(),
+                row: Row {
+                    seq: row.last_seq,
+                    table: tables::TEAM_MEMBERS.to_owned(),
+                    data: row.data.clone(),
+                },
+            })
+            .collect()
     }
 }
 
@@ -94,24 +142,69 @@ pub async fn snapshot(db: &PgPool, user_id: UserId) -> Result<Snapshot, sqlx::Er
             .fetch_optional(&mut *tx)
             .await?;
     let (watermark, horizon) = state.unwrap_or((0, 0));
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, data::text FROM rows WHERE scope = $1 AND table_name = $2")
-            .bind(Scope::User(user_id).key())
-            .bind(tables::TEAM_MEMBERS)
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let memberships = rows
-        .into_iter()
-        .filter_map(|(seq, json)| {
-            own_membership(&json, user_id).map(|(team_id, active, updated_at_ms)| Membership {
-                team_id,
-                seq: seq as u64,
-                active,
-                updated_at_ms,
-            })
+    let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT seq, row_id, version, data::text FROM rows WHERE scope = $1 AND table_name = $2",
+    )
+    .bind(Scope::User(user_id).key())
+    .bind(tables::TEAM_MEMBERS)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut memberships: Vec<Membership> = Vec::with_capacity(rows.len());
+    let mut versions: Vec<i64> = Vec::with_capacity(rows.len());
+    for (seq, row_id, version, json) in rows {
+        let Some((team_id, active, updated_at_ms)) = own_membership(&json, user_id) else {
+            continue;
+        };
+        let data = serde_json::value::RawValue::from_string(json).ok();
+        memberships.push(Membership {
+            team_id,
+            seq: seq as u64,
+            active,
+            updated_at_ms,
+            row: data.map(|data| MembershipRow {
+                row_id,
+                last_seq: seq as u64,
+                data,
+            }),
+        });
+        versions.push(version);
+    }
+    // The same versions' copies in the teams' scopes, in the same snapshot.
+    let team_scopes: Vec<String> = memberships
+        .iter()
+        .map(|membership| Scope::Team(membership.team_id).key())
+        .collect();
+    let row_ids: Vec<String> = memberships
+        .iter()
+        .map(|membership| {
+            membership
+                .row
+                .as_ref()
+                .map_or_else(String::new, |row| row.row_id.clone())
         })
         .collect();
+    let team_copies: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT copy.row_id, copy.seq
+           FROM unnest($1::text[], $2::text[], $3::bigint[]) AS own(scope, row_id, version)
+           JOIN rows copy ON copy.scope = own.scope AND copy.table_name = $4
+                         AND copy.row_id = own.row_id AND copy.version = own.version",
+    )
+    .bind(&team_scopes)
+    .bind(&row_ids)
+    .bind(&versions)
+    .bind(tables::TEAM_MEMBERS)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for (row_id, seq) in team_copies {
+        if let Some(row) = memberships
+            .iter_mut()
+            .filter_map(|membership| membership.row.as_mut())
+            .find(|row| row.row_id == row_id)
+        {
+            row.last_seq = row.last_seq.max(seq as u64);
+        }
+    }
     Ok(Snapshot {
         watermark: watermark.max(0) as u64,
         horizon: horizon.max(0) as u64,
@@ -147,39 +240,66 @@ pub struct CatchUp {
     /// A fresh client (cursor 0) needs no tombstones.
     include_tombstones: bool,
     tables: Option<Vec<String>>,
+    /// The membership rows sent as the snapshot held them (the last reader holds them): the
+    /// pages leave out the read model's copies of these rows.
+    pinned_row_ids: Vec<String>,
 }
 
 impl CatchUp {
     /// `scopes`: each scope with the cursor to read it after (the client's, or the start for
-    /// a scope sent again from scratch).
+    /// a scope sent again from scratch). `pinned`: rows sent as given, in sequence order with
+    /// the rest ([`Snapshot::pinned_memberships`]).
     pub fn new(
         scopes: Vec<(String, Cursor)>,
         watermark: u64,
         page_rows: usize,
         include_tombstones: bool,
         tables: Option<Vec<String>>,
+        pinned: Vec<PinnedRow>,
     ) -> Self {
         let all: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
+        let mut readers: Vec<ScopeReader> = scopes
+            .into_iter()
+            .map(|(scope, cursor)| ScopeReader {
+                others: all
+                    .iter()
+                    .filter(|other| **other != scope)
+                    .cloned()
+                    .collect(),
+                scope,
+                after: cursor.through(),
+                held: cursor.listed().clone(),
+                buffer: VecDeque::new(),
+                exhausted: cursor.through() >= watermark,
+            })
+            .collect();
+        let pinned: Vec<PinnedRow> = pinned
+            .into_iter()
+            .filter(|pinned| {
+                tables
+                    .as_ref()
+                    .is_none_or(|tables| tables.contains(&pinned.row.table))
+            })
+            .collect();
+        let pinned_row_ids = pinned.iter().map(|pinned| pinned.row_id.clone()).collect();
+        let mut buffer: Vec<Row> = pinned.into_iter().map(|pinned| pinned.row).collect();
+        buffer.sort_by_key(|row| row.seq);
+        // A reader with nothing to read: its buffer is the pinned rows.
+        readers.push(ScopeReader {
+            scope: String::new(),
+            after: watermark,
+            held: BTreeSet::new(),
+            others: Vec::new(),
+            buffer: buffer.into(),
+            exhausted: true,
+        });
         Self {
-            readers: scopes
-                .into_iter()
-                .map(|(scope, cursor)| ScopeReader {
-                    others: all
-                        .iter()
-                        .filter(|other| **other != scope)
-                        .cloned()
-                        .collect(),
-                    scope,
-                    after: cursor.through(),
-                    held: cursor.listed().clone(),
-                    buffer: VecDeque::new(),
-                    exhausted: cursor.through() >= watermark,
-                })
-                .collect(),
+            readers,
             watermark,
             page_rows: page_rows.max(1),
             include_tombstones,
             tables,
+            pinned_row_ids,
         }
     }
 
@@ -203,6 +323,7 @@ impl CatchUp {
                            WHERE other.scope = ANY($7) AND other.table_name = rows.table_name
                              AND other.row_id = rows.row_id AND other.version = rows.version
                              AND other.seq > rows.seq AND other.seq <= $3)
+                       AND NOT (table_name = $8 AND row_id = ANY($9))
                      ORDER BY seq
                      LIMIT $6",
                 )
@@ -213,6 +334,8 @@ impl CatchUp {
                 .bind(self.tables.as_deref())
                 .bind(self.page_rows as i64)
                 .bind(&reader.others)
+                .bind(tables::TEAM_MEMBERS)
+                .bind(&self.pinned_row_ids)
                 .fetch_all(db)
                 .await?
             }
@@ -226,7 +349,8 @@ impl CatchUp {
                            SELECT 1 FROM rows other
                            WHERE other.scope = ANY($5) AND other.table_name = rows.table_name
                              AND other.row_id = rows.row_id AND other.version = rows.version
-                             AND other.seq > rows.seq AND other.seq <= $6)",
+                             AND other.seq > rows.seq AND other.seq <= $6)
+                       AND NOT (table_name = $7 AND row_id = ANY($8))",
                 )
                 .bind(&reader.scope)
                 .bind(seq as i64)
@@ -234,6 +358,8 @@ impl CatchUp {
                 .bind(self.tables.as_deref())
                 .bind(&reader.others)
                 .bind(self.watermark as i64)
+                .bind(tables::TEAM_MEMBERS)
+                .bind(&self.pinned_row_ids)
                 .fetch_all(db)
                 .await?
             }
@@ -288,24 +414,25 @@ impl CatchUp {
             let next = self
                 .readers
                 .iter()
-                .enumerate()
-                .filter_map(|(index, reader)| reader.buffer.front().map(|row| (row.seq, index)))
+                .filter_map(|reader| reader.buffer.front().map(|row| row.seq))
                 .min();
-            let Some((seq, index)) = next else {
+            let Some(seq) = next else {
                 return Ok((!page.is_empty()).then_some(page));
             };
             if page.len() >= self.page_rows {
                 return Ok(Some(page));
             }
-            // The whole changeset: one sequence lives in one scope. One the client already
-            // holds (sent live past a waiting transaction) is left out.
-            let reader = &mut self.readers[index];
-            let held = reader.held.contains(&seq);
-            while reader.buffer.front().is_some_and(|row| row.seq == seq) {
-                if let Some(row) = reader.buffer.pop_front()
-                    && !held
-                {
-                    page.push(row);
+            // The whole changeset: one sequence lives in one scope, and a pinned row of it
+            // goes with it. One the client already holds (sent live past a waiting
+            // transaction) is left out.
+            for reader in &mut self.readers {
+                let held = reader.held.contains(&seq);
+                while reader.buffer.front().is_some_and(|row| row.seq == seq) {
+                    if let Some(row) = reader.buffer.pop_front()
+                        && !held
+                    {
+                        page.push(row);
+                    }
                 }
             }
         }

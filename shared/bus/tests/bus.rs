@@ -233,6 +233,58 @@ async fn rows_committed_while_nats_is_down_are_published_after_it_returns_in_ord
 }
 
 #[tokio::test]
+async fn a_batch_whose_acks_never_come_fails_within_one_ack_timeout() {
+    let mut nats = PrivateNats::start();
+    let fixture = Fixture::new(&nats.url()).await;
+    fixture
+        .emit((0..30).map(|sequence| probe(sequence, "")))
+        .await;
+    nats.stop();
+
+    // One batch of 30 rows, none acked: the drain gives up after one `ack_timeout` for the
+    // batch, not one per row (30 s here), and records the failure on every row it claimed.
+    let config = RelayConfig {
+        ack_timeout: Duration::from_secs(1),
+        ..RelayConfig::new("worker")
+    };
+    let started = std::time::Instant::now();
+    let drained = tokio::time::timeout(
+        Duration::from_secs(10),
+        relay::drain(&fixture.bus, &fixture.pool, &config),
+    )
+    .await
+    .expect("the drain waited for each ack in turn");
+    assert!(drained.is_err(), "nothing can be published: {drained:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox
+          WHERE sent_at IS NULL AND last_error IS NOT NULL AND publish_attempts = 1",
+    )
+    .fetch_one(&fixture.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed, 30, "every claimed row records the failure");
+
+    nats.resume();
+    let drained_after_return = async {
+        while fixture.unsent().await > 0 {
+            // The client reconnects by itself; until then a drain fails like the one above.
+            if relay::drain(&fixture.bus, &fixture.pool, &config)
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), drained_after_return)
+        .await
+        .expect("the rows were never published after NATS returned");
+    assert_eq!(fixture.unsent().await, 0);
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
 async fn two_replicas_share_work_and_each_message_is_handled_once() {
     let fixture = Fixture::new(&nats_url()).await;
     let shutdown = CancellationToken::new();

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::transactions::{Assembly, RecentVersions};
 use super::{Flavor, StreamState, now_ms};
-use crate::catchup::{CatchUp, Row};
+use crate::catchup::{CatchUp, PinnedRow, Row};
 use crate::hub::{self, Next, Registration};
 use sync_protocol::frames::{CloseReason, Frame};
 
@@ -58,8 +58,11 @@ impl Connection {
         reset: bool,
         removed: Vec<TeamId>,
         full_resend: HashSet<TeamId>,
+        pinned: Vec<PinnedRow>,
     ) {
-        let _ = self.serve(watermark, reset, removed, full_resend).await;
+        let _ = self
+            .serve(watermark, reset, removed, full_resend, pinned)
+            .await;
     }
 
     async fn serve(
@@ -68,6 +71,7 @@ impl Connection {
         reset: bool,
         removed: Vec<TeamId>,
         full_resend: HashSet<TeamId>,
+        pinned: Vec<PinnedRow>,
     ) -> Result<(), Gone> {
         self.write(Bytes::from_static(b": \n\n")).await?;
         if reset {
@@ -105,6 +109,7 @@ impl Connection {
             self.state.config.chunk_rows,
             self.cursor.resumes(),
             self.tables.clone(),
+            pinned,
         );
         // Boxed: the catch-up's (and the gap's) futures are large and needed once; inline,
         // every idle stream's task would keep room for them (memory per connection).

@@ -359,6 +359,7 @@ async fn open(
     if since.resumes() {
         removed.extend(full_resend.iter().copied());
     }
+    let pinned = snapshot.pinned_memberships(&since, &effective);
     let (sender, receiver) = mpsc::channel::<Bytes>(4);
     let connection = Connection {
         state: state.clone(),
@@ -376,7 +377,7 @@ async fn open(
         sender,
         retry_sent: false,
     };
-    tokio::spawn(connection.run(snapshot.watermark, reset, removed, full_resend));
+    tokio::spawn(connection.run(snapshot.watermark, reset, removed, full_resend, pinned));
     let body = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()

@@ -1,9 +1,12 @@
 //! Membership changes on a stream: a member's own row, joining a team, and a removal that a
 //! resuming client must not lose.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
+use sync_protocol::cursor::Cursor;
+use sync_streamer::catchup::CatchUp;
 
 use crate::common::*;
 use crate::fixtures::{
@@ -312,6 +315,112 @@ async fn a_removal_cut_off_mid_way_is_sent_again() {
     assert_in_sync(&copy, &api, &bob).await;
 
     stop(streamer, api).await;
+}
+
+/// The catch-up reads its pages after the stream's snapshot, from a read model that may have
+/// moved on. A member removed in between was once sent the team's rows without its own
+/// membership row (the row had changed past the watermark, so the pages left it out), and then
+/// the team's live changes, until the removal arrived: a copy holding a team's rows but not
+/// its membership. The snapshot's membership row now goes out with the pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_read_after_a_removal_still_sends_the_membership_of_its_snapshot() {
+    let (api, streamer) = start().await;
+    let [ada, bob] = users(&api, ["ada", "bob"]).await;
+    let team_id = api.team_with(&ada, &[(&bob, "member")]).await;
+    api.call(
+        Some(&ada),
+        "journalEntries/create",
+        team_entry("for the team", &team_id),
+    )
+    .await
+    .ok();
+    settle(&api).await;
+    let sync_db = platform::db::connect(
+        &secrecy::SecretString::from(api.db.url().to_owned()),
+        "sync",
+        2,
+    )
+    .await
+    .unwrap();
+    let bob_id = domain::ids::UserId::from_uuid(bob.user_id);
+    let team: domain::ids::TeamId = team_id.parse().unwrap();
+    let snapshot = sync_streamer::catchup::snapshot(&sync_db, bob_id)
+        .await
+        .unwrap();
+
+    // Bob is removed after the snapshot and before the pages are read.
+    remove_member(&api, &ada, &team_id, &bob).await;
+    settle(&api).await;
+    let watermark: i64 = sqlx::query_scalar("SELECT watermark FROM sync.materializer_state")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert!(
+        watermark as u64 > snapshot.watermark,
+        "the read model moved on"
+    );
+
+    // A fresh client whose token lists the team, as the stream plans it.
+    let scopes = || {
+        vec![
+            (format!("user.{}", bob.user_id), Cursor::default()),
+            (format!("team.{team_id}"), Cursor::default()),
+        ]
+    };
+    let pinned = snapshot.pinned_memberships(&Cursor::default(), &HashSet::from([team]));
+    assert_eq!(pinned.len(), 1, "bob's one active membership");
+    let pages = |pinned| {
+        let catch_up = CatchUp::new(scopes(), snapshot.watermark, 2, false, None, pinned);
+        every_row(&sync_db, catch_up, snapshot.watermark)
+    };
+    let bobs_membership = format!("team_members/{team_id}:{}", bob.user_id);
+    // Without the snapshot's copy, the pages carry the team's entry and not bob's membership:
+    // the race this test stages.
+    let unpinned = pages(Vec::new()).await;
+    assert!(
+        unpinned
+            .iter()
+            .any(|(key, row)| key.starts_with("journal_entries/") && row["teamId"] == team_id)
+    );
+    assert!(!unpinned.iter().any(|(key, _)| *key == bobs_membership));
+
+    let rows = pages(pinned).await;
+    let memberships: Vec<&Value> = rows
+        .iter()
+        .filter(|(key, _)| *key == bobs_membership)
+        .map(|(_, row)| row)
+        .collect();
+    assert_eq!(memberships.len(), 1, "bob's membership, once: {rows:?}");
+    assert!(
+        memberships[0]["deletedAt"].is_null(),
+        "as of the snapshot: active"
+    );
+    let keys: HashSet<&String> = rows.iter().map(|(key, _)| key).collect();
+    assert_eq!(keys.len(), rows.len(), "each row once: {rows:?}");
+    assert_eq!(
+        keys.len(),
+        unpinned.len() + 1,
+        "the same rows and bob's membership"
+    );
+
+    stop(streamer, api).await;
+}
+
+/// Every row of `catch_up`'s pages, keyed as a client keys them.
+async fn every_row(
+    db: &sqlx::PgPool,
+    mut catch_up: CatchUp,
+    watermark: u64,
+) -> Vec<(String, Value)> {
+    let mut rows = Vec::new();
+    while let Some(page) = catch_up.next_page(db).await.unwrap() {
+        for row in page {
+            assert!(row.seq <= watermark, "a row past the snapshot");
+            let data: Value = serde_json::from_str(row.data.get()).unwrap();
+            rows.push((row_key(&row.table, &data), data));
+        }
+    }
+    rows
 }
 
 /// Read frames into `copy` until its cursor reaches `seq` (within 60 s).

@@ -6,24 +6,24 @@ use messages::journal::v1::{
 };
 
 use super::fold::apply_batch;
-use super::types::{EntryChange, Facts, timestamp};
+use super::types::{EntryChange, EntryIds, Facts, timestamp};
 use crate::WorkerState;
 
 /// The ids every entry event carries, parsed by the message's accessors; a malformed one
 /// will not parse on a retry either, so it fails the message for good.
 macro_rules! entry_ids {
     ($event:expr) => {
-        (
-            $event
+        EntryIds {
+            journal_entry_id: $event
                 .parse_journal_entry_id()
                 .map_err(HandlerError::permanent)?,
-            $event
+            author_user_id: $event
                 .parse_author_user_id()
                 .map_err(HandlerError::permanent)?,
-            $event
+            team_id: $event
                 .parse_optional_team_id()
                 .map_err(HandlerError::permanent)?,
-        )
+        }
     };
 }
 

@@ -89,18 +89,25 @@ pub(super) struct EntryChange {
     pub(super) facts: Option<Facts>,
 }
 
+/// The ids every entry event carries, parsed (`entry_ids!`).
+pub(super) struct EntryIds {
+    pub(super) journal_entry_id: JournalEntryId,
+    pub(super) author_user_id: UserId,
+    pub(super) team_id: Option<TeamId>,
+}
+
 impl EntryChange {
-    /// The event's ids come parsed (`entry_ids!`); its facts are parsed here.
+    /// The event's ids come parsed; its facts are parsed here.
     pub(super) fn parse(
-        (journal_entry_id, author_user_id, team_id): (JournalEntryId, UserId, Option<TeamId>),
+        ids: EntryIds,
         version: i64,
         deleted: bool,
         facts: Option<&JournalEntryFacts>,
     ) -> Result<Self, HandlerError> {
         Ok(Self {
-            journal_entry_id,
-            author_user_id,
-            team_id,
+            journal_entry_id: ids.journal_entry_id,
+            author_user_id: ids.author_user_id,
+            team_id: ids.team_id,
             version,
             deleted,
             facts: facts.map(Facts::parse).transpose()?,

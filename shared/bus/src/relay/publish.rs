@@ -105,14 +105,24 @@ pub(super) async fn publish_batch(
             }
         }
     }
+    // One deadline for the whole batch, and the first failure ends the wait: rows after it
+    // stay unsent anyway (they may share its ordering key). A timeout per ack, awaited one
+    // after another, held a batch's claim for rows × `ack_timeout` while NATS was down, so
+    // the failure was recorded minutes late.
+    let deadline = tokio::time::Instant::now() + config.ack_timeout;
     let mut sent = Vec::with_capacity(pending.len());
     let mut ack_error = None;
     for (outbox_id, ack) in pending {
-        match tokio::time::timeout(config.ack_timeout, ack).await {
-            Ok(Ok(_)) if ack_error.is_none() => sent.push(outbox_id),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => ack_error = ack_error.or(Some(error.to_string())),
-            Err(_) => ack_error = ack_error.or(Some("publish ack timed out".to_owned())),
+        match tokio::time::timeout_at(deadline, ack).await {
+            Ok(Ok(_)) => sent.push(outbox_id),
+            Ok(Err(error)) => {
+                ack_error = Some(error.to_string());
+                break;
+            }
+            Err(_) => {
+                ack_error = Some("publish ack timed out".to_owned());
+                break;
+            }
         }
     }
     if !sent.is_empty() {
