@@ -96,9 +96,7 @@ impl Snapshot {
             }
         }
     }
-}
 
-impl Snapshot {
     /// The user's membership rows of `teams` (the teams the stream serves) that the client
     /// does not hold as of `since`, as the snapshot has them: the catch-up sends these copies.
     ///
