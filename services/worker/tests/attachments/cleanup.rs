@@ -15,7 +15,9 @@ use crate::fixtures::{assert_refused, attachment_changes, id, start_with_cron_se
 async fn abandoned_uploads_are_expired_by_the_cron_task() {
     let system = System::start_both(
         |api| {
-            api.cdn.upload_url_ttl = Duration::from_secs(1);
+            // The upload below must succeed within the URL's TTL even under a loaded CI (1 s
+            // once refused it with 403); expiry depends on `abandoned_after` alone.
+            api.cdn.upload_url_ttl = Duration::from_secs(5);
             api.cdn.abandoned_after = Duration::from_secs(1);
         },
         |_| {},
