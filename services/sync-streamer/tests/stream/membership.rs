@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sync_protocol::changes::Scope;
 use sync_protocol::cursor::Cursor;
 use sync_streamer::catchup::CatchUp;
 
@@ -363,8 +364,8 @@ async fn a_catch_up_read_after_a_removal_still_sends_the_membership_of_its_snaps
     // A fresh client whose token lists the team, as the stream plans it.
     let scopes = || {
         vec![
-            (format!("user.{}", bob.user_id), Cursor::default()),
-            (format!("team.{team_id}"), Cursor::default()),
+            (Scope::User(bob_id).key(), Cursor::default()),
+            (Scope::Team(team).key(), Cursor::default()),
         ]
     };
     let pinned = snapshot.pinned_memberships(&Cursor::default(), &HashSet::from([team]));
