@@ -149,18 +149,18 @@ impl SseClient {
                 .collect();
             if session.changes != expected {
                 let got: BTreeSet<u64> = session.changes.iter().copied().collect();
-                let missing: Vec<u64> = expected
-                    .iter()
-                    .filter(|seq| !got.contains(seq))
-                    .copied()
-                    .collect();
+                let wanted: BTreeSet<u64> = expected.iter().copied().collect();
+                let missing: Vec<u64> = wanted.difference(&got).copied().collect();
+                let unexpected: Vec<u64> = got.difference(&wanted).copied().collect();
                 panic!(
                     "user {user}: stream {index} (caught up at {caught_up_at}, ended {:?}) got \
                      other changes than CHANGES holds for the user: {} received, {} expected, \
-                     missing {missing:?}",
+                     missing {missing:?}, not in the user's scope up to {last_in_scope} \
+                     {unexpected:?}, in order: {}",
                     session.ended,
                     session.changes.len(),
-                    expected.len()
+                    expected.len(),
+                    session.changes.is_sorted()
                 );
             }
         }

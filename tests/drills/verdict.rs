@@ -23,9 +23,34 @@ impl Verdict<'_> {
     /// duplicate.
     pub async fn assert_all(&self) {
         self.cluster.settle().await;
+        self.wait_for_insights_published().await;
         self.assert_no_acknowledged_write_lost().await;
         self.assert_effects_exactly_once().await;
         self.assert_clients_equal_the_database().await;
+    }
+
+    /// The worker publishes a user's changed insights a short window after the change
+    /// (`insight_sync_due`), so a settled cluster may still owe a changeset in the user's
+    /// scope. Waited for here, then settled again: the CHANGES stream read below must hold
+    /// every changeset a client will receive.
+    async fn wait_for_insights_published(&self) {
+        let due: i64 = sqlx::query_scalar("SELECT count(*) FROM worker.insight_sync_due")
+            .fetch_one(&self.cluster.pool)
+            .await
+            .expect("counting unpublished insight changes");
+        if due > 0 {
+            eprintln!("drill verdict: {due} insight changes were unpublished once settled");
+        }
+        let published = test_support::eventually(WAIT, || async {
+            let due: i64 = sqlx::query_scalar("SELECT count(*) FROM worker.insight_sync_due")
+                .fetch_one(&self.cluster.pool)
+                .await
+                .expect("counting unpublished insight changes");
+            due == 0
+        })
+        .await;
+        assert!(published, "the worker never published its insight changes");
+        self.cluster.settle().await;
     }
 
     async fn assert_no_acknowledged_write_lost(&self) {
