@@ -244,6 +244,34 @@ pub(crate) async fn remove_run(
         anyhow::Ok(())
     }
     .await;
+    // A WAL outbox's slots (`BUS_OUTBOX=wal`) keep a database from being dropped: end the
+    // run's sessions, which frees the slots, then drop them.
+    let _ =
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(database)
+            .execute(&admin)
+            .await;
+    for _ in 0..50 {
+        let slots: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT slot_name::text, active FROM pg_replication_slots WHERE database = $1",
+        )
+        .bind(database)
+        .fetch_all(&admin)
+        .await
+        .unwrap_or_default();
+        if slots.is_empty() {
+            break;
+        }
+        for (slot, active) in slots {
+            if !active {
+                let _ = sqlx::query("SELECT pg_drop_replication_slot($1::name)")
+                    .bind(&slot)
+                    .execute(&admin)
+                    .await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let dropped = sqlx::query(&format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_identifier(database)

@@ -14,6 +14,11 @@ pub enum BusError {
     Encode(String),
     #[error("query {name}: {message}")]
     Query { name: &'static str, message: String },
+    #[error(
+        "the WAL outbox (BUS_OUTBOX=wal) needs replication slot `{slot}`, which Postgres could \
+         not make (it needs wal_level=logical and a role with REPLICATION): {message}"
+    )]
+    WalOutbox { slot: String, message: String },
 }
 
 impl BusError {

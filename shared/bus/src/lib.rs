@@ -19,6 +19,8 @@
 //!   connection is replaced.
 //! - [`maintenance`]: the daily retention purge of the bus's own tables.
 //! - [`tables`]: the bus's tables' migrations, applied with every service's own.
+//! - [`wal_outbox`]: the outbox in the write-ahead log (`pg_logical_emit_message`), read back
+//!   from a logical replication slot in commit order.
 //! - [`service`]: the one service skeleton (start-up, consumers, relay, HTTP) and its
 //!   shutdown order: handlers drain, then the relay publishes what they wrote, then exit.
 
@@ -38,6 +40,7 @@ pub mod router;
 pub mod service;
 pub mod streams;
 pub mod tables;
+pub mod wal_outbox;
 
 mod error;
 mod pipeline;

@@ -3,6 +3,7 @@
 //! deletes them in the transaction that claimed them (see [`crate::relay`]).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use messages::definition::BusMessage;
 use sqlx::postgres::PgArguments;
@@ -11,6 +12,29 @@ use uuid::Uuid;
 
 use crate::BusError;
 use crate::headers;
+
+/// The schema whose outbox messages this process emits into the WAL, once
+/// [`emit_into_wal`] was called (the service skeleton does, with `BUS_OUTBOX=wal`).
+static WAL_SCHEMA: OnceLock<String> = OnceLock::new();
+
+/// From now on, every outbox write of this process goes into the WAL under `schema`'s prefix
+/// ([`crate::wal_outbox`]) instead of the table. Call it once the schema's slot exists. Fails
+/// when the process already emits for another schema (one service per process).
+pub fn emit_into_wal(schema: &str) -> Result<(), BusError> {
+    let chosen = WAL_SCHEMA.get_or_init(|| schema.to_owned());
+    if chosen == schema {
+        Ok(())
+    } else {
+        Err(BusError::Encode(format!(
+            "this process already emits into the WAL for `{chosen}`, not `{schema}`"
+        )))
+    }
+}
+
+/// The schema this process emits into the WAL for, if it does.
+pub fn wal_schema() -> Option<&'static str> {
+    WAL_SCHEMA.get().map(String::as_str)
+}
 
 /// Write `message` to the outbox inside the caller's transaction. Returns the outbox id,
 /// which becomes the message id (`Nats-Msg-Id`) consumers see.
@@ -114,11 +138,15 @@ impl OutboxBatch {
         self.outbox_ids.is_empty()
     }
 
-    /// Write every pushed message inside the caller's transaction, in one statement. Returns
-    /// the outbox ids in push order. An empty batch writes nothing.
+    /// Write every pushed message inside the caller's transaction, in one statement (into the
+    /// WAL when the process emits there, see [`emit_into_wal`]). Returns the outbox ids in
+    /// push order. An empty batch writes nothing.
     pub async fn write(self, conn: &mut PgConnection) -> Result<Vec<Uuid>, BusError> {
         if self.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(schema) = wal_schema() {
+            return self.emit_to_wal(conn, schema).await;
         }
         let mut arguments = PgArguments::default();
         let outbox_ids = self.bind_arrays(&mut arguments)?;
@@ -154,6 +182,28 @@ impl OutboxBatch {
         )
     }
 
+    /// The batch's write as the body of a CTE in a bigger statement, where the process writes
+    /// it (the table, or the WAL: [`emit_into_wal`]), reading the binds that
+    /// [`add_cte_binds`](Self::add_cte_binds) appends from `$first_bind` on. The statement
+    /// must read the CTE for it to run in both cases, e.g. `(SELECT count(*) FROM outbox_rows)`.
+    pub fn cte_sql(first_bind: usize, only_if: Option<&str>) -> String {
+        match wal_schema() {
+            Some(_) => Self::wal_emit_sql(first_bind, only_if),
+            None => format!(
+                "{}\n             RETURNING 1",
+                Self::insert_sql(first_bind, only_if)
+            ),
+        }
+    }
+
+    /// Append the binds [`cte_sql`](Self::cte_sql) reads. Returns the outbox ids in push order.
+    pub fn add_cte_binds(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
+        match wal_schema() {
+            Some(schema) => self.add_wal_binds(schema, arguments),
+            None => self.add_binds(arguments),
+        }
+    }
+
     /// Append the five arrays [`insert_sql`](Self::insert_sql) reads to `arguments` (after
     /// the caller's own binds). Returns the outbox ids in push order. Announces the rows to
     /// this process's relay, as [`write`](Self::write) does (see [`crate::relay`]); rows an
@@ -164,15 +214,46 @@ impl OutboxBatch {
         Ok(outbox_ids)
     }
 
-    fn bind_arrays(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
-        // The trace context is the caller's, the same for every row; each row adds its name.
+    /// Each message's headers: the caller's trace context (the same for every message) and
+    /// the message's name.
+    pub(crate) fn header_maps(&self) -> Vec<BTreeMap<String, String>> {
         let trace_headers: BTreeMap<String, String> = platform::telemetry::current_trace_headers()
             .into_iter()
             .collect();
+        self.names
+            .iter()
+            .map(|name| {
+                let mut header_map = trace_headers.clone();
+                header_map.insert(headers::MESSAGE_NAME.to_owned(), name.clone());
+                header_map
+            })
+            .collect()
+    }
+
+    /// The messages as the WAL outbox encodes them, in push order, with their outbox ids.
+    pub(crate) fn into_wal_messages(self) -> (Vec<Uuid>, Vec<crate::wal_outbox::WalOutboxMessage>) {
+        let header_maps = self.header_maps();
+        let messages = self
+            .outbox_ids
+            .iter()
+            .zip(self.subjects)
+            .zip(self.payloads)
+            .zip(header_maps)
+            .map(
+                |(((outbox_id, subject), payload), headers)| crate::wal_outbox::WalOutboxMessage {
+                    outbox_id: outbox_id.as_bytes().to_vec(),
+                    subject,
+                    payload,
+                    headers,
+                },
+            )
+            .collect();
+        (self.outbox_ids, messages)
+    }
+
+    fn bind_arrays(self, arguments: &mut PgArguments) -> Result<Vec<Uuid>, BusError> {
         let mut row_headers = Vec::with_capacity(self.names.len());
-        for name in &self.names {
-            let mut header_map = trace_headers.clone();
-            header_map.insert(headers::MESSAGE_NAME.to_owned(), name.clone());
+        for header_map in self.header_maps() {
             row_headers.push(
                 serde_json::to_string(&header_map)
                     .map_err(|error| BusError::Encode(error.to_string()))?,

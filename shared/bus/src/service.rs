@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use platform::PlatformError;
 use platform::bootstrap::ServiceConfig;
-use platform::config::{CommonConfig, FromEnvironment};
+use platform::config::{CommonConfig, FromEnvironment, OutboxKind};
 use platform::health::Readiness;
 use platform::infra::Infra;
 use sqlx::PgPool;
@@ -43,6 +43,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
+use crate::wal_outbox::{self, WalOutboxConfig};
 use crate::{Bus, BusError};
 
 /// A service's identity, declared once at the top of its `lib.rs`: `SERVICE` (its name in
@@ -204,15 +205,35 @@ impl<'a> ServiceBuilder<'a> {
         )
         .await?;
         let grace = self.common.shutdown_grace;
+        let wal_relay = if self.relay {
+            wal_outbox_start(&infra.db, self.schema, self.common.outbox).await?
+        } else {
+            None
+        };
         let relay = self.relay.then(|| {
             let stop = CancellationToken::new();
             let mut config = RelayConfig::new(self.schema);
             config.final_publish = grace;
             config.wake_delay = self.common.relay_wake_delay;
-            let task = relay::spawn(bus.clone(), infra.db.clone(), config, stop.clone());
+            // The table relay runs in either mode: it publishes rows written before the switch
+            // and by replicas of an earlier release during a rolling deploy.
+            let mut tasks = vec![relay::spawn(
+                bus.clone(),
+                infra.db.clone(),
+                config,
+                stop.clone(),
+            )];
+            if let Some(config) = wal_relay {
+                tasks.push(tokio::spawn(wal_outbox::relay::run(
+                    bus.clone(),
+                    infra.db.clone(),
+                    config,
+                    stop.clone(),
+                )));
+            }
             RelayTask {
-                task,
-                // Also stops the relay when the skeleton is dropped without serving (a
+                tasks,
+                // Also stops the relays when the skeleton is dropped without serving (a
                 // start-up step after this one failed).
                 stop: stop.drop_guard(),
             }
@@ -230,11 +251,48 @@ impl<'a> ServiceBuilder<'a> {
     }
 }
 
+/// With `BUS_OUTBOX=wal`: make the schema's slot (start-up fails, saying why, when Postgres
+/// cannot: `wal_level` below `logical`, a role without `REPLICATION`), send this process's
+/// outbox writes into the WAL, and return the WAL relay's settings. With `table`: the WAL
+/// relay still runs while the slot exists, to publish what a WAL-emitting release left in it
+/// (a rollback from `wal` to `table`); drop the slot once it is drained.
+async fn wal_outbox_start(
+    db: &PgPool,
+    schema: &str,
+    outbox: OutboxKind,
+) -> Result<Option<WalOutboxConfig>, BusError> {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(db)
+        .await?;
+    let config = WalOutboxConfig::for_database(schema, &database);
+    match outbox {
+        OutboxKind::Wal => {
+            wal_outbox::slot::ensure(db, &config)
+                .await
+                .map_err(|error| BusError::WalOutbox {
+                    slot: config.slot.clone(),
+                    message: error.to_string(),
+                })?;
+            crate::outbox::emit_into_wal(schema)?;
+            tracing::info!(slot = %config.slot, "outbox messages go into the WAL");
+            Ok(Some(config))
+        }
+        OutboxKind::Table => match wal_outbox::slot::exists(db, &config).await {
+            Ok(true) => Ok(Some(config)),
+            Ok(false) => Ok(None),
+            Err(error) => {
+                tracing::warn!(%error, "could not tell whether a WAL outbox slot exists; not reading one");
+                Ok(None)
+            }
+        },
+    }
+}
+
 /// Work that must end before the relay's final publish.
 type Drain = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct RelayTask {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     stop: DropGuard,
 }
 
@@ -326,7 +384,7 @@ impl ServiceSkeleton {
         if let Some(relay) = self.relay {
             // Everything that writes to the outbox has stopped: publish what it wrote, then stop.
             drop(relay.stop);
-            let _ = relay.task.await;
+            futures::future::join_all(relay.tasks).await;
         }
         served?;
         Ok(())

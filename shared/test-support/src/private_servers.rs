@@ -145,10 +145,17 @@ pub struct PrivatePostgres {
     dir: TempDir,
     bin_dir: PathBuf,
     as_postgres_user: bool,
+    /// `-c name=value` settings beyond the defaults below.
+    settings: Vec<String>,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra server settings, e.g. `["wal_level=logical"]`.
+    pub fn start_with(settings: &[&str]) -> Self {
         let bin_dir = postgres_bin_dir();
         let dir = TempDir::new().unwrap();
         let as_postgres_user = nix_is_root();
@@ -166,6 +173,10 @@ impl PrivatePostgres {
             dir,
             bin_dir,
             as_postgres_user,
+            settings: settings
+                .iter()
+                .map(|setting| (*setting).to_owned())
+                .collect(),
         };
         let data = postgres.data_dir();
         let status = postgres
@@ -215,11 +226,15 @@ impl PrivatePostgres {
 
     /// Start the server (again) on the same port and data directory.
     pub fn resume(&mut self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        for setting in &self.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let log = self.dir.path().join("postgres.log");
         let status = self
             .command("pg_ctl")

@@ -57,6 +57,31 @@ pub struct CommonConfig {
     /// wakes it before it looks (the write's commit lands meanwhile, and writes of that
     /// window share one publish batch and one claim commit). 0 to 1,000.
     pub relay_wake_delay: Duration,
+    /// `BUS_OUTBOX`: where the service's outbox messages go (`table`, the default, or `wal`:
+    /// into the write-ahead log, read back through a logical replication slot; needs
+    /// `wal_level=logical`; docs/bus.md, "The WAL outbox").
+    pub outbox: OutboxKind,
+}
+
+/// Where a service writes its outbox messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutboxKind {
+    /// Rows of the `outbox` table, which the relay claims, publishes and deletes.
+    #[default]
+    Table,
+    /// Logical messages in the WAL (`pg_logical_emit_message`), read from a slot.
+    Wal,
+}
+
+impl FromStr for OutboxKind {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "table" => Ok(Self::Table),
+            "wal" => Ok(Self::Wal),
+            other => Err(format!("expected `table` or `wal`, got `{other}`")),
+        }
+    }
 }
 
 /// A NATS user and its password. The password never appears in Debug output or errors.
@@ -126,6 +151,7 @@ impl CommonConfig {
             nats_auth: read_nats_auth(env),
             streams: read_stream_settings(env),
             relay_wake_delay: read_relay_wake_delay(env),
+            outbox: env.with_default("BUS_OUTBOX", OutboxKind::Table),
         }
     }
 
@@ -144,6 +170,7 @@ impl CommonConfig {
             nats_auth: None,
             streams: StreamSettings::default(),
             relay_wake_delay: DEFAULT_RELAY_WAKE_DELAY,
+            outbox: OutboxKind::Table,
         }
     }
 }

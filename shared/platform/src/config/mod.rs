@@ -8,7 +8,7 @@ mod common;
 
 pub use common::{
     CommonConfig, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DEFAULT_RELAY_WAKE_DELAY, LogFormat,
-    MAX_STREAM_REPLICAS, NatsAuth, StreamSettings, StreamStorage,
+    MAX_STREAM_REPLICAS, NatsAuth, OutboxKind, StreamSettings, StreamStorage,
 };
 
 use std::collections::{BTreeSet, HashMap};

@@ -118,3 +118,24 @@ fn the_relay_wake_delay_is_read_and_bounded() {
         assert!(message.contains(expected), "{message}");
     }
 }
+
+#[test]
+fn the_outbox_kind_defaults_to_the_table_and_names_a_bad_value() {
+    let mut env = EnvReader::from_map(Vec::<(String, String)>::new());
+    let common = CommonConfig::read(&mut env);
+    env.finish().unwrap();
+    assert_eq!(common.outbox, OutboxKind::Table);
+
+    let mut env = EnvReader::from_map([("BUS_OUTBOX", "WAL")]);
+    let common = CommonConfig::read(&mut env);
+    env.finish().unwrap();
+    assert_eq!(common.outbox, OutboxKind::Wal);
+
+    let mut env = EnvReader::from_map([("BUS_OUTBOX", "log")]);
+    let _ = CommonConfig::read(&mut env);
+    let message = env.finish().unwrap_err().to_string();
+    assert!(
+        message.contains("BUS_OUTBOX") && message.contains("expected `table` or `wal`"),
+        "{message}"
+    );
+}

@@ -131,7 +131,7 @@ pub async fn create_entry(
         arguments
             .add(written.author_timezone.as_deref())
             .map_err(ApiError::internal)?;
-        outbox.add_binds(&mut arguments)?;
+        outbox.add_cte_binds(&mut arguments)?;
         let outcome: CreateOutcome = sqlx::query_as_with(CREATE_SQL.as_str(), arguments)
             .fetch_one(db)
             .await?;
@@ -162,7 +162,7 @@ static CREATE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(create
 /// author's timezone the event was built with, then the outbox batch's binds.
 fn create_sql() -> String {
     let prompt_usable = prompt_usable_sql("$3");
-    let outbox = bus::outbox::OutboxBatch::insert_sql(12, Some("EXISTS (SELECT 1 FROM entry)"));
+    let outbox = bus::outbox::OutboxBatch::cte_sql(12, Some("EXISTS (SELECT 1 FROM entry)"));
     format!(
         "WITH checks AS (
              SELECT ($2::uuid IS NULL OR EXISTS (
@@ -182,7 +182,8 @@ fn create_sql() -> String {
              RETURNING 1
          ),
          outbox_rows AS ({outbox})
-         SELECT team_ok, prompt_ok, author_timezone, EXISTS (SELECT 1 FROM entry) AS created
+         SELECT team_ok, prompt_ok, author_timezone, EXISTS (SELECT 1 FROM entry) AS created,
+                (SELECT count(*) FROM outbox_rows) AS outbox_written
            FROM checks"
     )
 }
