@@ -19,6 +19,10 @@ pub enum BusError {
          not make (it needs wal_level=logical and a role with REPLICATION): {message}"
     )]
     WalOutbox { slot: String, message: String },
+    #[error("the WAL outbox's replication stream of slot `{slot}`: {message}")]
+    WalStream { slot: String, message: String },
+    #[error("DATABASE_URL cannot be used for the WAL outbox's replication stream: {0}")]
+    ReplicationUrl(String),
 }
 
 impl BusError {

@@ -43,6 +43,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::relay::{self, RelayConfig};
 use crate::router::{BusRouter, ConsumersAttached, RunningRouter};
+use crate::wal_outbox::stream::ReplicationTarget;
 use crate::wal_outbox::{self, WalOutboxConfig};
 use crate::{Bus, BusError};
 
@@ -206,7 +207,7 @@ impl<'a> ServiceBuilder<'a> {
         .await?;
         let grace = self.common.shutdown_grace;
         let wal_relay = if self.relay {
-            wal_outbox_start(&infra.db, self.schema, self.common.outbox).await?
+            wal_outbox_start(&infra.db, self.schema, self.common).await?
         } else {
             None
         };
@@ -223,12 +224,14 @@ impl<'a> ServiceBuilder<'a> {
                 config,
                 stop.clone(),
             )];
-            if let Some(config) = wal_relay {
-                tasks.push(tokio::spawn(wal_outbox::relay::run(
+            if let Some((config, target)) = wal_relay {
+                tasks.push(tokio::spawn(wal_outbox::stream::run(
                     bus.clone(),
                     infra.db.clone(),
                     config,
+                    target,
                     stop.clone(),
+                    grace,
                 )));
             }
             RelayTask {
@@ -253,20 +256,27 @@ impl<'a> ServiceBuilder<'a> {
 
 /// With `BUS_OUTBOX=wal`: make the schema's slot (start-up fails, saying why, when Postgres
 /// cannot: `wal_level` below `logical`, a role without `REPLICATION`), send this process's
-/// outbox writes into the WAL, and return the WAL relay's settings. With `table`: the WAL
+/// outbox writes into the WAL, and return the WAL relay's settings and where it streams from. With `table`: the WAL
 /// relay still runs while the slot exists, to publish what a WAL-emitting release left in it
 /// (a rollback from `wal` to `table`); drop the slot once it is drained.
 async fn wal_outbox_start(
     db: &PgPool,
     schema: &str,
-    outbox: OutboxKind,
-) -> Result<Option<WalOutboxConfig>, BusError> {
+    common: &CommonConfig,
+) -> Result<Option<(WalOutboxConfig, ReplicationTarget)>, BusError> {
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(db)
         .await?;
     let config = WalOutboxConfig::for_database(schema, &database);
-    match outbox {
+    let target = || {
+        ReplicationTarget::from_database_url(
+            &common.database_url,
+            common.database_password.as_ref(),
+        )
+    };
+    match common.outbox {
         OutboxKind::Wal => {
+            let target = target()?;
             wal_outbox::slot::ensure(db, &config)
                 .await
                 .map_err(|error| BusError::WalOutbox {
@@ -275,10 +285,16 @@ async fn wal_outbox_start(
                 })?;
             crate::outbox::emit_into_wal(schema)?;
             tracing::info!(slot = %config.slot, "outbox messages go into the WAL");
-            Ok(Some(config))
+            Ok(Some((config, target)))
         }
         OutboxKind::Table => match wal_outbox::slot::exists(db, &config).await {
-            Ok(true) => Ok(Some(config)),
+            Ok(true) => match target() {
+                Ok(target) => Ok(Some((config, target))),
+                Err(error) => {
+                    tracing::warn!(%error, slot = %config.slot, "a WAL outbox slot exists but cannot be streamed; not reading it");
+                    Ok(None)
+                }
+            },
             Ok(false) => Ok(None),
             Err(error) => {
                 tracing::warn!(%error, "could not tell whether a WAL outbox slot exists; not reading one");

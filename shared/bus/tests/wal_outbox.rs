@@ -12,7 +12,8 @@ use async_nats::jetstream::consumer;
 use bus::Bus;
 use bus::headers;
 use bus::outbox::OutboxBatch;
-use bus::wal_outbox::{WalOutboxConfig, relay, slot};
+use bus::wal_outbox::stream::ReplicationTarget;
+use bus::wal_outbox::{WalOutboxConfig, relay, slot, stream};
 use futures::StreamExt;
 use messages::journal::v1::BusProbe;
 use prost::Message;
@@ -26,7 +27,7 @@ const SCHEMA: &str = "worker";
 const SUBJECT: &str = "changes.user.probe";
 
 struct Fixture {
-    _postgres: PrivatePostgres,
+    postgres: PrivatePostgres,
     pool: PgPool,
     bus: Bus,
     config: WalOutboxConfig,
@@ -57,7 +58,7 @@ impl Fixture {
         config.ack_timeout = Duration::from_secs(1);
         slot::ensure(&pool, &config).await.unwrap();
         Self {
-            _postgres: postgres,
+            postgres,
             pool,
             bus,
             config,
@@ -117,8 +118,45 @@ impl Fixture {
             .collect()
     }
 
-    /// Changes the slot still holds for a reader.
+    /// The streaming relay of this slot, as the service skeleton runs it, until `shutdown`.
+    fn spawn_stream(&self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let target = ReplicationTarget::from_database_url(
+            &secrecy::SecretString::from(self.postgres.admin_url()),
+            None,
+        )
+        .unwrap();
+        tokio::spawn(stream::run(
+            self.bus.clone(),
+            self.pool.clone(),
+            self.config.clone(),
+            target,
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ))
+    }
+
+    /// Wait until the stream holds exactly `expected`, in order.
+    async fn wait_for(&self, expected: &[i64]) {
+        let arrived = eventually(WAIT, || async {
+            self.sequences().await.len() >= expected.len()
+        })
+        .await;
+        assert!(arrived, "only {:?} arrived", self.sequences().await);
+        assert_eq!(self.sequences().await, expected);
+    }
+
+    /// Changes the slot still holds for a reader (once no stream holds the slot).
     async fn held(&self) -> i64 {
+        for _ in 0..50 {
+            if let Ok(held) = self.try_held().await {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.try_held().await.unwrap()
+    }
+
+    async fn try_held(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1::name, NULL, NULL,
                     'proto_version', '1', 'publication_names', $2, 'messages', 'true')",
@@ -127,7 +165,6 @@ impl Fixture {
         .bind(&self.config.publication)
         .fetch_one(&self.pool)
         .await
-        .unwrap()
     }
 }
 
@@ -286,30 +323,6 @@ async fn messages_wait_in_the_slot_while_nats_is_down_and_all_leave_once_after()
 }
 
 #[tokio::test]
-async fn the_running_relay_publishes_what_the_process_emits_and_stops_with_its_token() {
-    let fixture = Fixture::new(&nats_url()).await;
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay::run(
-        fixture.bus.clone(),
-        fixture.pool.clone(),
-        fixture.config.clone(),
-        shutdown.clone(),
-    ));
-    for sequence in 1..=3 {
-        fixture.emit(SCHEMA, &[sequence]).await;
-    }
-    let published = eventually(WAIT, || async { fixture.sequences().await.len() == 3 }).await;
-    assert!(published, "the relay did not publish the emitted messages");
-    assert_eq!(fixture.sequences().await, [1, 2, 3]);
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, running)
-        .await
-        .expect("the relay stops with its token")
-        .unwrap();
-    fixture.bus.delete_streams().await.unwrap();
-}
-
-#[tokio::test]
 async fn making_the_slot_is_idempotent_and_safe_from_two_replicas_at_once() {
     let fixture = Fixture::new(&nats_url()).await;
     let mut config = fixture.config.clone();
@@ -382,4 +395,154 @@ async fn a_rolling_deploy_publishes_table_rows_of_the_old_release_before_later_w
         "each message once, with its own id: {published:?}"
     );
     fixture.bus.delete_streams().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_streaming_relay_publishes_in_commit_order_and_moves_the_slot_past_what_was_acked() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let relay = fixture.spawn_stream(&shutdown);
+    for sequence in 1..=3 {
+        fixture.emit(SCHEMA, &[sequence]).await;
+    }
+    fixture.emit(SCHEMA, &[4, 5]).await;
+    let mut rolled_back = fixture.pool.begin().await.unwrap();
+    batch(&[99])
+        .emit_to_wal(&mut rolled_back, SCHEMA)
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    fixture.emit("other", &[98]).await;
+    fixture.emit(SCHEMA, &[6]).await;
+    fixture.wait_for(&[1, 2, 3, 4, 5, 6]).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, relay)
+        .await
+        .expect("the relay stops with its token")
+        .unwrap();
+    // The stream told the server how far it published: nothing is left to send again.
+    assert_eq!(fixture.held().await, 0);
+    fixture.bus.delete_streams().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_streaming_relay_per_slot_and_another_takes_over_when_it_stops() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let first_stop = CancellationToken::new();
+    let first = fixture.spawn_stream(&first_stop);
+    fixture.emit(SCHEMA, &[1, 2]).await;
+    fixture.wait_for(&[1, 2]).await;
+    // A second replica's relay: Postgres refuses it the slot while the first streams.
+    let second_stop = CancellationToken::new();
+    let second = fixture.spawn_stream(&second_stop);
+    fixture.emit(SCHEMA, &[3]).await;
+    fixture.wait_for(&[1, 2, 3]).await;
+    first_stop.cancel();
+    tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    fixture.emit(SCHEMA, &[4]).await;
+    fixture.wait_for(&[1, 2, 3, 4]).await;
+    let published = fixture.published().await;
+    let ids: std::collections::HashSet<&String> = published.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 4, "each message once: {published:?}");
+    second_stop.cancel();
+    tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+    fixture.bus.delete_streams().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_streaming_relay_lets_table_rows_of_an_older_release_go_first() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let relay = fixture.spawn_stream(&shutdown);
+    fixture.emit(SCHEMA, &[1]).await;
+    fixture.wait_for(&[1]).await;
+    let mut tx = fixture.pool.begin().await.unwrap();
+    batch(&[2]).write(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    fixture.emit(SCHEMA, &[3]).await;
+    // No table relay runs yet: the WAL message committed after the unsent row waits for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fixture.sequences().await,
+        [1],
+        "the WAL went past an unsent table row"
+    );
+    let relayed = bus::relay::drain(
+        &fixture.bus,
+        &fixture.pool,
+        &bus::relay::RelayConfig::new(SCHEMA),
+    )
+    .await
+    .unwrap();
+    assert_eq!(relayed, 1);
+    fixture.wait_for(&[1, 2, 3]).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, relay).await.unwrap().unwrap();
+    fixture.bus.delete_streams().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_streaming_relay_rides_out_a_nats_outage_and_publishes_everything_once() {
+    let mut nats = PrivateNats::start();
+    let fixture = Fixture::new(&nats.url()).await;
+    let shutdown = CancellationToken::new();
+    let relay = fixture.spawn_stream(&shutdown);
+    fixture.emit(SCHEMA, &[1]).await;
+    fixture.wait_for(&[1]).await;
+    nats.stop();
+    let before_outage: i64 =
+        sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+            .fetch_one(&fixture.pool)
+            .await
+            .unwrap();
+    for sequence in 2..=10 {
+        fixture.emit(SCHEMA, &[sequence]).await;
+    }
+    // Publishes fail (acks time out after 1 s): the stream reconnects and is sent them again,
+    // and the slot never moves past them meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let confirmed: i64 = sqlx::query_scalar(
+        "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint FROM pg_replication_slots
+          WHERE slot_name = $1",
+    )
+    .bind(&fixture.config.slot)
+    .fetch_one(&fixture.pool)
+    .await
+    .unwrap();
+    assert!(
+        confirmed <= before_outage,
+        "the slot moved past messages that were not published ({confirmed} > {before_outage})"
+    );
+    nats.resume();
+    fixture.wait_for(&(1..=10).collect::<Vec<_>>()).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, relay).await.unwrap().unwrap();
+    assert_eq!(fixture.held().await, 0);
+    fixture.bus.delete_streams().await.unwrap();
+}
+
+#[test]
+fn the_replication_target_comes_from_the_database_url_and_keeps_its_password_out_of_debug() {
+    let target = ReplicationTarget::from_database_url(
+        &secrecy::SecretString::from(
+            "postgres://journal_api:p%40ss@db.internal:6543/journal?sslmode=verify-full".to_owned(),
+        ),
+        None,
+    )
+    .unwrap();
+    let shown = format!("{target:?}");
+    assert!(
+        shown.contains("db.internal") && shown.contains("6543") && shown.contains("journal_api"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("p@ss") && !shown.contains("p%40ss"),
+        "{shown}"
+    );
+    let refused = ReplicationTarget::from_database_url(
+        &secrecy::SecretString::from("postgres://u@h/db?sslmode=sometimes".to_owned()),
+        None,
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("sslmode"), "{refused}");
 }

@@ -39,7 +39,7 @@ use crate::streams::Bus;
 use publish::publish_batch;
 use upkeep::OutboxGauges;
 use wake::Wakeups;
-pub(crate) use wake::{RECHECK_DELAYS, rows_written};
+pub(crate) use wake::rows_written;
 
 /// Relay settings.
 #[derive(Debug, Clone)]

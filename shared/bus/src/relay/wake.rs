@@ -30,7 +30,7 @@ static SETTLED: AtomicU64 = AtomicU64::new(0);
 
 /// How long a relay waits for expected rows to commit before looking again, in turn; after
 /// the last it writes them off.
-pub(crate) const RECHECK_DELAYS: [Duration; 10] = [
+const RECHECK_DELAYS: [Duration; 10] = [
     Duration::from_millis(1),
     Duration::from_millis(2),
     Duration::from_millis(4),

@@ -12,7 +12,7 @@
 //! origin, a relation, a row change of a publication someone widened) is skipped.
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(super) const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// One committed transaction's messages under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

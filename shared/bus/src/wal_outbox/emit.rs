@@ -53,7 +53,7 @@ impl OutboxBatch {
     }
 
     /// Append the two binds [`wal_emit_sql`](Self::wal_emit_sql) reads. Returns the outbox
-    /// ids in push order, and wakes this process's WAL relay as a table write wakes its relay.
+    /// ids in push order. (No wake-up: the relay's stream brings each commit.)
     pub fn add_wal_binds(
         self,
         schema: &str,
@@ -64,7 +64,6 @@ impl OutboxBatch {
         let bind_error = |error: sqlx::error::BoxDynError| BusError::Encode(error.to_string());
         arguments.add(super::prefix(schema)).map_err(bind_error)?;
         arguments.add(contents).map_err(bind_error)?;
-        super::relay::emitted(outbox_ids.len());
         Ok(outbox_ids)
     }
 }

@@ -5,25 +5,26 @@
 //! costs its WAL record and nothing else (1,155 B per create against the table outbox's
 //! 2,294 B at `wal_level=logical`, docs/benchmarks.md).
 //!
-//! - One slot per service schema (`bus_outbox_<schema>`, `pgoutput`, over a publication with
-//!   no tables), made by [`slot::ensure`] before anything is emitted: a message emitted while
+//! - One slot per service schema (`bus_outbox_<database>_<schema>`, `pgoutput`, over a
+//!   publication with no tables), made by [`slot::ensure`] before anything is emitted: a message emitted while
 //!   no slot exists is in no slot's future, so a producer emits into the WAL only once its
 //!   slot exists ([`slot::exists`]), and into the table outbox otherwise.
-//! - A pass ([`relay::publish_pass`]) holds a transaction-scoped advisory lock (one reader
-//!   per slot, whatever the replica count), peeks a bounded number of changes, publishes the
-//!   messages of its prefix in commit order with `Nats-Msg-Id` = the outbox id, waits for the
-//!   acks under one deadline, and advances the slot past the last transaction whose every
-//!   message was acked. A crash before the advance publishes those messages again with the
-//!   same ids; the stream's duplicate window drops them.
+//! - The relay ([`stream::run`]) reads the slot over the streaming replication protocol (one
+//!   connection per slot: the lease), publishes the messages of its prefix in commit order
+//!   with `Nats-Msg-Id` = the outbox id, waits for the acks under one deadline, and tells the
+//!   server it is done up to the last transaction whose every message was acked. A lost
+//!   connection resends from there; the stream's duplicate window drops what was published
+//!   twice. [`relay::publish_pass`] does the same once through SQL, for tools and tests.
 //! - Per-key order needs nothing: commit order is a total order that respects every key.
 //! - The slot holds WAL until it advances: a stopped relay makes the WAL grow. Postgres's
-//!   `max_slot_wal_keep_size` bounds it, and [`relay::publish_pass`] reports the slot's lag
+//!   `max_slot_wal_keep_size` bounds it, and the relay reports the slot's lag
 //!   (`bus_wal_outbox_lag_bytes`) for an alert.
 
 pub mod decode;
 pub mod emit;
 pub mod relay;
 pub mod slot;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
