@@ -546,3 +546,36 @@ fn the_replication_target_comes_from_the_database_url_and_keeps_its_password_out
     .unwrap_err();
     assert!(refused.to_string().contains("sslmode"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_stop_while_messages_wait_for_the_table_outbox_ends_within_the_grace() {
+    let fixture = Fixture::new(&nats_url()).await;
+    let shutdown = CancellationToken::new();
+    let relay = fixture.spawn_stream(&shutdown);
+    fixture.emit(SCHEMA, &[1]).await;
+    fixture.wait_for(&[1]).await;
+    // A table row no relay publishes, and a WAL message that must wait for it.
+    let mut tx = fixture.pool.begin().await.unwrap();
+    batch(&[2]).write(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    fixture.emit(SCHEMA, &[3]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, relay)
+        .await
+        .expect("the relay stops while its messages wait")
+        .unwrap();
+    // The grace is 5 s (`spawn_stream`); the message stays in the slot for the next relay.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "the stop took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(fixture.sequences().await, [1]);
+    assert!(
+        fixture.held().await > 0,
+        "the waiting message left the slot"
+    );
+    fixture.bus.delete_streams().await.unwrap();
+}

@@ -239,6 +239,20 @@ impl Session<'_> {
                 self.close(&mut client).await;
                 return Ok(());
             }
+            // Also while messages wait (held back for the table outbox, whose relay stops
+            // too): the grace bounds the stop.
+            if self.stop.is_none() && self.shutdown.is_cancelled() {
+                self.begin_stop().await;
+            }
+            if let Some(stop) = *self.stop
+                && Instant::now() >= stop.deadline
+            {
+                tracing::warn!(
+                    "WAL outbox relay ran out of time publishing on stop; the next relay sends the rest"
+                );
+                self.close(&mut client).await;
+                return Ok(());
+            }
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
                 report_lag(self.pool, self.config).await;
